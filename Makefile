@@ -1,0 +1,40 @@
+# Entry points. Each target sets up what it needs: a fresh clone only needs python3 and make.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+SYSSTAMP := $(VENV)/.system-deps
+
+.PHONY: help venv system-deps test demo bench clean
+
+help:
+	@echo "make demo   - three virtual nodes -> gateway -> live view (no hardware needed)"
+	@echo "make test   - the whole test suite (sets up .venv and system packages first)"
+	@echo "make bench  - benchmarks; figures go to docs/performance.md"
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+venv: $(STAMP)
+
+# Debian packages the tests use as real peers (mosquitto, libcoap's coap-client).
+$(SYSSTAMP): scripts/install-system-deps
+	bash scripts/install-system-deps
+	@mkdir -p $(VENV) && touch $@
+
+system-deps: $(SYSSTAMP)
+
+test: $(STAMP) $(SYSSTAMP)
+	$(BIN)/pytest -q
+
+demo: $(STAMP)
+	$(BIN)/fieldnode demo
+
+bench: $(STAMP)
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

