@@ -132,6 +132,11 @@ class Keystore:
             return None
         return entry
 
+    def lookup(self, kid: bytes) -> tuple[bytes, int] | None:
+        """(key, alg) for a Verifier, or None for an unknown or expired kid."""
+        entry = self.get(kid)
+        return (entry.key, entry.alg) if entry else None
+
     def add(self, entry: KeyEntry) -> None:
         self._by_kid[entry.kid] = entry
 

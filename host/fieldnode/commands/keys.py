@@ -1,0 +1,70 @@
+"""fieldnode keys: list the keystore (never the keys) and export the subset a gateway needs."""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import FieldnodeError
+from ..keystore import Keystore
+from ..paths import default_keystore
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("keys", help="list or export device keys (keys themselves are never shown)",
+                       description="Manage the host keystore. Listings show key ids, node names "
+                       "and fingerprints only; key material goes only into keystore files (mode 0600).")
+    p.add_argument("--keys", type=Path, default=None,
+                   help=f"keystore file (default {default_keystore()})")
+    ks = p.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    ls = ks.add_parser("list", help="key ids, names, algorithms, fingerprints, expiry")
+    ls.set_defaults(func=run_list)
+    ex = ks.add_parser("export", help="write the keys a gateway needs to another keystore file",
+                       description="Writes a keystore holding only the given devices' keys "
+                       "(all if none given), created mode 0600, for copying to a gateway.")
+    ex.add_argument("out", type=Path, help="file to write (refused if it exists, unless --force)")
+    ex.add_argument("--device", action="append", default=[], metavar="HEX",
+                    help="device id (12 hex digits) or node name; repeatable")
+    ex.add_argument("--force", action="store_true", help="overwrite OUT")
+    ex.set_defaults(func=run_export)
+
+
+def _load(args: argparse.Namespace) -> Keystore:
+    return Keystore.load(args.keys or default_keystore(), must_exist=True)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    store = _load(args)
+    table = Table(title=f"{len(store)} keys in {store.path}")
+    for col in ("node", "device", "gen", "alg", "fingerprint", "created", "expires"):
+        table.add_column(col, no_wrap=col in ("device", "fingerprint"))
+    now = time.time()
+    for e in store:
+        expires = "-" if e.expires is None else (
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(e.expires)) + (" (expired)" if e.expires <= now else ""))
+        table.add_row(e.name or "-", e.device.hex(), str(e.generation), str(e.alg), e.fingerprint,
+                      time.strftime("%Y-%m-%d", time.localtime(e.created)), expires)
+    Console().print(table)
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    store = _load(args)
+    wanted: set[bytes] | None = None
+    if args.device:
+        wanted = set()
+        for token in args.device:
+            matches = {e.device for e in store if e.name == token or e.device.hex() == token.lower()}
+            if not matches:
+                raise FieldnodeError(f"--device {token}: no such device id or node name in {store.path} "
+                                     "(see `fieldnode keys list`)")
+            wanted |= matches
+    if args.out.exists() and not args.force:
+        raise FieldnodeError(f"{args.out} exists: choose another file or pass --force")
+    subset = store.subset(wanted)
+    subset.save(args.out)
+    print(f"exported {len(subset)} keys to {args.out} (mode 0600)")
+    return 0

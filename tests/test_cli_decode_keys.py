@@ -1,0 +1,98 @@
+"""fieldnode decode and fieldnode keys, end to end through the CLI entry point."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fieldnode.cli import main
+from fieldnode.console import encode_console_line
+from fieldnode.frame import build_frame, device_base_name
+from fieldnode.keystore import KeyEntry, Keystore
+
+
+@pytest.fixture
+def keystore(tmp_path: Path, vectors) -> Path:
+    store = Keystore(tmp_path / "keys.json", [
+        KeyEntry(kid=bytes.fromhex(c["kid"]), key=bytes.fromhex(c["key"]), alg=c["alg"], name=f"node-{i}")
+        for i, c in enumerate(vectors["frames"]) if c["name"] in ("telemetry-6", "telemetry-alg5")
+    ])
+    return store.save()
+
+
+def frame_bytes(vectors, name: str) -> bytes:
+    return bytes.fromhex(next(c for c in vectors["frames"] if c["name"] == name)["frame"])
+
+
+def test_keystore_file_is_private(keystore: Path):
+    assert stat.S_IMODE(os.stat(keystore).st_mode) == 0o600
+
+
+def test_decode_console_capture_json(tmp_path, keystore, vectors, capsys):
+    capture = tmp_path / "console.log"
+    capture.write_bytes(
+        b"I (312) boot: fieldnode 0.1.0\r\n"
+        + encode_console_line(frame_bytes(vectors, "telemetry-6"))
+        + b"FN1 !!!not-base64!!!\r\n"
+        + encode_console_line(frame_bytes(vectors, "telemetry-6"))  # replayed
+        + encode_console_line(frame_bytes(vectors, "telemetry-alg5"))
+    )
+    rc = main(["decode", str(capture), "--json", "--keys", str(keystore)])
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert rc == 1
+    assert [x["status"] for x in lines] == ["ok", "rejected", "rejected", "ok"]
+    assert lines[0]["records"][0] == {"n": "temp", "t": 1764057600, "u": "Cel", "v": 23.45}
+    assert lines[1]["reason"] == "bad-cbor" and lines[2]["reason"] == "replay"
+    assert lines[3]["device"] == "7cdfa1c0ffee"
+
+
+def test_decode_cbor_sequence_and_diag(tmp_path, keystore, vectors, capsys):
+    seq = tmp_path / "frames.cbor"
+    seq.write_bytes(frame_bytes(vectors, "telemetry-6") + frame_bytes(vectors, "telemetry-alg5"))
+    assert main(["decode", str(seq), "--diag", "--keys", str(keystore)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("verified") == 2
+    assert '"urn:dev:mac:240ac4fffe123456:"' in out and "-65537: 0" in out
+
+
+def test_decode_shows_unknown_kid_as_unverified(tmp_path, keystore, vectors, capsys):
+    hexfile = tmp_path / "f.hex"
+    stranger = bytes.fromhex("aabbccddeeff")
+    data = build_frame(bytes(32), stranger + b"\x00\x01", 4, 3, 2, device_base_name(stranger),
+                       1764057000, [{"n": "fw", "vs": "0.1.0"}])
+    hexfile.write_text(data.hex() + "\nzz\n")
+    assert main(["decode", "--hex", str(hexfile), "--keys", str(keystore)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("REJECTED line 1: unknown-kid") and "(unverified:" in out[0]
+    assert out[1].startswith("REJECTED line 2: not hex")
+
+
+def test_decode_missing_file_is_a_clear_error(keystore, capsys):
+    assert main(["decode", "/nonexistent/frames.bin", "--keys", str(keystore)]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_keys_never_printed(tmp_path, keystore, vectors, capsys):
+    assert main(["keys", "--keys", str(keystore), "list"]) == 0
+    out = capsys.readouterr().out
+    assert "240ac4123456" in out
+    for case in vectors["frames"]:
+        assert case["key"] not in out and case["key"][:16] not in out
+    export = tmp_path / "gw.json"
+    assert main(["keys", "--keys", str(keystore), "export", str(export), "--device", "node-1"]) == 0
+    assert stat.S_IMODE(os.stat(export).st_mode) == 0o600
+    exported = Keystore.load(export)
+    assert [e.device.hex() for e in exported] == ["7cdfa1c0ffee"]
+    assert main(["keys", "--keys", str(keystore), "export", str(export)]) == 2  # exists
+    assert "--force" in capsys.readouterr().err
+
+
+def test_cli_help_runs_as_a_command():
+    proc = subprocess.run([str(Path(sys.executable).parent / "fieldnode"), "decode", "--help"],
+                          capture_output=True, text=True, check=True)
+    assert "FN1" in proc.stdout and "--keys" in proc.stdout
