@@ -1,0 +1,226 @@
+"""Board definitions (boards/*.json): loading and validation with errors that name the field.
+
+A board is data: chip, pins, buses, and the sensors and actuators attached. Chip differences
+(which GPIOs exist, which are input-only, which can do ADC while Wi-Fi runs) are tables here, not
+branches in code. The firmware reads the same JSON on the node; it trusts it because the host
+validated it before it was flashed.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import FieldnodeError
+from .paths import BOARDS_DIR
+
+SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class ChipPins:
+    gpios: frozenset[int]
+    input_only: frozenset[int]
+    reserved: frozenset[int]  # wired to the SPI flash/PSRAM on the common modules
+    adc: frozenset[int]  # ADC1 only: ADC2 cannot be read while Wi-Fi is on
+
+
+CHIPS: dict[str, ChipPins] = {
+    "esp32": ChipPins(
+        gpios=frozenset(list(range(0, 34)) + [34, 35, 36, 39]) - {20, 24, 28, 29, 30, 31},
+        input_only=frozenset({34, 35, 36, 39}),
+        reserved=frozenset(range(6, 12)),
+        adc=frozenset({32, 33, 34, 35, 36, 39}),
+    ),
+    "esp32s3": ChipPins(
+        gpios=frozenset(list(range(0, 22)) + list(range(26, 49))),
+        input_only=frozenset(),
+        reserved=frozenset(range(26, 33)),
+        adc=frozenset(range(1, 11)),
+    ),
+    "esp32c3": ChipPins(
+        gpios=frozenset(range(0, 22)),
+        input_only=frozenset(),
+        reserved=frozenset(range(12, 18)),
+        adc=frozenset(range(0, 5)),
+    ),
+}
+
+# What each driver needs from the board file, and the readings it produces ("" = the sensor's
+# own name, so a 4-20 mA loop called loop1 gives the reading loop1).
+SENSOR_DRIVERS: dict[str, dict[str, Any]] = {
+    "bme280": {"bus": "i2c", "addresses": (0x76, 0x77), "readings": ("temp", "hum", "press")},
+    "sht4x": {"bus": "i2c", "addresses": (0x44, 0x45, 0x46), "readings": ("temp", "hum")},
+    "adxl345": {"bus": "i2c", "addresses": (0x53, 0x1D), "readings": ("rms", "peak", "crest")},
+    "ds18b20": {"bus": "onewire", "readings": ("temp",)},
+    "modbus": {"bus": "uart", "required": ("unit_id", "registers"), "readings": ()},
+    "current_loop": {"pin": "adc", "required": ("shunt_ohm", "range"), "readings": ("",)},
+    "voltage": {"pin": "adc", "required": ("divider", "range"), "readings": ("",)},
+    "pulse": {"pin": "input", "required": ("per_pulse",), "readings": ("count", "rate")},
+}
+ACTUATOR_DRIVERS = ("relay", "pwm")
+BUS_PINS = {"i2c": ("scl", "sda"), "onewire": ("pin",), "uart": ("tx", "rx", "de")}
+
+
+class BoardError(FieldnodeError):
+    pass
+
+
+def board_path(name_or_path: str | Path) -> Path:
+    """A board by name (boards/<name>.json) or by path."""
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".json" or candidate.exists():
+        return candidate
+    path = BOARDS_DIR / f"{name_or_path}.json"
+    if not path.exists():
+        raise BoardError(f"unknown board {name_or_path!r}: known boards are {', '.join(board_names())} "
+                         f"(or give a path to a .json board file)")
+    return path
+
+
+def board_names() -> list[str]:
+    return sorted(p.stem for p in BOARDS_DIR.glob("*.json"))
+
+
+def load_board(name_or_path: str | Path) -> dict[str, Any]:
+    """The validated board definition; BoardError lists every problem found."""
+    path = board_path(name_or_path)
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BoardError(f"{path}: no such board file") from None
+    except json.JSONDecodeError as exc:
+        raise BoardError(f"{path}: not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg})") from None
+    problems = validate_board(doc)
+    if problems:
+        raise BoardError(f"{path}: invalid board definition:\n  - " + "\n  - ".join(problems))
+    return doc
+
+
+def reading_names(doc: dict[str, Any]) -> set[str]:
+    names: set[str] = set()
+    for sensor in doc.get("sensors", []):
+        spec = SENSOR_DRIVERS.get(sensor.get("driver"), {})
+        produced = spec.get("readings", ())
+        if sensor.get("driver") == "modbus":
+            produced = tuple(r.get("name", "") for r in sensor.get("registers", []))
+        names.update(f"{sensor.get('name')}.{r}" if r else str(sensor.get("name")) for r in produced)
+    return names
+
+
+def validate_board(doc: Any) -> list[str]:
+    if not isinstance(doc, dict):
+        return ["the file must hold a JSON object"]
+    problems: list[str] = []
+    if doc.get("schema") != SCHEMA:
+        problems.append(f"schema: must be {SCHEMA}")
+    if not isinstance(doc.get("name"), str) or not doc.get("name"):
+        problems.append("name: required text")
+    chip = CHIPS.get(doc.get("chip"))
+    if chip is None:
+        problems.append(f"chip: {doc.get('chip')!r} is not one of {', '.join(sorted(CHIPS))}")
+        return problems
+    used: dict[int, str] = {}
+
+    def pin(where: str, value: Any, *, output: bool = False, adc: bool = False) -> None:
+        if type(value) is not int or value not in chip.gpios:
+            problems.append(f"{where}: GPIO {value!r} does not exist on {doc['chip']}")
+            return
+        if value in chip.reserved:
+            problems.append(f"{where}: GPIO {value} is wired to the flash/PSRAM on {doc['chip']} modules")
+        if output and value in chip.input_only:
+            problems.append(f"{where}: GPIO {value} is input-only on {doc['chip']}")
+        if adc and value not in chip.adc:
+            problems.append(f"{where}: GPIO {value} has no ADC1 channel on {doc['chip']} "
+                            f"(use one of {sorted(chip.adc)})")
+        if value in used:
+            problems.append(f"{where}: GPIO {value} is already used by {used[value]}")
+        used[value] = where
+
+    led = doc.get("status_led")
+    if led is not None:
+        pin("status_led.pin", led.get("pin") if isinstance(led, dict) else None, output=True)
+
+    buses = doc.get("buses", {})
+    if not isinstance(buses, dict):
+        problems.append("buses: must be an object of named buses")
+        buses = {}
+    for bus_name, bus in buses.items():
+        kind = bus.get("type") if isinstance(bus, dict) else None
+        if kind not in BUS_PINS:
+            problems.append(f"buses.{bus_name}.type: {kind!r} is not one of {', '.join(BUS_PINS)}")
+            continue
+        for key in BUS_PINS[kind]:
+            if key == "de" and key not in bus:
+                continue
+            pin(f"buses.{bus_name}.{key}", bus.get(key), output=key in ("scl", "sda", "tx", "de", "pin"))
+
+    names: set[str] = set()
+    for i, sensor in enumerate(doc.get("sensors", [])):
+        where = f"sensors[{i}]"
+        if not isinstance(sensor, dict):
+            problems.append(f"{where}: must be an object")
+            continue
+        name = sensor.get("name")
+        where = f"sensors[{i}] ({name})"
+        if not isinstance(name, str) or not name or not all(c.isalnum() or c in "_-" for c in name):
+            problems.append(f"{where}.name: letters, digits, _ and - only")
+        elif name in names:
+            problems.append(f"{where}.name: used twice")
+        names.add(str(name))
+        spec = SENSOR_DRIVERS.get(sensor.get("driver"))
+        if spec is None:
+            problems.append(f"{where}.driver: {sensor.get('driver')!r} is not one of {', '.join(SENSOR_DRIVERS)}")
+            continue
+        if "bus" in spec:
+            bus = buses.get(sensor.get("bus"))
+            if bus is None:
+                problems.append(f"{where}.bus: {sensor.get('bus')!r} is not a bus of this board")
+            elif bus.get("type") != spec["bus"]:
+                problems.append(f"{where}.bus: {sensor['driver']} needs a {spec['bus']} bus, "
+                                f"{sensor['bus']} is {bus.get('type')}")
+        if "addresses" in spec and sensor.get("address") not in spec["addresses"]:
+            choices = ", ".join(f"{a} (0x{a:02x})" for a in spec["addresses"])
+            problems.append(f"{where}.address: {sensor.get('address')!r} is not a {sensor['driver']} "
+                            f"address; use {choices}")
+        if "pin" in spec:
+            pin(f"{where}.pin", sensor.get("pin"), adc=spec["pin"] == "adc")
+        for key in spec.get("required", ()):
+            if key not in sensor:
+                problems.append(f"{where}.{key}: required for {sensor['driver']}")
+        period = sensor.get("period_s")
+        if not isinstance(period, (int, float)) or period <= 0:
+            problems.append(f"{where}.period_s: a positive number of seconds")
+
+    actuators: set[str] = set()
+    for i, act in enumerate(doc.get("actuators", [])):
+        name = act.get("name") if isinstance(act, dict) else None
+        where = f"actuators[{i}] ({name})"
+        if not isinstance(name, str) or not name or name in names | actuators:
+            problems.append(f"{where}.name: required, and unique among sensors and actuators")
+        actuators.add(str(name))
+        if not isinstance(act, dict) or act.get("driver") not in ACTUATOR_DRIVERS:
+            problems.append(f"{where}.driver: one of {', '.join(ACTUATOR_DRIVERS)}")
+            continue
+        pin(f"{where}.pin", act.get("pin"), output=True)
+        failsafe = act.get("failsafe")
+        if act["driver"] == "relay" and type(failsafe) is not bool:
+            problems.append(f"{where}.failsafe: true or false (the state to fall back to)")
+        if act["driver"] == "pwm" and (not isinstance(failsafe, (int, float)) or not 0 <= failsafe <= 1):
+            problems.append(f"{where}.failsafe: a duty from 0.0 to 1.0")
+        for key in ("min_on_s", "min_off_s"):
+            if key in act and (not isinstance(act[key], (int, float)) or act[key] < 0):
+                problems.append(f"{where}.{key}: seconds, 0 or more")
+
+    readings = reading_names(doc)
+    for i, rule in enumerate(doc.get("interlocks", [])):
+        where = f"interlocks[{i}]"
+        if rule.get("actuator") not in actuators:
+            problems.append(f"{where}.actuator: {rule.get('actuator')!r} is not an actuator of this board")
+        if rule.get("reading") not in readings:
+            problems.append(f"{where}.reading: {rule.get('reading')!r} is not a reading of this board "
+                            f"(readings: {', '.join(sorted(readings))})")
+        if not any(isinstance(rule.get(k), (int, float)) for k in ("above", "below")):
+            problems.append(f"{where}: needs a numeric 'above' or 'below' limit")
+    return problems

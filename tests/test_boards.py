@@ -1,0 +1,56 @@
+"""Board definitions: the shipped ones validate, and each kind of mistake is named."""
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from fieldnode.boards import BoardError, board_names, load_board, validate_board
+from fieldnode.cli import main
+
+
+def test_shipped_boards_are_valid():
+    names = board_names()
+    assert {"esp32-devkitc", "esp32s3-devkitc", "esp32c3-devkitm", "virtual"} <= set(names)
+    for name in names:
+        assert load_board(name)["name"] == name
+
+
+@pytest.fixture
+def good():
+    return copy.deepcopy(load_board("esp32-devkitc"))
+
+
+@pytest.mark.parametrize("mutate,expected", [
+    (lambda d: d.update(chip="esp8266"), "chip: 'esp8266' is not one of"),
+    (lambda d: d["buses"]["i2c0"].update(scl=7), "GPIO 7 is wired to the flash"),
+    (lambda d: d["actuators"][0].update(pin=35), "GPIO 35 is input-only"),
+    (lambda d: d["actuators"][0].update(pin=21), "GPIO 21 is already used by buses.i2c0.sda"),
+    (lambda d: d["sensors"][0].update(address=0x40), "64 (0x40)... "[:0] + "is not a bme280 address"),
+    (lambda d: d["sensors"][0].update(bus="ow0"), "bme280 needs a i2c bus"),
+    (lambda d: d["sensors"][2].update(pin=25), "no ADC1 channel"),
+    (lambda d: d["sensors"][2].pop("shunt_ohm"), "shunt_ohm: required"),
+    (lambda d: d["sensors"].append(dict(d["sensors"][0])), "used twice"),
+    (lambda d: d["actuators"][1].update(failsafe=2), "a duty from 0.0 to 1.0"),
+    (lambda d: d["interlocks"][0].update(reading="env.tmp"), "'env.tmp' is not a reading"),
+    (lambda d: d["sensors"][0].update(driver="bmp180"), "driver: 'bmp180' is not one of"),
+])
+def test_each_mistake_is_named(good, mutate, expected):
+    mutate(good)
+    problems = validate_board(good)
+    assert any(expected in p for p in problems), problems
+
+
+def test_check_command_reports_file_and_problems(tmp_path, good, capsys):
+    good["sensors"][0]["period_s"] = -1
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(good))
+    assert main(["board", "check", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "period_s" in err
+    (tmp_path / "broken.json").write_text("{ nope")
+    with pytest.raises(BoardError, match="not valid JSON"):
+        load_board(tmp_path / "broken.json")
+    with pytest.raises(BoardError, match="known boards are"):
+        load_board("no-such-board")
