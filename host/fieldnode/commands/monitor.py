@@ -1,0 +1,123 @@
+"""fieldnode monitor: live view of a node's frames from its USB console or from UDP."""
+from __future__ import annotations
+
+import argparse
+import queue
+import sys
+import threading
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.live import Live
+
+from ..errors import FieldnodeError
+from ..keystore import Keystore
+from ..liveview import LiveState
+from ..monitor import Event, Intake, run_in_thread, serial_events, udp_events
+from ..paths import default_keystore
+from ..render import frame_json
+from ..serialsource import open_port
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "monitor", help="live view of verified frames from a USB console or UDP",
+        description="Reads frames live and verifies each against the keystore. From a USB serial "
+        "console, frame lines (FN1 ...) are picked out of the node's log lines; from UDP, bare "
+        "frames or CoAP messages are read and never answered. The view shows one row per node and "
+        "reading: value, unit, recent values, frame counter, age, rate, verification status; "
+        "rejected frames are counted by reason. If the board is unplugged the monitor says so and "
+        "carries on when it is plugged back in.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--port", help="serial port of the node, e.g. /dev/ttyUSB0")
+    src.add_argument("--udp", metavar="HOST:PORT", help="listen for frames on this UDP address")
+    p.add_argument("--keys", type=Path, default=None, help=f"keystore (default {default_keystore()})")
+    p.add_argument("--json", action="store_true",
+                   help="print one verified frame per line as JSON (for piping), no live view")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.set_defaults(func=run)
+
+
+def parse_hostport(text: str, default_host: str = "0.0.0.0") -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = default_host, text
+    try:
+        number = int(port)
+    except ValueError:
+        raise FieldnodeError(f"{text!r}: expected HOST:PORT, e.g. 127.0.0.1:5683") from None
+    if not 0 <= number < 65536:
+        raise FieldnodeError(f"{text!r}: port must be 0..65535")
+    return host or default_host, number
+
+
+def run(args: argparse.Namespace) -> int:
+    keys = Keystore.load(args.keys or default_keystore())
+    if len(keys) == 0:
+        print("warning: the keystore is empty, every frame will be rejected as unknown-kid "
+              "(pass --keys PATH or provision the node first)", file=sys.stderr)
+    intake = Intake(keys)
+    stop = threading.Event()
+    if args.port:
+        open_port(args.port).close()  # fail fast, with the clear message, before the live view
+        events = serial_events(args.port, intake, stop)
+    else:
+        events = udp_events(parse_hostport(args.udp), intake, stop)
+    inbox: "queue.SimpleQueue[Event]" = queue.SimpleQueue()
+    run_in_thread(events, inbox.put)
+    deadline = time.monotonic() + args.duration if args.duration else None
+    names = {e.device.hex(): e.name for e in keys if e.name}
+    state = LiveState(names)
+    try:
+        if args.json:
+            _json_loop(inbox, deadline)
+        else:
+            with Live(state.render(), console=Console(), refresh_per_second=4, transient=False) as live:
+                _view_loop(inbox, deadline, state, live)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.set()
+    return 0
+
+
+def _next(inbox: "queue.SimpleQueue[Event]", deadline: float | None) -> Event | None:
+    timeout = 0.25 if deadline is None else max(0.0, min(0.25, deadline - time.monotonic()))
+    try:
+        return inbox.get(timeout=timeout)
+    except queue.Empty:
+        return None
+
+
+def _json_loop(inbox: "queue.SimpleQueue[Event]", deadline: float | None) -> None:
+    while deadline is None or time.monotonic() < deadline:
+        event = _next(inbox, deadline)
+        if event is None:
+            continue
+        if event.kind == "frame" and event.frame is not None:
+            print(frame_json(event.frame), flush=True)
+        elif event.kind == "rejected":
+            print(f"rejected: {event.text}", file=sys.stderr, flush=True)
+        elif event.kind == "status":
+            print(event.text, file=sys.stderr, flush=True)
+        elif event.kind == "end":
+            return
+
+
+def _view_loop(inbox: "queue.SimpleQueue[Event]", deadline: float | None, state: LiveState, live: Live) -> None:
+    while deadline is None or time.monotonic() < deadline:
+        event = _next(inbox, deadline)
+        if event is not None:
+            if event.kind == "frame" and event.frame is not None:
+                state.add_frame(event.frame)
+            elif event.kind == "rejected":
+                state.add_rejection(event.text)
+            elif event.kind == "log":
+                state.add_log(event.text)
+            elif event.kind == "status":
+                state.status = event.text
+            elif event.kind == "end":
+                live.update(state.render())
+                return
+        live.update(state.render())
