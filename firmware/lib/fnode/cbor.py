@@ -120,7 +120,10 @@ def utf8_len(s):
     return len(s)
 
 
-def _copy(buf, off, s, n):
+def raw(buf, off, s, n=-1):
+    """Copies the bytes of s (bytes-like, or a str as UTF-8; n of them) into buf at off."""
+    if n < 0:
+        n = utf8_len(s)
     if n < _FMT_CACHED:
         f = _sfmt[n]
         if f is None:
@@ -135,12 +138,12 @@ def text(buf, off, s, n=-1):
     """A text string from a str (or UTF-8 bytes); n, when known, is its byte length."""
     if n < 0:
         n = utf8_len(s)
-    return _copy(buf, head(buf, off, MAJOR_TSTR, n), s, n)
+    return raw(buf, head(buf, off, MAJOR_TSTR, n), s, n)
 
 
 def bstr(buf, off, b):
     n = len(b)
-    return _copy(buf, head(buf, off, MAJOR_BSTR, n), b, n)
+    return raw(buf, head(buf, off, MAJOR_BSTR, n), b, n)
 
 
 def array_head(buf, off, n):

@@ -113,3 +113,12 @@ class BME280:
         if v > 419430400:
             v = 419430400
         return v >> 12
+
+
+def make(spec, hw):
+    return BME280(hw.bus(spec["bus"]), spec.get("address", 0x76))
+
+
+
+def readings(spec):
+    return READINGS

@@ -29,3 +29,13 @@ class CurrentLoop:
         if ma > 20.0:
             ma = 20.0
         out[0] = self.lo + (ma - 4.0) / 16.0 * self.span
+
+
+def make(spec, hw):
+    lo, hi = spec["range"]
+    gain, offset = spec.get("cal", (1.0, 0.0))
+    return CurrentLoop(hw.adc(spec["pin"]), spec["shunt_ohm"], lo, hi, gain, offset)
+
+
+def readings(spec):
+    return (("", spec.get("unit", "")),)

@@ -1,0 +1,92 @@
+# Sensors as the board definition declares them. Each driver module in fnode.drivers is imported
+# only if the board uses it (a node pays RAM only for its own drivers) and offers
+#   readings(spec) -> ((suffix, unit), ...)   what it measures ("" suffix: the sensor's own name)
+#   make(spec, hw) -> driver                  may raise OSError / ReadError (chip missing)
+#   driver.read_into(values)                  fills values[i] for readings[i]
+# A sensor whose chip is missing or failing still reports every period, as error readings.
+import time
+from fnode.sensor import ReadError, bus_error
+
+
+class Hardware:
+    # Builds HAL objects (machine.I2C, UART, ADC, Pin) once per bus/pin from the board data.
+    def __init__(self, board):
+        self.board = board
+        self.buses = {}
+
+    def bus(self, name):
+        b = self.buses.get(name)
+        if b is None:
+            import machine
+            spec = self.board["buses"][name]
+            kind = spec["type"]
+            if kind == "i2c":
+                b = machine.I2C(spec.get("id", 0), scl=machine.Pin(spec["scl"]),
+                                sda=machine.Pin(spec["sda"]), freq=spec.get("freq", 100000))
+            elif kind == "uart":
+                b = machine.UART(spec["id"], baudrate=spec.get("baud", 9600),
+                                 tx=spec["tx"], rx=spec["rx"])
+            else:
+                b = machine.Pin(spec["pin"])
+            self.buses[name] = b
+        return b
+
+    def adc(self, pin):
+        import machine
+        adc = machine.ADC(machine.Pin(pin))
+        adc.atten(machine.ADC.ATTN_11DB)
+        return adc
+
+    def pin(self, pin, mode=None):
+        import machine
+        return machine.Pin(pin, machine.Pin.IN if mode is None else mode)
+
+
+class Sensor:
+    def __init__(self, spec, hw):
+        self.spec = spec
+        self.hw = hw
+        self.name = spec["name"]
+        self.period_ms = int(spec["period_s"] * 1000)
+        self.module = __import__("fnode.drivers." + spec["driver"], None, None, ("make",))
+        self.driver = None
+        self.error = None
+        readings = self.module.readings(spec)
+        self.values = [0.0] * len(readings)
+        # Full reading names, built once: "env.temp", or "loop1" for a single-reading sensor.
+        self.names = tuple(self.name + "." + s if s else self.name for s, _ in readings)
+        self.units = tuple(u for _, u in readings)
+        self._attach()
+
+    def _attach(self):
+        try:
+            self.driver = self.module.make(self.spec, self.hw)
+            self.error = None
+        except (OSError, ReadError) as exc:
+            self.driver = None
+            self.error = bus_error(exc).code
+
+    def sample(self):
+        # -> None when values hold a fresh reading, else the error code for every reading.
+        if self.driver is None:
+            self._attach()
+            if self.driver is None:
+                return self.error
+        try:
+            self.driver.read_into(self.values)
+            return None
+        except (OSError, ReadError) as exc:
+            return bus_error(exc).code
+
+
+def build(board):
+    hw = Hardware(board)
+    return hw, [Sensor(spec, hw) for spec in board.get("sensors", ())]
+
+
+def unix_time():
+    # Seconds since 1970 on every port (embedded ports count from 2000 on older MicroPython).
+    t = time.time()
+    if time.gmtime(0)[0] == 2000:
+        t += 946684800
+    return t

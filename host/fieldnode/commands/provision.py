@@ -1,0 +1,83 @@
+"""fieldnode provision: give nodes their keys and settings over USB, with proof."""
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from ..devicelink import DeviceLink
+from ..errors import FieldnodeError
+from ..keystore import Keystore
+from ..paths import default_keystore
+from ..provisioning import DEFAULT_GRACE_S, Settings, provision
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "provision", help="write a fresh key and settings into nodes over USB",
+        description="For each --port: read the node's id over USB, generate a 256-bit key on this "
+        "host, store key, key id and settings in the node's NVS, and check the node can MAC a "
+        "random challenge with it (the key is never read back). The key is recorded in the "
+        "keystore (mode 0600) only after that proof. A node that already has a key is refused "
+        "unless --rotate (new key id; the old key stays valid at the gateway for --grace) or "
+        "--force (replace). Keys are never printed: `fieldnode keys list` shows fingerprints.")
+    p.add_argument("--port", action="append", required=True, metavar="DEV",
+                   help="serial port of a node; repeat for a batch")
+    p.add_argument("--name", help="node name (batch: used as a prefix, -1, -2, ... appended)")
+    p.add_argument("--gateway", metavar="HOST:PORT", help="gateway the node sends to (CoAP, default port 5683)")
+    p.add_argument("--wifi", metavar="SSID", help="Wi-Fi network; the password is asked for, or read "
+                   "from FIELDNODE_WIFI_PASSWORD")
+    p.add_argument("--alg", type=int, choices=(4, 5), default=4,
+                   help="COSE MAC algorithm: 4 = HMAC 256/64 (8-byte tag, default), 5 = HMAC 256/256")
+    p.add_argument("--keys", type=Path, default=None, help=f"keystore (default {default_keystore()})")
+    p.add_argument("--force", action="store_true", help="replace an existing key")
+    p.add_argument("--rotate", action="store_true", help="new key; keep the old one valid for --grace")
+    p.add_argument("--grace", type=float, default=DEFAULT_GRACE_S / 86400, metavar="DAYS",
+                   help="how long a rotated-out key stays valid (default 7 days)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.force and args.rotate:
+        raise FieldnodeError("--force and --rotate exclude each other: rotate keeps the old key valid "
+                             "for a while, force drops it")
+    password = None
+    if args.wifi:
+        password = os.environ.get("FIELDNODE_WIFI_PASSWORD")
+        if password is None:
+            password = getpass.getpass(f"Wi-Fi password for {args.wifi}: ")
+    store = Keystore.load(args.keys or default_keystore())
+    console = Console(stderr=True)
+    rows: list[tuple[str, str, str, str, str]] = []
+    failures = 0
+    for i, port in enumerate(args.port, 1):
+        name = args.name
+        if name and len(args.port) > 1:
+            name = f"{args.name}-{i}"
+        settings = Settings(name=name, gateway=args.gateway, wifi_ssid=args.wifi,
+                            wifi_password=password, alg=args.alg)
+        console.print(f"[{i}/{len(args.port)}] {port}: provisioning ...")
+        try:
+            with DeviceLink(port) as link:
+                result = provision(link, store, settings, force=args.force, rotate=args.rotate,
+                                   grace_s=args.grace * 86400)
+        except FieldnodeError as exc:
+            failures += 1
+            console.print(f"[red]{port}: {exc}[/red]")
+            rows.append((port, "-", "-", "-", f"failed: {exc}"))
+            continue
+        rows.append((port, result.device.hex(), result.name, result.fingerprint,
+                     f"{result.action} (kid {result.kid.hex()})"))
+        console.print(f"[green]{port}: {result.action} {result.name} ({result.device.hex()}), "
+                      f"key fingerprint {result.fingerprint}[/green]")
+    table = Table(title=f"provisioned {len(args.port) - failures} of {len(args.port)}; keystore {store.path}")
+    for col in ("port", "device", "name", "fingerprint", "result"):
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+    return 1 if failures else 0

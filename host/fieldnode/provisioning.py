@@ -1,0 +1,105 @@
+"""Provisioning a node over USB: identity, a fresh key, settings, and proof the key arrived.
+
+Order matters so that a failure at any step leaves a usable state:
+1. the new key goes into the node's NVS as *pending*; the active key is untouched;
+2. the node MACs a random challenge with the pending key and the host checks it, so the key is
+   proven to be there without ever being read back;
+3. the host records the key in its keystore (atomic file replace);
+4. the node makes the pending key active, with its settings, in one NVS commit;
+5. on --rotate the old key stays valid at the gateway for a grace period.
+A failure before 3 leaves the keystore as it was and the node on its old key; a failure at 4
+leaves the new key recorded but unused, and the old one still valid: provisioning again fixes it.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+
+from .devicelink import DeviceLink
+from .errors import FieldnodeError
+from .keystore import KeyEntry, Keystore, make_kid
+
+PROOF_CONTEXT = b"fieldnode provision proof\0"
+DEFAULT_GRACE_S = 7 * 24 * 3600
+
+
+@dataclass
+class Settings:
+    name: str | None = None
+    gateway: str | None = None  # host:port
+    wifi_ssid: str | None = None
+    wifi_password: str | None = None
+    alg: int = 4
+
+
+@dataclass
+class Result:
+    port: str
+    device: bytes
+    kid: bytes
+    name: str
+    fingerprint: str
+    action: str  # "provisioned", "rotated", "replaced"
+
+
+def proof(key: bytes, challenge: bytes) -> bytes:
+    return hmac.new(key, PROOF_CONTEXT + challenge, hashlib.sha256).digest()
+
+
+def _py_str(value: str | None) -> str:
+    # repr() of a str is valid MicroPython source for the same string.
+    return repr(value) if value is not None else "None"
+
+
+def provision(link: DeviceLink, store: Keystore, settings: Settings, force: bool = False,
+              rotate: bool = False, grace_s: float = DEFAULT_GRACE_S) -> Result:
+    device_hex = link.exec("import fnode.provision as p;p.identity()")
+    try:
+        device = bytes.fromhex(device_hex)
+        assert len(device) == 6
+    except (ValueError, AssertionError):
+        raise FieldnodeError(f"{link.port}: the node answered {device_hex!r} instead of its 6-byte id: "
+                             "is the fieldnode application flashed? (fieldnode flash --app-only)") from None
+    has_key = link.exec("import fnode.provision as p;p.has_key()") == "True"
+    known = store.for_device(device)
+    if has_key and not (force or rotate):
+        where = f" (keystore: {', '.join(e.kid.hex() for e in known)})" if known else " (not in this keystore)"
+        raise FieldnodeError(f"node {device.hex()} on {link.port} already has a key{where}. "
+                             "Use --rotate to give it a new key and keep the old one valid for a grace "
+                             "period, or --force to replace it")
+    if rotate and not known:
+        raise FieldnodeError(f"--rotate: node {device.hex()} has no key in {store.path}; "
+                             "use --force to replace a key this keystore does not know")
+    generation = max((e.generation for e in known), default=0) + 1
+    key = secrets.token_bytes(32)
+    kid = make_kid(device, generation)
+    name = settings.name or (known[-1].name if known else "") or f"node-{device.hex()[-6:]}"
+
+    link.exec(f"import fnode.provision as p;p.stage('{key.hex()}','{kid.hex()}',{settings.alg})")
+    challenge = secrets.token_bytes(16)
+    answer = link.exec(f"import fnode.provision as p;p.prove('{challenge.hex()}')")
+    if not hmac.compare_digest(answer.encode(), proof(key, challenge).hex().encode()):
+        link.exec("import fnode.provision as p;p.unstage()")
+        raise FieldnodeError(f"node {device.hex()} did not prove it holds the new key; nothing was "
+                             "recorded and the node keeps its old key. Run provision again")
+
+    now = time.time()
+    entry = KeyEntry(kid=kid, key=key, name=name, alg=settings.alg, created=now)
+    if rotate:
+        for old in known:
+            if old.expires is None or old.expires > now + grace_s:
+                old.expires = now + grace_s
+    elif force:
+        for old in known:
+            store.remove(old.kid)
+    store.add(entry)
+    store.save()
+
+    link.exec("import fnode.provision as p;p.activate({}, {}, {}, {})".format(
+        _py_str(name), _py_str(settings.gateway), _py_str(settings.wifi_ssid),
+        _py_str(settings.wifi_password)))
+    action = "rotated" if rotate else "replaced" if has_key else "provisioned"
+    return Result(link.port, device, kid, name, entry.fingerprint, action)
