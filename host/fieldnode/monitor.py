@@ -46,9 +46,9 @@ def frame_from_datagram(datagram: bytes) -> bytes:
     """A frame sent bare, or as the payload of a CoAP message (what nodes send to a gateway)."""
     if datagram[:1] == b"\xd1":
         return datagram
-    from .coap import payload_of  # CoAP header, token and options skipped, payload returned
+    from .coap import decode  # raises CoapError (a ValueError) for a malformed datagram
 
-    return payload_of(datagram)
+    return decode(datagram).payload
 
 
 def serial_events(port: str, intake: Intake, stop: threading.Event) -> Iterator[Event]:

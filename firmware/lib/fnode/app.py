@@ -12,7 +12,7 @@ import time
 from fnode import log
 from fnode.config import Config
 from fnode.counter import Counter
-from fnode.cose import KIND_TELEMETRY, KIND_BOOT
+from fnode.cose import KIND_TELEMETRY, KIND_BOOT, KIND_EVENT, KIND_ACK, Rejected
 from fnode.frame import FrameBuilder
 from fnode.senml import base_name
 from fnode.sensors import build, unix_time
@@ -20,6 +20,7 @@ from fnode.sensors import build, unix_time
 VERSION = "0.1.0"
 BOARD_FILE = "board.json"
 WDT_TIMEOUT_MS = 30000
+FAILSAFE_AFTER_S = 300  # default silence from the gateway before actuators go to failsafe
 _RESET_NAMES = (
     ("PWRON_RESET", "power_on"), ("HARD_RESET", "hard"), ("WDT_RESET", "watchdog"),
     ("DEEPSLEEP_RESET", "deepsleep"), ("SOFT_RESET", "soft"),
@@ -48,6 +49,18 @@ class Node:
         self.counter = Counter(cfg.nvs)
         self.builder = FrameBuilder(cfg.key(), cfg.kid(), cfg.alg(), base_name(self.device))
         self.hw, self.sensors = build(board)
+        self.actuators = None
+        if board.get("actuators"):
+            from fnode.actuators import Actuators
+            self.actuators = Actuators(board, self.sensors)
+        self.rules = None
+        if board.get("alerts") or board.get("rules"):
+            from fnode.rules import Rules
+            self.rules = Rules(board, self.sensors, self.actuators)
+        self.commands = None
+        if self.actuators is not None:
+            from fnode.command import CommandReader
+            self.commands = CommandReader(cfg.key(), cfg.kid(), cfg.alg(), last=cfg.i32("cmdctr", 0))
         self.progress = {}  # sensor name -> ticks_ms of its last completed sample
         self.started = time.ticks_ms()
 
@@ -71,14 +84,97 @@ class Node:
                 b.add_error(names[i], units[i], error)
         return b.finish()
 
+    def event_frame(self, event, name=None, unit=None, value=None):
+        b = self.builder
+        b.begin(KIND_EVENT, self.counter.take(), unix_time())
+        b.add_str("event", event)
+        if name is not None:
+            b.add(name, unit, value)
+        return b.finish()
+
+    async def loss_reporter(self, spool):
+        # Frames dropped from a full spool are reported once the link is back and the spool is
+        # empty again, so the report itself is not dropped.
+        while True:
+            await asyncio.sleep_ms(2000)
+            lost = spool.lost
+            if lost and self.uplink.link.up() and len(spool) == 0:
+                self.uplink.submit(self.event_frame("queue.loss", "lost", "count", lost))
+                spool.loss_reported(lost)
+
+    def emit_event(self, event, name=None, unit=None, value=None):
+        self.uplink.submit(self.event_frame(event, name, unit, value))
+
     async def sampler(self, sensor):
         while True:
             error = sensor.sample()
             if error is not None:
                 log.warn(sensor.name, "read failed:", error)
+            if self.rules is not None:
+                self.rules.after_sample(sensor, time.ticks_ms(), self.emit_event)
+            if self.actuators is not None:
+                for name in self.actuators.enforce_interlocks():
+                    self.emit_event("interlock", name + ".forced", None, 1)
             self.uplink.submit(self.telemetry_frame(sensor, error))
             self.progress[sensor.name] = time.ticks_ms()
             await asyncio.sleep_ms(sensor.period_ms)
+
+    def handle_command(self, frame):
+        # A command from the gateway (CoAP response) or the USB console. Only a command whose MAC
+        # verifies is answered: forged input never makes the node transmit.
+        try:
+            cmd = self.commands.read(frame)
+        except Rejected as exc:
+            log.warn("command refused:", exc.reason)
+            if exc.reason == "replay":
+                self.ack(None, "refused", "replay")
+            return
+        # The counter is spent before anything moves: a replay after a reboot is refused too.
+        self.cfg.nvs.set_i32("cmdctr", cmd.counter)
+        self.cfg.nvs.commit()
+        if unix_time() > cmd.exp:
+            self.ack(cmd.counter, "refused", "expired")
+            return
+        self.uplink.last_ok = time.ticks_ms()  # a verified command is the gateway speaking too
+        reason = self.actuators.command(cmd.items, time.ticks_ms())
+        if reason is None:
+            self.ack(cmd.counter, "applied", None)
+        else:
+            self.ack(cmd.counter, "refused", reason)
+
+    def ack(self, counter, result, reason):
+        b = self.builder
+        b.begin(KIND_ACK, self.counter.take(), unix_time())
+        b.add("ack", None, counter if counter is not None else 0)
+        b.add_str("result", result)
+        if reason is not None:
+            b.add_str("reason", reason)
+        self.uplink.submit(b.finish())
+
+    async def failsafe_guard(self, limit_ms):
+        # Heard nothing valid from the gateway for limit_ms: every actuator to its safe state.
+        while True:
+            await asyncio.sleep_ms(1000)
+            last = self.uplink.last_ok if self.uplink.last_ok is not None else self.started
+            if not self.actuators.failsafe_active and time.ticks_diff(time.ticks_ms(), last) > limit_ms:
+                self.actuators.go_failsafe()
+                log.warn("gateway silent: actuators in failsafe state")
+                self.emit_event("failsafe")
+
+    async def console_commands(self):
+        # Downlink over USB: a line "FN1 <base64 command frame>" typed into the console.
+        from binascii import a2b_base64
+        import sys
+        reader = asyncio.StreamReader(sys.stdin)
+        while True:
+            line = await reader.readline()
+            if line[:4] == b"FN1 ":
+                try:
+                    frame = a2b_base64(line[4:])
+                except ValueError:
+                    log.warn("console: undecodable frame line")
+                    continue
+                self.handle_command(frame)
 
     def healthy(self, now):
         # Every sampler has completed a sample within twice its period (or is still starting).
@@ -121,6 +217,7 @@ async def unprovisioned(reason, board):
 
 
 async def main():
+    from fnode.spool import Spool
     from fnode.uplink import Uplink
     from fnode.wifi import Link
 
@@ -137,13 +234,21 @@ async def main():
         return
     ssid, password = cfg.wifi()
     link = Link(ssid, password)
-    uplink = Uplink(cfg.gateway(), link)
+    spool = Spool(nvs=cfg.nvs) if cfg.gateway() else None
+    uplink = Uplink(cfg.gateway(), link, spool)
     node = Node(board, cfg, uplink)
-    uplink.on_command = None  # commands are wired in by fnode.actuators when the board has any
     uplink.submit(node.boot_frame())
+    if node.commands is not None:
+        uplink.on_command = node.handle_command
+        asyncio.create_task(node.console_commands())
+        if cfg.gateway():
+            limit = board.get("failsafe_after_s", FAILSAFE_AFTER_S) * 1000
+            asyncio.create_task(node.failsafe_guard(limit))
     for sensor in node.sensors:
         asyncio.create_task(node.sampler(sensor))
     asyncio.create_task(uplink.run())
+    if spool is not None:
+        asyncio.create_task(node.loss_reporter(spool))
     led = board.get("status_led")
     if led:
         asyncio.create_task(status_led(led["pin"], led.get("active_high", True),

@@ -67,15 +67,17 @@ def set_counter_kind(prot, counter, kind):
     prot[_KIND_AT] = kind
 
 
-def mac_into(mac, prot, payload, buf, off, n):
-    """Writes the n-byte tag for a frame into buf at off. prot and payload are the protected and
-    payload bstrs, each with its CBOR head, as they stand in the frame (buffers, not copies)."""
+def mac_structure(mac, prot, payload):
+    """Feeds MAC_structure for a frame into a new HMAC inner hash and returns it, for
+    mac.finish / mac.digest_into / mac.verify. prot and payload are the protected and payload
+    bstrs, each with its CBOR head, as they stand in the frame (buffers, not copies).
+    Hot path: keep this function's locals few (see frame.py)."""
     h = mac.start()
     h.update(_MAC0_CONTEXT)
     h.update(prot)
     h.update(_EMPTY_AAD)
     h.update(payload)
-    return mac.digest_into(h, buf, off, n)
+    return h
 
 
 def _update_bstr(h, mv, start, end):

@@ -7,14 +7,26 @@
 #   fb.add_error("loop1", "A", "broken-loop")
 #   frame = fb.finish()                        # memoryview, valid until the next begin()
 #
-# Per frame it builds no dicts and no strings. The records are written from offset _RECORDS on;
-# finish() puts the array and payload heads, then the fixed envelope prefix, right-aligned in front
-# of them (their size depends on the count and length), so nothing is moved. The only allocations
-# are HMAC's (two sha256 objects and two digests) and the memoryviews of the payload and the frame,
-# which are kept and reused while consecutive frames have the same layout.
+# The MAC is computed over the protected header and payload as they stand in the frame buffer.
+# Layout: records are written from offset _RECORDS on (begin() puts bn and bt of the first record
+# there at once); finish() writes the array and payload heads and the fixed envelope prefix
+# right-aligned in front of them (their size depends on the count and length), so nothing moves.
+#
+# Allocation per frame: none while building. finish() makes HMAC's two sha256 objects and two
+# digests, nothing else: the memoryviews of the payload and of the frame are kept and reused while
+# consecutive frames have the same layout (three views, 96 bytes on the 64-bit unix port, when it
+# changes). The encoded "n"/"u" part of a record is kept per name
+# (up to _NAMES names), so a steady set of readings builds no strings.
+#
+# Keep finish() and what it calls with few locals: MicroPython puts a call frame of more than 11
+# slots (locals + stack) on the heap and frees it on return. A heap frame live while the sha256
+# objects are allocated leaves a hole that pins the allocator's search start, and every later
+# multi-block allocation then rescans all garbage since the last collection (here ~15x slower
+# frames with a 4 MB heap). tests/test_firmware_frames.py checks it.
 from micropython import const
+from struct import pack_into
 from . import cbor
-from .cose import protected, set_counter_kind, mac_into, tag_len, MAX_FRAME, KIND_MAX, \
+from .cose import protected, set_counter_kind, mac_structure, tag_len, MAX_FRAME, KIND_MAX, \
     PROTECTED_SIZE
 from .hmac256 import HMAC256
 from .senml import base_name
@@ -23,10 +35,15 @@ _PREFIX = const(30)  # d1 84 (tag 17, array 4), protected bstr (27), a0 (unprote
 _RECORDS = const(36)  # _PREFIX + payload bstr head (<= 3) + array head (<= 3)
 _MIN_SIZE = const(96)
 _MAX_U32 = const(0xFFFFFFFF)
+_NAMES = const(24)
 
-_TAG17_ARRAY4 = const(0xD184)
+_TAG17 = const(0xD1)
+_ARRAY4 = const(0x84)
 _EMPTY_MAP = const(0xA0)
 _MAP = const(0xA0)
+_FLOAT32 = const(0xFA)
+_BSTR8 = const(0x58)
+_UINT32 = const(0x1A)
 _L_BN = const(0x21)  # -2
 _L_BT = const(0x22)  # -3
 _L_N = const(0x00)
@@ -44,7 +61,7 @@ class FrameFull(ValueError):
 class FrameBuilder:
     """Builds the node's signed frames in one preallocated buffer.
 
-    key: the node's 32-byte HMAC key; kid: 8-byte key id (device id + key generation); alg: 4
+    key: the node's HMAC key (32 bytes); kid: 8-byte key id (device id + key generation); alg: 4
     (8-byte tag) or 5 (32-byte tag); bn: SenML base name (default: from the device id in kid);
     size: the buffer (frames are at most size - 6 bytes, and never over MAX_FRAME).
     Names, units and string values are str (or UTF-8 bytes); values are int or float.
@@ -53,91 +70,105 @@ class FrameBuilder:
     def __init__(self, key, kid, alg=4, bn=None, size=512):
         if len(kid) != 8:
             raise ValueError("frame: kid must be 8 bytes")
-        if size < _MIN_SIZE:
-            raise ValueError("frame: buffer must be at least %d bytes" % _MIN_SIZE)
         self._tlen = tag_len(alg)
+        self._tagfmt = "%ds" % self._tlen
+        tail = cbor.head_size(self._tlen) + self._tlen  # the tag bstr
         self._mac = HMAC256(key)
         self._prot = protected(alg, kid)
         if bn is None:
             bn = base_name(kid[:6])
         n = cbor.utf8_len(bn)
-        first = bytearray(2 + cbor.head_size(n) + n)  # 21 <bn text> 22: bt follows per frame
+        first = bytearray(2 + cbor.head_size(n) + n)  # 21 <bn text> 22, then bt per frame
         first[0] = _L_BN
         first[cbor.text(first, 1, bn, n)] = _L_BT
         self._first = bytes(first)
+        if size < _MIN_SIZE or size < _RECORDS + len(first) + 16 + tail:
+            raise ValueError("frame: buffer too small")
         self._buf = bytearray(size)
         self._mv = memoryview(self._buf)
-        # The records must end where the tag still fits, and the frame within MAX_FRAME.
-        self._limit = (size if size < MAX_FRAME else MAX_FRAME) - self._tlen
+        # Records must end where the tag still fits, and the frame within MAX_FRAME.
+        self._limit = (size if size < MAX_FRAME else MAX_FRAME) - tail
+        self._names = {}
         self._pos = _RECORDS
         self._count = 0
-        self._bt = 0
         self._open = False
+        self._tagat = 0
         self._at = -1  # (payload start, records end) the two views below were made for
         self._end = -1
+        self._protected = None
         self._payload = None
         self._frame = None
 
     def begin(self, kind, counter, bt):
-        """Starts a frame: kind (KIND_*), counter (1..2**32-1, never reused), bt (base time,
-        whole seconds since 1970, for the first record)."""
+        """Starts a frame: kind (cose.KIND_*), counter (1..2**32-1, never reused), bt (base
+        time: whole seconds since 1970, carried by the first record)."""
         if not 0 <= kind <= KIND_MAX:
             raise ValueError("frame: unknown kind")
         if not 0 < counter <= _MAX_U32:
             raise ValueError("frame: counter must be 1..2**32-1")
-        if type(bt) is not int or bt < 0:
-            raise ValueError("frame: bt must be a non-negative int")
+        if type(bt) is not int or not 0 <= bt <= _MAX_U32:
+            raise ValueError("frame: bt must be an int, 0..2**32-1")
         set_counter_kind(self._prot, counter, kind)
-        self._bt = bt
-        self._pos = _RECORDS
+        # The first record's map head goes at _RECORDS once its size is known; bn, bt follow.
+        o = _RECORDS + 1 + len(self._first)
+        self._buf[_RECORDS + 1:o] = self._first
+        if bt > 0xFFFF:  # any time since 1970-01-01T18:12Z
+            pack_into(">BI", self._buf, o, _UINT32, bt)
+            self._pos = o + 5
+        else:
+            self._pos = cbor.head(self._buf, o, cbor.MAJOR_UINT, bt)
         self._count = 0
         self._open = True
 
+    def _name(self, name, unit):
+        # (unit, encoded "0: n [, 1: u]", map head, its length, its struct format), kept per name.
+        nn = cbor.utf8_len(name)
+        nu = cbor.utf8_len(unit) if unit else 0
+        size = 1 + cbor.head_size(nn) + nn
+        if nu:
+            size += 1 + cbor.head_size(nu) + nu
+        b = bytearray(size)
+        b[0] = _L_N
+        o = cbor.text(b, 1, name, nn)
+        if nu:
+            b[o] = _L_U
+            cbor.text(b, o + 1, unit, nu)
+        c = (unit, bytes(b), _MAP | (3 if nu else 2), size, "%ds" % size)
+        if len(self._names) < _NAMES or name in self._names:
+            self._names[name] = c
+        return c
+
     def _record(self, name, unit, vsize):
-        # Writes the map head, bn/bt (first record), n and u; vsize is the size of what the caller
-        # writes after (label and value). Checks first that the whole record fits.
+        # Writes the map head and n/u of a record that has vsize bytes of value (label included)
+        # to follow; returns where the value goes. Checks first that the whole record fits.
         if not self._open:
             raise ValueError("frame: begin() first")
-        nn = cbor.utf8_len(name)
-        size = 2 + cbor.head_size(nn) + nn + vsize
-        items = 2
-        if unit:
-            nu = cbor.utf8_len(unit)
-            size += 1 + cbor.head_size(nu) + nu
-            items = 3
-        first = self._count == 0
-        if first:
-            size += len(self._first) + cbor.head_size(self._bt)
-            items += 2
+        c = self._names.get(name)
+        if c is None or c[0] != unit:
+            c = self._name(name, unit)
         o = self._pos
-        if o + size > self._limit:
-            raise FrameFull("frame: record %s does not fit (%d of %d bytes used)"
-                            % (name, o - _RECORDS, self._limit - _RECORDS))
-        buf = self._buf
-        buf[o] = _MAP | items
-        o += 1
-        if first:
-            o = cbor.raw(buf, o, self._first)
-            o = cbor.head(buf, o, 0, self._bt)
-        buf[o] = _L_N
-        o = cbor.text(buf, o + 1, name, nn)
-        if unit:
-            buf[o] = _L_U
-            o = cbor.text(buf, o + 1, unit, nu)
+        if o + 1 + c[3] + vsize > self._limit:
+            raise FrameFull("frame: record does not fit the buffer")
+        if self._count:
+            self._buf[o] = c[2]
+            o += 1
+        else:
+            self._buf[_RECORDS] = c[2] + 2  # bn, bt
+        pack_into(c[4], self._buf, o, c[1])
         self._count += 1
-        return o
+        return o + c[3]
 
     def add(self, name, unit, value):
         """A reading: int (shortest integer) or float (float32); unit None or "" leaves u out."""
         t = type(value)
-        if t is int:
+        if t is float:
+            o = self._record(name, unit, 6)
+            pack_into(">BBf", self._buf, o, _L_V, _FLOAT32, value)
+            self._pos = o + 6
+        elif t is int:
             o = self._record(name, unit, 1 + cbor.integer_size(value))
             self._buf[o] = _L_V
             self._pos = cbor.integer(self._buf, o + 1, value)
-        elif t is float:
-            o = self._record(name, unit, 6)
-            self._buf[o] = _L_V
-            self._pos = cbor.float32(self._buf, o + 1, value)
         else:
             raise TypeError("frame: add() takes int or float (add_bool, add_str for others)")
 
@@ -159,30 +190,41 @@ class FrameBuilder:
         value."""
         n = cbor.utf8_len(err)
         o = self._record(name, unit, 4 + cbor.head_size(n) + n)
-        o = cbor.raw(self._buf, o, _L_ERR)
+        o = cbor.raw(self._buf, o, _L_ERR, 4)
         self._pos = cbor.text(self._buf, o, err, n)
 
-    def finish(self):
-        """The signed frame: a memoryview into the builder's buffer, valid until begin()."""
+    def _seal(self):
+        # Heads and envelope prefix in front of the records; tag position; views (if moved).
         if not self._open or not self._count:
             raise ValueError("frame: begin() and add() first")
         self._open = False
         buf = self._buf
         end = self._pos
-        count = self._count
-        a = _RECORDS - cbor.head_size(count)
-        cbor.array_head(buf, a, count)
-        p = a - cbor.head_size(end - a)
-        cbor.head(buf, p, cbor.MAJOR_BSTR, end - a)
+        a = _RECORDS - cbor.head_size(self._count)
+        cbor.array_head(buf, a, self._count)
+        n = end - a
+        if 23 < n < 256:  # the usual payload: 24..255 bytes
+            p = a - 2
+            pack_into(">BB", buf, p, _BSTR8, n)
+        else:
+            p = a - cbor.head_size(n)
+            cbor.head(buf, p, cbor.MAJOR_BSTR, n)
         s = p - _PREFIX
-        buf[s] = _TAG17_ARRAY4 >> 8
-        buf[s + 1] = _TAG17_ARRAY4 & 0xFF
-        cbor.raw(buf, s + 2, self._prot, PROTECTED_SIZE)
+        buf[s] = _TAG17
+        buf[s + 1] = _ARRAY4
+        buf[s + 2:s + 2 + PROTECTED_SIZE] = self._prot
         buf[s + 2 + PROTECTED_SIZE] = _EMPTY_MAP
+        self._tagat = cbor.head(buf, end, cbor.MAJOR_BSTR, self._tlen)
         if p != self._at or end != self._end:
+            self._protected = self._mv[s + 2:s + 2 + PROTECTED_SIZE]
             self._payload = self._mv[p:end]
-            self._frame = self._mv[s:end + self._tlen]
+            self._frame = self._mv[s:self._tagat + self._tlen]
             self._at = p
             self._end = end
-        mac_into(self._mac, self._prot, self._payload, buf, end, self._tlen)
+
+    def finish(self):
+        """The signed frame: a memoryview into the builder's buffer, valid until begin()."""
+        self._seal()
+        h = mac_structure(self._mac, self._protected, self._payload)
+        pack_into(self._tagfmt, self._buf, self._tagat, self._mac.finish(h))
         return self._frame

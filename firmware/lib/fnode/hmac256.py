@@ -10,6 +10,7 @@ from struct import pack_into
 
 _BLOCK = const(64)
 DIGEST_SIZE = const(32)
+_FMT = tuple("%ds" % i for i in range(DIGEST_SIZE + 1))
 
 
 class HMAC256:
@@ -41,17 +42,11 @@ class HMAC256:
         return outer.digest()
 
     def digest_into(self, h, buf, off, n=DIGEST_SIZE):
-        """Writes the first n bytes of the MAC (n = 8 or 32 for COSE algs 4/5) into buf at off."""
-        d = self.finish(h)
-        if n == 8:
-            pack_into("8s", buf, off, d)
-        elif n == DIGEST_SIZE:
-            pack_into("32s", buf, off, d)
-        elif 0 < n < DIGEST_SIZE:
-            for i in range(n):
-                buf[off + i] = d[i]
-        else:
+        """Writes the first n bytes (1..32) of the MAC into buf at off (n = 8 or 32 for COSE algs
+        4 and 5)."""
+        if not 0 < n <= DIGEST_SIZE:
             raise ValueError("hmac: tag length must be 1..32")
+        pack_into(_FMT[n], buf, off, self.finish(h))
         return off + n
 
     def verify(self, h, buf, off, n):

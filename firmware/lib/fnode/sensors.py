@@ -50,7 +50,8 @@ class Sensor:
         self.period_ms = int(spec["period_s"] * 1000)
         self.module = __import__("fnode.drivers." + spec["driver"], None, None, ("make",))
         self.driver = None
-        self.error = None
+        self.error = None  # the last sample's error code, None after a good one
+        self.fresh = False  # at least one good sample since boot
         readings = self.module.readings(spec)
         self.values = [0.0] * len(readings)
         # Full reading names, built once: "env.temp", or "loop1" for a single-reading sensor.
@@ -74,9 +75,20 @@ class Sensor:
                 return self.error
         try:
             self.driver.read_into(self.values)
-            return None
+            self.error = None
+            self.fresh = True
         except (OSError, ReadError) as exc:
-            return bus_error(exc).code
+            self.error = bus_error(exc).code
+        return self.error
+
+
+def find_reading(sensors, name):
+    # (sensor, index) of a reading by its full name, e.g. "env.temp".
+    for sensor in sensors:
+        for i in range(len(sensor.names)):
+            if sensor.names[i] == name:
+                return sensor, i
+    raise ValueError("board: no reading " + name)
 
 
 def build(board):

@@ -1,0 +1,107 @@
+# Frames the gateway has not acknowledged yet, kept in flash so they survive a reboot.
+# One file per frame, named by its frame counter in fixed-width hex, so name order is send order.
+# A frame is written to a temporary file and renamed into place: rename is atomic on littlefs and
+# on POSIX, so after a power cut a frame is either wholly in the spool or not at all. Each file
+# also carries a CRC32, so a file damaged some other way is dropped at read time, not sent.
+# Bounded: when full, the oldest frame is dropped and counted; the count survives reboots (NVS)
+# until the node has reported it in a queue.loss event frame.
+import os
+import struct
+from binascii import crc32
+
+_TMP = "tmp"
+
+
+def _hex8(n):
+    return "%08x" % n
+
+
+class Spool:
+    def __init__(self, path="spool", capacity=256, nvs=None):
+        self.path = path
+        self.capacity = capacity
+        self.nvs = nvs
+        try:
+            os.mkdir(path)
+        except OSError:
+            pass
+        names = []
+        for name in os.listdir(path):
+            if len(name) == 8:
+                try:
+                    names.append(int(name, 16))
+                    continue
+                except ValueError:
+                    pass
+            self._remove(name)  # a temp file from an interrupted write, or junk
+        names.sort()
+        self.counters = names
+        self.lost = self._load_lost()
+
+    def __len__(self):
+        return len(self.counters)
+
+    def _file(self, name):
+        return self.path + "/" + name
+
+    def _remove(self, name):
+        try:
+            os.remove(self._file(name))
+        except OSError:
+            pass
+
+    def _load_lost(self):
+        if self.nvs is None:
+            return 0
+        try:
+            return self.nvs.get_i32("lost")
+        except OSError:
+            return 0
+
+    def _store_lost(self):
+        if self.nvs is not None:
+            self.nvs.set_i32("lost", self.lost)
+            self.nvs.commit()
+
+    def put(self, counter, frame):
+        if self.counters and counter <= self.counters[-1]:
+            return  # already spooled (a retry of the same frame)
+        while len(self.counters) >= self.capacity:
+            self._remove(_hex8(self.counters.pop(0)))
+            self.lost += 1
+            self._store_lost()
+        tmp = self._file(_TMP)
+        with open(tmp, "wb") as f:
+            f.write(struct.pack("<HI", len(frame), crc32(frame)))
+            f.write(frame)
+        os.rename(tmp, self._file(_hex8(counter)))
+        self.counters.append(counter)
+
+    def peek(self):
+        # (counter, frame) of the oldest intact frame, or None. Damaged files are dropped.
+        while self.counters:
+            counter = self.counters[0]
+            try:
+                with open(self._file(_hex8(counter)), "rb") as f:
+                    head = f.read(6)
+                    n, crc = struct.unpack("<HI", head)
+                    frame = f.read(n)
+                if len(frame) == n and crc32(frame) == crc:
+                    return counter, frame
+            except (OSError, ValueError):
+                pass
+            self.drop(counter)
+        return None
+
+    def drop(self, counter):
+        if self.counters and self.counters[0] == counter:
+            self.counters.pop(0)
+        elif counter in self.counters:
+            self.counters.remove(counter)
+        self._remove(_hex8(counter))
+
+    def loss_reported(self, count):
+        self.lost -= count
+        if self.lost < 0:
+            self.lost = 0
+        self._store_lost()
