@@ -223,4 +223,21 @@ def validate_board(doc: Any) -> list[str]:
                             f"(readings: {', '.join(sorted(readings))})")
         if not any(isinstance(rule.get(k), (int, float)) for k in ("above", "below")):
             problems.append(f"{where}: needs a numeric 'above' or 'below' limit")
+    for section in ("alerts", "rules"):
+        for i, rule in enumerate(doc.get(section, [])):
+            where = f"{section}[{i}]"
+            if not isinstance(rule, dict):
+                problems.append(f"{where}: must be an object")
+                continue
+            if rule.get("reading") not in readings:
+                problems.append(f"{where}.reading: {rule.get('reading')!r} is not a reading of this board")
+            if not any(isinstance(rule.get(k), (int, float)) for k in ("above", "below")):
+                problems.append(f"{where}: needs a numeric 'above' or 'below' limit")
+            if not isinstance(rule.get("hysteresis", 0), (int, float)) or rule.get("hysteresis", 0) < 0:
+                problems.append(f"{where}.hysteresis: a number, 0 or more")
+            if section == "rules" and rule.get("set") not in actuators:
+                problems.append(f"{where}.set: {rule.get('set')!r} is not an actuator of this board")
+    limit = doc.get("failsafe_after_s", 300)
+    if not isinstance(limit, (int, float)) or limit <= 0:
+        problems.append("failsafe_after_s: a positive number of seconds")
     return problems

@@ -27,6 +27,15 @@ _RESET_NAMES = (
 )
 
 
+def _add_readings(b, sensor, error):
+    names, units, values = sensor.names, sensor.units, sensor.values
+    for i in range(len(names)):
+        if error is None:
+            b.add(names[i], units[i], values[i])
+        else:
+            b.add_error(names[i], units[i], error)
+
+
 def reset_cause_name():
     cause = machine.reset_cause()
     for attr, name in _RESET_NAMES:
@@ -74,15 +83,11 @@ class Node:
         return b.finish()
 
     def telemetry_frame(self, sensor, error):
-        b = self.builder
-        b.begin(KIND_TELEMETRY, self.counter.take(), unix_time())
-        names, units, values = sensor.names, sensor.units, sensor.values
-        for i in range(len(names)):
-            if error is None:
-                b.add(names[i], units[i], values[i])
-            else:
-                b.add_error(names[i], units[i], error)
-        return b.finish()
+        # Few locals on purpose: MicroPython puts large call frames on the heap, and finish()
+        # allocating while one is open makes every later allocation slower (see bench/node_frame.py).
+        self.builder.begin(KIND_TELEMETRY, self.counter.take(), unix_time())
+        _add_readings(self.builder, sensor, error)
+        return self.builder.finish()
 
     def event_frame(self, event, name=None, unit=None, value=None):
         b = self.builder

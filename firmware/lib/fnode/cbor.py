@@ -280,10 +280,11 @@ def decode(buf, pos, depth=MAX_DEPTH, max_items=MAX_ITEMS):
     for _ in range(n):
         k, pos = decode(buf, pos, depth, max_items)
         try:
-            if k in out:
-                raise ValueError("cbor: duplicate map key")
+            hash(k)
         except TypeError:
             raise ValueError("cbor: map key of an unhashable type")
+        if k in out:
+            raise ValueError("cbor: duplicate map key")
         out[k], pos = decode(buf, pos, depth, max_items)
     return out, pos
 

@@ -13,16 +13,18 @@
 # right-aligned in front of them (their size depends on the count and length), so nothing moves.
 #
 # Allocation per frame: none while building. finish() makes HMAC's two sha256 objects and two
-# digests, nothing else: the memoryviews of the payload and of the frame are kept and reused while
-# consecutive frames have the same layout (three views, 96 bytes on the 64-bit unix port, when it
-# changes). The encoded "n"/"u" part of a record is kept per name
-# (up to _NAMES names), so a steady set of readings builds no strings.
+# digests, nothing else: the memoryviews of the protected header, payload and frame are kept and
+# reused while consecutive frames have the same layout (three views, 96 bytes on the 64-bit unix
+# port, when it changes). The encoded "n"/"u" part of a record is kept per name (up to _NAMES
+# names), so a steady set of readings builds no strings.
 #
-# Keep finish() and what it calls with few locals: MicroPython puts a call frame of more than 11
-# slots (locals + stack) on the heap and frees it on return. A heap frame live while the sha256
-# objects are allocated leaves a hole that pins the allocator's search start, and every later
-# multi-block allocation then rescans all garbage since the last collection (here ~15x slower
-# frames with a 4 MB heap). tests/test_firmware_frames.py checks it.
+# Keep finish(), what it calls, and what calls it, with few locals: MicroPython puts a call frame
+# of more than 11 slots (locals + stack) on the heap and frees it on return. A heap frame live
+# while the sha256 objects are allocated leaves a hole that pins the allocator's search start, and
+# every later multi-block allocation then rescans all garbage since the last collection (3-7x
+# slower frames in bench/node_frame.py, worse the larger the heap: PSRAM boards). Callers: add the
+# records in one function, return fb.finish() from a small one. tests/test_firmware_frames.py
+# checks finish() and what it calls.
 from micropython import const
 from struct import pack_into
 from . import cbor

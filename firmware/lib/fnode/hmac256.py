@@ -10,7 +10,6 @@ from struct import pack_into
 
 _BLOCK = const(64)
 DIGEST_SIZE = const(32)
-_FMT = tuple("%ds" % i for i in range(DIGEST_SIZE + 1))
 
 
 class HMAC256:
@@ -46,7 +45,8 @@ class HMAC256:
         4 and 5)."""
         if not 0 < n <= DIGEST_SIZE:
             raise ValueError("hmac: tag length must be 1..32")
-        pack_into(_FMT[n], buf, off, self.finish(h))
+        pack_into("8s" if n == 8 else "32s" if n == DIGEST_SIZE else "%ds" % n, buf, off,
+                  self.finish(h))
         return off + n
 
     def verify(self, h, buf, off, n):

@@ -1,0 +1,52 @@
+"""fieldnode command: set a node's actuator with a signed, expiring command."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..commanding import ack_result, build_command, counters_path, find_node, next_counter, parse_value, send_over_usb
+from ..errors import FieldnodeError
+from ..keystore import Keystore
+from ..paths import default_keystore
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "command", help="send a signed command to a node's actuator",
+        description="Builds a COSE_Mac0 command frame (kind 3) with this host's next command counter "
+        "for the node and an expiry, and delivers it over USB (--port: the node answers with a signed "
+        "ack, printed here) or through the gateway (--db: queued, carried in the response to the "
+        "node's next frame). The node checks MAC, counter, expiry, value and interlocks; anything "
+        "refused changes nothing and the ack says why.")
+    p.add_argument("node", help="node name or device id (see `fieldnode keys list`)")
+    p.add_argument("actuator", help="actuator name from the node's board definition")
+    p.add_argument("value", help="on/off for a relay, 0..1 for a PWM output")
+    p.add_argument("--ttl", type=float, default=30.0, help="seconds until the command expires (default 30)")
+    via = p.add_mutually_exclusive_group(required=True)
+    via.add_argument("--port", help="deliver over this USB serial port")
+    via.add_argument("--db", type=Path, help="queue in this gateway database")
+    p.add_argument("--keys", type=Path, default=None, help=f"keystore (default {default_keystore()})")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the ack over USB")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.ttl <= 0:
+        raise FieldnodeError("--ttl must be a positive number of seconds")
+    store = Keystore.load(args.keys or default_keystore(), must_exist=True)
+    entry = find_node(store, args.node)
+    value = parse_value(args.value)
+    counter = next_counter(counters_path(store.path), entry.device)
+    frame, expires = build_command(entry, counter, [(args.actuator, value)], args.ttl)
+    if args.port:
+        ack = send_over_usb(args.port, entry, frame, counter, args.timeout)
+        result, reason = ack_result(ack)
+        print(f"{entry.name or entry.device.hex()}: {args.actuator}={args.value} {result}"
+              + (f" ({reason})" if reason else ""))
+        return 0 if result == "applied" else 1
+    from ..gateway.store import enqueue_command
+
+    enqueue_command(args.db, entry.device, frame, expires)
+    print(f"queued command #{counter} for {entry.name or entry.device.hex()}: {args.actuator}={args.value}; "
+          f"delivered with the node's next frame, expires in {args.ttl:.0f} s")
+    return 0
