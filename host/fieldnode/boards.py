@@ -105,8 +105,69 @@ def reading_names(doc: dict[str, Any]) -> set[str]:
         produced = spec.get("readings", ())
         if sensor.get("driver") == "modbus":
             produced = tuple(r.get("name", "") for r in sensor.get("registers", []))
+        elif sensor.get("driver") == "ds18b20":
+            probes = len(sensor["roms"]) if sensor.get("roms") else sensor.get("count", 1)
+            if isinstance(probes, int) and probes > 1:
+                produced = tuple(f"temp{i}" for i in range(1, probes + 1))
         names.update(f"{sensor.get('name')}.{r}" if r else str(sensor.get("name")) for r in produced)
     return names
+
+
+ADXL345_RATES = tuple(3200 / 2 ** n for n in range(10))  # 3200 .. 6.25 Hz
+MODBUS_KINDS = ("holding", "input")
+MODBUS_TYPES = ("u16", "s16", "u32", "s32", "f32")
+
+
+def _driver_fields(sensor: dict[str, Any]) -> list[str]:
+    """Problems with a driver's optional fields (what each takes: docs/sensors.md)."""
+    problems: list[str] = []
+    driver = sensor.get("driver")
+    if driver == "ds18b20":
+        roms = sensor.get("roms")
+        if roms is not None and (not isinstance(roms, list) or not all(
+                isinstance(r, str) and len(r) == 16 and all(c in "0123456789abcdefABCDEF" for c in r) for r in roms)):
+            problems.append("roms: a list of 16-hex-digit ROM ids, family code first")
+        count = sensor.get("count", 1)
+        if type(count) is not int or not 1 <= count <= 16:
+            problems.append("count: 1 to 16 probes")
+    elif driver == "adxl345":
+        if sensor.get("rate_hz", 100) not in ADXL345_RATES:
+            problems.append(f"rate_hz: one of {', '.join(f'{r:g}' for r in ADXL345_RATES)}")
+        if sensor.get("range_g", 16) not in (2, 4, 8, 16):
+            problems.append("range_g: 2, 4, 8 or 16")
+        window = sensor.get("window", 32)
+        if type(window) is not int or not 4 <= window <= 1024:
+            problems.append("window: 4 to 1024 samples")
+    elif driver in ("voltage", "current_loop"):
+        cal = sensor.get("cal", [1.0, 0.0])
+        if not (isinstance(cal, list) and len(cal) == 2 and all(isinstance(x, (int, float)) for x in cal)):
+            problems.append("cal: [gain, offset]")
+        rng = sensor.get("range")
+        if not (isinstance(rng, list) and len(rng) == 2 and all(isinstance(x, (int, float)) for x in rng)
+                and rng[0] < rng[1]):
+            problems.append("range: [low, high] with low < high")
+    elif driver == "pulse":
+        if sensor.get("pull") not in (None, "up", "down"):
+            problems.append("pull: \"up\", \"down\" or absent")
+    elif driver == "modbus":
+        unit_id = sensor.get("unit_id")
+        if type(unit_id) is not int or not 1 <= unit_id <= 247:
+            problems.append("unit_id: 1 to 247")
+        regs = sensor.get("registers")
+        if not isinstance(regs, list) or not regs:
+            problems.append("registers: a non-empty list")
+            regs = []
+        for i, reg in enumerate(regs):
+            if not isinstance(reg, dict) or not isinstance(reg.get("name"), str):
+                problems.append(f"registers[{i}].name: required text")
+                continue
+            if type(reg.get("address")) is not int or not 0 <= reg["address"] <= 0xFFFF:
+                problems.append(f"registers[{i}].address: 0 to 65535")
+            if reg.get("kind", "holding") not in MODBUS_KINDS:
+                problems.append(f"registers[{i}].kind: holding or input")
+            if reg.get("type", "u16") not in MODBUS_TYPES:
+                problems.append(f"registers[{i}].type: one of {', '.join(MODBUS_TYPES)}")
+    return problems
 
 
 def validate_board(doc: Any) -> list[str]:
@@ -151,6 +212,11 @@ def validate_board(doc: Any) -> list[str]:
         if kind not in BUS_PINS:
             problems.append(f"buses.{bus_name}.type: {kind!r} is not one of {', '.join(BUS_PINS)}")
             continue
+        if kind == "uart":
+            if bus.get("parity", "none") not in ("none", "even", "odd"):
+                problems.append(f"buses.{bus_name}.parity: none, even or odd")
+            if bus.get("stop", 1) not in (1, 2):
+                problems.append(f"buses.{bus_name}.stop: 1 or 2")
         for key in BUS_PINS[kind]:
             if key == "de" and key not in bus:
                 continue
@@ -189,6 +255,7 @@ def validate_board(doc: Any) -> list[str]:
         for key in spec.get("required", ()):
             if key not in sensor:
                 problems.append(f"{where}.{key}: required for {sensor['driver']}")
+        problems.extend(f"{where}.{p}" for p in _driver_fields(sensor))
         period = sensor.get("period_s")
         if not isinstance(period, (int, float)) or period <= 0:
             problems.append(f"{where}.period_s: a positive number of seconds")

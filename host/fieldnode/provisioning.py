@@ -5,7 +5,8 @@ Order matters so that a failure at any step leaves a usable state:
 2. the node MACs a random challenge with the pending key and the host checks it, so the key is
    proven to be there without ever being read back;
 3. the host records the key in its keystore (atomic file replace);
-4. the node makes the pending key active, with its settings, in one NVS commit;
+4. the node stores its settings, then makes the pending identity active with one NVS entry
+   write (atomic on ESP-IDF, where each entry is written when set);
 5. on --rotate the old key stays valid at the gateway for a grace period.
 A failure before 3 leaves the keystore as it was and the node on its old key; a failure at 4
 leaves the new key recorded but unused, and the old one still valid: provisioning again fixes it.

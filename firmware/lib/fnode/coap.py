@@ -12,7 +12,8 @@
 #   on timeout: if ex.retransmit(time.ticks_ms()): sendto(dgram) again, else give up for now
 #
 # Allocation per message: none (the header goes into the preallocated buffer in front of the
-# frame, the token comes from getrandbits). The frame itself is copied once into the buffer.
+# frame; the token is drawn 16 bits at a time and lives only in that buffer, since a 32-bit int
+# would be a heap object on the ESP32). The frame itself is copied once into the buffer.
 from micropython import const
 from random import getrandbits
 from time import ticks_add, ticks_diff
@@ -54,7 +55,6 @@ class Exchange:
         self.mv = memoryview(self.buf)
         self.ack_buf = bytearray(4)  # empty ACK for a separate confirmable response
         self.mid = getrandbits(16)  # §4.4: start from a random message id
-        self.token = 0
         self.tries = 0
         self.timeout = 0
         self.deadline = 0
@@ -72,16 +72,16 @@ class Exchange:
         if n + _HEAD > len(self.buf):
             raise ValueError("frame too long")
         self.mid = (self.mid + 1) & 0xFFFF
-        self.token = getrandbits(32)
         b = self.buf
         b[0] = 0x40 | _TOKEN_LEN  # version 1, CON, token length
         b[1] = POST
         b[2] = self.mid >> 8
         b[3] = self.mid & 0xFF
-        t = self.token
-        b[4] = t >> 24
-        b[5] = (t >> 16) & 0xFF
-        b[6] = (t >> 8) & 0xFF
+        t = getrandbits(16)  # a fresh random token per request (§5.3.1)
+        b[4] = t >> 8
+        b[5] = t & 0xFF
+        t = getrandbits(16)
+        b[6] = t >> 8
         b[7] = t & 0xFF
         b[8] = (_OPT_URI_PATH << 4) | 1  # Uri-Path (11), 1 byte
         b[9] = 0x66  # "f"
@@ -156,8 +156,8 @@ class Exchange:
             return NO_MATCH
         if tkl != _TOKEN_LEN or n < 4 + tkl or (code >> 5) < 2:
             return NO_MATCH
-        t = self.token
-        if rx[4] != t >> 24 or rx[5] != (t >> 16) & 0xFF or rx[6] != (t >> 8) & 0xFF or rx[7] != t & 0xFF:
+        b = self.buf  # the request's token, bytes 4..7
+        if rx[4] != b[4] or rx[5] != b[5] or rx[6] != b[6] or rx[7] != b[7]:
             return NO_MATCH
         cf = self._options(rx, 4 + tkl, n)
         if cf == -2:

@@ -6,6 +6,10 @@ from micropython import const
 NAMESPACE = "fieldnode"
 KEY_LEN = const(32)
 KID_LEN = const(8)
+# The identity is ONE blob, alg (1) + kid (8) + key (32): ESP-IDF writes each NVS entry
+# atomically at set time (commit() does nothing there), so separate entries for key, kid and
+# alg could be torn by a power cut into a key of one generation and a kid of another.
+ID_LEN = const(41)
 
 
 class Config:
@@ -30,16 +34,24 @@ class Config:
         except OSError:
             return default
 
+    def identity(self, name="id"):
+        # (alg, kid, key) or None
+        b = self.blob(name, ID_LEN)
+        if b is None or len(b) != ID_LEN or b[0] not in (4, 5):
+            return None
+        return b[0], b[1:9], b[9:]
+
     def key(self):
-        k = self.blob("key", KEY_LEN)
-        return k if k is not None and len(k) == KEY_LEN else None
+        i = self.identity()
+        return i[2] if i else None
 
     def kid(self):
-        k = self.blob("kid", KID_LEN)
-        return k if k is not None and len(k) == KID_LEN else None
+        i = self.identity()
+        return i[1] if i else None
 
     def alg(self):
-        return self.i32("alg", 4)
+        i = self.identity()
+        return i[0] if i else 4
 
     def gateway(self):
         # "host:port"; None when the node was provisioned for USB only.
@@ -57,18 +69,9 @@ class Config:
 
     def missing(self):
         # What stops the node from sending, in words for the serial console.
-        if self.key() is None:
+        if self.identity() is None:
             return "no device key in NVS: provision this node (fieldnode provision --port ...)"
-        if self.kid() is None:
-            return "no key id in NVS: provision this node again"
         return None
-
-    def store_identity(self, key, kid, alg):
-        # Provisioning writes all three and commits once: NVS commit is atomic per namespace.
-        self.nvs.set_blob("key", key)
-        self.nvs.set_blob("kid", kid)
-        self.nvs.set_i32("alg", alg)
-        self.nvs.commit()
 
     def store_text(self, name, value):
         self.nvs.set_blob(name, value.encode())

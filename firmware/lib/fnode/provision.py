@@ -1,9 +1,10 @@
 # Provisioning entry points, run over the raw REPL by `fieldnode provision`. The key arrives in
 # the exec'd code (raw REPL does not echo) and is never printed back: prove() answers with a MAC.
-# Staging keeps the active key untouched until activate() switches over in one NVS commit.
+# Staging keeps the active identity untouched until activate() replaces it with one NVS entry
+# write (atomic on ESP-IDF and in the simulation), so a power cut leaves the old or the new key.
 import binascii
 import machine
-from fnode.config import Config, KEY_LEN, KID_LEN
+from fnode.config import Config, KEY_LEN, KID_LEN, ID_LEN
 from fnode.hmac256 import HMAC256
 
 PROOF_CONTEXT = b"fieldnode provision proof\0"
@@ -23,17 +24,15 @@ def stage(key_hex, kid_hex, alg):
     if len(key) != KEY_LEN or len(kid) != KID_LEN or alg not in (4, 5):
         raise ValueError("bad key, kid or alg")
     nvs = Config().nvs
-    nvs.set_blob("pkey", key)
-    nvs.set_blob("pkid", kid)
-    nvs.set_i32("palg", alg)
+    nvs.set_blob("pid", bytes([alg]) + kid + key)
     nvs.commit()
 
 
 def prove(challenge_hex):
-    key = Config().blob("pkey", KEY_LEN)
-    if key is None:
+    staged = Config().identity("pid")
+    if staged is None:
         raise ValueError("no staged key")
-    mac = HMAC256(key).digest(PROOF_CONTEXT + binascii.unhexlify(challenge_hex))
+    mac = HMAC256(staged[2]).digest(PROOF_CONTEXT + binascii.unhexlify(challenge_hex))
     print(binascii.hexlify(mac).decode())
 
 
@@ -46,25 +45,22 @@ def _erase(nvs, name):
 
 def unstage():
     nvs = Config().nvs
-    for name in ("pkey", "pkid", "palg"):
-        _erase(nvs, name)
+    _erase(nvs, "pid")
     nvs.commit()
 
 
 def activate(name, gateway, ssid, password):
     cfg = Config()
-    key = cfg.blob("pkey", KEY_LEN)
-    kid = cfg.blob("pkid", KID_LEN)
-    if key is None or kid is None:
+    staged = cfg.blob("pid", ID_LEN)
+    if staged is None or cfg.identity("pid") is None:
         raise ValueError("no staged key")
     nvs = cfg.nvs
-    nvs.set_blob("key", key)
-    nvs.set_blob("kid", kid)
-    nvs.set_i32("alg", cfg.i32("palg", 4))
+    # Settings first: if power fails before the identity switch, the node keeps its old key
+    # with the new settings, and provisioning again completes it.
     for field, value in (("name", name), ("gw", gateway), ("ssid", ssid), ("wpass", password)):
         if value is not None:
             nvs.set_blob(field, value.encode())
-    for field in ("pkey", "pkid", "palg"):
-        _erase(nvs, field)
-    nvs.commit()  # one commit: the old key or the new one, never a mix
+    nvs.set_blob("id", staged)  # the switch: one entry
+    _erase(nvs, "pid")
+    nvs.commit()
     print("activated")

@@ -24,8 +24,11 @@ class Hardware:
                 b = machine.I2C(spec.get("id", 0), scl=machine.Pin(spec["scl"]),
                                 sda=machine.Pin(spec["sda"]), freq=spec.get("freq", 100000))
             elif kind == "uart":
-                b = machine.UART(spec["id"], baudrate=spec.get("baud", 9600),
-                                 tx=spec["tx"], rx=spec["rx"])
+                # Many Modbus devices default to 8E1: parity "even"/"odd" maps to 0/1.
+                parity = spec.get("parity", "none")
+                b = machine.UART(spec["id"], baudrate=spec.get("baud", 9600), tx=spec["tx"], rx=spec["rx"],
+                                 bits=8, parity=None if parity == "none" else (0 if parity == "even" else 1),
+                                 stop=spec.get("stop", 1))
             else:
                 b = machine.Pin(spec["pin"])
             self.buses[name] = b

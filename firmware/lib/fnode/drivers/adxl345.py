@@ -47,7 +47,7 @@ class ADXL345:
         self.count = 0  # samples in the ring (up to window)
         self.buf = bytearray(6)
         self.one = bytearray(1)
-        self.regs = (
+        regs = (
             (_POWER_CTL, 0),  # standby while configuring
             (_BW_RATE, rate_code(rate_hz)),
             (_DATA_FORMAT, _FULL_RES | _RANGES.index(range_g)),
@@ -57,7 +57,7 @@ class ADXL345:
         try:
             if i2c.readfrom_mem(address, _DEVID, 1)[0] != _ID:
                 raise ReadError("chip-id")
-            for reg, value in self.regs:
+            for reg, value in regs:
                 self.one[0] = value
                 i2c.writeto_mem(address, reg, self.one)
         except OSError as exc:

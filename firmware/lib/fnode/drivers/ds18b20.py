@@ -71,7 +71,10 @@ class DS18B20:
 def _rom_ids(spec):
     roms = []
     for text in spec.get("roms", ()):
-        rom = bytes(int(text[i:i + 2], 16) for i in range(0, 16, 2))
+        try:
+            rom = bytes(int(text[i:i + 2], 16) for i in range(0, 16, 2))
+        except (TypeError, ValueError):
+            raise ReadError("config")
         if len(text) != 16 or crc8(rom, 8):
             raise ReadError("config")
         roms.append(rom)
@@ -93,7 +96,7 @@ def make(spec, hw):
 
 
 def readings(spec):
-    n = len(spec["roms"]) if "roms" in spec else spec.get("count", 1)
+    n = len(spec["roms"]) if spec.get("roms") else spec.get("count", 1)
     if n == 1:
         return (("temp", "Cel"),)
     return tuple(("temp" + str(i + 1), "Cel") for i in range(n))

@@ -30,20 +30,24 @@ def plan(registers):
     # consecutive registers of one kind share a request.
     items = []
     for i, r in enumerate(registers):
-        if r.get("kind", "holding") not in _KINDS or r.get("type", "u16") not in _TYPES:
+        typ, addr = r.get("type", "u16"), r.get("address")
+        if r.get("kind", "holding") not in _KINDS or typ not in _TYPES or type(addr) is not int:
             raise ReadError("config")
-        words, _ = _TYPES[r.get("type", "u16")]
-        items.append((_KINDS[r.get("kind", "holding")], r["address"], words, i,
-                      r.get("type", "u16"), r.get("scale", 1)))
+        words = _TYPES[typ][0]
+        if not 0 <= addr <= 0x10000 - words:
+            raise ReadError("config")
+        items.append((_KINDS[r.get("kind", "holding")], addr, words, i, typ, r.get("scale", 1)))
     items.sort()
     blocks = []
-    for fc, addr, words, i, kind, scale in items:
+    for fc, addr, words, i, typ, scale in items:
         b = blocks[-1] if blocks else None
         if b and b[0] == fc and b[1] <= addr <= b[1] + b[2] and addr + words - b[1] <= _MAX_REGS:
             b[2] = max(b[2], addr + words - b[1])
-            b[3].append((i, addr - b[1], kind, scale))
+            b[3].append((i, addr - b[1], typ, scale))
         else:
-            blocks.append([fc, addr, words, [(i, 0, kind, scale)]])
+            blocks.append([fc, addr, words, [(i, 0, typ, scale)]])
+    if not blocks:
+        raise ReadError("config")
     return tuple((fc, start, n, tuple(its)) for fc, start, n, its in blocks)
 
 
@@ -76,8 +80,10 @@ class Modbus:
         q[6] = crc & 0xFF
         q[7] = crc >> 8
         uart, de, view = self.uart, self.de, self.view
-        while uart.any():  # a late answer to an earlier request: not ours
-            uart.read()
+        n = uart.any()
+        while n:  # a late answer to an earlier request: not ours
+            uart.read(n)
+            n = uart.any()
         if de is not None:
             de.value(1)
         uart.write(q)
@@ -117,12 +123,12 @@ class Modbus:
                 raise ReadError("modbus-" + str(r[2]))
             if r[1] != fc or r[2] != 2 * count:
                 raise ReadError("bad-reply")
-            for i, offset, kind, scale in items:
-                out[i] = _decode(r, 3 + 2 * offset, kind) * scale
+            for i, offset, typ, scale in items:
+                out[i] = _decode(r, 3 + 2 * offset, typ) * scale
 
 
-def _decode(r, at, kind):
-    words, form = _TYPES[kind]
+def _decode(r, at, typ):
+    words, form = _TYPES[typ]
     if form == 2:
         return struct.unpack_from(">f", r, at)[0]
     v = r[at] << 8 | r[at + 1]

@@ -8,9 +8,8 @@ import time
 from micropython import const
 from fnode.sensor import ReadError, bus_error
 
-_MEASURE_HIGH = const(0xFD)
 _CONVERT_MS = const(10)  # datasheet max 8.3 ms for 0xFD, plus margin
-_CMD = b"\xfd"
+_CMD = b"\xfd"  # measure T and RH, high repeatability
 
 
 def crc8(buf, start):

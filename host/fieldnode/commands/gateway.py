@@ -1,0 +1,56 @@
+"""fieldnode gateway: receive frames from nodes over CoAP, store them, forward them to MQTT."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import FieldnodeError
+from ..gateway.mqtt import PASSWORD_ENV, MqttUrl
+from ..gateway.runner import Options, parse_listen, run as run_gateway
+from ..gateway.store import default_db_path
+from ..paths import default_keystore
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "gateway", help="receive, verify and store node frames (CoAP/UDP), forward to MQTT",
+        description="Runs the gateway: nodes POST their signed frames to coap://HOST:5683/f; each "
+        "frame is verified against the keystore and its replay window, committed to the SQLite "
+        "database, and only then acknowledged (2.04; 2.03 for a frame already stored; 4.00/4.01 "
+        "with the reason when refused). Readings go to MQTT with --mqtt. Downlink commands queued "
+        "in the database ride on the answers. Prints one line per frame (--quiet: a summary every "
+        "--summary seconds); `fieldnode status` shows the health from another terminal. Ctrl-C "
+        "commits what is pending and stops. See docs/gateway.md.")
+    p.add_argument("--listen", default="0.0.0.0:5683", metavar="HOST:PORT",
+                   help="UDP address to listen on (default 0.0.0.0:5683: every IPv4 interface, so "
+                   "nodes on the LAN reach it; 127.0.0.1:5683 for this machine only; [::]:5683 for IPv6)")
+    p.add_argument("--db", type=Path, default=None,
+                   help=f"SQLite database, created if missing (default {default_db_path()}, or $FIELDNODE_DB)")
+    p.add_argument("--keys", type=Path, default=None,
+                   help=f"keystore with the nodes' keys (default {default_keystore()}); re-read when it changes")
+    p.add_argument("--mqtt", metavar="URL", default=None,
+                   help="publish readings to mqtt://[USER@]HOST[:PORT][/PREFIX] (mqtts:// for TLS; "
+                   f"password from ${PASSWORD_ENV}); topics PREFIX/SITE/NODE/SENSOR, prefix default "
+                   "'fieldnode'")
+    p.add_argument("--site", default=None,
+                   help="site name in the MQTT topics (default: the keystore file name, e.g. "
+                   "farm-north.json -> farm-north; 'default' for keys.json)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="N processes sharing the port (SO_REUSEPORT, Linux) for more than one core (default 1)")
+    p.add_argument("--quiet", action="store_true", help="no line per frame; print a summary every --summary seconds")
+    p.add_argument("--summary", type=float, default=60.0, metavar="SECONDS",
+                   help="interval of the --quiet summary (default 60)")
+    p.add_argument("--sync", choices=("full", "normal"), default="full",
+                   help="SQLite durability: full (default) survives a power cut once a frame is "
+                   "acknowledged; normal is faster but may lose the last acknowledged frames on power loss")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.workers < 1:
+        raise FieldnodeError(f"--workers {args.workers}: give 1 or more")
+    opts = Options(
+        listen=parse_listen(args.listen), db=args.db or default_db_path(), keys=args.keys or default_keystore(),
+        mqtt=MqttUrl.parse(args.mqtt) if args.mqtt else None, site=args.site, workers=args.workers,
+        quiet=args.quiet, summary=args.summary, synchronous=args.sync.upper())
+    return run_gateway(opts)

@@ -1,0 +1,99 @@
+"""fieldnode status: the gateway's health from its database (works while the gateway runs)."""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from ..gateway.status import Status, read_status
+from ..gateway.store import default_db_path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "status", help="gateway health: frames accepted/rejected, nodes last seen, queues",
+        description="Reads the gateway's database and shows whether the gateway is running, how "
+        "many frames it accepted and rejected (by reason), when each node was last heard, and how "
+        "many readings wait for the MQTT broker and commands for their node. Safe to run while "
+        "the gateway runs. Exit status 1 if no gateway process is running.")
+    p.add_argument("--db", type=Path, default=None,
+                   help=f"the gateway's database (default {default_db_path()}, or $FIELDNODE_DB)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    p.set_defaults(func=run)
+
+
+def _ago(t: float | None, now: float) -> str:
+    if t is None:
+        return "-"
+    s = max(0.0, now - t)
+    if s < 120:
+        return f"{s:.0f} s ago"
+    if s < 7200:
+        return f"{s / 60:.0f} min ago"
+    if s < 172800:
+        return f"{s / 3600:.1f} h ago"
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
+
+
+def run(args: argparse.Namespace) -> int:
+    st = read_status(args.db or default_db_path())
+    if args.json:
+        print(json.dumps(st.to_json(), indent=1))
+    else:
+        show(st, Console())
+    return 0 if st.running else 1
+
+
+def show(st: Status, console: Console) -> None:
+    now = st.now
+    workers = Table(title="gateway")
+    for col in ("worker", "pid", "listening", "state", "started", "heartbeat", "uncommitted"):
+        workers.add_column(col, no_wrap=col == "listening")
+    for w in st.workers:
+        style = "green" if w["state"] == "running" else "red"
+        workers.add_row(str(w["worker"]), str(w["pid"]), w["listen"], f"[{style}]{w['state']}[/]",
+                        _ago(w["started"], now), _ago(w["heartbeat"], now), str(w["batch_pending"]))
+    if not st.workers:
+        workers.add_row("-", "-", "-", "[red]never started[/]", "-", "-", "-")
+    console.print(workers)
+
+    c = st.counters
+    frames = Table(title="datagrams (since the database was created)")
+    frames.add_column("outcome")
+    frames.add_column("count", justify="right")
+    for name in ("accepted", "duplicate", "retransmission", "failed", "ping", "ignored"):
+        frames.add_row(name, str(c.get(name, 0)))
+    for reason, n in sorted(st.rejected.items()):
+        frames.add_row(f"[red]rejected: {reason}[/]", str(n))
+    frames.add_row("[bold]total[/]", str(c.get("datagrams", 0)))
+    console.print(frames)
+
+    nodes = Table(title=f"{len(st.devices)} nodes")
+    for col in ("node", "device", "last seen", "from", "frames", "counter"):
+        nodes.add_column(col, justify="right" if col in ("frames", "counter") else "left")
+    for d in st.devices:
+        nodes.add_row(d["name"] or "-", d["device"], _ago(d["last_seen"], now), d["last_source"] or "-",
+                      str(d["frames"]), str(d["highest_counter"]))
+    console.print(nodes)
+
+    queues = Table(title="queues")
+    queues.add_column("queue")
+    queues.add_column("depth", justify="right")
+    queues.add_column("detail")
+    if st.mqtt:
+        m = st.mqtt
+        detail = f"{m['url']} {m['state']}" + (f": {m['detail']}" if m["detail"] else "") + f", {m['published']} published"
+    else:
+        detail = "MQTT off"
+    if st.outbox:
+        detail += f", oldest waiting {_ago(st.outbox_oldest, now)}"
+    queues.add_row("MQTT outbox (readings)", str(st.outbox), detail)
+    open_cmds = st.commands.get("pending", 0) + st.commands.get("sent", 0)
+    queues.add_row("commands", str(open_cmds),
+                   ", ".join(f"{k} {v}" for k, v in sorted(st.commands.items())) or "none queued")
+    queues.add_row("uncommitted frames", str(sum(w["batch_pending"] for w in st.workers if w["state"] == "running")), "")
+    console.print(queues)

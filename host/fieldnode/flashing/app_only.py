@@ -1,0 +1,114 @@
+"""One port through mpremote: update the application on a node that already runs MicroPython.
+
+Connects like `mpremote connect PORT resume` (raw REPL, no soft reset first), writes every file of
+the application, removes files it would leave stale (a .py that would shadow the new .mpy, files
+gone from our own packages under /lib), checks each written file's SHA-256 on the node, then soft
+resets so the new code runs. Files outside the application (keys, logs, packages installed
+with mip into other /lib directories) are left alone.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import posixpath
+import time
+
+import serial
+from mpremote.transport import TransportError
+from mpremote.transport_serial import SerialTransport
+
+from .compile import AppFiles
+from .report import PortLine, PortResult
+
+CHUNK = 1024  # bytes per raw-REPL write; mpremote's default 256 needs four times the round trips
+NODE_INFO = (
+    "import sys\n"
+    "try:\n"
+    " import network,binascii\n"
+    " m=binascii.hexlify(network.WLAN(network.STA_IF).config('mac'),':').decode()\n"
+    "except Exception:\n"
+    " m='-'\n"
+    "print(repr((sys.implementation._machine,m)))"
+)
+
+
+def _walk(transport: SerialTransport, top: str) -> list[str]:
+    """Every file below top on the node (absolute paths); empty if top does not exist."""
+    found: list[str] = []
+    try:
+        entries = transport.fs_listdir(top)
+    except OSError:
+        return found
+    for entry in entries:
+        path = posixpath.join(top, entry.name)
+        if entry.st_mode & 0x4000:
+            found += _walk(transport, path)
+        else:
+            found.append(path)
+    return found
+
+
+def _stale_files(transport: SerialTransport, files: dict[str, bytes]) -> list[str]:
+    ours = {path.split("/")[2] for path in files if path.startswith("/lib/") and path.count("/") > 2}
+    stale = [p[:-4] + ".py" for p in files if p.endswith(".mpy") and transport.fs_exists(p[:-4] + ".py")]
+    for package in sorted(ours):
+        stale += [p for p in _walk(transport, f"/lib/{package}") if p not in files and p not in stale]
+    return stale
+
+
+def _makedirs(transport: SerialTransport, path: str, made: set[str]) -> None:
+    parts = path.strip("/").split("/")
+    for i in range(1, len(parts) + 1):
+        d = "/" + "/".join(parts[:i])
+        if d not in made:
+            if not transport.fs_isdir(d):
+                transport.fs_mkdir(d)
+            made.add(d)
+
+
+def update_port(port: str, app: AppFiles, line: PortLine, *, reset: bool = True) -> PortResult:
+    result = PortResult(port, transcript=line.transcript)
+    started = time.monotonic()
+    transport = None
+    try:
+        line.phase("connecting")
+        transport = SerialTransport(port, baudrate=115200)
+        transport.enter_raw_repl(soft_reset=False)
+        out = transport.exec(NODE_INFO).decode().strip()
+        result.chip, result.mac = ast.literal_eval(out)
+        total = app.total_bytes
+        done = 0
+        made: set[str] = set()
+        for path, data in sorted(app.files.items()):
+            line.phase(f"writing {path}")
+            _makedirs(transport, posixpath.dirname(path), made)
+            transport.fs_writefile(path, data, chunk_size=CHUNK,
+                                   progress_callback=lambda n, _t, base=done: line.bytes_done(base + n, total))
+            done += len(data)
+            line.text(f"wrote {path} ({len(data)} bytes)")
+        line.phase("verifying")
+        for path, data in sorted(app.files.items()):
+            if transport.fs_hashfile(path, "sha256") != hashlib.sha256(data).digest():
+                raise TransportError(f"{path} differs on the node after writing")
+        for path in _stale_files(transport, app.files):
+            transport.fs_rmfile(path)
+            line.text(f"removed stale {path}")
+        transport.exit_raw_repl()
+        if reset:
+            transport.serial.write(b"\x04")  # soft reset in the friendly REPL: boot.py, main.py run
+        result.ok = True
+        result.message = f"{len(app.files)} files, {total} bytes written and verified"
+        line.phase("done")
+    except (TransportError, serial.SerialException, OSError, ValueError, SyntaxError) as exc:
+        text = str(exc).strip().splitlines()
+        result.message = (f"{text[-1] if text else type(exc).__name__}; is MicroPython running on "
+                          f"{port} with nothing else using the port?")
+        line.phase("failed")
+    finally:
+        if transport is not None:
+            try:
+                transport.close()
+            except (OSError, serial.SerialException):
+                pass
+    result.seconds = time.monotonic() - started
+    return result

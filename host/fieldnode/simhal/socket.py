@@ -1,0 +1,163 @@
+# socket for the virtual node: the unix port's real sockets (packets really go over the host's
+# loopback to the gateway), shaped like the ESP32 port's and gated by the simulated Wi-Fi link.
+#  - addresses are (host, port) tuples, as on the ESP32: getaddrinfo() returns them, bind/
+#    connect/sendto take them, recvfrom() returns them (raw sockaddr bytes are accepted too)
+#  - while network.link_up() is False (no IP, or world.json says "wifi": "down"), connect() and
+#    datagram sends raise OSError(EHOSTUNREACH) as lwIP does with no route, datagrams arriving
+#    are dropped, and getaddrinfo() of a name (not a numeric address) fails with OSError(-202)
+#  - TCP streams already connected are not cut by a link drop (lwIP would retransmit, then time
+#    out); sockets returned by accept() are the plain built-in type, outside the link gate
+import sys
+
+_path = sys.path
+sys.path = ()  # with no path, the import below finds the built-in module, not this file
+try:
+    import socket as _builtin
+finally:
+    sys.path = _path
+    del _path
+
+AF_INET = _builtin.AF_INET
+AF_INET6 = _builtin.AF_INET6
+SOCK_STREAM = _builtin.SOCK_STREAM
+SOCK_DGRAM = _builtin.SOCK_DGRAM
+SOCK_RAW = _builtin.SOCK_RAW
+SOL_SOCKET = _builtin.SOL_SOCKET
+SO_REUSEADDR = _builtin.SO_REUSEADDR
+SO_BROADCAST = _builtin.SO_BROADCAST
+IPPROTO_IP = 0
+IPPROTO_TCP = 6
+IPPROTO_UDP = 17
+IP_ADD_MEMBERSHIP = _builtin.IP_ADD_MEMBERSHIP
+
+EHOSTUNREACH = 113
+EAI_FAIL = -202  # lwIP's getaddrinfo failure as the ESP32 port reports it
+
+# Datagram sockets by id(): an attribute on the instance would break select.poll on this
+# port (poll then cannot find the descriptor of a native subclass instance that has a dict).
+_dgram = set()
+
+
+def _up():
+    net = sys.modules.get("network")
+    return net is not None and net.link_up()
+
+
+def _numeric(host):
+    try:
+        _builtin.inet_pton(AF_INET, host)
+        return True
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+_last = [None, None]  # the last (host, port) converted, and its sockaddr: sends repeat one address
+
+
+def _sockaddr(addr):
+    if isinstance(addr, (bytes, bytearray)):
+        return addr
+    if addr == _last[0]:
+        return _last[1]
+    sa = _resolve(addr)
+    _last[0], _last[1] = addr, sa
+    return sa
+
+
+def _resolve(addr):
+    host, port = addr[0], addr[1]
+    if not host:
+        host = "0.0.0.0"
+    for entry in _builtin.getaddrinfo(host, port):
+        if entry[0] == AF_INET:
+            return entry[4]
+    raise OSError(EAI_FAIL)
+
+
+def _tuple(sockaddr):
+    family, ip, port = _builtin.sockaddr(sockaddr)
+    return (_builtin.inet_ntop(family, ip), port)
+
+
+def getaddrinfo(host, port, af=0, type=0, proto=0, flags=0):
+    if not _numeric(host) and not _up():
+        raise OSError(EAI_FAIL)
+    sa = _sockaddr((host, port))
+    return [(AF_INET, type or SOCK_STREAM, proto, "", _tuple(sa))]
+
+
+def inet_pton(af, text):
+    return _builtin.inet_pton(af, text)
+
+
+def inet_ntop(af, packed):
+    return _builtin.inet_ntop(af, packed)
+
+
+class socket(_builtin.socket):
+    def __init__(self, af=AF_INET, type=SOCK_STREAM, proto=0):
+        super().__init__(af, type, proto)
+        if type == SOCK_DGRAM:
+            _dgram.add(id(self))
+        else:
+            _dgram.discard(id(self))
+
+    def close(self):
+        _dgram.discard(id(self))
+        super().close()
+
+    def bind(self, addr):
+        return super().bind(_sockaddr(addr))
+
+    def connect(self, addr):
+        if not _up():
+            raise OSError(EHOSTUNREACH)
+        return super().connect(_sockaddr(addr))
+
+    def accept(self):
+        s, addr = super().accept()
+        return s, _tuple(addr)
+
+    def sendto(self, data, addr):
+        if not _up():
+            raise OSError(EHOSTUNREACH)
+        return super().sendto(data, _sockaddr(addr))
+
+    def send(self, data):
+        if id(self) in _dgram and not _up():
+            raise OSError(EHOSTUNREACH)
+        return super().send(data)
+
+    def write(self, data):
+        if id(self) in _dgram and not _up():
+            raise OSError(EHOSTUNREACH)
+        return super().write(data)
+
+    def recvfrom(self, n):
+        # A datagram that arrived while the link was down never reached the node: drop it and
+        # look for the next one (a non-blocking socket then raises EAGAIN, as with none queued).
+        while True:
+            data, addr = super().recvfrom(n)
+            if _up():
+                return data, _tuple(addr)
+
+    def recv(self, n):
+        if id(self) not in _dgram:
+            return super().recv(n)
+        while True:
+            data = super().recv(n)
+            if _up():
+                return data
+
+    def readinto(self, buf, nbytes=None):
+        # Stream-style read of a datagram (None when nothing is queued on a non-blocking socket).
+        while True:
+            n = super().readinto(buf) if nbytes is None else super().readinto(buf, nbytes)
+            if n is None or id(self) not in _dgram or _up():
+                return n
+
+    def read(self, n=-1):
+        while True:
+            data = super().read() if n is None or n < 0 else super().read(n)
+            if data is None or id(self) not in _dgram or _up():
+                return data

@@ -1,0 +1,186 @@
+"""Real peers and test nodes for the gateway tests: Mosquitto, an MQTT observer, node keys/frames,
+and a bare CoAP endpoint."""
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as paho
+
+from fieldnode import coap
+from fieldnode.frame import build_frame, device_base_name
+from fieldnode.keystore import KeyEntry, Keystore, make_kid
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Nodes:
+    """n test nodes with keys in a keystore file; frames(...) signs frames as they would."""
+
+    def __init__(self, path: Path, n: int = 3, alg: int = 4, first: int = 1) -> None:
+        self.path = path
+        self.devices = [bytes.fromhex("02f0000000") + bytes((first + i,)) if first + i < 256
+                        else bytes.fromhex("02f1") + (first + i).to_bytes(4, "big") for i in range(n)]
+        self.keys = {d: os.urandom(32) for d in self.devices}
+        self.alg = alg
+        self.counters = {d: 0 for d in self.devices}
+        store = Keystore(path, [KeyEntry(make_kid(d, 1), self.keys[d], name=f"node-{i + first}", alg=alg)
+                                for i, d in enumerate(self.devices)])
+        store.save()
+
+    def keystore(self) -> Keystore:
+        return Keystore.load(self.path)
+
+    def frame(self, i: int = 0, counter: int | None = None, kind: int = 0, records: list[dict] | None = None,
+              bt: int = 1_764_057_600, key: bytes | None = None, bn: str | None = None) -> bytes:
+        d = self.devices[i]
+        if counter is None:
+            counter = self.counters[d] = self.counters[d] + 1
+        records = records or [{"n": "temp", "u": "Cel", "v": 20.5 + counter / 10},
+                              {"n": "hum", "u": "%RH", "v": 40 + counter % 10}]
+        return build_frame(key or self.keys[d], make_kid(d, 1), self.alg, counter, kind,
+                           bn or device_base_name(d), bt + counter, records)
+
+
+class Mosquitto:
+    """A real broker on loopback with its own config: no persistence, two listeners.
+
+    `port` is where the gateway connects; `observer_port` is where the test watches. The
+    gateway's listener can refuse the gateway (anonymous access off) and be reopened by a
+    configuration reload (SIGHUP) without restarting, so the observer is subscribed before the
+    gateway can publish.
+    """
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.observer_port = free_port()
+        self.conf = workdir / "mosquitto.conf"
+        self.log = workdir / "mosquitto.log"
+        self.proc: subprocess.Popen | None = None
+
+    def _write_conf(self, gateway_allowed: bool) -> None:
+        self.conf.write_text(
+            # Started as root, mosquitto would drop to the 'mosquitto' user and then could not
+            # re-read this file (in a private temp dir) on reload: stay the current user.
+            f"user {getpass.getuser()}\n"
+            "per_listener_settings true\npersistence false\n"
+            f"listener {self.port} 127.0.0.1\nallow_anonymous {'true' if gateway_allowed else 'false'}\n"
+            f"listener {self.observer_port} 127.0.0.1\nallow_anonymous true\n"
+            "log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n")
+
+    def start(self, gateway_allowed: bool = True) -> "Mosquitto":
+        self._write_conf(gateway_allowed)
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                     stderr=open(self.log, "ab"))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                for p in (self.port, self.observer_port):
+                    socket.create_connection(("127.0.0.1", p), timeout=0.2).close()
+                return self
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"mosquitto exited: {self.log.read_text()}")
+                time.sleep(0.05)
+        raise RuntimeError("mosquitto did not start")
+
+    def allow_gateway(self) -> None:
+        self._write_conf(True)
+        self.proc.send_signal(signal.SIGHUP)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}/test"
+
+
+class Observer:
+    """A paho subscriber on the broker's observer port that keeps every message it gets."""
+
+    def __init__(self, port: int, topic: str = "#") -> None:
+        self.messages: list[tuple[str, bytes]] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda c, u, mid, rcs, p: self._subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        if not self._subscribed.wait(10):
+            raise RuntimeError("observer could not subscribe")
+
+    def _on_message(self, c, u, msg) -> None:
+        with self._lock:
+            self.messages.append((msg.topic, msg.payload))
+
+    def wait_for(self, n: int, timeout: float = 20) -> list[tuple[str, bytes]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if len(self.messages) >= n:
+                    break
+            time.sleep(0.02)
+        with self._lock:
+            return list(self.messages)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+class Client:
+    """A bare CoAP endpoint (one UDP socket = one source port), so tests control mids and tokens."""
+
+    def __init__(self, addr: tuple[str, int]) -> None:
+        self.addr = addr
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(5)
+        self.mid = int.from_bytes(os.urandom(2), "big")
+
+    def request(self, payload: bytes, *, mid: int | None = None, token: bytes = b"\x01\x02",
+                mtype: int = coap.CON, code: int = coap.POST, path: str = "f", cf: int | None = 17,
+                extra: list[tuple[int, bytes]] | None = None) -> bytes:
+        if mid is None:
+            self.mid = mid = (self.mid + 1) & 0xFFFF
+        options = [(coap.URI_PATH, path.encode())] if path else []
+        if cf is not None:
+            options.append((coap.CONTENT_FORMAT, coap.encode_uint(cf)))
+        options += extra or []
+        return coap.encode(coap.Message(mtype, code, mid, token, options, payload))
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendto(data, self.addr)
+
+    def recv(self) -> coap.Message:
+        return coap.decode(self.sock.recv(2048))
+
+    def exchange(self, data: bytes) -> coap.Message:
+        self.send(data)
+        return self.recv()
+
+    def post(self, frame: bytes, **kw) -> coap.Message:
+        return self.exchange(self.request(frame, **kw))
+
+    def close(self) -> None:
+        self.sock.close()

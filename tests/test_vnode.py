@@ -1,0 +1,205 @@
+"""VirtualNode: the firmware on the unix port behind a pty that mpremote and pyserial use as they
+use a board's USB serial port; resets, the watchdog, power cuts and a littlefs flash image."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import littlefs
+import pytest
+import serial
+
+from fieldnode.paths import FIRMWARE_DIR, REPO_DIR
+from fieldnode.sim.vnode import VirtualNode
+
+MPREMOTE = str(Path(sys.executable).parent / "mpremote")
+
+# Runs forever under asyncio, as the real firmware does.
+TICKING_MAIN = """
+import asyncio, machine
+print("cause", machine.reset_cause())
+async def tick():
+    n = 0
+    while True:
+        print("tick", n)
+        n += 1
+        await asyncio.sleep_ms(50)
+asyncio.run(tick())
+"""
+
+
+@pytest.fixture
+def make_node(tmp_path):
+    nodes: list[VirtualNode] = []
+
+    def make(main: str | None = TICKING_MAIN, name: str = "n1", **kwargs) -> VirtualNode:
+        node_dir = tmp_path / name
+        if main is not None and "flash" not in kwargs:
+            (node_dir / "flash").mkdir(parents=True)
+            (node_dir / "flash" / "main.py").write_text(main)
+        node = VirtualNode(node_dir, "240ac4000001", **kwargs)
+        nodes.append(node)
+        return node.start()
+
+    yield make
+    for node in nodes:
+        node.stop()
+
+
+def mpremote(node: VirtualNode, *args: str) -> str:
+    proc = subprocess.run([MPREMOTE, "connect", node.port, *args], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr, node.console_tail(500))
+    return proc.stdout
+
+
+def test_mpremote_exec_interrupts_the_running_firmware(make_node):
+    node = make_node()
+    node.wait_output("tick 1")
+    assert mpremote(node, "resume", "exec", "print(1+1)") == "2\n"
+    assert b"KeyboardInterrupt" in node.console_tail()  # Ctrl-C stopped main.py, as on a board
+    assert node.boots == ["pwron"]
+
+
+def test_mpremote_fs_cp_and_ls_use_the_node_flash(make_node, tmp_path):
+    node = make_node()
+    node.wait_output("tick 0")
+    local = tmp_path / "board.json"
+    local.write_text('{"name": "virtual"}\n')
+    mpremote(node, "resume", "fs", "cp", str(local), ":board.json")
+    assert (node.flash / "board.json").read_text() == '{"name": "virtual"}\n'
+    listing = mpremote(node, "resume", "fs", "ls")
+    assert "board.json" in listing and "main.py" in listing
+
+
+def test_mpremote_without_resume_soft_resets_like_a_board(make_node):
+    node = make_node()
+    node.wait_output("tick 0")
+    out = mpremote(node, "exec", "import machine; print(machine.reset_cause())")
+    assert out == "5\n"  # SOFT_RESET
+    assert node.boots == ["pwron", "soft"]
+    assert b"MPY: soft reboot\r\n" in node.console_tail()
+
+
+def test_the_console_reads_and_writes_like_a_serial_port(make_node):
+    node = make_node()
+    with serial.Serial(node.port, 115200, timeout=0.1) as port:
+        seen = b""
+        deadline = time.monotonic() + 10
+        while seen.count(b"tick") < 2:
+            assert time.monotonic() < deadline, seen
+            seen += port.read(256)
+        port.write(b"\x03")  # Ctrl-C from a terminal: the REPL comes up
+        port.write(b"print(6 * 7)\r")
+        while b"42" not in seen:
+            assert time.monotonic() < deadline, seen
+            seen += port.read(256)
+
+
+def test_an_unfed_watchdog_restarts_the_firmware_with_wdt_reset(make_node):
+    node = make_node("""
+import machine
+cause = machine.reset_cause()
+print("cause", cause)
+if cause == machine.PWRON_RESET:
+    machine.WDT(timeout=150)
+    while True:  # hung: no Python-level way out, only the watchdog
+        pass
+""")
+    node.wait_output("cause 3")
+    assert node.boots == ["pwron", "wdt"]
+
+
+def test_deepsleep_and_reset_boot_again_with_their_cause(make_node):
+    node = make_node("""
+import machine
+cause = machine.reset_cause()
+print("cause", cause, machine.RTC().memory())
+if cause == machine.PWRON_RESET:
+    machine.RTC().memory(b"kept")
+    machine.deepsleep(400)
+elif cause == machine.DEEPSLEEP_RESET:
+    machine.reset()
+""", sleep_scale=0.25)
+    node.wait_output("cause 2 b'kept'")  # RTC memory survives deep sleep and resets
+    assert node.boots == ["pwron", "deepsleep", "hard"]
+    mark = node.output_mark()
+    node.power_cycle()
+    node.wait_output("cause 1 b''", since=mark)  # not a power cut
+
+
+def test_power_cut_and_stop_leave_no_process_or_descriptor_behind(tmp_path):
+    fds_before = len(os.listdir("/proc/self/fd"))
+    threads_before = threading.active_count()
+    (tmp_path / "n1" / "flash").mkdir(parents=True)
+    (tmp_path / "n1" / "flash" / "main.py").write_text(TICKING_MAIN)
+    node = VirtualNode(tmp_path / "n1", "240ac4000001").start()
+    try:
+        node.wait_output("tick 0")
+        first = node._proc.pid
+        node.kill()
+        assert not node.running and node.state == "off"
+        mark = node.output_mark()
+        node.power_on()
+        node.wait_output("cause 1", since=mark)
+        assert node.boots == ["pwron", "pwron"]
+        second = node._proc.pid
+    finally:
+        node.stop()
+    node.stop()  # twice is fine
+    for pid in (first, second):
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # reaped: not even a zombie
+    assert len(os.listdir("/proc/self/fd")) == fds_before
+    assert threading.active_count() == threads_before
+
+
+def test_the_flash_can_be_a_littlefs_image(make_node, tmp_path):
+    image = tmp_path / "flash.img"
+    fs = littlefs.LittleFS(block_size=4096, block_count=128)
+    fs.mkdir("lib")
+    with fs.open("lib/greeting.py", "w") as f:
+        f.write("TEXT = 'hello from the image'\n")
+    with fs.open("main.py", "w") as f:
+        f.write("import greeting, os\nprint(greeting.TEXT, os.getcwd())\n")
+    image.write_bytes(fs.context.buffer)
+    node = make_node(main=None, flash=image)
+    node.wait_output("hello from the image /flash")
+    local = tmp_path / "local.txt"
+    local.write_text("copied in\n")
+    mpremote(node, "resume", "fs", "cp", str(local), ":copied.txt")
+    node.stop()
+    back = littlefs.LittleFS(block_size=4096, block_count=128, mount=False)
+    back.context.buffer[:] = image.read_bytes()
+    back.mount()
+    assert sorted(back.listdir("/")) == ["copied.txt", "lib", "main.py"]
+    with back.open("copied.txt") as f:
+        assert f.read() == "copied in\n"
+
+
+def test_the_real_firmware_boots_on_the_virtual_board(make_node, tmp_path):
+    flash = tmp_path / "n1" / "flash"
+    flash.mkdir(parents=True)
+    for name in ("boot.py", "main.py"):
+        shutil.copy(FIRMWARE_DIR / name, flash / name)
+    shutil.copy(REPO_DIR / "boards" / "virtual.json", flash / "board.json")
+    node = make_node(main=None, devices=[{"name": "env", "type": "bme280", "sda": 21, "address": 118}])
+    node.wait_output("board virtual")
+    assert mpremote(node, "resume", "exec", "import fnode.provision as p; p.identity()") == "240ac4000001\n"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"unique_id": "24:0a:c4"}, "6 bytes"),
+    ({"unique_id": "zz0ac4000001"}, "12 hex digits"),
+    ({"devices": [{"type": "no_such_chip"}]}, "known types:"),
+    ({"nvs": "sometimes"}, "'commit' or 'esp-idf'"),
+])
+def test_bad_node_settings_are_refused_with_a_clear_error(tmp_path, kwargs, message):
+    from fieldnode.errors import FieldnodeError
+    args = {"unique_id": "240ac4000001", **kwargs}
+    with pytest.raises(FieldnodeError, match=message):
+        VirtualNode(tmp_path / "n1", **args)
