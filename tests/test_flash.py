@@ -118,6 +118,8 @@ def test_filesystem_region_follows_micropython():
 
 def test_flash_one_node_end_to_end(roms, app_dir, firmware, board_file, capsys):
     rom = roms("esp32", mac=bytes.fromhex("240ac4000001"))
+    old = os.urandom(len(rom.flash))  # a node with an old install: every write must erase first
+    rom.flash[:] = old
     assert flash(rom.port, app_dir=app_dir, extra=["--firmware", str(firmware), "--board", str(board_file)]) == 0
 
     fw = firmware.read_bytes()
@@ -125,9 +127,10 @@ def test_flash_one_node_end_to_end(roms, app_dir, firmware, board_file, capsys):
     image = rom.flash_bytes(FS_OFFSET, 2 * MIB)
     files = read_image(image)  # the filesystem read back from the emulated flash mounts
     assert files == build_app_files(app_dir, BOARD, "xtensawin").files
-    # Nothing else was touched: below the firmware and between firmware and filesystem.
-    assert rom.flash_bytes(0, 0x1000) == b"\xff" * 0x1000
-    assert rom.flash_bytes(0x1000 + len(fw), FS_OFFSET - 0x1000 - len(fw)) == b"\xff" * (FS_OFFSET - 0x1000 - len(fw))
+    # Outside the two images (rounded to erase sectors) the old content is still there.
+    fw_end = -(-(0x1000 + len(fw)) // 0x1000) * 0x1000
+    assert rom.flash_bytes(0, 0x1000) == old[:0x1000]
+    assert rom.flash_bytes(fw_end, FS_OFFSET - fw_end) == old[fw_end:FS_OFFSET]
     out = capsys.readouterr().out
     assert "24:0a:c4:00:00:01" in out and "ESP32-D0WD-V3" in out and "ok" in out
 

@@ -36,6 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keys", type=Path, default=None, help=f"keystore (default {default_keystore()})")
     p.add_argument("--force", action="store_true", help="replace an existing key")
     p.add_argument("--rotate", action="store_true", help="new key; keep the old one valid for --grace")
+    p.add_argument("--no-reset", action="store_true",
+                   help="leave the node in its REPL instead of restarting the application with the new key")
     p.add_argument("--grace", type=float, default=DEFAULT_GRACE_S / 86400, metavar="DAYS",
                    help="how long a rotated-out key stays valid (default 7 days)")
     p.set_defaults(func=run)
@@ -65,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
             with DeviceLink(port) as link:
                 result = provision(link, store, settings, force=args.force, rotate=args.rotate,
                                    grace_s=args.grace * 86400)
+                if not args.no_reset:
+                    link.reset()
         except FieldnodeError as exc:
             failures += 1
             console.print(f"[red]{port}: {exc}[/red]")

@@ -20,6 +20,7 @@ from mpremote.transport_serial import SerialTransport
 from .compile import AppFiles
 from .report import PortLine, PortResult
 
+RAW_REPL_TIMEOUT = 5.0  # a node answers Ctrl-C/Ctrl-A in milliseconds; longer means no REPL there
 CHUNK = 1024  # bytes per raw-REPL write; mpremote's default 256 needs four times the round trips
 NODE_INFO = (
     "import sys\n"
@@ -72,8 +73,9 @@ def update_port(port: str, app: AppFiles, line: PortLine, *, reset: bool = True)
     transport = None
     try:
         line.phase("connecting")
-        transport = SerialTransport(port, baudrate=115200)
-        transport.enter_raw_repl(soft_reset=False)
+        # A read timeout: on a pty mpremote otherwise blocks forever on a silent port.
+        transport = SerialTransport(port, baudrate=115200, timeout=1)
+        transport.enter_raw_repl(soft_reset=False, timeout_overall=RAW_REPL_TIMEOUT)
         out = transport.exec(NODE_INFO).decode().strip()
         result.chip, result.mac = ast.literal_eval(out)
         total = app.total_bytes

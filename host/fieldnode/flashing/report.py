@@ -111,9 +111,8 @@ class FlashReport:
         table.add_column("result")
         table.add_column("seconds", justify="right")
         for r in results:
-            outcome = "[green]ok[/green]" if r.ok else "[red]FAILED[/red]"
-            table.add_row(escape(r.port), r.mac, escape(r.chip), f"{outcome} {escape(r.message)}",
-                          f"{r.seconds:.1f}")
+            outcome = f"[green]ok[/green] {escape(r.message)}" if r.ok else "[red]FAILED[/red] (below)"
+            table.add_row(escape(r.port), r.mac, escape(r.chip), outcome, f"{r.seconds:.1f}")
         self.console.print(table)
         for r in results:
             if verbose or not r.ok:
@@ -121,4 +120,9 @@ class FlashReport:
                 if shown:
                     self.console.print(f"[dim]{escape(r.port)}: last esptool/mpremote output:[/dim]")
                     for text in shown:
-                        self.console.print(f"  [dim]{escape(text)}[/dim]", highlight=False)
+                        self.console.print(f"  [dim]{escape(text)}[/dim]", highlight=False, soft_wrap=True)
+        # Full sentences, one line each: easy to read, to copy, and to grep in a CI log.
+        for r in results:
+            if not r.ok:
+                self.console.print(f"[red]{escape(r.port)}: {escape(r.message)}[/red]", highlight=False,
+                                   soft_wrap=True)

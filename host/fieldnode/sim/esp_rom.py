@@ -134,6 +134,10 @@ class EmulatorStats:
     flash_programmed: int = 0  # bytes written into the flash array (after inflating)
     stub_starts: int = 0
     baud: int | None = None  # last CHANGE_BAUDRATE request
+    write_started: float | None = None  # monotonic time of the first flash write command
+    write_ended: float | None = None  # ... and of the last byte programmed
+    bytes_in_at_write_start: int = 0
+    bytes_in_at_write_end: int = 0
     commands: collections.Counter = field(default_factory=collections.Counter)
 
 
@@ -167,11 +171,13 @@ class EspRomEmulator:
     ``chip`` is a key of CHIPS or a ChipModel; ``magic`` overrides the detect word (an
     unknown chip). ``unplug_after_flash_bytes`` closes the pty, without answering, once that many
     bytes were programmed: an unplug in the middle of a write, at a deterministic point.
+    ``line_rate`` paces both directions like a UART (10 bits a byte at the baud rate esptool set,
+    115200 until CHANGE_BAUDRATE): without it a pty moves bytes as fast as the CPUs allow.
     """
 
     def __init__(self, chip: str | ChipModel = "esp32", *, flash_size: int = 4 * MIB,
                  mac: bytes = bytes.fromhex("240ac4f1e2d3"), magic: int | None = None,
-                 unplug_after_flash_bytes: int | None = None) -> None:
+                 unplug_after_flash_bytes: int | None = None, line_rate: bool = False) -> None:
         model = CHIPS[chip] if isinstance(chip, str) else chip
         if magic is not None:
             model = dataclasses.replace(model, magic=magic)
@@ -185,6 +191,9 @@ class EspRomEmulator:
         self.stats = EmulatorStats()
         self.stub_running = False
         self.unplug_after_flash_bytes = unplug_after_flash_bytes
+        self.line_rate = line_rate
+        self.baud = 115200
+        self._line_free = 0.0
         self.regs: dict[int, int] = dict(model.registers)
         self.regs[CHIP_DETECT_MAGIC_REG] = model.magic
         self.regs[model.mac_low] = int.from_bytes(self.mac[2:6], "big")
@@ -192,6 +201,8 @@ class EspRomEmulator:
         self._write: _FlashWrite | None = None
         self._read: _FlashRead | None = None
         self._after_reply: Callable[[], None] | None = None  # a state change that follows the reply
+        self._begin_time = 0.0
+        self._begin_bytes_in = 0
         self._ram: bytearray = bytearray()
         self._rx = bytearray()
         self._tx = bytearray()
@@ -279,6 +290,7 @@ class EspRomEmulator:
                         continue
                     if data:
                         self.stats.bytes_in += len(data)
+                        self._pace(len(data))
                         self._rx += data
                         self._take_frames()
                 if self._tx and self._plugged:
@@ -302,6 +314,16 @@ class EspRomEmulator:
             return
         self.stats.bytes_out += n
         del self._tx[:n]
+        self._pace(n)
+
+    def _pace(self, nbytes: int) -> None:
+        """With line_rate: wait until nbytes would have crossed a UART at the current baud."""
+        if not self.line_rate:
+            return
+        now = time.monotonic()
+        self._line_free = max(self._line_free, now) + nbytes * 10 / self.baud
+        if self._line_free > now:
+            time.sleep(self._line_free - now)
 
     def _take_frames(self) -> None:
         rx = self._rx
@@ -413,8 +435,11 @@ class EspRomEmulator:
         self.regs[chip.spi_base] = self.regs[chip.spi_base] & ~SPI_CMD_USR  # done at once
 
     def _change_baud(self, data: bytes, checksum: int) -> tuple[int, bytes]:
-        self.stats.baud = struct.unpack_from("<I", data)[0]
-        return 0, b""  # a pty has no line rate: nothing else changes
+        baud = struct.unpack_from("<I", data)[0]
+        self.stats.baud = baud
+        if baud:
+            self._after_reply = lambda: setattr(self, "baud", baud)  # the reply goes at the old rate
+        return 0, b""
 
     def _security_info(self, data: bytes, checksum: int) -> tuple[int, bytes]:
         if self.chip.chip_id is None:
@@ -433,6 +458,12 @@ class EspRomEmulator:
         end = address + len(data)
         if end > len(self.flash):
             raise _Fail(ERR_FLASH_WRITE)
+        now = time.monotonic()
+        if self.stats.write_started is None:
+            self.stats.write_started = self._begin_time
+            self.stats.bytes_in_at_write_start = self._begin_bytes_in
+        self.stats.write_ended = now
+        self.stats.bytes_in_at_write_end = self.stats.bytes_in
         # NOR flash: programming only clears bits.
         old = int.from_bytes(self.flash[address:end], "little")
         self.flash[address:end] = (old & int.from_bytes(data, "little")).to_bytes(len(data), "little")
@@ -441,7 +472,12 @@ class EspRomEmulator:
         if limit is not None and self.stats.flash_programmed >= limit:
             self.unplug()
 
+    def _mark_begin(self) -> None:
+        self._begin_time = time.monotonic()
+        self._begin_bytes_in = self.stats.bytes_in
+
     def _flash_begin(self, data: bytes, checksum: int) -> tuple[int, bytes]:
+        self._mark_begin()
         # The stub sends a fifth word (encrypted write), the ESP32 ROM does not.
         erase_size, _blocks, block_size, offset = struct.unpack_from("<IIII", data)
         self._erase(offset, erase_size)
@@ -458,6 +494,7 @@ class EspRomEmulator:
     def _defl_begin(self, data: bytes, checksum: int) -> tuple[int, bytes]:
         # ROM: size rounded up to erase blocks; stub: the inflated size. Both erase that much.
         size, _blocks, block_size, offset = struct.unpack_from("<IIII", data)
+        self._mark_begin()
         self._erase(offset, size)
         self._write = _FlashWrite(offset, block_size, zlib.decompressobj(), offset)
         return 0, b""

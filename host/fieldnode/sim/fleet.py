@@ -119,8 +119,7 @@ class Fleet:
             with DeviceLink(node.port) as link:
                 provision(link, store, Settings(name=name, gateway=self.gateway, wifi_ssid="plant-floor",
                                                 wifi_password="sim"), force=True)
-                # Start the application again with its new key, as a power cycle would.
-                link.transport.exec_raw_no_follow("import machine; machine.reset()")
+                link.reset()  # the application starts again with its new key
         for node, mark in zip(self.nodes, marks):
             node.wait_output(b"FN1 ", timeout=20, since=mark)
 
