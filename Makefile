@@ -4,6 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 SYSSTAMP := $(VENV)/.system-deps
+BENCHSTAMP := $(VENV)/.bench-deps
 
 .PHONY: help venv system-deps test demo bench clean
 
@@ -33,7 +34,11 @@ test: $(STAMP) $(SYSSTAMP)
 demo: $(STAMP)
 	$(BIN)/fieldnode demo
 
-bench: $(STAMP)
+$(BENCHSTAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $@
+
+bench: $(BENCHSTAMP) $(SYSSTAMP)
 	$(BIN)/python bench/run_all.py
 
 clean:

@@ -1,6 +1,6 @@
 """Gateway throughput: verify+decode, verify+decode+store, and end to end over loopback CoAP.
 
-    .venv/bin/python bench/gateway_throughput.py [--quick] [--out bench/results/gateway.json]
+    .venv/bin/python bench/gateway_throughput.py [--quick] [--out bench/results/gateway.json] [--max-nodes N]
 
 1. verify+decode frames/s on the frame-v1 vectors (node-encoded frames) for
    - ours: fieldnode.frame.Verifier.verify (MAC, kind, SenML check, device check, Frame object),
@@ -18,6 +18,11 @@
 
 Figures depend on the machine and on what else runs on it; the JSON records the CPU count and
 load average next to them.
+4. workers: verify+decode in 1..N processes at once, and verify+decode+store with N processes
+   committing to one SQLite database (what `fieldnode gateway --workers N` does).
+5. node sweep: paced load at doubling node counts until a frame is lost or retransmitted: the
+   highest sustained node count at 1 frame/s with zero loss. A PNG plot of throughput against
+   node count goes to docs/gateway-throughput.png.
 """
 from __future__ import annotations
 
@@ -46,6 +51,11 @@ from fieldnode.gateway.mqtt import ReadingMessages  # noqa: E402
 from fieldnode.gateway.store import Store, StoreItem  # noqa: E402
 from support.gateway_peers import Nodes, free_port  # noqa: E402
 from support.senders import run_closed, run_paced  # noqa: E402
+
+# The reference frame's readings (vector telemetry-6), for the store figures.
+SIX_READINGS = [{"n": n, "u": u, "v": v} for n, u, v in (
+    ("temp", "Cel", 23.45), ("hum", "%RH", 41.2), ("press", "Pa", 101325.0), ("loop1", "A", 0.01234),
+    ("vib_rms", "m/s2", 0.734), ("pulses", "count", 1234))]
 
 
 def best_rates(fns: dict, n_items: int, seconds: float) -> dict:
@@ -116,10 +126,7 @@ def bench_store(n_frames: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         nodes = Nodes(Path(tmp) / "site.json", n=100)
         keys = nodes.keystore()
-        six = [{"n": n, "u": u, "v": v} for n, u, v in (("temp", "Cel", 23.45), ("hum", "%RH", 41.2),
-               ("press", "Pa", 101325.0), ("loop1", "A", 0.01234), ("vib_rms", "m/s2", 0.734),
-               ("pulses", "count", 1234))]
-        frames = [nodes.frame(i % 100, records=six) for i in range(n_frames)]
+        frames = [nodes.frame(i % 100, records=SIX_READINGS) for i in range(n_frames)]
         for sync in ("FULL", "NORMAL"):
             for mqtt in (False, True):
                 db = Path(tmp) / f"store-{sync}-{mqtt}.db"
@@ -218,10 +225,138 @@ def bench_aiocoap_noop(n: int, per_node: int) -> dict:
     return {str(n): r}
 
 
+def bench_node_sweep(start: int, limit: int, seconds: int) -> dict:
+    """Paced load (one frame a second per node) at doubling node counts until a run loses a frame,
+    needs a retransmission, or reaches `limit`: the highest sustained count with zero loss.
+    The senders share the machine with the gateway (one process each), so on a small machine the
+    senders' own CPU is part of what limits the figure."""
+    out: dict = {}
+    best = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        nodes = Nodes(Path(tmp) / "site.json", n=limit)
+        n = start
+        while n <= limit:
+            frames = [[nodes.frame(i) for _ in range(seconds)] for i in range(n)]
+            with GatewayThread(nodes.keystore(), Path(tmp) / f"sweep-{n}.db", ("127.0.0.1", 0)) as gt:
+                r = _load("paced", gt.address, frames)
+                counts = gt.call(lambda: dict(gt.gateway.counts))
+            total = n * seconds
+            r["stored"] = counts.get("accepted", 0)
+            r["zero_loss"] = r["stored"] == total and r["codes"] == {"2.04": total} and r["retransmissions"] == 0
+            r["rate_per_s"] = round(total / r["elapsed_s"])
+            out[str(n)] = r
+            print(f"node sweep [{n} nodes at 1 frame/s]: {r['rate_per_s']:,} frames/s, p99 {r['p99_ms']} ms, "
+                  f"retransmissions {r['retransmissions']}, zero loss {r['zero_loss']}")
+            if not r["zero_loss"]:
+                break
+            best = n
+            n *= 2
+    return {"runs": out, "highest_zero_loss_nodes": best}
+
+
+def _store_worker(db: str, keys_path: str, frames: list[bytes], start, conn) -> None:
+    from fieldnode.keystore import Keystore
+    store = Store(Path(db))
+    store.open()
+    verifier = Verifier(Keystore.load(Path(keys_path)).lookup)
+    start.wait()
+    t = time.perf_counter()
+    for i in range(0, len(frames), 256):
+        items = [StoreItem(verifier.verify(f), f, time.time(), "127.0.0.1:5683", "") for f in frames[i:i + 256]]
+        store.commit(items, {}, None)
+    conn.send(time.perf_counter() - t)
+    store.close()
+
+
+def _verify_worker(keys_path: str, frames: list[bytes], start, conn) -> None:
+    from fieldnode.keystore import Keystore
+    verifier = Verifier(Keystore.load(Path(keys_path)).lookup)
+    start.wait()
+    t = time.perf_counter()
+    for f in frames:
+        verifier.verify(f)
+    conn.send(time.perf_counter() - t)
+
+
+def bench_workers(n_frames: int) -> dict:
+    """What running the gateway as N worker processes (SO_REUSEPORT, `--workers N`) buys: the
+    CPU part (verify+decode) in N processes at once, and verify+decode+store with N processes
+    committing to one SQLite database, as the gateway's workers do."""
+    ctx = multiprocessing.get_context("spawn")
+    out: dict = {"cpus": os.cpu_count()}
+    with tempfile.TemporaryDirectory() as tmp:
+        nodes = Nodes(Path(tmp) / "site.json", n=100)
+        frames = [nodes.frame(i % 100, records=SIX_READINGS) for i in range(n_frames)]
+        for label, target in (("verify_decode", _verify_worker), ("verify_decode_store", _store_worker)):
+            row = {}
+            for workers in sorted({1, 2, os.cpu_count() or 1}):
+                db = Path(tmp) / f"workers-{label}-{workers}.db"
+                if target is _store_worker:
+                    Store(db).open()  # schema once, before the workers race to create it
+                start = ctx.Event()
+                procs, pipes = [], []
+                for w in range(workers):
+                    parent, child = ctx.Pipe()
+                    part = frames[w::workers]
+                    args = (str(db), str(nodes.path), part, start, child) if target is _store_worker \
+                        else (str(nodes.path), part, start, child)
+                    p = ctx.Process(target=target, args=args)
+                    p.start()
+                    procs.append(p)
+                    pipes.append(parent)
+                time.sleep(1.0)  # every worker loaded and waiting
+                t = time.perf_counter()
+                start.set()
+                for parent in pipes:
+                    parent.recv()
+                wall = time.perf_counter() - t
+                for p in procs:
+                    p.join()
+                row[str(workers)] = round(n_frames / wall)
+                print(f"workers [{label}, {workers} process(es)]: {n_frames / wall:,.0f} frames/s")
+            one = row["1"]
+            out[label] = {"per_s": row, "scaling": {k: round(v / one, 2) for k, v in row.items()}}
+    return out
+
+
+def plot(results: dict, path: Path) -> None:
+    """Gateway throughput against node count (closed loop and paced), as a PNG for the docs."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    closed = results["end_to_end"]["closed_loop"]
+    xs = sorted(int(k) for k in closed)
+    ax.plot(xs, [closed[str(x)]["rate_per_s"] for x in xs], "o-", label="closed loop (nodes emptying their queues)")
+    sweep = results.get("node_sweep", {}).get("runs") or results["end_to_end"]["paced_1_per_s"]
+    xs2 = sorted(int(k) for k in sweep)
+    ax.plot(xs2, [sweep[str(x)]["rate_per_s"] for x in xs2], "s-", label="paced, 1 frame/s per node (offered = nodes)")
+    lost = [x for x in xs2 if not sweep[str(x)].get("zero_loss", True)]
+    if lost:
+        ax.plot(lost, [sweep[str(x)]["rate_per_s"] for x in lost], "rx", markersize=10, label="loss or retransmission")
+    noop = results.get("aiocoap_noop_server", {})
+    for n, r in noop.items():
+        ax.axhline(r["rate_per_s"], color="grey", linestyle=":", label=f"aiocoap no-op server ({n} nodes)")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")  # paced rates (= node count) and closed-loop capacity differ by 10-100x
+    ax.set_xlabel("virtual nodes (one UDP socket each)")
+    ax.set_ylabel("frames stored per second")
+    ax.set_title(f"fieldnode gateway on {results['machine']['cpus']} CPUs: verify + store + answer over CoAP")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    print(f"plot written to {path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="shorter runs (for a smoke check)")
     ap.add_argument("--out", type=Path, default=REPO / "bench/results/gateway.json")
+    ap.add_argument("--plot", type=Path, default=REPO / "docs/gateway-throughput.png")
+    ap.add_argument("--max-nodes", type=int, default=6400, help="upper end of the paced node sweep")
     args = ap.parse_args()
     q = args.quick
     results = {
@@ -229,13 +364,17 @@ def main() -> None:
                     "loadavg_at_start": os.getloadavg()},
         "verify_decode": bench_verify(2.0 if q else 10.0),
         "verify_decode_store": bench_store(2048 if q else 10240),
+        "workers": bench_workers(4096 if q else 20480),
         "end_to_end": bench_e2e([50, 100] if q else [50, 100, 200, 400, 800], 5 if q else 20, 3 if q else 10),
+        "node_sweep": bench_node_sweep(100 if q else 400, 400 if q else args.max_nodes, 3 if q else 10),
         "aiocoap_noop_server": bench_aiocoap_noop(100, 5 if q else 20),
     }
     results["machine"]["loadavg_at_end"] = os.getloadavg()
+    results["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"results written to {args.out}")
+    plot(results, args.plot)
 
 
 if __name__ == "__main__":

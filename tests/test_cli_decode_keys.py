@@ -81,6 +81,8 @@ def test_keys_never_printed(tmp_path, keystore, vectors, capsys):
     assert main(["keys", "--keys", str(keystore), "list"]) == 0
     out = capsys.readouterr().out
     assert "240ac4123456" in out
+    assert main(["keys", "list", "--keys", str(keystore)]) == 0  # the option after the action too
+    assert capsys.readouterr().out == out
     for case in vectors["frames"]:
         assert case["key"] not in out and case["key"][:16] not in out
     export = tmp_path / "gw.json"
@@ -91,6 +93,21 @@ def test_keys_never_printed(tmp_path, keystore, vectors, capsys):
     assert main(["keys", "--keys", str(keystore), "export", str(export)]) == 2  # exists
     assert "--force" in capsys.readouterr().err
 
+
+def test_revoke_removes_every_generation_and_refuses_unknown_names(tmp_path, keystore, capsys):
+    store = Keystore.load(keystore)
+    (victim,) = [e for e in store if e.name == "node-0"]
+    store.add(KeyEntry(kid=victim.kid[:6] + b"\x00\x02", key=b"\x07" * 32, name="node-0"))  # generation 2
+    store.save()
+    before = keystore.read_bytes()
+    assert main(["keys", "revoke", "node-0", "no-such-node", "--keys", str(keystore)]) == 2
+    assert "no-such-node" in capsys.readouterr().err
+    assert keystore.read_bytes() == before  # nothing removed when one name is wrong
+    assert main(["keys", "revoke", "node-0", "--keys", str(keystore)]) == 0
+    out = capsys.readouterr().out
+    assert "2 key(s)" in out and victim.key.hex() not in out
+    left = Keystore.load(keystore)
+    assert [e.name for e in left] == ["node-1"] and stat.S_IMODE(os.stat(keystore).st_mode) == 0o600
 
 def test_cli_help_runs_as_a_command():
     proc = subprocess.run([str(Path(sys.executable).parent / "fieldnode"), "decode", "--help"],

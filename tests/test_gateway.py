@@ -434,6 +434,22 @@ def test_node_provisioned_while_running_is_accepted(tmp_path, nodes):
         c.close()
 
 
+def test_revoked_node_is_refused_while_the_gateway_runs(tmp_path, nodes):
+    """A stolen node: `fieldnode keys revoke` on the keystore the gateway reads shuts it out."""
+    from fieldnode.cli import main
+    with GatewayThread(nodes.keystore(), tmp_path / "gw.db", ("127.0.0.1", 0), health_interval=0.1) as gt:
+        c = Client(gt.address)
+        assert c.post(nodes.frame(0)).code == coap.CHANGED
+        assert c.post(nodes.frame(1)).code == coap.CHANGED
+        assert main(["keys", "revoke", "node-1", "--keys", str(nodes.path)]) == 0
+        deadline = time.monotonic() + 10
+        while (answer := c.post(nodes.frame(0))).code == coap.CHANGED:
+            assert time.monotonic() < deadline, "the revoked key was still accepted"
+            time.sleep(0.1)
+        assert answer.payload == b"unknown-kid"
+        assert c.post(nodes.frame(1)).code == coap.CHANGED  # the other nodes carry on
+        c.close()
+
 def test_live_lines_rate_limit_refusals():
     from fieldnode.gateway.live import LinePrinter, summary_line
     from fieldnode.gateway.server import GatewayEvent

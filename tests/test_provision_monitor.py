@@ -75,10 +75,14 @@ def test_existing_key_is_refused_and_nothing_changes(node, tmp_path, capsys):
     assert main(["provision", "--port", node.port, "--keys", str(keys)]) == 0
     before_store, before_nvs = keys.read_bytes(), nvs_identity(node)
     capsys.readouterr()
+    boots = len(node.boots)
     assert main(["provision", "--port", node.port, "--keys", str(keys)]) == 1
     err = capsys.readouterr()
     assert "already has a key" in err.out + err.err and "--rotate" in err.out + err.err
     assert keys.read_bytes() == before_store and nvs_identity(node) == before_nvs
+    # The refused session interrupted the application; it was restarted and sends again.
+    node.wait_boots(boots + 1, timeout=20)
+    node.wait_output(b"FN1 ", timeout=30, since=node.output_mark())
 
 
 def test_rotate_keeps_the_old_key_for_a_grace_period(node, tmp_path):

@@ -21,8 +21,12 @@ ATTEMPT_S = 2.0  # one Ctrl-C/Ctrl-A round; a running node answers in millisecon
 def _refuse_if_busy(port: str) -> None:
     """mpremote retries a locked port and then reports only "failed to access": probe the lock
     with pyserial first so the user learns the port is taken, not that it is broken."""
+    probe = serial.Serial()
+    probe.port, probe.exclusive = port, True
+    probe.dtr = probe.rts = False  # toggling them on a dev board's auto-reset circuit resets the chip
     try:
-        serial.Serial(port, exclusive=True).close()
+        probe.open()
+        probe.close()
     except serial.SerialException as exc:
         text = str(exc).lower()
         if "lock" in text or "busy" in text or "temporarily unavailable" in text:

@@ -22,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ks = p.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     ls = ks.add_parser("list", help="key ids, names, algorithms, fingerprints, expiry")
     ls.set_defaults(func=run_list)
+    _keys_option(ls)
     ex = ks.add_parser("export", help="write the keys a gateway needs to another keystore file",
                        description="Writes a keystore holding only the given devices' keys "
                        "(all if none given), created mode 0600, for copying to a gateway.")
@@ -30,6 +31,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="device id (12 hex digits) or node name; repeatable")
     ex.add_argument("--force", action="store_true", help="overwrite OUT")
     ex.set_defaults(func=run_export)
+    _keys_option(ex)
+    rv = ks.add_parser("revoke", help="remove every key of a node (lost or stolen node)",
+                       description="Removes all key generations of the given nodes from the keystore. "
+                       "A gateway reading this keystore refuses their frames (unknown-kid) within a "
+                       "couple of seconds; copy the keystore again to gateways that use an export. "
+                       "The node must be provisioned again (--force) to send.")
+    rv.add_argument("device", nargs="+", metavar="NODE", help="device id (12 hex digits) or node name")
+    rv.set_defaults(func=run_revoke)
+    _keys_option(rv)
+
+
+def _keys_option(parser: argparse.ArgumentParser) -> None:
+    # Also after the action (`keys list --keys F`), as every other command takes it; SUPPRESS
+    # keeps a value given before the action when none is given after it.
+    parser.add_argument("--keys", type=Path, default=argparse.SUPPRESS, help="keystore file")
 
 
 def _load(args: argparse.Namespace) -> Keystore:
@@ -51,20 +67,39 @@ def run_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _devices(store: Keystore, tokens: list[str], what: str) -> set[bytes]:
+    wanted: set[bytes] = set()
+    for token in tokens:
+        matches = {e.device for e in store if e.name == token or e.device.hex() == token.lower()}
+        if not matches:
+            raise FieldnodeError(f"{what}{token}: no such device id or node name in {store.path} "
+                                 "(see `fieldnode keys list`)")
+        wanted |= matches
+    return wanted
+
+
 def run_export(args: argparse.Namespace) -> int:
     store = _load(args)
-    wanted: set[bytes] | None = None
-    if args.device:
-        wanted = set()
-        for token in args.device:
-            matches = {e.device for e in store if e.name == token or e.device.hex() == token.lower()}
-            if not matches:
-                raise FieldnodeError(f"--device {token}: no such device id or node name in {store.path} "
-                                     "(see `fieldnode keys list`)")
-            wanted |= matches
+    wanted = _devices(store, args.device, "--device ") if args.device else None
     if args.out.exists() and not args.force:
         raise FieldnodeError(f"{args.out} exists: choose another file or pass --force")
     subset = store.subset(wanted)
     subset.save(args.out)
     print(f"exported {len(subset)} keys to {args.out} (mode 0600)")
     return 0
+
+
+def run_revoke(args: argparse.Namespace) -> int:
+    store = _load(args)
+    devices = _devices(store, args.device, "")  # all names checked before anything is removed
+    for device in sorted(devices):
+        entries = store.for_device(device)
+        for entry in entries:
+            store.remove(entry.kid)
+        print(f"revoked {device.hex()} ({entries[0].name or 'unnamed'}): {len(entries)} key(s), "
+              f"fingerprints {', '.join(e.fingerprint for e in entries)}")
+    store.save()
+    print(f"{store.path}: {len(store)} keys left. Gateways reading this file refuse those nodes within "
+          "seconds; gateways with an exported copy need a fresh `fieldnode keys export`.")
+    return 0
+

@@ -65,10 +65,14 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"[{i}/{len(args.port)}] {port}: provisioning ...")
         try:
             with DeviceLink(port) as link:
-                result = provision(link, store, settings, force=args.force, rotate=args.rotate,
-                                   grace_s=args.grace * 86400)
-                if not args.no_reset:
-                    link.reset()
+                try:
+                    result = provision(link, store, settings, force=args.force, rotate=args.rotate,
+                                       grace_s=args.grace * 86400)
+                finally:
+                    # Taking the REPL stopped the application: start it again whatever happened,
+                    # so a refused node keeps sending with its old key instead of sitting idle.
+                    if not args.no_reset:
+                        _restart(link)
         except FieldnodeError as exc:
             failures += 1
             console.print(f"[red]{port}: {exc}[/red]")
@@ -85,3 +89,11 @@ def run(args: argparse.Namespace) -> int:
         table.add_row(*row)
     Console().print(table)
     return 1 if failures else 0
+
+
+def _restart(link: DeviceLink) -> None:
+    try:
+        link.reset()
+    except FieldnodeError:
+        pass  # the link is gone (unplugged): the error that ended the session is the one to show
+

@@ -1,0 +1,56 @@
+"""Frame size: the reference telemetry frame against SenML-JSON of the same readings.
+
+    .venv/bin/python bench/frame_size.py   (writes bench/results/frame_size.json)
+
+The reference frame is vector `telemetry-6` of tests/vectors/frame-v1.json, as the firmware builds
+it (six readings with units, HMAC 256/64). Its SenML payload is decoded with cbor2 and written
+again as SenML-JSON (RFC 8428 section 5: the same pack, text labels, compact separators): what
+a node would send with the usual JSON encoding and no authentication at all. Targets: the
+signed frame <= 40% of the unsigned SenML-JSON, and well under ESP-NOW's 250-byte payload.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cbor2
+
+REPO = Path(__file__).resolve().parent.parent
+VECTORS = REPO / "tests" / "vectors" / "frame-v1.json"
+RESULTS = REPO / "bench" / "results" / "frame_size.json"
+ESP_NOW_LIMIT = 250
+JSON_LABELS = {-2: "bn", -3: "bt", -4: "bu", -5: "bv", 0: "n", 1: "u", 2: "v", 3: "vs", 4: "vb", 6: "t"}
+
+
+def senml_json(pack: list[dict]) -> bytes:
+    """SenML-JSON of a SenML-CBOR pack; labels this table does not know (ours) are kept by name."""
+    out = [{JSON_LABELS.get(k, str(k)): v for k, v in rec.items()} for rec in pack]
+    return json.dumps(out, separators=(",", ":")).encode()
+
+
+def main() -> dict:
+    case = next(c for c in json.loads(VECTORS.read_text())["frames"] if c["name"] == "telemetry-6")
+    frame = bytes.fromhex(case["frame"])
+    envelope = cbor2.loads(frame).value  # [protected, unprotected, payload, tag]
+    payload = envelope[2]
+    as_json = senml_json(cbor2.loads(payload))
+    result = {
+        "frame": "telemetry-6 (six readings with units, HMAC 256/64)",
+        "frame_bytes": len(frame),
+        "senml_cbor_payload_bytes": len(payload),
+        "envelope_overhead_bytes": len(frame) - len(payload),
+        "senml_json_bytes": len(as_json),
+        "frame_vs_senml_json": round(len(frame) / len(as_json), 3),
+        "esp_now_limit": ESP_NOW_LIMIT,
+        "esp_now_headroom_bytes": ESP_NOW_LIMIT - len(frame),
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"reference frame {len(frame)} B (SenML-CBOR payload {len(payload)} B + COSE {len(frame) - len(payload)} B); "
+          f"SenML-JSON of the same readings {len(as_json)} B -> {result['frame_vs_senml_json']:.0%} of it; "
+          f"ESP-NOW headroom {ESP_NOW_LIMIT - len(frame)} B")
+    return result
+
+
+if __name__ == "__main__":
+    main()
