@@ -32,7 +32,7 @@ test: $(STAMP) $(SYSSTAMP)
 	$(BIN)/pytest -q
 
 demo: $(STAMP)
-	$(BIN)/fieldnode demo
+	$(BIN)/fieldnode demo $(ARGS)
 
 $(BENCHSTAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e '.[test,bench]'

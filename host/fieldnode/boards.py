@@ -261,6 +261,7 @@ def validate_board(doc: Any) -> list[str]:
             problems.append(f"{where}.period_s: a positive number of seconds")
 
     actuators: set[str] = set()
+    drivers: dict[str, str] = {}
     for i, act in enumerate(doc.get("actuators", [])):
         name = act.get("name") if isinstance(act, dict) else None
         where = f"actuators[{i}] ({name})"
@@ -270,6 +271,7 @@ def validate_board(doc: Any) -> list[str]:
         if not isinstance(act, dict) or act.get("driver") not in ACTUATOR_DRIVERS:
             problems.append(f"{where}.driver: one of {', '.join(ACTUATOR_DRIVERS)}")
             continue
+        drivers[str(name)] = act["driver"]
         pin(f"{where}.pin", act.get("pin"), output=True)
         failsafe = act.get("failsafe")
         if act["driver"] == "relay" and type(failsafe) is not bool:
@@ -304,7 +306,22 @@ def validate_board(doc: Any) -> list[str]:
                 problems.append(f"{where}.hysteresis: a number, 0 or more")
             if section == "rules" and rule.get("set") not in actuators:
                 problems.append(f"{where}.set: {rule.get('set')!r} is not an actuator of this board")
+            elif section == "rules" and rule.get("set") in drivers:
+                # The node refuses a value of the wrong kind for ever (bad-value): catch it here.
+                relay = drivers[rule["set"]] == "relay"
+                for key in ("value", "else"):
+                    if key == "else" and key not in rule:
+                        continue
+                    v = rule.get(key)
+                    ok = type(v) is bool if relay else (type(v) in (int, float) and 0 <= v <= 1)
+                    if not ok:
+                        problems.append(f"{where}.{key}: " + ("true or false for relay " if relay else
+                                        "a duty from 0.0 to 1.0 for PWM output ") + repr(rule["set"]))
     limit = doc.get("failsafe_after_s", 300)
     if not isinstance(limit, (int, float)) or limit <= 0:
         problems.append("failsafe_after_s: a positive number of seconds")
+    spool = doc.get("spool_frames", 256)
+    if type(spool) is not int or not 1 <= spool <= 4096:
+        problems.append("spool_frames: a whole number of frames from 1 to 4096 (frames kept in flash while "
+                        "the gateway cannot be reached; about 200 bytes each)")
     return problems

@@ -11,6 +11,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import serial
 
@@ -19,6 +20,9 @@ from .errors import FieldnodeError
 from .frame import KIND_ACK, KIND_COMMAND, Frame, FrameRejected, ReplayWindow, Verifier, build_frame, device_base_name
 from .keystore import KeyEntry, Keystore
 from .serialsource import open_port
+
+if TYPE_CHECKING:
+    from .gateway.store import CommandInfo
 
 
 def counters_path(keystore_path: Path) -> Path:
@@ -119,3 +123,15 @@ def send_over_usb(port: str, entry: KeyEntry, frame: bytes, counter: int, timeou
 def ack_result(ack: Frame) -> tuple[str, str | None]:
     values = {r["n"]: r.get("vs", r.get("v")) for r in ack.records()}
     return str(values.get("result")), values.get("reason")
+
+
+def wait_for_outcome(db_path: Path, command_id: int, poll_s: float = 0.25) -> "CommandInfo":
+    """The queued command once the node's ack has been stored (applied/refused) or it expired
+    (list_commands reports a command past its expiry as expired, even before the gateway marks it)."""
+    from .gateway.store import list_commands
+
+    while True:
+        (info,) = list_commands(db_path, ids=[command_id])
+        if info.state in ("applied", "refused", "expired"):
+            return info
+        time.sleep(poll_s)

@@ -1,6 +1,8 @@
 # Actuators from the board definition: relays (GPIO) and PWM outputs, each with a failsafe state,
 # minimum on/off times and the interlocks that may forbid or force a state. A node boots with
-# every actuator in its failsafe state and returns to it when the gateway has been silent too long.
+# every actuator in its failsafe state and returns to it when the gateway has been silent too long
+# (app.Node.failsafe_guard owns failsafe_active). Safety beats timing: interlocks and the failsafe
+# write directly, whatever the minimum on/off times say.
 import machine
 import time
 from fnode.sensors import find_reading
@@ -19,7 +21,10 @@ class Actuator:
         else:
             self.out = pin
         self.state = None
-        self.changed = time.ticks_add(time.ticks_ms(), -(1 << 28))  # long ago: no min time at boot
+        self.orders = 0  # remote commands and failsafes applied here: a rule's deferred action yields to them
+        # Booting into the failsafe state counts as a change: after a reset the node cannot know how
+        # long the load has been off (or on), so minimum on/off times run from boot and a reboot
+        # loop cannot short-cycle a compressor.
         self.write(self.failsafe)
 
     def write(self, value):
@@ -88,9 +93,10 @@ class Actuators:
                 return a
         return None
 
-    def command(self, items, now):
+    def command(self, items, now, local=False):
         # All or nothing: every (name, value) is checked before any output changes.
-        # -> None when applied, else the reason it was refused.
+        # -> None when applied, else the reason it was refused. local: a rule of this node, not a
+        # remote order; neither ends the failsafe state (only the gateway answering again does).
         for name, value in items:
             act = self.find(name)
             if act is None:
@@ -102,8 +108,10 @@ class Actuators:
                 if lock.actuator is act and lock.forbids(value):
                     return "interlock"
         for name, value in items:
-            self.find(name).write(value)
-        self.failsafe_active = False
+            act = self.find(name)
+            act.write(value)
+            if not local:
+                act.orders += 1
         return None
 
     def enforce_interlocks(self):
@@ -118,4 +126,5 @@ class Actuators:
     def go_failsafe(self):
         for a in self.items:
             a.write(a.failsafe)
+            a.orders += 1
         self.failsafe_active = True

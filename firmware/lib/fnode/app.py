@@ -9,7 +9,7 @@ import gc
 import json
 import machine
 import time
-from fnode import log
+from fnode import clock, log
 from fnode.config import Config
 from fnode.counter import Counter
 from fnode.cose import KIND_TELEMETRY, KIND_BOOT, KIND_EVENT, KIND_ACK, Rejected
@@ -21,6 +21,7 @@ VERSION = "0.1.0"
 BOARD_FILE = "board.json"
 WDT_TIMEOUT_MS = 30000
 FAILSAFE_AFTER_S = 300  # default silence from the gateway before actuators go to failsafe
+SPOOL_FRAMES = 256  # default store-and-forward bound (board "spool_frames"): ~50 KB of flash
 _RESET_NAMES = (
     ("PWRON_RESET", "power_on"), ("HARD_RESET", "hard"), ("WDT_RESET", "watchdog"),
     ("DEEPSLEEP_RESET", "deepsleep"), ("SOFT_RESET", "soft"),
@@ -131,12 +132,15 @@ class Node:
             cmd = self.commands.read(frame)
         except Rejected as exc:
             log.warn("command refused:", exc.reason)
-            if exc.reason == "replay":
-                self.ack(None, "refused", "replay")
+            if exc.reason == "replay":  # MAC verified: answer, naming the counter it reused
+                self.ack(exc.counter, "refused", "replay")
             return
         # The counter is spent before anything moves: a replay after a reboot is refused too.
         self.cfg.nvs.set_i32("cmdctr", cmd.counter)
         self.cfg.nvs.commit()
+        if not clock.valid():  # an unset clock cannot tell a fresh command from a delayed one
+            self.ack(cmd.counter, "refused", "no-clock")
+            return
         if unix_time() > cmd.exp:
             self.ack(cmd.counter, "refused", "expired")
             return
@@ -157,14 +161,20 @@ class Node:
         self.uplink.submit(b.finish())
 
     async def failsafe_guard(self, limit_ms):
-        # Heard nothing valid from the gateway for limit_ms: every actuator to its safe state.
+        # Heard nothing valid from the gateway for limit_ms: every actuator to its safe state, once
+        # (local rules may move them afterwards: they need no network). When the gateway answers
+        # again the outputs stay as they are until commanded, and the next silence fails safe again.
         while True:
             await asyncio.sleep_ms(1000)
             last = self.uplink.last_ok if self.uplink.last_ok is not None else self.started
-            if not self.actuators.failsafe_active and time.ticks_diff(time.ticks_ms(), last) > limit_ms:
+            silent = time.ticks_diff(time.ticks_ms(), last) > limit_ms
+            if silent and not self.actuators.failsafe_active:
                 self.actuators.go_failsafe()
                 log.warn("gateway silent: actuators in failsafe state")
                 self.emit_event("failsafe")
+            elif not silent and self.actuators.failsafe_active:
+                self.actuators.failsafe_active = False
+                log.info("gateway answers again: outputs stay in failsafe until commanded")
 
     async def console_commands(self):
         # Downlink over USB: a line "FN1 <base64 command frame>" typed into the console.
@@ -239,7 +249,7 @@ async def main():
         return
     ssid, password = cfg.wifi()
     link = Link(ssid, password)
-    spool = Spool(nvs=cfg.nvs) if cfg.gateway() else None
+    spool = Spool(nvs=cfg.nvs, capacity=board.get("spool_frames", SPOOL_FRAMES)) if cfg.gateway() else None
     uplink = Uplink(cfg.gateway(), link, spool)
     node = Node(board, cfg, uplink)
     uplink.submit(node.boot_frame())
@@ -252,6 +262,8 @@ async def main():
     for sensor in node.sensors:
         asyncio.create_task(node.sampler(sensor))
     asyncio.create_task(uplink.run())
+    if cfg.gateway():
+        asyncio.create_task(clock.keeper(link, cfg.gateway()[0]))
     if spool is not None:
         asyncio.create_task(node.loss_reporter(spool))
     led = board.get("status_led")

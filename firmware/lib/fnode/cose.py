@@ -37,10 +37,11 @@ _EMPTY_AAD = b"\x40"
 class Rejected(Exception):
     """A received frame refused; .reason is one of the doc's rejection reasons."""
 
-    def __init__(self, reason, detail=""):
+    def __init__(self, reason, detail="", counter=None):
         super().__init__(reason + ": " + detail if detail else reason)
         self.reason = reason
         self.detail = detail
+        self.counter = counter  # set once the MAC verified: the sender may be told about it
 
 
 def tag_len(alg):
@@ -164,5 +165,5 @@ def verify(frame, mac, kid, alg, kind=-1, last=0, max_len=MAX_FRAME):
     if kind >= 0 and k != kind:
         raise Rejected("wrong-kind", "kind " + str(k))
     if counter <= last:
-        raise Rejected("replay", "counter " + str(counter))
+        raise Rejected("replay", "counter " + str(counter), counter)
     return k, counter, mv[y0:y1]

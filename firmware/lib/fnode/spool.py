@@ -8,6 +8,7 @@
 import os
 import struct
 from binascii import crc32
+from fnode import log
 
 _TMP = "tmp"
 
@@ -33,7 +34,10 @@ class Spool:
                     continue
                 except ValueError:
                     pass
-            self._remove(name)  # a temp file from an interrupted write, or junk
+            # A temp file from a write cut short by a reset (its frame was never in the spool),
+            # or junk: thrown away, and said, so a reader of the console knows why.
+            self._remove(name)
+            log.warn("spool: discarded", name)
         names.sort()
         self.counters = names
         self.lost = self._load_lost()
@@ -70,12 +74,30 @@ class Spool:
             self._remove(_hex8(self.counters.pop(0)))
             self.lost += 1
             self._store_lost()
+        try:
+            self._write(counter, frame)
+        except OSError:
+            # Flash full (ENOSPC) or a write error: make room by dropping the oldest, once;
+            # if that does not help the frame is lost, counted, and reported like any other.
+            if self.counters:
+                self._remove(_hex8(self.counters.pop(0)))
+                self.lost += 1
+            try:
+                self._write(counter, frame)
+            except OSError:
+                self._remove(_TMP)
+                self.lost += 1
+                self._store_lost()
+                return
+            self._store_lost()
+        self.counters.append(counter)
+
+    def _write(self, counter, frame):
         tmp = self._file(_TMP)
         with open(tmp, "wb") as f:
             f.write(struct.pack("<HI", len(frame), crc32(frame)))
             f.write(frame)
         os.rename(tmp, self._file(_hex8(counter)))
-        self.counters.append(counter)
 
     def peek(self):
         # (counter, frame) of the oldest intact frame, or None. Damaged files are dropped.
@@ -90,6 +112,7 @@ class Spool:
                     return counter, frame
             except (OSError, ValueError):
                 pass
+            log.warn("spool: dropped damaged frame", counter)
             self.drop(counter)
         return None
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..commanding import ack_result, build_command, counters_path, find_node, next_counter, parse_value, send_over_usb
+from ..commanding import (ack_result, build_command, counters_path, find_node, next_counter, parse_value,
+                          send_over_usb, wait_for_outcome)
 from ..errors import FieldnodeError
 from ..keystore import Keystore
 from ..paths import default_keystore
@@ -27,12 +28,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     via.add_argument("--db", type=Path, help="queue in this gateway database")
     p.add_argument("--keys", type=Path, default=None, help=f"keystore (default {default_keystore()})")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the ack over USB")
+    p.add_argument("--wait", action="store_true",
+                   help="with --db: wait for the node's ack (until the command expires) and print it")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.ttl <= 0:
         raise FieldnodeError("--ttl must be a positive number of seconds")
+    if args.wait and not args.db:
+        raise FieldnodeError("--wait goes with --db (over --port the ack is always awaited)")
     store = Keystore.load(args.keys or default_keystore(), must_exist=True)
     entry = find_node(store, args.node)
     value = parse_value(args.value)
@@ -46,7 +51,16 @@ def run(args: argparse.Namespace) -> int:
         return 0 if result == "applied" else 1
     from ..gateway.store import enqueue_command
 
-    enqueue_command(args.db, entry.device, frame, expires)
+    command_id = enqueue_command(args.db, entry.device, frame, expires)
     print(f"queued command #{counter} for {entry.name or entry.device.hex()}: {args.actuator}={args.value}; "
-          f"delivered with the node's next frame, expires in {args.ttl:.0f} s")
-    return 0
+          f"delivered with the node's next frame, expires in {args.ttl:.0f} s", flush=True)
+    if not args.wait:
+        return 0
+    info = wait_for_outcome(args.db, command_id)
+    label = f"{entry.name or entry.device.hex()}: {args.actuator}={args.value}"
+    if info.state == "expired":
+        print(f"{label} expired: the node did not answer before the command expired "
+              f"(delivery attempts: {info.attempts}); see `fieldnode status`")
+    else:
+        print(f"{label} {info.state}" + (f" ({info.reason})" if info.reason else ""))
+    return 0 if info.state == "applied" else 1

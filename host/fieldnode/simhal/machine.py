@@ -384,11 +384,11 @@ class RTC:
 
     def datetime(self, dt=None):
         if dt is None:
-            t = time.localtime(time.time() + self._state.get("offset", 0))
+            t = time.localtime(time.time())
             return (t[0], t[1], t[2], t[6], t[3], t[4], t[5], 0)
         y, mo, d = dt[0], dt[1], dt[2]
         h, mi, s = (dt[4], dt[5], dt[6]) if len(dt) > 4 else (0, 0, 0)
-        self._state["offset"] = time.mktime((y, mo, d, h, mi, s, 0, 0)) - time.time()
+        self._state["offset"] = time.set_wall(time.mktime((y, mo, d, h, mi, s, 0, 0)))
         self._save()
 
     def memory(self, data=None):

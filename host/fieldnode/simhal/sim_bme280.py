@@ -5,6 +5,8 @@
 # the firmware driver uses: the test checks one reading of the datasheet against the other.
 import struct
 
+from simdev import Nack
+
 # Calibration as stored in a real part's NVM (the datasheet's worked example for T and P).
 _T = (27504, 26435, -1000)
 _P = (36477, -10685, 3024, 2855, 140, -7, 15500, -14600, 6000)
@@ -26,10 +28,13 @@ class BME280:
         self.regs[0xE6] = (h5 >> 4) & 0xFF
         self.regs[0xE7] = h6 & 0xFF
         self.temp, self.hum, self.press = temp, hum, press
+        self.absent = False  # fault knob: NACK every transfer (unplugged, dead chip, wrong address)
         self._load_skipped()
 
     # -- bus side ---------------------------------------------------------------------------
     def write(self, data):
+        if self.absent:
+            raise Nack()
         if not data:
             return
         self.ptr = data[0]
@@ -38,6 +43,8 @@ class BME280:
             self.ptr = (self.ptr + 1) & 0xFF
 
     def read(self, n):
+        if self.absent:
+            raise Nack()
         out = bytes(self.regs[(self.ptr + i) & 0xFF] for i in range(n))
         self.ptr = (self.ptr + n) & 0xFF
         return out
@@ -54,7 +61,9 @@ class BME280:
                 self._convert()
 
     # -- simulation side --------------------------------------------------------------------
-    def set(self, temp=None, hum=None, press=None):
+    def set(self, temp=None, hum=None, press=None, absent=None):
+        if absent is not None:
+            self.absent = bool(absent)
         if temp is not None:
             self.temp = float(temp)
         if hum is not None:

@@ -1,6 +1,9 @@
 # machine.I2C and machine.SoftI2C: transactions go to the emulated devices attached (in sim.json)
 # to the pin used as SDA. Errors are the ESP32 port's: no ACK -> OSError(ENODEV).
+import time
+
 import simdev
+import simworld
 
 _DEFAULT_PINS = {0: (18, 19), 1: (25, 26)}  # ESP32 I2C(id) without pins: (scl, sda)
 
@@ -34,6 +37,10 @@ class SoftI2C:
     # -- bus -------------------------------------------------------------------------------------
     def _dev(self, addr):
         simdev.devices()  # applies world changes to the devices
+        # A slave stretching the clock for ever: the transaction never ends (the failure the
+        # watchdog exists for). Checked here, so every transfer on the bus blocks while it lasts.
+        while simworld.get().get("i2c_stall") == self.sda:
+            time.sleep_ms(50)
         if self._gen != simdev.generation:
             self._gen = simdev.generation
             self._map = {}

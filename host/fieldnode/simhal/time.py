@@ -14,12 +14,43 @@ finally:
     del _path
 
 
+_offset = None  # seconds between the node's clock and the host's; kept in rtc.json like the RTC
+
+
 def time():
-    return int(_builtin.time())
+    global _offset
+    if _offset is None:
+        _offset = _stored_offset()
+    return int(_builtin.time()) + _offset
+
+
+def _stored_offset():
+    import simnode  # here, not at the top: simnode imports this module
+    try:
+        return int(simnode.read_json(simnode.path("rtc.json"), {}).get("offset", 0))
+    except (OSError, ValueError):
+        return 0
+
+
+def set_wall(seconds):
+    # What RTC().datetime(...) does on the ESP32: it sets the clock time() reads. Returns the
+    # offset for the RTC to keep across resets (a power-on clears it, as on the board).
+    global _offset
+    _offset = int(seconds) - int(_builtin.time())
+    return _offset
 
 
 def localtime(secs=None):
-    return _builtin.gmtime(int(_builtin.time()) if secs is None else secs)
+    return _builtin.gmtime(time() if secs is None else secs)
+
+
+def gmtime(secs=None):
+    return _builtin.gmtime(time() if secs is None else secs)
+
+
+def time_ns():
+    time()  # loads the offset
+    return _builtin.time_ns() + _offset * 1_000_000_000
 
 
 def mktime(t):

@@ -1,0 +1,487 @@
+"""Reliability of the real firmware (boot.py, main.py, fnode) in virtual nodes against the real
+gateway: boot and telemetry, a Wi-Fi outage of minutes, a power cut with frames in the spool, a
+full spool, the watchdog, a node without a key, and kill -9 at 100 random moments.
+
+Every frame a node makes is also printed on its USB console (an FN1 line) before it is queued,
+so the console is the record of what the node made; the gateway's database is the record of
+what arrived. Frames are read back from the console verified with the node's key.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import sqlite3
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+
+from fieldnode.boards import validate_board
+from fieldnode.cli import main
+from fieldnode.console import frame_from_line
+from fieldnode.flashing.appimage import build_image, read_image
+from fieldnode.frame import KIND_BOOT, KIND_TELEMETRY, Frame, Verifier
+from fieldnode.keystore import Keystore
+from fieldnode.paths import BOARDS_DIR, FIRMWARE_DIR
+from fieldnode.sim.fleet import devices_for_board, install_app, sim_unique_id
+from fieldnode.sim.vnode import VirtualNode
+from support.nodesite import Site, console_since, wait_for
+
+VERSION = re.search(r'^VERSION = "([^"]+)"', (FIRMWARE_DIR / "lib" / "fnode" / "app.py").read_text(), re.M)[1]
+MPREMOTE = str(Path(sys.executable).parent / "mpremote")
+IMAGE_SIZE = 512 * 1024  # the kill test's flash: a littlefs2 image, as on a board
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    monkeypatch.setenv("FIELDNODE_WIFI_PASSWORD", "sim")  # read by `fieldnode provision --wifi`
+    s = Site(tmp_path)
+    yield s
+    s.close()
+
+
+def make_node(site: Site, index: int, *, period_s: float = 1.0, nvs: str = "commit", image: bool = False,
+              **board) -> VirtualNode:
+    """A virtual node with the virtual board (every sensor at period_s, plus board changes),
+    provisioned with `fieldnode provision` for the site's gateway; returns once it sends."""
+    doc = json.loads((BOARDS_DIR / "virtual.json").read_text())
+    for sensor in doc["sensors"]:
+        sensor["period_s"] = period_s
+    doc.update(board)
+    assert validate_board(doc) == []
+    board_file = site.tmp / f"board{index}.json"
+    board_file.write_text(json.dumps(doc))
+    node_dir = site.tmp / f"node{index}"
+    flash = None
+    if image:
+        node_dir.mkdir()
+        flash = node_dir / "flash.img"
+        files = {"/" + n: (FIRMWARE_DIR / n).read_bytes() for n in ("boot.py", "main.py")}
+        files["/board.json"] = board_file.read_bytes()
+        flash.write_bytes(build_image(files, IMAGE_SIZE))
+    else:
+        install_app(node_dir / "flash", board_file)
+    node = VirtualNode(node_dir, sim_unique_id(index, 0x7E), board=board_file, devices=devices_for_board(doc),
+                       nvs=nvs, flash=flash)
+    site.nodes.append(node)
+    node.start()
+    node.wait_output(b"not sending", timeout=30)
+    mark = node.output_mark()
+    host, port = site.gateway.address
+    assert main(["provision", "--port", node.port, "--keys", str(site.keys), "--name", f"rel-{index}",
+                 "--gateway", f"{host}:{port}", "--wifi", "plant-floor"]) == 0
+    node.wait_output(b"FN1 ", timeout=30, since=mark)
+    return node
+
+
+def made(site: Site, node: VirtualNode, since: int = 0, until: int | None = None) -> list[Frame]:
+    """The frames the node printed on its console between two output offsets, verified with
+    its key. A line cut by a power cut is the last of its stretch and has no newline: left out."""
+    verifier = Verifier(Keystore.load(site.keys).lookup)
+    text = console_since(node, since)
+    if until is not None:
+        text = text[:until - since]
+    frames = []
+    for line in text.split(b"\n")[:-1]:
+        data = frame_from_line(line)
+        if data is not None:
+            frames.append(verifier.verify(data))
+    return frames
+
+
+def counters(frames: list[Frame]) -> list[int]:
+    return [f.counter for f in frames]
+
+
+def record(frame: Frame, name: str):
+    rec = next(r for r in frame.records() if r["n"] == name)
+    return rec.get("v", rec.get("vs"))
+
+
+def stored(site: Site, node: VirtualNode) -> list[int]:
+    """Counters of the node's frames in the database, in the order they were committed."""
+    return [c for c, _, _ in site.frames(node)]
+
+
+def stored_readings(site: Site, node: VirtualNode) -> dict[int, list[tuple[str, object]]]:
+    with sqlite3.connect(f"file:{site.db}?mode=ro", uri=True) as conn:
+        rows = conn.execute("SELECT f.counter, r.name, COALESCE(r.value, r.string, r.err) FROM readings r "
+                            "JOIN frames f ON r.frame_id = f.id WHERE r.device=? ORDER BY r.id",
+                            (node.unique_id.hex(),)).fetchall()
+    out: dict[int, list[tuple[str, object]]] = {}
+    for counter, name, value in rows:
+        out.setdefault(counter, []).append((name, value))
+    return out
+
+
+def rejections(site: Site) -> dict[str, int]:
+    return {k: v for k, v in dict(site.gateway.gateway.counts).items() if k.startswith("rejected")}
+
+
+def spool_files(node: VirtualNode) -> dict[str, bytes]:
+    """The node's spool directory as the host sees it (directory flash): name -> contents."""
+    d = node.flash / "spool"
+    return {p.name: p.read_bytes() for p in d.iterdir()} if d.is_dir() else {}
+
+
+def spool_frame(data: bytes) -> bytes:
+    """The frame in a spool file (header: length u16 LE, CRC32 u32 LE); fails if damaged."""
+    n, crc = struct.unpack_from("<HI", data)
+    frame = data[6:]
+    assert len(frame) == n and zlib.crc32(frame) == crc, "damaged spool file"
+    return frame
+
+
+def wait_counters_stored(site: Site, node: VirtualNode, wanted: list[int], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        missing = sorted(set(wanted) - set(stored(site, node)))
+        if not missing:
+            return
+        assert time.monotonic() < deadline, f"{len(missing)} frames never arrived, e.g. {missing[:10]}"
+        time.sleep(0.25)
+
+
+def wait_made(site: Site, node: VirtualNode, since: int, n: int, timeout: float) -> list[Frame]:
+    return wait_for(lambda: (lambda f: f if len(f) >= n else None)(made(site, node, since)), timeout,
+                    f"{n} frames on the console")
+
+
+def assert_in_order_once(site: Site, node: VirtualNode) -> list[int]:
+    order = stored(site, node)
+    assert order == sorted(order), "frames were committed out of counter order"
+    assert len(order) == len(set(order)), "a frame was stored twice"
+    assert rejections(site) == {}, "the gateway refused frames (a replayed or reused counter?)"
+    return order
+
+
+# -- 1 -------------------------------------------------------------------------------------------
+def test_boot_frame_and_telemetry_follow_the_emulated_sensors(site):
+    node = make_node(site, 1)
+    boot = wait_for(lambda: [c for c, k, _ in site.frames(node) if k == KIND_BOOT], 30, "the boot frame")[0]
+    readings = dict(stored_readings(site, node)[boot])
+    # `fieldnode provision` restarted the node with machine.reset(): a hard reset.
+    assert readings == {"fw": VERSION, "board": "virtual", "reset": "hard", "schema": 1}
+
+    def latest(name: str, after: int) -> list[float]:
+        return [v for c, vals in sorted(stored_readings(site, node).items()) if c > after
+                for n, v in vals if n == name]
+
+    for temp, hum, ma in ((31.25, 55.5, 16.0), (12.5, 30.0, 8.0)):
+        before = latest("env.temp", 0)
+        assert before and abs(before[-1] - temp) > 1  # the readings are about to change
+        mark = max(stored(site, node))
+        node.set_world(devices={"env": {"temp": temp, "hum": hum}, "loop1": {"ma": ma}})
+        bar = (ma - 4) / 16 * 10  # 4-20 mA over the sensor's 0-10 bar range
+        wait_for(lambda: any(abs(v - temp) < 0.02 for v in latest("env.temp", mark)), 30, f"env.temp={temp}")
+        wait_for(lambda: any(abs(v - bar) < 0.01 for v in latest("loop1", mark)), 30, f"loop1={bar}")
+        # Once a reading shows the change, every later one keeps it: values follow the world.
+        temps = latest("env.temp", mark)
+        first = next(i for i, v in enumerate(temps) if abs(v - temp) < 0.02)
+        assert all(abs(v - temp) < 0.02 for v in temps[first:])
+        hums = latest("env.hum", mark)
+        assert abs(hums[-1] - hum) < 0.5
+    # A power cut: the next boot frame names it.
+    mark = node.output_mark()
+    node.power_cycle()
+    node.wait_output(b"FN1 ", timeout=30, since=mark)
+    boots = wait_for(lambda: [c for c, k, _ in site.frames(node) if k == KIND_BOOT][1:], 30, "a second boot frame")
+    assert dict(stored_readings(site, node)[boots[0]])["reset"] == "power_on"
+    kinds = [k for _, k, _ in site.frames(node)]
+    assert kinds.count(KIND_TELEMETRY) >= 8
+    assert_in_order_once(site, node)
+
+
+# -- 2 -------------------------------------------------------------------------------------------
+OUTAGE_S = 150
+
+
+@pytest.mark.timeout(420)
+def test_wifi_outage_of_minutes_every_reading_arrives_once_and_in_order(site):
+    # Two sensors each second: ~300 frames during the outage, so the spool is raised above that.
+    node = make_node(site, 2, period_s=1.0, spool_frames=1024)
+    wait_for(lambda: len(site.frames(node)) >= 4, 30, "frames before the outage")
+    mark = node.output_mark()
+    node.set_world(wifi="down")
+    down_at = time.time()
+    # The frame in flight at the cut may still get through; after that, nothing can.
+    wait_made(site, node, mark, 4, 30)
+    at_cut = stored(site, node)
+    deadline = time.monotonic() + OUTAGE_S
+    while time.monotonic() < deadline:  # the node samples throughout; the spool grows in flash
+        assert stored(site, node) == at_cut, "a frame reached the gateway with the link down"
+        time.sleep(5)
+    during = made(site, node, mark)
+    spooled = {int(n, 16): data for n, data in spool_files(node).items() if n != "tmp"}
+    node.set_world(wifi="up")  # nothing else: the node reconnects and drains by itself
+    up_at = time.time()
+
+    assert len(during) >= 250
+    assert counters(during) == list(range(during[0].counter, during[-1].counter + 1))  # one boot: no gaps
+    # Every frame not sent before the cut is in the spool in flash, whole and verifiable (the
+    # last one may have been printed but not yet written when the spool was listed).
+    unsent = [c for c in counters(during)[:-1] if c not in at_cut]
+    assert set(unsent) <= set(spooled)
+    verifier = Verifier(Keystore.load(site.keys).lookup)
+    for counter, data in spooled.items():
+        assert verifier.verify(spool_frame(data)).counter == counter
+
+    wait_counters_stored(site, node, counters(during), timeout=150)
+    # The node is back to sending at once: frames sampled after the link returned arrive.
+    wait_for(lambda: [t for _, k, t in site.frames(node) if k == KIND_TELEMETRY and t > up_at + 2], 60,
+             "telemetry sampled after the link returned")
+    wait_for(lambda: not spool_files(node), 30, "an empty spool")
+
+    order = assert_in_order_once(site, node)
+    first = order[0]
+    assert order[:order.index(during[-1].counter) + 1] == list(range(first, during[-1].counter + 1))
+    # Counter order is sample-time order, and sampling went on all through the outage.
+    times = [t for _, _, t in site.frames(node)]
+    assert times == sorted(times)
+    for sensor in ("env.temp", "loop1"):
+        sampled = [f.base_time for f in during if f.kind == KIND_TELEMETRY and f.records()[0]["n"] == sensor]
+        assert sampled[0] <= down_at + 5 and sampled[-1] >= up_at - 5
+        assert max(b - a for a, b in zip(sampled, sampled[1:])) <= 15
+    # Every reading arrived with the value the node sent, once.
+    db = stored_readings(site, node)
+    for f in during:
+        sent = [(r["n"], r.get("v", r.get("vs", r.get("err")))) for r in f.records()]
+        assert [n for n, _ in db[f.counter]] == [n for n, _ in sent]
+        for (_, got), (_, want) in zip(db[f.counter], sent):
+            assert got == pytest.approx(want, rel=1e-6) if isinstance(want, float) else got == want
+
+
+# -- 3 -------------------------------------------------------------------------------------------
+def test_spool_survives_a_power_cut_during_an_outage(site):
+    node = make_node(site, 3, period_s=0.5)
+    wait_for(lambda: len(site.frames(node)) >= 3, 30, "frames before the outage")
+    mark = node.output_mark()
+    node.set_world(wifi="down")
+    wait_made(site, node, mark, 15, 60)
+    node.kill()  # power cut with the spool full of frames
+    before = made(site, node)
+    in_spool = {int(name, 16): spool_frame(data) for name, data in spool_files(node).items()
+                if name != "tmp"}
+    sent = set(stored(site, node))
+    # Everything made before the cut is sent or in the spool; only a frame being written at the
+    # cut (printed, not yet renamed into place) may be missing.
+    assert set(counters(before)) - sent - set(in_spool) <= {before[-1].counter}
+
+    mark = node.output_mark()
+    node.power_on()
+    after = wait_made(site, node, mark, 10, 60)
+    assert after[0].kind == KIND_BOOT and record(after[0], "reset") == "power_on"
+    assert after[0].counter > max(counters(before))  # the counter went on, never back
+    node.set_world(wifi="up")
+    expected = sorted(set(in_spool) | set(counters(made(site, node, mark))))
+    wait_counters_stored(site, node, expected, timeout=60)
+    order = assert_in_order_once(site, node)
+    assert [c for c in order if c in in_spool] == sorted(in_spool)  # spooled frames before the cut ...
+    assert max(in_spool) < min(c for c in order if c >= after[0].counter)  # ... then the new boot's
+
+
+# -- 4 -------------------------------------------------------------------------------------------
+def test_full_spool_drops_the_oldest_and_reports_exactly_the_loss(site):
+    node = make_node(site, 4, period_s=0.5, spool_frames=8)
+    wait_for(lambda: len(site.frames(node)) >= 3, 30, "frames before the outage")
+    mark = node.output_mark()
+    node.set_world(wifi="down")
+    wait_made(site, node, mark, 30, 60)  # ~30 frames into a spool of 8
+    assert len([n for n in spool_files(node) if n != "tmp"]) <= 8
+    node.set_world(wifi="up")
+
+    def loss_events():
+        return [(c, v) for c, vals in stored_readings(site, node).items()
+                for n, v in vals if n == "lost"]
+
+    ((loss_counter, lost),) = wait_for(loss_events, 60, "the queue.loss event")
+    event = dict(stored_readings(site, node)[loss_counter])
+    assert event["event"] == "queue.loss"
+    all_made = [c for c in counters(made(site, node)) if c < loss_counter]
+    arrived = set(stored(site, node))
+    dropped = [c for c in all_made if c not in arrived]
+    assert len(dropped) >= 15
+    assert lost == len(dropped)  # the report counts exactly the frames that never arrived
+    assert node.nvs()["fieldnode"]["lost"] == ["i32", 0]  # reported, so no longer owed
+    # Newer frames were kept: everything made after the last dropped one arrived.
+    assert all(c in arrived for c in all_made if c > dropped[-1])
+    assert_in_order_once(site, node)
+    # One report for one loss, even as the node keeps sending.
+    wait_for(lambda: len(site.frames(node)) > len(arrived) + 6, 30, "more frames")
+    assert len(loss_events()) == 1
+
+
+# -- 5 -------------------------------------------------------------------------------------------
+@pytest.mark.timeout(240)
+def test_watchdog_resets_a_hung_bus_and_the_boot_frame_says_so(site):
+    node = make_node(site, 5, period_s=1.0)
+    wait_for(lambda: len(site.frames(node)) >= 3, 30, "frames")
+    boots = len(node.boots)
+    mark = node.output_mark()
+    node.set_world(i2c_stall=21)  # the BME280's bus is held: its next transfer never ends
+    node.wait_boots(boots + 1, timeout=90)
+    assert node.boots[-1] == "wdt"
+    hung = made(site, node, mark)
+    assert len(hung) <= 3  # the whole loop stopped (one or two frames before the stall took hold)
+    # The bus is still held after the reset: the node must not hang for good in start-up.
+    node.wait_boots(boots + 2, timeout=90)
+    assert node.boots[-1] == "wdt"
+    before = max(stored(site, node))
+    node.set_world(i2c_stall=None)
+    boot = wait_for(lambda: [c for c, k, _ in site.frames(node) if k == KIND_BOOT and c > before], 60,
+                    "a boot frame after the reset")[0]
+    assert dict(stored_readings(site, node)[boot])["reset"] == "watchdog"
+    wait_for(lambda: [c for c, k, _ in site.frames(node) if k == KIND_TELEMETRY and c > boot], 30,
+             "telemetry after the reset")
+    assert_in_order_once(site, node)
+
+
+# -- 6 -------------------------------------------------------------------------------------------
+def test_node_without_a_key_says_why_sends_nothing_and_keeps_its_repl(site, tmp_path):
+    doc = json.loads((BOARDS_DIR / "virtual.json").read_text())
+    node_dir = tmp_path / "bare"
+    install_app(node_dir / "flash", BOARDS_DIR / "virtual.json")
+    # Gateway and Wi-Fi are set (as after a key was wiped): only the key is missing.
+    host, port = site.gateway.address
+    settings = {"gw": f"{host}:{port}", "ssid": "plant-floor", "wpass": "sim"}
+    (node_dir / "nvs.json").write_text(json.dumps(
+        {"fieldnode": {k: ["blob", v.encode().hex()] for k, v in settings.items()}}))
+    node = VirtualNode(node_dir, sim_unique_id(6, 0x7E), board="virtual", devices=devices_for_board(doc))
+    site.nodes.append(node)
+    node.start()
+    node.wait_output(b"E not sending: no device key in NVS: provision this node (fieldnode provision --port",
+                     timeout=30)
+    deadline = time.monotonic() + 5  # the time a provisioned node needs many times over to send
+    while time.monotonic() < deadline:
+        assert site.gateway.gateway.counts.get("datagrams", 0) == 0
+        time.sleep(0.25)
+    tail = node.console_tail(1 << 16)
+    assert b"FN1 " not in tail and b"Traceback" not in tail
+    assert node.state == "running" and len(node.boots) == 1  # no crash, no restart
+    # mpremote reaches the REPL (it interrupts main.py with Ctrl-C, as on a board).
+    out = subprocess.run([MPREMOTE, "connect", node.port, "resume", "exec",
+                          "from fnode.config import Config; print('missing:', Config().missing())"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "missing: no device key in NVS" in out.stdout
+    assert node.state == "running" and len(node.boots) == 1
+    assert site.frames(node) == [] and site.gateway.gateway.counts.get("datagrams", 0) == 0
+
+
+# -- 7 -------------------------------------------------------------------------------------------
+KILLS = 100
+
+
+def image_spool(node: VirtualNode, verifier: Verifier) -> tuple[dict[int, Frame], bool]:
+    """The spool in the node's littlefs image (node off): {counter: frame}, and whether a
+    temporary file from an interrupted write is there. Fails if the image does not mount or a
+    spool file is damaged."""
+    files = read_image(node.flash_image.read_bytes())
+    spool, tmp = {}, False
+    for path, data in files.items():
+        if not path.startswith("/spool/"):
+            continue
+        name = path[len("/spool/"):]
+        if name == "tmp":
+            tmp = True
+            continue
+        frame = verifier.verify(spool_frame(data))
+        assert frame.counter == int(name, 16), path
+        spool[frame.counter] = frame
+    return spool, tmp
+
+
+def wait_write(node: VirtualNode, timeout: float) -> None:
+    """Returns as soon as the node writes its flash image or NVS (or after timeout)."""
+    watched = [node.flash_image, node.node_dir / "nvs.json"]
+
+    def stamp():
+        out = []
+        for p in watched:
+            try:
+                st = os.stat(p)
+                out.append((st.st_ino, st.st_mtime_ns, st.st_size))
+            except FileNotFoundError:
+                out.append(None)
+        return out
+
+    first = stamp()
+    deadline = time.monotonic() + timeout
+    while stamp() == first and time.monotonic() < deadline:
+        time.sleep(0.0005)
+
+
+@pytest.mark.timeout(300)
+def test_kill_9_at_100_random_moments_keeps_state_consistent_and_counters_ahead(site):
+    # Ten frames a second into a spool of 16 while the link is down: spool files, and the loss
+    # count in NVS (written through at once, as ESP-IDF does), are written all the time.
+    node = make_node(site, 7, period_s=0.2, nvs="esp-idf", image=True, spool_frames=16)
+    rng = random.Random(0x5EED)
+    verifier = Verifier(Keystore.load(site.keys).lookup)
+    identity = node.nvs()["fieldnode"]["id"]
+    mark = node.output_mark()
+    node.power_cycle()  # from here on every boot is a power-on
+    highest = max(counters(made(site, node, 0, mark)))  # every counter the node has used so far
+    first_boot = len(node.boots) - 1
+    ctr = 0
+    interrupted = 0
+    early = False
+    link_down = False
+    for kill in range(KILLS):
+        if kill % 8 == 0:
+            link_down = kill < KILLS - 8 and rng.random() < 0.7  # up for the last stretch
+            node.set_world(wifi="down" if link_down else "up")
+        if early:  # during start-up: the counter reservation in NVS, the spool scan
+            wait_write(node, rng.uniform(0, 0.3))
+        else:
+            at = node.wait_output(b"FN1 ", timeout=30, since=mark)
+            node.wait_output(b"\n", timeout=10, since=at)
+            if link_down and rng.random() < 0.6:
+                wait_write(node, 3)  # in the middle of a spool write and of its NVS loss count
+            else:
+                time.sleep(rng.uniform(0, 1.2))
+        node.kill()
+        # What this boot made: a consistent start (its first frame is the boot frame, signed
+        # with the key from NVS), and counters above every one used before.
+        this_boot = made(site, node, mark)
+        assert b"Traceback" not in console_since(node, mark), kill
+        if not early:
+            assert this_boot and this_boot[0].kind == KIND_BOOT, kill
+            assert record(this_boot[0], "reset") == "power_on"
+        if this_boot:
+            assert min(counters(this_boot)) > highest, (kill, min(counters(this_boot)), highest)
+            highest = max(counters(this_boot))
+        # What the gateway received: in counter order, so every frame that arrived after a
+        # restart has a higher counter than everything that arrived before it.
+        order = stored(site, node)
+        assert order == sorted(order) and len(order) == len(set(order)), kill
+        assert max(order) <= highest
+        # The state left in NVS and flash: NVS parses, the identity is whole, the counter mark
+        # never goes back and covers every counter used; the image mounts; spool files verify.
+        nvs = node.nvs()["fieldnode"]
+        assert nvs["id"] == identity
+        assert nvs["ctr"][1] >= max(ctr, highest)
+        ctr = nvs["ctr"][1]
+        spool, tmp = image_spool(node, verifier)
+        assert all(c <= highest for c in spool)
+        mark = node.output_mark()
+        node.power_on()
+        if tmp:  # a write cut short: the next start throws the piece away, and says so
+            interrupted += 1
+            node.wait_output(b"spool: discarded tmp", timeout=30, since=mark)
+        early = rng.random() < 0.2
+
+    # The last boot runs on with the link up: what the spool held at the last cut arrives.
+    node.wait_output(b"FN1 ", timeout=30, since=mark)
+    wait_counters_stored(site, node, sorted(spool), timeout=90)
+    after = made(site, node, mark)
+    assert after[0].kind == KIND_BOOT and after[0].counter > highest
+    assert_in_order_once(site, node)
+    assert node.boots[first_boot:] == ["pwron"] * (KILLS + 1)  # no crash restarts in between
+    print(f"kills: {KILLS}, spool writes cut short: {interrupted}")
