@@ -91,7 +91,7 @@ def frame_size_section(d: dict[str, Any], runs: dict[str, Any]) -> list[str]:
                              "CBOR saves the punctuation and the float text, not those strings. Reaching 40% "
                              "needs a format change (v2): the device named by the key id alone, and names "
                              "and units sent once in the boot frame and referred to by index afterwards — "
-                             "about 100 bytes for this frame. Left for a decision; v1 is unchanged."),
+                             "an estimated 100 bytes for this frame. Left for a decision; v1 is unchanged."),
         f"- ESP-NOW: {d['esp_now_headroom_bytes']} bytes of headroom under the 250-byte limit.",
     ]
 
@@ -180,7 +180,10 @@ def gateway_section(d: dict[str, Any], runs: dict[str, Any]) -> list[str]:
         stopped = "the sweep's upper end" if str(last) == str(top) else f"{last} nodes lost or retransmitted"
         lines += ["", f"- **{top} nodes** at one frame a second each, zero loss, no retransmission "
                       f"(stopped at: {stopped}). The senders run on the same CPUs as the gateway, so on "
-                      "this machine they take part of the capacity they measure.",
+                      "this machine they take part of the capacity they measure." +
+                      (f" At {top} nodes the p99 latency ({sweep['runs'][str(top)]['p99_ms']:.0f} ms) is near CoAP's "
+                       "2 s first retransmission timeout: the practical ceiling on this machine is just below."
+                       if sweep["runs"][str(top)]["p99_ms"] > 1000 else ""),
                   "", "![gateway throughput against node count](gateway-throughput.png)"]
     return lines
 

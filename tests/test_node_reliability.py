@@ -21,11 +21,12 @@ import zlib
 from pathlib import Path
 
 import pytest
+from littlefs import LittleFS
 
 from fieldnode.boards import validate_board
 from fieldnode.cli import main
 from fieldnode.console import frame_from_line
-from fieldnode.flashing.appimage import build_image, read_image
+from fieldnode.flashing.appimage import BLOCK_SIZE, LOOKAHEAD_SIZE, READ_PROG_SIZE, build_image
 from fieldnode.frame import KIND_BOOT, KIND_TELEMETRY, Frame, Verifier
 from fieldnode.keystore import Keystore
 from fieldnode.paths import BOARDS_DIR, FIRMWARE_DIR
@@ -76,7 +77,7 @@ def make_node(site: Site, index: int, *, period_s: float = 1.0, nvs: str = "comm
     host, port = site.gateway.address
     assert main(["provision", "--port", node.port, "--keys", str(site.keys), "--name", f"rel-{index}",
                  "--gateway", f"{host}:{port}", "--wifi", "plant-floor"]) == 0
-    node.wait_output(b"FN1 ", timeout=30, since=mark)
+    node.wait_output(b"\n", timeout=10, since=node.wait_output(b"FN1 ", timeout=30, since=mark))
     return node
 
 
@@ -382,18 +383,24 @@ def image_spool(node: VirtualNode, verifier: Verifier) -> tuple[dict[int, Frame]
     """The spool in the node's littlefs image (node off): {counter: frame}, and whether a
     temporary file from an interrupted write is there. Fails if the image does not mount or a
     spool file is damaged."""
-    files = read_image(node.flash_image.read_bytes())
+    image = node.flash_image.read_bytes()
+    # disk_version 0: whatever version is on the image (MicroPython moves a 2.0 image built by
+    # appimage to 2.1 on its first write, which appimage.read_image's 2.0 setting refuses).
+    fs = LittleFS(block_size=BLOCK_SIZE, block_count=len(image) // BLOCK_SIZE, read_size=READ_PROG_SIZE,
+                  prog_size=READ_PROG_SIZE, lookahead_size=LOOKAHEAD_SIZE, disk_version=0, mount=False)
+    fs.context.buffer[:] = image
+    fs.mount()
     spool, tmp = {}, False
-    for path, data in files.items():
-        if not path.startswith("/spool/"):
-            continue
-        name = path[len("/spool/"):]
+    for name in fs.listdir("/spool") if "spool" in fs.listdir("/") else ():
+        with fs.open("/spool/" + name, "rb") as f:
+            data = f.read()
         if name == "tmp":
             tmp = True
             continue
         frame = verifier.verify(spool_frame(data))
-        assert frame.counter == int(name, 16), path
+        assert frame.counter == int(name, 16), name
         spool[frame.counter] = frame
+    fs.unmount()
     return spool, tmp
 
 
@@ -426,9 +433,9 @@ def test_kill_9_at_100_random_moments_keeps_state_consistent_and_counters_ahead(
     verifier = Verifier(Keystore.load(site.keys).lookup)
     identity = node.nvs()["fieldnode"]["id"]
     mark = node.output_mark()
+    first_boot = len(node.boots)
     node.power_cycle()  # from here on every boot is a power-on
     highest = max(counters(made(site, node, 0, mark)))  # every counter the node has used so far
-    first_boot = len(node.boots) - 1
     ctr = 0
     interrupted = 0
     early = False
@@ -453,7 +460,7 @@ def test_kill_9_at_100_random_moments_keeps_state_consistent_and_counters_ahead(
         assert b"Traceback" not in console_since(node, mark), kill
         if not early:
             assert this_boot and this_boot[0].kind == KIND_BOOT, kill
-            assert record(this_boot[0], "reset") == "power_on"
+            if record(this_boot[0], "reset") != "power_on": Path("/tmp/rel/anomaly.txt").write_bytes(console_since(node, 0)); assert False, (kill, node.boots[first_boot:])
         if this_boot:
             assert min(counters(this_boot)) > highest, (kill, min(counters(this_boot)), highest)
             highest = max(counters(this_boot))
@@ -461,7 +468,7 @@ def test_kill_9_at_100_random_moments_keeps_state_consistent_and_counters_ahead(
         # restart has a higher counter than everything that arrived before it.
         order = stored(site, node)
         assert order == sorted(order) and len(order) == len(set(order)), kill
-        assert max(order) <= highest
+        assert all(c <= highest for c in order)
         # The state left in NVS and flash: NVS parses, the identity is whole, the counter mark
         # never goes back and covers every counter used; the image mounts; spool files verify.
         nvs = node.nvs()["fieldnode"]

@@ -153,6 +153,23 @@ def test_monitor_json_reads_a_virtual_node(node, tmp_path):
     assert all(f["verified"] for f in frames)
 
 
+def test_monitor_with_the_wrong_keystore_rejects_every_frame_as_bad_mac(node, tmp_path):
+    """A laptop whose keystore holds another key for this node: nothing passes as verified."""
+    keys = tmp_path / "keys.json"
+    mark = node.output_mark()
+    assert main(["provision", "--port", node.port, "--keys", str(keys)]) == 0
+    node.wait_output(b"FN1 ", timeout=30, since=mark)
+    (entry,) = list(Keystore.load(keys))
+    wrong = tmp_path / "other-laptop.json"
+    from fieldnode.keystore import KeyEntry
+    Keystore(wrong, [KeyEntry(kid=entry.kid, key=bytes(32), alg=entry.alg, name=entry.name)]).save()
+    proc = subprocess.run([FIELDNODE, "monitor", "--port", node.port, "--keys", str(wrong), "--json",
+                           "--duration", "6"], capture_output=True, text=True, timeout=60)
+    assert proc.stdout == ""  # no frame printed as verified
+    rejected = [line for line in proc.stderr.splitlines() if line.startswith("rejected:")]
+    assert rejected and all("bad-mac" in line for line in rejected)
+    assert entry.key.hex() not in proc.stderr
+
 def test_monitor_survives_unplug_and_replug(tmp_path, vectors):
     """The port disappears (USB unplugged) and comes back at the same path."""
     keys = tmp_path / "keys.json"

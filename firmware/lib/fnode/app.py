@@ -251,6 +251,9 @@ async def main():
     link = Link(ssid, password)
     spool = Spool(nvs=cfg.nvs, capacity=board.get("spool_frames", SPOOL_FRAMES)) if cfg.gateway() else None
     uplink = Uplink(cfg.gateway(), link, spool)
+    # The watchdog starts before the drivers touch their buses: a bus still held after the reset
+    # (a slave that keeps SDA low) must end in another reset, not in a start-up that never ends.
+    wdt = machine.WDT(timeout=WDT_TIMEOUT_MS)
     node = Node(board, cfg, uplink)
     uplink.submit(node.boot_frame())
     if node.commands is not None:
@@ -270,7 +273,6 @@ async def main():
     if led:
         asyncio.create_task(status_led(led["pin"], led.get("active_high", True),
                                        lambda: (100, 1900) if link.up() else (100, 200)))
-    wdt = machine.WDT(timeout=WDT_TIMEOUT_MS)
     gc.collect()
     await node.watchdog(wdt)
 
