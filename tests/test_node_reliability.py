@@ -87,7 +87,7 @@ def made(site: Site, node: VirtualNode, since: int = 0, until: int | None = None
     verifier = Verifier(Keystore.load(site.keys).lookup)
     text = console_since(node, since)
     if until is not None:
-        text = text[:until - since]
+        text = text[:len(text) - len(console_since(node, until))]
     frames = []
     for line in text.split(b"\n")[:-1]:
         data = frame_from_line(line)
@@ -126,9 +126,16 @@ def rejections(site: Site) -> dict[str, int]:
 
 
 def spool_files(node: VirtualNode) -> dict[str, bytes]:
-    """The node's spool directory as the host sees it (directory flash): name -> contents."""
+    """The node's spool directory as the host sees it (directory flash): name -> contents.
+    A file the node removes while this reads is left out."""
     d = node.flash / "spool"
-    return {p.name: p.read_bytes() for p in d.iterdir()} if d.is_dir() else {}
+    out = {}
+    for p in d.iterdir() if d.is_dir() else ():
+        try:
+            out[p.name] = p.read_bytes()
+        except FileNotFoundError:
+            pass
+    return out
 
 
 def spool_frame(data: bytes) -> bytes:
@@ -200,12 +207,12 @@ def test_boot_frame_and_telemetry_follow_the_emulated_sensors(site):
 
 
 # -- 2 -------------------------------------------------------------------------------------------
-OUTAGE_S = 150
+OUTAGE_S = 185  # over three minutes
 
 
 @pytest.mark.timeout(420)
 def test_wifi_outage_of_minutes_every_reading_arrives_once_and_in_order(site):
-    # Two sensors each second: ~300 frames during the outage, so the spool is raised above that.
+    # Two sensors each second: ~370 frames during the outage, so the spool is raised above that.
     node = make_node(site, 2, period_s=1.0, spool_frames=1024)
     wait_for(lambda: len(site.frames(node)) >= 4, 30, "frames before the outage")
     mark = node.output_mark()
@@ -223,7 +230,7 @@ def test_wifi_outage_of_minutes_every_reading_arrives_once_and_in_order(site):
     node.set_world(wifi="up")  # nothing else: the node reconnects and drains by itself
     up_at = time.time()
 
-    assert len(during) >= 250
+    assert len(during) >= 300
     assert counters(during) == list(range(during[0].counter, during[-1].counter + 1))  # one boot: no gaps
     # Every frame not sent before the cut is in the spool in flash, whole and verifiable (the
     # last one may have been printed but not yet written when the spool was listed).
@@ -291,8 +298,19 @@ def test_spool_survives_a_power_cut_during_an_outage(site):
 def test_full_spool_drops_the_oldest_and_reports_exactly_the_loss(site):
     node = make_node(site, 4, period_s=0.5, spool_frames=8)
     wait_for(lambda: len(site.frames(node)) >= 3, 30, "frames before the outage")
+    # The link drops while a frame is on its way: the gateway stores it, but its answer is lost
+    # with the link, so the node cannot know. (The gateway holds its answers for a moment to
+    # make that certain.) That frame must not be counted as lost if the spool overflows.
+    gw = site.gateway.gateway
+    gw.batch_delay = 1.5
+    sent = gw.counts.get("datagrams", 0)
+    wait_for(lambda: gw.counts.get("datagrams", 0) > sent, 10, "a frame on its way")
     mark = node.output_mark()
     node.set_world(wifi="down")
+    gw.batch_delay = 0.002
+    at_cut = set(stored(site, node))
+    in_doubt = min(c for c in counters(made(site, node, 0, mark)) if c not in at_cut)
+    wait_for(lambda: in_doubt in stored(site, node), 10, "the frame in flight stored")
     wait_made(site, node, mark, 30, 60)  # ~30 frames into a spool of 8
     assert len([n for n in spool_files(node) if n != "tmp"]) <= 8
     node.set_world(wifi="up")
@@ -310,8 +328,10 @@ def test_full_spool_drops_the_oldest_and_reports_exactly_the_loss(site):
     assert len(dropped) >= 15
     assert lost == len(dropped)  # the report counts exactly the frames that never arrived
     assert node.nvs()["fieldnode"]["lost"] == ["i32", 0]  # reported, so no longer owed
-    # Newer frames were kept: everything made after the last dropped one arrived.
-    assert all(c in arrived for c in all_made if c > dropped[-1])
+    # The oldest went, except the frame in doubt: it was sent again and the gateway said it
+    # already had it (2.03). Everything newer than the dropped run arrived.
+    assert dropped == [c for c in all_made if c > in_doubt][:len(dropped)]
+    assert gw.counts.get("duplicate", 0) >= 1
     assert_in_order_once(site, node)
     # One report for one loss, even as the node keeps sending.
     wait_for(lambda: len(site.frames(node)) > len(arrived) + 6, 30, "more frames")
@@ -457,10 +477,11 @@ def test_kill_9_at_100_random_moments_keeps_state_consistent_and_counters_ahead(
         # What this boot made: a consistent start (its first frame is the boot frame, signed
         # with the key from NVS), and counters above every one used before.
         this_boot = made(site, node, mark)
-        assert b"Traceback" not in console_since(node, mark), kill
+        console = console_since(node, mark)
+        assert b"Traceback" not in console and b"\nsim: " not in console, (kill, console[-2000:])
         if not early:
             assert this_boot and this_boot[0].kind == KIND_BOOT, kill
-            if record(this_boot[0], "reset") != "power_on": Path("/tmp/rel/anomaly.txt").write_bytes(console_since(node, 0)); assert False, (kill, node.boots[first_boot:])
+            assert record(this_boot[0], "reset") == "power_on", (kill, node.boots[first_boot:])  # not a crash
         if this_boot:
             assert min(counters(this_boot)) > highest, (kill, min(counters(this_boot)), highest)
             highest = max(counters(this_boot))

@@ -41,6 +41,10 @@ class Spool:
         names.sort()
         self.counters = names
         self.lost = self._load_lost()
+        # Counter of the frame last sent and not answered (set by the uplink): the gateway may
+        # have stored it and only its answer was lost, so it is never the one dropped as lost.
+        # After a reset that is the oldest frame: it may have been on its way at the power cut.
+        self.doubt = names[0] if names else None
 
     def __len__(self):
         return len(self.counters)
@@ -71,8 +75,7 @@ class Spool:
         if self.counters and counter <= self.counters[-1]:
             return  # already spooled (a retry of the same frame)
         while len(self.counters) >= self.capacity:
-            self._remove(_hex8(self.counters.pop(0)))
-            self.lost += 1
+            self._drop_oldest()
             self._store_lost()
         try:
             self._write(counter, frame)
@@ -80,8 +83,7 @@ class Spool:
             # Flash full (ENOSPC) or a write error: make room by dropping the oldest, once;
             # if that does not help the frame is lost, counted, and reported like any other.
             if self.counters:
-                self._remove(_hex8(self.counters.pop(0)))
-                self.lost += 1
+                self._drop_oldest()
             try:
                 self._write(counter, frame)
             except OSError:
@@ -91,6 +93,13 @@ class Spool:
                 return
             self._store_lost()
         self.counters.append(counter)
+
+    def _drop_oldest(self):
+        # The oldest frame goes, except the one in doubt: that one goes out again first (and is
+        # answered 2.03 if the gateway has it), so `lost` counts only frames never delivered.
+        i = 1 if len(self.counters) > 1 and self.counters[0] == self.doubt else 0
+        self._remove(_hex8(self.counters.pop(i)))
+        self.lost += 1
 
     def _write(self, counter, frame):
         tmp = self._file(_TMP)

@@ -83,6 +83,8 @@ class Uplink:
             if head is None:
                 await asyncio.sleep_ms(20)
                 continue
+            if self.spool is not None:
+                self.spool.doubt = head[0]  # from the first transmission until an answer comes
             code = await self.exchange(head[1])
             if code is None or code >= _SERVER_ERROR:  # no answer, or 5.xx: keep the frame
                 self.timeouts += 1

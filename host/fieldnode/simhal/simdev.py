@@ -72,12 +72,13 @@ def _build():
     global _devices, generation
     import simnode
     generation += 1
-    _devices = {}
+    built = {}  # published when complete: a world update must not reach only half the devices
     for spec in simnode.config().get("devices", ()):
         dev = make(spec)
         dev.name = spec.get("name") or spec["type"]
         dev.spec = spec
-        _devices[dev.name] = dev
+        built[dev.name] = dev
+    _devices = built
 
 
 def make(spec):

@@ -8,11 +8,13 @@ import time
 import micropython
 
 TICK_MS = 10
+WORLD_MS = 100  # how often the main thread is asked to apply world.json to the devices
 wdt_deadline = None  # ticks_ms after which the watchdog resets the node
 wdt_timeout = 0
 pins = ()  # Pins with an IRQ handler; replaced (never changed in place) by the main thread
 timers = ()
 _started = False
+_world_due = 0
 
 
 def start():
@@ -57,7 +59,7 @@ def _run():
         if d is not None and time.ticks_diff(now, d) >= 0:
             _bark()
         try:
-            _world_changed()
+            _world_changed(now)
             for p in pins:
                 p._tick(dt)
             for t in timers:
@@ -66,24 +68,27 @@ def _run():
             print("sim: timer thread:", repr(exc))
 
 
-def _world_changed():
+def _world_changed(now):
     # Devices get world.json values through set(), in the main thread, when a bus uses them. A
-    # device nobody reads over a bus (a pulse source) must still follow the world: schedule it.
-    dev = sys.modules.get("simdev")
-    if dev is None or dev._devices is None:
+    # device nobody reads over a bus (a pulse source) must still follow the world, so every
+    # WORLD_MS the main thread is asked to look. Only asked: this thread touches no module state
+    # and reads no file, because the firmware may be importing modules or inside a littlefs call
+    # into the Python block device meanwhile, and the unix port's threads do not survive that
+    # (seen as a corrupted heap when the watchdog, hence this thread, starts before the drivers).
+    global _world_due
+    if time.ticks_diff(now, _world_due) < 0:
         return
-    import simworld
-    simworld.get()
-    if simworld.version != dev._world_version:
-        try:
-            micropython.schedule(_apply_world, None)
-        except RuntimeError:
-            pass  # queue full: next tick
+    _world_due = time.ticks_add(now, WORLD_MS)
+    try:
+        micropython.schedule(_apply_world, None)
+    except RuntimeError:
+        pass  # queue full: next time
 
 
 def _apply_world(_):
-    import simdev
-    simdev.devices()
+    dev = sys.modules.get("simdev")
+    if dev is not None and getattr(dev, "_devices", None) is not None:  # built (not being imported)
+        dev.devices()
 
 
 def _bark():
