@@ -15,6 +15,7 @@ import pytest
 from fieldnode.cli import main
 from fieldnode.commanding import ack_result, build_command, counters_path, find_node, next_counter, send_over_usb
 from fieldnode.console import frame_from_line
+from fieldnode.devicelink import DeviceLink
 from fieldnode.errors import FieldnodeError
 from fieldnode.frame import KIND_ACK, KIND_EVENT, KIND_TELEMETRY, Frame, ReplayWindow, Verifier
 from fieldnode.gateway import GatewayThread, list_commands
@@ -368,3 +369,27 @@ def test_failed_reading_is_sent_as_an_error_while_the_rest_carry_on(site):
     node.set_world(devices={"env": {"absent": False}})
     settle(site, node, "env.temp", lambda v: v == pytest.approx(21.0, abs=0.05), "env.temp back")
     assert cli(NODE, "heater", "on", "--port", node.port, "--keys", str(site.keys)) == 0
+
+
+def test_commands_wait_for_a_set_clock(site, capsys):
+    """An ESP32's clock is unset after a power cut: a command's expiry cannot be checked then, so
+    it is refused ("no-clock") until SNTP (from the gateway host) has set the clock."""
+    node = site.node(rules=[])  # only the command may move the fan
+    node.set_world(wifi="down")
+    with DeviceLink(node.port) as link:
+        link.exec("import machine; machine.RTC().datetime((2000, 1, 1, 6, 0, 0, 0, 0))")
+        mark = node.output_mark()
+        link.reset()  # the RTC keeps its (wrong) time across a reset, as on the board
+    node.wait_output(b"FN1 ", timeout=30, since=mark)
+    before = node.outputs()
+    assert main(["command", "e2e-1", "fan", "0.5", "--port", node.port, "--keys", str(site.keys)]) != 0
+    out = capsys.readouterr()
+    assert "no-clock" in out.out + out.err
+    after = node.outputs()
+    assert after["pwm"] == before["pwm"] and after["pins"].get("26") == before["pins"].get("26")
+    mark = node.output_mark()
+    node.set_world(wifi="up")
+    node.wait_output(b"clock set", timeout=60, since=mark)
+    assert main(["command", "e2e-1", "fan", "0.5", "--port", node.port, "--keys", str(site.keys)]) == 0
+    assert "applied" in capsys.readouterr().out
+    assert abs(node.outputs()["pwm"]["25"]["duty_u16"] - 32768) <= 1
