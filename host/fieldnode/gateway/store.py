@@ -16,13 +16,38 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import FieldnodeError
-from ..frame import (KIND_ACK, KIND_COMMAND, Frame, FrameRejected, ReplayWindow, parse_protected,
+from ..frame import (KIND_ACK, KIND_COMMAND, SENML_BT, SENML_ERR, SENML_N, SENML_T, SENML_U, SENML_V,
+                     SENML_VB, SENML_VS, Frame, FrameRejected, ReplayWindow, parse_protected, present,
                      split_envelope)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: readings became series + samples (a view keeps the old shape)
 REPLAY_SPAN = ReplayWindow.SIZE
 # How long the writer waits for another writer (a second worker, `fieldnode command`) to finish.
 BUSY_TIMEOUT_MS = 10_000
+WRITER_CACHE_KIB = 32 * 1024
+
+SERIES_TABLES = """
+-- A series is one reading of one device (device, SenML name, unit): its samples refer to it by
+-- number, so a sample row and its index entry hold integers, not the same strings again.
+CREATE TABLE IF NOT EXISTS series (
+    id     INTEGER PRIMARY KEY,
+    device TEXT NOT NULL,
+    name   TEXT NOT NULL,
+    unit   TEXT NOT NULL DEFAULT '',  -- '' when the record has none (NULLs would not be UNIQUE)
+    UNIQUE (device, name, unit)
+);
+CREATE TABLE IF NOT EXISTS samples (
+    id       INTEGER PRIMARY KEY,
+    frame_id INTEGER NOT NULL REFERENCES frames(id),
+    series   INTEGER NOT NULL REFERENCES series(id),
+    time     REAL    NOT NULL,
+    value    REAL,
+    string   TEXT,
+    bool     INTEGER,
+    err      TEXT
+);
+CREATE INDEX IF NOT EXISTS samples_by_series ON samples (series, time);
+"""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -40,19 +65,11 @@ CREATE TABLE IF NOT EXISTS frames (
     raw       BLOB    NOT NULL,
     UNIQUE (device, counter)
 );
-CREATE TABLE IF NOT EXISTS readings (
-    id       INTEGER PRIMARY KEY,
-    frame_id INTEGER NOT NULL REFERENCES frames(id),
-    device   TEXT    NOT NULL,
-    name     TEXT    NOT NULL,
-    time     REAL    NOT NULL,
-    value    REAL,
-    string   TEXT,
-    bool     INTEGER,
-    err      TEXT,
-    unit     TEXT
-);
-CREATE INDEX IF NOT EXISTS readings_by_device ON readings (device, name, time);
+""" + SERIES_TABLES + """-- What people query: one row per SenML record, with the device, name and unit spelled out.
+CREATE VIEW IF NOT EXISTS readings AS
+    SELECT s.id AS id, s.frame_id AS frame_id, r.device AS device, r.name AS name, s.time AS time,
+           s.value AS value, s.string AS string, s.bool AS bool, s.err AS err, NULLIF(r.unit, '') AS unit
+    FROM samples s JOIN series r ON r.id = s.series;
 CREATE TABLE IF NOT EXISTS devices (
     device          TEXT PRIMARY KEY,
     name            TEXT,
@@ -144,12 +161,46 @@ def connect(path: Path | str, *, synchronous: str = "FULL", create: bool = True)
 
 def _ensure_schema(conn: sqlite3.Connection) -> None:
     # Every statement is IF NOT EXISTS, so two processes creating the schema at once is harmless.
+    if _schema_version(conn) == 1:
+        _migrate_from_1(conn)
     conn.executescript(SCHEMA)
-    row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-    if row is None:
+    version = _schema_version(conn)
+    if version is None:
         conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-    elif int(row[0]) != SCHEMA_VERSION:
-        raise FieldnodeError(f"database schema version {row[0]}, this fieldnode knows {SCHEMA_VERSION}")
+    elif version != SCHEMA_VERSION:
+        raise FieldnodeError(f"database schema version {version}, this fieldnode knows {SCHEMA_VERSION}: "
+                             "use the fieldnode release that made it, or another --db")
+
+
+def _schema_version(conn: sqlite3.Connection) -> int | None:
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone() is None:
+        return None
+    row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+    return None if row is None else int(row[0])
+
+
+def _migrate_from_1(conn: sqlite3.Connection) -> None:
+    """Schema 1 kept device, name and unit on every reading; moves them into series, in one
+    transaction, so a cut-short migration leaves the old database as it was."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if _schema_version(conn) == 1:  # another process may have migrated while this one waited
+            for statement in SERIES_TABLES.split(";"):  # executescript would COMMIT midway
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("INSERT OR IGNORE INTO series (device, name, unit) "
+                         "SELECT DISTINCT device, name, COALESCE(unit, '') FROM readings")
+            conn.execute("INSERT INTO samples (id, frame_id, series, time, value, string, bool, err) "
+                         "SELECT r.id, r.frame_id, s.id, r.time, r.value, r.string, r.bool, r.err FROM readings r "
+                         "JOIN series s ON s.device = r.device AND s.name = r.name AND s.unit = COALESCE(r.unit, '') "
+                         "ORDER BY r.id")
+            conn.execute("DROP TABLE readings")
+            conn.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 @dataclass(slots=True)
@@ -196,14 +247,21 @@ class Store:
         self.outbox = outbox
         self.command_resend = command_resend
         self._conn: sqlite3.Connection | None = None
+        # (device, name, unit) -> series id. Entries made in a transaction that rolls back are
+        # forgotten with it (the rows they name are gone).
+        self._series: dict[tuple[str, str, str], int] = {}
+        self._series_added: list[tuple[str, str, str]] = []
 
     def open(self) -> None:
         self._conn = connect(self.path, synchronous=self.synchronous)
+        # The writer's page cache holds the hot ends of the indexes (default: 2 MB).
+        self._conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
 
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        self._series.clear()
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -226,6 +284,7 @@ class Store:
         conn = self.conn
         now = time.time()
         conn.execute("BEGIN IMMEDIATE")
+        self._series_added.clear()
         try:
             outcomes = self._store_frames(conn, items, now) if items else []
             self._write_counters(conn, counter_deltas)
@@ -235,52 +294,60 @@ class Store:
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            for key in self._series_added:
+                self._series.pop(key, None)
             raise
         return outcomes
 
     def _store_frames(self, conn: sqlite3.Connection, items: Sequence[StoreItem], now: float) -> list[Outcome]:
         # The database, not this process's window, has the last word on replay: with several
-        # workers another process may have stored frames of the same device.
-        highs: dict[str, int] = {}
-        for item in items:
-            dev = item.frame.device.hex()
-            if dev not in highs:
-                row = conn.execute("SELECT highest_counter FROM devices WHERE device=?", (dev,)).fetchone()
-                highs[dev] = row[0] if row else 0
+        # workers another process may have stored frames of the same device. This transaction
+        # holds the write lock, and `highest_counter` moves with every stored frame, so a counter
+        # above it cannot be in `frames` yet: only the others (UDP reordering within the window,
+        # retransmissions) need a look at the table. UNIQUE (device, counter) stays the backstop.
+        stored_high = dict.fromkeys({item.frame.device.hex() for item in items}, 0)
+        stored_high.update(conn.execute(
+            f"SELECT device, highest_counter FROM devices WHERE device IN ({','.join('?' * len(stored_high))})",
+            list(stored_high)))
+        highs = dict(stored_high)
         open_commands = {d for (d,) in conn.execute(
             "SELECT DISTINCT device FROM commands WHERE state IN ('pending','sent') AND expires>?", (now,))}
+        # Ids are given here, so the frames go in with one executemany (the write lock is held).
+        (frame_id,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM frames").fetchone()
+        batch_tags: dict[tuple[str, int], bytes] = {}
         outcomes: list[Outcome] = []
         touched: dict[str, StoreItem] = {}
         counts: dict[str, int] = {}
-        readings: list[tuple] = []
+        frame_rows: list[tuple] = []
+        samples: list[tuple] = []
         outbox: list[tuple] = []
         for item in items:
             f = item.frame
             dev = f.device.hex()
-            if f.counter <= highs[dev] - REPLAY_SPAN:
+            counter = f.counter
+            if counter <= highs[dev] - REPLAY_SPAN:
                 outcomes.append(Outcome("replay"))
                 continue
-            cur = conn.execute(
-                "INSERT OR IGNORE INTO frames (device, counter, kid, kind, alg, tag, base_time, received, "
-                "source, raw) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (dev, f.counter, f.kid.hex(), f.kind, f.alg, f.tag, f.base_time, item.received,
-                 item.source, item.raw))
-            if cur.rowcount == 0:
-                (tag,) = conn.execute("SELECT tag FROM frames WHERE device=? AND counter=?",
-                                      (dev, f.counter)).fetchone()
+            tag = batch_tags.get((dev, counter))
+            if tag is None and counter <= stored_high[dev]:
+                row = conn.execute("SELECT tag FROM frames WHERE device=? AND counter=?", (dev, counter)).fetchone()
+                tag = row[0] if row else None
+            if tag is not None:
                 outcomes.append(Outcome("duplicate" if tag == f.tag else "replay"))
                 continue
-            frame_id = cur.lastrowid
-            records = f.records()
-            for rec in records:
-                readings.append((frame_id, dev, rec["n"], rec["t"], rec.get("v"), rec.get("vs"),
-                                 rec.get("vb"), rec.get("err"), rec.get("u")))
-            if self.outbox is not None:
-                outbox.extend((topic, payload, now) for topic, payload in self.outbox(f, item.node, records))
-            if f.kind == KIND_ACK:
-                self._command_answered(conn, dev, records, now)
-            if f.counter > highs[dev]:
-                highs[dev] = f.counter
+            frame_id += 1
+            batch_tags[dev, counter] = f.tag
+            frame_rows.append((frame_id, dev, counter, f.kid.hex(), f.kind, f.alg, f.tag, f.base_time,
+                               item.received, item.source, item.raw))
+            self._add_samples(conn, samples, frame_id, dev, f.pack)
+            if self.outbox is not None or f.kind == KIND_ACK:
+                records = f.records()
+                if self.outbox is not None:
+                    outbox.extend((topic, payload, now) for topic, payload in self.outbox(f, item.node, records))
+                if f.kind == KIND_ACK:
+                    self._command_answered(conn, dev, records, now)
+            if counter > highs[dev]:
+                highs[dev] = counter
             touched[dev] = item
             counts[dev] = counts.get(dev, 0) + 1
             outcome = Outcome("stored")
@@ -291,22 +358,52 @@ class Store:
                 else:
                     outcome.command_id, outcome.command = found
             outcomes.append(outcome)
-        if readings:
+        if frame_rows:
             conn.executemany(
-                "INSERT INTO readings (frame_id, device, name, time, value, string, bool, err, unit) "
-                "VALUES (?,?,?,?,?,?,?,?,?)", readings)
+                "INSERT INTO frames (id, device, counter, kid, kind, alg, tag, base_time, received, source, raw) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?)", frame_rows)
+        if samples:
+            conn.executemany("INSERT INTO samples (frame_id, series, time, value, string, bool, err) "
+                             "VALUES (?,?,?,?,?,?,?)", samples)
         if outbox:
             conn.executemany("INSERT INTO outbox (topic, payload, created) VALUES (?,?,?)", outbox)
-        for dev, item in touched.items():
-            conn.execute(
-                "INSERT INTO devices (device, name, highest_counter, frames, first_seen, last_seen, "
-                "last_source, last_kind) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (device) DO UPDATE SET "
-                "name=excluded.name, highest_counter=max(highest_counter, excluded.highest_counter), "
-                "frames=frames+excluded.frames, last_seen=excluded.last_seen, "
-                "last_source=excluded.last_source, last_kind=excluded.last_kind",
-                (dev, item.node, highs[dev], counts[dev], item.received, item.received, item.source,
-                 item.frame.kind))
+        conn.executemany(
+            "INSERT INTO devices (device, name, highest_counter, frames, first_seen, last_seen, "
+            "last_source, last_kind) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (device) DO UPDATE SET "
+            "name=excluded.name, highest_counter=max(highest_counter, excluded.highest_counter), "
+            "frames=frames+excluded.frames, last_seen=excluded.last_seen, "
+            "last_source=excluded.last_source, last_kind=excluded.last_kind",
+            [(dev, item.node, highs[dev], counts[dev], item.received, item.received, item.source, item.frame.kind)
+             for dev, item in touched.items()])
         return outcomes
+
+    def _add_samples(self, conn: sqlite3.Connection, out: list[tuple], frame_id: int, dev: str, pack: list) -> None:
+        """One row per record of a verified pack (the hot path: straight from the decoded CBOR,
+        no intermediate dicts)."""
+        series = self._series
+        bt = pack[0][SENML_BT]
+        for rec in pack:
+            key = (dev, rec[SENML_N], rec.get(SENML_U, ""))
+            sid = series.get(key)
+            if sid is None:
+                sid = self._series_id(conn, key)
+            at = bt + rec.get(SENML_T, 0)
+            value = rec.get(SENML_V)
+            if value is not None:
+                out.append((frame_id, sid, at, present(value), None, None, None))
+            elif SENML_VS in rec:
+                out.append((frame_id, sid, at, None, rec[SENML_VS], None, None))
+            elif SENML_VB in rec:
+                out.append((frame_id, sid, at, None, None, rec[SENML_VB], None))
+            else:
+                out.append((frame_id, sid, at, None, None, None, rec[SENML_ERR]))
+
+    def _series_id(self, conn: sqlite3.Connection, key: tuple[str, str, str]) -> int:
+        conn.execute("INSERT OR IGNORE INTO series (device, name, unit) VALUES (?,?,?)", key)
+        (sid,) = conn.execute("SELECT id FROM series WHERE device=? AND name=? AND unit=?", key).fetchone()
+        self._series[key] = sid
+        self._series_added.append(key)
+        return sid
 
     def _next_command(self, conn: sqlite3.Connection, dev: str, now: float) -> tuple[int, bytes] | None:
         """The oldest command for dev not yet delivered (or delivered long ago and unanswered)."""

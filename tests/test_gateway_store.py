@@ -1,0 +1,113 @@
+"""The gateway's SQLite store on its own: what a batch commit decides for each frame, what a failed
+commit leaves behind, and the upgrade of a database made by schema 1."""
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from fieldnode.frame import Verifier
+from fieldnode.gateway.store import SCHEMA_VERSION, Store, StoreItem
+from support.gateway_peers import Nodes
+
+READING_COLUMNS = "frame_id, device, name, time, value, string, bool, err, unit"
+
+
+@pytest.fixture
+def nodes(tmp_path: Path) -> Nodes:
+    return Nodes(tmp_path / "site.json", n=2)
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    s = Store(tmp_path / "gw.db")
+    s.open()
+    yield s
+    s.close()
+
+
+def items(nodes: Nodes, frames: list[bytes]) -> list[StoreItem]:
+    verifier = Verifier(nodes.keystore().lookup)
+    return [StoreItem(verifier.verify(f), f, time.time(), "127.0.0.1:5683", "n") for f in frames]
+
+
+def readings(path: Path) -> list[tuple]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute(f"SELECT {READING_COLUMNS} FROM readings ORDER BY id").fetchall()
+
+
+def test_batch_outcomes_for_new_reordered_duplicate_forged_and_old_frames(store, nodes, tmp_path):
+    first = [nodes.frame(0, counter=c) for c in (40, 41, 100)]
+    assert [o.status for o in store.commit(items(nodes, first), {}, None)] == ["stored"] * 3
+    batch = [
+        nodes.frame(0, counter=50),             # below the highest, never seen: UDP reordering
+        nodes.frame(0, counter=50),             # the same frame again in the same batch
+        nodes.frame(0, counter=41),             # stored by the first batch
+        nodes.frame(0, counter=41, bt=1),       # counter 41 again but other bytes (another tag)
+        nodes.frame(0, counter=36),             # 64 below the highest: outside the window
+        nodes.frame(1, counter=1),              # another device
+    ]
+    got = [o.status for o in store.commit(items(nodes, batch), {}, None)]
+    assert got == ["stored", "duplicate", "duplicate", "replay", "replay", "stored"]
+    with sqlite3.connect(tmp_path / "gw.db") as conn:
+        rows = conn.execute("SELECT device, counter FROM frames ORDER BY id").fetchall()
+        highest = dict(conn.execute("SELECT device, highest_counter FROM devices"))
+    d0, d1 = (d.hex() for d in nodes.devices[:2])
+    assert rows == [(d0, 40), (d0, 41), (d0, 100), (d0, 50), (d1, 1)]
+    assert highest == {d0: 100, d1: 1}
+    assert len(readings(tmp_path / "gw.db")) == 2 * len(rows)  # two records a frame, each kept once
+
+
+def test_a_failed_commit_leaves_nothing_and_the_next_one_stores_its_readings(store, nodes, tmp_path):
+    frame = nodes.frame(0, records=[{"n": "flow", "u": "m3/h", "v": 1.5}])  # a series new to the store
+    bad = items(nodes, [frame])
+    bad[0].raw = None  # the frames row cannot be written (NOT NULL): the transaction rolls back
+    with pytest.raises(sqlite3.IntegrityError):
+        store.commit(bad, {}, None)
+    assert readings(tmp_path / "gw.db") == []
+    with sqlite3.connect(tmp_path / "gw.db") as conn:
+        assert conn.execute("SELECT count(*) FROM series").fetchone()[0] == 0
+    # The series made inside the failed transaction is gone with it; the store must not name it.
+    assert [o.status for o in store.commit(items(nodes, [frame]), {}, None)] == ["stored"]
+    ((_, device, name, _, value, _, _, _, unit),) = readings(tmp_path / "gw.db")
+    assert (device, name, value, unit) == (nodes.devices[0].hex(), "flow", 1.5, "m3/h")
+
+
+SCHEMA_1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+INSERT INTO meta VALUES ('schema', '1');
+CREATE TABLE frames (id INTEGER PRIMARY KEY, device TEXT NOT NULL, counter INTEGER NOT NULL,
+    kid TEXT NOT NULL, kind INTEGER NOT NULL, alg INTEGER NOT NULL, tag BLOB NOT NULL,
+    base_time REAL NOT NULL, received REAL NOT NULL, source TEXT NOT NULL, raw BLOB NOT NULL,
+    UNIQUE (device, counter));
+CREATE TABLE readings (id INTEGER PRIMARY KEY, frame_id INTEGER NOT NULL REFERENCES frames(id),
+    device TEXT NOT NULL, name TEXT NOT NULL, time REAL NOT NULL, value REAL, string TEXT,
+    bool INTEGER, err TEXT, unit TEXT);
+CREATE INDEX readings_by_device ON readings (device, name, time);
+CREATE TABLE devices (device TEXT PRIMARY KEY, name TEXT, highest_counter INTEGER NOT NULL,
+    frames INTEGER NOT NULL DEFAULT 0, first_seen REAL NOT NULL, last_seen REAL NOT NULL,
+    last_source TEXT, last_kind INTEGER) WITHOUT ROWID;
+INSERT INTO frames VALUES (1, '240ac4123456', 7, '240ac41234560001', 0, 4, x'00', 1764057600, 1764057601, 'x', x'00');
+INSERT INTO devices VALUES ('240ac4123456', 'pump-3', 7, 1, 1764057601, 1764057601, 'x', 0);
+INSERT INTO readings VALUES (1, 1, '240ac4123456', 'temp', 1764057600, 23.45, NULL, NULL, NULL, 'Cel');
+INSERT INTO readings VALUES (2, 1, '240ac4123456', 'door', 1764057600, NULL, NULL, 1, NULL, NULL);
+INSERT INTO readings VALUES (3, 1, '240ac4123456', 'loop1', 1764057600, NULL, NULL, NULL, 'broken-loop', 'A');
+INSERT INTO readings VALUES (4, 1, '240ac4123456', 'temp', 1764057660, 23.5, NULL, NULL, NULL, 'Cel');
+"""
+
+
+def test_a_schema_1_database_is_upgraded_with_every_reading_kept(tmp_path):
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(SCHEMA_1)
+        before = conn.execute(f"SELECT {READING_COLUMNS} FROM readings ORDER BY id").fetchall()
+    s = Store(path)
+    s.open()
+    s.close()
+    assert readings(path) == before
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone() == (str(SCHEMA_VERSION),)
+        assert conn.execute("SELECT type FROM sqlite_master WHERE name='readings'").fetchone() == ("view",)
+        assert conn.execute("SELECT count(*) FROM series").fetchone() == (3,)  # temp/Cel, door, loop1/A
