@@ -473,3 +473,47 @@ def test_port_in_use_is_a_clear_error(tmp_path, nodes):
         gt = GatewayThread(nodes.keystore(), tmp_path / "gw.db", s.getsockname())
         with pytest.raises(FieldnodeError, match="cannot listen on 127.0.0.1"):
             gt.start()
+
+
+def test_node_reprovisioned_after_a_flash_erase_starts_a_new_counter_sequence(tmp_path, nodes):
+    """`esptool erase_flash` takes the key and the counter with it: the node starts again at 1.
+    `fieldnode provision --force` gives it a new key generation, and the replay state is per key
+    id, so its frames are taken again; the old key's frames stay refused."""
+    from fieldnode.keystore import KeyEntry, Keystore
+    dev = nodes.devices[0]
+    path = tmp_path / "gw.db"
+    with GatewayThread(nodes.keystore(), path, ("127.0.0.1", 0), health_interval=0.1) as gt:
+        c = Client(gt.address)
+        for n in range(1, 21):
+            assert c.post(nodes.frame(0, counter=n)).code == coap.CHANGED
+        # What `provision --force` does to the keystore: a new generation, the old key dropped.
+        new_key = os.urandom(32)
+        store = Keystore.load(nodes.path)
+        store.remove(make_kid(dev, 1))
+        store.add(KeyEntry(make_kid(dev, 2), new_key, name="node-1"))
+        store.save()
+
+        def erased(counter: int) -> bytes:
+            return build_frame(new_key, make_kid(dev, 2), 4, counter, 0, device_base_name(dev),
+                               1_764_100_000 + counter, [{"n": "temp", "u": "Cel", "v": 21.0}])
+
+        deadline = time.monotonic() + 10
+        while (answer := c.post(erased(1))).payload == b"unknown-kid":  # the keystore is reloaded
+            assert time.monotonic() < deadline, "the new key was never taken"
+            time.sleep(0.1)
+        assert answer.code == coap.CHANGED
+        assert c.post(erased(2)).code == coap.CHANGED
+        assert c.post(erased(2)).code == coap.VALID  # sent again: stored once
+        assert c.post(nodes.frame(0, counter=21)).payload == b"unknown-kid"
+        c.close()
+    with GatewayThread(nodes.keystore(), path, ("127.0.0.1", 0)) as gt:  # restart: both windows kept
+        c = Client(gt.address)
+        assert c.post(erased(2)).code == coap.VALID
+        assert c.post(build_frame(new_key, make_kid(dev, 2), 4, 1, 0, device_base_name(dev), 5,
+                                  [{"n": "x", "v": 1}])).payload == b"replay"
+        assert c.post(erased(3)).code == coap.CHANGED
+        c.close()
+    with db(gt) as conn:
+        assert conn.execute("SELECT count(*) FROM frames WHERE device=?", (dev.hex(),)).fetchone()[0] == 23
+        assert conn.execute("SELECT highest_counter, kid FROM devices WHERE device=?",
+                            (dev.hex(),)).fetchone() == (3, make_kid(dev, 2).hex())

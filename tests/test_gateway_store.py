@@ -111,3 +111,9 @@ def test_a_schema_1_database_is_upgraded_with_every_reading_kept(tmp_path):
         assert conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone() == (str(SCHEMA_VERSION),)
         assert conn.execute("SELECT type FROM sqlite_master WHERE name='readings'").fetchone() == ("view",)
         assert conn.execute("SELECT count(*) FROM series").fetchone() == (3,)  # temp/Cel, door, loop1/A
+        # The replay state moved to the key id, and nothing refers to the table frames was rebuilt from.
+        assert conn.execute("SELECT kid, device, highest_counter FROM replay").fetchall() == [
+            ("240ac41234560001", "240ac4123456", 7)]
+        assert conn.execute("SELECT kid FROM devices").fetchall() == [("240ac41234560001",)]
+        schema = " ".join(sql for (sql,) in conn.execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL"))
+        assert "UNIQUE (kid, counter)" in schema and "frames_1" not in schema

@@ -417,8 +417,8 @@ class Verifier:
             bn = self._bn_cache[device] = device_base_name(device)
         if pack[0][SENML_BN] != bn:
             raise FrameRejected("device-mismatch", f"bn {pack[0][SENML_BN]!r} but kid {kid.hex()}")
-        if self.replay is not None and not self.replay.accept(device, counter):
-            raise FrameRejected("replay", f"device {device.hex()} counter {counter}")
+        if self.replay is not None and not self.replay.accept(kid, counter):
+            raise FrameRejected("replay", f"kid {kid.hex()} counter {counter}")
         return Frame(alg, kid, counter, kind, protected, payload, tag, pack, True)
 
 
@@ -435,47 +435,52 @@ def parse_unverified(data: bytes) -> Frame:
 
 
 class ReplayWindow:
-    """Per-device highest counter plus a 64-bit bitmap of the counters below it (RFC 4303 style)."""
+    """Per-key-id highest counter plus a 64-bit bitmap of the counters below it (RFC 4303 style).
+
+    Keyed by key id, not device, as OSCORE keeps its window per security context: a frame's MAC
+    binds its kid, so frames made under one key can never pass under another, and a node whose
+    flash was erased (counter back at 1) starts afresh once provisioned with a new key generation.
+    """
 
     SIZE = 64
 
     def __init__(self) -> None:
         self._state: dict[bytes, tuple[int, int]] = {}
 
-    def seen(self, device: bytes, counter: int) -> bool:
-        top, bits = self._state.get(device, (0, 0))
+    def seen(self, kid: bytes, counter: int) -> bool:
+        top, bits = self._state.get(kid, (0, 0))
         if counter > top:
             return False
         offset = top - counter
         return offset >= self.SIZE or bool(bits >> offset & 1)
 
-    def accept(self, device: bytes, counter: int) -> bool:
-        """True (and remembered) if counter is new for device; False for a replay."""
-        top, bits = self._state.get(device, (0, 0))
+    def accept(self, kid: bytes, counter: int) -> bool:
+        """True (and remembered) if counter is new for kid; False for a replay."""
+        top, bits = self._state.get(kid, (0, 0))
         if counter > top:
             shift = counter - top
             bits = ((bits << shift) | 1) & ((1 << self.SIZE) - 1) if shift < self.SIZE else 1
-            self._state[device] = (counter, bits)
+            self._state[kid] = (counter, bits)
             return True
         offset = top - counter
         if offset >= self.SIZE or bits >> offset & 1:
             return False
-        self._state[device] = (top, bits | 1 << offset)
+        self._state[kid] = (top, bits | 1 << offset)
         return True
 
-    def forget(self, device: bytes, counter: int) -> None:
+    def forget(self, kid: bytes, counter: int) -> None:
         """Undo accept() for a frame that could not be stored, so its retransmission is taken."""
-        top, bits = self._state.get(device, (0, 0))
+        top, bits = self._state.get(kid, (0, 0))
         offset = top - counter
         if 0 <= offset < self.SIZE:
-            self._state[device] = (top, bits & ~(1 << offset))
+            self._state[kid] = (top, bits & ~(1 << offset))
 
-    def highest(self, device: bytes) -> int:
-        return self._state.get(device, (0, 0))[0]
+    def highest(self, kid: bytes) -> int:
+        return self._state.get(kid, (0, 0))[0]
 
-    def restore(self, device: bytes, highest: int) -> None:
+    def restore(self, kid: bytes, highest: int) -> None:
         """Start from a stored high-water mark (gateway restart): everything at or below is old."""
-        self._state[device] = (highest, (1 << self.SIZE) - 1)
+        self._state[kid] = (highest, (1 << self.SIZE) - 1)
 
 
 def build_frame(key: bytes, kid: bytes, alg: int, counter: int, kind: int, bn: str, bt: int,

@@ -161,12 +161,12 @@ class Gateway:
         try:
             await self._loop.run_in_executor(self._executor, self._store.open)
             restored = await self._loop.run_in_executor(self._executor, lambda: list(self._store.replay_state()))
-            for device, highest, stored in restored:
-                self._window.restore(device, highest)
+            for kid, highest, stored in restored:
+                self._window.restore(kid, highest)
                 # Counters in the window that never arrived stay acceptable after a restart.
                 for c in range(max(1, highest - ReplayWindow.SIZE + 1), highest + 1):
                     if c not in stored:
-                        self._window.forget(device, c)
+                        self._window.forget(kid, c)
             self.restored_devices = len(restored)
             self._reader = connect(self.db_path)
             self._transport, _ = await self._loop.create_datagram_endpoint(lambda: _Protocol(self), sock=sock)
@@ -320,9 +320,9 @@ class Gateway:
             self._answer(msg, addr, coap.INTERNAL_SERVER_ERROR, b"internal-error")
             self._finish("failed", addr, reason="internal-error", code=coap.INTERNAL_SERVER_ERROR)
             return
-        device, counter = frame.kid[:6], frame.counter
-        wkey = (device, counter)
-        if self._window.accept(device, counter):
+        device, kid, counter = frame.kid[:6], frame.kid, frame.counter
+        wkey = (kid, counter)
+        if self._window.accept(kid, counter):
             waiting = _Waiting(StoreItem(frame, msg.payload, time.time(), format_source(addr),
                                          self._names.get(device, "")), [(msg, addr)])
             self._waiting[wkey] = waiting
@@ -336,14 +336,14 @@ class Gateway:
             waiting.replies.append((msg, addr))
             self._cache.put(key, PENDING)
             return
-        tag = stored_tag(self._reader, device, counter)
+        tag = stored_tag(self._reader, kid, counter)
         if tag is not None and hmac.compare_digest(tag, frame.tag):
             self._answer(msg, addr, coap.VALID)
             self._finish("duplicate", addr, code=coap.VALID, frame=frame)
         else:
             self._answer(msg, addr, coap.BAD_REQUEST, b"replay")
             self._finish("rejected", addr, reason="replay", code=coap.BAD_REQUEST, frame=frame,
-                         detail=f"device {device.hex()} counter {counter}")
+                         detail=f"kid {kid.hex()} counter {counter}")
 
     # -- batching and commit ---------------------------------------------------------------------
 
@@ -381,10 +381,10 @@ class Gateway:
                 self._unsaved[k] = self._unsaved.get(k, 0) + v
         for i, waiting in enumerate(batch):
             frame = waiting.item.frame
-            self._waiting.pop((frame.device, frame.counter), None)
+            self._waiting.pop((frame.kid, frame.counter), None)
             outcome = outcomes[i] if outcomes is not None else None
             if outcome is None:
-                self._window.forget(frame.device, frame.counter)  # so its retransmission is taken
+                self._window.forget(frame.kid, frame.counter)  # so its retransmission is taken
             elif outcome.status == "stored" and self._publisher is not None:
                 self._publisher.wake()
             for n, (msg, addr) in enumerate(waiting.replies):
@@ -412,7 +412,7 @@ class Gateway:
         else:
             self._answer(msg, addr, coap.BAD_REQUEST, b"replay")
             self._finish("rejected", addr, reason="replay", code=coap.BAD_REQUEST, frame=frame, node=node,
-                         detail=f"device {frame.device.hex()} counter {frame.counter} (in the database)")
+                         detail=f"kid {frame.kid.hex()} counter {frame.counter} (in the database)")
 
     # -- answers, counters, events ---------------------------------------------------------------
 

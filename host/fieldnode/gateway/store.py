@@ -20,11 +20,37 @@ from ..frame import (KIND_ACK, KIND_COMMAND, SENML_BT, SENML_ERR, SENML_N, SENML
                      SENML_VB, SENML_VS, Frame, FrameRejected, ReplayWindow, parse_protected, present,
                      split_envelope)
 
-SCHEMA_VERSION = 2  # 2: readings became series + samples (a view keeps the old shape)
+SCHEMA_VERSION = 2  # 2: readings as series + samples (a view keeps the old shape); replay state per key id
 REPLAY_SPAN = ReplayWindow.SIZE
 # How long the writer waits for another writer (a second worker, `fieldnode command`) to finish.
 BUSY_TIMEOUT_MS = 10_000
 WRITER_CACHE_KIB = 32 * 1024
+
+FRAMES_TABLE = """
+CREATE TABLE IF NOT EXISTS frames (
+    id        INTEGER PRIMARY KEY,
+    device    TEXT    NOT NULL,
+    counter   INTEGER NOT NULL,
+    kid       TEXT    NOT NULL,
+    kind      INTEGER NOT NULL,
+    alg       INTEGER NOT NULL,
+    tag       BLOB    NOT NULL,
+    base_time REAL    NOT NULL,
+    received  REAL    NOT NULL,
+    source    TEXT    NOT NULL,
+    raw       BLOB    NOT NULL,
+    UNIQUE (kid, counter)
+)
+"""
+
+REPLAY_TABLE = """
+-- The replay state: per key id (a frame's MAC binds its kid), the highest counter stored.
+CREATE TABLE IF NOT EXISTS replay (
+    kid             TEXT PRIMARY KEY,
+    device          TEXT NOT NULL,
+    highest_counter INTEGER NOT NULL
+) WITHOUT ROWID
+"""
 
 SERIES_TABLES = """
 -- A series is one reading of one device (device, SenML name, unit): its samples refer to it by
@@ -51,21 +77,7 @@ CREATE INDEX IF NOT EXISTS samples_by_series ON samples (series, time);
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS frames (
-    id        INTEGER PRIMARY KEY,
-    device    TEXT    NOT NULL,
-    counter   INTEGER NOT NULL,
-    kid       TEXT    NOT NULL,
-    kind      INTEGER NOT NULL,
-    alg       INTEGER NOT NULL,
-    tag       BLOB    NOT NULL,
-    base_time REAL    NOT NULL,
-    received  REAL    NOT NULL,
-    source    TEXT    NOT NULL,
-    raw       BLOB    NOT NULL,
-    UNIQUE (device, counter)
-);
-""" + SERIES_TABLES + """-- What people query: one row per SenML record, with the device, name and unit spelled out.
+""" + FRAMES_TABLE + ";\n" + REPLAY_TABLE + ";\n" + SERIES_TABLES + """-- What people query: one row per SenML record, with the device, name and unit spelled out.
 CREATE VIEW IF NOT EXISTS readings AS
     SELECT s.id AS id, s.frame_id AS frame_id, r.device AS device, r.name AS name, s.time AS time,
            s.value AS value, s.string AS string, s.bool AS bool, s.err AS err, NULLIF(r.unit, '') AS unit
@@ -78,7 +90,8 @@ CREATE TABLE IF NOT EXISTS devices (
     first_seen      REAL NOT NULL,
     last_seen       REAL NOT NULL,
     last_source     TEXT,
-    last_kind       INTEGER
+    last_kind       INTEGER,
+    kid             TEXT     -- the key id of its last frame; highest_counter is that key's
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 -- AUTOINCREMENT: ids never come back after deletes, so the publisher's "id > last sent" holds.
@@ -180,11 +193,16 @@ def _schema_version(conn: sqlite3.Connection) -> int | None:
 
 
 def _migrate_from_1(conn: sqlite3.Connection) -> None:
-    """Schema 1 kept device, name and unit on every reading; moves them into series, in one
-    transaction, so a cut-short migration leaves the old database as it was."""
+    """Schema 1 kept device, name and unit on every reading, and the replay state per device.
+    Upgrades in one transaction, so a cut-short migration leaves the old database as it was."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         if _schema_version(conn) == 1:  # another process may have migrated while this one waited
+            # frames gets UNIQUE (kid, counter): a table's constraints cannot be altered in
+            # place, so it is rebuilt, before anything new refers to it.
+            conn.execute("ALTER TABLE frames RENAME TO frames_1")
+            conn.execute(FRAMES_TABLE)
+            conn.execute("INSERT INTO frames SELECT * FROM frames_1 ORDER BY id")
             for statement in SERIES_TABLES.split(";"):  # executescript would COMMIT midway
                 if statement.strip():
                     conn.execute(statement)
@@ -195,6 +213,13 @@ def _migrate_from_1(conn: sqlite3.Connection) -> None:
                          "JOIN series s ON s.device = r.device AND s.name = r.name AND s.unit = COALESCE(r.unit, '') "
                          "ORDER BY r.id")
             conn.execute("DROP TABLE readings")
+            conn.execute("DROP TABLE frames_1")
+            conn.execute(REPLAY_TABLE)
+            conn.execute("INSERT INTO replay (kid, device, highest_counter) "
+                         "SELECT kid, device, max(counter) FROM frames GROUP BY kid")
+            conn.execute("ALTER TABLE devices ADD COLUMN kid TEXT")
+            conn.execute("UPDATE devices SET kid=(SELECT f.kid FROM frames f WHERE f.device=devices.device "
+                         "ORDER BY f.id DESC LIMIT 1)")
             conn.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
         conn.execute("COMMIT")
     except BaseException:
@@ -270,13 +295,13 @@ class Store:
         return self._conn
 
     def replay_state(self) -> Iterable[tuple[bytes, int, set[int]]]:
-        """(device, highest counter, counters stored within the replay window below it)."""
+        """(key id, highest counter, counters stored within the replay window below it)."""
         conn = self.conn
-        for device, highest in conn.execute("SELECT device, highest_counter FROM devices").fetchall():
+        for kid, highest in conn.execute("SELECT kid, highest_counter FROM replay").fetchall():
             stored = {c for (c,) in conn.execute(
-                "SELECT counter FROM frames WHERE device=? AND counter>? AND counter<=?",
-                (device, highest - REPLAY_SPAN, highest))}
-            yield bytes.fromhex(device), highest, stored
+                "SELECT counter FROM frames WHERE kid=? AND counter>? AND counter<=?",
+                (kid, highest - REPLAY_SPAN, highest))}
+            yield bytes.fromhex(kid), highest, stored
 
     def commit(self, items: Sequence[StoreItem], counter_deltas: dict[str, int],
                health: Health | None) -> list[Outcome]:
@@ -301,13 +326,13 @@ class Store:
 
     def _store_frames(self, conn: sqlite3.Connection, items: Sequence[StoreItem], now: float) -> list[Outcome]:
         # The database, not this process's window, has the last word on replay: with several
-        # workers another process may have stored frames of the same device. This transaction
-        # holds the write lock, and `highest_counter` moves with every stored frame, so a counter
+        # workers another process may have stored frames of the same key. This transaction holds
+        # the write lock, and `replay.highest_counter` moves with every stored frame, so a counter
         # above it cannot be in `frames` yet: only the others (UDP reordering within the window,
-        # retransmissions) need a look at the table. UNIQUE (device, counter) stays the backstop.
-        stored_high = dict.fromkeys({item.frame.device.hex() for item in items}, 0)
+        # retransmissions) need a look at the table. UNIQUE (kid, counter) stays the backstop.
+        stored_high = dict.fromkeys({item.frame.kid.hex() for item in items}, 0)
         stored_high.update(conn.execute(
-            f"SELECT device, highest_counter FROM devices WHERE device IN ({','.join('?' * len(stored_high))})",
+            f"SELECT kid, highest_counter FROM replay WHERE kid IN ({','.join('?' * len(stored_high))})",
             list(stored_high)))
         highs = dict(stored_high)
         open_commands = {d for (d,) in conn.execute(
@@ -316,7 +341,8 @@ class Store:
         (frame_id,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM frames").fetchone()
         batch_tags: dict[tuple[str, int], bytes] = {}
         outcomes: list[Outcome] = []
-        touched: dict[str, StoreItem] = {}
+        touched: dict[str, StoreItem] = {}  # device -> its last stored item
+        kid_device: dict[str, str] = {}
         counts: dict[str, int] = {}
         frame_rows: list[tuple] = []
         samples: list[tuple] = []
@@ -324,20 +350,22 @@ class Store:
         for item in items:
             f = item.frame
             dev = f.device.hex()
+            kid = f.kid.hex()
             counter = f.counter
-            if counter <= highs[dev] - REPLAY_SPAN:
+            if counter <= highs[kid] - REPLAY_SPAN:
                 outcomes.append(Outcome("replay"))
                 continue
-            tag = batch_tags.get((dev, counter))
-            if tag is None and counter <= stored_high[dev]:
-                row = conn.execute("SELECT tag FROM frames WHERE device=? AND counter=?", (dev, counter)).fetchone()
+            tag = batch_tags.get((kid, counter))
+            if tag is None and counter <= stored_high[kid]:
+                row = conn.execute("SELECT tag FROM frames WHERE kid=? AND counter=?", (kid, counter)).fetchone()
                 tag = row[0] if row else None
             if tag is not None:
                 outcomes.append(Outcome("duplicate" if tag == f.tag else "replay"))
                 continue
             frame_id += 1
-            batch_tags[dev, counter] = f.tag
-            frame_rows.append((frame_id, dev, counter, f.kid.hex(), f.kind, f.alg, f.tag, f.base_time,
+            batch_tags[kid, counter] = f.tag
+            kid_device[kid] = dev
+            frame_rows.append((frame_id, dev, counter, kid, f.kind, f.alg, f.tag, f.base_time,
                                item.received, item.source, item.raw))
             self._add_samples(conn, samples, frame_id, dev, f.pack)
             if self.outbox is not None or f.kind == KIND_ACK:
@@ -346,8 +374,8 @@ class Store:
                     outbox.extend((topic, payload, now) for topic, payload in self.outbox(f, item.node, records))
                 if f.kind == KIND_ACK:
                     self._command_answered(conn, dev, records, now)
-            if counter > highs[dev]:
-                highs[dev] = counter
+            if counter > highs[kid]:
+                highs[kid] = counter
             touched[dev] = item
             counts[dev] = counts.get(dev, 0) + 1
             outcome = Outcome("stored")
@@ -368,13 +396,18 @@ class Store:
         if outbox:
             conn.executemany("INSERT INTO outbox (topic, payload, created) VALUES (?,?,?)", outbox)
         conn.executemany(
+            "INSERT INTO replay (kid, device, highest_counter) VALUES (?,?,?) ON CONFLICT (kid) DO UPDATE "
+            "SET highest_counter=max(highest_counter, excluded.highest_counter)",
+            [(kid, dev, highs[kid]) for kid, dev in kid_device.items()])
+        conn.executemany(
             "INSERT INTO devices (device, name, highest_counter, frames, first_seen, last_seen, "
-            "last_source, last_kind) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (device) DO UPDATE SET "
-            "name=excluded.name, highest_counter=max(highest_counter, excluded.highest_counter), "
+            "last_source, last_kind, kid) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (device) DO UPDATE SET "
+            "name=excluded.name, highest_counter=CASE WHEN kid IS excluded.kid THEN "
+            "max(highest_counter, excluded.highest_counter) ELSE excluded.highest_counter END, "
             "frames=frames+excluded.frames, last_seen=excluded.last_seen, "
-            "last_source=excluded.last_source, last_kind=excluded.last_kind",
-            [(dev, item.node, highs[dev], counts[dev], item.received, item.received, item.source, item.frame.kind)
-             for dev, item in touched.items()])
+            "last_source=excluded.last_source, last_kind=excluded.last_kind, kid=excluded.kid",
+            [(dev, item.node, highs[item.frame.kid.hex()], counts[dev], item.received, item.received,
+              item.source, item.frame.kind, item.frame.kid.hex()) for dev, item in touched.items()])
         return outcomes
 
     def _add_samples(self, conn: sqlite3.Connection, out: list[tuple], frame_id: int, dev: str, pack: list) -> None:
@@ -461,10 +494,10 @@ class Store:
             raise
 
 
-def stored_tag(conn: sqlite3.Connection, device: bytes, counter: int) -> bytes | None:
-    """The tag of the stored frame with this device and counter (for the 2.03 answer)."""
-    row = conn.execute("SELECT tag FROM frames WHERE device=? AND counter=?",
-                       (device.hex(), counter)).fetchone()
+def stored_tag(conn: sqlite3.Connection, kid: bytes, counter: int) -> bytes | None:
+    """The tag of the stored frame with this key id and counter (for the 2.03 answer)."""
+    row = conn.execute("SELECT tag FROM frames WHERE kid=? AND counter=?",
+                       (kid.hex(), counter)).fetchone()
     return row[0] if row else None
 
 
