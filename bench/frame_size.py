@@ -4,8 +4,10 @@
 
 The reference frame is vector `telemetry-6` of tests/vectors/frame-v1.json, as the firmware builds
 it (six readings with units, HMAC 256/64). Its SenML payload is decoded with cbor2 and written
-again as SenML-JSON (RFC 8428 section 5: the same pack, text labels, compact separators): what
-a node would send with the usual JSON encoding and no authentication at all. Targets: the
+again as SenML-JSON (RFC 8428 section 5: the same pack, text labels, compact separators), with
+each float32 value written as the node knows it (7 significant digits: `23.45`, not the float64
+expansion `23.450000762939453`): what a node would send with the usual JSON encoding and no
+authentication at all. Targets: the
 signed frame <= 40% of the unsigned SenML-JSON, and well under ESP-NOW's 250-byte payload.
 """
 from __future__ import annotations
@@ -14,6 +16,8 @@ import json
 from pathlib import Path
 
 import cbor2
+
+from fieldnode.frame import present
 
 REPO = Path(__file__).resolve().parent.parent
 VECTORS = REPO / "tests" / "vectors" / "frame-v1.json"
@@ -24,7 +28,7 @@ JSON_LABELS = {-2: "bn", -3: "bt", -4: "bu", -5: "bv", 0: "n", 1: "u", 2: "v", 3
 
 def senml_json(pack: list[dict]) -> bytes:
     """SenML-JSON of a SenML-CBOR pack; labels this table does not know (ours) are kept by name."""
-    out = [{JSON_LABELS.get(k, str(k)): v for k, v in rec.items()} for rec in pack]
+    out = [{JSON_LABELS.get(k, str(k)): present(v) for k, v in rec.items()} for rec in pack]
     return json.dumps(out, separators=(",", ":")).encode()
 
 

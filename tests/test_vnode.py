@@ -203,3 +203,49 @@ def test_bad_node_settings_are_refused_with_a_clear_error(tmp_path, kwargs, mess
     args = {"unique_id": "240ac4000001", **kwargs}
     with pytest.raises(FieldnodeError, match=message):
         VirtualNode(tmp_path / "n1", **args)
+
+
+def test_the_image_fieldnode_flash_writes_runs_the_node_by_itself(tmp_path):
+    """What ships is what runs: the application image `fieldnode flash` would write for the
+    virtual board (boot.py, main.py, the library as .mpy, board.json, in littlefs2) is the node's
+    flash, with no source tree on the path. It boots, is provisioned, and sends verified frames."""
+    import json
+
+    from fieldnode.devicelink import DeviceLink
+    from fieldnode.flashing.appimage import ImageCache
+    from fieldnode.flashing.plan import load_app, resolve_target
+    from fieldnode.keystore import Keystore
+    from fieldnode.provisioning import Settings, provision
+    from fieldnode.sim.fleet import devices_for_board
+    from support.nodesite import Site, console_counters, console_since
+
+    target = resolve_target(None, "virtual", None)
+    app = load_app(FIRMWARE_DIR, target)
+    assert "/lib/fnode/app.mpy" in app.files and not any(p.endswith(".py") and "/lib/" in p for p in app.files)
+    image = tmp_path / "flash.img"
+    image.write_bytes(ImageCache(app.files).image(512 * 1024))
+    doc = json.loads((REPO_DIR / "boards" / "virtual.json").read_text())
+    site = Site(tmp_path)
+    node = VirtualNode(tmp_path / "node", "240ac4000042", board="virtual", flash=image, firmware_lib=None,
+                       devices=devices_for_board(doc))
+    site.nodes.append(node)
+    try:
+        node.start()
+        node.wait_output(b"not sending: no device key", timeout=30)
+        with DeviceLink(node.port) as link:
+            assert link.exec("import fnode.app; print(fnode.app.__file__)") == "/flash/lib/fnode/app.mpy"
+            host, port = site.gateway.address
+            provision(link, Keystore.load(site.keys),
+                      Settings(name="from-image", gateway=f"{host}:{port}", wifi_ssid="plant-floor", wifi_password="sim"))
+            mark = node.output_mark()
+            link.reset()
+        node.wait_output(b"FN1 ", timeout=30, since=mark)
+        deadline = time.monotonic() + 30
+        while len(site.frames(node)) < 3:
+            assert time.monotonic() < deadline, node.console_tail(2000)
+            time.sleep(0.2)
+        assert set(console_counters(node, mark)) >= {c for c, _, _ in site.frames(node)}
+        # (before the mark: the KeyboardInterrupt of taking the REPL for provisioning, as on a board)
+        assert b"Traceback" not in console_since(node, mark)
+    finally:
+        site.close()
