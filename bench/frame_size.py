@@ -45,6 +45,7 @@ def main() -> dict:
         "envelope_overhead_bytes": len(frame) - len(payload),
         "senml_json_bytes": len(as_json),
         "frame_vs_senml_json": round(len(frame) / len(as_json), 3),
+        "payload_vs_senml_json": round(len(payload) / len(as_json), 3),
         "esp_now_limit": ESP_NOW_LIMIT,
         "esp_now_headroom_bytes": ESP_NOW_LIMIT - len(frame),
     }

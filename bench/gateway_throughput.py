@@ -362,7 +362,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="shorter runs (for a smoke check)")
     ap.add_argument("--out", type=Path, default=REPO / "bench/results/gateway.json")
     ap.add_argument("--plot", type=Path, default=REPO / "docs/gateway-throughput.png")
-    ap.add_argument("--max-nodes", type=int, default=6400, help="upper end of the paced node sweep")
+    ap.add_argument("--max-nodes", type=int, default=12800,
+                    help="upper end of the paced node sweep (one UDP socket a node: mind ulimit -n)")
     args = ap.parse_args()
     q = args.quick
     results = {

@@ -81,16 +81,18 @@ def frame_size_section(d: dict[str, Any], runs: dict[str, Any]) -> list[str]:
         f"| reference frame, {d['frame']} | {d['frame_bytes']} |",
         f"| of which SenML-CBOR payload | {d['senml_cbor_payload_bytes']} |",
         f"| of which COSE_Mac0 envelope (header, counter, key id, tag) | {d['envelope_overhead_bytes']} |",
-        f"| SenML-JSON of the same readings, compact, unsigned | {d['senml_json_bytes']} |",
+        f"| SenML-JSON of the same readings (values as the node knows them, 7 digits), compact, unsigned | {d['senml_json_bytes']} |",
         f"| ESP-NOW payload limit | {d['esp_now_limit']} |",
         "",
         f"- The signed frame is **{d['frame_vs_senml_json']:.0%}** of unsigned SenML-JSON. Target ≤ 40%: "
         f"{_verdict(ok)}." + ("" if ok else
-                             " The payload carries what frame format v1 requires: the device's base name "
-                             "(`urn:dev:mac:…`, 31 bytes in either encoding), a name and a unit per reading. "
-                             "CBOR saves the punctuation and the float text, not those strings. Reaching 40% "
-                             "needs a format change (v2): the device named by the key id alone, and names "
-                             "and units sent once in the boot frame and referred to by index afterwards — "
+                             f" The SenML-CBOR payload alone is {d.get('payload_vs_senml_json', 0):.0%} of it; the "
+                             "signed frame adds the 41-byte COSE envelope (key id, counter, kind, MAC) that the "
+                             "JSON does not have. The payload carries what frame format v1 requires: the device's "
+                             "base name (`urn:dev:mac:…`, 31 bytes in either encoding), a name and a unit per "
+                             "reading. CBOR saves the punctuation and some float text, not those strings. "
+                             "Reaching 40% needs a format change (v2): the device named by the key id alone, and "
+                             "names and units sent once in the boot frame and referred to by index afterwards — "
                              "an estimated 100 bytes for this frame. Left for a decision; v1 is unchanged."),
         f"- ESP-NOW: {d['esp_now_headroom_bytes']} bytes of headroom under the 250-byte limit.",
     ]
