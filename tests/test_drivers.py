@@ -396,6 +396,33 @@ out["top"] = read(d, 1)
     assert out["top"] == [10]
 
 
+def test_current_loop_calibration_applies_before_the_loop_checks(run):
+    # A shunt 2 % low and an ADC offset: cal [1.02, -0.1] corrects the milliamps, and the
+    # broken-loop and range limits apply to the corrected current, not the raw one.
+    out = run("""
+import sim_current_loop
+from fnode.drivers import current_loop
+src = simdev.attach("loop1", sim_current_loop.CURRENT_LOOP(shunt_ohm=150, ma=12.0), adc=34)
+spec = {"pin": 34, "shunt_ohm": 150, "range": [0, 10], "unit": "bar", "cal": [1.02, -0.1]}
+d = make(current_loop, spec)
+out["mid"] = read(d, 1)
+src.set(ma=3.8)                   # 3.776 mA after calibration: below 3.8, a broken loop
+out["low"] = read(d, 1)
+src.set(ma=3.85)                  # 3.827 mA: a live loop at the bottom of its range
+out["bottom"] = read(d, 1)
+src.set(ma=20.2)                  # 20.504 mA: over range once corrected
+out["over"] = read(d, 1)
+plain = make(current_loop, {k: v for k, v in spec.items() if k != "cal"})
+src.set(ma=20.2)
+out["plain_top"] = read(plain, 1)  # uncalibrated, 20.2 mA is still in range (clamped to 20)
+""")
+    assert close(out["mid"][0], (12.0 * 1.02 - 0.1 - 4) / 16 * 10, 0.01)
+    assert out["low"] == "broken-loop"
+    assert out["bottom"] == [0]
+    assert out["over"] == "range"
+    assert out["plain_top"] == [10]
+
+
 # -- pulse counter -----------------------------------------------------------------------------
 def test_pulses_are_counted_exactly_across_reads(run):
     # A second thread keeps delivering pulses to the pin (through the HAL's IRQ path) while the
