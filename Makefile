@@ -13,7 +13,11 @@ help:
 	@echo "make test   - the whole test suite (sets up .venv and system packages first)"
 	@echo "make bench  - benchmarks; figures go to docs/performance.md"
 
+# Debian's python3 makes venvs only with python3-venv installed: without ensurepip, the system
+# packages (that one included) come first.
 $(STAMP): pyproject.toml
+	@$(PY) -m venv --help >/dev/null 2>&1 && $(PY) -m ensurepip --version >/dev/null 2>&1 \
+	  || PY=$(PY) bash scripts/install-system-deps
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
@@ -23,7 +27,7 @@ venv: $(STAMP)
 
 # Debian packages the tests use as real peers (mosquitto, libcoap's coap-client).
 $(SYSSTAMP): scripts/install-system-deps
-	bash scripts/install-system-deps
+	PY=$(PY) bash scripts/install-system-deps
 	@mkdir -p $(VENV) && touch $@
 
 system-deps: $(SYSSTAMP)

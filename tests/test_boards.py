@@ -42,6 +42,20 @@ def test_each_mistake_is_named(good, mutate, expected):
     assert any(expected in p for p in problems), problems
 
 
+def test_check_help_states_the_exit_status_it_returns(tmp_path, good, capsys):
+    with pytest.raises(SystemExit):
+        main(["board", "--help"])
+    listing = " ".join(capsys.readouterr().out.split())
+    with pytest.raises(SystemExit):
+        main(["board", "check", "--help"])
+    text = listing + " " + " ".join(capsys.readouterr().out.split())
+    good["chip"] = "esp8266"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(good))
+    status = main(["board", "check", "virtual", str(bad)])
+    assert status == 2 and f"exit status {status}" in text and "exit 1" not in text
+
+
 def test_check_command_reports_file_and_problems(tmp_path, good, capsys):
     good["sensors"][0]["period_s"] = -1
     bad = tmp_path / "bad.json"

@@ -6,6 +6,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,25 @@ def test_keys_never_printed(tmp_path, keystore, vectors, capsys):
     assert [e.device.hex() for e in exported] == ["7cdfa1c0ffee"]
     assert main(["keys", "--keys", str(keystore), "export", str(export)]) == 2  # exists
     assert "--force" in capsys.readouterr().err
+
+
+def test_export_leaves_out_expired_keys(tmp_path, keystore, capsys):
+    store = Keystore.load(keystore)
+    one, other = sorted(store, key=lambda e: e.name)
+    now = time.time()
+    one.expires = now - 60  # rotated out, grace period over
+    other.expires = now + 3600  # rotated out, still in its grace period
+    store.add(KeyEntry(kid=one.kid[:6] + b"\x00\x10", key=b"\x07" * 32, name=one.name))
+    store.add(KeyEntry(kid=other.kid[:6] + b"\x00\x10", key=b"\x08" * 32, name=other.name))
+    store.save()
+    export = tmp_path / "gw.json"
+    assert main(["keys", "--keys", str(keystore), "export", str(export)]) == 0
+    assert "left out 1 expired" in capsys.readouterr().out
+    exported = {e.kid: e for e in Keystore.load(export)}
+    assert set(exported) == {one.kid[:6] + b"\x00\x10", other.kid, other.kid[:6] + b"\x00\x10"}
+    assert exported[other.kid].expires == other.expires  # the gateway still drops it on time
+    assert main(["keys", "--keys", str(keystore), "export", str(export), "--force", "--device", one.name]) == 0
+    assert [e.generation for e in Keystore.load(export)] == [16]
 
 
 def test_revoke_removes_every_generation_and_refuses_unknown_names(tmp_path, keystore, capsys):

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import os
 import pty
+import socket
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -15,12 +17,19 @@ from pathlib import Path
 import pytest
 import serial
 
+from fieldnode import coap
 from fieldnode.cli import main
+from fieldnode.commands import provision as provision_command
+from fieldnode.devicelink import DeviceLink
 from fieldnode.console import encode_console_line
+from fieldnode.frame import build_frame, device_base_name
+from fieldnode.gateway import GatewayThread
 from fieldnode.keystore import Keystore
 from fieldnode.sim.fleet import install_app, sim_unique_id
 from fieldnode.sim.vnode import VirtualNode
 from fieldnode.paths import BOARDS_DIR
+from support.gateway_peers import Client, Nodes, free_port
+from support.nodesite import console_counters, console_since, wait_for
 
 FIELDNODE = str(Path(sys.executable).parent / "fieldnode")
 
@@ -85,6 +94,55 @@ def test_existing_key_is_refused_and_nothing_changes(node, tmp_path, capsys):
     node.wait_output(b"FN1 ", timeout=30, since=node.output_mark())
 
 
+class CorruptingLink(DeviceLink):
+    """A USB link that flips one bit of the key on its way into p.stage(): the node stages, MACs
+    the challenge with and unstages a key other than the one the host generated, as after a
+    corrupted transfer. Everything on the node runs for real; only the bytes in transit change."""
+
+    def exec(self, code: str) -> str:
+        if "p.stage('" in code:
+            head, key_hex, tail = code.split("'", 2)
+            key_hex = format(int(key_hex[0], 16) ^ 1, "x") + key_hex[1:]
+            code = f"{head}'{key_hex}'{tail}"
+        return super().exec(code)
+
+
+def test_failed_proof_unstages_and_records_nothing(node, tmp_path, capsys, monkeypatch):
+    keys = tmp_path / "keys.json"
+    monkeypatch.setattr(provision_command, "DeviceLink", CorruptingLink)
+    # A node without a key: refused, no keystore written, no identity on the node.
+    assert main(["provision", "--port", node.port, "--keys", str(keys)]) == 1
+    out = capsys.readouterr()
+    assert "did not prove it holds the new key" in out.out + out.err
+    assert not keys.exists()
+    assert nvs_identity(node) is None and "pid" not in node.nvs().get("fieldnode", {})
+    # A provisioned node whose --rotate fails the proof keeps its key, and so does the keystore.
+    monkeypatch.setattr(provision_command, "DeviceLink", DeviceLink)
+    assert main(["provision", "--port", node.port, "--keys", str(keys)]) == 0
+    before_store, before_nvs = keys.read_bytes(), nvs_identity(node)
+    capsys.readouterr()
+    monkeypatch.setattr(provision_command, "DeviceLink", CorruptingLink)
+    boots = len(node.boots)
+    assert main(["provision", "--port", node.port, "--keys", str(keys), "--rotate"]) == 1
+    out = capsys.readouterr()
+    assert "did not prove it holds the new key" in out.out + out.err
+    assert "failed" in out.out
+    assert keys.read_bytes() == before_store
+    assert nvs_identity(node) == before_nvs and "pid" not in node.nvs().get("fieldnode", {})
+    (entry,) = list(Keystore.load(keys))
+    assert entry.key.hex() not in out.out + out.err
+    # The application was restarted and still signs with the old key: its frames verify.
+    node.wait_boots(boots + 1, timeout=20)
+    mark = node.output_mark()
+    wait_for(lambda: console_counters(node, mark), timeout=30, what="a frame after the restart")
+    capture = tmp_path / "console.log"
+    text = console_since(node, mark)
+    capture.write_bytes(text[:text.rindex(b"\n") + 1])  # whole lines only
+    assert main(["decode", str(capture), "--json", "--keys", str(keys)]) in (0, 1)
+    frames = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert frames and all(f["status"] == "ok" and f["kid"] == entry.kid.hex() for f in frames), frames
+
+
 def test_rotate_keeps_the_old_key_for_a_grace_period(node, tmp_path):
     keys = tmp_path / "keys.json"
     assert main(["provision", "--port", node.port, "--keys", str(keys)]) == 0
@@ -94,6 +152,56 @@ def test_rotate_keeps_the_old_key_for_a_grace_period(node, tmp_path):
     assert old.expires is not None and 0 < old.expires - time.time() <= 2 * 86400
     assert new.expires is None
     assert nvs_identity(node) == bytes([4]) + new.kid + new.key
+
+
+def test_rotated_out_key_works_at_the_gateway_until_the_grace_period_ends(node, tmp_path, monkeypatch):
+    """provision --rotate against a running gateway: the old key id is accepted during --grace and
+    refused as unknown-kid after it; the new key id is accepted, and the node sends with it."""
+    keys = tmp_path / "keys.json"
+    db = tmp_path / "gw.db"
+    Keystore(keys, []).save()
+    monkeypatch.setenv("FIELDNODE_WIFI_PASSWORD", "sim")
+    gateway = GatewayThread(Keystore.load(keys), db, ("127.0.0.1", 0), health_interval=0.2).start()
+    client = Client(gateway.address)
+    host, port = gateway.address
+
+    def stored_kids() -> dict[str, int]:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            return dict(conn.execute("SELECT kid, MAX(counter) FROM frames GROUP BY kid").fetchall())
+
+    def post(entry, counter: int) -> tuple[int, bytes]:
+        frame = build_frame(entry.key, entry.kid, entry.alg, counter, 0, device_base_name(entry.device),
+                            1_764_057_600 + counter, [{"n": "env.temp", "u": "Cel", "v": 21.5}])
+        answer = client.post(frame)
+        return answer.code, answer.payload
+
+    try:
+        assert main(["provision", "--port", node.port, "--keys", str(keys), "--gateway", f"{host}:{port}",
+                     "--wifi", "plant-floor"]) == 0
+        (old,) = list(Keystore.load(keys))
+        wait_for(lambda: old.kid.hex() in stored_kids(), timeout=30, what="a frame under the first key")
+        grace_s = 4.0
+        # --no-reset: the node waits in its REPL, so only this test's frames use the counters.
+        assert main(["provision", "--port", node.port, "--keys", str(keys), "--rotate", "--no-reset",
+                     "--grace", str(grace_s / 86400)]) == 0
+        old, new = sorted(Keystore.load(keys), key=lambda e: e.generation)
+        assert new.generation == 2 and old.expires is not None and old.expires - time.time() <= grace_s
+        high = stored_kids()[old.kid.hex()]
+        assert time.time() < old.expires - 1, "provisioning took longer than the grace period"
+        assert post(old, high + 1) == (coap.CHANGED, b"")  # during the grace period
+        assert post(new, high + 2) == (coap.CHANGED, b"")
+        time.sleep(max(old.expires - time.time(), 0) + 0.5)
+        assert post(old, high + 3) == (coap.UNAUTHORIZED, b"unknown-kid")  # after it
+        assert post(new, high + 4) == (coap.CHANGED, b"")
+        assert gateway.gateway.counts.get("rejected.unknown-kid") == 1
+        # Back in its application the node signs with the new key, and the gateway stores it.
+        with DeviceLink(node.port) as link:
+            link.reset()
+        wait_for(lambda: stored_kids().get(new.kid.hex(), 0) > high + 4, timeout=30,
+                 what="a frame from the node under the new key")
+    finally:
+        client.close()
+        gateway.stop()
 
 
 def test_force_replaces_and_drops_the_old_key(node, tmp_path):
@@ -170,6 +278,39 @@ def test_monitor_with_the_wrong_keystore_rejects_every_frame_as_bad_mac(node, tm
     assert rejected and all("bad-mac" in line for line in rejected)
     assert entry.key.hex() not in proc.stderr
 
+def test_monitor_udp_verifies_datagrams_and_counts_rejections(tmp_path):
+    """monitor --udp on loopback: bare frames and CoAP-wrapped frames verify; a stranger's frame
+    (unknown-kid), a tampered one (bad-mac) and garbage are rejected by reason, never printed."""
+    nodes = Nodes(tmp_path / "keys.json", n=2)
+    stranger = Nodes(tmp_path / "other.json", n=1, first=9)
+    port = free_port(socket.SOCK_DGRAM)
+    proc = subprocess.Popen([FIELDNODE, "monitor", "--udp", f"127.0.0.1:{port}", "--keys", str(nodes.path),
+                             "--json", "--duration", "5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert "listening on udp 127.0.0.1:" in proc.stderr.readline()
+        sender = Client(("127.0.0.1", port))
+        tampered = bytearray(nodes.frame(1, counter=7))
+        tampered[-12] ^= 0x01
+        for datagram in (nodes.frame(0, counter=1),  # bare, as a tap on a mirror port sees it
+                         sender.request(nodes.frame(1, counter=5)),  # as a node sends it to a gateway
+                         stranger.frame(0, counter=1), bytes(tampered), b"\xd1garbage", b"\xff\x00",
+                         nodes.frame(0, counter=1)):  # the same frame again: a replay
+            sender.send(datagram)
+        sender.close()
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    frames = [json.loads(line) for line in out.splitlines()]
+    assert [(f["device"], f["counter"], f["verified"]) for f in frames] == [
+        (nodes.devices[0].hex(), 1, True), (nodes.devices[1].hex(), 5, True)], err
+    rejected = sorted(line.split(": ", 1)[1] for line in err.splitlines() if line.startswith("rejected: "))
+    assert rejected == ["bad-cbor", "bad-mac", "not-cose-mac0", "replay", "unknown-kid"], err
+    assert ("2 verified, 5 rejected (bad-cbor 1, bad-mac 1, not-cose-mac0 1, replay 1, unknown-kid 1)"
+            in err), err
+    assert all(key.hex() not in out + err for key in nodes.keys.values())
+
+
 def test_monitor_survives_unplug_and_replug(tmp_path, vectors):
     """The port disappears (USB unplugged) and comes back at the same path."""
     keys = tmp_path / "keys.json"
@@ -219,6 +360,11 @@ def test_sim_command_starts_provisions_and_stops(tmp_path):
     assert proc.stdout.count("  port /dev/pts/") == 2
     store = Keystore.load(tmp_path / "keys.json")
     assert sorted(e.name for e in store) == ["sim-1", "sim-2"]
+    for i in (1, 2):  # each node's NVS holds its device key and Wi-Fi password: owner only
+        node_dir = tmp_path / f"node{i}"
+        assert (node_dir / "nvs.json").read_text().count("blob") >= 2
+        assert stat.S_IMODE(os.stat(node_dir / "nvs.json").st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(node_dir).st_mode) == 0o700
 
 
 def test_demo_shows_verified_frames_from_three_nodes():

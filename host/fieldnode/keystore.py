@@ -151,6 +151,9 @@ class Keystore:
         live = [e for e in self.for_device(device) if e.valid_at(time.time())]
         return max(live, key=lambda e: e.generation) if live else None
 
-    def subset(self, devices: set[bytes] | None = None) -> "Keystore":
-        entries = [e for e in self if devices is None or e.device in devices]
+    def subset(self, devices: set[bytes] | None = None, valid_at: float | None = None) -> "Keystore":
+        """The keys of the given devices (all if None); with valid_at, only those unexpired then
+        (a key in its grace period keeps its expiry, so a gateway drops it on time)."""
+        entries = [e for e in self if (devices is None or e.device in devices)
+                   and (valid_at is None or e.valid_at(valid_at))]
         return Keystore(None, entries)

@@ -15,7 +15,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "sensors and actuators a node has. `check` validates files before flashing.")
     bs = p.add_subparsers(dest="board_command", metavar="ACTION", required=True)
     bs.add_parser("list", help="known boards with chip and attached devices").set_defaults(func=run_list)
-    ck = bs.add_parser("check", help="validate board files or names; exit 1 on any problem")
+    ck = bs.add_parser("check", help="validate board files or names; exit status 2 on the first bad one",
+                        description="Validates each BOARD in turn and prints its readings. At the first "
+                        "board with problems, prints all of that board's problems and exits with status 2; "
+                        "0 means every board is valid.")
     ck.add_argument("boards", nargs="+", metavar="BOARD", help="board name or path to a .json file")
     ck.set_defaults(func=run_check)
 

@@ -25,7 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _keys_option(ls)
     ex = ks.add_parser("export", help="write the keys a gateway needs to another keystore file",
                        description="Writes a keystore holding only the given devices' keys "
-                       "(all if none given), created mode 0600, for copying to a gateway.")
+                       "(all if none given), created mode 0600, for copying to a gateway. Expired "
+                       "keys (rotated out, grace period over) are left out; a key still in its grace "
+                       "period is exported with its expiry.")
     ex.add_argument("out", type=Path, help="file to write (refused if it exists, unless --force)")
     ex.add_argument("--device", action="append", default=[], metavar="HEX",
                     help="device id (12 hex digits) or node name; repeatable")
@@ -83,9 +85,11 @@ def run_export(args: argparse.Namespace) -> int:
     wanted = _devices(store, args.device, "--device ") if args.device else None
     if args.out.exists() and not args.force:
         raise FieldnodeError(f"{args.out} exists: choose another file or pass --force")
-    subset = store.subset(wanted)
+    subset = store.subset(wanted, valid_at=time.time())
+    expired = len(store.subset(wanted)) - len(subset)
     subset.save(args.out)
-    print(f"exported {len(subset)} keys to {args.out} (mode 0600)")
+    left_out = f"; left out {expired} expired (rotated-out) key(s)" if expired else ""
+    print(f"exported {len(subset)} keys to {args.out} (mode 0600){left_out}")
     return 0
 
 

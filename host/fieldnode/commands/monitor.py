@@ -6,6 +6,7 @@ import queue
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 from rich.console import Console
@@ -34,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--udp", metavar="HOST:PORT", help="listen for frames on this UDP address")
     p.add_argument("--keys", type=Path, default=None, help=f"keystore (default {default_keystore()})")
     p.add_argument("--json", action="store_true",
-                   help="print one verified frame per line as JSON (for piping), no live view")
+                   help="print one verified frame per line as JSON (for piping), no live view; rejections "
+                   "(rejected: REASON) and, at the end, the counts by reason go to stderr")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.set_defaults(func=run)
 
@@ -91,18 +93,27 @@ def _next(inbox: "queue.SimpleQueue[Event]", deadline: float | None) -> Event | 
 
 
 def _json_loop(inbox: "queue.SimpleQueue[Event]", deadline: float | None) -> None:
-    while deadline is None or time.monotonic() < deadline:
-        event = _next(inbox, deadline)
-        if event is None:
-            continue
-        if event.kind == "frame" and event.frame is not None:
-            print(frame_json(event.frame), flush=True)
-        elif event.kind == "rejected":
-            print(f"rejected: {event.text}", file=sys.stderr, flush=True)
-        elif event.kind == "status":
-            print(event.text, file=sys.stderr, flush=True)
-        elif event.kind == "end":
-            return
+    verified = 0
+    rejected: Counter[str] = Counter()
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            event = _next(inbox, deadline)
+            if event is None:
+                continue
+            if event.kind == "frame" and event.frame is not None:
+                verified += 1
+                print(frame_json(event.frame), flush=True)
+            elif event.kind == "rejected":
+                rejected[event.text] += 1
+                print(f"rejected: {event.text}", file=sys.stderr, flush=True)
+            elif event.kind == "status":
+                print(event.text, file=sys.stderr, flush=True)
+            elif event.kind == "end":
+                return
+    finally:
+        reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(rejected.items()))
+        print(f"{verified} verified, {sum(rejected.values())} rejected" + (f" ({reasons})" if reasons else ""),
+              file=sys.stderr, flush=True)
 
 
 def _view_loop(inbox: "queue.SimpleQueue[Event]", deadline: float | None, state: LiveState, live: Live) -> None:

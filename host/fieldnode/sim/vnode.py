@@ -49,6 +49,7 @@ _FRIENDLY_REPL = b'Type "help()" for more information.'
 _CRASH_WINDOW_S = 10.0
 _CRASH_LIMIT = 3
 CAUSES = ("pwron", "hard", "wdt", "deepsleep", "soft")
+NODE_UMASK = 0o077  # what the node writes (nvs.json: device key, Wi-Fi password) is mode 0600
 
 
 def micropython_binary() -> str:
@@ -156,6 +157,12 @@ class VirtualNode:
         if nvs not in ("commit", "esp-idf"):
             raise FieldnodeError(f"nvs mode {nvs!r}: use 'commit' or 'esp-idf'")
         self.node_dir.mkdir(parents=True, exist_ok=True)
+        # nvs.json holds the device key and the Wi-Fi password, as a board's NVS does: the node's
+        # files are its owner's only (the directory here, each file through the node's umask).
+        self.node_dir.chmod(0o700)
+        for secret in ("nvs.json", "nvs.json.tmp"):
+            if (self.node_dir / secret).exists():
+                (self.node_dir / secret).chmod(0o600)
         flash_path = Path(flash).resolve() if flash is not None else self.node_dir / "flash"
         self.flash_image = flash_path if flash_path.is_file() else None
         if self.flash_image is None:
@@ -457,7 +464,7 @@ class VirtualNode:
             self._proc = subprocess.Popen(
                 [self.micropython, "-X", f"heapsize={self.heap}", "-i", str(SIMHAL_DIR / "simboot.py")],
                 stdin=slave, stdout=slave, stderr=slave, cwd=cwd, env=env,
-                start_new_session=True, close_fds=True)
+                start_new_session=True, close_fds=True, umask=NODE_UMASK)
         finally:
             os.close(slave)
         os.set_blocking(master, False)
