@@ -25,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nodes", type=int, default=3, help="how many virtual nodes (default 3)")
     p.add_argument("--duration", type=float, default=60.0, help="seconds to run (default 60; 0 = until Ctrl-C)")
     p.add_argument("--board", default="virtual", help="board of the virtual nodes (default: virtual)")
+    p.add_argument("--source", action="store_true",
+                   help="run firmware/lib as source instead of the application image `fieldnode flash` writes")
     p.set_defaults(func=run)
 
 
@@ -40,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         host, port = gateway.address
         console.print(f"gateway listening on coap://{host}:{port}/f, database {base / 'gateway.db'}")
         fleet = Fleet(base, args.nodes, board=args.board, keys=keys_path, gateway=f"{host}:{port}",
-                      log=lambda s: console.print(s))
+                      log=lambda s: console.print(s), source=args.source)
         try:
             console.print(f"booting {args.nodes} virtual nodes (MicroPython unix port, simulated hardware)")
             fleet.start()

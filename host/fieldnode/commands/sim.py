@@ -13,7 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "sim", help="start virtual nodes (the real firmware, simulated hardware)",
         description="Starts N virtual nodes: each is the MicroPython unix port running this "
-        "repository's firmware with emulated sensors (from the board definition) behind a "
+        "repository's firmware (by default the very application image `fieldnode flash` writes to a "
+        "board, built at start) with emulated sensors (from the board definition) behind a "
         "pseudo-terminal that mpremote, `fieldnode provision` and `fieldnode monitor --port` use "
         "exactly like a USB board. Each node is provisioned over its pty (keys go into --keys, "
         "which a gateway reads) and its sensors drift slowly. Ctrl-C stops them cleanly.")
@@ -25,13 +26,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "live (default: a temporary directory, removed at the end)")
     p.add_argument("--keys", type=Path, default=None,
                    help="keystore to provision into (default: keys.json in --dir)")
+    p.add_argument("--source", action="store_true",
+                   help="run firmware/lib as source from the working tree (an edit takes effect at the "
+                   "node's next reset) instead of the compiled application image `fieldnode flash` writes")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="fieldnode-sim-") as tmp:
         base = args.dir or Path(tmp)
-        fleet = Fleet(base, args.nodes, board=args.board, keys=args.keys, gateway=args.gateway, log=print)
+        fleet = Fleet(base, args.nodes, board=args.board, keys=args.keys, gateway=args.gateway, log=print,
+                      source=args.source)
         print(f"starting {args.nodes} virtual node(s) on board {args.board} in {base}")
         try:
             fleet.start()

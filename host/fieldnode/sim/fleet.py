@@ -1,6 +1,11 @@
 """A fleet of virtual nodes: the board's sensors as emulated devices, the application on each
 node's flash, and each node provisioned over its pty with `fieldnode provision`'s own code path.
-Used by `fieldnode sim`, `fieldnode demo` and the end-to-end tests."""
+Used by `fieldnode sim`, `fieldnode demo` and the end-to-end tests.
+
+By default each node's flash is the application image `fieldnode flash` would write for the
+board (the library compiled to .mpy, in littlefs2), built from the working tree at start, with
+nothing else on the path: what runs is what ships. source=True runs firmware/lib as source
+instead, so an edit takes effect at the node's next reset."""
 from __future__ import annotations
 
 import math
@@ -78,10 +83,20 @@ def sim_unique_id(index: int, salt: int = 0) -> bytes:
     return bytes([0x02, 0xF1, 0xE1, salt & 0xFF]) + index.to_bytes(2, "big")
 
 
+SHIPPED_IMAGE_SIZE = 1024 * 1024  # the node's filesystem: room for the app and a full spool
+
+
+def shipped_image(board: str | Path) -> bytes:
+    """The littlefs2 application image `fieldnode flash` writes for this board."""
+    from ..flashing.appimage import ImageCache
+    from ..flashing.plan import load_app, resolve_target
+    return ImageCache(load_app(FIRMWARE_DIR, resolve_target(None, str(board), None)).files).image(SHIPPED_IMAGE_SIZE)
+
+
 class Fleet:
     def __init__(self, base: Path, count: int, board: str = "virtual", keys: Path | None = None,
                  gateway: str | None = None, salt: int | None = None,
-                 log: Callable[[str], None] = lambda s: None) -> None:
+                 log: Callable[[str], None] = lambda s: None, source: bool = False) -> None:
         if count < 1:
             raise FieldnodeError("--nodes must be at least 1")
         self.base = Path(base)
@@ -95,10 +110,20 @@ class Fleet:
         self.nodes: list[VirtualNode] = []
         self.names: list[str] = []
         devices = devices_for_board(self.board_doc)
+        image = None if source else shipped_image(self.board_file)
         for i in range(1, count + 1):
             node_dir = self.base / f"node{i}"
-            install_app(node_dir / "flash", self.board_file)
-            self.nodes.append(VirtualNode(node_dir, sim_unique_id(i, salt), board=self.board_file, devices=devices))
+            if image is None:
+                install_app(node_dir / "flash", self.board_file)
+                node = VirtualNode(node_dir, sim_unique_id(i, salt), board=self.board_file, devices=devices)
+            else:
+                # Written afresh at every start, as `fieldnode flash` would: NVS (key, counter)
+                # lives beside it in nvs.json and is kept.
+                node_dir.mkdir(parents=True, exist_ok=True)
+                (node_dir / "flash.img").write_bytes(image)
+                node = VirtualNode(node_dir, sim_unique_id(i, salt), board=self.board_file, devices=devices,
+                                   flash=node_dir / "flash.img", firmware_lib=None)
+            self.nodes.append(node)
             self.names.append(f"sim-{i}")
         self._phase = [random.random() * 6.28 for _ in self.nodes]
 
