@@ -5,8 +5,9 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 SYSSTAMP := $(VENV)/.system-deps
 BENCHSTAMP := $(VENV)/.bench-deps
+PIP_VERSION := 26.3
 
-.PHONY: help venv system-deps test demo bench clean
+.PHONY: help venv system-deps test demo bench constraints clean
 
 help:
 	@echo "make demo   - three virtual nodes -> gateway -> live view (no hardware needed)"
@@ -15,12 +16,12 @@ help:
 
 # Debian's python3 makes venvs only with python3-venv installed: without ensurepip, the system
 # packages (that one included) come first.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@$(PY) -m venv --help >/dev/null 2>&1 && $(PY) -m ensurepip --version >/dev/null 2>&1 \
 	  || PY=$(PY) bash scripts/install-system-deps
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet 'pip==$(PIP_VERSION)'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@
 
 venv: $(STAMP)
@@ -39,8 +40,13 @@ demo: $(STAMP)
 	$(BIN)/fieldnode demo $(ARGS)
 
 $(BENCHSTAMP): $(STAMP)
-	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,bench]'
 	touch $@
+
+# constraints.txt pins every package (direct and indirect) that the venv holds.
+constraints: $(BENCHSTAMP)
+	{ sed -n '1,2p' constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v '^fieldnode'; } > constraints.new
+	mv constraints.new constraints.txt
 
 bench: $(BENCHSTAMP) $(SYSSTAMP)
 	$(BIN)/python bench/run_all.py
