@@ -2,12 +2,14 @@
 #   one sampler per sensor (at the board's period)  -> signed telemetry frames
 #   the uplink (console + CoAP to the gateway)        -> see fnode.uplink
 #   the Wi-Fi link keeper, the status LED, the watchdog
-# The watchdog is fed only while every sampler has made progress recently: a hung task, a
-# deadlocked bus or a starved loop ends in a hardware reset, not a silent node.
+# The watchdog is fed only while every sampler has made progress recently, the uplink shows
+# signs of life and no task has died: a hung task, a deadlocked bus, a starved loop or a task
+# killed by an exception ends in a hardware reset, not a silent node.
 import asyncio
 import gc
 import json
 import machine
+import sys
 import time
 from fnode import clock, log
 from fnode.config import Config
@@ -21,7 +23,8 @@ VERSION = "0.1.0"
 BOARD_FILE = "board.json"
 WDT_TIMEOUT_MS = 30000
 FAILSAFE_AFTER_S = 300  # default silence from the gateway before actuators go to failsafe
-SPOOL_FRAMES = 256  # default store-and-forward bound (board "spool_frames"): ~50 KB of flash
+UPLINK_STALL_MS = 60000  # the uplink's longest quiet spell is its 30 s retry backoff
+SPOOL_FRAMES = 256  # default store-and-forward bound (board "spool_frames"): ~1 MB of flash (a block a frame)
 _RESET_NAMES = (
     ("PWRON_RESET", "power_on"), ("HARD_RESET", "hard"), ("WDT_RESET", "watchdog"),
     ("DEEPSLEEP_RESET", "deepsleep"), ("SOFT_RESET", "soft"),
@@ -72,6 +75,7 @@ class Node:
             from fnode.command import CommandReader
             self.commands = CommandReader(cfg.key(), cfg.kid(), cfg.alg(), last=cfg.i32("cmdctr", 0))
         self.progress = {}  # sensor name -> ticks_ms of its last completed sample
+        self.stopped = None  # name of a task that ended (an exception escaped it): reset
         self.started = time.ticks_ms()
 
     def boot_frame(self):
@@ -191,20 +195,44 @@ class Node:
                     continue
                 self.handle_command(frame)
 
-    def healthy(self, now):
-        # Every sampler has completed a sample within twice its period (or is still starting).
+    def spawn(self, name, coro):
+        asyncio.create_task(self._guard(name, coro))
+
+    async def _guard(self, name, coro):
+        # Every task runs for ever. One that ends stops feeding the watchdog: an exception that
+        # escaped it is said on the console, as a reset alone would not tell why.
+        try:
+            await coro
+            log.error("task", name, "ended")
+        except Exception as exc:
+            log.error("task", name, "died:", repr(exc))
+            sys.print_exception(exc)
+        self.stopped = name
+
+    def unhealthy(self, now):
+        # -> what stopped making progress, or None. Every task is alive, the uplink's loop has
+        # run lately, every sampler has completed a sample within twice its period (or is still
+        # starting).
+        if self.stopped is not None:
+            return self.stopped
+        if time.ticks_diff(now, self.uplink.beat) > UPLINK_STALL_MS:
+            return "uplink"
         for sensor in self.sensors:
             last = self.progress.get(sensor.name, self.started)
             if time.ticks_diff(now, last) > 2 * sensor.period_ms + 5000:
-                return False
-        return True
+                return sensor.name
+        return None
+
+    def healthy(self, now):
+        return self.unhealthy(now) is None
 
     async def watchdog(self, wdt):
         while True:
-            if self.healthy(time.ticks_ms()):
+            stuck = self.unhealthy(time.ticks_ms())
+            if stuck is None:
                 wdt.feed()
             else:
-                log.error("a task stopped making progress; letting the watchdog reset the node")
+                log.error(stuck, "stopped making progress; letting the watchdog reset the node")
             await asyncio.sleep_ms(1000)
 
 
@@ -258,17 +286,17 @@ async def main():
     uplink.submit(node.boot_frame())
     if node.commands is not None:
         uplink.on_command = node.handle_command
-        asyncio.create_task(node.console_commands())
+        node.spawn("console", node.console_commands())
         if cfg.gateway():
             limit = board.get("failsafe_after_s", FAILSAFE_AFTER_S) * 1000
-            asyncio.create_task(node.failsafe_guard(limit))
+            node.spawn("failsafe", node.failsafe_guard(limit))
     for sensor in node.sensors:
-        asyncio.create_task(node.sampler(sensor))
-    asyncio.create_task(uplink.run())
+        node.spawn(sensor.name, node.sampler(sensor))
+    node.spawn("uplink", uplink.run())
     if cfg.gateway():
-        asyncio.create_task(clock.keeper(link, cfg.gateway()[0]))
+        node.spawn("clock", clock.keeper(link, cfg.gateway()[0]))
     if spool is not None:
-        asyncio.create_task(node.loss_reporter(spool))
+        node.spawn("loss", node.loss_reporter(spool))
     led = board.get("status_led")
     if led:
         asyncio.create_task(status_led(led["pin"], led.get("active_high", True),

@@ -10,6 +10,24 @@ KID_LEN = const(8)
 # atomically at set time (commit() does nothing there), so separate entries for key, kid and
 # alg could be torn by a power cut into a key of one generation and a kid of another.
 ID_LEN = const(41)
+# The settings are ONE blob too, for the same reason: a power cut while provisioning must leave
+# the old set or the new one, never a new gateway with the old Wi-Fi password. Format: version
+# byte 1, then name, gw, ssid, wpass, each a length byte and UTF-8 (empty: not set).
+SETTINGS = "cfg"
+FIELDS = ("name", "gw", "ssid", "wpass")
+_SETTINGS_MAX = const(1 + 4 * 256)
+
+
+def pack_settings(values):
+    # values: {field: text}, in FIELDS -> the "cfg" blob
+    out = bytearray(b"\x01")
+    for field in FIELDS:
+        b = values.get(field, "").encode()
+        if len(b) > 255:
+            raise ValueError(field + " too long")
+        out.append(len(b))
+        out.extend(b)
+    return bytes(out)
 
 
 class Config:
@@ -27,6 +45,28 @@ class Config:
     def text(self, name, default=None):
         b = self.blob(name, 96)
         return b.decode() if b is not None else default
+
+    def settings(self):
+        # {field: text} of the fields that are set. Firmware before the "cfg" blob kept one entry
+        # per field: such a node is read as it was until it is provisioned again.
+        b = self.blob(SETTINGS, _SETTINGS_MAX)
+        out = {}
+        if b is None or not b or b[0] != 1:
+            for field in FIELDS:
+                v = self.text(field)
+                if v:
+                    out[field] = v
+            return out
+        i = 1
+        for field in FIELDS:
+            n = b[i]
+            if n:
+                out[field] = b[i + 1:i + 1 + n].decode()
+            i += 1 + n
+        return out
+
+    def setting(self, field, default=None):
+        return self.settings().get(field, default)
 
     def i32(self, name, default=None):
         try:
@@ -55,17 +95,18 @@ class Config:
 
     def gateway(self):
         # "host:port"; None when the node was provisioned for USB only.
-        gw = self.text("gw")
+        gw = self.setting("gw")
         if not gw:
             return None
         host, _, port = gw.rpartition(":")
         return (host, int(port)) if host else (gw, 5683)
 
     def wifi(self):
-        return self.text("ssid"), self.text("wpass", "")
+        s = self.settings()
+        return s.get("ssid"), s.get("wpass", "")
 
     def name(self):
-        return self.text("name", "")
+        return self.setting("name", "")
 
     def missing(self):
         # What stops the node from sending, in words for the serial console.
@@ -73,6 +114,3 @@ class Config:
             return "no device key in NVS: provision this node (fieldnode provision --port ...)"
         return None
 
-    def store_text(self, name, value):
-        self.nvs.set_blob(name, value.encode())
-        self.nvs.commit()

@@ -1,10 +1,11 @@
 # Provisioning entry points, run over the raw REPL by `fieldnode provision`. The key arrives in
 # the exec'd code (raw REPL does not echo) and is never printed back: prove() answers with a MAC.
 # Staging keeps the active identity untouched until activate() replaces it with one NVS entry
-# write (atomic on ESP-IDF and in the simulation), so a power cut leaves the old or the new key.
+# write (atomic on ESP-IDF and in the simulation), so a power cut leaves the old or the new key;
+# the settings are switched the same way, as one entry, just before it.
 import binascii
 import machine
-from fnode.config import Config, KEY_LEN, KID_LEN, ID_LEN
+from fnode.config import Config, KEY_LEN, KID_LEN, ID_LEN, SETTINGS, FIELDS, pack_settings
 from fnode.hmac256 import HMAC256
 
 PROOF_CONTEXT = b"fieldnode provision proof\0"
@@ -55,11 +56,15 @@ def activate(name, gateway, ssid, password):
     if staged is None or cfg.identity("pid") is None:
         raise ValueError("no staged key")
     nvs = cfg.nvs
-    # Settings first: if power fails before the identity switch, the node keeps its old key
-    # with the new settings, and provisioning again completes it.
-    for field, value in (("name", name), ("gw", gateway), ("ssid", ssid), ("wpass", password)):
+    settings = cfg.settings()  # a field given as None keeps its value
+    for field, value in zip(FIELDS, (name, gateway, ssid, password)):
         if value is not None:
-            nvs.set_blob(field, value.encode())
+            settings[field] = value
+    # Settings first, as one entry: if power fails before the identity switch, the node keeps
+    # its old key with the whole new set of settings, and provisioning again completes it.
+    nvs.set_blob(SETTINGS, pack_settings(settings))
+    for field in FIELDS:  # the entries of the older format, shadowed from here on
+        _erase(nvs, field)
     nvs.set_blob("id", staged)  # the switch: one entry
     _erase(nvs, "pid")
     nvs.commit()

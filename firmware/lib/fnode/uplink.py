@@ -1,9 +1,9 @@
 # Getting frames off the node: every frame to the USB console at once, and to the gateway as a
 # confirmable CoAP POST (RFC 7252), one outstanding at a time, retransmitted with RFC 7252's
 # backoff. A frame leaves the queue only when the gateway's response says it was committed
-# (2.xx) or refused for good (4.xx). Frames that cannot go now wait in the flash spool, in
-# counter order; a few wait in RAM while the link is healthy, so flash is only written when the
-# network fails.
+# (2.xx) or refused for good (4.xx). With a spool, every frame is in flash before it is first
+# sent and leaves it only on the gateway's answer, so a power cut loses no unacknowledged frame
+# (flash wear: docs/firmware.md). An Uplink made without a spool keeps a few in RAM.
 import asyncio
 import socket
 import struct
@@ -28,7 +28,7 @@ class Uplink:
         self.link = link
         self.spool = spool
         self.console = console or sys.stdout
-        self.ram = []  # [(counter, frame bytes)], only while the spool is empty
+        self.ram = []  # [(counter, frame bytes)], only when there is no spool
         self.on_command = None  # called with a command frame the gateway sent in a response
         self.sock = None
         self.addr = None
@@ -38,44 +38,35 @@ class Uplink:
         self.acked = 0
         self.refused = 0
         self.timeouts = 0
+        self.beat = time.ticks_ms()  # the sender's last sign of life, for the watchdog
 
     # -- producer side (samplers) --------------------------------------------------------------
     def submit(self, frame):
+        if self.gateway is not None and self.spool is not None:
+            # In flash before it is printed or sent: a frame seen on the console survives a reset
+            # while it waits for its answer.
+            self.spool.put(counter_of(frame), frame)
         out = self.console
         out.write(_CONSOLE_PREFIX)
         out.write(b2a_base64(frame))  # ends with "\n": one frame per line
-        if self.gateway is None:
+        if self.gateway is None or self.spool is not None:
             return
-        item = (counter_of(frame), bytes(frame))  # the builder's buffer is reused for the next frame
-        if self.spool is not None and (len(self.spool) or len(self.ram) >= RAM_SLOTS or not self.link.up()):
-            self.spill()
-            self.spool.put(item[0], item[1])
-        elif len(self.ram) < RAM_SLOTS:
-            self.ram.append(item)
-        else:  # no spool configured: the oldest unsent frame goes
-            self.ram.pop(0)
-            self.ram.append(item)
-
-    def spill(self):
-        # Move what waits in RAM to flash, oldest first, so order is kept across the two.
-        if self.spool is None:
-            return
-        for counter, data in self.ram:
-            self.spool.put(counter, data)
-        self.ram = []
+        if len(self.ram) >= RAM_SLOTS:
+            self.ram.pop(0)  # no spool: the oldest unsent frame goes
+        self.ram.append((counter_of(frame), bytes(frame)))  # the builder's buffer is reused
 
     def pending(self):
-        return len(self.ram) + (len(self.spool) if self.spool is not None else 0)
+        return len(self.spool) if self.spool is not None else len(self.ram)
 
     # -- the sender task -----------------------------------------------------------------------
     async def run(self):
         backoff = 0
         while True:
+            self.beat = time.ticks_ms()
             if self.gateway is None:
                 await asyncio.sleep_ms(1000)
                 continue
             if not self.link.poll():
-                self.spill()
                 self._close()
                 await asyncio.sleep_ms(250)
                 continue
@@ -88,7 +79,6 @@ class Uplink:
             code = await self.exchange(head[1])
             if code is None or code >= _SERVER_ERROR:  # no answer, or 5.xx: keep the frame
                 self.timeouts += 1
-                self.spill()
                 backoff = min(backoff * 2 or 1000, 30000)
                 await asyncio.sleep_ms(backoff)
                 continue
@@ -132,6 +122,7 @@ class Uplink:
         ex.start(time.ticks_ms())
         give_up = time.ticks_add(time.ticks_ms(), coap.MAX_TRANSMIT_WAIT_MS)
         while True:
+            self.beat = time.ticks_ms()
             r = self._receive(sock)
             if r == coap.RESET or r > 0:
                 if ex.need_ack:
