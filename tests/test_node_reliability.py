@@ -646,3 +646,5 @@ def test_kill_9_at_100_random_moments_keeps_state_consistent_and_counters_ahead(
     assert_in_order_once(site, node)
     assert node.boots[first_boot:] == ["pwron"] * (KILLS + 1)  # no crash restarts in between
     print(f"kills: {KILLS}, spool writes cut short: {interrupted}")
+    # Some kills must have landed inside a write, or this test did not test what it says.
+    assert interrupted >= 3, f"only {interrupted} of {KILLS} kills cut a spool write short"
