@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import signal
 import socket
 import sqlite3
 import stat
@@ -376,3 +377,67 @@ def test_demo_shows_verified_frames_from_three_nodes():
         assert f"{name} │ env.temp" in proc.stdout or f"{name} | env.temp" in proc.stdout
     counts = proc.stdout.rsplit("gateway counts:", 1)[1]
     assert "accepted" in counts and "rejected" not in counts
+
+
+def test_monitor_live_view_shows_each_reading_with_unit_sparkline_counter_and_status(node, tmp_path):
+    keys = tmp_path / "keys.json"
+    mark = node.output_mark()
+    assert main(["provision", "--port", node.port, "--keys", str(keys), "--name", "press-7"]) == 0
+    node.set_world(devices={"env": {"temp": 31.25}})
+    node.wait_output(b"FN1 ", timeout=30, since=mark)
+    proc = subprocess.run([FIELDNODE, "monitor", "--port", node.port, "--keys", str(keys), "--duration", "7"],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "140"})
+    assert proc.returncode == 0, proc.stderr
+    table = proc.stdout.rsplit("┏", 1)[-1]  # the last frame of the live view
+    rows = {cells[1]: cells for cells in ([c.strip() for c in line.split("│")[1:-1]]
+                                         for line in table.splitlines() if line.startswith("│"))}
+    node_name, _reading, value, unit, recent, count, _age, _rate, status = rows["env.temp"]
+    assert node_name == "press-7" and float(value) == pytest.approx(31.25, abs=0.02) and unit == "Cel"
+    assert recent and set(recent) <= set("▁▂▃▄▅▆▇█ ") and int(count) >= 3 and status == "verified"
+    assert rows["loop1"][3] == "bar" and float(rows["loop1"][2]) == pytest.approx(5.0, abs=0.01)
+    assert (Keystore.load(keys).current(node.unique_id).key.hex()) not in proc.stdout + proc.stderr
+
+
+def test_monitor_on_a_busy_port_says_who_to_close_and_reads_once_it_is_free(node, tmp_path):
+    keys = tmp_path / "keys.json"
+    assert main(["provision", "--port", node.port, "--keys", str(keys)]) == 0
+    monitor = [FIELDNODE, "monitor", "--port", node.port, "--keys", str(keys), "--json", "--duration", "6"]
+    with serial.Serial(node.port, exclusive=True):  # screen, minicom or another monitor has it
+        busy = subprocess.run(monitor, capture_output=True, text=True, timeout=60)
+    assert busy.returncode != 0 and busy.stdout == ""
+    assert "is in use by another program" in busy.stderr and "Traceback" not in busy.stderr
+    free = subprocess.run(monitor, capture_output=True, text=True, timeout=60)
+    assert free.returncode == 0 and any(json.loads(line)["verified"] for line in free.stdout.splitlines()), free.stderr
+
+
+def test_sim_stops_cleanly_on_ctrl_c(tmp_path):
+    proc = subprocess.Popen([FIELDNODE, "sim", "--nodes", "2", "--dir", str(tmp_path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 90
+        while not any("Ctrl-C stops the nodes" in line for line in lines):
+            assert time.monotonic() < deadline and proc.poll() is None, ("".join(lines), proc.stderr.read())
+            lines.append(proc.stdout.readline())
+        running = _processes_in(tmp_path)
+        assert len(running) == 2  # one MicroPython process a node, working in its flash
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and "stopping" in out and "Traceback" not in err, err
+    assert _processes_in(tmp_path) == []  # nothing left running
+    assert len(Keystore.load(tmp_path / "keys.json")) == 2  # what it provisioned stays recorded
+
+
+def _processes_in(directory: Path) -> list[int]:
+    """Pids of processes whose working directory is under directory."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and str(Path(os.readlink(entry / "cwd"))).startswith(str(directory)):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
