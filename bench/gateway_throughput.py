@@ -114,8 +114,8 @@ def bench_verify(seconds: float) -> dict:
         rates = best_rates({"ours": ours, "pycose": pycose, "limit": limit}, len(frames), seconds)
         r_ours, r_pycose, r_limit = rates["ours"], rates["pycose"], rates["limit"]
         out[label] = {"frames": len(frames), "ours_per_s": round(r_ours), "pycose_per_s": round(r_pycose),
-                      "limit_per_s": round(r_limit), "ours_vs_pycose": round(r_ours / r_pycose, 2),
-                      "ours_vs_limit": round(r_ours / r_limit, 2)}
+                      "limit_per_s": round(r_limit), "ours_vs_pycose": round(r_ours / r_pycose, 3),
+                      "ours_vs_limit": round(r_ours / r_limit, 3)}
         print(f"verify+decode [{label}]: ours {r_ours:,.0f}/s, pycose {r_pycose:,.0f}/s, limit {r_limit:,.0f}/s "
               f"-> {r_ours / r_pycose:.1f}x pycose, {r_ours / r_limit:.2f}x limit")
     return out
