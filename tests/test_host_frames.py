@@ -1,6 +1,7 @@
 """Host side of frame format v1: the vectors, every rejection reason, replay, pycose cross-check."""
 from __future__ import annotations
 
+import hmac
 import struct
 
 import cbor2
@@ -214,3 +215,12 @@ def test_base_name_roundtrip():
     assert device_base_name(dev) == "urn:dev:mac:240ac4fffe123456:"
     assert device_from_base_name(device_base_name(dev)) == dev
     assert device_from_base_name("urn:dev:mac:240ac4ffff123456:") is None
+
+
+@given(key=st.binary(min_size=1, max_size=200), message=st.binary(max_size=600))
+def test_hmac_with_precomputed_pads_is_rfc_2104_hmac(key, message):
+    from fieldnode.frame import _hmac_pads
+    inner, outer = (h.copy() for h in _hmac_pads(key))
+    inner.update(message)
+    outer.update(inner.digest())
+    assert outer.digest() == hmac.new(key, message, "sha256").digest()
