@@ -223,9 +223,6 @@ class Node:
                 return sensor.name
         return None
 
-    def healthy(self, now):
-        return self.unhealthy(now) is None
-
     async def watchdog(self, wdt):
         while True:
             stuck = self.unhealthy(time.ticks_ms())

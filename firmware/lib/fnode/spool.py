@@ -45,6 +45,9 @@ class Spool:
         # have stored it and only its answer was lost, so it is never the one dropped as lost.
         # After a reset that is the oldest frame: it may have been on its way at the power cut.
         self.doubt = names[0] if names else None
+        # (counter, frame) of the oldest frame as last written or read: the uplink sends it,
+        # and retries it, without reading it back from flash each time.
+        self._head = None
 
     def __len__(self):
         return len(self.counters)
@@ -93,6 +96,8 @@ class Spool:
                 return
             self._store_lost()
         self.counters.append(counter)
+        if len(self.counters) == 1:
+            self._head = (counter, bytes(frame))  # the caller's buffer is reused for the next frame
 
     def _drop_oldest(self):
         # The oldest frame goes, except the one in doubt: that one goes out again first (and is
@@ -110,6 +115,9 @@ class Spool:
 
     def peek(self):
         # (counter, frame) of the oldest intact frame, or None. Damaged files are dropped.
+        head = self._head
+        if head is not None and self.counters and self.counters[0] == head[0]:
+            return head  # counters never repeat: the same counter is the same frame
         while self.counters:
             counter = self.counters[0]
             try:
@@ -118,7 +126,8 @@ class Spool:
                     n, crc = struct.unpack("<HI", head)
                     frame = f.read(n)
                 if len(frame) == n and crc32(frame) == crc:
-                    return counter, frame
+                    self._head = (counter, frame)
+                    return self._head
             except (OSError, ValueError):
                 pass
             log.warn("spool: dropped damaged frame", counter)

@@ -85,8 +85,9 @@ def run_export(args: argparse.Namespace) -> int:
     wanted = _devices(store, args.device, "--device ") if args.device else None
     if args.out.exists() and not args.force:
         raise FieldnodeError(f"{args.out} exists: choose another file or pass --force")
-    subset = store.subset(wanted, valid_at=time.time())
-    expired = len(store.subset(wanted)) - len(subset)
+    every = store.subset(wanted)
+    subset = every.subset(valid_at=time.time())
+    expired = len(every) - len(subset)
     subset.save(args.out)
     left_out = f"; left out {expired} expired (rotated-out) key(s)" if expired else ""
     print(f"exported {len(subset)} keys to {args.out} (mode 0600){left_out}")

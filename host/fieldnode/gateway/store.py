@@ -342,7 +342,7 @@ class Store:
         batch_tags: dict[tuple[str, int], bytes] = {}
         outcomes: list[Outcome] = []
         touched: dict[str, StoreItem] = {}  # device -> its last stored item
-        kid_device: dict[str, str] = {}
+        stored_kids: set[str] = set()
         counts: dict[str, int] = {}
         frame_rows: list[tuple] = []
         samples: list[tuple] = []
@@ -357,14 +357,13 @@ class Store:
                 continue
             tag = batch_tags.get((kid, counter))
             if tag is None and counter <= stored_high[kid]:
-                row = conn.execute("SELECT tag FROM frames WHERE kid=? AND counter=?", (kid, counter)).fetchone()
-                tag = row[0] if row else None
+                tag = stored_tag(conn, f.kid, counter)
             if tag is not None:
                 outcomes.append(Outcome("duplicate" if tag == f.tag else "replay"))
                 continue
             frame_id += 1
             batch_tags[kid, counter] = f.tag
-            kid_device[kid] = dev
+            stored_kids.add(kid)
             frame_rows.append((frame_id, dev, counter, kid, f.kind, f.alg, f.tag, f.base_time,
                                item.received, item.source, item.raw))
             self._add_samples(conn, samples, frame_id, dev, f.pack)
@@ -398,7 +397,7 @@ class Store:
         conn.executemany(
             "INSERT INTO replay (kid, device, highest_counter) VALUES (?,?,?) ON CONFLICT (kid) DO UPDATE "
             "SET highest_counter=max(highest_counter, excluded.highest_counter)",
-            [(kid, dev, highs[kid]) for kid, dev in kid_device.items()])
+            [(kid, kid[:12], highs[kid]) for kid in stored_kids])  # a kid begins with its device
         conn.executemany(
             "INSERT INTO devices (device, name, highest_counter, frames, first_seen, last_seen, "
             "last_source, last_kind, kid) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (device) DO UPDATE SET "
