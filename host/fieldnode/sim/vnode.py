@@ -26,6 +26,7 @@ from __future__ import annotations
 import binascii
 import json
 import os
+import platform
 import select
 import shutil
 import signal
@@ -50,6 +51,21 @@ _CRASH_WINDOW_S = 10.0
 _CRASH_LIMIT = 3
 CAUSES = ("pwron", "hard", "wdt", "deepsleep", "soft")
 NODE_UMASK = 0o077  # what the node writes (nvs.json: device key, Wi-Fi password) is mode 0600
+_CTRL_C = 0x03
+# Ctrl-C becomes SIGINT in the node's tty. The unix port takes SIGINT cleanly only where it waits
+# (poll/select/sleep: EINTR, then KeyboardInterrupt) or reads its REPL line (ISIG off there, so
+# Ctrl-C is a plain byte). Landing in the middle of file I/O or a collection it has been seen to
+# leave a lock held (the process hangs) or the heap locked (it aborts), which a board never does:
+# there the UART interrupt only flags KeyboardInterrupt for the VM's next check. So the relay
+# holds a Ctrl-C (and what follows it, to keep the order) until the node's main thread sits in
+# one of these calls, for at most _INTERRUPT_HOLD_S (a busy loop must still be interruptible).
+_INTERRUPT_HOLD_S = 1.0
+_WAITING_SYSCALLS = {  # Linux syscall numbers, from each architecture's unistd.h
+    "x86_64": {7, 23, 35, 230, 232, 270, 271, 281, 441},  # poll select nanosleep clock_nanosleep
+                                                          # epoll_wait pselect6 ppoll epoll_pwait(2)
+    "aarch64": {22, 72, 73, 101, 115, 441},  # epoll_pwait pselect6 ppoll nanosleep clock_nanosleep
+}.get(platform.machine())
+_READ_SYSCALL = {"x86_64": 0, "aarch64": 63}.get(platform.machine())
 
 
 def micropython_binary() -> str:
@@ -199,6 +215,7 @@ class VirtualNode:
         self._crashes: list[float] = []
         self._to_client = bytearray()
         self._to_proc = bytearray()
+        self._held_since: float | None = None  # when a Ctrl-C started waiting for a safe moment
         self._tail = bytearray()
         self._total = 0  # console bytes seen since start(): offsets for wait_output()
         self._scan = b""  # last bytes of output, for markers split across reads
@@ -387,10 +404,13 @@ class VirtualNode:
                 rlist.append(client)
             if self._to_client:
                 wlist.append(client)
-        if proc_fd is not None and self._to_proc:
+        sendable = self._sendable_to_proc() if proc_fd is not None else 0
+        if sendable:
             wlist.append(proc_fd)
         # While nobody has the port open the master cannot signal an open: look again soon.
         timeout = 0.05 if not connected else 1.0
+        if proc_fd is not None and len(self._to_proc) > sendable:
+            timeout = 0.002  # a held Ctrl-C: look at the node again shortly
         if spawn_in is not None:
             timeout = min(timeout, spawn_in)
         readable, writable, _ = select.select(rlist, wlist, [], timeout)
@@ -418,8 +438,38 @@ class VirtualNode:
                 self._to_proc += data  # input while the node is off or asleep is lost
         if client in writable and self._to_client:
             self._to_client = self._flush(client, self._to_client)
-        if proc_fd is not None and proc_fd in writable and self._to_proc and self._proc_fd == proc_fd:
-            self._to_proc = self._flush(proc_fd, self._to_proc)
+        if proc_fd is not None and proc_fd in writable and sendable and self._proc_fd == proc_fd:
+            rest = self._to_proc[sendable:]
+            self._to_proc = self._flush(proc_fd, self._to_proc[:sendable]) + rest
+
+    def _sendable_to_proc(self) -> int:
+        """How many queued input bytes may go to the node now: all of them, or those before a
+        Ctrl-C that is held until the node can take the SIGINT it becomes (see _WAITING_SYSCALLS)."""
+        i = self._to_proc.find(_CTRL_C)
+        if i != 0:
+            self._held_since = None
+            return len(self._to_proc) if i < 0 else i
+        now = time.monotonic()
+        if self._held_since is None:
+            self._held_since = now
+        if now - self._held_since >= _INTERRUPT_HOLD_S or self._can_take_interrupt():
+            self._held_since = None
+            return len(self._to_proc)
+        return 0
+
+    def _can_take_interrupt(self) -> bool:
+        proc = self._proc
+        if proc is None or _WAITING_SYSCALLS is None:
+            return True  # nothing to look at: behave as a plain tty
+        try:
+            with open(f"/proc/{proc.pid}/syscall") as f:  # the main thread's current call
+                fields = f.read().split()
+        except OSError:
+            return True
+        if not fields or not fields[0].isdigit():
+            return False  # "running" (between calls) or blocked outside a call
+        nr = int(fields[0])
+        return nr in _WAITING_SYSCALLS or (nr == _READ_SYSCALL and len(fields) > 1 and int(fields[1], 16) == 0)
 
     @staticmethod
     def _flush(fd: int, buf: bytearray) -> bytearray:
