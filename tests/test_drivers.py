@@ -516,6 +516,9 @@ world({"devices": {"room": {"absent": True}, "env": {"temp": 30.0}}})
 out["room_down"] = [room.sample(), room.sample(), env.sample(), env.values[0]]
 world({"devices": {"room": {"absent": False}}})
 out["room_back"] = [room.sample(), room.values[0]]
+# A driver bug (an exception no bus raises): that sensor says "driver", the others carry on.
+room.driver.read_into = lambda values: values[7]
+out["room_bug"] = [room.sample(), env.sample()]
 """)
     assert out["names"] == [["env.temp", "env.hum", "env.press"], ["room.temp", "room.hum"], ["meter.power"]]
     e_err, e_vals, r_err, r_vals = out["ok"]
@@ -526,6 +529,7 @@ out["room_back"] = [room.sample(), room.values[0]]
     assert r1 == "nack" and r2 == "nack"
     assert e_err is None and close(e_temp, 30.0, 0.01)
     assert out["room_back"][0] is None and close(out["room_back"][1], 19.0, 0.01)
+    assert out["room_bug"] == ["driver", None]
 
 
 # -- every shipped board, through the devices the simulator attaches ----------------------------

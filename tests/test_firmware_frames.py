@@ -323,6 +323,32 @@ print(json.dumps([first.counter, first.exp, [[n, rep(v)] for n, v in first.items
     assert out == [5, 1764057660, [["relay1", rep(True)]], "replay", 5]
 
 
+def test_a_verified_but_malformed_command_names_and_spends_its_counter(micropython):
+    # Once the MAC verifies, the node may answer (the refusal names the counter) and the counter is
+    # spent; a forged frame names nothing and spends nothing.
+    no_exp = sign(protected_header(counter=7), command_pack([{0: "relay1", 4: True}]))
+    elsewhere = sign(protected_header(counter=8), command_pack([{0: "relay1", 4: True}, {0: "exp", 2: 1}],
+                                                               bn=base_name("7cdfa1c0ffee")))
+    forged = sign(protected_header(counter=9), command_pack([{0: "relay1", 4: True}, {0: "exp", 2: 1}]),
+                  key=OTHER_KEY)
+    out = micropython.eval_json(f"""
+import json
+from binascii import unhexlify
+from fnode.command import CommandReader
+from fnode.cose import Rejected
+r = CommandReader(unhexlify("{KEY.hex()}"), unhexlify("{KID.hex()}"), 4, last=5)
+out = []
+for frame in ("{no_exp.hex()}", "{no_exp.hex()}", "{forged.hex()}", "{elsewhere.hex()}"):
+    try:
+        r.read(unhexlify(frame))
+        out.append("accepted")
+    except Rejected as e:
+        out.append([e.reason, e.counter, r.last])
+print(json.dumps(out))
+""")
+    assert out == [["bad-senml", 7, 7], ["replay", 7, 7], ["bad-mac", None, 7], ["device-mismatch", 8, 8]]
+
+
 # --- random frames: the firmware against the vector generator, pycose and cbor2 ---------------
 
 NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_:./"

@@ -17,7 +17,8 @@ from fieldnode.commanding import ack_result, build_command, counters_path, find_
 from fieldnode.console import frame_from_line
 from fieldnode.devicelink import DeviceLink
 from fieldnode.errors import FieldnodeError
-from fieldnode.frame import KIND_ACK, KIND_EVENT, KIND_TELEMETRY, Frame, ReplayWindow, Verifier
+from fieldnode.frame import (KIND_ACK, KIND_COMMAND, KIND_EVENT, KIND_TELEMETRY, Frame, ReplayWindow, Verifier,
+                             build_frame, device_base_name)
 from fieldnode.gateway import GatewayThread, list_commands
 from fieldnode.keystore import KeyEntry, Keystore
 from support.nodesite import Site, console_since, wait_for
@@ -210,6 +211,12 @@ def test_every_refused_command_is_acked_with_its_reason_and_changes_nothing(site
         assert outputs(node) == before
 
     refused("replay", frame, counter)  # the same frame again: its counter is spent
+    # Signed with the node's key but malformed (no expiry): answered with the reason, spent.
+    entry, spent = entry_for(site), next_counter(counters_path(site.keys), entry_for(site).device)
+    malformed = build_frame(entry.key, entry.kid, entry.alg, spent, KIND_COMMAND, device_base_name(entry.device),
+                            int(time.time()), [{"n": "fan", "v": 0.2}])
+    refused("bad-senml", malformed, spent)
+    refused("replay", malformed, spent)
     refused("expired", *command(site, [("fan", 0.9)], ttl=5, now=time.time() - 60))
     for args, reason in ((["nosuch", "on"], "unknown-actuator"), (["fan", "1.5"], "bad-value"),
                          (["heater", "0.5"], "bad-value"), (["pump", "on"], "min-off-time")):

@@ -136,8 +136,11 @@ class Node:
             cmd = self.commands.read(frame)
         except Rejected as exc:
             log.warn("command refused:", exc.reason)
-            if exc.reason == "replay":  # MAC verified: answer, naming the counter it reused
-                self.ack(exc.counter, "refused", "replay")
+            if exc.counter is not None:  # MAC verified: answer, naming the command's counter
+                if exc.reason != "replay":  # a malformed command spends its counter too
+                    self.cfg.nvs.set_i32("cmdctr", exc.counter)
+                    self.cfg.nvs.commit()
+                self.ack(exc.counter, "refused", exc.reason)
             return
         # The counter is spent before anything moves: a replay after a reboot is refused too.
         self.cfg.nvs.set_i32("cmdctr", cmd.counter)

@@ -38,24 +38,26 @@ class CommandReader:
         a node: oversized ... wrong-kind, bad-senml, device-mismatch, replay)."""
         kind, counter, payload = verify(frame, self._mac, self._kid, self._alg, KIND_COMMAND,
                                         self.last, self._max_len)
+        # From here on the MAC has verified: a refusal names the counter, so the node can answer
+        # it, and the counter is spent (the same frame again is a replay, not a second refusal).
+        self.last = counter
         try:
             bn, bt, records = senml.parse(payload)
         except ValueError as e:
-            raise Rejected("bad-senml", str(e))
+            raise Rejected("bad-senml", str(e), counter)
         if bn != self._bn:
-            raise Rejected("device-mismatch", bn)
+            raise Rejected("device-mismatch", bn, counter)
         exp = None
         items = []
         for name, unit, value, err in records:
             if err is not None:
-                raise Rejected("bad-senml", "a command record carries err")
+                raise Rejected("bad-senml", "a command record carries err", counter)
             if name == "exp":
                 if exp is not None or type(value) not in (int, float):
-                    raise Rejected("bad-senml", "exp must be one number")
+                    raise Rejected("bad-senml", "exp must be one number", counter)
                 exp = value
             else:
                 items.append((name, value))
         if exp is None:
-            raise Rejected("bad-senml", "command without exp")
-        self.last = counter
+            raise Rejected("bad-senml", "command without exp", counter)
         return Command(counter, bt, exp, items)

@@ -1,4 +1,4 @@
-# Console logging gated by a level. Frame lines ("FN1 ...") are written by fnode.console, not here.
+# Console logging gated by a level. Frame lines ("FN1 ...") are written by fnode.uplink, not here.
 from micropython import const
 
 ERROR = const(1)

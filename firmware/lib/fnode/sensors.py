@@ -5,6 +5,7 @@
 #   driver.read_into(values)                  fills values[i] for readings[i]
 # A sensor whose chip is missing or failing still reports every period, as error readings.
 import time
+from fnode import log
 from fnode.sensor import ReadError, bus_error
 
 
@@ -69,6 +70,9 @@ class Sensor:
         except (OSError, ReadError) as exc:
             self.driver = None
             self.error = bus_error(exc).code
+        except Exception as exc:
+            self.driver = None
+            self.error = self._driver_failed(exc)
 
     def sample(self):
         # -> None when values hold a fresh reading, else the error code for every reading.
@@ -82,7 +86,16 @@ class Sensor:
             self.fresh = True
         except (OSError, ReadError) as exc:
             self.error = bus_error(exc).code
+        except Exception as exc:
+            self.error = self._driver_failed(exc)
         return self.error
+
+    def _driver_failed(self, exc):
+        # A driver bug, or a device answering what the driver never expected: this sensor's
+        # readings carry "driver" and the console says what raised; the other sensors, the uplink
+        # and the watchdog's view of this sampler go on (a dead task would reset the node).
+        log.error(self.name, "driver failed:", repr(exc))
+        return "driver"
 
 
 def find_reading(sensors, name):
