@@ -441,3 +441,39 @@ def _processes_in(directory: Path) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def test_monitor_live_view_lists_rejections_by_reason_and_log_lines_below(tmp_path, vectors):
+    """On a console with a good frame, a tampered one, a damaged frame line and log lines, the
+    live view shows the reading, counts each rejection under its reason, and shows the log lines."""
+    keys = tmp_path / "keys.json"
+    case = vectors["frames"][0]
+    from fieldnode.keystore import KeyEntry
+    Keystore(keys, [KeyEntry(kid=bytes.fromhex(case["kid"]), key=bytes.fromhex(case["key"]), name="press-7")]).save()
+    master, slave = pty.openpty()
+    tty.setraw(slave)
+    port = os.ttyname(slave)
+    os.close(slave)
+    good = bytes.fromhex(case["frame"])
+    tampered = bytearray(good)
+    tampered[-3] ^= 0x01
+    proc = subprocess.Popen([FIELDNODE, "monitor", "--port", port, "--keys", str(keys), "--duration", "4"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "COLUMNS": "140"})
+    try:
+        time.sleep(1.0)
+        os.write(master, b"I fieldnode 0.1.0 board virtual reset power_on\n" + encode_console_line(good)
+                 + encode_console_line(bytes(tampered)) + b"FN1 not*base64\n" + b"W env read failed: nack\n")
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        os.close(master)
+    assert proc.returncode == 0, err
+    screen = out.rsplit("┏", 1)[-1]  # the last frame of the live view
+    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in screen.splitlines() if line.startswith("│")]
+    first = case["records"][0]
+    assert any(r[0] == "press-7" and r[1] == first["n"] and r[-1] == "verified" for r in rows), screen
+    rejected = next(line for line in screen.splitlines() if line.startswith("rejected: "))
+    assert "bad-mac 1" in rejected and rejected.count(" 1") == 2, rejected
+    assert "W env read failed: nack" in screen and "I fieldnode 0.1.0" in screen
+    assert case["key"] not in out + err
