@@ -454,7 +454,8 @@ class VirtualNode:
             self._held_since = now
         if now - self._held_since >= _INTERRUPT_HOLD_S or self._can_take_interrupt():
             self._held_since = None
-            return len(self._to_proc)
+            j = self._to_proc.find(_CTRL_C, 1)  # a second Ctrl-C waits for its own moment
+            return len(self._to_proc) if j < 0 else j
         return 0
 
     def _can_take_interrupt(self) -> bool:
