@@ -111,13 +111,29 @@ def bench_verify(seconds: float) -> dict:
                 compare(digest(key, ms, "sha256")[:n], tag)
                 loads(pl)
 
-        rates = best_rates({"ours": ours, "pycose": pycose, "limit": limit}, len(frames), seconds)
-        r_ours, r_pycose, r_limit = rates["ours"], rates["pycose"], rates["limit"]
+        # The same limit with each key's HMAC pads absorbed once (an hmac object per key, copied
+        # per frame), as our verifier keeps them: the stricter yardstick.
+        keyed = {key: hmac.new(key, digestmod="sha256") for key, _ in table.values()}
+        pre_keyed = [(keyed[key], ms, n, tag, pl) for key, ms, n, tag, pl in pre]
+
+        def limit_pads_kept():
+            compare, loads = hmac.compare_digest, cbor2.loads
+            for base, ms, n, tag, pl in pre_keyed:
+                h = base.copy()
+                h.update(ms)
+                compare(h.digest()[:n], tag)
+                loads(pl)
+
+        rates = best_rates({"ours": ours, "pycose": pycose, "limit": limit, "limit_pads": limit_pads_kept},
+                           len(frames), seconds)
+        r_ours, r_pycose, r_limit, r_pads = rates["ours"], rates["pycose"], rates["limit"], rates["limit_pads"]
         out[label] = {"frames": len(frames), "ours_per_s": round(r_ours), "pycose_per_s": round(r_pycose),
                       "limit_per_s": round(r_limit), "ours_vs_pycose": round(r_ours / r_pycose, 3),
-                      "ours_vs_limit": round(r_ours / r_limit, 3)}
+                      "ours_vs_limit": round(r_ours / r_limit, 3), "limit_pads_kept_per_s": round(r_pads),
+                      "ours_vs_limit_pads_kept": round(r_ours / r_pads, 3)}
         print(f"verify+decode [{label}]: ours {r_ours:,.0f}/s, pycose {r_pycose:,.0f}/s, limit {r_limit:,.0f}/s "
-              f"-> {r_ours / r_pycose:.1f}x pycose, {r_ours / r_limit:.2f}x limit")
+              f"(pads kept {r_pads:,.0f}/s) -> {r_ours / r_pycose:.1f}x pycose, {r_ours / r_limit:.2f}x limit, "
+              f"{r_ours / r_pads:.2f}x limit with pads kept")
     return out
 
 

@@ -112,21 +112,27 @@ def gateway_section(d: dict[str, Any], runs: dict[str, Any]) -> list[str]:
         "",
         "### Verify + decode (one core, same frames, same cbor2 5.9)",
         "",
-        "| frames | ours /s | pycose /s | limit /s | ours ÷ pycose | ours ÷ limit |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| frames | ours /s | pycose /s | limit /s | limit, pads kept /s | ours ÷ pycose | ours ÷ limit | "
+        "ours ÷ limit, pads kept |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for label, row in vd.items():
         lines.append(f"| {label} ({row['frames']}) | {_n(row['ours_per_s'])} | {_n(row['pycose_per_s'])} | "
-                     f"{_n(row['limit_per_s'])} | {row['ours_vs_pycose']} | {row['ours_vs_limit']} |")
+                     f"{_n(row['limit_per_s'])} | {_n(row['limit_pads_kept_per_s'])} | {row['ours_vs_pycose']} | "
+                     f"{row['ours_vs_limit']} | {row['ours_vs_limit_pads_kept']} |")
     lines += [
         "",
         "The limit is HMAC over the prebuilt MAC structure plus `cbor2.loads` of the payload and nothing "
         "else (`hmac.digest`, which derives the key's pads again for every frame). Ours also checks the "
         "header, the kind, the SenML structure and the device, and builds the frame object; it takes "
-        "its HMAC from each key's pads absorbed once, which is how it gains on that.",
+        "its HMAC from each key's pads absorbed once, which is how it gains on that. The stricter "
+        "yardstick, *limit, pads kept*, keeps the pads too (an `hmac` object per key, copied per frame): "
+        "against it the verifier's own work beyond HMAC and `loads` shows unflattered.",
         "",
         f"- Reference frame: ≥ 2.5× pycose {_verdict(t6['ours_vs_pycose'] >= 2.5)} ({t6['ours_vs_pycose']}×), "
-        f"≥ 0.7× the limit {_verdict(t6['ours_vs_limit'] >= 0.7)} ({t6['ours_vs_limit']}×).",
+        f"≥ 0.7× the limit {_verdict(t6['ours_vs_limit'] >= 0.7)} ({t6['ours_vs_limit']}×); against the "
+        f"limit with pads kept {t6['ours_vs_limit_pads_kept']}× "
+        f"({_verdict(t6['ours_vs_limit_pads_kept'] >= 0.7)} by that reading).",
         "",
         "### Verify + decode + store into SQLite (one core, 6-reading frames, batches of 256)",
         "",
@@ -260,7 +266,7 @@ def write_report(results: Path, runs: dict[str, Any]) -> Path:
         store = gw["verify_decode_store"]
         summary.append(f"- Gateway verify+decode: {t6['ours_vs_pycose']}× pycose (≥ 2.5: "
                        f"{_verdict(t6['ours_vs_pycose'] >= 2.5)}), {t6['ours_vs_limit']}× the limit (≥ 0.7: "
-                       f"{_verdict(t6['ours_vs_limit'] >= 0.7)}); into SQLite {_n(store['sync=full'])}/s durable, "
+                       f"{_verdict(t6['ours_vs_limit'] >= 0.7)}; {t6['ours_vs_limit_pads_kept']}× the limit with pads kept); into SQLite {_n(store['sync=full'])}/s durable, "
                        f"{_n(store['sync=normal'])}/s with `--sync normal` (≥ 20k: "
                        f"{_verdict(store['sync=full'] >= 20000)} / {_verdict(store['sync=normal'] >= 20000)}).")
         if "node_sweep" in gw:
