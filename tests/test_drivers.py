@@ -95,12 +95,28 @@ out["first"] = read(d, 3)
 world({"devices": {"env": {"temp": -12.5, "hum": 80.0, "press": 95000.0}}})
 out["world"] = read(d, 3)
 out["other_address"] = make(bme280, {"bus": "i2c0", "address": 0x77})
+chip.set(absent=True)                       # unplugged while running
+out["unplugged"] = read(d, 3)
+chip.set(absent=False)
+out["back"] = read(d, 3)
+chip._write_reg(0xE0, 0xB6)                 # a brown-out reset the chip alone: asleep, data "skipped"
+out["after_chip_reset"] = [read(d, 3), read(d, 3)]  # says so once, and starts it again
+bmp = simdev.attach("baro", sim_bme280.BME280(address=0x77), sda=21)
+bmp.regs[0xD0] = 0x58                        # a BMP280 (no humidity) where a BME280 was configured
+out["wrong_chip"] = make(bme280, {"bus": "i2c0", "address": 0x77})
 """)
     t, h, p = out["first"]
     assert close(t, 21.0, 0.01) and close(h, 45.0, 0.01) and close(p, 101325.0, 0.5), out["first"]
     t, h, p = out["world"]
     assert close(t, -12.5, 0.01) and close(h, 80.0, 0.01) and close(p, 95000.0, 0.5), out["world"]
     assert out["other_address"] == "nack"
+    assert out["unplugged"] == "nack"
+    t, h, p = out["back"]
+    assert close(t, -12.5, 0.01) and close(h, 80.0, 0.01) and close(p, 95000.0, 0.5), out["back"]
+    assert out["after_chip_reset"][0] == "not-ready"
+    t, h, p = out["after_chip_reset"][1]
+    assert close(t, -12.5, 0.01) and close(h, 80.0, 0.01) and close(p, 95000.0, 0.5), out["after_chip_reset"]
+    assert out["wrong_chip"] == "chip-id"
 
 
 # -- SHT4x ------------------------------------------------------------------------------------

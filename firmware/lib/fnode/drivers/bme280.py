@@ -41,11 +41,7 @@ class BME280:
                 raise ReadError("chip-id")
             tp = i2c.readfrom_mem(address, _CALIB_TP, 26)
             h = i2c.readfrom_mem(address, _CALIB_H, 7)
-            # Normal mode, x1 oversampling on all three, 1 s standby: the data registers always
-            # hold a recent conversion, so a read never waits (no blocking in an asyncio task).
-            i2c.writeto_mem(address, _CTRL_HUM, b"\x01")
-            i2c.writeto_mem(address, _CONFIG, b"\xa0")
-            i2c.writeto_mem(address, _CTRL_MEAS, b"\x27")
+            self._start()
         except OSError as exc:
             raise bus_error(exc)
         self.t1 = _u16(tp, 0)
@@ -62,6 +58,14 @@ class BME280:
         self.h5 = h5 - 0x1000 if h5 & 0x800 else h5
         self.h6 = h[6] - 0x100 if h[6] & 0x80 else h[6]
 
+    def _start(self):
+        # Normal mode, x1 oversampling on all three, 1 s standby: the data registers always
+        # hold a recent conversion, so a read never waits (no blocking in an asyncio task).
+        i2c, address = self.i2c, self.address
+        i2c.writeto_mem(address, _CTRL_HUM, b"\x01")
+        i2c.writeto_mem(address, _CONFIG, b"\xa0")
+        i2c.writeto_mem(address, _CTRL_MEAS, b"\x27")
+
     def read_into(self, out):
         # out[0..2] = temperature (°C), humidity (%RH), pressure (Pa)
         b = self.buf
@@ -73,6 +77,12 @@ class BME280:
         adc_t = b[3] << 12 | b[4] << 4 | b[5] >> 4
         adc_h = b[6] << 8 | b[7]
         if adc_t == _SKIPPED_T:
+            # No conversion yet, or the chip reset on its own (a brown-out on its supply) and
+            # sleeps: start it again, or it would stay "not-ready" until the node restarts.
+            try:
+                self._start()
+            except OSError as exc:
+                raise bus_error(exc)
             raise ReadError("not-ready")
         t_fine = self._t_fine(adc_t)
         out[0] = ((t_fine * 5 + 128) >> 8) / 100
