@@ -477,3 +477,31 @@ def test_monitor_live_view_lists_rejections_by_reason_and_log_lines_below(tmp_pa
     assert "bad-mac 1" in rejected and rejected.count(" 1") == 2, rejected
     assert "W env read failed: nack" in screen and "I fieldnode 0.1.0" in screen
     assert case["key"] not in out + err
+
+
+def test_sim_runs_a_real_board_definition_against_a_gateway(tmp_path):
+    """`sim --board esp32-devkitc --gateway`: that board's sensors, emulated, reach a real gateway
+    in frames it verifies with the keys sim provisioned."""
+    keys = tmp_path / "keys.json"
+    Keystore(keys, []).save()
+    db = tmp_path / "gw.db"
+    gateway = GatewayThread(Keystore.load(keys), db, ("127.0.0.1", 0), health_interval=0.2).start()
+    try:
+        host, port = gateway.address
+        proc = subprocess.run([FIELDNODE, "sim", "--nodes", "1", "--board", "esp32-devkitc", "--gateway",
+                               f"{host}:{port}", "--duration", "8", "--dir", str(tmp_path / "sim"),
+                               "--keys", str(keys)], capture_output=True, text=True, timeout=180)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.count("  port /dev/pts/") == 1
+        deadline = time.monotonic() + 5
+        names: set[str] = set()
+        while time.monotonic() < deadline and not names:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+                names = {n for (n,) in conn.execute("SELECT DISTINCT name FROM readings")}
+            time.sleep(0.2)
+    finally:
+        gateway.stop()
+    from fieldnode.boards import load_board
+    board = load_board("esp32-devkitc")
+    expected = {s["name"] for s in board["sensors"]}
+    assert {n.split(".")[0] for n in names} >= expected, (names, proc.stderr[-2000:])
