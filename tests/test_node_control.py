@@ -212,7 +212,8 @@ def test_every_refused_command_is_acked_with_its_reason_and_changes_nothing(site
 
     refused("replay", frame, counter)  # the same frame again: its counter is spent
     # Signed with the node's key but malformed (no expiry): answered with the reason, spent.
-    entry, spent = entry_for(site), next_counter(counters_path(site.keys), entry_for(site).device)
+    entry = entry_for(site)
+    spent = next_counter(counters_path(site.keys), entry.device)
     malformed = build_frame(entry.key, entry.kid, entry.alg, spent, KIND_COMMAND, device_base_name(entry.device),
                             int(time.time()), [{"n": "fan", "v": 0.2}])
     refused("bad-senml", malformed, spent)

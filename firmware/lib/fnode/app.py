@@ -138,13 +138,10 @@ class Node:
             log.warn("command refused:", exc.reason)
             if exc.counter is not None:  # MAC verified: answer, naming the command's counter
                 if exc.reason != "replay":  # a malformed command spends its counter too
-                    self.cfg.nvs.set_i32("cmdctr", exc.counter)
-                    self.cfg.nvs.commit()
+                    self._spend(exc.counter)
                 self.ack(exc.counter, "refused", exc.reason)
             return
-        # The counter is spent before anything moves: a replay after a reboot is refused too.
-        self.cfg.nvs.set_i32("cmdctr", cmd.counter)
-        self.cfg.nvs.commit()
+        self._spend(cmd.counter)  # before anything moves
         if not clock.valid():  # an unset clock cannot tell a fresh command from a delayed one
             self.ack(cmd.counter, "refused", "no-clock")
             return
@@ -157,6 +154,11 @@ class Node:
             self.ack(cmd.counter, "applied", None)
         else:
             self.ack(cmd.counter, "refused", reason)
+
+    def _spend(self, counter):
+        # Kept in NVS, so that a replay after a reboot is refused too.
+        self.cfg.nvs.set_i32("cmdctr", counter)
+        self.cfg.nvs.commit()
 
     def ack(self, counter, result, reason):
         b = self.builder
