@@ -9,6 +9,10 @@ each float32 value written as the node knows it (7 significant digits: `23.45`, 
 expansion `23.450000762939453`): what a node would send with the usual JSON encoding and no
 authentication at all. Targets: the
 signed frame <= 40% of the unsigned SenML-JSON, and well under ESP-NOW's 250-byte payload.
+
+Also measured: the floor for frame format v1. The same pack re-encoded by cbor2's canonical
+encoder (shortest integer, length and float forms RFC 8949 allows) is the smallest CBOR that says
+the same; that plus our envelope is the smallest v1 frame of these readings, whatever the encoder.
 """
 from __future__ import annotations
 
@@ -26,6 +30,12 @@ ESP_NOW_LIMIT = 250
 JSON_LABELS = {-2: "bn", -3: "bt", -4: "bu", -5: "bv", 0: "n", 1: "u", 2: "v", 3: "vs", 4: "vb", 6: "t"}
 
 
+def required_text(pack: list[dict]) -> int:
+    """UTF-8 bytes of the strings v1 makes every telemetry frame carry: base name, names, units."""
+    labels = (-2, 0, 1)  # bn, n, u
+    return sum(len(rec[k].encode()) for rec in pack for k in labels if k in rec)
+
+
 def senml_json(pack: list[dict]) -> bytes:
     """SenML-JSON of a SenML-CBOR pack; labels this table does not know (ours) are kept by name."""
     out = [{JSON_LABELS.get(k, str(k)): present(v) for k, v in rec.items()} for rec in pack]
@@ -37,7 +47,10 @@ def main() -> dict:
     frame = bytes.fromhex(case["frame"])
     envelope = cbor2.loads(frame).value  # [protected, unprotected, payload, tag]
     payload = envelope[2]
-    as_json = senml_json(cbor2.loads(payload))
+    pack = cbor2.loads(payload)
+    as_json = senml_json(pack)
+    shortest_payload = len(cbor2.dumps(pack, canonical=True))
+    v1_floor = len(frame) - len(payload) + shortest_payload
     result = {
         "frame": "telemetry-6 (six readings with units, HMAC 256/64)",
         "frame_bytes": len(frame),
@@ -46,6 +59,10 @@ def main() -> dict:
         "senml_json_bytes": len(as_json),
         "frame_vs_senml_json": round(len(frame) / len(as_json), 3),
         "payload_vs_senml_json": round(len(payload) / len(as_json), 3),
+        "shortest_cbor_payload_bytes": shortest_payload,
+        "required_text_bytes": required_text(pack),
+        "v1_floor_bytes": v1_floor,
+        "v1_floor_vs_senml_json": round(v1_floor / len(as_json), 3),
         "esp_now_limit": ESP_NOW_LIMIT,
         "esp_now_headroom_bytes": ESP_NOW_LIMIT - len(frame),
     }
@@ -53,7 +70,9 @@ def main() -> dict:
     RESULTS.write_text(json.dumps(result, indent=1) + "\n")
     print(f"reference frame {len(frame)} B (SenML-CBOR payload {len(payload)} B + COSE {len(frame) - len(payload)} B); "
           f"SenML-JSON of the same readings {len(as_json)} B -> {result['frame_vs_senml_json']:.0%} of it; "
-          f"ESP-NOW headroom {ESP_NOW_LIMIT - len(frame)} B")
+          f"ESP-NOW headroom {ESP_NOW_LIMIT - len(frame)} B; "
+          f"v1 floor {v1_floor} B ({result['v1_floor_vs_senml_json']:.0%}), of which {result['required_text_bytes']} B "
+          "of text v1 requires")
     return result
 
 

@@ -1,5 +1,6 @@
 """The gateway's SQLite store on its own: what a batch commit decides for each frame, what a failed
-commit leaves behind, and the upgrade of a database made by schema 1."""
+commit leaves behind, how new samples move into the indexed table, and the upgrade of databases
+made by schemas 1 and 2."""
 from __future__ import annotations
 
 import sqlite3
@@ -9,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from fieldnode.frame import Verifier
-from fieldnode.gateway.store import SCHEMA_VERSION, Store, StoreItem
+from fieldnode.gateway import store as store_module
+from fieldnode.gateway.store import SCHEMA_VERSION, Health, Store, StoreItem
 from support.gateway_peers import Nodes
 
 READING_COLUMNS = "frame_id, device, name, time, value, string, bool, err, unit"
@@ -75,6 +77,47 @@ def test_a_failed_commit_leaves_nothing_and_the_next_one_stores_its_readings(sto
     assert (device, name, value, unit) == (nodes.devices[0].hex(), "flow", 1.5, "m3/h")
 
 
+def table_counts(path: Path) -> tuple[int, int]:
+    with sqlite3.connect(path) as conn:
+        return (conn.execute("SELECT count(*) FROM samples").fetchone()[0],
+                conn.execute("SELECT count(*) FROM samples_recent").fetchone()[0])
+
+
+def test_new_samples_are_readable_at_once_and_keep_their_ids_when_moved_to_the_index(store, nodes, tmp_path):
+    db = tmp_path / "gw.db"
+    store.commit(items(nodes, [nodes.frame(0), nodes.frame(1)]), {}, None)
+    assert table_counts(db) == (0, 4)  # committed to the unindexed table, 2 records a frame
+    with sqlite3.connect(db) as conn:
+        before = conn.execute(f"SELECT id, {READING_COLUMNS} FROM readings ORDER BY id").fetchall()
+    assert [r[0] for r in before] == [1, 2, 3, 4]
+    store.index_recent()
+    assert table_counts(db) == (4, 0)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute(f"SELECT id, {READING_COLUMNS} FROM readings ORDER BY id").fetchall() == before
+    # Ids go on above both tables, and the housekeeping round moves what has come since.
+    store.commit(items(nodes, [nodes.frame(0)]), {}, None)
+    with sqlite3.connect(db) as conn:
+        assert [i for (i,) in conn.execute("SELECT id FROM samples_recent ORDER BY id")] == [5, 6]
+    store.housekeeping({}, Health(0, 1, "127.0.0.1:5683", time.time()))
+    assert table_counts(db) == (6, 0)
+    assert len(readings(db)) == 6
+
+
+def test_samples_move_once_the_unindexed_table_is_big_and_the_documented_query_uses_the_index(
+        store, nodes, tmp_path, monkeypatch):
+    db = tmp_path / "gw.db"
+    monkeypatch.setattr(store_module, "INDEX_RECENT_ROWS", 5)
+    store.commit(items(nodes, [nodes.frame(0), nodes.frame(0)]), {}, None)
+    assert table_counts(db) == (0, 4)  # 4 rows: below the mark
+    store.commit(items(nodes, [nodes.frame(1)]), {}, None)
+    assert table_counts(db) == (6, 0)  # 6 rows: moved right after that commit
+    with sqlite3.connect(db) as conn:
+        plan = " ".join(row[-1] for row in conn.execute(
+            "EXPLAIN QUERY PLAN SELECT time, value, unit FROM readings WHERE device=? AND name=? AND time>? "
+            "ORDER BY time", (nodes.devices[0].hex(), "temp", 0)))
+    assert "samples_by_series" in plan, plan
+
+
 SCHEMA_1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 INSERT INTO meta VALUES ('schema', '1');
@@ -117,3 +160,44 @@ def test_a_schema_1_database_is_upgraded_with_every_reading_kept(tmp_path):
         assert conn.execute("SELECT kid FROM devices").fetchall() == [("240ac41234560001",)]
         schema = " ".join(sql for (sql,) in conn.execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL"))
         assert "UNIQUE (kid, counter)" in schema and "frames_1" not in schema
+
+
+def test_a_schema_2_database_is_upgraded_and_its_readings_stay_where_they_were(tmp_path, nodes):
+    path = tmp_path / "v2.db"
+    s = Store(path)
+    s.open()
+    s.commit(items(nodes, [nodes.frame(0), nodes.frame(1)]), {}, None)
+    s.index_recent()
+    s.close()
+    with sqlite3.connect(path) as conn:  # back to what schema 2 made: no samples_recent, one table read
+        conn.executescript("""
+            DROP VIEW readings; DROP TABLE samples_recent;
+            CREATE VIEW readings AS
+                SELECT s.id AS id, s.frame_id AS frame_id, r.device AS device, r.name AS name, s.time AS time,
+                       s.value AS value, s.string AS string, s.bool AS bool, s.err AS err,
+                       NULLIF(r.unit, '') AS unit
+                FROM samples s JOIN series r ON r.id = s.series;
+            UPDATE meta SET value='2' WHERE key='schema';""")
+    before = readings(path)
+    s = Store(path)
+    s.open()
+    assert readings(path) == before
+    s.commit(items(nodes, [nodes.frame(0)]), {}, None)
+    s.close()
+    after = readings(path)
+    assert after[:4] == before and len(after) == 6
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone() == (str(SCHEMA_VERSION),)
+        assert conn.execute("SELECT min(id) FROM samples_recent").fetchone() == (5,)
+
+
+def test_a_batch_bigger_than_one_insert_statement_keeps_every_row_in_order(store, nodes, tmp_path):
+    # 150 frames, 300 samples: whole statements of ROWS_PER_INSERT rows plus a shorter remainder.
+    assert 150 % store_module.ROWS_PER_INSERT and 150 > store_module.ROWS_PER_INSERT
+    frames = [nodes.frame(i % 2, records=[{"n": "n", "v": k}, {"n": "m", "vs": str(k)}]) for k, i in
+              enumerate(range(150))]
+    assert all(o.status == "stored" for o in store.commit(items(nodes, frames), {}, None))
+    rows = readings(tmp_path / "gw.db")
+    assert [(r[0], r[2], r[4], r[5]) for r in rows] == [
+        (k + 1, name, k if name == "n" else None, str(k) if name == "m" else None)
+        for k in range(150) for name in ("n", "m")]
