@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -296,13 +297,20 @@ def _migrate_from_1(conn: sqlite3.Connection) -> None:
 
 def _migrate_from_2(conn: sqlite3.Connection) -> None:
     """Schema 2 had no samples_recent: the readings view is made again to read it too."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(conn):
         if _schema_version(conn) == 2:
             conn.execute("DROP VIEW IF EXISTS readings")
             conn.execute(RECENT_TABLE)
             conn.execute(READINGS_VIEW)
             conn.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
+
+
+@contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back if anything in it raises."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -415,15 +423,8 @@ class Store:
 
     def index_recent(self) -> None:
         """Moves samples_recent into samples (and so into its index), in one transaction."""
-        conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            self._move_recent(conn)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+        with write_transaction(self.conn):
+            self._move_recent(self.conn)
 
     def _move_recent(self, conn: sqlite3.Connection) -> None:
         # Every writer's rows go, not only this one's: with several workers, whoever moves takes all.
