@@ -18,7 +18,8 @@ from pathlib import Path
 
 from ..errors import FieldnodeError
 from ..frame import (KIND_ACK, KIND_COMMAND, SENML_BT, SENML_ERR, SENML_N, SENML_T, SENML_U, SENML_V,
-                     SENML_VB, SENML_VS, Frame, FrameRejected, ReplayWindow, parse_protected, split_envelope)
+                     SENML_VB, SENML_VS, Frame, FrameRejected, ReplayWindow, parse_protected, present,
+                     split_envelope)
 
 SCHEMA_VERSION = 3  # 2: readings as series + samples (a view keeps the old shape); replay state per key id
 # 3: new samples land in samples_recent and are moved to samples in bulk
@@ -262,8 +263,7 @@ def _schema_version(conn: sqlite3.Connection) -> int | None:
 def _migrate_from_1(conn: sqlite3.Connection) -> None:
     """Schema 1 kept device, name and unit on every reading, and the replay state per device.
     Upgrades in one transaction, so a cut-short migration leaves the old database as it was."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(conn):
         if _schema_version(conn) == 1:  # another process may have migrated while this one waited
             # frames gets UNIQUE (kid, counter): a table's constraints cannot be altered in
             # place, so it is rebuilt, before anything new refers to it.
@@ -288,11 +288,6 @@ def _migrate_from_1(conn: sqlite3.Connection) -> None:
             conn.execute("UPDATE devices SET kid=(SELECT f.kid FROM frames f WHERE f.device=devices.device "
                          "ORDER BY f.id DESC LIMIT 1)")
             conn.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
 
 
 def _migrate_from_2(conn: sqlite3.Connection) -> None:
@@ -401,18 +396,15 @@ class Store:
         """Stores a batch in one transaction; raises (after rolling back) if it cannot."""
         conn = self.conn
         now = time.time()
-        conn.execute("BEGIN IMMEDIATE")
         self._series_added.clear()
         self._recent_added = 0
         try:
-            outcomes = self._store_frames(conn, items, now) if items else []
-            self._write_counters(conn, counter_deltas)
-            if health is not None:
-                self._write_health(conn, health, now)
-            conn.execute("COMMIT")
+            with write_transaction(conn):
+                outcomes = self._store_frames(conn, items, now) if items else []
+                self._write_counters(conn, counter_deltas)
+                if health is not None:
+                    self._write_health(conn, health, now)
         except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
             for key in self._series_added:
                 self._series.pop(key, None)
             raise
@@ -534,9 +526,7 @@ class Store:
             sample_id += 1
             value = rec.get(SENML_V)
             if value is not None:
-                if type(value) is float:
-                    value = float("%.7g" % value)  # present(), inlined: six calls a frame
-                extend((sample_id, frame_id, sid, at, value, None, None, None))
+                extend((sample_id, frame_id, sid, at, present(value), None, None, None))
             elif SENML_VS in rec:
                 extend((sample_id, frame_id, sid, at, None, rec[SENML_VS], None, None))
             elif SENML_VB in rec:
@@ -592,21 +582,16 @@ class Store:
             (h.worker, h.pid, h.listen, h.started, now, h.stopped, h.batch_pending, h.exchanges))
 
     def housekeeping(self, counter_deltas: dict[str, int], health: Health) -> None:
-        """Periodic: counters, heartbeat, and commands whose time has passed marked expired."""
+        """Periodic: counters, heartbeat, commands whose time has passed marked expired, and the
+        new samples moved into the index."""
         conn = self.conn
         now = time.time()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(conn):
             self._write_counters(conn, counter_deltas)
             self._write_health(conn, health, now)
             conn.execute("UPDATE commands SET state='expired' WHERE state IN ('pending','sent') AND expires<=?",
                          (now,))
             self._move_recent(conn)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
 
 
 def stored_tag(conn: sqlite3.Connection, kid: bytes, counter: int) -> bytes | None:
