@@ -272,16 +272,10 @@ def test_failed_commit_is_not_remembered_as_seen(gateway, client, nodes):
 
 # -- downlink ------------------------------------------------------------------------------------
 
-def command_frame(nodes: Nodes, i: int, counter: int, exp: float) -> bytes:
-    d = nodes.devices[i]
-    return build_frame(nodes.keys[d], make_kid(d, 1), nodes.alg, counter, KIND_COMMAND, device_base_name(d),
-                       int(time.time()), [{"n": "relay1", "vb": True}, {"n": "exp", "v": int(exp)}])
-
-
 def test_command_rides_on_the_answer_and_its_ack_closes_it(gateway, client, nodes):
     dbp = gateway.gateway.db_path
     exp = time.time() + 600
-    cmd = command_frame(nodes, 0, 7, exp)
+    cmd = nodes.command(0, 7, exp)
     cid = enqueue_command(dbp, nodes.devices[0], cmd, exp)
     other = Client(gateway.address)
     assert other.post(nodes.frame(1)).payload == b""  # another node's answer carries nothing
@@ -299,7 +293,7 @@ def test_command_rides_on_the_answer_and_its_ack_closes_it(gateway, client, node
 def test_expired_command_is_not_delivered(gateway, client, nodes):
     dbp = gateway.gateway.db_path
     exp = time.time() + 0.3
-    cid = enqueue_command(dbp, nodes.devices[0], command_frame(nodes, 0, 8, exp), exp)
+    cid = enqueue_command(dbp, nodes.devices[0], nodes.command(0, 8, exp), exp)
     time.sleep(0.5)
     assert client.post(nodes.frame(0)).payload == b""
     assert list_commands(dbp, ids=[cid])[0].state == "expired"
@@ -311,9 +305,9 @@ def test_enqueue_command_refuses_bad_input(tmp_path, nodes):
     with pytest.raises(FieldnodeError, match="not a command"):
         enqueue_command(dbp, nodes.devices[0], nodes.frame(0), exp)
     with pytest.raises(FieldnodeError, match="belongs to device"):
-        enqueue_command(dbp, nodes.devices[1], command_frame(nodes, 0, 1, exp), exp)
+        enqueue_command(dbp, nodes.devices[1], nodes.command(0, 1, exp), exp)
     with pytest.raises(FieldnodeError, match="in the past"):
-        enqueue_command(dbp, nodes.devices[0], command_frame(nodes, 0, 1, exp), time.time() - 1)
+        enqueue_command(dbp, nodes.devices[0], nodes.command(0, 1, exp), time.time() - 1)
     with pytest.raises(FieldnodeError, match="not a valid frame"):
         enqueue_command(dbp, nodes.devices[0], b"junk", exp)
 
@@ -376,45 +370,11 @@ def test_cli_gateway_refuses_bad_arguments(tmp_path, nodes):
     for args, msg in ((["--listen", "127.0.0.1:99999"], "port 0-65535"),
                       (["--listen", "nohost:5683"], "not an IP address"),
                       (["--mqtt", "http://x"], "mqtt://HOST"),
-                      (["--keys", str(tmp_path / "none.json")], "does not exist")):
+                      (["--keys", str(tmp_path / "none.json")], "does not exist"),
+                      (["--workers", "12"], "at most 11")):
         proc = subprocess.run(CLI + ["gateway", "--db", str(tmp_path / "g.db"), "--keys", str(nodes.path)] + args,
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2 and msg in proc.stderr, (args, proc.stderr)
-
-
-def test_cli_workers_share_the_port_and_the_replay_state(tmp_path, nodes):
-    port = free_port(socket.SOCK_DGRAM)
-    dbp = tmp_path / "workers.db"
-    proc = subprocess.Popen(CLI + ["gateway", "--listen", f"127.0.0.1:{port}", "--db", str(dbp), "--keys",
-                                   str(nodes.path), "--workers", "2"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        assert "workers 2" in proc.stdout.readline()
-        deadline = time.monotonic() + 30
-        while sum(w["state"] == "running" for w in read_status(dbp).workers) < 2:
-            assert time.monotonic() < deadline, "the second worker did not start"
-            time.sleep(0.1)
-        clients = [Client(("127.0.0.1", port)) for _ in range(16)]  # 16 source ports
-        for k, c in enumerate(clients):
-            assert c.post(nodes.frame(0, counter=100 + k)).code == coap.CHANGED
-        # the same counters with other contents, each from another source port, so often reaching
-        # the worker that has not seen the device: the database still knows them
-        for k in range(16):
-            ans = clients[(k + 1) % 16].post(nodes.frame(0, counter=100 + k, records=[{"n": "x", "v": k}]))
-            assert ans.payload == b"replay", k
-        fresh = Client(("127.0.0.1", port))
-        assert fresh.post(nodes.frame(0, counter=20)).payload == b"replay"  # below the window
-        for c in clients + [fresh]:
-            c.close()
-    finally:
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
-    ok_lines = [line for line in out.splitlines() if " ok " in line]
-    assert len(ok_lines) == 16
-    assert {line[:4] for line in ok_lines} == {"[w0]", "[w1]"}, "both workers took frames"
-    with sqlite3.connect(dbp) as conn:
-        assert conn.execute("SELECT count(*) FROM frames").fetchone()[0] == 16
 
 
 def test_node_provisioned_while_running_is_accepted(tmp_path, nodes):

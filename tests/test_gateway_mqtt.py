@@ -6,13 +6,14 @@ import socket
 import sqlite3
 import time
 from collections import Counter
+from contextlib import ExitStack
 
 import pytest
 
 from fieldnode.gateway import GatewayThread, read_status
 from fieldnode.gateway.mqtt import MqttUrl
 from fieldnode.errors import FieldnodeError
-from support.gateway_peers import Client, Mosquitto, Nodes, Observer
+from support.gateway_peers import Client, Mosquitto, Nodes, Observer, free_port
 
 
 @pytest.fixture
@@ -133,3 +134,33 @@ def test_mqtt_url_parsing_and_no_password_in_display(monkeypatch):
     with pytest.raises(FieldnodeError) as exc:
         MqttUrl.parse("http://u:hunter2@b")
     assert "hunter2" not in str(exc.value)
+
+
+def test_two_workers_publish_every_reading_once_each_device_in_order(tmp_path, broker):
+    """Each worker publishes its own shard's outbox (its own devices, so a device's readings
+    keep their order); status adds the two publishers up."""
+    nodes = Nodes(tmp_path / "farm-north.json", n=6)
+    db, port = tmp_path / "gw.db", free_port(socket.SOCK_DGRAM)
+    obs = Observer(broker.observer_port)
+    with ExitStack() as stack:
+        gws = [stack.enter_context(GatewayThread(nodes.keystore(), db, ("127.0.0.1", port), mqtt=broker.url,
+                                                 reuse_port=True, worker=w, workers=2, group=f"mqtt-{port}",
+                                                 health_interval=0.1)) for w in (0, 1)]
+        clients = [Client(("127.0.0.1", port)) for _ in range(4)]
+        for n in range(5):
+            for i in range(6):
+                assert clients[(n + i) % 4].post(nodes.frame(i)).code == 68
+        msgs = obs.wait_for(6 * 5 * 2)
+        assert wait_until(lambda: all(outbox_depth(gt) == 0 for gt in gws))
+        assert wait_until(lambda: read_status(db).mqtt["published"] == 60)
+        assert read_status(db).mqtt["state"] == "connected"
+        time.sleep(0.3)  # anything published twice would have arrived by now
+        msgs = obs.wait_for(61, timeout=0.1)
+        for c in clients:
+            c.close()
+    obs.close()
+    payloads = [json.loads(p) for _, p in msgs]
+    assert len({p["id"] for p in payloads}) == 60 == len(payloads), "every reading exactly once"
+    for dev in nodes.devices:
+        counters = [p["counter"] for p in payloads if p["device"] == dev.hex() and p["sensor"] == "temp"]
+        assert counters == [1, 2, 3, 4, 5], dev.hex()

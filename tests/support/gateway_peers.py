@@ -15,7 +15,7 @@ from pathlib import Path
 import paho.mqtt.client as paho
 
 from fieldnode import coap
-from fieldnode.frame import build_frame, device_base_name
+from fieldnode.frame import KIND_COMMAND, build_frame, device_base_name
 from fieldnode.keystore import KeyEntry, Keystore, make_kid
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -53,6 +53,12 @@ class Nodes:
                               {"n": "hum", "u": "%RH", "v": 40 + counter % 10}]
         return build_frame(key or self.keys[d], make_kid(d, 1), self.alg, counter, kind,
                            bn or device_base_name(d), bt + counter, records)
+
+    def command(self, i: int, counter: int, exp: float) -> bytes:
+        """A downlink command frame (relay1 on) for node i, valid until exp."""
+        d = self.devices[i]
+        return build_frame(self.keys[d], make_kid(d, 1), self.alg, counter, KIND_COMMAND, device_base_name(d),
+                           int(time.time()), [{"n": "relay1", "vb": True}, {"n": "exp", "v": int(exp)}])
 
 
 class Mosquitto:

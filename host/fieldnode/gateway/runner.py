@@ -1,10 +1,10 @@
 """Running the gateway as a program: until Ctrl-C/SIGTERM, with live output, one or N workers.
 
 With N workers every worker is a process with its own socket bound with SO_REUSEPORT to the
-same address; the kernel spreads datagrams over them by a hash of the source address and port, so
-a node (which keeps its source port) always reaches the same worker and that worker's replay
-window. The database remains the authority on replay across workers (see store.Store.commit).
-Only the parent process publishes to MQTT, so no reading is published by two processes.
+same address; the kernel spreads datagrams over them by a hash of the source address and port.
+Each device belongs to one worker (store.owner_of), which keeps its replay window, writes its
+frames to that worker's own database file (a shard) and publishes its readings to MQTT; a worker
+hands any other device's datagram to its owner (see server.py). The parent only watches.
 """
 from __future__ import annotations
 
@@ -21,10 +21,10 @@ from pathlib import Path
 from ..errors import FieldnodeError
 from ..keystore import Keystore
 from .live import LinePrinter, summary_line
-from .mqtt import MqttUrl, OutboxPublisher
-from .server import Gateway, format_source, site_from_keystore
+from .mqtt import MqttUrl
+from .server import Gateway, format_source
 from .status import read_status
-from .store import connect
+from .store import MAX_SHARDS, create_shards, shard_paths
 
 
 @dataclass
@@ -77,13 +77,12 @@ def run(opts: Options) -> int:
     keys = load_keys(opts.keys)
     if opts.workers > 1:
         return _run_workers(opts, keys)
-    return asyncio.run(_run_one(opts, keys, worker=0, publish=True, prefix=""))
+    return asyncio.run(_run_one(opts, keys, worker=0, prefix=""))
 
 
-async def _run_one(opts: Options, keys: Keystore, *, worker: int, publish: bool, prefix: str,
-                   reuse_port: bool = False) -> int:
-    gw = Gateway(keys, opts.db, opts.listen, mqtt=opts.mqtt, site=opts.site, publish_mqtt=publish,
-                 synchronous=opts.synchronous, reuse_port=reuse_port, worker=worker)
+async def _run_one(opts: Options, keys: Keystore, *, worker: int, prefix: str, group: str | None = None) -> int:
+    gw = Gateway(keys, opts.db, opts.listen, mqtt=opts.mqtt, site=opts.site, synchronous=opts.synchronous,
+                 reuse_port=opts.workers > 1, worker=worker, workers=opts.workers, group=group)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -116,10 +115,10 @@ async def _summaries(gw: Gateway, every: float, prefix: str) -> None:
         _out(prefix + summary_line(gw.counts, gw.started, gw.pending(), gw.mqtt_state))
 
 
-def _worker_main(opts: Options, worker: int) -> None:
+def _worker_main(opts: Options, worker: int, group: str) -> None:
     # Ctrl-C in the terminal reaches every process of the group; each worker stops on its own.
     keys = load_keys(opts.keys)
-    asyncio.run(_run_one(opts, keys, worker=worker, publish=False, prefix=f"[w{worker}] ", reuse_port=True))
+    asyncio.run(_run_one(opts, keys, worker=worker, prefix=f"[w{worker}] ", group=group))
 
 
 def _run_workers(opts: Options, keys: Keystore) -> int:
@@ -127,15 +126,18 @@ def _run_workers(opts: Options, keys: Keystore) -> int:
         raise FieldnodeError("--workers needs SO_REUSEPORT (Linux); run with --workers 1")
     if opts.listen[1] == 0:
         raise FieldnodeError("--workers needs a fixed port: the workers must share it")
-    connect(opts.db).close()  # create the schema once, before the workers race to
+    shards = set(shard_paths(opts.db)) | set(range(opts.workers))
+    if len(shards) > MAX_SHARDS:
+        raise FieldnodeError(f"--workers {opts.workers} with the {len(shard_paths(opts.db))} shard files of "
+                             f"{opts.db} makes {len(shards)}; at most {MAX_SHARDS} can be read together: "
+                             "use fewer workers, or another --db")
+    create_shards(opts.db, opts.workers)  # here, where a bad --db is reported once
+    group = f"{os.getpid()}-{opts.listen[1]}"
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker_main, args=(opts, i), name=f"fieldnode-gw-{i}") for i in range(opts.workers)]
+    procs = [ctx.Process(target=_worker_main, args=(opts, i, group), name=f"fieldnode-gw-{i}")
+             for i in range(opts.workers)]
     for p in procs:
         p.start()
-    publisher = None
-    if opts.mqtt:
-        publisher = OutboxPublisher(opts.db, opts.mqtt, client_id=f"fieldnode-{opts.site or site_from_keystore(opts.keys)}-{os.getpid()}")
-        publisher.start()
     stopping = False
 
     def on_signal(signum, frame) -> None:
@@ -152,15 +154,13 @@ def _run_workers(opts: Options, keys: Keystore) -> int:
                 last = time.monotonic()
                 st = read_status(opts.db)
                 _out(summary_line(st.counters, min(w["started"] for w in st.workers), st.outbox,
-                                  publisher.state if publisher else "off"))
+                                  st.mqtt["state"] if st.mqtt else "off"))
     finally:
         for p in procs:
             if p.is_alive():
                 os.kill(p.pid, signal.SIGTERM)
         for p in procs:
             p.join(30)
-        if publisher:
-            publisher.stop()
     failed = [p.name for p in procs if p.exitcode not in (0, -signal.SIGTERM)]
     if failed and not stopping:
         raise FieldnodeError(f"worker(s) {', '.join(failed)} stopped unexpectedly; see the messages above")

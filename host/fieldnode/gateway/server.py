@@ -9,15 +9,22 @@ diagnostic payload for a refused one, RST for a malformed confirmable message.
 The commit runs on one worker thread so the event loop keeps receiving while SQLite writes; the
 next batch is whatever arrived during the previous commit (group commit), so a slow disk makes
 batches bigger, not the queue longer.
+
+With N workers (processes sharing the port), each device belongs to one of them (store.owner_of):
+a worker hands a frame of another's device, still undecoded, to its owner over a Unix datagram
+socket, and the owner answers the node from the shared port. So one process holds a device's
+replay window and writes its frames, wherever the kernel sent the datagram.
 """
 from __future__ import annotations
 
 import asyncio
+import collections
 import hmac
 import logging
 import os
 import socket
 import sqlite3
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -28,11 +35,12 @@ from typing import Any
 
 from .. import coap
 from ..errors import FieldnodeError
-from ..frame import NODE_KINDS, Frame, FrameRejected, ReplayWindow, Verifier
+from ..frame import NODE_KINDS, Frame, FrameRejected, ReplayWindow, Verifier, parse_protected, split_envelope
 from ..keystore import Keystore
 from .exchange import PENDING, MessageCache, check_request
 from .mqtt import MqttUrl, OutboxPublisher, ReadingMessages
-from .store import Health, Outcome, Store, StoreItem, connect, stored_tag
+from .store import (Health, Outcome, Store, StoreItem, attach_shards, connect, create_shards, owner_of,
+                    stored_tag)
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +51,16 @@ _CF_COSE = ((coap.CONTENT_FORMAT, coap.encode_uint(coap.CONTENT_FORMAT_COSE_MAC0
 _MAX_AGE_RETRY = ((coap.MAX_AGE, coap.encode_uint(5)),)
 
 OUTCOMES = ("accepted", "duplicate", "retransmission", "rejected", "failed", "ping", "ignored")
+
+# A datagram handed to its device's worker: the node's host length, port, IPv6 scope id; then
+# the host and the datagram as received.
+_FORWARD_HEADER = struct.Struct("!BHI")
+
+
+def forward_address(tag: str, worker: int) -> str:
+    """The Unix socket a worker takes handed-over datagrams on: in Linux's abstract namespace,
+    so nothing is left on disk when a worker dies."""
+    return f"\0fieldnode-gw-{tag}-{worker}"
 
 
 @dataclass(slots=True)
@@ -85,6 +103,88 @@ class _Protocol(asyncio.DatagramProtocol):
         log.debug("udp error: %s", exc)
 
 
+class _PeerLink:
+    """The way to one other worker: a Unix datagram socket connected to its hand-over socket.
+
+    Connected, because then poll() says when the peer's queue (net.unix.max_dgram_qlen, often
+    only 10 datagrams) has room again; until it has, datagrams wait here, up to MAX_WAITING. A
+    datagram that cannot go (peer gone, or too many waiting) is dropped: the node retransmits."""
+
+    MAX_WAITING = 4096
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, address: str) -> None:
+        self.loop = loop
+        self.address = address
+        self.sock: socket.socket | None = None
+        self.waiting: collections.deque[bytes] = collections.deque()
+        self.waited = 0  # datagrams that found the peer's queue full
+
+    def send(self, data: bytes) -> bool:
+        if self.sock is None and not self._connect():
+            return False
+        if self.waiting:
+            if len(self.waiting) >= self.MAX_WAITING:
+                return False
+            self.waiting.append(data)
+            return True
+        try:
+            self.sock.send(data)
+        except BlockingIOError:
+            self.waited += 1
+            self.waiting.append(data)
+            self.loop.add_writer(self.sock, self._flush)
+        except OSError:
+            self.close()
+            return False
+        return True
+
+    def _connect(self) -> bool:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        try:
+            sock.connect(self.address)
+        except OSError:  # that worker is not listening (yet, or any more)
+            sock.close()
+            return False
+        self.sock = sock
+        return True
+
+    def _flush(self) -> None:
+        while self.waiting:
+            try:
+                self.sock.send(self.waiting[0])
+            except BlockingIOError:
+                return
+            except OSError:
+                self.close()
+                return
+            self.waiting.popleft()
+        self.loop.remove_writer(self.sock)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.loop.remove_writer(self.sock)
+            self.sock.close()
+            self.sock = None
+        self.waiting.clear()
+
+
+class _HandedOverProtocol(asyncio.DatagramProtocol):
+    def __init__(self, gateway: "Gateway") -> None:
+        self.gateway = gateway
+
+    def datagram_received(self, data: bytes, _sender: Any) -> None:
+        host_len, port, scope = _FORWARD_HEADER.unpack_from(data)
+        start = _FORWARD_HEADER.size
+        host = data[start:start + host_len].decode()
+        addr = (host, port, 0, scope) if ":" in host else (host, port)
+        self.gateway.datagram_received(data[start + host_len:], addr, handed_over=True)
+
+    def error_received(self, exc: Exception) -> None:
+        # The owner is not (yet, or any more) listening: the node retransmits.
+        log.debug("hand-over error: %s", exc)
+
+
 def site_from_keystore(path: Path | None) -> str:
     """The default MQTT site: the keystore file's name ('farm-north.json' -> 'farm-north');
     'default' for the generic name keys.json."""
@@ -109,9 +209,9 @@ class Gateway:
     def __init__(self, keys: Keystore, db_path: Path | str, listen: tuple[str, int] = ("0.0.0.0", DEFAULT_PORT),
                  *, mqtt: MqttUrl | str | None = None, site: str | None = None, publish_mqtt: bool = True,
                  batch_delay: float = 0.002, batch_max: int = 256, synchronous: str = "FULL",
-                 reuse_port: bool = False, worker: int = 0, health_interval: float = 1.0,
-                 cache: MessageCache | None = None, command_resend: float = 30.0,
-                 mqtt_retry: float = 2.0) -> None:
+                 reuse_port: bool = False, worker: int = 0, workers: int = 1, group: str | None = None,
+                 health_interval: float = 1.0, cache: MessageCache | None = None,
+                 command_resend: float = 30.0, mqtt_retry: float = 2.0) -> None:
         self.keys = keys
         self.db_path = Path(db_path)
         self.listen = listen
@@ -122,6 +222,9 @@ class Gateway:
         self.batch_max = batch_max
         self.reuse_port = reuse_port
         self.worker = worker
+        self.workers = workers
+        # Names the workers' hand-over sockets: the workers of one gateway share it.
+        self.group = group or str(os.getpid())
         self.health_interval = health_interval
         self.mqtt_retry = mqtt_retry
         self.counts: dict[str, int] = {}
@@ -133,10 +236,14 @@ class Gateway:
         self._keys_mtime = self._mtime()
         self._cache = cache or MessageCache()
         outbox = ReadingMessages(self.mqtt.prefix, self.site) if self.mqtt else None
-        self._store = Store(self.db_path, synchronous=synchronous, outbox=outbox, command_resend=command_resend)
+        self._store = Store(self.db_path, synchronous=synchronous, outbox=outbox, command_resend=command_resend,
+                            shard=worker)
         self._executor: ThreadPoolExecutor | None = None
         self._reader: sqlite3.Connection | None = None
+        self._reader_schemas: list[str] = ["main"]
         self._transport: asyncio.DatagramTransport | None = None
+        self._handover: asyncio.DatagramTransport | None = None
+        self._peers: dict[int, _PeerLink] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._batch: list[_Waiting] = []
         self._waiting: dict[tuple[bytes, int], _Waiting] = {}
@@ -159,6 +266,8 @@ class Gateway:
         sock = self._bind()  # first: a port in use is the likeliest mistake, and opens nothing else
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fieldnode-store")
         try:
+            if self.workers > 1:  # every shard there before any worker attaches the others
+                await self._loop.run_in_executor(self._executor, create_shards, self.db_path, self.workers)
             await self._loop.run_in_executor(self._executor, self._store.open)
             restored = await self._loop.run_in_executor(self._executor, lambda: list(self._store.replay_state()))
             for kid, highest, stored in restored:
@@ -168,7 +277,11 @@ class Gateway:
                     if c not in stored:
                         self._window.forget(kid, c)
             self.restored_devices = len(restored)
-            self._reader = connect(self.db_path)
+            self._reader = connect(self._store.own_path)
+            self._reader_schemas = ["main"] + attach_shards(self._reader, self.db_path, self.worker)
+            if self.workers > 1:
+                self._handover, _ = await self._loop.create_datagram_endpoint(
+                    lambda: _HandedOverProtocol(self), sock=self._bind_handover())
             self._transport, _ = await self._loop.create_datagram_endpoint(lambda: _Protocol(self), sock=sock)
             self.started = time.time()
             await self._loop.run_in_executor(self._executor, self._store.housekeeping, {}, self._health())
@@ -177,14 +290,17 @@ class Gateway:
                 self._transport.close()
             else:
                 sock.close()
+            if self._handover is not None:
+                self._handover.close()
             if self._reader is not None:
                 self._reader.close()
             await self._loop.run_in_executor(self._executor, self._store.close)
             self._executor.shutdown(wait=True)
             raise
         if self.mqtt and self.publish_mqtt:
-            self._publisher = OutboxPublisher(self.db_path, self.mqtt, retry=self.mqtt_retry,
-                                              client_id=f"fieldnode-{self.site}-{os.getpid()}")
+            # Each worker publishes its own shard's outbox: a device's readings stay in order.
+            self._publisher = OutboxPublisher(self._store.own_path, self.mqtt, retry=self.mqtt_retry,
+                                              client_id=f"fieldnode-{self.site}-{os.getpid()}-w{self.worker}")
             self._publisher.start()
         self._housekeeping = asyncio.create_task(self._housekeeping_loop())
         return self
@@ -203,6 +319,18 @@ class Gateway:
             sock.close()
             raise FieldnodeError(f"cannot listen on {host}:{port}: {exc.strerror}; pick another "
                                  "--listen HOST:PORT (is another gateway running?)") from None
+        sock.setblocking(False)
+        return sock
+
+    def _bind_handover(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            sock.bind(forward_address(self.group, self.worker))
+        except OSError as exc:
+            sock.close()
+            raise FieldnodeError(f"worker {self.worker} cannot take handed-over frames: {exc.strerror} "
+                                 "(is this gateway already running?)") from None
         sock.setblocking(False)
         return sock
 
@@ -226,6 +354,10 @@ class Gateway:
             log.warning("final health write failed: %s", exc)
         if self._transport:
             self._transport.close()
+        if self._handover:
+            self._handover.close()
+        for peer in self._peers.values():
+            peer.close()
         if self._publisher:
             await self._loop.run_in_executor(None, self._publisher.stop)
         await self._loop.run_in_executor(self._executor, self._store.close)
@@ -269,11 +401,13 @@ class Gateway:
 
     # -- datagrams -------------------------------------------------------------------------------
 
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        """The handler for one datagram (the tests call it directly for speed)."""
+    def datagram_received(self, data: bytes, addr: Any, handed_over: bool = False) -> None:
+        """The handler for one datagram (the tests call it directly for speed). handed_over: it
+        came from another worker, which counted it."""
         if self._closing:
             return  # the node retransmits to the next gateway run
-        self._count("datagrams")
+        if not handed_over:
+            self._count("datagrams")
         try:
             msg = coap.decode(data)
         except coap.CoapError as exc:
@@ -294,6 +428,11 @@ class Gateway:
                 self._finish("rejected", addr, reason="bad-coap",
                              detail=f"{coap.TYPE_NAMES[msg.mtype]} {coap.code_text(msg.code)} is not a request")
             return
+        if self.workers > 1 and not handed_over:
+            owner = self._owner(msg.payload)
+            if owner != self.worker:
+                self._hand_over(owner, data, addr)
+                return
         key = (addr, msg.mid)
         cached = self._cache.get(key)
         if cached is not None:
@@ -336,7 +475,7 @@ class Gateway:
             waiting.replies.append((msg, addr))
             self._cache.put(key, PENDING)
             return
-        tag = stored_tag(self._reader, kid, counter)
+        tag = stored_tag(self._reader, kid, counter, self._reader_schemas)
         if tag is not None and hmac.compare_digest(tag, frame.tag):
             self._answer(msg, addr, coap.VALID)
             self._finish("duplicate", addr, code=coap.VALID, frame=frame)
@@ -344,6 +483,26 @@ class Gateway:
             self._answer(msg, addr, coap.BAD_REQUEST, b"replay")
             self._finish("rejected", addr, reason="replay", code=coap.BAD_REQUEST, frame=frame,
                          detail=f"kid {kid.hex()} counter {counter}")
+
+    def _owner(self, payload: bytes) -> int:
+        """The worker of the frame's device; this one for anything that is not a frame (it is
+        refused here, as by any worker)."""
+        try:
+            kid = parse_protected(split_envelope(payload)[0])[1]
+        except Exception:
+            return self.worker
+        return owner_of(kid[:6], self.workers)
+
+    def _hand_over(self, owner: int, data: bytes, addr: Any) -> None:
+        host = addr[0].encode()
+        scope = addr[3] if len(addr) > 3 else 0
+        peer = self._peers.get(owner)
+        if peer is None:
+            peer = self._peers[owner] = _PeerLink(self._loop, forward_address(self.group, owner))
+        if peer.send(_FORWARD_HEADER.pack(len(host), addr[1], scope) + host + data):
+            self._count("handed_over")
+        else:
+            self._count("hand_over_dropped")
 
     # -- batching and commit ---------------------------------------------------------------------
 

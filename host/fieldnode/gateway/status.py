@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import FieldnodeError
-from .store import connect
+from .store import connect, shard_paths
 
 # A worker is "running" if its heartbeat (written every second) is younger than this.
 STALE_AFTER = 5.0
@@ -41,42 +41,84 @@ class Status:
 
 
 def read_status(db_path: Path | str) -> Status:
-    conn = connect(db_path, create=False)
-    try:
-        return _read(conn)
-    except sqlite3.DatabaseError as exc:
-        raise FieldnodeError(f"{db_path} is not a fieldnode gateway database ({exc}); pass the --db "
-                             "the gateway uses") from None
-    finally:
-        conn.close()
+    """The gateway's state across its shards (one database file per worker, see store.py)."""
+    st = Status(time.time())
+    connect(db_path, create=False).close()  # the clear error when db_path is not there
+    for index, path in shard_paths(db_path).items():
+        conn = connect(path, create=False)
+        try:
+            _read(conn, st, commands=index == 0)
+        except sqlite3.DatabaseError as exc:
+            raise FieldnodeError(f"{path} is not a fieldnode gateway database ({exc}); pass the --db "
+                                 "the gateway uses") from None
+        finally:
+            conn.close()
+    st.workers.sort(key=lambda w: w["worker"])
+    st.devices.sort(key=lambda d: d["name"] or d["device"])
+    return st
 
 
-def _read(conn: sqlite3.Connection) -> Status:
-    now = time.time()
-    st = Status(now)
+def _read(conn: sqlite3.Connection, st: Status, *, commands: bool) -> None:
+    """Adds one shard's state to st. A device stored by several shards (runs with different
+    numbers of workers) is merged: its frames added up, the rest from its latest frame."""
+    now = st.now
     conn.execute("BEGIN")  # one snapshot for all the queries
     try:
         for worker, pid, listen, started, heartbeat, stopped, pending, exchanges in conn.execute(
                 "SELECT worker, pid, listen, started, heartbeat, stopped, batch_pending, exchanges "
                 "FROM gateway ORDER BY worker"):
             state = "stopped" if stopped else ("running" if now - heartbeat < STALE_AFTER else "not responding")
-            st.workers.append({"worker": worker, "pid": pid, "listen": listen, "started": started,
-                               "heartbeat": heartbeat, "stopped": stopped, "state": state,
-                               "batch_pending": pending, "exchanges": exchanges})
-        st.counters = dict(conn.execute("SELECT name, value FROM counters ORDER BY name"))
+            row = {"worker": worker, "pid": pid, "listen": listen, "started": started,
+                   "heartbeat": heartbeat, "stopped": stopped, "state": state,
+                   "batch_pending": pending, "exchanges": exchanges}
+            # A row for the same worker in another shard is from an older run: the newer one counts.
+            same = next((w for w in st.workers if w["worker"] == worker), None)
+            if same is None:
+                st.workers.append(row)
+            elif heartbeat > same["heartbeat"]:
+                same.update(row)
+        for name, value in conn.execute("SELECT name, value FROM counters"):
+            st.counters[name] = st.counters.get(name, 0) + value
+        st.counters = dict(sorted(st.counters.items()))
+        by_device = {d["device"]: d for d in st.devices}
         for device, name, frames, highest, first, last, source, kind in conn.execute(
                 "SELECT device, name, frames, highest_counter, first_seen, last_seen, last_source, last_kind "
-                "FROM devices ORDER BY coalesce(nullif(name, ''), device)"):
-            st.devices.append({"device": device, "name": name or "", "frames": frames,
-                               "highest_counter": highest, "first_seen": first, "last_seen": last,
-                               "last_source": source, "last_kind": kind})
-        st.outbox, st.outbox_oldest = conn.execute("SELECT count(*), min(created) FROM outbox").fetchone()
-        st.commands = dict(conn.execute(
-            "SELECT CASE WHEN state IN ('pending','sent') AND expires<=? THEN 'expired' ELSE state END AS s, "
-            "count(*) FROM commands GROUP BY s", (now,)))
+                "FROM devices"):
+            row = {"device": device, "name": name or "", "frames": frames, "highest_counter": highest,
+                   "first_seen": first, "last_seen": last, "last_source": source, "last_kind": kind}
+            seen = by_device.get(device)
+            if seen is None:
+                st.devices.append(row)
+                by_device[device] = row
+                continue
+            row["frames"] += seen["frames"]
+            row["first_seen"] = min(first, seen["first_seen"])
+            if last < seen["last_seen"]:
+                row.update({k: seen[k] for k in ("name", "highest_counter", "last_seen", "last_source", "last_kind")})
+            seen.update(row)
+        count, oldest = conn.execute("SELECT count(*), min(created) FROM outbox").fetchone()
+        st.outbox += count
+        if oldest is not None:
+            st.outbox_oldest = oldest if st.outbox_oldest is None else min(oldest, st.outbox_oldest)
+        if commands:
+            st.commands = dict(conn.execute(
+                "SELECT CASE WHEN state IN ('pending','sent') AND expires<=? THEN 'expired' ELSE state END AS s, "
+                "count(*) FROM commands GROUP BY s", (now,)))
         row = conn.execute("SELECT url, state, detail, published, updated FROM mqtt_state WHERE id=1").fetchone()
         if row:
-            st.mqtt = dict(zip(("url", "state", "detail", "published", "updated"), row))
+            _merge_mqtt(st, dict(zip(("url", "state", "detail", "published", "updated"), row)))
     finally:
         conn.execute("COMMIT")
-    return st
+
+
+def _merge_mqtt(st: Status, shard: dict) -> None:
+    """One publisher per worker: the messages they published add up, and a publisher that is not
+    connected is the state shown (the others' readings flow, its own wait)."""
+    if st.mqtt is None:
+        st.mqtt = shard
+        return
+    published = st.mqtt["published"] + shard["published"]
+    updated = max(st.mqtt["updated"], shard["updated"])
+    if st.mqtt["state"] == "connected" and shard["state"] != "connected":
+        st.mqtt = shard
+    st.mqtt["published"], st.mqtt["updated"] = published, updated

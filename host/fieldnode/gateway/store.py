@@ -5,12 +5,20 @@ thread). A batch of frames is one transaction; the gateway answers the nodes onl
 commits. WAL mode lets `fieldnode status`, the MQTT publisher and `fieldnode command` read and
 write beside it. Devices are stored as 12 lowercase hex digits so the tables are easy to query
 by hand.
+
+Shards: with `--workers N` each worker writes its own database file (`gw.db`, `gw.shard1.db`, ...)
+and owns the devices `owner_of` gives it, so N workers are N SQLite writers. Every writer attaches
+the other shards read-only: a device's frames from a run with another N stay part of its replay
+state. Commands live in shard 0 (`gw.db`), which is what `fieldnode command` writes.
 """
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import time
+import urllib.parse
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,6 +28,8 @@ from ..errors import FieldnodeError
 from ..frame import (KIND_ACK, KIND_COMMAND, SENML_BT, SENML_ERR, SENML_N, SENML_T, SENML_U, SENML_V,
                      SENML_VB, SENML_VS, Frame, FrameRejected, ReplayWindow, parse_protected, present,
                      split_envelope)
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 3  # 2: readings as series + samples (a view keeps the old shape); replay state per key id
 # 3: new samples land in samples_recent and are moved to samples in bulk
@@ -203,6 +213,58 @@ def _values_statement(insert: str, columns: int, rows: int) -> str:
     return sql
 
 
+# SQLite attaches at most 10 databases to a connection: the writer's own shard plus 10 others.
+MAX_SHARDS = 11
+
+
+def shard_path(db: Path | str, index: int) -> Path:
+    """Shard 0 is the database named by --db; shard k of gw.db is gw.shard<k>.db beside it."""
+    db = Path(db)
+    return db if index == 0 else db.with_name(f"{db.stem}.shard{index}{db.suffix}")
+
+
+def shard_paths(db: Path | str) -> dict[int, Path]:
+    """The shards of db that exist, by index (0 included when db exists)."""
+    db = Path(db)
+    found = {0: db} if db.exists() else {}
+    for path in db.parent.glob(f"{glob_escape(db.stem)}.shard*{glob_escape(db.suffix)}"):
+        digits = path.name[len(db.stem) + len(".shard"):len(path.name) - len(db.suffix)]
+        if digits.isdigit() and shard_path(db, int(digits)) == path:
+            found[int(digits)] = path
+    return dict(sorted(found.items()))
+
+
+def glob_escape(text: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
+def owner_of(device: bytes, workers: int) -> int:
+    """The worker (and so the shard) that stores this device's frames when N workers run.
+    CRC-32, not hash(): every process must get the same answer."""
+    return zlib.crc32(device) % workers if workers > 1 else 0
+
+
+def create_shards(db: Path | str, workers: int) -> None:
+    """Shards 0..workers-1 of db, with their schema (harmless when they exist)."""
+    for index in range(workers):
+        connect(shard_path(db, index)).close()
+
+
+def attach_shards(conn: sqlite3.Connection, db: Path | str, own: int) -> list[str]:
+    """ATTACHes every other existing shard of db read-only as shard<k>; returns the schema names."""
+    others = [(k, p) for k, p in shard_paths(db).items() if k != own]
+    if len(others) >= MAX_SHARDS:
+        raise FieldnodeError(f"{db} has {len(others) + 1} shard files; the gateway reads at most {MAX_SHARDS} "
+                             "together (SQLite attaches 10 databases) and never makes more: pass the --db "
+                             "of this gateway's own files")
+    names = []
+    for k, path in others:
+        uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
+        conn.execute("ATTACH DATABASE ? AS ?", (uri, f"shard{k}"))
+        names.append(f"shard{k}")
+    return names
+
+
 def default_db_path() -> Path:
     """FIELDNODE_DB, else $XDG_DATA_HOME/fieldnode/gateway.db."""
     env = os.environ.get("FIELDNODE_DB")
@@ -222,8 +284,9 @@ def connect(path: Path | str, *, synchronous: str = "FULL", create: bool = True)
         if create:
             path.parent.mkdir(parents=True, exist_ok=True)
         # The statement cache holds every multi-row INSERT (insert_rows) besides the rest.
-        conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
-                               check_same_thread=False, cached_statements=512)
+        # uri=True lets attach_shards open the other shards read-only ("file:...?mode=ro").
+        conn = sqlite3.connect(str(path), isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
+                               check_same_thread=False, cached_statements=512, uri=True)
         conn.execute("PRAGMA journal_mode=WAL")
         # FULL: a commit survives a power cut, which is what the 2.04 promises the node.
         conn.execute(f"PRAGMA synchronous={synchronous}")
@@ -348,11 +411,16 @@ OutboxRows = Callable[[Frame, str, "list[dict]"], "list[tuple[str, str]]"]
 
 
 class Store:
-    """The writer side. Every method runs on the gateway's commit thread."""
+    """The writer side. Every method runs on the gateway's commit thread.
+
+    `path` is the database given with --db; `shard` the worker's index: the store writes
+    shard_path(path, shard) and reads the other shards (see the module's docstring)."""
 
     def __init__(self, path: Path | str, *, synchronous: str = "FULL", outbox: OutboxRows | None = None,
-                 command_resend: float = 30.0) -> None:
+                 command_resend: float = 30.0, shard: int = 0) -> None:
         self.path = Path(path)
+        self.shard = shard
+        self.own_path = shard_path(path, shard)
         self.synchronous = synchronous
         self.outbox = outbox
         self.command_resend = command_resend
@@ -364,16 +432,33 @@ class Store:
         self._sample_id = 0
         self._recent_rows = 0  # rows this writer added to samples_recent since it last moved them
         self._recent_added = 0  # ... of which in the transaction under way
+        self.schemas: list[str] = ["main"]  # this shard, then the others attached read-only
+        # Commands are in shard 0. Another shard's writer reads them through its attachment and
+        # writes their state changes over its own connection to shard 0 once its batch has
+        # committed: a transaction cannot write both files without also locking shard 0.
+        self._commands = "main"
+        self._commands_conn: sqlite3.Connection | None = None
+        self._command_writes: list[tuple[str, tuple]] = []
+        self._commands_given: set[str] = set()
 
     def open(self) -> None:
-        self._conn = connect(self.path, synchronous=self.synchronous)
-        # The writer's page cache holds the hot ends of the indexes (default: 2 MB).
-        self._conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
+        self._conn = connect(self.own_path, synchronous=self.synchronous)
+        try:
+            # The writer's page cache holds the hot ends of the indexes (default: 2 MB).
+            self._conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
+            self.schemas = ["main"] + attach_shards(self._conn, self.path, self.shard)
+            if self.shard != 0:
+                self._commands_conn = connect(self.path, synchronous=self.synchronous)
+                self._commands = "shard0"
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        for conn in (self._conn, self._commands_conn):
+            if conn is not None:
+                conn.close()
+        self._conn = self._commands_conn = None
         self._series.clear()
 
     @property
@@ -383,13 +468,20 @@ class Store:
         return self._conn
 
     def replay_state(self) -> Iterable[tuple[bytes, int, set[int]]]:
-        """(key id, highest counter, counters stored within the replay window below it)."""
+        """(key id, highest counter, counters stored within the replay window below it), over
+        every shard."""
         conn = self.conn
-        for kid, highest in conn.execute("SELECT kid, highest_counter FROM replay").fetchall():
-            stored = {c for (c,) in conn.execute(
-                "SELECT counter FROM frames WHERE kid=? AND counter>? AND counter<=?",
-                (kid, highest - REPLAY_SPAN, highest))}
-            yield bytes.fromhex(kid), highest, stored
+        highest: dict[str, int] = {}
+        for schema in self.schemas:
+            for kid, high in conn.execute(f"SELECT kid, highest_counter FROM {schema}.replay"):
+                highest[kid] = max(high, highest.get(kid, 0))
+        for kid, high in highest.items():
+            stored = set()
+            for schema in self.schemas:
+                stored.update(c for (c,) in conn.execute(
+                    f"SELECT counter FROM {schema}.frames WHERE kid=? AND counter>? AND counter<=?",
+                    (kid, high - REPLAY_SPAN, high)))
+            yield bytes.fromhex(kid), high, stored
 
     def commit(self, items: Sequence[StoreItem], counter_deltas: dict[str, int],
                health: Health | None) -> list[Outcome]:
@@ -398,6 +490,8 @@ class Store:
         now = time.time()
         self._series_added.clear()
         self._recent_added = 0
+        self._command_writes.clear()
+        self._commands_given.clear()
         try:
             with write_transaction(conn):
                 outcomes = self._store_frames(conn, items, now) if items else []
@@ -408,6 +502,7 @@ class Store:
             for key in self._series_added:
                 self._series.pop(key, None)
             raise
+        self._write_commands_elsewhere()
         self._recent_rows += self._recent_added
         if self._recent_rows >= INDEX_RECENT_ROWS:
             self.index_recent()
@@ -430,13 +525,17 @@ class Store:
         # the write lock, and `replay.highest_counter` moves with every stored frame, so a counter
         # above it cannot be in `frames` yet: only the others (UDP reordering within the window,
         # retransmissions) need a look at the table. UNIQUE (kid, counter) stays the backstop.
+        # The other shards hold what a run with another number of workers stored for these keys.
         stored_high = dict.fromkeys({item.frame.kid.hex() for item in items}, 0)
-        stored_high.update(conn.execute(
-            f"SELECT kid, highest_counter FROM replay WHERE kid IN ({','.join('?' * len(stored_high))})",
-            list(stored_high)))
+        marks = ",".join("?" * len(stored_high))
+        for schema in self.schemas:
+            for kid, high in conn.execute(f"SELECT kid, highest_counter FROM {schema}.replay WHERE kid IN ({marks})",
+                                          list(stored_high)):
+                stored_high[kid] = max(high, stored_high[kid])
         highs = dict(stored_high)
         open_commands = {d for (d,) in conn.execute(
-            "SELECT DISTINCT device FROM commands WHERE state IN ('pending','sent') AND expires>?", (now,))}
+            f"SELECT DISTINCT device FROM {self._commands}.commands WHERE state IN ('pending','sent') AND expires>?",
+            (now,))}
         # Ids are given here, so rows go in many to a statement (the write lock is held). A
         # sample's id is above every id in both sample tables: the move keeps ids.
         (frame_id,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM frames").fetchone()
@@ -461,7 +560,7 @@ class Store:
                 continue
             tag = batch_tags.get((kid, counter))
             if tag is None and counter <= stored_high[kid]:
-                tag = stored_tag(conn, f.kid, counter)
+                tag = stored_tag(conn, f.kid, counter, self.schemas)
             if tag is not None:
                 outcomes.append(Outcome("duplicate" if tag == f.tag else "replay"))
                 continue
@@ -477,7 +576,7 @@ class Store:
                     for topic, payload in self.outbox(f, item.node, records):
                         outbox += (topic, payload, now)
                 if f.kind == KIND_ACK:
-                    self._command_answered(conn, dev, records, now)
+                    self._command_answered(dev, records, now)
             if counter > highs[kid]:
                 highs[kid] = counter
             touched[dev] = item
@@ -544,25 +643,47 @@ class Store:
 
     def _next_command(self, conn: sqlite3.Connection, dev: str, now: float) -> tuple[int, bytes] | None:
         """The oldest command for dev not yet delivered (or delivered long ago and unanswered)."""
+        if self._commands != "main" and dev in self._commands_given:
+            return None  # its 'sent' mark is not written yet: one command a device per batch
         row = conn.execute(
-            "SELECT id, frame FROM commands WHERE device=? AND expires>? AND (state='pending' OR "
+            f"SELECT id, frame FROM {self._commands}.commands WHERE device=? AND expires>? AND (state='pending' OR "
             "(state='sent' AND sent_at<?)) ORDER BY id LIMIT 1", (dev, now, now - self.command_resend)
         ).fetchone()
         if row is None:
             return None
-        conn.execute("UPDATE commands SET state='sent', sent_at=?, attempts=attempts+1 WHERE id=?",
-                     (now, row[0]))
+        self._commands_given.add(dev)
+        self._write_command("UPDATE commands SET state='sent', sent_at=?, attempts=attempts+1 WHERE id=?",
+                            (now, row[0]))
         return row[0], row[1]
 
-    @staticmethod
-    def _command_answered(conn: sqlite3.Connection, dev: str, records: list[dict], now: float) -> None:
+    def _command_answered(self, dev: str, records: list[dict], now: float) -> None:
         by_name = {r["n"]: r for r in records}
         ack, result = by_name.get("ack", {}).get("v"), by_name.get("result", {}).get("vs")
         if type(ack) is not int or result not in ("applied", "refused"):
             return
         reason = by_name.get("reason", {}).get("vs")
-        conn.execute("UPDATE commands SET state=?, result_at=?, reason=? WHERE device=? AND counter=? "
-                     "AND state IN ('pending','sent')", (result, now, reason, dev, ack))
+        self._write_command("UPDATE commands SET state=?, result_at=?, reason=? WHERE device=? AND counter=? "
+                            "AND state IN ('pending','sent')", (result, now, reason, dev, ack))
+
+    def _write_command(self, sql: str, args: tuple) -> None:
+        if self._commands == "main":
+            self.conn.execute(sql, args)  # in the batch's transaction
+        else:
+            self._command_writes.append((sql, args))
+
+    def _write_commands_elsewhere(self) -> None:
+        """Shard 0's command rows, changed after this shard's commit. Should the process die in
+        between, a command stays 'pending' (sent again with the next frame; a node applies a
+        command counter once) or 'sent' (resent after command_resend, and acknowledged again)."""
+        if not self._command_writes:
+            return
+        try:
+            with write_transaction(self._commands_conn):
+                for sql, args in self._command_writes:
+                    self._commands_conn.execute(sql, args)
+        except sqlite3.Error as exc:  # the frames are stored, so they are answered; as above
+            log.warning("command states not written to %s: %s", self.path, exc)
+        self._command_writes.clear()
 
     @staticmethod
     def _write_counters(conn: sqlite3.Connection, deltas: dict[str, int]) -> None:
@@ -589,16 +710,22 @@ class Store:
         with write_transaction(conn):
             self._write_counters(conn, counter_deltas)
             self._write_health(conn, health, now)
-            conn.execute("UPDATE commands SET state='expired' WHERE state IN ('pending','sent') AND expires<=?",
-                         (now,))
+            if self._commands == "main":
+                conn.execute("UPDATE commands SET state='expired' WHERE state IN ('pending','sent') "
+                             "AND expires<=?", (now,))
             self._move_recent(conn)
 
 
-def stored_tag(conn: sqlite3.Connection, kid: bytes, counter: int) -> bytes | None:
-    """The tag of the stored frame with this key id and counter (for the 2.03 answer)."""
-    row = conn.execute("SELECT tag FROM frames WHERE kid=? AND counter=?",
-                       (kid.hex(), counter)).fetchone()
-    return row[0] if row else None
+def stored_tag(conn: sqlite3.Connection, kid: bytes, counter: int,
+               schemas: Sequence[str] = ("main",)) -> bytes | None:
+    """The tag of the stored frame with this key id and counter (for the 2.03 answer), looked
+    for in each of the schemas (a shard and those attach_shards attached)."""
+    for schema in schemas:
+        row = conn.execute(f"SELECT tag FROM {schema}.frames WHERE kid=? AND counter=?",
+                           (kid.hex(), counter)).fetchone()
+        if row:
+            return row[0]
+    return None
 
 
 def enqueue_command(db_path: Path | str, device: bytes, frame: bytes, expires: float) -> int:
