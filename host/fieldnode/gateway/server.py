@@ -103,6 +103,22 @@ class _Protocol(asyncio.DatagramProtocol):
         log.debug("udp error: %s", exc)
 
 
+def _bound_socket(family: int, address: Any, reuse_port: bool, error: Callable[[str], str]) -> socket.socket:
+    """A non-blocking datagram socket bound to address; FieldnodeError(error(reason)) if it cannot be."""
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        # A burst of frames must not overflow the socket while a batch is verified.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise FieldnodeError(error(exc.strerror)) from None
+    sock.setblocking(False)
+    return sock
+
+
 class _PeerLink:
     """The way to one other worker: a Unix datagram socket connected to its hand-over socket.
 
@@ -307,32 +323,14 @@ class Gateway:
 
     def _bind(self) -> socket.socket:
         host, port = self.listen
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            if self.reuse_port:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            # A burst of frames must not overflow the socket while a batch is verified.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-            sock.bind((host, port))
-        except OSError as exc:
-            sock.close()
-            raise FieldnodeError(f"cannot listen on {host}:{port}: {exc.strerror}; pick another "
-                                 "--listen HOST:PORT (is another gateway running?)") from None
-        sock.setblocking(False)
-        return sock
+        return _bound_socket(socket.AF_INET6 if ":" in host else socket.AF_INET, (host, port), self.reuse_port,
+                             lambda why: f"cannot listen on {host}:{port}: {why}; pick another --listen "
+                                         "HOST:PORT (is another gateway running?)")
 
     def _bind_handover(self) -> socket.socket:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-            sock.bind(forward_address(self.group, self.worker))
-        except OSError as exc:
-            sock.close()
-            raise FieldnodeError(f"worker {self.worker} cannot take handed-over frames: {exc.strerror} "
-                                 "(is this gateway already running?)") from None
-        sock.setblocking(False)
-        return sock
+        return _bound_socket(socket.AF_UNIX, forward_address(self.group, self.worker), False,
+                             lambda why: f"worker {self.worker} cannot take handed-over frames: {why} "
+                                         "(is this gateway already running?)")
 
     async def stop(self) -> None:
         """Stops taking datagrams, commits and answers what is pending, closes the store."""
