@@ -51,7 +51,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from fieldnode.frame import KIND_NAMES, TAG_LENGTH, Verifier, mac_structure, parse_protected, split_envelope  # noqa: E402
 from fieldnode.gateway import GatewayThread  # noqa: E402
 from fieldnode.gateway.mqtt import ReadingMessages  # noqa: E402
-from fieldnode.gateway.server import _FORWARD_HEADER, Gateway, forward_address  # noqa: E402
+from fieldnode.gateway.server import _HANDOVER_HEADER, Gateway, handover_address  # noqa: E402
 from fieldnode.gateway.store import Health, Store, StoreItem, create_shards, owner_of  # noqa: E402
 from support.gateway_peers import Nodes, free_port  # noqa: E402
 from support.senders import run_closed, run_paced  # noqa: E402
@@ -393,10 +393,10 @@ def bench_hand_over(frames: list[bytes]) -> dict:
     datagrams = [coap.encode(coap.Message(coap.CON, coap.POST, i & 0xFFFF, b"\x01\x02",
                                           [(coap.URI_PATH, b"f")], f)) for i, f in enumerate(frames)]
     owner_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    owner_sock.bind(forward_address(f"bench-{os.getpid()}", 1))
+    owner_sock.bind(handover_address(f"bench-{os.getpid()}", 1))
     owner_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
     sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sender.connect(forward_address(f"bench-{os.getpid()}", 1))  # connected, as the gateway's _PeerLink
+    sender.connect(handover_address(f"bench-{os.getpid()}", 1))  # connected, as the gateway's _PeerLink
     addr = ("192.0.2.10", 40000)
     host = addr[0].encode()
     best = float("inf")
@@ -406,11 +406,11 @@ def bench_hand_over(frames: list[bytes]) -> dict:
             for data in datagrams[i:i + 8]:
                 msg = coap.decode(data)
                 gw._owner(msg.payload)
-                sender.send(_FORWARD_HEADER.pack(len(host), addr[1], 0) + host + data)
+                sender.send(_HANDOVER_HEADER.pack(len(host), addr[1], 0) + host + data)
             for _ in datagrams[i:i + 8]:
                 got = owner_sock.recv(2048)
-                n, port, _scope = _FORWARD_HEADER.unpack_from(got)
-                got[_FORWARD_HEADER.size:_FORWARD_HEADER.size + n].decode()
+                n, port, _scope = _HANDOVER_HEADER.unpack_from(got)
+                got[_HANDOVER_HEADER.size:_HANDOVER_HEADER.size + n].decode()
         best = min(best, (time.perf_counter() - t) / len(datagrams))
     owner_sock.close()
     sender.close()

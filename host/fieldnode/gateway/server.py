@@ -54,10 +54,10 @@ OUTCOMES = ("accepted", "duplicate", "retransmission", "rejected", "failed", "pi
 
 # A datagram handed to its device's worker: the node's host length, port, IPv6 scope id; then
 # the host and the datagram as received.
-_FORWARD_HEADER = struct.Struct("!BHI")
+_HANDOVER_HEADER = struct.Struct("!BHI")
 
 
-def forward_address(tag: str, worker: int) -> str:
+def handover_address(tag: str, worker: int) -> str:
     """The Unix socket a worker takes handed-over datagrams on: in Linux's abstract namespace,
     so nothing is left on disk when a worker dies."""
     return f"\0fieldnode-gw-{tag}-{worker}"
@@ -190,15 +190,15 @@ class _HandedOverProtocol(asyncio.DatagramProtocol):
         self.gateway = gateway
 
     def datagram_received(self, data: bytes, _sender: Any) -> None:
-        host_len, port, scope = _FORWARD_HEADER.unpack_from(data)
-        start = _FORWARD_HEADER.size
+        host_len, port, scope = _HANDOVER_HEADER.unpack_from(data)
+        start = _HANDOVER_HEADER.size
         host = data[start:start + host_len].decode()
         addr = (host, port, 0, scope) if ":" in host else (host, port)
         self.gateway.datagram_received(data[start + host_len:], addr, handed_over=True)
 
     def error_received(self, exc: Exception) -> None:
-        # The owner is not (yet, or any more) listening: the node retransmits.
-        log.debug("hand-over error: %s", exc)
+        # Only receives (sending is _PeerLink's): nothing here is the node's concern.
+        log.debug("hand-over socket error: %s", exc)
 
 
 def site_from_keystore(path: Path | None) -> str:
@@ -328,7 +328,7 @@ class Gateway:
                                          "HOST:PORT (is another gateway running?)")
 
     def _bind_handover(self) -> socket.socket:
-        return _bound_socket(socket.AF_UNIX, forward_address(self.group, self.worker), False,
+        return _bound_socket(socket.AF_UNIX, handover_address(self.group, self.worker), False,
                              lambda why: f"worker {self.worker} cannot take handed-over frames: {why} "
                                          "(is this gateway already running?)")
 
@@ -496,8 +496,8 @@ class Gateway:
         scope = addr[3] if len(addr) > 3 else 0
         peer = self._peers.get(owner)
         if peer is None:
-            peer = self._peers[owner] = _PeerLink(self._loop, forward_address(self.group, owner))
-        if peer.send(_FORWARD_HEADER.pack(len(host), addr[1], scope) + host + data):
+            peer = self._peers[owner] = _PeerLink(self._loop, handover_address(self.group, owner))
+        if peer.send(_HANDOVER_HEADER.pack(len(host), addr[1], scope) + host + data):
             self._count("handed_over")
         else:
             self._count("hand_over_dropped")
