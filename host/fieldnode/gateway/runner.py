@@ -126,9 +126,10 @@ def _run_workers(opts: Options, keys: Keystore) -> int:
         raise FieldnodeError("--workers needs SO_REUSEPORT (Linux); run with --workers 1")
     if opts.listen[1] == 0:
         raise FieldnodeError("--workers needs a fixed port: the workers must share it")
-    shards = set(shard_paths(opts.db)) | set(range(opts.workers))
+    existing = shard_paths(opts.db)
+    shards = set(existing) | set(range(opts.workers))
     if len(shards) > MAX_SHARDS:
-        raise FieldnodeError(f"--workers {opts.workers} with the {len(shard_paths(opts.db))} shard files of "
+        raise FieldnodeError(f"--workers {opts.workers} with the {len(existing)} shard files of "
                              f"{opts.db} makes {len(shards)}; at most {MAX_SHARDS} can be read together: "
                              "use fewer workers, or another --db")
     create_shards(opts.db, opts.workers)  # here, where a bad --db is reported once

@@ -43,8 +43,8 @@ class Status:
 def read_status(db_path: Path | str) -> Status:
     """The gateway's state across its shards (one database file per worker, see store.py)."""
     st = Status(time.time())
-    connect(db_path, create=False).close()  # the clear error when db_path is not there
-    for index, path in shard_paths(db_path).items():
+    # Shard 0 named even when missing, so that connect() gives the clear error for it.
+    for index, path in {0: Path(db_path), **shard_paths(db_path)}.items():
         conn = connect(path, create=False)
         try:
             _read(conn, st, commands=index == 0)
@@ -54,6 +54,7 @@ def read_status(db_path: Path | str) -> Status:
         finally:
             conn.close()
     st.workers.sort(key=lambda w: w["worker"])
+    st.counters = dict(sorted(st.counters.items()))
     st.devices.sort(key=lambda d: d["name"] or d["device"])
     return st
 
@@ -79,7 +80,6 @@ def _read(conn: sqlite3.Connection, st: Status, *, commands: bool) -> None:
                 same.update(row)
         for name, value in conn.execute("SELECT name, value FROM counters"):
             st.counters[name] = st.counters.get(name, 0) + value
-        st.counters = dict(sorted(st.counters.items()))
         by_device = {d["device"]: d for d in st.devices}
         for device, name, frames, highest, first, last, source, kind in conn.execute(
                 "SELECT device, name, frames, highest_counter, first_seen, last_seen, last_source, last_kind "

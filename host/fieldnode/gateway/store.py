@@ -13,6 +13,7 @@ state. Commands live in shard 0 (`gw.db`), which is what `fieldnode command` wri
 """
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import sqlite3
@@ -227,15 +228,11 @@ def shard_paths(db: Path | str) -> dict[int, Path]:
     """The shards of db that exist, by index (0 included when db exists)."""
     db = Path(db)
     found = {0: db} if db.exists() else {}
-    for path in db.parent.glob(f"{glob_escape(db.stem)}.shard*{glob_escape(db.suffix)}"):
+    for path in db.parent.glob(f"{glob.escape(db.stem)}.shard*{glob.escape(db.suffix)}"):
         digits = path.name[len(db.stem) + len(".shard"):len(path.name) - len(db.suffix)]
         if digits.isdigit() and shard_path(db, int(digits)) == path:
             found[int(digits)] = path
     return dict(sorted(found.items()))
-
-
-def glob_escape(text: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
 
 
 def owner_of(device: bytes, workers: int) -> int:
