@@ -435,6 +435,54 @@ def test_port_in_use_is_a_clear_error(tmp_path, nodes):
             gt.start()
 
 
+def test_a_second_gateway_on_the_same_database_is_refused_and_the_first_carries_on(tmp_path, nodes):
+    path = tmp_path / "gw.db"
+    with GatewayThread(nodes.keystore(), path, ("127.0.0.1", 0)) as first:
+        second = GatewayThread(nodes.keystore(), path, ("127.0.0.1", 0))
+        with pytest.raises(FieldnodeError, match=rf"gw.db is in use by another gateway \(process {os.getpid()}\)"):
+            second.start()
+        c = Client(first.address)
+        assert c.post(nodes.frame(0, counter=1)).code == coap.CHANGED
+        c.close()
+    with GatewayThread(nodes.keystore(), path, ("127.0.0.1", 0)) as again:  # the first one's stop freed it
+        c = Client(again.address)
+        assert c.post(nodes.frame(0, counter=1)).code == coap.VALID  # same database, same replay state
+        c.close()
+
+
+def test_cli_second_gateway_is_refused_naming_the_first_and_a_killed_one_leaves_no_lock(tmp_path, nodes):
+    dbp = tmp_path / "gw.db"
+
+    def command(*extra: str) -> list[str]:
+        return CLI + ["gateway", "--listen", f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}", "--db", str(dbp),
+                      "--keys", str(nodes.path), *extra]
+
+    def start() -> subprocess.Popen:
+        proc = subprocess.Popen(command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = proc.stdout.readline()
+        if "listening on coap://" not in line:
+            proc.kill()
+            pytest.fail(f"the gateway did not start: {line!r} {proc.communicate()[1]}")
+        return proc
+
+    first = start()
+    try:
+        for extra in ((), ("--workers", "2")):
+            second = subprocess.run(command(*extra), capture_output=True, text=True, timeout=60)
+            assert second.returncode == 2 and "listening" not in second.stdout, (extra, second.stderr)
+            assert f"gw.db is in use by another gateway (process {first.pid})" in second.stderr, extra
+            assert "Traceback" not in second.stderr
+        first.kill()  # a crash: the kernel drops the lock with the process
+        first.communicate(timeout=30)
+        again = start()
+        again.send_signal(signal.SIGINT)
+        _, err = again.communicate(timeout=30)
+        assert again.returncode == 0, err
+    finally:
+        first.kill()
+        first.communicate()
+
+
 def test_node_reprovisioned_after_a_flash_erase_starts_a_new_counter_sequence(tmp_path, nodes):
     """`esptool erase_flash` takes the key and the counter with it: the node starts again at 1.
     `fieldnode provision --force` gives it a new key generation, and the replay state is per key

@@ -194,6 +194,12 @@ def test_cli_workers_share_the_port_and_each_device_has_one_worker(tmp_path, nod
         while sum(w["state"] == "running" for w in read_status(dbp).workers) < 2:
             assert time.monotonic() < deadline, "the second worker did not start"
             time.sleep(0.1)
+        for taken in (dbp, shard_path(dbp, 1)):  # each worker holds its shard; the error names the parent
+            second = subprocess.run(CLI + ["gateway", "--listen", f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}",
+                                           "--db", str(taken), "--keys", str(nodes.path)],
+                                    capture_output=True, text=True, timeout=60)
+            assert second.returncode == 2, second.stderr
+            assert f"{taken.name} is in use by another gateway (process {proc.pid})" in second.stderr
         clients = [Client(("127.0.0.1", port)) for _ in range(16)]  # 16 source ports
         for k, c in enumerate(clients):
             for i in range(len(nodes.devices)):

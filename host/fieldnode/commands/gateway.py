@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="UDP address to listen on (default 0.0.0.0:5683: every IPv4 interface, so "
                    "nodes on the LAN reach it; 127.0.0.1:5683 for this machine only; [::]:5683 for IPv6)")
     p.add_argument("--db", type=Path, default=None,
-                   help=f"SQLite database, created if missing (default {default_db_path()}, or $FIELDNODE_DB)")
+                   help="SQLite database, created if missing; one gateway writes it at a time "
+                   f"(default {default_db_path()}, or $FIELDNODE_DB)")
     p.add_argument("--keys", type=Path, default=None,
                    help=f"keystore with the nodes' keys (default {default_keystore()}); re-read when it changes")
     p.add_argument("--mqtt", metavar="URL", default=None,

@@ -24,7 +24,8 @@ from .live import LinePrinter, summary_line
 from .mqtt import MqttUrl
 from .server import Gateway, format_source
 from .status import read_status
-from .store import MAX_SHARDS, create_shards, shard_paths
+from .store import MAX_SHARDS, create_shards, shard_path, shard_paths
+from .writerlock import check_free
 
 
 @dataclass
@@ -117,8 +118,12 @@ async def _summaries(gw: Gateway, every: float, prefix: str) -> None:
 
 def _worker_main(opts: Options, worker: int, group: str) -> None:
     # Ctrl-C in the terminal reaches every process of the group; each worker stops on its own.
-    keys = load_keys(opts.keys)
-    asyncio.run(_run_one(opts, keys, worker=worker, prefix=f"[w{worker}] ", group=group))
+    try:
+        keys = load_keys(opts.keys)
+        asyncio.run(_run_one(opts, keys, worker=worker, prefix=f"[w{worker}] ", group=group))
+    except FieldnodeError as exc:  # the message, as the CLI gives it, not a traceback
+        print(f"error: [w{worker}] {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 def _run_workers(opts: Options, keys: Keystore) -> int:
@@ -132,7 +137,10 @@ def _run_workers(opts: Options, keys: Keystore) -> int:
         raise FieldnodeError(f"--workers {opts.workers} with the {len(existing)} shard files of "
                              f"{opts.db} makes {len(shards)}; at most {MAX_SHARDS} can be read together: "
                              "use fewer workers, or another --db")
-    create_shards(opts.db, opts.workers)  # here, where a bad --db is reported once
+    # Here, where a bad --db or another gateway on these files is reported once, not by each worker.
+    for k in range(opts.workers):
+        check_free(shard_path(opts.db, k))
+    create_shards(opts.db, opts.workers)
     group = f"{os.getpid()}-{opts.listen[1]}"
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_worker_main, args=(opts, i, group), name=f"fieldnode-gw-{i}")

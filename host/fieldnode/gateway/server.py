@@ -41,6 +41,7 @@ from .exchange import PENDING, MessageCache, check_request
 from .mqtt import MqttUrl, OutboxPublisher, ReadingMessages
 from .store import (Health, Outcome, Store, StoreItem, attach_shards, connect, create_shards, owner_of,
                     stored_tag)
+from .writerlock import WriterLock
 
 log = logging.getLogger(__name__)
 
@@ -254,6 +255,7 @@ class Gateway:
         outbox = ReadingMessages(self.mqtt.prefix, self.site) if self.mqtt else None
         self._store = Store(self.db_path, synchronous=synchronous, outbox=outbox, command_resend=command_resend,
                             shard=worker)
+        self._writer_lock = WriterLock(self._store.own_path)
         self._executor: ThreadPoolExecutor | None = None
         self._reader: sqlite3.Connection | None = None
         self._reader_schemas: list[str] = ["main"]
@@ -280,6 +282,11 @@ class Gateway:
         self._idle = asyncio.Event()
         self._idle.set()
         sock = self._bind()  # first: a port in use is the likeliest mistake, and opens nothing else
+        try:
+            self._writer_lock.acquire()
+        except BaseException:
+            sock.close()
+            raise
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fieldnode-store")
         try:
             if self.workers > 1:  # every shard there before any worker attaches the others
@@ -312,6 +319,7 @@ class Gateway:
                 self._reader.close()
             await self._loop.run_in_executor(self._executor, self._store.close)
             self._executor.shutdown(wait=True)
+            self._writer_lock.release()
             raise
         if self.mqtt and self.publish_mqtt:
             # Each worker publishes its own shard's outbox: a device's readings stay in order.
@@ -337,6 +345,12 @@ class Gateway:
         if self._loop is None or self._closing:
             return
         self._closing = True
+        try:
+            await self._close()
+        finally:
+            self._writer_lock.release()
+
+    async def _close(self) -> None:
         if self._housekeeping:
             self._housekeeping.cancel()
             try:
