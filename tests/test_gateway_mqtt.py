@@ -13,7 +13,7 @@ import pytest
 from fieldnode.gateway import GatewayThread, read_status
 from fieldnode.gateway.mqtt import MqttUrl
 from fieldnode.errors import FieldnodeError
-from support.gateway_peers import Client, Mosquitto, Nodes, Observer, free_port
+from support.gateway_peers import Client, Mosquitto, Nodes, Observer, free_port, is_reading
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ def wait_until(cond, timeout: float = 20) -> bool:
 
 
 def test_readings_are_published_with_topic_and_payload(tmp_path, broker, nodes):
-    obs = Observer(broker.observer_port)
+    obs = Observer(broker.observer_port, keep=is_reading)
     with GatewayThread(nodes.keystore(), tmp_path / "gw.db", ("127.0.0.1", 0), mqtt=broker.url) as gt:
         c = Client(gt.address)
         frame = nodes.frame(0, counter=5, records=[{"n": "temp", "u": "Cel", "v": 21.25},
@@ -83,7 +83,7 @@ def test_broker_down_then_back_every_reading_once(tmp_path, broker, nodes):
         assert st.outbox == 80 and st.mqtt["state"] == "disconnected"
         # the broker comes back; the observer subscribes before the gateway may publish again
         broker.start(gateway_allowed=False)
-        obs = Observer(broker.observer_port)
+        obs = Observer(broker.observer_port, keep=is_reading)
         for _ in range(3):
             assert c.post(nodes.frame(1)).code == 68
         assert wait_until(lambda: "refused" in (read_status(gt.gateway.db_path).mqtt or {}).get("detail", ""))
@@ -113,7 +113,7 @@ def test_outbox_survives_a_gateway_restart(tmp_path, broker, nodes):
         for _ in range(4):
             assert c.post(nodes.frame(0)).code == 68
         c.close()
-    obs = Observer(broker.observer_port)
+    obs = Observer(broker.observer_port, keep=is_reading)
     with GatewayThread(nodes.keystore(), db, ("127.0.0.1", 0), mqtt=broker.url) as gt:
         assert wait_until(lambda: outbox_depth(gt) == 0)
         msgs = obs.wait_for(8)
@@ -141,7 +141,7 @@ def test_two_workers_publish_every_reading_once_each_device_in_order(tmp_path, b
     keep their order); status adds the two publishers up."""
     nodes = Nodes(tmp_path / "farm-north.json", n=6)
     db, port = tmp_path / "gw.db", free_port(socket.SOCK_DGRAM)
-    obs = Observer(broker.observer_port)
+    obs = Observer(broker.observer_port, keep=is_reading)
     with ExitStack() as stack:
         gws = [stack.enter_context(GatewayThread(nodes.keystore(), db, ("127.0.0.1", port), mqtt=broker.url,
                                                  reuse_port=True, worker=w, workers=2, group=f"mqtt-{port}",

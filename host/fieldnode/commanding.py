@@ -29,7 +29,9 @@ def counters_path(keystore_path: Path) -> Path:
     return keystore_path.with_name(keystore_path.stem + ".command-counters.json")
 
 
-def next_counter(path: Path, device: bytes) -> int:
+def next_counter(path: Path, device: bytes, at_least: int = 1) -> int:
+    """The device's next command counter from the file at path, and saved there; at_least: a
+    counter known to be free (above every counter queued elsewhere for the device)."""
     try:
         state = json.loads(path.read_text())
     except FileNotFoundError:
@@ -37,7 +39,7 @@ def next_counter(path: Path, device: bytes) -> int:
     except ValueError:
         raise FieldnodeError(f"{path} is damaged: remove it only if you also re-provision the nodes "
                              "(their command counters would restart)") from None
-    counter = int(state.get(device.hex(), 0)) + 1
+    counter = max(int(state.get(device.hex(), 0)) + 1, at_least)
     state[device.hex()] = counter
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".counters-")
     with os.fdopen(fd, "w") as f:

@@ -119,11 +119,21 @@ class Mosquitto:
         return f"mqtt://127.0.0.1:{self.port}/test"
 
 
-class Observer:
-    """A paho subscriber on the broker's observer port that keeps every message it gets."""
+def is_reading(topic: str) -> bool:
+    """A reading's topic (prefix/site/node/sensor), not one of the gateway's own ($availability,
+    $command, discovery configs)."""
+    parts = topic.split("/")
+    return len(parts) == 4 and not parts[-1].startswith("$")
 
-    def __init__(self, port: int, topic: str = "#") -> None:
+
+class Observer:
+    """A paho subscriber on the broker's observer port that keeps every message it gets (those
+    `keep` accepts), with the retain flag of each in `retained` (topic -> payload)."""
+
+    def __init__(self, port: int, topic: str = "#", keep=None) -> None:
+        self.keep = keep or (lambda topic: True)
         self.messages: list[tuple[str, bytes]] = []
+        self.retained: dict[str, bytes] = {}
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
@@ -137,7 +147,20 @@ class Observer:
 
     def _on_message(self, c, u, msg) -> None:
         with self._lock:
-            self.messages.append((msg.topic, msg.payload))
+            if msg.retain:
+                self.retained[msg.topic] = msg.payload
+            if self.keep(msg.topic):
+                self.messages.append((msg.topic, msg.payload))
+
+    def wait_until(self, cond, timeout: float = 20) -> bool:
+        """cond(messages) became true within timeout (checked on each arrival)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if cond(list(self.messages)):
+                    return True
+            time.sleep(0.02)
+        return False
 
     def wait_for(self, n: int, timeout: float = 20) -> list[tuple[str, bytes]]:
         deadline = time.monotonic() + timeout

@@ -33,6 +33,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="publish readings to mqtt://[USER@]HOST[:PORT][/PREFIX] (mqtts:// for TLS; "
                    f"password from ${PASSWORD_ENV}); topics PREFIX/SITE/NODE/SENSOR, prefix default "
                    "'fieldnode'")
+    p.add_argument("--mqtt-discovery", nargs="?", const="homeassistant", default=None, metavar="PREFIX",
+                   help="with --mqtt: publish Home Assistant discovery configs (retained) for every reading "
+                   "under PREFIX (default homeassistant)")
+    p.add_argument("--mqtt-commands", action="store_true",
+                   help="with --mqtt: take commands on PREFIX/SITE/NODE/$command (JSON {\"actuator\": value}), "
+                   "sign and queue them for actuators the node's board has; guard the topic with a broker "
+                   "ACL (docs/security.md)")
+    p.add_argument("--node-timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="with --mqtt: a node is published offline after this long without a frame (default 300)")
     p.add_argument("--site", default=None,
                    help="site name in the MQTT topics (default: the keystore file name, e.g. "
                    "farm-north.json -> farm-north; 'default' for keys.json)")
@@ -52,8 +61,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise FieldnodeError(f"--workers {args.workers}: give 1 or more")
+    if not args.mqtt and (args.mqtt_discovery or args.mqtt_commands):
+        raise FieldnodeError("--mqtt-discovery and --mqtt-commands go with --mqtt URL (the broker to use)")
+    if not args.node_timeout > 0:
+        raise FieldnodeError(f"--node-timeout {args.node_timeout:g}: a positive number of seconds")
+    if args.mqtt_discovery is not None and not args.mqtt_discovery.strip("/") or any(
+            c in (args.mqtt_discovery or "") for c in "+#\0"):
+        raise FieldnodeError(f"--mqtt-discovery {args.mqtt_discovery!r}: a topic prefix without + or #")
     opts = Options(
         listen=parse_listen(args.listen), db=args.db or default_db_path(), keys=args.keys or default_keystore(),
         mqtt=MqttUrl.parse(args.mqtt) if args.mqtt else None, site=args.site, workers=args.workers,
-        quiet=args.quiet, summary=args.summary, synchronous=args.sync.upper())
+        quiet=args.quiet, summary=args.summary, synchronous=args.sync.upper(),
+        mqtt_discovery=args.mqtt_discovery.strip("/") if args.mqtt_discovery else None,
+        mqtt_commands=args.mqtt_commands, node_timeout=args.node_timeout)
     return run_gateway(opts)

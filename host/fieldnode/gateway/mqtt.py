@@ -21,6 +21,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 
 from ..errors import FieldnodeError
 from ..frame import KIND_NAMES, Frame
@@ -75,9 +77,17 @@ class MqttUrl:
 
 
 def topic_level(name: str) -> str:
-    """A name made safe as one topic level: no separators or wildcards, never empty."""
+    """A name made safe as one topic level: no separators or wildcards, never empty, and no
+    leading $ (levels beginning with $ are the gateway's own: $availability, $command)."""
     out = "".join("_" if c in "/+#\0" or c.isspace() else c for c in name)
+    if out.startswith("$"):
+        out = "_" + out[1:]
     return out or "_"
+
+
+def node_level(node: str, device_hex: str) -> str:
+    """A node's topic level: its keystore name, or its device id when it has none."""
+    return topic_level(node) if node else device_hex
 
 
 def message_id(frame: Frame, index: int) -> str:
@@ -97,7 +107,7 @@ class ReadingMessages:
 
     def __call__(self, frame: Frame, node: str, records: list[dict] | None = None) -> list[tuple[str, str]]:
         dev = frame.device.hex()
-        who = topic_level(node) if node else dev
+        who = node_level(node, dev)
         kind = KIND_NAMES[frame.kind]
         out = []
         for i, rec in enumerate(records if records is not None else frame.records()):
@@ -114,6 +124,32 @@ class ReadingMessages:
         return out
 
 
+class MqttExtra:
+    """What the publisher does besides draining the outbox, on its own connection and thread:
+    availability (mqtt_availability.py), discovery (mqtt_discovery.py), the command topic
+    (mqtt_commands.py). Each hook runs on the publisher's thread; conn is its database connection."""
+
+    def will(self) -> tuple[str, str] | None:
+        """(topic, payload) the broker publishes, retained, when this connection dies."""
+        return None
+
+    def connected(self, client: paho.Client, conn: sqlite3.Connection) -> None:
+        """A new connection (retained state may be gone with a restarted broker: publish it again)."""
+
+    def tick(self, client: paho.Client, conn: sqlite3.Connection) -> None:
+        """Called on every round of the publishing loop (at least every poll interval)."""
+
+    def reading(self, client: paho.Client, topic: str, payload: str) -> None:
+        """An outbox row is about to be published."""
+
+    def message(self, client: paho.Client, msg: paho.MQTTMessage) -> None:
+        """A message arrived on a subscription."""
+
+
+# MQTT 5: a DISCONNECT that asks the broker to publish the will anyway (our "offline").
+_DISCONNECT_WITH_WILL = ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message")
+
+
 class OutboxPublisher(threading.Thread):
     """Publishes outbox rows with QoS 1; deletes each on the broker's PUBACK.
 
@@ -123,7 +159,8 @@ class OutboxPublisher(threading.Thread):
     """
 
     def __init__(self, db_path: Path | str, url: MqttUrl, *, client_id: str, retry: float = 2.0,
-                 window: int = 100, poll: float = 0.05) -> None:
+                 window: int = 100, poll: float = 0.05, retain: bool = True,
+                 extras: tuple[MqttExtra, ...] = ()) -> None:
         super().__init__(name="fieldnode-mqtt", daemon=True)
         self.db_path = db_path
         self.url = url
@@ -131,6 +168,10 @@ class OutboxPublisher(threading.Thread):
         self.retry = retry
         self.window = window
         self.poll = poll
+        # Each reading topic keeps its latest value at the broker: a dashboard that connects
+        # later shows it at once. A consumer that records history ignores the retain flag.
+        self.retain = retain
+        self.extras = extras
         self.published = 0
         self.state = "starting"
         self.detail = ""
@@ -157,7 +198,10 @@ class OutboxPublisher(threading.Thread):
                     continue
                 self._pump(client)
                 try:
-                    client.disconnect()
+                    # Stopping for good: the broker publishes our will ("offline"), as it would
+                    # for a crash; otherwise (reconnecting) a plain disconnect.
+                    stopping = self._stop_event.is_set() and self._will() is not None
+                    client.disconnect(_DISCONNECT_WITH_WILL if stopping else None)
                 except Exception:  # the socket may already be gone; nothing to do about it
                     pass
                 if not self._stop_event.is_set():
@@ -175,6 +219,10 @@ class OutboxPublisher(threading.Thread):
         if self.url.tls:
             client.tls_set()
         client.on_connect = lambda c, u, flags, rc, props: result.setdefault("rc", rc)
+        client.on_message = self._on_message
+        will = self._will()
+        if will is not None:
+            client.will_set(will[0], will[1], qos=1, retain=True)
         client.max_inflight_messages_set(self.window)
         try:
             client.connect(self.url.host, self.url.port, keepalive=30)
@@ -194,7 +242,19 @@ class OutboxPublisher(threading.Thread):
                 pass
             return None
         self._set_state("connected", "")
+        for extra in self.extras:
+            extra.connected(client, self._conn)
         return client
+
+    def _will(self) -> tuple[str, str] | None:
+        return next((w for w in (e.will() for e in self.extras) if w is not None), None)
+
+    def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
+        for extra in self.extras:
+            try:
+                extra.message(client, msg)
+            except Exception:  # one bad message must not stop the publishing
+                log.exception("handling the MQTT message on %s failed", msg.topic)
 
     def _pump(self, client: paho.Client) -> None:
         inflight: dict[int, int] = {}  # paho mid -> outbox row id
@@ -225,12 +285,16 @@ class OutboxPublisher(threading.Thread):
                 rows = self._conn.execute("SELECT id, topic, payload FROM outbox WHERE id>? ORDER BY id LIMIT ?",
                                           (last_id, self.window - len(inflight))).fetchall()
                 for row_id, topic, payload in rows:
-                    info = client.publish(topic, payload, qos=1)
+                    for extra in self.extras:
+                        extra.reading(client, topic, payload)
+                    info = client.publish(topic, payload, qos=1, retain=self.retain)
                     if info.rc != paho.MQTT_ERR_SUCCESS:
                         lost.setdefault("rc", info.rc)
                         break
                     inflight[info.mid] = row_id
                     last_id = row_id
+            for extra in self.extras:
+                extra.tick(client, self._conn)
             busy = bool(inflight)
             rc = client.loop(0.01 if busy else 0)
             if acked:

@@ -9,6 +9,7 @@ hands any other device's datagram to its owner (see server.py). The parent only 
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import os
 import signal
@@ -39,6 +40,9 @@ class Options:
     quiet: bool = False
     summary: float = 60.0
     synchronous: str = "FULL"
+    mqtt_discovery: str | None = None  # Home Assistant discovery prefix
+    mqtt_commands: bool = False
+    node_timeout: float = 300.0
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -83,17 +87,22 @@ def run(opts: Options) -> int:
 
 async def _run_one(opts: Options, keys: Keystore, *, worker: int, prefix: str, group: str | None = None) -> int:
     gw = Gateway(keys, opts.db, opts.listen, mqtt=opts.mqtt, site=opts.site, synchronous=opts.synchronous,
-                 reuse_port=opts.workers > 1, worker=worker, workers=opts.workers, group=group)
+                 reuse_port=opts.workers > 1, worker=worker, workers=opts.workers, group=group,
+                 mqtt_discovery=opts.mqtt_discovery, mqtt_commands=opts.mqtt_commands,
+                 node_timeout=opts.node_timeout)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await gw.start()
     if worker == 0:
-        mqtt = (f"mqtt {opts.mqtt.display()} site {gw.site!r}" if opts.mqtt else "mqtt off (no --mqtt)")
+        mqtt = (f"mqtt {opts.mqtt.display()} site {gw.site!r}{_mqtt_features(opts)}" if opts.mqtt
+                else "mqtt off (no --mqtt)")
         _out(f"fieldnode gateway listening on coap://{format_source(gw.address)}/f  db {opts.db}  "
              f"keys {opts.keys} ({len(keys)} keys, {gw.restored_devices} devices' replay windows restored)  "
              f"{mqtt}  workers {opts.workers}.  Ctrl-C stops.")
+    if opts.mqtt_commands:
+        _print_mqtt_commands(prefix)
     if not opts.quiet:
         gw.subscribe(LinePrinter(lambda line: _out(prefix + line)))
     summary = asyncio.create_task(_summaries(gw, opts.summary, prefix)) if opts.quiet else None
@@ -108,6 +117,34 @@ async def _run_one(opts: Options, keys: Keystore, *, worker: int, prefix: str, g
         await gw.stop()
         _out(prefix + summary_line(gw.counts, gw.started, 0, gw.mqtt_state))
     return 0
+
+
+def _mqtt_features(opts: Options) -> str:
+    out = f" (nodes offline after {opts.node_timeout:g} s"
+    if opts.mqtt_discovery:
+        out += f", discovery {opts.mqtt_discovery}/"
+    if opts.mqtt_commands:
+        out += ", commands on .../$command"
+    return out + ")"
+
+
+class _ConsoleLines(logging.Handler):
+    def __init__(self, prefix: str) -> None:
+        super().__init__(logging.INFO)
+        self.prefix = prefix
+
+    def emit(self, record: logging.LogRecord) -> None:
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+        _out(f"{self.prefix}{stamp} mqtt {record.getMessage()}")
+
+
+def _print_mqtt_commands(prefix: str) -> None:
+    """Every command taken or refused from MQTT gets a console line, even with --quiet: whoever
+    can publish there moves actuators, and the console is where that must be seen."""
+    logger = logging.getLogger("fieldnode.gateway.mqtt_commands")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(_ConsoleLines(prefix))
+    logger.propagate = False
 
 
 async def _summaries(gw: Gateway, every: float, prefix: str) -> None:

@@ -38,7 +38,8 @@ from ..errors import FieldnodeError
 from ..frame import NODE_KINDS, Frame, FrameRejected, ReplayWindow, Verifier, parse_protected, split_envelope
 from ..keystore import Keystore
 from .exchange import PENDING, MessageCache, check_request
-from .mqtt import MqttUrl, OutboxPublisher, ReadingMessages
+from .mqtt import MqttExtra, MqttUrl, OutboxPublisher, ReadingMessages
+from .mqtt_availability import DEFAULT_NODE_TIMEOUT, Availability
 from .store import (Health, Outcome, Store, StoreItem, attach_shards, connect, create_shards, owner_of,
                     stored_tag)
 from .writerlock import WriterLock
@@ -228,7 +229,9 @@ class Gateway:
                  batch_delay: float = 0.002, batch_max: int = 256, synchronous: str = "FULL",
                  reuse_port: bool = False, worker: int = 0, workers: int = 1, group: str | None = None,
                  health_interval: float = 1.0, cache: MessageCache | None = None,
-                 command_resend: float = 30.0, mqtt_retry: float = 2.0) -> None:
+                 command_resend: float = 30.0, mqtt_retry: float = 2.0,
+                 mqtt_discovery: str | None = None, mqtt_commands: bool = False,
+                 node_timeout: float = DEFAULT_NODE_TIMEOUT) -> None:
         self.keys = keys
         self.db_path = Path(db_path)
         self.listen = listen
@@ -244,6 +247,9 @@ class Gateway:
         self.group = group or str(os.getpid())
         self.health_interval = health_interval
         self.mqtt_retry = mqtt_retry
+        self.mqtt_discovery = mqtt_discovery
+        self.mqtt_commands = mqtt_commands
+        self.node_timeout = node_timeout
         self.counts: dict[str, int] = {}
         self.started = 0.0
         self._unsaved: dict[str, int] = {}
@@ -324,10 +330,23 @@ class Gateway:
         if self.mqtt and self.publish_mqtt:
             # Each worker publishes its own shard's outbox: a device's readings stay in order.
             self._publisher = OutboxPublisher(self._store.own_path, self.mqtt, retry=self.mqtt_retry,
-                                              client_id=f"fieldnode-{self.site}-{os.getpid()}-w{self.worker}")
+                                              client_id=f"fieldnode-{self.site}-{os.getpid()}-w{self.worker}",
+                                              extras=self._mqtt_extras())
             self._publisher.start()
         self._housekeeping = asyncio.create_task(self._housekeeping_loop())
         return self
+
+    def _mqtt_extras(self) -> tuple[MqttExtra, ...]:
+        """Availability always; discovery and the command topic when asked for. Commands live in
+        shard 0, so worker 0 alone takes them (N subscribers would queue each one N times)."""
+        extras: list[MqttExtra] = [Availability(self.mqtt.prefix, self.site, self.node_timeout)]
+        if self.mqtt_discovery:
+            from .mqtt_discovery import Discovery
+            extras.append(Discovery(self.mqtt.prefix, self.site, self.mqtt_discovery))
+        if self.mqtt_commands and self.worker == 0:
+            from .mqtt_commands import MqttCommands
+            extras.append(MqttCommands(self.db_path, self.mqtt.prefix, self.site, lambda: self.keys))
+        return tuple(extras)
 
     def _bind(self) -> socket.socket:
         host, port = self.listen
