@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as paho
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from fieldnode import coap
 from fieldnode.frame import KIND_COMMAND, build_frame, device_base_name
@@ -137,7 +138,9 @@ class Observer:
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        # retainAsPublished: a retained message keeps its flag when it arrives live, too.
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(
+            topic, options=SubscribeOptions(qos=1, retainAsPublished=True))
         self.client.on_subscribe = lambda c, u, mid, rcs, p: self._subscribed.set()
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as paho
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ..boards import BoardError, load_board
 from ..commanding import build_command, counters_path, next_counter, parse_value
@@ -98,7 +99,8 @@ class MqttCommands(MqttExtra):
 
     def connected(self, client: paho.Client, conn: object) -> None:
         # A clean session: commands published while the gateway was away are not taken later.
-        client.subscribe(self.subscription, qos=1)
+        # retainAsPublished: a retained command is known as such when it arrives live, too.
+        client.subscribe(self.subscription, options=SubscribeOptions(qos=1, retainAsPublished=True))
 
     def message(self, client: paho.Client, msg: paho.MQTTMessage) -> None:
         if not paho.topic_matches_sub(self.subscription, msg.topic):

@@ -1,0 +1,279 @@
+"""MQTT as the ecosystem expects it, against a real Mosquitto and subscribers that join late:
+retained availability (the gateway's with a last will), retained latest values, Home Assistant
+discovery, and commands on a node's $command topic."""
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+
+import paho.mqtt.client as paho
+import pytest
+
+from fieldnode.frame import KIND_BOOT, KIND_COMMAND, ReplayWindow, Verifier
+from fieldnode.gateway import GatewayThread, list_commands
+from fieldnode.gateway.mqtt import topic_level
+from fieldnode.gateway.mqtt_discovery import sensor_config
+from support.gateway_peers import Client, Mosquitto, Nodes, Observer, free_port
+
+CLI = [sys.executable, "-m", "fieldnode.cli"]
+GW = "test/farm-north/$availability"
+NODE1 = "test/farm-north/node-1/$availability"
+BOOT = [{"n": "fw", "vs": "0.9.0"}, {"n": "board", "vs": "virtual"}, {"n": "reset", "vs": "power-on"},
+        {"n": "schema", "v": 1}]
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = Mosquitto(tmp_path).start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def nodes(tmp_path) -> Nodes:
+    return Nodes(tmp_path / "farm-north.json", n=2)
+
+
+def wait_until(cond, timeout: float = 20) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def outbox_empty(gt: GatewayThread) -> bool:
+    with sqlite3.connect(gt.gateway.db_path) as conn:
+        return conn.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0
+
+
+def late_observer(broker: Mosquitto, topic: str, want: set[str]) -> Observer:
+    """A subscriber that joins now and has received the retained messages of every topic in want."""
+    obs = Observer(broker.observer_port, topic)
+    assert obs.wait_until(lambda _: want <= set(obs.retained)), f"retained: {sorted(obs.retained)}"
+    return obs
+
+
+def publish(port: int, topic: str, payload: str, retain: bool = False) -> None:
+    """An operator's client publishing one message (QoS 1, acknowledged before it returns)."""
+    c = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    c.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
+    c.loop_stop()
+    c.disconnect()
+
+
+def test_late_subscriber_gets_retained_availability_and_latest_values_and_nodes_go_offline(tmp_path, broker, nodes):
+    db = tmp_path / "gw.db"
+    with GatewayThread(nodes.keystore(), db, ("127.0.0.1", 0), mqtt=broker.url, node_timeout=60) as gt:
+        c = Client(gt.address)
+        for counter in (1, 2):
+            assert c.post(nodes.frame(0, counter=counter, records=[
+                {"n": "temp", "u": "Cel", "v": 20.0 + counter}, {"n": "door", "vb": counter == 1}])).code == 68
+        assert wait_until(lambda: outbox_empty(gt))
+        obs = late_observer(broker, "test/#", {GW, NODE1, "test/farm-north/node-1/temp"})
+        assert obs.retained[GW] == b"online" and obs.retained[NODE1] == b"online"
+        latest = json.loads(obs.retained["test/farm-north/node-1/temp"])
+        assert (latest["counter"], latest["value"]) == (2, 22.0)
+        assert json.loads(obs.retained["test/farm-north/node-1/door"])["value"] is False
+        assert "test/farm-north/node-2/$availability" not in obs.retained  # never heard from
+        c.close()
+    # A clean stop publishes the gateway's will too: it is offline, and says so.
+    assert obs.wait_until(lambda m: (GW, b"offline") in m)
+    obs.close()
+    assert late_observer(broker, "test/#", {GW}).retained[GW] == b"offline"
+
+    # Restarted with a short node timeout: node-1's last frame is older than that (offline); a
+    # new frame brings it online, and silence takes it offline again.
+    obs = Observer(broker.observer_port, NODE1)
+    with GatewayThread(nodes.keystore(), db, ("127.0.0.1", 0), mqtt=broker.url, node_timeout=0.5) as gt:
+        assert obs.wait_until(lambda m: (NODE1, b"offline") in m)
+        seen = len(obs.messages)
+        c = Client(gt.address)
+        assert c.post(nodes.frame(0, counter=3)).code == 68
+        c.close()
+        assert obs.wait_until(lambda m: [p for _, p in m[seen:]][:2] == [b"online", b"offline"])
+    obs.close()
+
+
+def test_home_assistant_discovery_is_retained_with_units_and_device_classes(tmp_path, broker, nodes):
+    records = [{"n": "env.temp", "u": "Cel", "v": 21.5}, {"n": "env.hum", "u": "%RH", "v": 40.0},
+               {"n": "env.press", "u": "Pa", "v": 101325.0}, {"n": "supply", "u": "V", "v": 12.1},
+               {"n": "loop1", "u": "bar", "v": 2.5}, {"n": "meter.power", "u": "W", "v": 300.0},
+               {"n": "flow.count", "u": "m3", "v": 3.25}, {"n": "door", "vb": True},
+               {"n": "probe", "u": "A", "err": "broken-loop"}]
+    with GatewayThread(nodes.keystore(), tmp_path / "gw.db", ("127.0.0.1", 0), mqtt=broker.url,
+                       mqtt_discovery="homeassistant") as gt:
+        c = Client(gt.address)
+        assert c.post(nodes.frame(0, kind=KIND_BOOT, records=BOOT)).code == 68
+        assert c.post(nodes.frame(0, records=records)).code == 68
+        c.close()
+        assert wait_until(lambda: outbox_empty(gt))
+        dev = nodes.devices[0].hex()
+        base = f"homeassistant/sensor/fieldnode_{dev}"
+        want = {f"{base}/{o}/config" for o in ("env_temp", "env_hum", "env_press", "supply", "loop1",
+                                                 "meter_power", "flow_count")}
+        want.add(f"homeassistant/binary_sensor/fieldnode_{dev}/door/config")
+        obs = late_observer(broker, "#", want | {GW, NODE1})
+        obs.close()
+    configs = {t: json.loads(p) for t, p in obs.retained.items() if t.startswith("homeassistant/")}
+    assert set(configs) == want, "one config per telemetry reading; none for boot records or a failed one"
+    units = {c["name"]: (c.get("unit_of_measurement"), c.get("device_class")) for c in configs.values()}
+    assert units == {"env.temp": ("°C", "temperature"), "env.hum": ("%", "humidity"),
+                     "env.press": ("Pa", "pressure"), "supply": ("V", "voltage"), "loop1": ("bar", "pressure"),
+                     "meter.power": ("W", "power"), "flow.count": ("m³", "volume"), "door": (None, None)}
+    temp = configs[f"{base}/env_temp/config"]
+    assert temp["state_topic"] == "test/farm-north/node-1/env.temp" and temp["state_topic"] in obs.retained
+    assert temp["availability"] == [{"topic": GW}, {"topic": NODE1}] and temp["availability_mode"] == "all"
+    assert temp["unique_id"] == f"fieldnode_{dev}_env_temp" and temp["state_class"] == "measurement"
+    assert temp["device"]["identifiers"] == [f"fieldnode_{dev}"] and temp["device"]["name"] == "node-1"
+    assert configs[f"homeassistant/binary_sensor/fieldnode_{dev}/door/config"]["value_template"].count("ON") == 1
+
+
+def test_discovery_is_off_unless_asked_for_and_units_without_a_class_pass_through(tmp_path, broker, nodes):
+    with GatewayThread(nodes.keystore(), tmp_path / "gw.db", ("127.0.0.1", 0), mqtt=broker.url) as gt:
+        c = Client(gt.address)
+        assert c.post(nodes.frame(0)).code == 68
+        c.close()
+        assert wait_until(lambda: outbox_empty(gt))
+        obs = late_observer(broker, "#", {GW, NODE1, "test/farm-north/node-1/temp"})
+        obs.close()
+    assert not [t for t in obs.retained if t.startswith("homeassistant/")]
+    _, config = sensor_config("p/s/n/rate", {"device": "02f000000001", "node": "n", "sensor": "rate",
+                                             "unit": "1/s", "value": 2.0}, prefix="p", site="s")
+    assert config["unit_of_measurement"] == "1/s" and "device_class" not in config
+    _, config = sensor_config("p/s/n/state", {"device": "02f000000001", "node": "", "sensor": "state",
+                                              "value": "idle"}, prefix="p", site="s")
+    assert "state_class" not in config and config["device"]["name"] == "02f000000001"
+
+
+def test_reading_names_cannot_take_the_gateways_own_topics():
+    assert topic_level("$availability") == "_availability" and topic_level("$command") == "_command"
+    assert topic_level("a$b") == "a$b"
+
+
+def command_frames(nodes: Nodes, i: int, answer) -> list[dict]:
+    """The records of the command frame a gateway answer carries, verified with node i's key."""
+    d = nodes.devices[i]
+    verifier = Verifier(lambda kid: (nodes.keys[d], nodes.alg) if kid[:6] == d else None, ReplayWindow(),
+                        accept_kinds=(KIND_COMMAND,))
+    return verifier.verify(answer.payload).records()
+
+
+def test_mqtt_commands_are_signed_and_queued_only_for_the_boards_actuators(tmp_path, broker, nodes, caplog):
+    caplog.set_level(logging.INFO, logger="fieldnode.gateway.mqtt_commands")
+    db = tmp_path / "gw.db"
+    topic = "test/farm-north/node-1/$command"
+    with GatewayThread(nodes.keystore(), db, ("127.0.0.1", 0), mqtt=broker.url, mqtt_commands=True) as gt:
+        c = Client(gt.address)
+        assert c.post(nodes.frame(0, kind=KIND_BOOT, records=BOOT)).code == 68  # board "virtual"
+        assert wait_until(lambda: outbox_empty(gt))  # connected (and so subscribed)
+        refusals = [(topic, '{"mixer": "on"}', "no actuator 'mixer'"),
+                    (topic, '{"heater": 0.5}', "heater is a relay"),
+                    (topic, '{"fan": 2}', "fan is a pwm"),
+                    (topic, "heater on", "JSON object"),
+                    (topic, '{"heater": "on", "ttl": 0}', "ttl 0"),
+                    ("test/farm-north/node-2/$command", '{"heater": "on"}', "no boot frame of node-2"),
+                    ("test/farm-north/node-9/$command", '{"heater": "on"}', "no node 'node-9'")]
+        for where, payload, _ in refusals:
+            publish(broker.observer_port, where, payload)
+        publish(broker.observer_port, topic, '{"heater": "on"}', retain=True)
+        publish(broker.observer_port, topic, '{"heater": "on", "fan": 0.4, "ttl": 120}')
+        assert wait_until(lambda: len(list_commands(db)) == 1)
+        assert wait_until(lambda: len([r for r in caplog.records if "refused" in r.getMessage()]) == 8)
+        taken = [r.getMessage() for r in caplog.records if "queued" in r.getMessage()]
+        refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+        for (_, _, why), line in zip(refusals, refused):
+            assert why in line, (why, line)
+        assert "retained" in refused[-1]
+        assert taken == [f"mqtt command #1 queued for node-1 ({nodes.devices[0].hex()}): heater=on, fan=0.4, "
+                         "counter 1, expires in 120 s"]
+        (info,) = list_commands(db)
+        assert info.device == nodes.devices[0].hex() and info.state == "pending"
+        answer = c.post(nodes.frame(0))
+        c.close()
+    assert answer.code == 68
+    records = command_frames(nodes, 0, answer)
+    assert (records[0]["n"], records[0]["vb"]) == ("heater", True)
+    assert (records[1]["n"], records[1]["v"]) == ("fan", 0.4) and records[2]["n"] == "exp"
+    assert 100 < records[2]["v"] - time.time() <= 120
+
+
+def test_mqtt_command_counter_stays_above_commands_queued_by_other_keystore_copies(tmp_path, broker, nodes):
+    """`fieldnode command --db` run with another copy of the keystore keeps its own counter file;
+    the gateway's MQTT command must still get a counter the node has not applied yet."""
+    from fieldnode.cli import main
+    db = tmp_path / "gw.db"
+    with GatewayThread(nodes.keystore(), db, ("127.0.0.1", 0), mqtt=broker.url, mqtt_commands=True) as gt:
+        c = Client(gt.address)
+        assert c.post(nodes.frame(0, kind=KIND_BOOT, records=BOOT)).code == 68
+        other = tmp_path / "laptop" / "keys.json"
+        other.parent.mkdir()
+        other.write_bytes(nodes.path.read_bytes())
+        for _ in range(3):
+            assert main(["command", "node-1", "heater", "off", "--db", str(db), "--keys", str(other)]) == 0
+        assert wait_until(lambda: outbox_empty(gt))
+        publish(broker.observer_port, "test/farm-north/node-1/$command", '{"heater": "on"}')
+        assert wait_until(lambda: len(list_commands(db)) == 4)
+        c.close()
+    assert sorted(i.counter for i in list_commands(db)) == [1, 2, 3, 4]
+
+
+def test_commands_are_not_taken_without_the_option(tmp_path, broker, nodes):
+    db = tmp_path / "gw.db"
+    obs = Observer(broker.observer_port, "test/farm-north/node-1/temp")
+    with GatewayThread(nodes.keystore(), db, ("127.0.0.1", 0), mqtt=broker.url) as gt:
+        c = Client(gt.address)
+        assert c.post(nodes.frame(0, kind=KIND_BOOT, records=BOOT)).code == 68
+        assert wait_until(lambda: outbox_empty(gt))
+        publish(broker.observer_port, "test/farm-north/node-1/$command", '{"heater": "on"}')
+        # a reading after the command has made its way through the broker and the gateway
+        assert c.post(nodes.frame(0)).code == 68
+        assert obs.wait_until(lambda m: len(m) == 1)
+        c.close()
+    obs.close()
+    assert list_commands(db) == []
+
+
+def test_cli_gateway_killed_leaves_its_last_will_and_logs_mqtt_commands(tmp_path, broker, nodes):
+    port = free_port(socket.SOCK_DGRAM)
+    obs = Observer(broker.observer_port, GW)
+    proc = subprocess.Popen(CLI + ["gateway", "--listen", f"127.0.0.1:{port}", "--db", str(tmp_path / "gw.db"),
+                                   "--keys", str(nodes.path), "--mqtt", broker.url, "--mqtt-commands",
+                                   "--mqtt-discovery", "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        startup = proc.stdout.readline()
+        assert "nodes offline after 300 s, discovery homeassistant/, commands on .../$command" in startup
+        assert obs.wait_until(lambda m: (GW, b"online") in m)
+        c = Client(("127.0.0.1", port))
+        assert c.post(nodes.frame(0, kind=KIND_BOOT, records=BOOT)).code == 68
+        c.close()
+        publish(broker.observer_port, "test/farm-north/node-1/$command", '{"fan": 1}')
+        assert "mqtt command #1 queued for node-1" in proc.stdout.readline()
+        publish(broker.observer_port, "test/farm-north/node-1/$command", '{"pump": "on"}')
+        assert "refused: board 'virtual' has no actuator 'pump'" in proc.stdout.readline()
+    finally:
+        proc.kill()  # SIGKILL: no clean-up of any kind, as in a crash
+        proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert obs.wait_until(lambda m: m[-1:] == [(GW, b"offline")])
+    obs.close()
+    assert late_observer(broker, "test/#", {GW}).retained[GW] == b"offline"
+
+
+def test_cli_refuses_mqtt_options_without_mqtt(tmp_path, nodes):
+    for args, msg in ((["--mqtt-discovery"], "go with --mqtt"), (["--mqtt-commands"], "go with --mqtt"),
+                      (["--mqtt", "mqtt://127.0.0.1/x", "--node-timeout", "0"], "positive number"),
+                      (["--mqtt", "mqtt://127.0.0.1/x", "--mqtt-discovery", "ha/#"], "without + or #")):
+        proc = subprocess.run(CLI + ["gateway", "--db", str(tmp_path / "g.db"), "--keys", str(nodes.path)] + args,
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and msg in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
