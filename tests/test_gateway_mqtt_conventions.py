@@ -3,6 +3,7 @@ retained availability (the gateway's with a last will), retained latest values, 
 discovery, and commands on a node's $command topic."""
 from __future__ import annotations
 
+import getpass
 import json
 import logging
 import signal
@@ -11,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
@@ -19,7 +21,7 @@ from fieldnode.frame import KIND_BOOT, KIND_COMMAND, ReplayWindow, Verifier
 from fieldnode.gateway import GatewayThread, list_commands
 from fieldnode.gateway.mqtt import topic_level
 from fieldnode.gateway.mqtt_discovery import sensor_config
-from support.gateway_peers import Client, Mosquitto, Nodes, Observer, free_port
+from support.gateway_peers import MOSQUITTO, Client, Mosquitto, Nodes, Observer, free_port
 
 CLI = [sys.executable, "-m", "fieldnode.cli"]
 GW = "test/farm-north/$availability"
@@ -61,9 +63,11 @@ def late_observer(broker: Mosquitto, topic: str, want: set[str]) -> Observer:
     return obs
 
 
-def publish(port: int, topic: str, payload: str, retain: bool = False) -> None:
+def publish(port: int, topic: str, payload: str, retain: bool = False, auth: tuple[str, str] | None = None) -> None:
     """An operator's client publishing one message (QoS 1, acknowledged before it returns)."""
     c = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    if auth:
+        c.username_pw_set(*auth)
     c.connect("127.0.0.1", port)
     c.loop_start()
     c.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
@@ -277,3 +281,53 @@ def test_cli_refuses_mqtt_options_without_mqtt(tmp_path, nodes):
         proc = subprocess.run(CLI + ["gateway", "--db", str(tmp_path / "g.db"), "--keys", str(nodes.path)] + args,
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2 and msg in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def docs_acl() -> str:
+    """The Mosquitto ACL file of docs/security.md, as written there."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "security.md").read_text()
+    block = text.split("# /etc/mosquitto/acl\n", 1)[1].split("```", 1)[0]
+    assert "topic write fieldnode/farm-north/+/$command" in block
+    return block
+
+
+def test_the_documented_broker_acl_lets_operators_command_and_nobody_else(tmp_path, nodes, caplog):
+    """docs/security.md's ACL on a real Mosquitto: the gateway publishes and reads commands, an
+    operator's command is taken, a read-only account's never reaches the gateway."""
+    caplog.set_level(logging.INFO, logger="fieldnode.gateway.mqtt_commands")
+    users = {"fieldnode-gw": "gw-secret", "operator": "op-secret", "grafana": "gf-secret", "homeassistant": "ha"}
+    passwd = tmp_path / "passwd"
+    passwd.touch()
+    for user, password in users.items():
+        subprocess.run(["mosquitto_passwd", "-b", str(passwd), user, password], check=True, capture_output=True)
+    (tmp_path / "acl").write_text(docs_acl())
+    port = free_port()
+    conf = tmp_path / "acl.conf"
+    conf.write_text(f"user {getpass.getuser()}\npersistence false\nlistener {port} 127.0.0.1\n"
+                    f"allow_anonymous false\npassword_file {passwd}\nacl_file {tmp_path / 'acl'}\n")
+    broker = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_until(lambda: listening(port))
+        watcher = Observer(port, "fieldnode/#", auth=("grafana", "gf-secret"))
+        with GatewayThread(nodes.keystore(), tmp_path / "gw.db", ("127.0.0.1", 0), mqtt_commands=True,
+                           mqtt=f"mqtt://fieldnode-gw:gw-secret@127.0.0.1:{port}/fieldnode") as gt:
+            c = Client(gt.address)
+            assert c.post(nodes.frame(0, kind=KIND_BOOT, records=BOOT)).code == 68
+            c.close()
+            topic = "fieldnode/farm-north/node-1/$command"
+            # the gateway may write, grafana may read
+            assert watcher.wait_until(lambda m: any(t == "fieldnode/farm-north/node-1/board" for t, _ in m))
+            publish(port, topic, '{"heater": "on"}', auth=("grafana", "gf-secret"))
+            publish(port, topic, '{"fan": 0.5}', auth=("operator", "op-secret"))
+            assert wait_until(lambda: len(list_commands(gt.gateway.db_path)) == 1)
+        watcher.close()
+    finally:
+        broker.terminate()
+        broker.wait(10)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "fan=0.5" in lines[0], lines

@@ -131,7 +131,7 @@ class Observer:
     """A paho subscriber on the broker's observer port that keeps every message it gets (those
     `keep` accepts), with the retain flag of each in `retained` (topic -> payload)."""
 
-    def __init__(self, port: int, topic: str = "#", keep=None) -> None:
+    def __init__(self, port: int, topic: str = "#", keep=None, auth: tuple[str, str] | None = None) -> None:
         self.keep = keep or (lambda topic: True)
         self.messages: list[tuple[str, bytes]] = []
         self.retained: dict[str, bytes] = {}
@@ -143,6 +143,8 @@ class Observer:
             topic, options=SubscribeOptions(qos=1, retainAsPublished=True))
         self.client.on_subscribe = lambda c, u, mid, rcs, p: self._subscribed.set()
         self.client.on_message = self._on_message
+        if auth:
+            self.client.username_pw_set(*auth)
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
         if not self._subscribed.wait(10):
