@@ -20,7 +20,6 @@ import pytest
 from fieldnode.frame import KIND_BOOT, KIND_COMMAND, ReplayWindow, Verifier
 from fieldnode.gateway import GatewayThread, list_commands
 from fieldnode.gateway.mqtt import topic_level
-from fieldnode.gateway.mqtt_discovery import sensor_config
 from support.gateway_peers import MOSQUITTO, Client, Mosquitto, Nodes, Observer, free_port
 
 CLI = [sys.executable, "-m", "fieldnode.cli"]
@@ -151,6 +150,7 @@ def test_discovery_is_off_unless_asked_for_and_units_without_a_class_pass_throug
         obs = late_observer(broker, "#", {GW, NODE1, "test/farm-north/node-1/temp"})
         obs.close()
     assert not [t for t in obs.retained if t.startswith("homeassistant/")]
+    from fieldnode.gateway.mqtt_discovery import sensor_config
     _, config = sensor_config("p/s/n/rate", {"device": "02f000000001", "node": "n", "sensor": "rate",
                                              "unit": "1/s", "value": 2.0}, prefix="p", site="s")
     assert config["unit_of_measurement"] == "1/s" and "device_class" not in config
