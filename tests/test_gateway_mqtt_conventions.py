@@ -331,3 +331,23 @@ def test_the_documented_broker_acl_lets_operators_command_and_nobody_else(tmp_pa
         broker.wait(10)
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and "fan=0.5" in lines[0], lines
+
+
+def test_a_command_the_gateway_cannot_take_is_refused_with_the_reason_not_a_traceback(tmp_path, nodes):
+    from fieldnode.commanding import counters_path
+    from fieldnode.gateway.mqtt_commands import CommandRefused, MqttCommands
+    db = tmp_path / "gw.db"
+    with GatewayThread(nodes.keystore(), db, ("127.0.0.1", 0)) as gt:
+        c = Client(gt.address)
+        assert c.post(nodes.frame(0, kind=KIND_BOOT, records=BOOT)).code == 68
+        c.close()
+    commands = MqttCommands(db, "test", "farm-north", nodes.keystore)
+    topic = "test/farm-north/node-1/$command"
+    with pytest.raises(CommandRefused, match="at most 4096"):
+        commands.take(topic, b'{"fan": 0.5, "x": "' + b"x" * 5000 + b'"}')
+    counters_path(nodes.path).mkdir()  # the counter file cannot be written
+    with pytest.raises(CommandRefused, match="cannot keep the command counter in"):
+        commands.take(topic, b'{"fan": 0.5}')
+    assert list_commands(db) == []
+    counters_path(nodes.path).rmdir()
+    assert "mqtt command #1 queued for node-1" in commands.take(topic, b'{"fan": 0.5}')

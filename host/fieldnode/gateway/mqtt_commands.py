@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 TOPIC = "$command"
 DEFAULT_TTL = 30.0
 MAX_TTL = 3600.0
+# A command names a few actuators; anything longer is not one (and is not parsed).
+MAX_PAYLOAD = 4096
 
 
 class CommandRefused(Exception):
@@ -115,14 +117,23 @@ class MqttCommands(MqttExtra):
         if retained:
             raise CommandRefused("it is a retained message (a command must not run again at every "
                                  f"start); clear it with: mosquitto_pub -r -n -t '{topic}'")
+        if len(payload) > MAX_PAYLOAD:
+            raise CommandRefused(f"{len(payload)} bytes: a command is at most {MAX_PAYLOAD}")
         entry = self._node(topic.split("/")[-2])
         items, ttl = self._items(entry, payload)
         keys_path = self.keys().path
         if keys_path is None:
             raise CommandRefused("the gateway's keystore has no file to keep command counters beside")
-        counter = next_counter(counters_path(keys_path), entry.device, at_least=self._queued_counter(entry) + 1)
-        frame, expires = build_command(entry, counter, items, ttl)
-        command_id = enqueue_command(self.db_path, entry.device, frame, expires)
+        try:
+            counter = next_counter(counters_path(keys_path), entry.device,
+                                   at_least=self._queued_counter(entry) + 1)
+            frame, expires = build_command(entry, counter, items, ttl)
+            command_id = enqueue_command(self.db_path, entry.device, frame, expires)
+        except OSError as exc:  # e.g. the keystore's directory is read-only for the gateway
+            raise CommandRefused(f"cannot keep the command counter in {counters_path(keys_path)}: "
+                                 f"{exc.strerror}") from None
+        except FieldnodeError as exc:
+            raise CommandRefused(str(exc)) from None
         what = ", ".join(f"{n}={'on' if v is True else 'off' if v is False else f'{v:g}'}" for n, v in items)
         return (f"mqtt command #{command_id} queued for {entry.name or entry.device.hex()} ({entry.device.hex()}): "
                 f"{what}, counter {counter}, expires in {ttl:g} s")

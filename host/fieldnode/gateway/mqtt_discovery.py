@@ -14,7 +14,7 @@ import re
 
 import paho.mqtt.client as paho
 
-from .mqtt import MqttExtra, _to_json
+from .mqtt import MqttExtra
 from .mqtt_availability import gateway_topic, node_topic
 
 DEFAULT_PREFIX = "homeassistant"
@@ -102,5 +102,5 @@ class Discovery(MqttExtra):
             return  # events, boot and ack records are not sensors; a failed reading has no type
         config_topic, config = sensor_config(topic, reading, prefix=self.prefix, site=self.site,
                                              discovery=self.discovery)
-        client.publish(config_topic, _to_json(config), qos=1, retain=True)
+        client.publish(config_topic, json.dumps(config, ensure_ascii=False), qos=1, retain=True)
         self._announced.add(topic)

@@ -143,7 +143,8 @@ def _print_mqtt_commands(prefix: str) -> None:
     can publish there moves actuators, and the console is where that must be seen."""
     logger = logging.getLogger("fieldnode.gateway.mqtt_commands")
     logger.setLevel(logging.INFO)
-    logger.addHandler(_ConsoleLines(prefix))
+    if not any(isinstance(h, _ConsoleLines) for h in logger.handlers):
+        logger.addHandler(_ConsoleLines(prefix))
     logger.propagate = False
 
 
