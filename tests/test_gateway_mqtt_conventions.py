@@ -351,3 +351,34 @@ def test_a_command_the_gateway_cannot_take_is_refused_with_the_reason_not_a_trac
     assert list_commands(db) == []
     counters_path(nodes.path).rmdir()
     assert "mqtt command #1 queued for node-1" in commands.take(topic, b'{"fan": 0.5}')
+
+
+def test_two_workers_publish_their_nodes_availability_and_one_takes_each_command(tmp_path, broker):
+    """Each worker publishes its own nodes' availability; worker 0 alone takes commands (they
+    live in shard 0), finding the board of a node whose boot frame is in worker 1's shard."""
+    from contextlib import ExitStack
+
+    from fieldnode.gateway.store import owner_of
+    nodes = Nodes(tmp_path / "farm-north.json", n=6)
+    i = next(k for k, d in enumerate(nodes.devices) if owner_of(d, 2) == 1)
+    j = next(k for k, d in enumerate(nodes.devices) if owner_of(d, 2) == 0)
+    db, port = tmp_path / "gw.db", free_port(socket.SOCK_DGRAM)
+    with ExitStack() as stack:
+        gws = [stack.enter_context(GatewayThread(nodes.keystore(), db, ("127.0.0.1", port), mqtt=broker.url,
+                                                 reuse_port=True, worker=w, workers=2, group=f"mc-{port}",
+                                                 mqtt_commands=True)) for w in (0, 1)]
+        c = Client(("127.0.0.1", port))
+        assert c.post(nodes.frame(i, kind=KIND_BOOT, records=BOOT)).code == 68
+        assert c.post(nodes.frame(j)).code == 68
+        assert wait_until(lambda: all(outbox_empty(gt) for gt in gws))
+        want = {f"test/farm-north/node-{k + 1}/$availability" for k in (i, j)}
+        obs = late_observer(broker, "test/#", want | {GW})
+        assert {obs.retained[t] for t in want} == {b"online"}
+        publish(broker.observer_port, f"test/farm-north/node-{i + 1}/$command", '{"heater": "off"}')
+        assert wait_until(lambda: len(list_commands(db)) == 1)
+        # a frame of the node after the command has reached the gateway: it carries the command
+        answer = c.post(nodes.frame(i))
+        c.close()
+        obs.close()
+    assert answer.code == 68 and command_frames(nodes, i, answer)[0]["vb"] is False
+    assert len(list_commands(db)) == 1, "worker 1 took no copy"
