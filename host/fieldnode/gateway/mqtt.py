@@ -254,7 +254,7 @@ class OutboxPublisher(threading.Thread):
             try:
                 extra.message(client, msg)
             except Exception:  # one bad message must not stop the publishing
-                log.exception("handling the MQTT message on %s failed", msg.topic)
+                log.exception("handling the MQTT message on %r failed", msg.topic)
 
     def _pump(self, client: paho.Client) -> None:
         inflight: dict[int, int] = {}  # paho mid -> outbox row id

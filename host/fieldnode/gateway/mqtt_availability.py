@@ -13,6 +13,7 @@ carries the gateway's will: a worker that dies takes its nodes with it.
 """
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 
@@ -24,6 +25,8 @@ ONLINE = "online"
 OFFLINE = "offline"
 TOPIC = "$availability"
 DEFAULT_NODE_TIMEOUT = 300.0
+
+log = logging.getLogger(__name__)
 
 
 def gateway_topic(prefix: str, site: str) -> str:
@@ -59,7 +62,12 @@ class Availability(MqttExtra):
         if now < self._next_check:
             return
         self._next_check = now + self.check_every
-        for topic, state in self.node_states(conn, time.time()):
+        try:
+            states = self.node_states(conn, time.time())
+        except sqlite3.Error as exc:  # e.g. locked past the busy timeout: the next round tries again
+            log.warning("cannot read the nodes' last frames for their availability: %s", exc)
+            return
+        for topic, state in states:
             if self._published.get(topic) != state:
                 client.publish(topic, state, qos=1, retain=True)
                 self._published[topic] = state
