@@ -94,10 +94,11 @@ def test_late_subscriber_gets_retained_availability_and_latest_values_and_nodes_
     obs.close()
     assert late_observer(broker, "test/#", {GW}).retained[GW] == b"offline"
 
-    # Restarted with a short node timeout: node-1's last frame is older than that (offline); a
+    # Restarted with a short node timeout (long enough for a loaded machine to see it online):
+    # node-1 goes offline (its last frame is, or soon becomes, older than that); a
     # new frame brings it online, and silence takes it offline again.
     obs = Observer(broker.observer_port, NODE1)
-    with GatewayThread(nodes.keystore(), db, ("127.0.0.1", 0), mqtt=broker.url, node_timeout=0.5) as gt:
+    with GatewayThread(nodes.keystore(), db, ("127.0.0.1", 0), mqtt=broker.url, node_timeout=1.5) as gt:
         assert obs.wait_until(lambda m: (NODE1, b"offline") in m)
         seen = len(obs.messages)
         c = Client(gt.address)
