@@ -31,8 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"keystore with the nodes' keys (default {default_keystore()}); re-read when it changes")
     p.add_argument("--mqtt", metavar="URL", default=None,
                    help="publish readings to mqtt://[USER@]HOST[:PORT][/PREFIX] (mqtts:// for TLS; "
-                   f"password from ${PASSWORD_ENV}); topics PREFIX/SITE/NODE/SENSOR, prefix default "
-                   "'fieldnode'")
+                   f"password from ${PASSWORD_ENV}); topics PREFIX/SITE/NODE/SENSOR, retained, prefix default "
+                   "'fieldnode'; availability (online/offline) on PREFIX/SITE/$availability (the last will) "
+                   "and PREFIX/SITE/NODE/$availability")
     p.add_argument("--mqtt-discovery", nargs="?", const="homeassistant", default=None, metavar="PREFIX",
                    help="with --mqtt: publish Home Assistant discovery configs (retained) for every reading "
                    "under PREFIX (default homeassistant)")
