@@ -383,3 +383,29 @@ def test_two_workers_publish_their_nodes_availability_and_one_takes_each_command
         obs.close()
     assert answer.code == 68 and command_frames(nodes, i, answer)[0]["vb"] is False
     assert len(list_commands(db)) == 1, "worker 1 took no copy"
+
+
+def test_the_real_firmware_appears_in_home_assistant_and_takes_a_command_from_mqtt(tmp_path, broker):
+    """A virtual node (the firmware on MicroPython, board "virtual"): its own boot frame names the
+    board, its readings get discovery configs, and a command published on its $command topic
+    switches its heater pin."""
+    from support.nodesite import Site
+    site = Site(tmp_path, mqtt=broker.url, mqtt_discovery="homeassistant", mqtt_commands=True)
+    try:
+        node = site.node()
+        assert wait_until(lambda: len(site.readings(node, "env.temp")) >= 2, 60)  # the interlock's first samples
+        dev = node.unique_id.hex()
+        base = f"homeassistant/sensor/fieldnode_{dev}"
+        obs = late_observer(broker, "#", {f"{base}/env_temp/config", f"{base}/loop1/config",
+                                          "test/default/e2e-1/$availability", "test/default/$availability"})
+        temp = json.loads(obs.retained[f"{base}/env_temp/config"])
+        assert (temp["unit_of_measurement"], temp["device_class"]) == ("°C", "temperature")
+        assert json.loads(obs.retained[f"{base}/loop1/config"])["device_class"] == "pressure"  # bar
+        assert obs.retained["test/default/e2e-1/$availability"] == b"online"
+        obs.close()
+        assert node.outputs().get("pins", {}).get("26") == 0
+        publish(broker.observer_port, "test/default/e2e-1/$command", '{"heater": "on", "ttl": 60}')
+        assert wait_until(lambda: [c.state for c in list_commands(site.db)] == ["applied"], 60)
+        assert node.outputs()["pins"]["26"] == 1
+    finally:
+        site.close()

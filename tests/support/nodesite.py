@@ -42,12 +42,13 @@ def console_counters(node: VirtualNode, since: int = 0) -> list[int]:
 class Site:
     """A gateway on loopback with its database, a keystore, and virtual nodes provisioned to it."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, **gateway_options) -> None:
         self.tmp = tmp
         self.keys = tmp / "keys.json"
         Keystore(self.keys, []).save()
         self.db = tmp / "gw.db"
-        self.gateway = GatewayThread(Keystore.load(self.keys), self.db, ("127.0.0.1", 0), health_interval=0.2).start()
+        self.gateway = GatewayThread(Keystore.load(self.keys), self.db, ("127.0.0.1", 0), health_interval=0.2,
+                                     **gateway_options).start()
         self.nodes: list[VirtualNode] = []
 
     def node(self, index: int = 1, **board_changes) -> VirtualNode:
