@@ -385,10 +385,10 @@ def test_two_workers_publish_their_nodes_availability_and_one_takes_each_command
     assert len(list_commands(db)) == 1, "worker 1 took no copy"
 
 
-def test_the_real_firmware_appears_in_home_assistant_and_takes_a_command_from_mqtt(tmp_path, broker):
+def test_the_real_firmware_appears_in_home_assistant_and_its_heater_switch_works(tmp_path, broker):
     """A virtual node (the firmware on MicroPython, board "virtual"): its own boot frame names the
-    board, its readings get discovery configs, and a command published on its $command topic
-    switches its heater pin."""
+    board, its readings and actuators get discovery configs, and what the heater switch's config
+    says to publish, published on its $command topic, switches its heater pin."""
     from support.nodesite import Site
     site = Site(tmp_path, mqtt=broker.url, mqtt_discovery="homeassistant", mqtt_commands=True)
     try:
@@ -396,16 +396,42 @@ def test_the_real_firmware_appears_in_home_assistant_and_takes_a_command_from_mq
         assert wait_until(lambda: len(site.readings(node, "env.temp")) >= 2, 60)  # the interlock's first samples
         dev = node.unique_id.hex()
         base = f"homeassistant/sensor/fieldnode_{dev}"
-        obs = late_observer(broker, "#", {f"{base}/env_temp/config", f"{base}/loop1/config",
+        switch, number = (f"homeassistant/{kind}/fieldnode_{dev}/{name}/config"
+                          for kind, name in (("switch", "heater"), ("number", "fan")))
+        obs = late_observer(broker, "#", {f"{base}/env_temp/config", f"{base}/loop1/config", switch, number,
                                           "test/default/e2e-1/$availability", "test/default/$availability"})
         temp = json.loads(obs.retained[f"{base}/env_temp/config"])
         assert (temp["unit_of_measurement"], temp["device_class"]) == ("°C", "temperature")
         assert json.loads(obs.retained[f"{base}/loop1/config"])["device_class"] == "pressure"  # bar
         assert obs.retained["test/default/e2e-1/$availability"] == b"online"
+        heater, fan = json.loads(obs.retained[switch]), json.loads(obs.retained[number])
         obs.close()
+        assert heater["command_topic"] == fan["command_topic"] == "test/default/e2e-1/$command"
+        assert fan["command_template"] == '{"fan": {{ value }}}' and (fan["min"], fan["max"]) == (0, 1)
         assert node.outputs().get("pins", {}).get("26") == 0
-        publish(broker.observer_port, "test/default/e2e-1/$command", '{"heater": "on", "ttl": 60}')
+        # What Home Assistant sends when the switch is turned on:
+        publish(broker.observer_port, heater["command_topic"], heater["payload_on"])
         assert wait_until(lambda: [c.state for c in list_commands(site.db)] == ["applied"], 60)
         assert node.outputs()["pins"]["26"] == 1
     finally:
         site.close()
+
+
+def test_actuator_entities_come_back_after_a_broker_restart_from_the_stored_boot_frame(tmp_path, broker, nodes):
+    """The broker lost its retained messages (no persistence): on its next connection the gateway
+    announces the actuators again, from the boot frame in its database, without a new boot."""
+    db = tmp_path / "gw.db"
+    dev = nodes.devices[0].hex()
+    switch = f"homeassistant/switch/fieldnode_{dev}/heater/config"
+    number = f"homeassistant/number/fieldnode_{dev}/fan/config"
+    with GatewayThread(nodes.keystore(), db, ("127.0.0.1", 0), mqtt=broker.url, mqtt_retry=0.2,
+                       mqtt_discovery="homeassistant", mqtt_commands=True) as gt:
+        c = Client(gt.address)
+        assert c.post(nodes.frame(0, kind=KIND_BOOT, records=BOOT)).code == 68
+        c.close()
+        late_observer(broker, "homeassistant/#", {switch, number}).close()
+        broker.stop()
+        broker.start()
+        obs = late_observer(broker, "homeassistant/#", {switch, number})
+        obs.close()
+    assert json.loads(obs.retained[switch])["payload_off"] == '{"heater": "off"}'

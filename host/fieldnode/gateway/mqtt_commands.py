@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,6 +32,10 @@ from .store import connect, enqueue_command, shard_paths
 log = logging.getLogger(__name__)
 
 TOPIC = "$command"
+
+
+def command_topic(prefix: str, site: str, node: str, device_hex: str) -> str:
+    return f"{prefix}/{topic_level(site)}/{node_level(node, device_hex)}/{TOPIC}"
 DEFAULT_TTL = 30.0
 MAX_TTL = 3600.0
 # A command names a few actuators; anything longer is not one (and is not parsed).
@@ -41,23 +46,30 @@ class CommandRefused(Exception):
     pass
 
 
+def last_boot_board(conn: sqlite3.Connection, device_hex: str) -> tuple[float, str] | None:
+    """(received, board name) of the device's latest boot frame in this database file."""
+    for (series,) in conn.execute("SELECT id FROM series WHERE device=? AND name='board'", (device_hex,)):
+        for table in ("samples_recent", "samples"):  # the newest first
+            row = conn.execute(
+                f"SELECT f.received, s.string FROM {table} s JOIN frames f ON f.id = s.frame_id "
+                "WHERE s.series=? AND f.kind=2 AND s.string IS NOT NULL ORDER BY s.id DESC LIMIT 1",
+                (series,)).fetchone()
+            if row is not None:
+                return row
+    return None
+
+
 def board_of(db_path: Path, device_hex: str) -> str | None:
     """The board named in the node's latest stored boot frame (in whichever shard holds it)."""
     found: list[tuple[float, str]] = []
     for path in shard_paths(db_path).values():
         conn = connect(path, create=False)
         try:
-            for (series,) in conn.execute("SELECT id FROM series WHERE device=? AND name='board'", (device_hex,)):
-                for table in ("samples_recent", "samples"):  # the newest first
-                    row = conn.execute(
-                        f"SELECT f.received, s.string FROM {table} s JOIN frames f ON f.id = s.frame_id "
-                        "WHERE s.series=? AND f.kind=2 AND s.string IS NOT NULL ORDER BY s.id DESC LIMIT 1",
-                        (series,)).fetchone()
-                    if row is not None:
-                        found.append(row)
-                        break
+            row = last_boot_board(conn, device_hex)
         finally:
             conn.close()
+        if row is not None:
+            found.append(row)
     return max(found)[1] if found else None
 
 

@@ -342,7 +342,7 @@ class Gateway:
         extras: list[MqttExtra] = [Availability(self.mqtt.prefix, self.site, self.node_timeout)]
         if self.mqtt_discovery:
             from .mqtt_discovery import Discovery
-            extras.append(Discovery(self.mqtt.prefix, self.site, self.mqtt_discovery))
+            extras.append(Discovery(self.mqtt.prefix, self.site, self.mqtt_discovery, actuators=self.mqtt_commands))
         if self.mqtt_commands and self.worker == 0:
             from .mqtt_commands import MqttCommands
             extras.append(MqttCommands(self.db_path, self.mqtt.prefix, self.site, lambda: self.keys))
