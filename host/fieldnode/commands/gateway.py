@@ -35,8 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "'fieldnode'; availability (online/offline) on PREFIX/SITE/$availability (the last will) "
                    "and PREFIX/SITE/NODE/$availability")
     p.add_argument("--mqtt-discovery", nargs="?", const="homeassistant", default=None, metavar="PREFIX",
-                   help="with --mqtt: publish Home Assistant discovery configs (retained) for every reading "
-                   "under PREFIX (default homeassistant)")
+                   help="with --mqtt: publish Home Assistant discovery configs (retained) for every reading, "
+                   "and with --mqtt-commands for every actuator, under PREFIX (default homeassistant)")
     p.add_argument("--mqtt-commands", action="store_true",
                    help="with --mqtt: take commands on PREFIX/SITE/NODE/$command (JSON {\"actuator\": value}), "
                    "sign and queue them for actuators the node's board has; guard the topic with a broker "
