@@ -11,6 +11,7 @@ Format: https://www.home-assistant.io/integrations/mqtt/#mqtt-discovery
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sqlite3
 from pathlib import Path
@@ -23,6 +24,8 @@ from .mqtt_availability import gateway_topic, node_topic
 from .mqtt_commands import boards_by_name, command_topic, last_boot_board
 
 DEFAULT_PREFIX = "homeassistant"
+
+log = logging.getLogger(__name__)
 
 # SenML unit (RFC 8428 §12.1, and the secondary units of RFC 8798) -> Home Assistant's unit and
 # device class. Home Assistant accepts only certain units for each class (its sensor docs), so
@@ -132,12 +135,18 @@ class Discovery(MqttExtra):
     def connected(self, client: paho.Client, conn: sqlite3.Connection) -> None:
         self._announced.clear()
         self._boards.clear()
-        if self.actuators:
-            boards = boards_by_name(self.boards_dir)
-            for device, name in conn.execute("SELECT device, name FROM devices").fetchall():
-                found = last_boot_board(conn, device)
-                if found is not None:
-                    self._announce_actuators(client, device, name or "", found[1], boards)
+        if not self.actuators:
+            return
+        boards = boards_by_name(self.boards_dir)
+        try:
+            known = [(device, name, last_boot_board(conn, device))
+                     for device, name in conn.execute("SELECT device, name FROM devices").fetchall()]
+        except sqlite3.Error as exc:  # a node's next boot frame announces it all the same
+            log.warning("cannot read the nodes' boards for discovery: %s", exc)
+            return
+        for device, name, found in known:
+            if found is not None:
+                self._announce_actuators(client, device, name or "", found[1], boards)
 
     def _announce_actuators(self, client: paho.Client, dev: str, node: str, board_name: str,
                             boards: dict[str, dict] | None = None) -> None:
