@@ -7,6 +7,7 @@ keystore) and from the gateway's database.
 """
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 
@@ -256,6 +257,32 @@ def test_every_refused_command_is_acked_with_its_reason_and_changes_nothing(site
     before = outputs(node)
     assert over_usb(site, node, frame, counter) == ("refused", "replay")
     assert outputs(node) == before
+
+
+def test_a_command_counter_the_node_cannot_store_is_refused_unspent_and_never_resets_it(site):
+    # The node keeps the last command counter as an NVS i32 (the ESP32 port's set_i32 raises
+    # OverflowError beyond 2^31-1): a signed command above that must be answered, not crash the
+    # node into a watchdog reset that the gateway's re-sends repeat until the command expires.
+    node = control_node(site)
+    boots = len(node.boots)
+    for huge in (2**31, 2**32 - 1):  # the largest a host builds
+        before = outputs(node)
+        assert over_usb(site, node, *command(site, [("fan", 0.9)], counter=huge)) == ("refused", "counter-range")
+        assert outputs(node) == before
+    assert over_usb(site, node, *command(site, [("fan", 0.6)])) == ("applied", None)  # nothing was spent
+    assert duty(node) == 0.6
+    assert len(node.boots) == boots and node.nvs()["fieldnode"]["cmdctr"][1] < 2**31
+
+
+def test_the_host_never_issues_a_command_counter_the_node_cannot_store(tmp_path, capsys):
+    entry = KeyEntry(kid=bytes.fromhex("02f1e1000001") + b"\x00\x01", key=b"\x11" * 32, name=NODE)
+    keys = Keystore(tmp_path / "keys.json", [entry])
+    keys.save()
+    path = counters_path(keys.path)
+    path.write_text(json.dumps({entry.device.hex(): 2**31 - 1}))
+    assert cli(NODE, "fan", "0.5", "--port", "/dev/null", "--keys", str(keys.path)) == 2
+    assert "2147483647" in capsys.readouterr().err
+    assert json.loads(path.read_text()) == {entry.device.hex(): 2**31 - 1}  # nothing spent either
 
 
 # -- 4. failsafe ----------------------------------------------------------------------------------

@@ -137,7 +137,8 @@ class Node:
         except Rejected as exc:
             log.warn("command refused:", exc.reason)
             if exc.counter is not None:  # MAC verified: answer, naming the command's counter
-                if exc.reason != "replay":  # a malformed command spends its counter too
+                from fnode.command import UNSPENT  # loaded already, with the CommandReader
+                if exc.reason not in UNSPENT:  # a malformed command spends its counter too
                     self._spend(exc.counter)
                 self.ack(exc.counter, "refused", exc.reason)
             return
