@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import signal
 import socket
 import sqlite3
@@ -93,6 +94,22 @@ def test_existing_key_is_refused_and_nothing_changes(node, tmp_path, capsys):
     # The refused session interrupted the application; it was restarted and sends again.
     node.wait_boots(boots + 1, timeout=20)
     node.wait_output(b"FN1 ", timeout=30, since=node.output_mark())
+
+
+def test_a_key_this_keystore_does_not_hold_is_refused_with_advice_that_works(node, tmp_path, capsys):
+    # As with `fieldnode sim` nodes provisioned into the sim's own keystore: --rotate cannot keep
+    # an old key valid that this keystore never had, so neither message may send the user there.
+    assert main(["provision", "--port", node.port, "--keys", str(tmp_path / "other.json")]) == 0
+    keys = tmp_path / "keys.json"
+    capsys.readouterr()
+    for extra in ([], ["--rotate"]):
+        assert main(["provision", "--port", node.port, "--keys", str(keys), *extra]) == 1
+        said = capsys.readouterr()
+        advice = re.split(r"[.;]\s+[Uu]se\s", " ".join(said.err.split()), maxsplit=1)[1]
+        assert "--force" in advice and "--rotate" not in advice, said
+        assert not keys.exists()
+    assert main(["provision", "--port", node.port, "--keys", str(keys), "--force"]) == 0
+    assert [e.device for e in Keystore.load(keys)] == [node.unique_id]
 
 
 class CorruptingLink(DeviceLink):
