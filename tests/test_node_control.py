@@ -285,6 +285,21 @@ def test_the_host_never_issues_a_command_counter_the_node_cannot_store(tmp_path,
     assert json.loads(path.read_text()) == {entry.device.hex(): 2**31 - 1}  # nothing spent either
 
 
+def test_a_queued_command_is_numbered_as_the_gateway_log_and_the_queue_number_it(tmp_path, capsys):
+    # Counter and queue id part ways as soon as one command went over USB: the user is shown the
+    # number the gateway's "-> command #N sent" line and `fieldnode status` use.
+    from fieldnode.gateway.store import connect
+    entry = KeyEntry(kid=bytes.fromhex("02f1e1000001") + b"\x00\x01", key=b"\x11" * 32, name=NODE)
+    keys = Keystore(tmp_path / "keys.json", [entry])
+    keys.save()
+    counters_path(keys.path).write_text(json.dumps({entry.device.hex(): 4}))  # four went over USB
+    db = tmp_path / "gateway.db"
+    connect(db).close()
+    assert cli(NODE, "fan", "0.5", "--db", str(db), "--keys", str(keys.path)) == 0
+    (cmd,) = list_commands(db)
+    assert cmd.counter == 5 and f"queued command #{cmd.id} " in capsys.readouterr().out
+
+
 # -- 4. failsafe ----------------------------------------------------------------------------------
 def test_gateway_silence_sends_every_actuator_to_failsafe_until_commanded(site, capsys):
     node = control_node(site, failsafe_after_s=5)

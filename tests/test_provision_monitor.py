@@ -396,6 +396,23 @@ def test_demo_shows_verified_frames_from_three_nodes():
     assert "accepted" in counts and "rejected" not in counts
 
 
+def test_demo_closing_count_is_the_views_count_and_the_database_can_be_kept(tmp_path):
+    db = tmp_path / "demo.db"
+    proc = subprocess.run([FIELDNODE, "demo", "--nodes", "1", "--duration", "6", "--db", str(db)],
+                          capture_output=True, text=True, timeout=180, env={**os.environ, "COLUMNS": "300"})
+    assert proc.returncode == 0, proc.stderr
+    assert f"database {db} (kept)" in proc.stdout
+    shown = int(re.findall(r"^(\d+) frames verified", proc.stdout, re.M)[-1])  # the view's last header
+    accepted = int(re.search(r"gateway counts: .*accepted (\d+)", proc.stdout).group(1))
+    with sqlite3.connect(db) as conn:
+        stored = conn.execute("SELECT count(*) FROM frames").fetchone()[0]
+    assert shown == accepted == stored > 0
+    assert "#: frame counter" in proc.stdout  # the legend under the table
+    proc = subprocess.run([FIELDNODE, "demo", "--nodes", "1", "--duration", "1"], capture_output=True,
+                          text=True, timeout=180, env={**os.environ, "COLUMNS": "200"})
+    assert "(temporary: removed at the end, --db PATH keeps it)" in proc.stdout, proc.stderr
+
+
 def test_monitor_live_view_shows_each_reading_with_unit_sparkline_counter_and_status(node, tmp_path):
     keys = tmp_path / "keys.json"
     mark = node.output_mark()
