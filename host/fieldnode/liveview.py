@@ -19,8 +19,8 @@ from .frame import Frame
 SPARK = "▁▂▃▄▅▆▇█"
 HISTORY = 24
 # Under the table: what the terse columns mean, and that each sparkline has its own scale.
-LEGEND = (f"recent: last {HISTORY} values, {SPARK[0]} lowest to {SPARK[-1]} highest of that row "
-          f"(all equal: {SPARK[3]}); #: frame counter; /min: that reading's frames a minute, from its second frame on")
+LEGEND = (f"recent: last {HISTORY} values, {SPARK[0]} low to {SPARK[-1]} high in each row; #: frame counter; "
+          "/min: frames a minute (- until two)")
 
 
 def sparkline(values: list[float]) -> str:
