@@ -5,7 +5,8 @@ technician would type them, in a fresh home directory (the keystore, the firmwar
 ~/Downloads are the guide's own paths there). The block marked `background` (`fieldnode sim
 ... --unprovisioned --rom-loader 2`) starts first and keeps running; the ports it prints take the
 place of /dev/ttyUSB0 and /dev/ttyUSB1: its ROM loaders up to section 3, its nodes from section 4
-on, as the guide says. Nothing of the tool is imported or patched: the commands are the guide's
+on, as the guide says (and in a block marked `nodes`: `flash --app-only` writes over the REPL of a
+running node). Nothing of the tool is imported or patched: the commands are the guide's
 text, through bash.
 
 A transcript (`$ command` then its output) is checked against what the command printed: every
@@ -150,15 +151,15 @@ class Walk:
         """What a command printed, with the guide's home and clone paths, to paste into the guide."""
         return printed.replace(str(REPO), f"{GUIDE_HOME}/fieldnode").replace(str(self.home), GUIDE_HOME)
 
-    def ports(self, section: int) -> dict[str, str]:
-        real = self.loaders if section <= 3 else self.nodes
+    def ports(self, block: Block) -> dict[str, str]:
+        real = self.loaders if block.section <= 3 and "nodes" not in block.options else self.nodes
         return dict(zip(GUIDE_PORTS, real))
 
     def run(self, block: Block) -> None:
         if "background" in block.options:
             self.start_sim(block)
             return
-        ports = self.ports(block.section)
+        ports = self.ports(block)
         for command, shown in block.commands():
             line = command
             for guide, real in ports.items():

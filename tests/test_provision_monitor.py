@@ -385,6 +385,31 @@ def test_sim_command_starts_provisions_and_stops(tmp_path):
         assert stat.S_IMODE(os.stat(node_dir).st_mode) == 0o700
 
 
+def test_sim_rom_loaders_answer_esptool_as_an_esp32_in_download_mode(tmp_path):
+    proc = subprocess.Popen([FIELDNODE, "sim", "--nodes", "0", "--rom-loader", "2"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("Ctrl-C stops"):
+                break
+        ports = re.findall(r"rom-loader-\d+ +esp32 in download mode, MAC (\S+) +port (/dev/pts/\d+)", "".join(lines))
+        assert len(ports) == 2, lines
+        for mac, port in ports:
+            esptool = subprocess.run([sys.executable, "-m", "esptool", "--port", port, "--before", "no-reset",
+                                      "--after", "no-reset", "read-mac"], capture_output=True, text=True, timeout=60)
+            assert esptool.returncode == 0 and re.search(rf"MAC: +{mac}", esptool.stdout), esptool.stdout + esptool.stderr
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0 and "stopping" in rest
+    finally:
+        proc.kill()
+    for args in (["--nodes", "0"], ["--rom-loader", "-1"], ["--unprovisioned", "--keys", str(tmp_path / "k.json")]):
+        bad = subprocess.run([FIELDNODE, "sim", *args, "--duration", "0"], capture_output=True, text=True, timeout=60)
+        assert bad.returncode == 2 and bad.stderr.startswith("error: ") and bad.stderr.count("\n") == 1, bad.stderr
+
+
 def test_demo_shows_verified_frames_from_three_nodes():
     proc = subprocess.run([FIELDNODE, "demo", "--duration", "10"], capture_output=True, text=True,
                           timeout=180, env={**os.environ, "COLUMNS": "120"})
