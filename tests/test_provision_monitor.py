@@ -399,7 +399,8 @@ def test_sim_rom_loaders_answer_esptool_as_an_esp32_in_download_mode(tmp_path):
         for mac, port in ports:
             esptool = subprocess.run([sys.executable, "-m", "esptool", "--port", port, "--before", "no-reset",
                                       "--after", "no-reset", "read-mac"], capture_output=True, text=True, timeout=60)
-            assert esptool.returncode == 0 and re.search(rf"MAC: +{mac}", esptool.stdout), esptool.stdout + esptool.stderr
+            said = esptool.stdout + esptool.stderr
+            assert esptool.returncode == 0 and re.search(rf"MAC: +{mac}", esptool.stdout), said
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0 and "stopping" in rest
