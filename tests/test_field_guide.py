@@ -13,9 +13,9 @@ A transcript (`$ command` then its output) is checked against what the command p
 line outside a table's body, in order (so a line printed below a table is not accepted above it);
 every table header, in order; the words of the table bodies (their wrapping depends on the
 terminal's width). Values that change from run to run are compared by shape: numbers, MACs, hex
-ids, the node's readings in blocks marked `rows vary`, and the fields of `json` lines. A command
-whose shown output has an `error:` line, or a block marked `fails`, must exit non-zero; any other
-must exit 0.
+ids, temporary directories, the node's readings in blocks marked `rows vary`, and the fields of
+`json` lines. A command whose shown output has an `error:` line, or a block marked `fails`, must
+exit non-zero; any other must exit 0.
 
 `FIELDNODE_GUIDE_SHOW=1 pytest -s tests/test_field_guide.py` prints each command's output as the
 guide would show it (its ports, its home directory), to paste into the guide after a change.
@@ -50,6 +50,7 @@ GRAPHICS = re.compile(r"[\u2500-\u259f]")
 MAC = re.compile(r"\b[0-9a-f]{2}(?::[0-9a-f]{2}){5}\b")
 HEX_ID = re.compile(r"\b[0-9a-f]{12,}\b")
 NUMBER = re.compile(r"\d+(?:\.\d+)*")
+TEMP_DIR = re.compile(r"/tmp/fieldnode-[a-z]+-[a-z0-9_]{8}\b")  # tempfile.mkdtemp(prefix="fieldnode-sim-")
 
 
 @dataclass
@@ -86,6 +87,7 @@ def guide_blocks(text: str) -> list[Block]:
 def shape(text: str) -> str:
     """A line as compared: no graphics, variable values by kind, spaces collapsed."""
     text = GRAPHICS.sub(" ", text)
+    text = TEMP_DIR.sub("<tmp>", text)
     text = MAC.sub("<mac>", text)
     text = HEX_ID.sub("<id>", text)
     text = NUMBER.sub("<n>", text)

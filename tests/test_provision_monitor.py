@@ -385,6 +385,16 @@ def test_sim_command_starts_provisions_and_stops(tmp_path):
         assert stat.S_IMODE(os.stat(node_dir).st_mode) == 0o700
 
 
+def test_sim_unprovisioned_nodes_have_no_key_even_where_they_had_one(tmp_path):
+    run = [FIELDNODE, "sim", "--nodes", "1", "--dir", str(tmp_path), "--duration", "0"]
+    assert subprocess.run(run, capture_output=True, text=True, timeout=120).returncode == 0
+    assert "blob" in (tmp_path / "node1" / "nvs.json").read_text()  # provisioned: key and Wi-Fi password
+    proc = subprocess.run([*run, "--unprovisioned"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "not provisioned" in proc.stdout, proc.stdout + proc.stderr
+    nvs = tmp_path / "node1" / "nvs.json"
+    assert not nvs.exists() or "blob" not in nvs.read_text()
+
+
 def test_sim_rom_loaders_answer_esptool_as_an_esp32_in_download_mode(tmp_path):
     proc = subprocess.Popen([FIELDNODE, "sim", "--nodes", "0", "--rom-loader", "2"], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)

@@ -33,8 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keys", type=Path, default=None,
                    help="keystore to provision into (default: keys.json in --dir)")
     p.add_argument("--unprovisioned", action="store_true",
-                   help="start the nodes as freshly flashed boards, with no key: provision them yourself "
-                   "with `fieldnode provision --port ...` (as docs/field-guide.md does)")
+                   help="start the nodes with an empty NVS (no key, even in a --dir they ran in before), as "
+                   "boards after `esptool erase-flash` and `fieldnode flash`: provision them yourself with "
+                   "`fieldnode provision --port ...` (as docs/field-guide.md does)")
     p.add_argument("--rom-loader", type=int, default=0, metavar="N",
                    help="also start N emulated ROM loaders (the chip of --board, in download mode, its "
                    "flash in memory): ports for `fieldnode flash`; loader i has node i's MAC")
@@ -61,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
             loaders = _rom_loaders(stack, args.board, args.rom_loader, fleet)
             if fleet is not None:
                 stack.callback(fleet.stop)
+                if args.unprovisioned:
+                    for node in fleet.nodes:
+                        (node.node_dir / "nvs.json").unlink(missing_ok=True)
                 fleet.start(provision_nodes=not args.unprovisioned)
                 _print_nodes(fleet, args.unprovisioned)
             for i, rom in enumerate(loaders, 1):
