@@ -274,6 +274,21 @@ def test_a_command_counter_the_node_cannot_store_is_refused_unspent_and_never_re
     assert len(node.boots) == boots and node.nvs()["fieldnode"]["cmdctr"][1] < 2**31
 
 
+def test_a_command_whose_counter_cannot_be_kept_is_refused_and_never_resets_the_node(site):
+    # NVS full (ESP_ERR_NVS_NOT_ENOUGH_SPACE from set_i32): the command is refused, as applied it
+    # could be replayed after a reboot, and the error does not take the node down.
+    node = control_node(site)
+    boots, before = len(node.boots), outputs(node)
+    node.set_world(nvs_full=True, devices={"env": {"temp": 33.0}})
+    settle(site, node, "env.temp", lambda v: v == pytest.approx(33.0, abs=0.05), "the node in the full-NVS world")
+    assert over_usb(site, node, *command(site, [("fan", 0.9)])) == ("refused", "nvs-error")
+    assert outputs(node) == before
+    node.set_world(nvs_full=False, devices={"env": {"temp": 20.0}})
+    settle(site, node, "env.temp", lambda v: v == pytest.approx(20.0, abs=0.05), "the node with room in NVS")
+    assert over_usb(site, node, *command(site, [("fan", 0.6)])) == ("applied", None)
+    assert duty(node) == 0.6 and len(node.boots) == boots
+
+
 def test_the_host_never_issues_a_command_counter_the_node_cannot_store(tmp_path, capsys):
     entry = KeyEntry(kid=bytes.fromhex("02f1e1000001") + b"\x00\x01", key=b"\x11" * 32, name=NODE)
     keys = Keystore(tmp_path / "keys.json", [entry])
