@@ -7,6 +7,7 @@ keystore) and from the gateway's database.
 """
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 
@@ -256,6 +257,62 @@ def test_every_refused_command_is_acked_with_its_reason_and_changes_nothing(site
     before = outputs(node)
     assert over_usb(site, node, frame, counter) == ("refused", "replay")
     assert outputs(node) == before
+
+
+def test_a_command_counter_the_node_cannot_store_is_refused_unspent_and_never_resets_it(site):
+    # The node keeps the last command counter as an NVS i32 (the ESP32 port's set_i32 raises
+    # OverflowError beyond 2^31-1): a signed command above that must be answered, not crash the
+    # node into a watchdog reset that the gateway's re-sends repeat until the command expires.
+    node = control_node(site)
+    boots = len(node.boots)
+    for huge in (2**31, 2**32 - 1):  # the largest a host builds
+        before = outputs(node)
+        assert over_usb(site, node, *command(site, [("fan", 0.9)], counter=huge)) == ("refused", "counter-range")
+        assert outputs(node) == before
+    assert over_usb(site, node, *command(site, [("fan", 0.6)])) == ("applied", None)  # nothing was spent
+    assert duty(node) == 0.6
+    assert len(node.boots) == boots and node.nvs()["fieldnode"]["cmdctr"][1] < 2**31
+
+
+def test_a_command_whose_counter_cannot_be_kept_is_refused_and_never_resets_the_node(site):
+    # NVS full (ESP_ERR_NVS_NOT_ENOUGH_SPACE from set_i32): the command is refused, as applied it
+    # could be replayed after a reboot, and the error does not take the node down.
+    node = control_node(site)
+    boots, before = len(node.boots), outputs(node)
+    node.set_world(nvs_full=True, devices={"env": {"temp": 33.0}})
+    settle(site, node, "env.temp", lambda v: v == pytest.approx(33.0, abs=0.05), "the node in the full-NVS world")
+    assert over_usb(site, node, *command(site, [("fan", 0.9)])) == ("refused", "nvs-error")
+    assert outputs(node) == before
+    node.set_world(nvs_full=False, devices={"env": {"temp": 20.0}})
+    settle(site, node, "env.temp", lambda v: v == pytest.approx(20.0, abs=0.05), "the node with room in NVS")
+    assert over_usb(site, node, *command(site, [("fan", 0.6)])) == ("applied", None)
+    assert duty(node) == 0.6 and len(node.boots) == boots
+
+
+def test_the_host_never_issues_a_command_counter_the_node_cannot_store(tmp_path, capsys):
+    entry = KeyEntry(kid=bytes.fromhex("02f1e1000001") + b"\x00\x01", key=b"\x11" * 32, name=NODE)
+    keys = Keystore(tmp_path / "keys.json", [entry])
+    keys.save()
+    path = counters_path(keys.path)
+    path.write_text(json.dumps({entry.device.hex(): 2**31 - 1}))
+    assert cli(NODE, "fan", "0.5", "--port", "/dev/null", "--keys", str(keys.path)) == 2
+    assert "2147483647" in capsys.readouterr().err
+    assert json.loads(path.read_text()) == {entry.device.hex(): 2**31 - 1}  # nothing spent either
+
+
+def test_a_queued_command_is_numbered_as_the_gateway_log_and_the_queue_number_it(tmp_path, capsys):
+    # Counter and queue id part ways as soon as one command went over USB: the user is shown the
+    # number the gateway's "-> command #N sent" line and `fieldnode status` use.
+    from fieldnode.gateway.store import connect
+    entry = KeyEntry(kid=bytes.fromhex("02f1e1000001") + b"\x00\x01", key=b"\x11" * 32, name=NODE)
+    keys = Keystore(tmp_path / "keys.json", [entry])
+    keys.save()
+    counters_path(keys.path).write_text(json.dumps({entry.device.hex(): 4}))  # four went over USB
+    db = tmp_path / "gateway.db"
+    connect(db).close()
+    assert cli(NODE, "fan", "0.5", "--db", str(db), "--keys", str(keys.path)) == 0
+    (cmd,) = list_commands(db)
+    assert cmd.counter == 5 and f"queued command #{cmd.id} " in capsys.readouterr().out
 
 
 # -- 4. failsafe ----------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import signal
 import socket
 import sqlite3
@@ -93,6 +94,22 @@ def test_existing_key_is_refused_and_nothing_changes(node, tmp_path, capsys):
     # The refused session interrupted the application; it was restarted and sends again.
     node.wait_boots(boots + 1, timeout=20)
     node.wait_output(b"FN1 ", timeout=30, since=node.output_mark())
+
+
+def test_a_key_this_keystore_does_not_hold_is_refused_with_advice_that_works(node, tmp_path, capsys):
+    # As with `fieldnode sim` nodes provisioned into the sim's own keystore: --rotate cannot keep
+    # an old key valid that this keystore never had, so neither message may send the user there.
+    assert main(["provision", "--port", node.port, "--keys", str(tmp_path / "other.json")]) == 0
+    keys = tmp_path / "keys.json"
+    capsys.readouterr()
+    for extra in ([], ["--rotate"]):
+        assert main(["provision", "--port", node.port, "--keys", str(keys), *extra]) == 1
+        said = capsys.readouterr()
+        advice = re.split(r"[.;]\s+[Uu]se\s", " ".join(said.err.split()), maxsplit=1)[1]
+        assert "--force" in advice and "--rotate" not in advice, said
+        assert not keys.exists()
+    assert main(["provision", "--port", node.port, "--keys", str(keys), "--force"]) == 0
+    assert [e.device for e in Keystore.load(keys)] == [node.unique_id]
 
 
 class CorruptingLink(DeviceLink):
@@ -368,6 +385,42 @@ def test_sim_command_starts_provisions_and_stops(tmp_path):
         assert stat.S_IMODE(os.stat(node_dir).st_mode) == 0o700
 
 
+def test_sim_unprovisioned_nodes_have_no_key_even_where_they_had_one(tmp_path):
+    run = [FIELDNODE, "sim", "--nodes", "1", "--dir", str(tmp_path), "--duration", "0"]
+    assert subprocess.run(run, capture_output=True, text=True, timeout=120).returncode == 0
+    assert "blob" in (tmp_path / "node1" / "nvs.json").read_text()  # provisioned: key and Wi-Fi password
+    proc = subprocess.run([*run, "--unprovisioned"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "not provisioned" in proc.stdout, proc.stdout + proc.stderr
+    nvs = tmp_path / "node1" / "nvs.json"
+    assert not nvs.exists() or "blob" not in nvs.read_text()
+
+
+def test_sim_rom_loaders_answer_esptool_as_an_esp32_in_download_mode(tmp_path):
+    proc = subprocess.Popen([FIELDNODE, "sim", "--nodes", "0", "--rom-loader", "2"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("Ctrl-C stops"):
+                break
+        ports = re.findall(r"rom-loader-\d+ +esp32 in download mode, MAC (\S+) +port (/dev/pts/\d+)", "".join(lines))
+        assert len(ports) == 2, lines
+        for mac, port in ports:
+            esptool = subprocess.run([sys.executable, "-m", "esptool", "--port", port, "--before", "no-reset",
+                                      "--after", "no-reset", "read-mac"], capture_output=True, text=True, timeout=60)
+            said = esptool.stdout + esptool.stderr
+            assert esptool.returncode == 0 and re.search(rf"MAC: +{mac}", esptool.stdout), said
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0 and "stopping" in rest
+    finally:
+        proc.kill()
+    for args in (["--nodes", "0"], ["--rom-loader", "-1"], ["--unprovisioned", "--keys", str(tmp_path / "k.json")]):
+        bad = subprocess.run([FIELDNODE, "sim", *args, "--duration", "0"], capture_output=True, text=True, timeout=60)
+        assert bad.returncode == 2 and bad.stderr.startswith("error: ") and bad.stderr.count("\n") == 1, bad.stderr
+
+
 def test_demo_shows_verified_frames_from_three_nodes():
     proc = subprocess.run([FIELDNODE, "demo", "--duration", "10"], capture_output=True, text=True,
                           timeout=180, env={**os.environ, "COLUMNS": "120"})
@@ -377,6 +430,23 @@ def test_demo_shows_verified_frames_from_three_nodes():
         assert f"{name} │ env.temp" in proc.stdout or f"{name} | env.temp" in proc.stdout
     counts = proc.stdout.rsplit("gateway counts:", 1)[1]
     assert "accepted" in counts and "rejected" not in counts
+
+
+def test_demo_closing_count_is_the_views_count_and_the_database_can_be_kept(tmp_path):
+    db = tmp_path / "demo.db"
+    proc = subprocess.run([FIELDNODE, "demo", "--nodes", "1", "--duration", "6", "--db", str(db)],
+                          capture_output=True, text=True, timeout=180, env={**os.environ, "COLUMNS": "300"})
+    assert proc.returncode == 0, proc.stderr
+    assert f"database {db} (kept)" in proc.stdout
+    shown = int(re.findall(r"^(\d+) frames verified", proc.stdout, re.M)[-1])  # the view's last header
+    accepted = int(re.search(r"gateway counts: .*accepted (\d+)", proc.stdout).group(1))
+    with sqlite3.connect(db) as conn:
+        stored = conn.execute("SELECT count(*) FROM frames").fetchone()[0]
+    assert shown == accepted == stored > 0
+    assert "#: frame counter" in proc.stdout  # the legend under the table
+    proc = subprocess.run([FIELDNODE, "demo", "--nodes", "1", "--duration", "1"], capture_output=True,
+                          text=True, timeout=180, env={**os.environ, "COLUMNS": "200"})
+    assert "(temporary: removed at the end, --db PATH keeps it)" in proc.stdout, proc.stderr
 
 
 def test_monitor_live_view_shows_each_reading_with_unit_sparkline_counter_and_status(node, tmp_path):

@@ -24,6 +24,9 @@ from .serialsource import open_port
 if TYPE_CHECKING:
     from .gateway.store import CommandInfo
 
+# The node keeps the last counter it applied as an NVS i32 (firmware/lib/fnode/command.py
+# MAX_COUNTER): it refuses a larger one, so none is ever issued.
+MAX_COMMAND_COUNTER = 2**31 - 1
 
 def counters_path(keystore_path: Path) -> Path:
     return keystore_path.with_name(keystore_path.stem + ".command-counters.json")
@@ -40,6 +43,9 @@ def next_counter(path: Path, device: bytes, at_least: int = 1) -> int:
         raise FieldnodeError(f"{path} is damaged: remove it only if you also re-provision the nodes "
                              "(their command counters would restart)") from None
     counter = max(int(state.get(device.hex(), 0)) + 1, at_least)
+    if counter > MAX_COMMAND_COUNTER:
+        raise FieldnodeError(f"the command counter for {device.hex()} in {path} is at {counter - 1}, the "
+                             f"largest a node can keep ({MAX_COMMAND_COUNTER}): no command sent")
     state[device.hex()] = counter
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".counters-")
     with os.fdopen(fd, "w") as f:

@@ -18,6 +18,9 @@ from .frame import Frame
 
 SPARK = "▁▂▃▄▅▆▇█"
 HISTORY = 24
+# Under the table: what the terse columns mean, and that each sparkline has its own scale.
+LEGEND = (f"recent: last {HISTORY} values, {SPARK[0]} low to {SPARK[-1]} high in each row; #: frame counter; "
+          "/min: frames a minute (- until two)")
 
 
 def sparkline(values: list[float]) -> str:
@@ -114,8 +117,8 @@ class LiveState:
                 shown = f"{row.value:g}" if isinstance(row.value, float) else str(row.value)
                 value, status = Text(shown), Text("verified", style="green")
             table.add_row(node, name, value, row.unit, sparkline(list(row.history)), str(row.counter),
-                          f"{age:.0f}s", f"{row.rate(now):.1f}", status)
-        parts: list[Any] = [table]
+                          f"{age:.0f}s", f"{row.rate(now):.1f}" if len(row.arrivals) > 1 else "-", status)
+        parts: list[Any] = [table, Text(LEGEND, style="dim")]
         if self.rejected:
             parts.append(Text("rejected: " + ", ".join(f"{r} {n}" for r, n in sorted(self.rejected.items())),
                               style="bold red"))

@@ -67,13 +67,17 @@ def provision(link: DeviceLink, store: Keystore, settings: Settings, force: bool
     has_key = link.exec("import fnode.provision as p;p.has_key()") == "True"
     known = store.for_device(device)
     if has_key and not (force or rotate):
-        where = f" (keystore: {', '.join(e.kid.hex() for e in known)})" if known else " (not in this keystore)"
-        raise FieldnodeError(f"node {device.hex()} on {link.port} already has a key{where}. "
-                             "Use --rotate to give it a new key and keep the old one valid for a grace "
-                             "period, or --force to replace it")
+        if not known:  # --rotate would only be refused next: it needs the old key in this keystore
+            raise FieldnodeError(f"node {device.hex()} on {link.port} already has a key that {store.path} "
+                                 "does not hold (provisioned with another keystore?). Use --force to replace "
+                                 "it, or --keys with the keystore that provisioned it")
+        raise FieldnodeError(f"node {device.hex()} on {link.port} already has a key (keystore: "
+                             f"{', '.join(e.kid.hex() for e in known)}). Use --rotate to give it a new key "
+                             "and keep the old one valid for a grace period, or --force to replace it")
     if rotate and not known:
-        raise FieldnodeError(f"--rotate: node {device.hex()} has no key in {store.path}; "
-                             "use --force to replace a key this keystore does not know")
+        raise FieldnodeError(f"--rotate: node {device.hex()} has no key in {store.path} to keep valid; "
+                             "use --force to replace a key this keystore does not hold, or --keys with the "
+                             "keystore that provisioned it")
     generation = max((e.generation for e in known), default=0) + 1
     key = secrets.token_bytes(32)
     kid = make_kid(device, generation)

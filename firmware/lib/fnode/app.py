@@ -137,11 +137,14 @@ class Node:
         except Rejected as exc:
             log.warn("command refused:", exc.reason)
             if exc.counter is not None:  # MAC verified: answer, naming the command's counter
-                if exc.reason != "replay":  # a malformed command spends its counter too
+                from fnode.command import UNSPENT  # loaded already, with the CommandReader
+                if exc.reason not in UNSPENT:  # a malformed command spends its counter too
                     self._spend(exc.counter)
                 self.ack(exc.counter, "refused", exc.reason)
             return
-        self._spend(cmd.counter)  # before anything moves
+        if not self._spend(cmd.counter):  # before anything moves
+            self.ack(cmd.counter, "refused", "nvs-error")
+            return
         if not clock.valid():  # an unset clock cannot tell a fresh command from a delayed one
             self.ack(cmd.counter, "refused", "no-clock")
             return
@@ -156,9 +159,16 @@ class Node:
             self.ack(cmd.counter, "refused", reason)
 
     def _spend(self, counter):
-        # Kept in NVS, so that a replay after a reboot is refused too.
-        self.cfg.nvs.set_i32("cmdctr", counter)
-        self.cfg.nvs.commit()
+        # Kept in NVS, so that a replay after a reboot is refused too. -> False when it could not
+        # be kept: the command is refused (applied, it could be replayed after a reboot), and the
+        # error must not escape (a reset, and the gateway would bring the same command again).
+        try:
+            self.cfg.nvs.set_i32("cmdctr", counter)
+            self.cfg.nvs.commit()
+        except OSError as exc:
+            log.error("command counter not kept in NVS:", repr(exc))
+            return False
+        return True
 
     def ack(self, counter, result, reason):
         b = self.builder

@@ -5,9 +5,16 @@
 #       cmd = reader.read(frame)        # Command, or cose.Rejected with .reason
 #   except Rejected as e: ...           # answer with an ack "refused" / log e.reason
 #   save reader.last                    # the counter of the last command applied
+from micropython import const
 from .cose import verify, Rejected, KIND_COMMAND, MAX_FRAME
 from .hmac256 import HMAC256
 from . import senml
+
+# The last counter applied is kept in NVS as an i32 (esp32.NVS.set_i32 raises OverflowError beyond
+# it): a command counter above this is refused unspent, as it could never be kept.
+MAX_COUNTER = const(0x7FFFFFFF)
+# Refusals that leave the last counter as it was.
+UNSPENT = ("replay", "counter-range")
 
 
 class Command:
@@ -35,9 +42,11 @@ class CommandReader:
 
     def read(self, frame):
         """The Command in frame, or Rejected (every reason of docs/frame-format.md that applies to
-        a node: oversized ... wrong-kind, bad-senml, device-mismatch, replay)."""
+        a node: oversized ... wrong-kind, bad-senml, device-mismatch, replay, counter-range)."""
         kind, counter, payload = verify(frame, self._mac, self._kid, self._alg, KIND_COMMAND,
                                         self.last, self._max_len)
+        if counter > MAX_COUNTER:
+            raise Rejected("counter-range", "above 2^31-1", counter)
         # From here on the MAC has verified: a refusal names the counter, so the node can answer
         # it, and the counter is spent (the same frame again is a replay, not a second refusal).
         self.last = counter

@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     from ..gateway.store import enqueue_command
 
     command_id = enqueue_command(args.db, entry.device, frame, expires)
-    print(f"queued command #{counter} for {entry.name or entry.device.hex()}: {args.actuator}={args.value}; "
+    # The queue's id, as the gateway's log ("command #N sent") and `status` number commands.
+    print(f"queued command #{command_id} for {entry.name or entry.device.hex()}: {args.actuator}={args.value}; "
           f"delivered with the node's next frame, expires in {args.ttl:.0f} s", flush=True)
     if not args.wait:
         return 0

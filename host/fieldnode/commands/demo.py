@@ -25,6 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nodes", type=int, default=3, help="how many virtual nodes (default 3)")
     p.add_argument("--duration", type=float, default=60.0, help="seconds to run (default 60; 0 = until Ctrl-C)")
     p.add_argument("--board", default="virtual", help="board of the virtual nodes (default: virtual)")
+    p.add_argument("--db", type=Path, default=None,
+                   help="keep the gateway's database at this path (default: a temporary one, removed at the "
+                   "end); `fieldnode status --db PATH` reads it afterwards")
     p.add_argument("--source", action="store_true",
                    help="run firmware/lib as source instead of the application image `fieldnode flash` writes")
     p.set_defaults(func=run)
@@ -36,50 +39,69 @@ def run(args: argparse.Namespace) -> int:
         base = Path(tmp)
         keys_path = base / "keys.json"
         Keystore(keys_path).save()
+        db = args.db or base / "gateway.db"
         events: "queue.SimpleQueue[GatewayEvent]" = queue.SimpleQueue()
-        gateway = GatewayThread(Keystore.load(keys_path), base / "gateway.db", ("127.0.0.1", 0)).start()
+        gateway = GatewayThread(Keystore.load(keys_path), db, ("127.0.0.1", 0)).start()
         gateway.call(gateway.gateway.subscribe, events.put)
         host, port = gateway.address
-        console.print(f"gateway listening on coap://{host}:{port}/f, database {base / 'gateway.db'}")
+        kept = "kept" if args.db else "temporary: removed at the end, --db PATH keeps it"
+        console.print(f"gateway listening on coap://{host}:{port}/f, database {db} ({kept})")
         fleet = Fleet(base, args.nodes, board=args.board, keys=keys_path, gateway=f"{host}:{port}",
                       log=lambda s: console.print(s), source=args.source)
-        try:
-            console.print(f"booting {args.nodes} virtual nodes (MicroPython unix port, simulated hardware)")
-            fleet.start()
-            for name, node in zip(fleet.names, fleet.nodes):
-                console.print(f"  {name}: device {node.unique_id.hex()} on {node.port}")
-            _live(console, fleet, events, args.duration)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            fleet.stop()
-            gateway.stop()
+        state = LiveState({n.unique_id.hex(): name for name, n in zip(fleet.names, fleet.nodes)})
+        with Live(state.render(), console=console, refresh_per_second=4, auto_refresh=False) as live:
+            try:
+                console.print(f"booting {args.nodes} virtual nodes (MicroPython unix port, simulated hardware)")
+                fleet.start()
+                for name, node in zip(fleet.names, fleet.nodes):
+                    console.print(f"  {name}: device {node.unique_id.hex()} on {node.port}")
+                _live(fleet, events, args.duration, state, live)
+            except KeyboardInterrupt:
+                pass
+            finally:
+                fleet.stop()
+                gateway.stop()
+                # Frames the gateway took after the last refresh: the view's count and the
+                # closing one are the same frames.
+                _take_all(events, state)
+                state.status = ""
+                live.update(state.render(), refresh=True)
         console.print()
         counts = gateway.gateway.counts
         console.print("gateway counts: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     return 0
 
 
-def _live(console: Console, fleet: Fleet, events: "queue.SimpleQueue[GatewayEvent]", duration: float) -> None:
-    state = LiveState({n.unique_id.hex(): name for name, n in zip(fleet.names, fleet.nodes)})
+def _take(event: GatewayEvent | None, state: LiveState) -> None:
+    if event is None:
+        return
+    if event.outcome == "accepted" and event.frame is not None:
+        state.add_frame(event.frame)
+    elif event.outcome == "rejected":
+        state.add_rejection(event.reason)
+
+
+def _take_all(events: "queue.SimpleQueue[GatewayEvent]", state: LiveState) -> None:
+    while True:
+        try:
+            _take(events.get_nowait(), state)
+        except queue.Empty:
+            return
+
+
+def _live(fleet: Fleet, events: "queue.SimpleQueue[GatewayEvent]", duration: float, state: LiveState,
+          live: Live) -> None:
     started = time.monotonic()
     next_drift = 0.0
-    with Live(state.render(), console=console, refresh_per_second=4) as live:
-        while not duration or time.monotonic() - started < duration:
-            now = time.monotonic()
-            if now >= next_drift:
-                fleet.drift(now - started)
-                next_drift = now + 1.0
-            remaining = 0.25
-            try:
-                event = events.get(timeout=remaining)
-            except queue.Empty:
-                event = None
-            if event is not None:
-                if event.outcome == "accepted" and event.frame is not None:
-                    state.add_frame(event.frame)
-                elif event.outcome == "rejected":
-                    state.add_rejection(event.reason)
-            state.status = f"{time.monotonic() - started:.0f}s of {duration:.0f}s - Ctrl-C to stop" if duration \
-                else "Ctrl-C to stop"
-            live.update(state.render())
+    while not duration or time.monotonic() - started < duration:
+        now = time.monotonic()
+        if now >= next_drift:
+            fleet.drift(now - started)
+            next_drift = now + 1.0
+        try:
+            _take(events.get(timeout=0.25), state)
+        except queue.Empty:
+            pass
+        state.status = f"{time.monotonic() - started:.0f}s of {duration:.0f}s - Ctrl-C to stop" if duration \
+            else "Ctrl-C to stop"
+        live.update(state.render(), refresh=True)

@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "farm-north.json -> farm-north; 'default' for keys.json)")
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="N processes sharing the port (SO_REUSEPORT, Linux) for more than one core, each storing "
-                   "its share of the devices in its own file beside --db (gw.db: gw.shard1.db, ...; at most 11; "
+                   "its share of the devices in its own file beside --db (gateway.db: gateway.shard1.db, ...; at most 11; "
                    "default 1)")
     p.add_argument("--quiet", action="store_true", help="no line per frame; print a summary every --summary seconds")
     p.add_argument("--summary", type=float, default=60.0, metavar="SECONDS",

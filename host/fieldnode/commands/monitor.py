@@ -75,8 +75,11 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             _json_loop(inbox, deadline)
         else:
-            with Live(state.render(), console=Console(), refresh_per_second=4, transient=False) as live:
+            console = Console()
+            with Live(state.render(), console=console, refresh_per_second=4, transient=False) as live:
                 _view_loop(inbox, deadline, state, live)
+            if not console.is_terminal:  # rich ends the last line only on a terminal
+                console.line()
     except KeyboardInterrupt:
         pass
     finally:

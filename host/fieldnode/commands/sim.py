@@ -1,24 +1,30 @@
-"""fieldnode sim: virtual nodes running the real firmware on the MicroPython unix port."""
+"""fieldnode sim: virtual nodes running the real firmware on the MicroPython unix port, and
+emulated ESP32 ROM loaders for `fieldnode flash`."""
 from __future__ import annotations
 
 import argparse
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
-from ..sim.fleet import Fleet
+from ..boards import load_board
+from ..errors import FieldnodeError
+from ..sim.fleet import Fleet, sim_unique_id
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "sim", help="start virtual nodes (the real firmware, simulated hardware)",
+        "sim", help="start virtual nodes (the real firmware, simulated hardware) and emulated ROM loaders",
         description="Starts N virtual nodes: each is the MicroPython unix port running this "
         "repository's firmware (by default the very application image `fieldnode flash` writes to a "
         "board, built at start) with emulated sensors (from the board definition) behind a "
         "pseudo-terminal that mpremote, `fieldnode provision` and `fieldnode monitor --port` use "
         "exactly like a USB board. Each node is provisioned over its pty (keys go into --keys, "
-        "which a gateway reads) and its sensors drift slowly. Ctrl-C stops them cleanly.")
-    p.add_argument("--nodes", type=int, default=3, help="how many nodes (default 3)")
+        "which a gateway reads) unless --unprovisioned, and its sensors drift slowly. --rom-loader N "
+        "adds N ptys that answer like an ESP32 held in download mode, for `fieldnode flash` and "
+        "esptool. Ctrl-C stops them cleanly.")
+    p.add_argument("--nodes", type=int, default=3, help="how many nodes (default 3; 0 with --rom-loader)")
     p.add_argument("--board", default="virtual", help="board definition (default: virtual)")
     p.add_argument("--gateway", metavar="HOST:PORT", help="gateway the nodes send to over CoAP/UDP")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
@@ -26,6 +32,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "live (default: a temporary directory, removed at the end)")
     p.add_argument("--keys", type=Path, default=None,
                    help="keystore to provision into (default: keys.json in --dir)")
+    p.add_argument("--unprovisioned", action="store_true",
+                   help="start the nodes with an empty NVS (no key, even in a --dir they ran in before), as "
+                   "boards after `esptool erase-flash` and `fieldnode flash`: provision them yourself with "
+                   "`fieldnode provision --port ...` (as docs/field-guide.md does)")
+    p.add_argument("--rom-loader", type=int, default=0, metavar="N",
+                   help="also start N emulated ROM loaders (the chip of --board, in download mode, its "
+                   "flash in memory): ports for `fieldnode flash`; loader i has node i's MAC")
     p.add_argument("--source", action="store_true",
                    help="run firmware/lib as source from the working tree (an edit takes effect at the "
                    "node's next reset) instead of the compiled application image `fieldnode flash` writes")
@@ -33,24 +46,62 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with tempfile.TemporaryDirectory(prefix="fieldnode-sim-") as tmp:
+    if args.rom_loader < 0 or args.nodes < 0 or (args.nodes == 0 and not args.rom_loader):
+        raise FieldnodeError("--nodes must be at least 1 (or 0 with --rom-loader N), --rom-loader N at least 0")
+    if args.unprovisioned and args.keys:
+        raise FieldnodeError("--keys goes without --unprovisioned: unprovisioned nodes have no key "
+                             "(`fieldnode provision --keys PATH` records the ones you give them)")
+    with tempfile.TemporaryDirectory(prefix="fieldnode-sim-") as tmp, ExitStack() as stack:
         base = args.dir or Path(tmp)
-        fleet = Fleet(base, args.nodes, board=args.board, keys=args.keys, gateway=args.gateway, log=print,
-                      source=args.source)
-        print(f"starting {args.nodes} virtual node(s) on board {args.board} in {base}")
+        fleet = None
+        if args.nodes:
+            fleet = Fleet(base, args.nodes, board=args.board, keys=args.keys, gateway=args.gateway, log=print,
+                          source=args.source)
+            print(f"starting {args.nodes} virtual node(s) on board {args.board} in {base}")
         try:
-            fleet.start()
-            print(f"keystore: {fleet.keys_path}")
-            for name, node in zip(fleet.names, fleet.nodes):
-                print(f"  {name}  device {node.unique_id.hex()}  port {node.port}")
-            print("try: fieldnode monitor --keys", fleet.keys_path, "--port", fleet.nodes[0].port)
-            print("Ctrl-C stops the nodes")
+            loaders = _rom_loaders(stack, args.board, args.rom_loader, fleet)
+            if fleet is not None:
+                stack.callback(fleet.stop)
+                if args.unprovisioned:
+                    for node in fleet.nodes:
+                        (node.node_dir / "nvs.json").unlink(missing_ok=True)
+                fleet.start(provision_nodes=not args.unprovisioned)
+                _print_nodes(fleet, args.unprovisioned)
+            for i, rom in enumerate(loaders, 1):
+                print(f"  rom-loader-{i}  {rom.chip.name} in download mode, MAC {rom.mac.hex(':')}  port {rom.port}",
+                      flush=True)
+            if loaders:
+                print("try: fieldnode flash --board", args.board, "--port", loaders[0].port)
+            print("Ctrl-C stops the nodes", flush=True)
             started = time.monotonic()
             while args.duration is None or time.monotonic() - started < args.duration:
-                fleet.drift(time.monotonic())
+                if fleet is not None:
+                    fleet.drift(time.monotonic())
                 time.sleep(1.0)
         except KeyboardInterrupt:
             print("stopping")
-        finally:
-            fleet.stop()
     return 0
+
+
+def _rom_loaders(stack: ExitStack, board: str, count: int, fleet: Fleet | None) -> list:
+    from ..sim.esp_rom import MIB, EspRomEmulator
+
+    doc = fleet.board_doc if fleet is not None else load_board(board)
+    chip, size = doc.get("chip", "esp32"), doc.get("flash_size_mb", 4) * MIB
+    # The same MAC as the virtual node of the same number: flashing loader i then provisioning
+    # node i reads like one board, whose label (its MAC) is its identity.
+    macs = [n.unique_id for n in fleet.nodes] if fleet is not None else []
+    macs += [sim_unique_id(i) for i in range(len(macs) + 1, count + 1)]
+    return [stack.enter_context(EspRomEmulator(chip, flash_size=size, mac=mac)) for mac in macs[:count]]
+
+
+def _print_nodes(fleet: Fleet, unprovisioned: bool) -> None:
+    if unprovisioned:
+        print("not provisioned: each node refuses to send until `fieldnode provision --port PORT`")
+    else:
+        print(f"keystore: {fleet.keys_path}")
+    for name, node in zip(fleet.names, fleet.nodes):
+        print(f"  {'' if unprovisioned else name + '  '}device {node.unique_id.hex()}  port {node.port}")
+    if not unprovisioned:
+        print("try: fieldnode monitor --keys", fleet.keys_path, "--port", fleet.nodes[0].port)
+    print(end="", flush=True)

@@ -6,10 +6,10 @@ commits. WAL mode lets `fieldnode status`, the MQTT publisher and `fieldnode com
 write beside it. Devices are stored as 12 lowercase hex digits so the tables are easy to query
 by hand.
 
-Shards: with `--workers N` each worker writes its own database file (`gw.db`, `gw.shard1.db`, ...)
+Shards: with `--workers N` each worker writes its own database file (`gateway.db`, `gateway.shard1.db`, ...)
 and owns the devices `owner_of` gives it, so N workers are N SQLite writers. Every writer attaches
 the other shards read-only: a device's frames from a run with another N stay part of its replay
-state. Commands live in shard 0 (`gw.db`), which is what `fieldnode command` writes.
+state. Commands live in shard 0 (`gateway.db`), which is what `fieldnode command` writes.
 """
 from __future__ import annotations
 
@@ -219,7 +219,7 @@ MAX_SHARDS = 11
 
 
 def shard_path(db: Path | str, index: int) -> Path:
-    """Shard 0 is the database named by --db; shard k of gw.db is gw.shard<k>.db beside it."""
+    """Shard 0 is the database named by --db; shard k of gateway.db is gateway.shard<k>.db beside it."""
     db = Path(db)
     return db if index == 0 else db.with_name(f"{db.stem}.shard{index}{db.suffix}")
 

@@ -2,7 +2,9 @@
 #
 # NVS errors are the ESP32 port's: a missing key (or one stored with another type) raises
 # OSError(-4354, "ESP_ERR_NVS_NOT_FOUND"); a get_blob buffer too small for the value raises
-# OSError(-4364, "ESP_ERR_NVS_INVALID_LENGTH").
+# OSError(-4364, "ESP_ERR_NVS_INVALID_LENGTH"); with world.json "nvs_full" every set_* raises
+# OSError(-4357, "ESP_ERR_NVS_NOT_ENOUGH_SPACE"); set_i32 of a value outside the i32 range raises
+# OverflowError, as the port's mp_obj_get_int does.
 #
 # Durability has two modes, chosen by sim.json "nvs":
 #   "commit" (default): set_*/erase_key change this boot's view; commit() replaces the file
@@ -17,6 +19,7 @@ _FILE = simnode.path("nvs.json")
 _NOT_FOUND = -4354  # -ESP_ERR_NVS_NOT_FOUND (0x1102)
 _INVALID_LENGTH = -4364  # -ESP_ERR_NVS_INVALID_LENGTH (0x110c)
 _KEY_TOO_LONG = -4361  # -ESP_ERR_NVS_KEY_TOO_LONG (0x1109)
+_NOT_ENOUGH_SPACE = -4357  # -ESP_ERR_NVS_NOT_ENOUGH_SPACE (0x1105)
 _MAX_NAME = 15
 
 _disk = None  # namespace -> {key: [type, value]} as last committed
@@ -53,6 +56,9 @@ class NVS:
     def _set(self, key, item):
         if len(key) > _MAX_NAME:
             raise _err(_KEY_TOO_LONG, "ESP_ERR_NVS_KEY_TOO_LONG")
+        import simworld
+        if simworld.get().get("nvs_full"):  # no free entry: NVS writes a new entry for every set
+            raise _err(_NOT_ENOUGH_SPACE, "ESP_ERR_NVS_NOT_ENOUGH_SPACE")
         self._items[key] = item
         if _write_through():
             self._persist()

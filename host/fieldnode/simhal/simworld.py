@@ -15,6 +15,7 @@
 #   "pins":     {"4": 1}                 level driven onto an input pin from outside
 #   "pulses":   {"35": 12.5}             pulses per second arriving on an input pin
 #   "mcu_temp": 42.0                     esp32.mcu_temperature() in degrees Celsius
+#   "nvs_full": true                     the NVS partition has no free entry: every set_* fails
 #   "i2c_stall": 21                      a device holds the I2C bus on this SDA pin: every
 #                                        transaction there blocks until the key is removed
 import os
