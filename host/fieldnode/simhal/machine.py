@@ -198,7 +198,12 @@ class Pin:
     def drive(self, drive=None):
         return Pin.DRIVE_2 if drive is None else None
 
-    def irq(self, handler=None, trigger=IRQ_FALLING | IRQ_RISING, *, priority=1, wake=None, hard=False):
+    def irq(self, handler=None, trigger=IRQ_FALLING | IRQ_RISING, wake=None, **extra):
+        # The ESP32 port's Pin.irq takes handler, trigger and wake only (ports/esp32/machine_pin.c,
+        # v1.24-v1.26): hard= or priority= raise its mp_arg_parse_all TypeError (py/argcheck.c).
+        # Its handler is always a soft IRQ (mp_sched_schedule), as _deliver runs it here.
+        if extra:
+            raise TypeError("extra keyword arguments given")
         if handler is None and trigger == (Pin.IRQ_FALLING | Pin.IRQ_RISING) and self._irq:
             return self._irq  # irq() with no arguments: the current IRQ object
         self._handler = handler
