@@ -14,7 +14,12 @@ from __future__ import annotations
 
 import json
 
-from fieldnode.paths import SIMHAL_DIR
+import pytest
+
+from fieldnode.boards import validate_board
+from fieldnode.paths import BOARDS_DIR, SIMHAL_DIR
+from support.nodesite import Site, wait_for
+from test_node_control import CONTROL, PUMP, command, control_node, events, outputs, over_usb, telemetry
 
 PRELUDE = """
 import json, time, machine, simdev, simworld
@@ -70,3 +75,92 @@ out["values"] = s.values
 """)
     assert out["first"] is None and out["second"] is None
     assert out["values"][0] == 20.0  # 40 pulses of 0.5 l
+
+
+# -- 2. ticks wrap at 2**30 ----------------------------------------------------------------------
+def test_the_node_ticks_wrap_at_2_30_as_on_the_esp32_and_asyncio_still_keeps_time(micropython, tmp_path):
+    (tmp_path / "world.json").write_text(json.dumps({"ticks_skip_ms": (1 << 30) - 150}))
+    out = run(micropython, tmp_path, """
+import asyncio
+out["before"] = time.ticks_ms()
+async def nap():
+    t0 = time.ticks_ms()
+    await asyncio.sleep_ms(300)  # across the wrap
+    return t0, time.ticks_ms()
+t0, t1 = asyncio.run(nap())
+out["t0"], out["t1"], out["slept"] = t0, t1, time.ticks_diff(t1, t0)
+out["diff_half"] = time.ticks_diff((1 << 29) + 5, 0)  # a stamp older than 2**29 reads as in the future
+out["add"] = time.ticks_add((1 << 30) - 1, 2)
+try:
+    time.ticks_add(0, 1 << 29)
+except OverflowError as exc:
+    out["overflow"] = str(exc)
+world({"ticks_skip_ms": (1 << 30) - 150 + 86400000})
+out["jumped"] = time.ticks_diff(time.ticks_ms(), t1)
+""")
+    assert (1 << 30) - 150 <= out["before"] < 1 << 30
+    assert out["t0"] > out["t1"] and 300 <= out["slept"] < 1 << 20  # wrapped, yet ticks_diff is right
+    assert out["diff_half"] == -(1 << 29) + 5
+    assert out["add"] == 1
+    assert out["overflow"] == "ticks interval overflow"
+    assert 86400000 <= out["jumped"] < 86400000 + (1 << 20)
+
+
+DAY_MS = 86400 * 1000
+
+
+@pytest.fixture
+def site(tmp_path):
+    s = Site(tmp_path)
+    yield s
+    s.close()
+
+
+def pass_days(site: Site, node, days: float, step_days: float = 1.75) -> None:
+    """Moves the node's ticks forward `days`, in steps shorter than the 3.1 days a stored stamp may
+    age between two looks (fnode.stamp), waiting after each for three samples of a 1 s sensor:
+    the node's watchdog task (once a second) has run since the jump, as it would every second of
+    real days."""
+    skip = node.world.read().get("ticks_skip_ms", 0)
+    end = skip + int(days * DAY_MS)
+    while skip < end:
+        skip = min(end, skip + int(step_days * DAY_MS))
+        mark = node.output_mark()
+        node.set_world(ticks_skip_ms=skip)
+        wait_for(lambda: len(telemetry(site, node, "loop1", mark)) >= 3, 30, "samples after the jump")
+
+
+def test_a_relay_that_held_its_state_seven_days_accepts_a_change(site):
+    # pump: off at boot, min_off_s 600. Before: the boot stamp, 7 days old, read as 5.4 days in
+    # the future (ticks wrap at 2**30 ms on the ESP32) and the pump refused "min-off-time".
+    node = control_node(site)
+    assert over_usb(site, node, *command(site, [("pump", True)])) == ("refused", "min-off-time")
+    pass_days(site, node, 7)
+    assert over_usb(site, node, *command(site, [("pump", True)])) == ("applied", None)
+    wait_for(lambda: node.outputs()["pins"][PUMP] == 1, 10, "the pump on")
+
+
+def test_the_failsafe_holds_through_a_week_of_gateway_silence_across_the_tick_wrap(site):
+    # Before: once the last answer was more than 6.2 days old it read as recent, the node logged
+    # "gateway answers again" and dropped the failsafe state (and later failed safe once more).
+    node = control_node(site, failsafe_after_s=5)
+    mark = node.output_mark()
+    node.set_world(wifi="down")
+    wait_for(lambda: [e[1] for e in events(site, node, mark)] == ["failsafe"], 30, "the failsafe event")
+    safe = outputs(node)
+    pass_days(site, node, 7)
+    assert b"gateway answers again" not in node.console_tail(1 << 20)
+    assert [e[1] for e in events(site, node, mark)] == ["failsafe"]
+    assert outputs(node) == safe
+
+
+@pytest.mark.parametrize("mutate,expected", [
+    (lambda d: d["actuators"][0].update(min_on_s=73 * 3600), "min_on_s: seconds, from 0 to 259200"),
+    (lambda d: d.update(failsafe_after_s=8 * 86400), "failsafe_after_s: a positive number of seconds, at most"),
+    (lambda d: d["sensors"][0].update(period_s=2 * 86400), "period_s: a positive number of seconds, at most 86400"),
+])
+def test_board_check_refuses_durations_the_node_could_not_time(mutate, expected):
+    # A stored stamp is kept at most 2**28 ms (3.1 days) old on the node (fnode.stamp).
+    doc = json.loads((BOARDS_DIR / "esp32-devkitc.json").read_text())
+    mutate(doc)
+    assert any(expected in p for p in validate_board(doc)), validate_board(doc)

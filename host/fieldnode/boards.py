@@ -60,6 +60,11 @@ SENSOR_DRIVERS: dict[str, dict[str, Any]] = {
     "pulse": {"pin": "input", "required": ("per_pulse",), "readings": ("count", "rate")},
 }
 ACTUATOR_DRIVERS = ("relay", "pwm")
+# The node compares its stored tick stamps with these durations, and keeps every stamp at most
+# 2**28 ms (3.1 days) old so that the ESP32's 2**30 ms tick wrap cannot turn it negative
+# (firmware/lib/fnode/stamp.py): a longer duration could never be seen to pass.
+MAX_HOLD_S = 72 * 3600  # min_on_s, min_off_s, failsafe_after_s
+MAX_PERIOD_S = 24 * 3600  # period_s: the watchdog allows a sampler two periods and 5 s
 BUS_PINS = {"i2c": ("scl", "sda"), "onewire": ("pin",), "uart": ("tx", "rx", "de")}
 
 
@@ -257,8 +262,8 @@ def validate_board(doc: Any) -> list[str]:
                 problems.append(f"{where}.{key}: required for {sensor['driver']}")
         problems.extend(f"{where}.{p}" for p in _driver_fields(sensor))
         period = sensor.get("period_s")
-        if not isinstance(period, (int, float)) or period <= 0:
-            problems.append(f"{where}.period_s: a positive number of seconds")
+        if not isinstance(period, (int, float)) or not 0 < period <= MAX_PERIOD_S:
+            problems.append(f"{where}.period_s: a positive number of seconds, at most {MAX_PERIOD_S} (24 h)")
 
     actuators: set[str] = set()
     drivers: dict[str, str] = {}
@@ -279,8 +284,8 @@ def validate_board(doc: Any) -> list[str]:
         if act["driver"] == "pwm" and (not isinstance(failsafe, (int, float)) or not 0 <= failsafe <= 1):
             problems.append(f"{where}.failsafe: a duty from 0.0 to 1.0")
         for key in ("min_on_s", "min_off_s"):
-            if key in act and (not isinstance(act[key], (int, float)) or act[key] < 0):
-                problems.append(f"{where}.{key}: seconds, 0 or more")
+            if key in act and (not isinstance(act[key], (int, float)) or not 0 <= act[key] <= MAX_HOLD_S):
+                problems.append(f"{where}.{key}: seconds, from 0 to {MAX_HOLD_S} (72 h)")
 
     readings = reading_names(doc)
     for i, rule in enumerate(doc.get("interlocks", [])):
@@ -318,8 +323,8 @@ def validate_board(doc: Any) -> list[str]:
                         problems.append(f"{where}.{key}: " + ("true or false for relay " if relay else
                                         "a duty from 0.0 to 1.0 for PWM output ") + repr(rule["set"]))
     limit = doc.get("failsafe_after_s", 300)
-    if not isinstance(limit, (int, float)) or limit <= 0:
-        problems.append("failsafe_after_s: a positive number of seconds")
+    if not isinstance(limit, (int, float)) or not 0 < limit <= MAX_HOLD_S:
+        problems.append(f"failsafe_after_s: a positive number of seconds, at most {MAX_HOLD_S} (72 h)")
     spool = doc.get("spool_frames", 256)
     if type(spool) is not int or not 1 <= spool <= 4096:
         problems.append("spool_frames: a whole number of frames from 1 to 4096 (frames kept in flash while "

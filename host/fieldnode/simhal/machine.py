@@ -4,6 +4,7 @@
 import _thread
 import time
 import micropython
+import simclock
 import simnode
 import simtick
 
@@ -370,7 +371,8 @@ class WDT:
         simtick.start()
 
     def feed(self):
-        simtick.wdt_deadline = time.ticks_add(time.ticks_ms(), simtick.wdt_timeout)
+        host = simclock.host  # the WDT counts real time, as simtick checks it
+        simtick.wdt_deadline = host.ticks_add(host.ticks_ms(), simtick.wdt_timeout)
 
 
 # -- RTC ------------------------------------------------------------------------------------
