@@ -164,3 +164,71 @@ def test_board_check_refuses_durations_the_node_could_not_time(mutate, expected)
     doc = json.loads((BOARDS_DIR / "esp32-devkitc.json").read_text())
     mutate(doc)
     assert any(expected in p for p in validate_board(doc)), validate_board(doc)
+
+
+# -- 6. the ADC's calibrated window --------------------------------------------------------------
+def test_the_simulated_adc_is_right_only_inside_the_calibrated_window(micropython, tmp_path):
+    out = run(micropython, tmp_path, """
+a = machine.ADC(machine.Pin(34), atten=machine.ADC.ATTN_11DB)
+for mv in (0, 150, 1000, 2450, 2700, 3000, 3300):
+    world({"adc": {"34": mv / 1000}})
+    out[str(mv)] = [a.read_uv(), a.read()]
+""")
+    for mv in (150, 1000, 2450):  # inside: right to about a millivolt, in whole millivolts
+        uv, _ = out[str(mv)]
+        assert abs(uv - mv * 1000) <= 1000 and uv % 1000 == 0
+    assert out["0"] == [100000, 0]  # grounded: code 0, yet read_uv is above 0 (the calibration's offset)
+    assert 2450000 < out["2700"][0] < 2700000 - 30000  # bent: reads low
+    assert out["3000"][0] < 3000000 - 150000
+    assert out["3300"] == [out["3300"][0], 4095] and out["3300"][0] < 2800000  # saturated
+
+
+def test_a_current_loop_outside_the_adc_window_is_range_not_a_wrong_value(micropython, tmp_path):
+    # Before: with the old 150 ohm shunt, 19 mA (2.85 V at the pin) read as a plausible, wrong
+    # 18.1 mA, and the voltage input over its divider's reach read as a wrong value too.
+    out = run(micropython, tmp_path, """
+import sim_current_loop, sim_voltage
+from fnode.drivers import current_loop, voltage
+hw = Hardware({"name": "t", "buses": {}})
+src = simdev.attach("loop1", sim_current_loop.CURRENT_LOOP(shunt_ohm=150, ma=19.0), adc=34)
+old = Sensor({"name": "loop1", "driver": "current_loop", "pin": 34, "shunt_ohm": 150, "range": [0, 16],
+              "period_s": 1}, hw)
+out["150_at_19mA"] = [old.sample(), old.values[0]]
+src.set(ma=12.0)
+out["150_at_12mA"] = [old.sample(), old.values[0]]
+src.shunt = 120.0
+new = Sensor({"name": "loop2", "driver": "current_loop", "pin": 34, "shunt_ohm": 120, "range": [0, 16],
+              "period_s": 1}, hw)
+src.set(ma=19.0)
+out["120_at_19mA"] = [new.sample(), new.values[0]]
+src.set(ma=0.0)
+out["120_open"] = [new.sample(), new.values[0]]
+supply = simdev.attach("supply", sim_voltage.VOLTAGE(divider=3.0, volts=9.0), adc=35)
+v = Sensor({"name": "supply", "driver": "voltage", "pin": 35, "divider": 3.0, "range": [0, 10],
+            "period_s": 1}, hw)
+out["div3_at_9V"] = [v.sample(), v.values[0]]
+supply.set(volts=6.0)
+out["div3_at_6V"] = [v.sample(), v.values[0]]
+supply.set(volts=0.3)  # 100 mV at the pin: below the window, every input there reads the same
+out["div3_at_0.3V"] = [v.sample(), v.values[0]]
+""")
+    assert out["150_at_19mA"][0] == "range"
+    assert out["150_at_12mA"][0] is None and abs(out["150_at_12mA"][1] - 8.0) < 0.01
+    assert out["120_at_19mA"][0] is None and abs(out["120_at_19mA"][1] - 15.0) < 0.01
+    assert out["120_open"][0] == "broken-loop"
+    assert out["div3_at_9V"][0] == "range"
+    assert out["div3_at_6V"][0] is None and abs(out["div3_at_6V"][1] - 6.0) < 0.005
+    assert out["div3_at_0.3V"][0] == "range"
+
+
+@pytest.mark.parametrize("board,index,change,expected", [
+    ("esp32-devkitc", 2, {"shunt_ohm": 150}, "shunt_ohm: 150 ohm puts 3.8-20 mA at 570-3000 mV, outside the ADC's "
+                                             "calibrated 150-2450 mV: use 40 to 122 ohm"),
+    ("esp32-devkitc", 2, {"shunt_ohm": 33}, "shunt_ohm: 33 ohm puts 3.8-20 mA at 125-660 mV"),
+    ("esp32s3-devkitc", 2, {"divider": 3.0}, "divider: 3 puts the range's top (10) at 3333 mV on the pin, above the "
+                                             "ADC's calibrated 2450 mV: use a divider of at least 4.08"),
+])
+def test_board_check_refuses_an_analog_input_outside_the_adc_window(board, index, change, expected):
+    doc = json.loads((BOARDS_DIR / f"{board}.json").read_text())
+    doc["sensors"][index].update(change)
+    assert any(expected in p for p in validate_board(doc)), validate_board(doc)
