@@ -13,6 +13,7 @@ The list of modelled behaviours, with the port sources: docs/virtual-node.md.
 from __future__ import annotations
 
 import json
+import struct
 
 import pytest
 
@@ -232,3 +233,82 @@ def test_board_check_refuses_an_analog_input_outside_the_adc_window(board, index
     doc = json.loads((BOARDS_DIR / f"{board}.json").read_text())
     doc["sensors"][index].update(change)
     assert any(expected in p for p in validate_board(doc)), validate_board(doc)
+
+
+# -- 7. the 2000 epoch and single-precision floats ----------------------------------------------
+def test_with_the_esp32_epoch_the_node_still_stamps_frames_in_unix_time(micropython, tmp_path):
+    # The ESP32 port up to v1.26 counts time() from 2000: the firmware's 2000 branches run here,
+    # and what leaves the node (frame times, the clock check) is still Unix time.
+    import time
+
+    from fieldnode.frame import parse_unverified
+
+    (tmp_path / "sim.json").write_text(json.dumps({"epoch": 2000}))
+    before = int(time.time())
+    out = run(micropython, tmp_path, """
+import network, ntptime
+from binascii import hexlify
+from fnode import clock
+from fnode.cose import KIND_TELEMETRY
+from fnode.frame import FrameBuilder
+from fnode.sensors import unix_time
+out["gmtime0"] = list(time.gmtime(0)[:3])
+out["time"] = time.time()
+out["unix"] = unix_time()
+out["valid"] = clock.valid()
+out["rtc_year"] = machine.RTC().datetime()[0]
+wlan = network.WLAN(network.STA_IF)
+wlan.active(True)
+wlan.connect("plant-floor", "sim")
+for _ in range(200):  # the simulated access point answers within connect_ms
+    if wlan.isconnected():
+        break
+    time.sleep_ms(10)
+out["ntp"] = ntptime.time()
+machine.RTC().datetime((2000, 1, 1, 6, 0, 0, 0, 0))  # an RTC reset to its epoch: clock not set
+out["unset_unix"] = unix_time()
+out["unset_valid"] = clock.valid()
+out["synced"] = clock.sync("pool.ntp.org")
+out["synced_unix"] = unix_time()
+b = FrameBuilder(bytes(32), b"kid-0001", 4, "urn:dev:mac:240ac4000001:")
+b.begin(KIND_TELEMETRY, 7, unix_time())
+b.add("loop1", "bar", 3.71)
+out["frame"] = hexlify(b.finish()).decode()
+""")
+    after = int(time.time())
+    assert out["gmtime0"] == [2000, 1, 1]
+    assert before - 946684800 <= out["time"] <= after - 946684800
+    assert before <= out["unix"] <= after and out["valid"] is True
+    assert out["rtc_year"] == time.gmtime(before).tm_year
+    assert before - 946684800 <= out["ntp"] <= after - 946684800  # ntptime answers in the port's epoch
+    assert out["unset_unix"] < 946684800 + 60 and out["unset_valid"] is False
+    assert out["synced"] is True and before <= out["synced_unix"] <= after
+    frame = parse_unverified(bytes.fromhex(out["frame"]))
+    (rec,) = frame.records()
+    assert before <= rec["t"] <= after  # the frame's time is Unix time
+    # Readings go out as float32 (CBOR 0xfa), what a single-precision ESP32 float holds, even
+    # though this unix port computes in doubles; the host presents them rounded to float32.
+    assert b"\xfa" + struct.pack(">f", 3.71) in bytes.fromhex(out["frame"])
+    assert abs(rec["v"] - 3.71) < 1e-6
+
+
+def test_unix_time_allocates_nothing_per_frame_with_the_esp32_epoch(micropython, tmp_path):
+    # Before: every call (one a frame) built gmtime(0)'s tuple to find the epoch.
+    (tmp_path / "sim.json").write_text(json.dumps({"epoch": 2000}))
+    out = run(micropython, tmp_path, """
+import gc
+from fnode.sensors import unix_time
+unix_time()
+def allocated(f):
+    gc.collect()
+    gc.disable()
+    a = gc.mem_alloc()
+    for _ in range(100):
+        f()
+    n = gc.mem_alloc() - a
+    gc.enable()
+    return n
+out["time"] = allocated(time.time)  # what the simulated time() itself costs
+out["unix_time"] = allocated(unix_time)
+""")
+    assert out["unix_time"] - out["time"] < 100 * 8, out  # nothing of its own per call

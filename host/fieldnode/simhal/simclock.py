@@ -3,6 +3,9 @@
 # is right here:
 # - time() is whole seconds (an int; the unix port gives a float), and localtime()/mktime() are UTC
 #   (the ESP32 has no time zone; the unix port uses the host's).
+# - With "epoch": 2000 in sim.json, time(), gmtime(), localtime() and mktime() count from
+#   2000-01-01, as the ESP32 port does up to v1.26 (py/mpconfig.h MICROPY_EPOCH_IS_2000 by default;
+#   shared/timeutils); without it from 1970, as the unix port (and the ESP32 port from v1.27) does.
 # - ticks_ms()/ticks_us()/ticks_cpu() wrap at 2**30 and ticks_diff() is right within 2**29 only, as
 #   on every 32-bit port (py/mpconfig.h MICROPY_PY_TIME_TICKS_PERIOD, extmod/modtime.c): a stamp
 #   older than 6.2 days reads as in the future. They start at 0 at boot (ports/esp32/mphalport.c:
@@ -56,13 +59,22 @@ def ticks_diff(end, start):
 
 
 _offset = None  # seconds between the node's clock and the host's; kept in rtc.json like the RTC
+_shift = None  # seconds from 1970-01-01 to the node's epoch: 0, or 946684800 for 2000
+
+
+def epoch_shift():
+    global _shift
+    if _shift is None:
+        import simnode
+        _shift = 946684800 if simnode.config().get("epoch", 1970) == 2000 else 0
+    return _shift
 
 
 def time():
     global _offset
     if _offset is None:
         _offset = _stored_offset()
-    return int(host.time()) + _offset
+    return int(host.time()) - epoch_shift() + _offset
 
 
 def _stored_offset():
@@ -77,21 +89,21 @@ def set_wall(seconds):
     # What RTC().datetime(...) does on the ESP32: it sets the clock time() reads. Returns the
     # offset for the RTC to keep across resets (a power-on clears it, as on the board).
     global _offset
-    _offset = int(seconds) - int(host.time())
+    _offset = int(seconds) - (int(host.time()) - epoch_shift())
     return _offset
 
 
 def localtime(secs=None):
-    return host.gmtime(time() if secs is None else secs)
+    return gmtime(secs)
 
 
 def gmtime(secs=None):
-    return host.gmtime(time() if secs is None else secs)
+    return host.gmtime((time() if secs is None else secs) + epoch_shift())
 
 
 def time_ns():
     time()  # loads the offset
-    return host.time_ns() + _offset * 1_000_000_000
+    return host.time_ns() + (_offset - epoch_shift()) * 1_000_000_000
 
 
 def mktime(t):
@@ -103,4 +115,4 @@ def mktime(t):
     doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
     doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
     days = era * 146097 + doe - 719468
-    return days * 86400 + t[3] * 3600 + t[4] * 60 + t[5]
+    return days * 86400 + t[3] * 3600 + t[4] * 60 + t[5] - epoch_shift()
