@@ -312,3 +312,17 @@ out["time"] = allocated(time.time)  # what the simulated time() itself costs
 out["unix_time"] = allocated(unix_time)
 """)
     assert out["unix_time"] - out["time"] < 100 * 8, out  # nothing of its own per call
+
+
+def test_a_node_on_the_esp32_epoch_reaches_the_gateway_with_unix_times(site):
+    import time
+
+    start = int(time.time())
+    node = site.node(epoch=2000)
+    assert json.loads((node.node_dir / "sim.json").read_text())["epoch"] == 2000
+    mark = node.output_mark()
+    wait_for(lambda: len(telemetry(site, node, "loop1", mark)) >= 2, 30, "telemetry")
+    counters = [c for c, _ in telemetry(site, node, "loop1", mark)]
+    site.wait_stored(node, counters, 30)
+    stored = {c: bt for c, _, bt in site.frames(node)}
+    assert all(start <= stored[c] <= time.time() for c in counters), (start, stored)
