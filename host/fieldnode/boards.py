@@ -188,18 +188,24 @@ def _adc_window(sensor: dict[str, Any]) -> list[str]:
     lo_mv, hi_mv = ADC_CAL_MV
     if sensor.get("driver") == "current_loop":
         shunt = sensor.get("shunt_ohm")
+        if shunt is None:
+            return []  # said as required
         if not isinstance(shunt, (int, float)) or shunt <= 0:
             return ["shunt_ohm: a positive number of ohms"]
         low, high = (ma * shunt for ma in LOOP_MA)
         if low < lo_mv or high > hi_mv:
-            return [f"shunt_ohm: {shunt:g} ohm puts {LOOP_MA[0]:g}-{LOOP_MA[1]:g} mA at {low:.0f}-{high:.0f} mV, outside "
-                    f"the ADC's calibrated {lo_mv}-{hi_mv} mV: use {math.ceil(lo_mv / LOOP_MA[0])} to "
+            return [f"shunt_ohm: {shunt:g} ohm puts {LOOP_MA[0]:g}-{LOOP_MA[1]:g} mA at {low:.0f}-{high:.0f} mV, "
+                    f"outside the ADC's calibrated {lo_mv}-{hi_mv} mV: use {math.ceil(lo_mv / LOOP_MA[0])} to "
                     f"{math.floor(hi_mv / LOOP_MA[1])} ohm (e.g. 100 or 120)"]
         return []
     divider = sensor.get("divider")
-    gain, offset = sensor.get("cal", [1.0, 0.0]) if isinstance(sensor.get("cal"), list) else (1.0, 0.0)
-    if not isinstance(divider, (int, float)) or divider <= 0 or not gain:
+    if divider is None:
+        return []  # said as required
+    if not isinstance(divider, (int, float)) or divider <= 0:
         return ["divider: a positive number (input volts per volt at the pin)"]
+    cal = sensor.get("cal")
+    gain, offset = cal if isinstance(cal, list) and len(cal) == 2 and all(
+        isinstance(x, (int, float)) for x in cal) and cal[0] > 0 else (1.0, 0.0)
     top = sensor["range"][1]
     pin_mv = (top - offset) / gain / divider * 1000
     if pin_mv > hi_mv:
