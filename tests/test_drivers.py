@@ -369,9 +369,9 @@ def test_voltage_divider_calibration_and_range(run):
     out = run("""
 import sim_voltage
 from fnode.drivers import voltage
-src = simdev.attach("supply", sim_voltage.VOLTAGE(divider=2.0, volts=3.0), adc=34)
-plain = make(voltage, {"pin": 34, "divider": 2.0, "range": [0, 5]})
-cal = make(voltage, {"pin": 34, "divider": 2.0, "range": [0, 5], "cal": [1.05, -0.2], "samples": 4})
+src = simdev.attach("supply", sim_voltage.VOLTAGE(divider=2.5, volts=3.0), adc=34)
+plain = make(voltage, {"pin": 34, "divider": 2.5, "range": [0, 5]})
+cal = make(voltage, {"pin": 34, "divider": 2.5, "range": [0, 5], "cal": [1.05, -0.2], "samples": 4})
 out["plain"] = read(plain, 1)
 out["cal"] = read(cal, 1)
 src.set(volts=5.05)               # inside the 2 % margin: clamped
@@ -394,8 +394,8 @@ def test_current_loop_broken_and_over_range(run):
     out = run("""
 import sim_current_loop
 from fnode.drivers import current_loop
-src = simdev.attach("loop1", sim_current_loop.CURRENT_LOOP(shunt_ohm=150, ma=12.0), adc=34)
-d = make(current_loop, {"pin": 34, "shunt_ohm": 150, "range": [0, 10], "unit": "bar"})
+src = simdev.attach("loop1", sim_current_loop.CURRENT_LOOP(shunt_ohm=120, ma=12.0), adc=34)
+d = make(current_loop, {"pin": 34, "shunt_ohm": 120, "range": [0, 10], "unit": "bar"})
 out["mid"] = read(d, 1)
 src.set(ma=2.0)
 out["broken"] = read(d, 1)
@@ -418,8 +418,8 @@ def test_current_loop_calibration_applies_before_the_loop_checks(run):
     out = run("""
 import sim_current_loop
 from fnode.drivers import current_loop
-src = simdev.attach("loop1", sim_current_loop.CURRENT_LOOP(shunt_ohm=150, ma=12.0), adc=34)
-spec = {"pin": 34, "shunt_ohm": 150, "range": [0, 10], "unit": "bar", "cal": [1.02, -0.1]}
+src = simdev.attach("loop1", sim_current_loop.CURRENT_LOOP(shunt_ohm=120, ma=12.0), adc=34)
+spec = {"pin": 34, "shunt_ohm": 120, "range": [0, 10], "unit": "bar", "cal": [1.02, -0.1]}
 d = make(current_loop, spec)
 out["mid"] = read(d, 1)
 src.set(ma=3.8)                   # 3.776 mA after calibration: below 3.8, a broken loop

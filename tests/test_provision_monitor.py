@@ -43,7 +43,7 @@ def node(tmp_path):
     vn = VirtualNode(node_dir, sim_unique_id(1, 0x77), board="virtual",
                      devices=[{"name": "env", "type": "bme280", "sda": 21, "address": 118, "init": {}},
                               {"name": "loop1", "type": "current_loop", "adc": 34,
-                               "init": {"shunt_ohm": 150, "ma": 12.0, "range": [0, 10]}}])
+                               "init": {"shunt_ohm": 120, "ma": 12.0, "range": [0, 10]}}])
     vn.start()
     vn.wait_output(b"not sending", timeout=30)
     yield vn

@@ -8,6 +8,7 @@ validated it before it was flashed.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,16 @@ SENSOR_DRIVERS: dict[str, dict[str, Any]] = {
     "pulse": {"pin": "input", "required": ("per_pulse",), "readings": ("count", "rate")},
 }
 ACTUATOR_DRIVERS = ("relay", "pwm")
+# The node compares its stored tick stamps with these durations, and keeps every stamp at most
+# 2**28 ms (3.1 days) old so that the ESP32's 2**30 ms tick wrap cannot turn it negative
+# (firmware/lib/fnode/stamp.py): a longer duration could never be seen to pass.
+MAX_HOLD_S = 72 * 3600  # min_on_s, min_off_s, failsafe_after_s
+MAX_PERIOD_S = 24 * 3600  # period_s: the watchdog allows a sampler two periods and 5 s
+# The ADC (at 11 dB, as the firmware sets it) is calibrated from 150 to 2450 mV at the pin on the
+# ESP32 (MicroPython docs/esp32/quickref.rst); outside it readings bend or stick, and the drivers
+# report `range`. The S3 and C3 are calibrated over wider windows: the ESP32's holds for all three.
+ADC_CAL_MV = (150, 2450)
+LOOP_MA = (3.8, 20.0)  # what a 4-20 mA loop must show: a broken loop (NAMUR NE 43) up to full scale
 BUS_PINS = {"i2c": ("scl", "sda"), "onewire": ("pin",), "uart": ("tx", "rx", "de")}
 
 
@@ -146,6 +157,8 @@ def _driver_fields(sensor: dict[str, Any]) -> list[str]:
         if not (isinstance(rng, list) and len(rng) == 2 and all(isinstance(x, (int, float)) for x in rng)
                 and rng[0] < rng[1]):
             problems.append("range: [low, high] with low < high")
+        else:
+            problems.extend(_adc_window(sensor))
     elif driver == "pulse":
         if sensor.get("pull") not in (None, "up", "down"):
             problems.append("pull: \"up\", \"down\" or absent")
@@ -168,6 +181,37 @@ def _driver_fields(sensor: dict[str, Any]) -> list[str]:
             if reg.get("type", "u16") not in MODBUS_TYPES:
                 problems.append(f"registers[{i}].type: one of {', '.join(MODBUS_TYPES)}")
     return problems
+
+
+def _adc_window(sensor: dict[str, Any]) -> list[str]:
+    """Problems with an analog input whose full scale falls outside the ADC's calibrated window."""
+    lo_mv, hi_mv = ADC_CAL_MV
+    if sensor.get("driver") == "current_loop":
+        shunt = sensor.get("shunt_ohm")
+        if shunt is None:
+            return []  # said as required
+        if not isinstance(shunt, (int, float)) or shunt <= 0:
+            return ["shunt_ohm: a positive number of ohms"]
+        low, high = (ma * shunt for ma in LOOP_MA)
+        if low < lo_mv or high > hi_mv:
+            return [f"shunt_ohm: {shunt:g} ohm puts {LOOP_MA[0]:g}-{LOOP_MA[1]:g} mA at {low:.0f}-{high:.0f} mV, "
+                    f"outside the ADC's calibrated {lo_mv}-{hi_mv} mV: use {math.ceil(lo_mv / LOOP_MA[0])} to "
+                    f"{math.floor(hi_mv / LOOP_MA[1])} ohm (e.g. 100 or 120)"]
+        return []
+    divider = sensor.get("divider")
+    if divider is None:
+        return []  # said as required
+    if not isinstance(divider, (int, float)) or divider <= 0:
+        return ["divider: a positive number (input volts per volt at the pin)"]
+    cal = sensor.get("cal")
+    gain, offset = cal if isinstance(cal, list) and len(cal) == 2 and all(
+        isinstance(x, (int, float)) for x in cal) and cal[0] > 0 else (1.0, 0.0)
+    top = sensor["range"][1]
+    pin_mv = (top - offset) / gain / divider * 1000
+    if pin_mv > hi_mv:
+        return [f"divider: {divider:g} puts the range's top ({top:g}) at {pin_mv:.0f} mV on the pin, above the "
+                f"ADC's calibrated {hi_mv} mV: use a divider of at least {pin_mv * divider / hi_mv:.2f}"]
+    return []
 
 
 def validate_board(doc: Any) -> list[str]:
@@ -257,8 +301,8 @@ def validate_board(doc: Any) -> list[str]:
                 problems.append(f"{where}.{key}: required for {sensor['driver']}")
         problems.extend(f"{where}.{p}" for p in _driver_fields(sensor))
         period = sensor.get("period_s")
-        if not isinstance(period, (int, float)) or period <= 0:
-            problems.append(f"{where}.period_s: a positive number of seconds")
+        if not isinstance(period, (int, float)) or not 0 < period <= MAX_PERIOD_S:
+            problems.append(f"{where}.period_s: a positive number of seconds, at most {MAX_PERIOD_S} (24 h)")
 
     actuators: set[str] = set()
     drivers: dict[str, str] = {}
@@ -279,8 +323,8 @@ def validate_board(doc: Any) -> list[str]:
         if act["driver"] == "pwm" and (not isinstance(failsafe, (int, float)) or not 0 <= failsafe <= 1):
             problems.append(f"{where}.failsafe: a duty from 0.0 to 1.0")
         for key in ("min_on_s", "min_off_s"):
-            if key in act and (not isinstance(act[key], (int, float)) or act[key] < 0):
-                problems.append(f"{where}.{key}: seconds, 0 or more")
+            if key in act and (not isinstance(act[key], (int, float)) or not 0 <= act[key] <= MAX_HOLD_S):
+                problems.append(f"{where}.{key}: seconds, from 0 to {MAX_HOLD_S} (72 h)")
 
     readings = reading_names(doc)
     for i, rule in enumerate(doc.get("interlocks", [])):
@@ -318,8 +362,8 @@ def validate_board(doc: Any) -> list[str]:
                         problems.append(f"{where}.{key}: " + ("true or false for relay " if relay else
                                         "a duty from 0.0 to 1.0 for PWM output ") + repr(rule["set"]))
     limit = doc.get("failsafe_after_s", 300)
-    if not isinstance(limit, (int, float)) or limit <= 0:
-        problems.append("failsafe_after_s: a positive number of seconds")
+    if not isinstance(limit, (int, float)) or not 0 < limit <= MAX_HOLD_S:
+        problems.append(f"failsafe_after_s: a positive number of seconds, at most {MAX_HOLD_S} (72 h)")
     spool = doc.get("spool_frames", 256)
     if type(spool) is not int or not 1 <= spool <= 4096:
         problems.append("spool_frames: a whole number of frames from 1 to 4096 (frames kept in flash while "

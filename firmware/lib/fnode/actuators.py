@@ -6,6 +6,7 @@
 import machine
 import time
 from fnode.sensors import find_reading
+from fnode.stamp import age
 
 
 class Actuator:
@@ -122,6 +123,11 @@ class Actuators:
                 lock.actuator.write(lock.force)
                 forced.append(lock.actuator.name)
         return forced
+
+    def age(self, now):
+        # Keeps every change stamp readable across the tick wrap (fnode.stamp).
+        for a in self.items:
+            a.changed = age(a.changed, now)
 
     def go_failsafe(self):
         for a in self.items:

@@ -18,6 +18,7 @@ from fnode.cose import KIND_TELEMETRY, KIND_BOOT, KIND_EVENT, KIND_ACK, Rejected
 from fnode.frame import FrameBuilder
 from fnode.senml import base_name
 from fnode.sensors import build, unix_time
+from fnode.stamp import age
 
 VERSION = "0.1.0"
 BOARD_FILE = "board.json"
@@ -238,9 +239,27 @@ class Node:
                 return sensor.name
         return None
 
+    def age_stamps(self, now):
+        # Every tick stamp the node keeps, moved forward before it could read as in the future
+        # (fnode.stamp: ticks wrap at 2**30 ms on the ESP32). Called each second by the watchdog.
+        self.started = age(self.started, now)
+        up = self.uplink
+        up.last_ok = age(up.last_ok, now)
+        up.beat = age(up.beat, now)
+        up.link.next_try = age(up.link.next_try, now)  # a deadline long past stays past
+        progress = self.progress
+        for sensor in self.sensors:
+            last = progress.get(sensor.name)
+            if last is not None:
+                progress[sensor.name] = age(last, now)
+        if self.actuators is not None:
+            self.actuators.age(now)
+
     async def watchdog(self, wdt):
         while True:
-            stuck = self.unhealthy(time.ticks_ms())
+            now = time.ticks_ms()
+            self.age_stamps(now)
+            stuck = self.unhealthy(now)
             if stuck is None:
                 wdt.feed()
             else:

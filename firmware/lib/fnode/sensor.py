@@ -1,4 +1,13 @@
-# What every driver shares: the error a failed reading carries to the frame.
+# What every driver shares: the error a failed reading carries to the frame, and the window in
+# which the ADC can be trusted.
+from micropython import const
+
+# The ESP32's ADC at 11 dB (what fnode.sensors.Hardware.adc sets) is calibrated from 150 to 2450 mV
+# at the pin only (MicroPython docs/esp32/quickref.rst); below it reads a fixed offset, above it
+# bends and saturates near 3.1 V. The ESP32-S3 and -C3 are calibrated over wider windows: this one
+# is right for all three.
+ADC_LOW_UV = const(150000)
+ADC_HIGH_UV = const(2450000)
 
 
 class ReadError(Exception):

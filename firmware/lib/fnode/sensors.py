@@ -112,9 +112,12 @@ def build(board):
     return hw, [Sensor(spec, hw) for spec in board.get("sensors", ())]
 
 
+# Seconds from 1970 to the port's epoch: the ESP32 port up to v1.26 counts time() from 2000
+# (gmtime(0) is 2000-01-01 there), the unix port and later ESP32 ports from 1970. Found once, not
+# per frame: gmtime() builds a tuple.
+_EPOCH = 946684800 if time.gmtime(0)[0] == 2000 else 0
+
+
 def unix_time():
-    # Seconds since 1970 on every port (embedded ports count from 2000 on older MicroPython).
-    t = time.time()
-    if time.gmtime(0)[0] == 2000:
-        t += 946684800
-    return t
+    # Seconds since 1970 on every port.
+    return time.time() + _EPOCH

@@ -161,17 +161,21 @@ class VirtualNode:
     installed on its flash; pass None to run only what is on the flash. devices are sim.json
     device specs (see simhal/simdev.py). nvs="esp-idf" makes NVS write through on every set, as
     ESP-IDF does (see simhal/esp32.py). sleep_scale shortens (or stretches) deep sleeps.
+    epoch=2000 makes the node's time() and gmtime() count from 2000, as the ESP32 port's do up to
+    v1.26 (see simhal/simclock.py).
     """
 
     def __init__(self, node_dir: str | Path, unique_id: bytes | str, *, board: str | Path | None = "virtual",
                  flash: str | Path | None = None, devices: Sequence[Mapping[str, Any]] = (),
                  firmware_lib: str | Path | None = FIRMWARE_LIB_DIR, extra_path: Iterable[str | Path] = (),
                  heap: str = "1M", nvs: str = "commit", sleep_scale: float = 1.0,
-                 micropython: str | None = None) -> None:
+                 micropython: str | None = None, epoch: int = 1970) -> None:
         self.node_dir = Path(node_dir).resolve()
         self.unique_id = parse_unique_id(unique_id)
         if nvs not in ("commit", "esp-idf"):
             raise FieldnodeError(f"nvs mode {nvs!r}: use 'commit' or 'esp-idf'")
+        if epoch not in (1970, 2000):
+            raise FieldnodeError(f"epoch {epoch!r}: use 1970 (unix port) or 2000 (the ESP32 port up to v1.26)")
         self.node_dir.mkdir(parents=True, exist_ok=True)
         # nvs.json holds the device key and the Wi-Fi password, as a board's NVS does: the node's
         # files are its owner's only (the directory here, each file through the node's umask).
@@ -196,6 +200,8 @@ class VirtualNode:
                                   "nvs": nvs, "devices": [dict(d) for d in devices]}
         if pins:
             config["pins"] = pins
+        if epoch != 1970:
+            config["epoch"] = epoch  # simclock: time() and gmtime() count from 2000
         (self.node_dir / "sim.json").write_text(json.dumps(config, indent=1))
 
         self.port: str | None = None

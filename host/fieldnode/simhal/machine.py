@@ -4,6 +4,7 @@
 import _thread
 import time
 import micropython
+import simclock
 import simnode
 import simtick
 
@@ -198,7 +199,12 @@ class Pin:
     def drive(self, drive=None):
         return Pin.DRIVE_2 if drive is None else None
 
-    def irq(self, handler=None, trigger=IRQ_FALLING | IRQ_RISING, *, priority=1, wake=None, hard=False):
+    def irq(self, handler=None, trigger=IRQ_FALLING | IRQ_RISING, wake=None, **extra):
+        # The ESP32 port's Pin.irq takes handler, trigger and wake only (ports/esp32/machine_pin.c,
+        # v1.24-v1.26): hard= or priority= raise its mp_arg_parse_all TypeError (py/argcheck.c).
+        # Its handler is always a soft IRQ (mp_sched_schedule), as _deliver runs it here.
+        if extra:
+            raise TypeError("extra keyword arguments given")
         if handler is None and trigger == (Pin.IRQ_FALLING | Pin.IRQ_RISING) and self._irq:
             return self._irq  # irq() with no arguments: the current IRQ object
         self._handler = handler
@@ -365,7 +371,8 @@ class WDT:
         simtick.start()
 
     def feed(self):
-        simtick.wdt_deadline = time.ticks_add(time.ticks_ms(), simtick.wdt_timeout)
+        host = simclock.host  # the WDT counts real time, as simtick checks it
+        simtick.wdt_deadline = host.ticks_add(host.ticks_ms(), simtick.wdt_timeout)
 
 
 # -- RTC ------------------------------------------------------------------------------------

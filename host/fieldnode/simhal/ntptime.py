@@ -12,7 +12,7 @@ timeout = 1
 def time():
     if not network.link_up():
         raise OSError(110)  # ETIMEDOUT: no answer from host
-    return int(_time._builtin.time())
+    return int(_time._builtin.time()) - _time.epoch_shift()  # in the port's epoch, as micropython-lib's
 
 
 def settime():

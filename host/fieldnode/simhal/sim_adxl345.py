@@ -6,7 +6,7 @@
 # Knobs (set(), so also world.json "devices"): amplitude, freq, axis, gravity, absent (NACK
 # everything), devid.
 import math
-import time
+from simclock import host as time  # the chip's own clock; the node's ticks_us wraps every 18 min
 from simdev import I2CDevice, Nack
 
 DEVID = 0x00

@@ -1,12 +1,12 @@
 # Emulated 4-20 mA transmitter into a shunt on an ADC pin: the simulation sets the loop current
 # (or, with `range`, the measured value, mapped 4-20 mA onto it); the pin sees mA * shunt.
 # A broken loop is ma below 3.8 (e.g. 0). In sim.json: {"type": "current_loop", "adc": 34,
-# "init": {"shunt_ohm": 150, "ma": 12.0}}; world.json: {"devices": {"loop1": {"ma": 2.0}}}.
+# "init": {"shunt_ohm": 120, "ma": 12.0}}; world.json: {"devices": {"loop1": {"ma": 2.0}}}.
 from simdev import AnalogSource
 
 
 class CURRENT_LOOP(AnalogSource):
-    def __init__(self, shunt_ohm=150.0, ma=4.0, range=None):
+    def __init__(self, shunt_ohm=120.0, ma=4.0, range=None):
         self.shunt = shunt_ohm
         self.ma = ma
         self.range = range

@@ -1,12 +1,48 @@
 # machine.ADC: the volts on a pin come from an analog source device attached to it in sim.json,
-# else from world.json "adc", else 0 V. Conversion as an ideal 12-bit ESP32 SAR ADC whose full
-# scale depends on the attenuation; read_uv() is the calibrated value, exact to one step.
+# else from world.json "adc", else 0 V. Conversion as the ESP32's SAR ADC, which is linear and
+# calibrated only inside a window per attenuation (docs/esp32/quickref.rst, v1.24-v1.26: 11 dB
+# 150-2450 mV); outside it the board is wrong in the ways the port's documentation says, and so
+# is this model:
+# - at or below about 100 mV (50 mV at 0/2.5 dB) the code is 0, and read_uv() of an input tied to
+#   ground reads above 0 (the calibration's offset);
+# - above the window the code bends (its slope falls linearly to 0) and saturates at 4095 at
+#   `sat`, so read_uv() reads low there, by up to a few hundred mV, and never more than
+#   (hi + sat) / 2.
+# read_uv() is the calibrated (linear) inverse of the code, in whole millivolts as on the port;
+# inside the window it is right to about 1 mV.
 import simdev
 import simnode
 import simworld
 
-_FULL_SCALE = (1.1, 1.5, 2.2, 3.9)  # volts at code 4095 for ATTN_0DB, 2_5DB, 6DB, 11DB (TRM)
+# mV per attenuation (ATTN_0DB, 2_5DB, 6DB, 11DB): code-0 edge, calibrated window lo-hi, saturation
+_CURVES = ((50, 100, 950, 1100), (50, 100, 1250, 1450), (100, 150, 1750, 2100), (100, 150, 2450, 3100))
 _VDD = 3.3  # a pin cannot see more than the supply
+
+
+def _slope(curve):
+    dead, _, hi, sat = curve
+    return 4095 / (hi - dead + (sat - hi) / 2)  # codes per mV, chosen so the bend ends at 4095
+
+
+def code_of(mv, atten):
+    # The 12-bit code the converter gives for mv at the pin.
+    curve = _CURVES[atten]
+    dead, _, hi, sat = curve
+    k = _slope(curve)
+    if mv <= dead:
+        return 0
+    if mv <= hi:
+        return min(int((mv - dead) * k + 0.5), 4095)
+    if mv >= sat:
+        return 4095
+    x = mv - hi
+    return min(int((hi - dead) * k + k * x - k * x * x / (2 * (sat - hi)) + 0.5), 4095)
+
+
+def uv_of(code, atten):
+    # What the calibration makes of a code: the linear law, in whole millivolts.
+    curve = _CURVES[atten]
+    return int(curve[0] + code / _slope(curve) + 0.5) * 1000
 
 
 class ADC:
@@ -53,8 +89,7 @@ class ADC:
         return min(max(float(v), 0.0), _VDD)
 
     def _raw12(self):
-        fs = _FULL_SCALE[self._atten]
-        return min(int(self.volts() / fs * 4095 + 0.5), 4095)
+        return code_of(self.volts() * 1000, self._atten)
 
     def read(self):
         return self._raw12() >> (12 - self._bits)
@@ -63,4 +98,4 @@ class ADC:
         return (self._raw12() * 65535 + 2047) // 4095
 
     def read_uv(self):
-        return int(self._raw12() * _FULL_SCALE[self._atten] * 1000000 / 4095 + 0.5)
+        return uv_of(self._raw12(), self._atten)

@@ -1,6 +1,6 @@
 # machine.Timer: callbacks scheduled from the simulation's timer thread (10 ms resolution),
 # running in the main thread like soft timer callbacks on the ESP32 port.
-import time
+from simclock import host as time  # the timer thread's clock (simtick)
 import micropython
 import simtick
 

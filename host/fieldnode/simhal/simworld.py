@@ -18,8 +18,10 @@
 #   "nvs_full": true                     the NVS partition has no free entry: every set_* fails
 #   "i2c_stall": 21                      a device holds the I2C bus on this SDA pin: every
 #                                        transaction there blocks until the key is removed
+#   "ticks_skip_ms": 86400000            added to the node's ticks_ms: raise it to jump the
+#                                        node's tick clock forward (simclock)
 import os
-import time
+from simclock import host as time  # not the node's ticks: those read this module
 import simnode
 
 CHECK_MS = 100

@@ -1,6 +1,9 @@
 # 4-20 mA current loop read as the voltage across a shunt on an ADC pin.
 # Below 3.8 mA the loop is broken (NAMUR NE 43), not reading zero; above 20.5 mA it is over range.
-from fnode.sensor import ReadError
+# A pin voltage outside the ADC's calibrated window is not a current the node can know: above it
+# "range" (the ADC bends and reads low: a shunt above 120 ohm puts 20 mA there), below it a broken
+# loop when the window's floor is below 3.8 mA for this shunt (it is for 40-120 ohm), else "range".
+from fnode.sensor import ADC_HIGH_UV, ADC_LOW_UV, ReadError
 
 BROKEN_MA = 3.8
 OVER_MA = 20.5
@@ -14,12 +17,18 @@ class CurrentLoop:
         self.span = hi - lo
         self.gain = gain  # per-channel calibration: measured = gain * raw + offset
         self.offset = offset_ma
+        self.floor = "broken-loop" if self.to_ma(ADC_LOW_UV) < BROKEN_MA else "range"
 
-    def milliamps(self):
-        return self.adc.read_uv() / self.shunt / 1000 * self.gain + self.offset
+    def to_ma(self, uv):
+        return uv / self.shunt / 1000 * self.gain + self.offset
 
     def read_into(self, out):
-        ma = self.milliamps()
+        uv = self.adc.read_uv()
+        if uv > ADC_HIGH_UV:
+            raise ReadError("range")
+        if uv < ADC_LOW_UV:
+            raise ReadError(self.floor)
+        ma = self.to_ma(uv)
         if ma < BROKEN_MA:
             raise ReadError("broken-loop")
         if ma > OVER_MA:

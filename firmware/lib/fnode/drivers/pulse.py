@@ -3,8 +3,10 @@
 # once (one word: atomic against the handler) and works from the difference to the previous
 # load, so an edge that arrives during a read or a send is simply counted in the next period:
 # none is lost and none is counted twice, without disabling interrupts.
-# The counter wraps at 2**30 to stay a small int (no allocation in the handler, so it can be a
-# hard interrupt); differences are taken modulo 2**30 (fine below 2**30 edges per period).
+# The handler is a soft IRQ: the ESP32 port's Pin.irq has no hard= (ports/esp32/machine_pin.c,
+# v1.24-v1.26: TypeError) and schedules every handler with mp_sched_schedule, so it runs between
+# bytecodes, like the code that reads the counter. The counter wraps at 2**30 to stay a small int
+# (no allocation per edge); differences are taken modulo 2**30 (fine below 2**30 edges per period).
 import time
 from micropython import const
 
@@ -19,7 +21,7 @@ class Pulse:
         self.total = 0  # pulses counted since start (a plain int: may grow past 2**30)
         self.t_last = time.ticks_ms()
         self.pin = pin
-        pin.irq(handler=self._edge, trigger=pin.IRQ_RISING, hard=True)
+        pin.irq(handler=self._edge, trigger=pin.IRQ_RISING)
 
     def _edge(self, pin):
         self.edges = (self.edges + 1) & _WRAP

@@ -2,12 +2,11 @@
 #   volts = gain * (adc volts * divider) + offset          (spec "cal": [gain, offset])
 # A reading outside "range" by more than 2 % of the span is an error ("range"), not a number:
 # a wire off, a wrong divider or a transmitter fault. Inside that margin it is clamped, so noise
-# around 0 V does not raise. A saturated ADC (full scale) is "range" too: the real value is above
-# what the divider can show.
-from micropython import const
-from fnode.sensor import ReadError
+# around 0 V does not raise. A pin voltage outside the ADC's calibrated window is "range" too:
+# above it the ADC bends and reads low (the divider is too small for the input), below it every
+# input reads the same offset. So the lowest input read is 150 mV x divider.
+from fnode.sensor import ADC_HIGH_UV, ADC_LOW_UV, ReadError
 
-_FULL_SCALE = const(65535)
 _MARGIN = 0.02
 
 
@@ -23,12 +22,13 @@ class Voltage:
 
     def read_into(self, out):
         adc = self.adc
-        if adc.read_u16() >= _FULL_SCALE:
-            raise ReadError("range")
         uv = 0
         for _ in range(self.samples):  # averaging: the ESP32 ADC is noisy
             uv += adc.read_uv()
-        v = uv / self.samples * self.scale + self.offset
+        uv /= self.samples
+        if uv > ADC_HIGH_UV or uv < ADC_LOW_UV:
+            raise ReadError("range")
+        v = uv * self.scale + self.offset
         if v < self.lo - self.margin or v > self.hi + self.margin:
             raise ReadError("range")
         out[0] = self.lo if v < self.lo else self.hi if v > self.hi else v
