@@ -5,6 +5,8 @@
 #  - while network.link_up() is False (no IP, or world.json says "wifi": "down"), connect() and
 #    datagram sends raise OSError(EHOSTUNREACH) as lwIP does with no route, datagrams arriving
 #    are dropped, and getaddrinfo() of a name (not a numeric address) fails with OSError(-202)
+#  - world.json "dns": "fail" makes every name lookup fail so, link up or not (no DNS server
+#    answers): the ESP32 port raises lwIP's code negated (ports/esp32/modsocket.c)
 #  - TCP streams already connected are not cut by a link drop (lwIP would retransmit, then time
 #    out); sockets returned by accept() are the plain built-in type, outside the link gate
 import sys
@@ -79,8 +81,13 @@ def _tuple(sockaddr):
     return (_builtin.inet_ntop(family, ip), port)
 
 
+def _dns_fails():
+    import simworld  # here: simworld needs simnode, which a bare socket user may not have set up
+    return simworld.value("dns") == "fail"
+
+
 def getaddrinfo(host, port, af=0, type=0, proto=0, flags=0):
-    if not _numeric(host) and not _up():
+    if not _numeric(host) and (not _up() or _dns_fails()):
         raise OSError(EAI_FAIL)
     sa = _sockaddr((host, port))
     return [(AF_INET, type or SOCK_STREAM, proto, "", _tuple(sa))]
