@@ -6,6 +6,8 @@ docs/virtual-node.md ("Where the simulation follows the ESP32 port")."""
 from __future__ import annotations
 
 import json
+import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,16 @@ def sim_node(tmp: Path, world: dict | None = None) -> Path:
     if world is not None:
         WorldFile(node / "world.json").write(world)
     return node
+
+
+def free_udp_ports(n: int) -> list[int]:
+    held = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
+    for s in held:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in held]
+    for s in held:
+        s.close()
+    return ports
 
 
 def run_on_node(micropython, node: Path, code: str, **kw):
@@ -121,3 +133,140 @@ print("status", link.wlan.status(), "associations", link.wlan.sim_associations()
 """
     out = run_on_node(micropython, node, code).stdout
     assert "status 201 associations 2" in out, out  # STAT_NO_AP_FOUND, and a second attempt
+
+
+# -- 5. UDP --------------------------------------------------------------------------------------
+def test_a_zero_length_datagram_closes_the_socket_and_readinto_joins_datagrams(micropython, tmp_path):
+    node = sim_node(tmp_path, {})
+    code = STATION_UP + f"""
+import socket
+ports = {free_udp_ports(2)}
+def pair():
+    addr = ("127.0.0.1", ports.pop())
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(addr)
+    rx.setblocking(False)
+    return rx, socket.socket(socket.AF_INET, socket.SOCK_DGRAM), addr
+rx, tx, addr = pair()
+tx.sendto(b"", addr)
+tx.sendto(b"hello", addr)
+time.sleep_ms(50)
+print("zero:", rx.recv(64), rx.recv(64), rx.recvfrom(64)[0], rx.readinto(bytearray(8)))
+rx, tx, addr = pair()
+tx.sendto(b"ab", addr)
+tx.sendto(b"cd", addr)
+time.sleep_ms(50)
+buf = bytearray(8)
+n = rx.readinto(buf)
+print("readinto:", bytes(buf[:n]), rx.readinto(buf))
+tx.sendto(b"ab", addr)
+tx.sendto(b"cd", addr)
+time.sleep_ms(50)
+print("recv:", rx.recv(8), rx.recv(8))
+"""
+    out = run_on_node(micropython, node, code).stdout
+    assert "zero: b'' b'' b'' 0" in out, out  # "hello" never reads: the port took b"" as a closed peer
+    assert "readinto: b'abcd' None" in out, out
+    assert "recv: b'ab' b'cd'" in out, out
+
+
+class FakeGateway:
+    """A UDP peer that answers each CoAP POST as `answer(post, sender)` says (a list of datagrams
+    to send back, in order), in a thread; counts the POSTs and their source ports."""
+
+    def __init__(self, answer) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.answer = answer
+        self.posts: list[tuple[bytes, tuple]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, sender = self.sock.recvfrom(2048)
+            except TimeoutError:
+                continue
+            if len(data) < 4 or data[1] != 2:  # only POSTs (the node's ACKs of a CON response pass)
+                continue
+            self.posts.append((data, sender))
+            for datagram in self.answer(data, sender, len(self.posts)):
+                self.sock.sendto(datagram, sender)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.sock.close()
+
+
+def piggybacked(post: bytes) -> bytes:
+    tkl = post[0] & 15
+    return bytes([0x60 | tkl, 0x44]) + post[2:4] + post[4:4 + tkl]  # ACK, 2.04 Changed
+
+
+def empty_ack(post: bytes) -> bytes:
+    return bytes([0x60, 0]) + post[2:4]
+
+
+def separate_response(post: bytes) -> bytes:
+    tkl = post[0] & 15
+    return bytes([0x40 | tkl, 0x44, 0x7A, 0x01]) + post[4:4 + tkl]  # CON 2.04, its own message id
+
+
+UPLINK_ONE_FRAME = """
+import asyncio, sys, time
+from fnode.wifi import Link
+from fnode.uplink import Uplink
+link = Link("plant-floor", "sim")
+up = Uplink(("127.0.0.1", {port}), link)
+frame = bytearray(64)
+frame[22] = 7  # counter 7 (bytes 19..22)
+up.submit(frame)
+async def busy():
+    # A loop as busy as a node's with slow sensors: datagrams queue up between two reads.
+    while True:
+        time.sleep_ms(150)
+        await asyncio.sleep_ms(0)
+async def main():
+    asyncio.create_task(up.run())
+    asyncio.create_task(busy())
+    deadline = time.ticks_add(time.ticks_ms(), 20000)
+    while up.acked == 0 and time.ticks_diff(deadline, time.ticks_ms()) > 0:
+        await asyncio.sleep_ms(20)
+    print("acked", up.acked)
+asyncio.run(main())
+"""
+
+
+def run_uplink(micropython, tmp_path, answer) -> tuple[str, FakeGateway]:
+    gateway = FakeGateway(answer)
+    try:
+        out = run_on_node(micropython, sim_node(tmp_path, {}), UPLINK_ONE_FRAME.format(port=gateway.port),
+                          timeout=60).stdout
+    finally:
+        gateway.close()
+    return out, gateway
+
+
+def test_a_zero_length_datagram_does_not_deafen_the_uplink(micropython, tmp_path):
+    def answer(post, sender, n):
+        # The first POST gets a zero-length datagram before its ACK: on the port that socket
+        # reads nothing ever again; later POSTs are simply acknowledged.
+        return [b"", piggybacked(post)] if n == 1 else [piggybacked(post)]
+
+    out, gateway = run_uplink(micropython, tmp_path, answer)
+    assert "acked 1" in out, out
+    assert len({sender for _, sender in gateway.posts}) == 2  # it opened a new socket to hear again
+
+
+def test_two_queued_datagrams_are_parsed_one_by_one(micropython, tmp_path):
+    def answer(post, sender, n):
+        return [empty_ack(post), separate_response(post)]  # sent back to back: both queue up
+
+    out, gateway = run_uplink(micropython, tmp_path, answer)
+    assert "acked 1" in out, out
+    assert len(gateway.posts) == 1  # the empty ACK was heard: no retransmission
