@@ -6,14 +6,19 @@ docs/virtual-node.md ("Where the simulation follows the ESP32 port")."""
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
+import serial
 
-from fieldnode.paths import SIMHAL_DIR
-from fieldnode.sim.vnode import WorldFile
+from fieldnode.paths import BOARDS_DIR, FIRMWARE_DIR, SIMHAL_DIR
+from fieldnode.sim.fleet import devices_for_board
+from fieldnode.sim.vnode import VirtualNode, WorldFile
 
 
 def sim_node(tmp: Path, world: dict | None = None) -> Path:
@@ -270,3 +275,87 @@ def test_two_queued_datagrams_are_parsed_one_by_one(micropython, tmp_path):
     out, gateway = run_uplink(micropython, tmp_path, answer)
     assert "acked 1" in out, out
     assert len(gateway.posts) == 1  # the empty ACK was heard: no retransmission
+
+
+# -- 4. console input ----------------------------------------------------------------------------
+WDT_MS = 3000  # the firmware's 30 s, shrunk: a stall of a few seconds must end in a reset
+IDENTITY = bytes([4]) + bytes(range(8)) + bytes(range(32))
+
+
+def provisioned_node(tmp: Path, *, watchdog_ms: int = WDT_MS, **kwargs) -> VirtualNode:
+    """A node that runs the real application (a board with actuators, so it reads console
+    commands) with its sensors every second and a shrunk watchdog, from the working tree."""
+    doc = json.loads((BOARDS_DIR / "virtual.json").read_text())
+    for sensor in doc["sensors"]:
+        sensor["period_s"] = 1
+    node_dir = tmp / "node"
+    flash = node_dir / "flash"
+    flash.mkdir(parents=True)
+    shutil.copyfile(FIRMWARE_DIR / "boot.py", flash / "boot.py")
+    (flash / "main.py").write_text(f"import fnode.app as app\napp.WDT_TIMEOUT_MS = {watchdog_ms}\napp.run()\n")
+    (flash / "board.json").write_text(json.dumps(doc))
+    settings = {"id": IDENTITY, "gw": b"127.0.0.1:9", "ssid": b"plant-floor", "wpass": b"sim"}
+    (node_dir / "nvs.json").write_text(json.dumps(
+        {"fieldnode": {k: ["blob", v.hex()] for k, v in settings.items()}}))
+    node = VirtualNode(node_dir, "240ac4a1b2c3", board=None, devices=devices_for_board(doc), **kwargs)
+    return node.start()
+
+
+def frames_after(node: VirtualNode, mark: int, n: int, timeout: float) -> None:
+    for _ in range(n):
+        mark = node.wait_output(b"FN1 ", timeout=timeout, since=mark)
+
+
+def test_a_partial_console_line_starves_nothing_and_an_over_long_line_is_dropped(tmp_path):
+    node = provisioned_node(tmp_path, baud=115200)
+    try:
+        frames_after(node, 0, 2, timeout=30)  # running: the boot frame and a first sample
+        with serial.Serial(node.port, 115200, timeout=1) as console:  # a terminal left open
+            mark = node.output_mark()
+            console.write(b"FN1 AAAA")  # half a command, no end of line
+            # Sampling and sending go on for longer than the watchdog's timeout, which never fires.
+            frames_after(node, mark, 2 * WDT_MS // 1000 * 2, timeout=15)
+            assert node.boots == ["pwron"], node.console_tail(800)
+            # The rest of that line, far past any command's length: discarded, said on the console.
+            mark = node.output_mark()
+            console.write(b"A" * 2000 + b"\r\n")
+            node.wait_output(b"W console: line longer than 1400 bytes discarded", timeout=15, since=mark)
+            frames_after(node, node.output_mark(), 2, timeout=15)
+        assert node.boots == ["pwron"] and node.input_lost == 0
+    finally:
+        node.stop()
+
+
+RING_MAIN = """
+import select, sys, time
+stdin = sys.stdin.buffer
+p = select.poll()
+p.register(stdin, select.POLLIN)
+print("ready")
+while not p.poll(0):  # input has started to arrive; leave it unread while all of it comes
+    time.sleep_ms(5)
+time.sleep_ms(1000)
+n = 0
+while p.poll(0):
+    stdin.read(1)
+    n += 1
+print("read", n)
+"""
+
+
+def test_a_paced_console_keeps_what_the_stdin_ring_holds_and_loses_the_rest(tmp_path):
+    # 1000 bytes reach an ESP32 at 115200 baud in 87 ms; its stdin ring keeps the first 260
+    # while nobody reads (ports/esp32/mphalport.c, uart.c).
+    (tmp_path / "n" / "flash").mkdir(parents=True)
+    (tmp_path / "n" / "flash" / "main.py").write_text(RING_MAIN)
+    node = VirtualNode(tmp_path / "n", "240ac4000001", board=None, baud=115200).start()
+    try:
+        with serial.Serial(node.port, 115200, timeout=1) as console:
+            node.wait_output(b"ready", timeout=15)
+            console.write(bytes(range(32, 112)) * 12 + b"0123456789" * 4)
+            node.wait_output(b"read ", timeout=15)
+            node.wait_output(b"\n", timeout=5, since=node.wait_output(b"read ", timeout=1))
+            assert re.search(rb"read (\d+)", node.console_tail()).group(1) == b"260", node.console_tail(300)
+        assert node.input_lost == 1000 - 260
+    finally:
+        node.stop()

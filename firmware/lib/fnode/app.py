@@ -186,19 +186,21 @@ class Node:
                 log.info("gateway answers again: outputs stay in failsafe until commanded")
 
     async def console_commands(self):
-        # Downlink over USB: a line "FN1 <base64 command frame>" typed into the console.
+        # Downlink over USB: a line "FN1 <base64 command frame>" typed into the console, read
+        # without blocking the loop (fnode.consolein).
+        from fnode.consolein import ConsoleIn
+        await ConsoleIn().lines(self.console_line)
+
+    def console_line(self, line):
         from binascii import a2b_base64
-        import sys
-        reader = asyncio.StreamReader(sys.stdin)
-        while True:
-            line = await reader.readline()
-            if line[:4] == b"FN1 ":
-                try:
-                    frame = a2b_base64(line[4:])
-                except ValueError:
-                    log.warn("console: undecodable frame line")
-                    continue
-                self.handle_command(frame)
+        if bytes(line[:4]) != b"FN1 ":
+            return
+        try:
+            frame = a2b_base64(line[4:])
+        except ValueError:
+            log.warn("console: undecodable frame line")
+            return
+        self.handle_command(frame)
 
     def spawn(self, name, coro):
         asyncio.create_task(self._guard(name, coro))
