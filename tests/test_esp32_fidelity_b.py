@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import serial
 
+from fieldnode.flashing.app_only import update_port
+from fieldnode.flashing.compile import AppFiles, build_app_files
 from fieldnode.paths import BOARDS_DIR, FIRMWARE_DIR, SIMHAL_DIR
 from fieldnode.sim.fleet import devices_for_board
 from fieldnode.sim.vnode import VirtualNode, WorldFile
@@ -357,5 +359,43 @@ def test_a_paced_console_keeps_what_the_stdin_ring_holds_and_loses_the_rest(tmp_
             node.wait_output(b"\n", timeout=5, since=node.wait_output(b"read ", timeout=1))
             assert re.search(rb"read (\d+)", node.console_tail()).group(1) == b"260", node.console_tail(300)
         assert node.input_lost == 1000 - 260
+    finally:
+        node.stop()
+
+
+# -- 9. flash --app-only and the watchdog --------------------------------------------------------
+class Line:
+    """What update_port reports to (the CLI's progress line), kept as text."""
+
+    def __init__(self) -> None:
+        self.transcript: list[str] = []
+
+    def phase(self, text: str) -> None:
+        self.transcript.append(text)
+
+    def text(self, text: str) -> None:
+        self.transcript.append(text)
+
+    def bytes_done(self, done: int, total: int, description: str | None = None) -> None:
+        pass
+
+
+def test_an_app_only_update_longer_than_the_watchdog_lands_without_a_watchdog_reset(tmp_path):
+    # The application (~45 KB) takes ~11 s through a 115200-baud console: 37 % of the node's
+    # 30 s watchdog today. Here the watchdog is 3 s, so the update outlasts it more than three
+    # times over, as a larger application or a slower line would: the update must keep the
+    # watchdog fed, since Ctrl-C does not stop it (nor does a soft reset, on the port).
+    node = provisioned_node(tmp_path, baud=115200)
+    try:
+        frames_after(node, 0, 2, timeout=30)
+        app = build_app_files(FIRMWARE_DIR, json.loads((BOARDS_DIR / "virtual.json").read_text()), "xtensawin")
+        # The unix port's / is the host's: the files go to the same paths under the node's flash.
+        rooted = AppFiles({f"{node.flash}{path}": data for path, data in app.files.items()})
+        result = update_port(node.port, rooted, Line())
+        assert result.ok, result.message
+        frames_after(node, node.output_mark(), 2, timeout=30)  # the new application runs
+        assert node.boots == ["pwron", "soft"], node.console_tail(1500)  # the update's reset only
+        for path, data in app.files.items():
+            assert (node.flash / path.lstrip("/")).read_bytes() == data, path
     finally:
         node.stop()

@@ -24,6 +24,7 @@ BOARD_FILE = "board.json"
 WDT_TIMEOUT_MS = 30000
 FAILSAFE_AFTER_S = 300  # default silence from the gateway before actuators go to failsafe
 UPLINK_STALL_MS = 60000  # the uplink's longest quiet spell is its 30 s retry backoff
+watchdog = None  # the running machine.WDT: `fieldnode flash --app-only` feeds it from the raw REPL
 SPOOL_FRAMES = 256  # default store-and-forward bound (board "spool_frames"): ~1 MB of flash (a block a frame)
 _RESET_NAMES = (
     ("PWRON_RESET", "power_on"), ("HARD_RESET", "hard"), ("WDT_RESET", "watchdog"),
@@ -285,7 +286,8 @@ async def main():
     uplink = Uplink(cfg.gateway(), link, spool)
     # The watchdog starts before the drivers touch their buses: a bus still held after the reset
     # (a slave that keeps SDA low) must end in another reset, not in a start-up that never ends.
-    wdt = machine.WDT(timeout=WDT_TIMEOUT_MS)
+    global watchdog
+    wdt = watchdog = machine.WDT(timeout=WDT_TIMEOUT_MS)
     node = Node(board, cfg, uplink)
     uplink.submit(node.boot_frame())
     if node.commands is not None:
