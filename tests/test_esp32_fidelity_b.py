@@ -10,7 +10,6 @@ import re
 import shutil
 import socket
 import threading
-import time
 from pathlib import Path
 
 import pytest
