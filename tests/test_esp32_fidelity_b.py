@@ -9,6 +9,8 @@ import json
 import re
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -19,7 +21,10 @@ from fieldnode.flashing.app_only import update_port
 from fieldnode.flashing.compile import AppFiles, build_app_files
 from fieldnode.paths import BOARDS_DIR, FIRMWARE_DIR, SIMHAL_DIR
 from fieldnode.sim.fleet import devices_for_board
-from fieldnode.sim.vnode import VirtualNode, WorldFile
+from fieldnode.sim.vnode import STDIN_RING, VirtualNode, WorldFile
+
+
+MPREMOTE = str(Path(sys.executable).parent / "mpremote")
 
 
 def sim_node(tmp: Path, world: dict | None = None) -> Path:
@@ -356,8 +361,11 @@ def test_a_paced_console_keeps_what_the_stdin_ring_holds_and_loses_the_rest(tmp_
             console.write(bytes(range(32, 112)) * 12 + b"0123456789" * 4)
             node.wait_output(b"read ", timeout=15)
             node.wait_output(b"\n", timeout=5, since=node.wait_output(b"read ", timeout=1))
-            assert re.search(rb"read (\d+)", node.console_tail()).group(1) == b"260", node.console_tail(300)
-        assert node.input_lost == 1000 - 260
+            kept = int(re.search(rb"read (\d+)", node.console_tail()).group(1))
+        # The relay learns what the node holds from the kernel (TIOCINQ), whose count can trail a
+        # write by a moment on a loaded machine: a byte or two more may get in.
+        assert STDIN_RING <= kept <= STDIN_RING + 4, node.console_tail(300)
+        assert node.input_lost == 1000 - kept
     finally:
         node.stop()
 
@@ -396,5 +404,32 @@ def test_an_app_only_update_longer_than_the_watchdog_lands_without_a_watchdog_re
         assert node.boots == ["pwron", "soft"], node.console_tail(1500)  # the update's reset only
         for path, data in app.files.items():
             assert (node.flash / path.lstrip("/")).read_bytes() == data, path
+    finally:
+        node.stop()
+
+
+FED_MAIN = """
+import machine, time
+wdt = machine.WDT(timeout=1500)
+print("fed main", machine.reset_cause())
+while True:
+    wdt.feed()
+    time.sleep_ms(100)
+"""
+
+
+def test_a_soft_reset_into_the_raw_repl_does_not_stop_the_watchdog(tmp_path):
+    # mpremote without `resume` soft-resets the node into the raw REPL, where main.py does not
+    # run: nothing feeds the watchdog there, and on the port it still runs (machine_wdt.c).
+    (tmp_path / "n" / "flash").mkdir(parents=True)
+    (tmp_path / "n" / "flash" / "main.py").write_text(FED_MAIN)
+    node = VirtualNode(tmp_path / "n", "240ac4000001", board=None).start()
+    try:
+        node.wait_output(b"fed main", timeout=15)
+        proc = subprocess.run([MPREMOTE, "connect", node.port, "exec", "print('in the raw REPL')"],
+                              capture_output=True, text=True, timeout=30)
+        assert "in the raw REPL" in proc.stdout, proc.stderr
+        assert node.wait_boots(3, timeout=15) == ["pwron", "soft", "wdt"]
+        node.wait_output(b"fed main 3", timeout=15)  # after WDT_RESET main.py runs and feeds again
     finally:
         node.stop()

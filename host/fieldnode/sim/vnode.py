@@ -580,6 +580,8 @@ class VirtualNode:
         marker.unlink(missing_ok=True)
         if cause == "pwron":
             (self.node_dir / "rtc.json").unlink(missing_ok=True)
+        if cause != "soft":
+            (self.node_dir / "wdt.json").unlink(missing_ok=True)  # a chip reset stops the watchdog
         master, slave = os.openpty()
         _console_mode(slave)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("FIELDNODE_SIM_", "MICROPY"))}
