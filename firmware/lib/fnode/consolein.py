@@ -12,6 +12,7 @@ import sys
 from fnode import log
 
 LINE_MAX = 1400  # "FN1 " + base64 of the largest command frame (cose.MAX_FRAME, 1024 bytes)
+_BURST = 256  # bytes taken per wake-up: about the port's stdin ring (260 bytes)
 
 
 class ConsoleIn:
@@ -35,8 +36,10 @@ class ConsoleIn:
             if not first:  # end of input: a closed stdin (unix port only) never reads again
                 await asyncio.Event().wait()
             self._byte(first[0], handle)
-            while self.poller.poll(0) and self.stream.readinto(one):
+            burst = _BURST  # then back to the loop: a fast USB console must not starve the rest
+            while burst and self.poller.poll(0) and self.stream.readinto(one):
                 self._byte(one[0], handle)
+                burst -= 1
 
     def _byte(self, c, handle):
         if c == 10 or c == 13:
