@@ -197,6 +197,8 @@ def test_the_real_firmware_boots_on_the_virtual_board(make_node, tmp_path):
     ({"unique_id": "zz0ac4000001"}, "12 hex digits"),
     ({"devices": [{"type": "no_such_chip"}]}, "known types:"),
     ({"nvs": "sometimes"}, "'commit' or 'esp-idf'"),
+    ({"baud": 0}, "positive whole number"),
+    ({"baud": "fast"}, "positive whole number"),
 ])
 def test_bad_node_settings_are_refused_with_a_clear_error(tmp_path, kwargs, message):
     from fieldnode.errors import FieldnodeError

@@ -25,6 +25,7 @@ BOARD_FILE = "board.json"
 WDT_TIMEOUT_MS = 30000
 FAILSAFE_AFTER_S = 300  # default silence from the gateway before actuators go to failsafe
 UPLINK_STALL_MS = 60000  # the uplink's longest quiet spell is its 30 s retry backoff
+watchdog = None  # the running machine.WDT: `fieldnode flash --app-only` feeds it from the raw REPL
 SPOOL_FRAMES = 256  # default store-and-forward bound (board "spool_frames"): ~1 MB of flash (a block a frame)
 _RESET_NAMES = (
     ("PWRON_RESET", "power_on"), ("HARD_RESET", "hard"), ("WDT_RESET", "watchdog"),
@@ -197,19 +198,21 @@ class Node:
                 log.info("gateway answers again: outputs stay in failsafe until commanded")
 
     async def console_commands(self):
-        # Downlink over USB: a line "FN1 <base64 command frame>" typed into the console.
+        # Downlink over USB: a line "FN1 <base64 command frame>" typed into the console, read
+        # without blocking the loop (fnode.consolein).
+        from fnode.consolein import ConsoleIn
+        await ConsoleIn().lines(self.console_line)
+
+    def console_line(self, line):
         from binascii import a2b_base64
-        import sys
-        reader = asyncio.StreamReader(sys.stdin)
-        while True:
-            line = await reader.readline()
-            if line[:4] == b"FN1 ":
-                try:
-                    frame = a2b_base64(line[4:])
-                except ValueError:
-                    log.warn("console: undecodable frame line")
-                    continue
-                self.handle_command(frame)
+        if bytes(line[:4]) != b"FN1 ":
+            return
+        try:
+            frame = a2b_base64(line[4:])
+        except ValueError:
+            log.warn("console: undecodable frame line")
+            return
+        self.handle_command(frame)
 
     def spawn(self, name, coro):
         asyncio.create_task(self._guard(name, coro))
@@ -312,7 +315,8 @@ async def main():
     uplink = Uplink(cfg.gateway(), link, spool)
     # The watchdog starts before the drivers touch their buses: a bus still held after the reset
     # (a slave that keeps SDA low) must end in another reset, not in a start-up that never ends.
-    wdt = machine.WDT(timeout=WDT_TIMEOUT_MS)
+    global watchdog
+    wdt = watchdog = machine.WDT(timeout=WDT_TIMEOUT_MS)
     node = Node(board, cfg, uplink)
     uplink.submit(node.boot_frame())
     if node.commands is not None:

@@ -24,9 +24,13 @@ def sync(host):
     except ImportError:
         return valid()
     ntptime.host = host
+    # What the port's ntptime raises: OSError from DNS (a negative lwIP code) or a timeout,
+    # ValueError from struct.unpack on a reply shorter than 44 bytes, OverflowError from
+    # gmtime on a nonsense timestamp, IndexError from an empty getaddrinfo list. A failed sync
+    # must not end the task: the watchdog would reset the node for it.
     try:
         ntptime.settime()
-    except (OSError, OverflowError, IndexError) as exc:
+    except (OSError, ValueError, OverflowError, IndexError) as exc:
         log.warn("clock: SNTP from", host, "failed:", exc)
         return False
     return True

@@ -16,6 +16,7 @@ RAM_SLOTS = 8
 _SERVER_ERROR = 0xA0  # response codes 5.00 and above: the gateway could not store, try later
 _COUNTER_AT = 19  # d1 84 58 19 a4 01 <alg> 04 48 <kid:8> 06 44 <counter:4>: docs/frame-format.md
 _CONSOLE_PREFIX = b"FN1 "
+_RX_MAX = 1280  # the largest datagram read: an IPv6 minimum MTU's worth, as RFC 7252 §4.6 sizes them
 
 
 def counter_of(frame):
@@ -33,7 +34,6 @@ class Uplink:
         self.sock = None
         self.addr = None
         self.ex = coap.Exchange()
-        self.rx = bytearray(1280)
         self.last_ok = None  # ticks_ms of the gateway's last 2.xx answer (actuator failsafe watches it)
         self.acked = 0
         self.refused = 0
@@ -112,48 +112,54 @@ class Uplink:
     async def exchange(self, frame):
         # One CON POST with RFC 7252 retransmission. -> response code (coap.RESET for a reset),
         # or None when the gateway did not answer in time.
-        try:
-            sock = self._socket()
-        except OSError:
-            return None
         ex = self.ex
-        if not self._send(sock, ex.post(frame)):
+        if not self._send(ex.post(frame)):
             return None
         ex.start(time.ticks_ms())
         give_up = time.ticks_add(time.ticks_ms(), coap.MAX_TRANSMIT_WAIT_MS)
         while True:
             self.beat = time.ticks_ms()
-            r = self._receive(sock)
+            r = self._receive()
             if r == coap.RESET or r > 0:
                 if ex.need_ack:
-                    self._send(sock, ex.ack())
+                    self._send(ex.ack())
                 return r
             now = time.ticks_ms()
             if not ex.acked and ex.wait_ms(now) == 0:
-                if not ex.retransmit(now) or not self._send(sock, ex.datagram()):
+                # From a new socket if the old one was closed: its answer comes to the new one.
+                if not ex.retransmit(now) or not self._send(ex.datagram()):
                     return None
             elif time.ticks_diff(now, give_up) > 0:
                 return None  # acknowledged but the separate response never came
             await asyncio.sleep_ms(5)
 
-    def _send(self, sock, datagram):
+    def _send(self, datagram):
         try:
-            sock.sendto(datagram, self.addr)
+            self._socket().sendto(datagram, self.addr)
             return True
         except OSError:
             self._close()
             return False
 
-    def _receive(self, sock):
-        try:
-            n = sock.readinto(self.rx)
-        except OSError:
+    def _receive(self):
+        # One datagram a call: recv, not readinto, which reads queued datagrams into one buffer
+        # (py/stream.c). The port has no recv_into, so each answer is a new bytes object; there
+        # are a few per frame. b"" is a zero-length datagram or a socket the ESP32 port already
+        # marked peer-closed by one (ports/esp32/modsocket.c): it never reads again, so it goes,
+        # and the next send opens a new one.
+        sock = self.sock
+        if sock is None:
             return coap.NO_MATCH
-        if not n:
+        try:
+            rx = sock.recv(_RX_MAX)
+        except OSError:  # EAGAIN: nothing queued
+            return coap.NO_MATCH
+        if not rx:
+            self._close()
             return coap.NO_MATCH
         ex = self.ex
-        r = ex.parse(self.rx, n)
+        r = ex.parse(rx, len(rx))
         if r > 0 and ex.payload_len and ex.content_format == coap.CONTENT_FORMAT_COSE \
                 and self.on_command is not None:
-            self.on_command(memoryview(self.rx)[ex.payload_start:ex.payload_start + ex.payload_len])
+            self.on_command(memoryview(rx)[ex.payload_start:ex.payload_start + ex.payload_len])
         return r

@@ -20,6 +20,18 @@ from mpremote.transport_serial import SerialTransport
 from .compile import AppFiles
 from .report import PortLine, PortResult
 
+# Ctrl-C stops the application, not its watchdog: on the ESP32 port machine.WDT cannot be stopped
+# and survives a soft reset (ports/esp32/machine_wdt.c), so a provisioned node resets 30 s
+# (fnode.app.WDT_TIMEOUT_MS) after the application's last feed, however far the update has got.
+# The application (~45 KB) takes ~11 s at 115200 baud (measured on a paced virtual node), more as
+# it grows, so the update feeds the application's own watchdog (fnode.app.watchdog) from the raw
+# REPL, at most once every FEED_EVERY_S. The names carry a prefix: mpremote's fs_writefile keeps
+# `f` and `w` in the same globals between its chunks. A node whose application started no
+# watchdog has nothing to feed.
+FEED_WATCHDOG = ("import sys\n"
+                 "_fn_wdt=getattr(sys.modules.get('fnode.app'),'watchdog',None)\n"
+                 "if _fn_wdt:\n _fn_wdt.feed()")
+FEED_EVERY_S = 1.0
 RAW_REPL_TIMEOUT = 5.0  # a node answers Ctrl-C/Ctrl-A in milliseconds; longer means no REPL there
 CHUNK = 1024  # bytes per raw-REPL write; mpremote's default 256 needs four times the round trips
 NODE_INFO = (
@@ -67,6 +79,20 @@ def _makedirs(transport: SerialTransport, path: str, made: set[str]) -> None:
             made.add(d)
 
 
+class _WatchdogFeeder:
+    """Feeds the node's watchdog when FEED_EVERY_S has passed since the last feed."""
+
+    def __init__(self, transport: SerialTransport) -> None:
+        self.transport = transport
+        self.fed_at: float | None = None
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if self.fed_at is None or now - self.fed_at >= FEED_EVERY_S:
+            self.transport.exec(FEED_WATCHDOG)
+            self.fed_at = now
+
+
 def update_port(port: str, app: AppFiles, line: PortLine, *, reset: bool = True) -> PortResult:
     result = PortResult(port, transcript=line.transcript)
     started = time.monotonic()
@@ -76,23 +102,33 @@ def update_port(port: str, app: AppFiles, line: PortLine, *, reset: bool = True)
         # A read timeout: on a pty mpremote otherwise blocks forever on a silent port.
         transport = SerialTransport(port, baudrate=115200, timeout=1)
         transport.enter_raw_repl(soft_reset=False, timeout_overall=RAW_REPL_TIMEOUT)
+        feed = _WatchdogFeeder(transport)
+        feed()
         out = transport.exec(NODE_INFO).decode().strip()
         result.chip, result.mac = ast.literal_eval(out)
         total = app.total_bytes
         done = 0
         made: set[str] = set()
+
+        def written(n: int, base: int) -> None:
+            line.bytes_done(base + n, total)
+            feed()
+
         for path, data in sorted(app.files.items()):
             line.phase(f"writing {path}")
+            feed()
             _makedirs(transport, posixpath.dirname(path), made)
             transport.fs_writefile(path, data, chunk_size=CHUNK,
-                                   progress_callback=lambda n, _t, base=done: line.bytes_done(base + n, total))
+                                   progress_callback=lambda n, _t, base=done: written(n, base))
             done += len(data)
             line.text(f"wrote {path} ({len(data)} bytes)")
         line.phase("verifying")
         for path, data in sorted(app.files.items()):
+            feed()
             if transport.fs_hashfile(path, "sha256") != hashlib.sha256(data).digest():
                 raise TransportError(f"{path} differs on the node after writing")
         for path in _stale_files(transport, app.files):
+            feed()
             transport.fs_rmfile(path)
             line.text(f"removed stale {path}")
         transport.exit_raw_repl()

@@ -24,12 +24,14 @@ down). kill() is a power cut: no restart until power_on(), which boots with PWRO
 from __future__ import annotations
 
 import binascii
+import fcntl
 import json
 import os
 import platform
 import select
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import termios
@@ -66,6 +68,15 @@ _WAITING_SYSCALLS = {  # Linux syscall numbers, from each architecture's unistd.
     "aarch64": {22, 72, 73, 101, 115, 441},  # epoll_pwait pselect6 ppoll nanosleep clock_nanosleep
 }.get(platform.machine())
 _READ_SYSCALL = {"x86_64": 0, "aarch64": 63}.get(platform.machine())
+# A console with a baud rate (VirtualNode(baud=...)) is the ESP32's UART0 REPL: bytes move at
+# baud/10 a second each way (8N1), the UART's FIFO holds UART_FIFO bytes (SOC_UART_FIFO_LEN),
+# and what arrives goes into the port's stdin ring buffer of STDIN_RING bytes
+# (ports/esp32/mphalport.c), from which the firmware reads; a byte that arrives while the ring
+# is full is lost (ports/esp32/uart.c, uart_irq_handler). Ctrl-C never enters the ring: the
+# interrupt handler turns it into KeyboardInterrupt.
+UART_FIFO = 128
+STDIN_RING = 260
+_PACE_S = 0.002  # the relay's step while bytes wait for the line
 
 
 def micropython_binary() -> str:
@@ -169,13 +180,16 @@ class VirtualNode:
                  flash: str | Path | None = None, devices: Sequence[Mapping[str, Any]] = (),
                  firmware_lib: str | Path | None = FIRMWARE_LIB_DIR, extra_path: Iterable[str | Path] = (),
                  heap: str = "1M", nvs: str = "commit", sleep_scale: float = 1.0,
-                 micropython: str | None = None, epoch: int = 1970) -> None:
+                 micropython: str | None = None, epoch: int = 1970,
+                 baud: int | None = None) -> None:
         self.node_dir = Path(node_dir).resolve()
         self.unique_id = parse_unique_id(unique_id)
         if nvs not in ("commit", "esp-idf"):
             raise FieldnodeError(f"nvs mode {nvs!r}: use 'commit' or 'esp-idf'")
         if epoch not in (1970, 2000):
             raise FieldnodeError(f"epoch {epoch!r}: use 1970 (unix port) or 2000 (the ESP32 port up to v1.26)")
+        if baud is not None and (isinstance(baud, bool) or not isinstance(baud, int) or baud <= 0):
+            raise FieldnodeError(f"baud {baud!r}: give a positive whole number of bits a second, e.g. 115200")
         self.node_dir.mkdir(parents=True, exist_ok=True)
         # nvs.json holds the device key and the Wi-Fi password, as a board's NVS does: the node's
         # files are its owner's only (the directory here, each file through the node's umask).
@@ -192,6 +206,8 @@ class VirtualNode:
         self.firmware_lib = Path(firmware_lib).resolve() if firmware_lib is not None else None
         self.heap = heap
         self.sleep_scale = sleep_scale
+        self.baud = baud
+        self.input_lost = 0  # console bytes that arrived while the stdin ring was full (baud only)
         self.micropython = micropython or micropython_binary()
         self.world = WorldFile(self.node_dir / "world.json")
         board_name, chip, pins = _board_pins(board)
@@ -225,6 +241,9 @@ class VirtualNode:
         self._tail = bytearray()
         self._total = 0  # console bytes seen since start(): offsets for wait_output()
         self._scan = b""  # last bytes of output, for markers split across reads
+        self._proc_tty: str | None = None  # pty B's path, to ask how much input waits in it
+        self._in_budget = self._out_budget = 0.0  # bytes the line may carry now, each way (baud)
+        self._paced_at = time.monotonic()
 
     # -- configuration checks ------------------------------------------------------------------
     def _check_devices(self, devices: Sequence[Mapping[str, Any]]) -> None:
@@ -346,6 +365,12 @@ class VirtualNode:
                                    f"console ends with {self.console_tail(300)!r}")
             return found()
 
+    def input_waiting(self) -> int:
+        """Console bytes typed into the port that the node has not been given yet (they wait
+        for a held Ctrl-C, or for the line at its baud rate)."""
+        with self._cond:
+            return len(self._to_proc)
+
     def console_tail(self, n: int = 4096) -> bytes:
         return bytes(self._tail[-n:])
 
@@ -391,7 +416,48 @@ class VirtualNode:
         p.register(self._client_fd, select.POLLIN)
         return not any(ev & select.POLLHUP for _, ev in p.poll(0))
 
+    def _pace(self) -> None:
+        now = time.monotonic()
+        gain = (now - self._paced_at) * self.baud / 10
+        self._paced_at = now
+        self._in_budget = min(self._in_budget + gain, UART_FIFO)
+        self._out_budget = min(self._out_budget + gain, UART_FIFO)
+
+    def _stdin_room(self) -> int:
+        """Free bytes in the node's stdin ring: STDIN_RING less what waits unread in pty B."""
+        try:
+            fd = os.open(self._proc_tty, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        except (OSError, TypeError):
+            return STDIN_RING
+        try:
+            waiting = struct.unpack("i", fcntl.ioctl(fd, termios.TIOCINQ, b"\0" * 4))[0]
+        except OSError:
+            waiting = 0
+        finally:
+            os.close(fd)
+        return max(STDIN_RING - waiting, 0)
+
+    def _to_node(self, fd: int, data: bytearray) -> bytearray:
+        """Writes input to the node; on a paced line, the bytes that find the ring full are lost
+        (they are spent from the line's budget all the same). Returns what was not written."""
+        if self.baud is None:
+            return self._flush(fd, data)
+        room = self._stdin_room()
+        kept = bytearray()
+        for b in data:
+            if b == _CTRL_C:
+                kept.append(b)
+            elif room > 0:
+                kept.append(b)
+                room -= 1
+            else:
+                self.input_lost += 1
+        self._in_budget -= len(data)
+        return self._flush(fd, kept)
+
     def _step(self) -> None:
+        if self.baud is not None:
+            self._pace()
         with self._cond:
             if self._spawn_at is not None and time.monotonic() >= self._spawn_at and self._power:
                 self._spawn()
@@ -403,7 +469,8 @@ class VirtualNode:
         proc_fd = self._proc_fd
         rlist = [self._wake_r]
         wlist = []
-        if proc_fd is not None and len(self._to_client) < _RELAY_LIMIT:
+        out_room = 65536 if self.baud is None else int(self._out_budget)
+        if proc_fd is not None and len(self._to_client) < _RELAY_LIMIT and out_room > 0:
             rlist.append(proc_fd)
         if connected:
             if len(self._to_proc) < _RELAY_LIMIT:
@@ -416,7 +483,9 @@ class VirtualNode:
         # While nobody has the port open the master cannot signal an open: look again soon.
         timeout = 0.05 if not connected else 1.0
         if proc_fd is not None and len(self._to_proc) > sendable:
-            timeout = 0.002  # a held Ctrl-C: look at the node again shortly
+            timeout = 0.002  # a held Ctrl-C, or bytes waiting for the line: look again shortly
+        if self.baud is not None and proc_fd is not None and out_room <= 0:
+            timeout = min(timeout, _PACE_S)  # the node's output waits for the line
         if spawn_in is not None:
             timeout = min(timeout, spawn_in)
         readable, writable, _ = select.select(rlist, wlist, [], timeout)
@@ -427,7 +496,9 @@ class VirtualNode:
                 pass
         if proc_fd is not None and proc_fd in readable:
             try:
-                data = os.read(proc_fd, 65536)
+                data = os.read(proc_fd, out_room)
+                if self.baud is not None:
+                    self._out_budget -= len(data)
             except OSError:  # EIO: every holder of the node's tty is gone
                 data = b""
             if data:
@@ -446,11 +517,15 @@ class VirtualNode:
             self._to_client = self._flush(client, self._to_client)
         if proc_fd is not None and proc_fd in writable and sendable and self._proc_fd == proc_fd:
             rest = self._to_proc[sendable:]
-            self._to_proc = self._flush(proc_fd, self._to_proc[:sendable]) + rest
+            self._to_proc = self._to_node(proc_fd, self._to_proc[:sendable]) + rest
 
     def _sendable_to_proc(self) -> int:
         """How many queued input bytes may go to the node now: all of them, or those before a
         Ctrl-C that is held until the node can take the SIGINT it becomes (see _WAITING_SYSCALLS)."""
+        n = self._sendable_unpaced()
+        return n if self.baud is None else min(n, max(int(self._in_budget), 0))
+
+    def _sendable_unpaced(self) -> int:
         i = self._to_proc.find(_CTRL_C)
         if i != 0:
             self._held_since = None
@@ -512,6 +587,8 @@ class VirtualNode:
         marker.unlink(missing_ok=True)
         if cause == "pwron":
             (self.node_dir / "rtc.json").unlink(missing_ok=True)
+        if cause != "soft":
+            (self.node_dir / "wdt.json").unlink(missing_ok=True)  # a chip reset stops the watchdog
         master, slave = os.openpty()
         _console_mode(slave)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("FIELDNODE_SIM_", "MICROPY"))}
@@ -526,6 +603,7 @@ class VirtualNode:
             os.close(slave)
         os.set_blocking(master, False)
         self._proc_fd = master
+        self._proc_tty = env["FIELDNODE_SIM_TTY"]
         self._to_proc.clear()
         if cause == "soft" and self._raw_repl:
             self._to_proc += b"\x01"  # the board stays in the raw REPL across a soft reset

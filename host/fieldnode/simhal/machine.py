@@ -362,10 +362,17 @@ class Signal:
 # -- watchdog -------------------------------------------------------------------------------
 class WDT:
     # Once started it cannot be stopped, as on the ESP32: not even by interrupting main.py into
-    # the REPL. Unfed for timeout ms, the timer thread resets the node (reset cause WDT_RESET).
+    # the REPL, nor by a soft reset (ports/esp32/machine_wdt.c keeps its task-WDT user in a
+    # static that main.c never removes): wdt.json tells the next soft boot to keep it running.
+    # Unfed for timeout ms, the timer thread resets the node (reset cause WDT_RESET); a hard
+    # reset of any kind stops it (the host deletes wdt.json).
     def __init__(self, id=0, timeout=5000):
+        if id != 0:
+            raise ValueError()
         if timeout <= 0:
             raise ValueError("WDT timeout too short")
+        if timeout != simtick.wdt_timeout:
+            simnode.write_json(simnode.path("wdt.json"), {"timeout": timeout})
         simtick.wdt_timeout = timeout
         self.feed()
         simtick.start()

@@ -64,6 +64,7 @@ class WLAN:
             w._want = None  # (ssid, key) while a connection is requested
             w._since = 0  # ticks_ms when the current attempt started
             w._state = STAT_IDLE
+            w._associations = 0
             mac = bytearray(simnode.unique_id())
             mac[5] = (mac[5] + interface_id) & 0xFF  # the AP MAC is the base MAC + 1
             w._config = {"mac": bytes(mac), "ssid": "", "channel": 1, "hidden": False,
@@ -91,8 +92,16 @@ class WLAN:
         self._config["ssid"] = ssid
         self._config["key"] = key or ""
         self._want = (ssid, key or "")
+        # Every connect() sets the config and calls esp_wifi_connect() (ports/esp32/
+        # network_wlan.c): one made while associating starts the association again, so the IP
+        # comes connect_ms after the last call.
         self._since = time.ticks_ms()
         self._state = STAT_CONNECTING
+        self._associations += 1
+
+    def sim_associations(self):
+        # Simulation-side hook, not WLAN API: how many times association was started.
+        return self._associations
 
     def disconnect(self):
         self._want = None

@@ -49,12 +49,24 @@ def _run(name, g):
         return False
 
 
+def _watchdog():
+    # After a soft reset the ESP32's watchdog goes on where it was (machine.WDT); it was last fed
+    # before the reset, so this is the latest it can fire.
+    if os.getenv("FIELDNODE_SIM_RESET") == "soft":
+        import simnode
+        timeout = simnode.read_json(simnode.path("wdt.json"), {}).get("timeout")
+        if timeout:
+            import machine
+            machine.WDT(timeout=timeout)
+
+
 def _boot(g):
     _console()
+    _watchdog()
     _flash()
     if _run("boot.py", g) and os.getenv("FIELDNODE_SIM_SKIP_MAIN") != "1":
         _run("main.py", g)
 
 
 _boot(globals())
-del _boot, _run, _exists, _flash, _console
+del _boot, _run, _exists, _flash, _console, _watchdog

@@ -8,7 +8,10 @@
 #   "ssid":     "name"                   the only SSID that connects (default: any)
 #   "password": "secret"                 the only key accepted (default: any)
 #   "rssi":     -60                      reported by WLAN.status("rssi") and scan()
-#   "connect_ms": 100                    time from WLAN.connect() to an IP address
+#   "connect_ms": 100                    time from WLAN.connect() to an IP address (a connect()
+#                                        while associating starts it again, as the driver does)
+#   "dns":      "fail"                   every host name lookup fails (OSError(-202))
+#   "ntp":      "answer"|"silent"|"short" how the SNTP server answers ntptime (see ntptime.py)
 #   "ip":       "127.0.0.1"              the address WLAN.ifconfig() reports
 #   "devices":  {"env": {"temp": 21.5}}  per device name: keyword arguments for its set()
 #   "adc":      {"34": 1.65}             volts on an ADC pin with no device on it

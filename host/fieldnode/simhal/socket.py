@@ -5,6 +5,13 @@
 #  - while network.link_up() is False (no IP, or world.json says "wifi": "down"), connect() and
 #    datagram sends raise OSError(EHOSTUNREACH) as lwIP does with no route, datagrams arriving
 #    are dropped, and getaddrinfo() of a name (not a numeric address) fails with OSError(-202)
+#  - world.json "dns": "fail" makes every name lookup fail so, link up or not (no DNS server
+#    answers): the ESP32 port raises lwIP's code negated (ports/esp32/modsocket.c)
+#  - a zero-length datagram marks a datagram socket peer-closed, as the ESP32 port does
+#    (ports/esp32/modsocket.c, _socket_read_data: lwIP's 0 is taken for a closed peer): from
+#    then on every read returns 0 bytes at once, whatever arrives; only a new socket hears again
+#  - readinto()/read() are the stream functions (py/stream.c): on a non-blocking socket they
+#    read datagram after datagram until the buffer is full or none is queued, joining them
 #  - TCP streams already connected are not cut by a link drop (lwIP would retransmit, then time
 #    out); sockets returned by accept() are the plain built-in type, outside the link gate
 import sys
@@ -36,6 +43,8 @@ EAI_FAIL = -202  # lwIP's getaddrinfo failure as the ESP32 port reports it
 # Datagram sockets by id(): an attribute on the instance would break select.poll on this
 # port (poll then cannot find the descriptor of a native subclass instance that has a dict).
 _dgram = set()
+_peer_closed = set()  # datagram sockets that have read a zero-length datagram
+_NOWHERE = ("0.0.0.0", 0)
 
 
 def _up():
@@ -79,8 +88,13 @@ def _tuple(sockaddr):
     return (_builtin.inet_ntop(family, ip), port)
 
 
+def _dns_fails():
+    import simworld  # here: simworld needs simnode, which a bare socket user may not have set up
+    return simworld.value("dns") == "fail"
+
+
 def getaddrinfo(host, port, af=0, type=0, proto=0, flags=0):
-    if not _numeric(host) and not _up():
+    if not _numeric(host) and (not _up() or _dns_fails()):
         raise OSError(EAI_FAIL)
     sa = _sockaddr((host, port))
     return [(AF_INET, type or SOCK_STREAM, proto, "", _tuple(sa))]
@@ -104,7 +118,13 @@ class socket(_builtin.socket):
 
     def close(self):
         _dgram.discard(id(self))
+        _peer_closed.discard(id(self))
         super().close()
+
+    def _got(self, n):
+        # After a datagram of n bytes was read: a zero-length one closes the socket for reading.
+        if n == 0 and id(self) in _dgram:
+            _peer_closed.add(id(self))
 
     def bind(self, addr):
         return super().bind(_sockaddr(addr))
@@ -136,28 +156,58 @@ class socket(_builtin.socket):
     def recvfrom(self, n):
         # A datagram that arrived while the link was down never reached the node: drop it and
         # look for the next one (a non-blocking socket then raises EAGAIN, as with none queued).
+        if id(self) in _peer_closed:
+            return b"", _NOWHERE
         while True:
             data, addr = super().recvfrom(n)
             if _up():
+                self._got(len(data))
                 return data, _tuple(addr)
 
     def recv(self, n):
         if id(self) not in _dgram:
             return super().recv(n)
+        if id(self) in _peer_closed:
+            return b""
         while True:
             data = super().recv(n)
             if _up():
+                self._got(len(data))
                 return data
 
     def readinto(self, buf, nbytes=None):
-        # Stream-style read of a datagram (None when nothing is queued on a non-blocking socket).
-        while True:
-            n = super().readinto(buf) if nbytes is None else super().readinto(buf, nbytes)
-            if n is None or id(self) not in _dgram or _up():
-                return n
+        # The stream read of py/stream.c: datagram after datagram into buf until it is full, a
+        # zero-length one (EOF) comes, or none is queued (None if that was at once).
+        if id(self) not in _dgram:
+            return super().readinto(buf) if nbytes is None else super().readinto(buf, nbytes)
+        want = len(buf) if nbytes is None else min(nbytes, len(buf))
+        mv = memoryview(buf)
+        done = 0
+        while done < want:
+            try:
+                data = self.recv(want - done)
+            except OSError as exc:
+                if exc.args[0] == 11:  # EAGAIN: what was read so far, or None for nothing
+                    return done or None
+                raise
+            if data is None:
+                return done or None
+            if not data:
+                return done
+            mv[done:done + len(data)] = data
+            done += len(data)
+        return done
 
     def read(self, n=-1):
+        if id(self) not in _dgram:
+            return super().read() if n is None or n < 0 else super().read(n)
+        if n is not None and n >= 0:
+            buf = bytearray(n)
+            got = self.readinto(buf)
+            return None if got is None else bytes(buf[:got])
+        out = b""  # readall: every queued datagram, joined
         while True:
-            data = super().read() if n is None or n < 0 else super().read(n)
-            if data is None or id(self) not in _dgram or _up():
-                return data
+            chunk = self.read(1500)
+            if not chunk:
+                return out if out or chunk is not None else None
+            out += chunk
