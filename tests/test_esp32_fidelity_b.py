@@ -18,7 +18,7 @@ import pytest
 import serial
 
 from fieldnode.flashing.app_only import update_port
-from fieldnode.flashing.compile import AppFiles, build_app_files
+from fieldnode.flashing.compile import build_app_files
 from fieldnode.paths import BOARDS_DIR, FIRMWARE_DIR, SIMHAL_DIR
 from fieldnode.sim.fleet import devices_for_board
 from fieldnode.sim.vnode import STDIN_RING, VirtualNode, WorldFile
@@ -396,9 +396,7 @@ def test_an_app_only_update_longer_than_the_watchdog_lands_without_a_watchdog_re
     try:
         frames_after(node, 0, 2, timeout=30)
         app = build_app_files(FIRMWARE_DIR, json.loads((BOARDS_DIR / "virtual.json").read_text()), "xtensawin")
-        # The unix port's / is the host's: the files go to the same paths under the node's flash.
-        rooted = AppFiles({f"{node.flash}{path}": data for path, data in app.files.items()})
-        result = update_port(node.port, rooted, Line())
+        result = update_port(node.port, app, Line())  # the node's / is its flash, as a board's
         assert result.ok, result.message
         frames_after(node, node.output_mark(), 2, timeout=30)  # the new application runs
         assert node.boots == ["pwron", "soft"], node.console_tail(1500)  # the update's reset only

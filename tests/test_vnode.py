@@ -168,7 +168,7 @@ def test_the_flash_can_be_a_littlefs_image(make_node, tmp_path):
         f.write("import greeting, os\nprint(greeting.TEXT, os.getcwd())\n")
     image.write_bytes(fs.context.buffer)
     node = make_node(main=None, flash=image)
-    node.wait_output("hello from the image /flash")
+    node.wait_output("hello from the image /")
     local = tmp_path / "local.txt"
     local.write_text("copied in\n")
     mpremote(node, "resume", "fs", "cp", str(local), ":copied.txt")
@@ -179,6 +179,20 @@ def test_the_flash_can_be_a_littlefs_image(make_node, tmp_path):
     assert sorted(back.listdir("/")) == ["copied.txt", "lib", "main.py"]
     with back.open("copied.txt") as f:
         assert f.read() == "copied in\n"
+
+
+def test_the_flash_is_the_nodes_root_so_absolute_paths_never_reach_the_hosts(make_node, tmp_path):
+    # `flash --app-only` writes /main.py and /lib/fnode/... as it must on a board; on a virtual
+    # node they belong in its flash, never in the host's / (where they once landed).
+    probe = f"fieldnode-root-probe-{os.getpid()}"
+    node = make_node()
+    node.wait_output("tick 1")
+    out = mpremote(node, "resume", "exec",
+                   f"import os; os.mkdir('/lib'); f = open('/lib/{probe}', 'w'); f.write('x'); f.close(); "
+                   "print(sorted(n for n in os.listdir('/') if not n.startswith('_')))")
+    assert out.strip() == "['lib', 'main.py']"
+    assert (node.flash / "lib" / probe).read_text() == "x"
+    assert not Path("/lib", probe).exists() and not Path("/usr/lib", probe).exists()
 
 
 def test_the_real_firmware_boots_on_the_virtual_board(make_node, tmp_path):
@@ -235,7 +249,7 @@ def test_the_image_fieldnode_flash_writes_runs_the_node_by_itself(tmp_path):
         node.start()
         node.wait_output(b"not sending: no device key", timeout=30)
         with DeviceLink(node.port) as link:
-            assert link.exec("import fnode.app; print(fnode.app.__file__)") == "/flash/lib/fnode/app.mpy"
+            assert link.exec("import fnode.app; print(fnode.app.__file__)") == "/lib/fnode/app.mpy"
             host, port = site.gateway.address
             provision(link, Keystore.load(site.keys),
                       Settings(name="from-image", gateway=f"{host}:{port}", wifi_ssid="plant-floor", wifi_password="sim"))

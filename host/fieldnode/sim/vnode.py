@@ -166,7 +166,7 @@ class VirtualNode:
             subprocess.run(["mpremote", "connect", node.port, "resume", "exec", "print(1)"])
 
     node_dir holds the node's files (sim.json, world.json, nvs.json, ...). flash is a directory
-    (default node_dir/flash) or a littlefs2 image file; it is the node's current directory, and
+    (default node_dir/flash) or a littlefs2 image file; it is the node's root "/", as a board's, and
     boot.py / main.py run from it. firmware_lib (default the repository's firmware/lib) is on
     the path after the flash's own lib/, so a node runs the working tree's firmware until one is
     installed on its flash; pass None to run only what is on the flash. devices are sim.json
@@ -612,8 +612,8 @@ class VirtualNode:
         self._cond.notify_all()
 
     def _env(self, cause: str, tty_path: str) -> dict[str, str]:
-        flash_root = "/flash" if self.flash_image else str(self.flash)
-        path = [str(SIMHAL_DIR), flash_root, flash_root + "/lib", *map(str, self.extra_path)]
+        # "/" and "/lib" are the flash once simboot has made it the node's root (simroot).
+        path = [str(SIMHAL_DIR), "/", "/lib", *map(str, self.extra_path)]
         if self.firmware_lib is not None:
             path.append(str(self.firmware_lib))
         path.append(".frozen")
@@ -621,6 +621,8 @@ class VirtualNode:
                "FIELDNODE_SIM_RESET": cause, "FIELDNODE_SIM_TTY": tty_path}
         if self.flash_image:
             env["FIELDNODE_SIM_FLASH_IMAGE"] = str(self.flash_image)
+        else:
+            env["FIELDNODE_SIM_FLASH_DIR"] = str(self.flash)
         if cause == "soft" and self._raw_repl:
             env["FIELDNODE_SIM_SKIP_MAIN"] = "1"
         return env

@@ -1,6 +1,6 @@
 # What a board does after reset, for the unix port: run as `micropython -i simboot.py`, it
 # takes the console pty as controlling terminal (so Ctrl-C from mpremote interrupts main.py as
-# on a board), mounts the flash image if there is one, runs boot.py and then main.py from the
+# on a board), makes the flash (a directory or an image) its root, runs boot.py and then main.py from the
 # flash, and leaves their globals to the REPL that -i starts. As on the ESP32 port, main.py runs
 # only if boot.py succeeded, and not after a soft reset from the raw REPL.
 # SystemExit from either file is a soft reset on the board: the process ends for the host to
@@ -18,10 +18,12 @@ def _console():
 
 
 def _flash():
+    # Before anything reads the node directory: from here on host paths go through simroot.
     image = os.getenv("FIELDNODE_SIM_FLASH_IMAGE")
-    if image:
-        import simflash
-        simflash.mount(image)
+    directory = os.getenv("FIELDNODE_SIM_FLASH_DIR")
+    if image or directory:
+        import simroot
+        simroot.mount_flash(directory, image)
 
 
 def _exists(name):
@@ -62,8 +64,8 @@ def _watchdog():
 
 def _boot(g):
     _console()
-    _watchdog()
     _flash()
+    _watchdog()
     if _run("boot.py", g) and os.getenv("FIELDNODE_SIM_SKIP_MAIN") != "1":
         _run("main.py", g)
 

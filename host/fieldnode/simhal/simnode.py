@@ -12,7 +12,9 @@
 #                 "deepsleep <ms>"); the host reads it to start the next boot with that cause
 import os
 
-DIR = os.getenv("FIELDNODE_SIM_NODE") or os.getcwd()
+import simroot
+
+DIR = simroot.host_path(os.getenv("FIELDNODE_SIM_NODE") or os.getcwd())
 RESET_FILE = DIR + "/reset"
 _config = None
 _outputs = None
