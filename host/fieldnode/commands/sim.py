@@ -6,6 +6,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..hostport import format_hostport, parse_destination
 from ..sim.fleet import Fleet
 
 
@@ -33,9 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    gateway = format_hostport(*parse_destination(args.gateway, "--gateway")) if args.gateway else None
     with tempfile.TemporaryDirectory(prefix="fieldnode-sim-") as tmp:
         base = args.dir or Path(tmp)
-        fleet = Fleet(base, args.nodes, board=args.board, keys=args.keys, gateway=args.gateway, log=print,
+        fleet = Fleet(base, args.nodes, board=args.board, keys=args.keys, gateway=gateway, log=print,
                       source=args.source)
         print(f"starting {args.nodes} virtual node(s) on board {args.board} in {base}")
         try:
