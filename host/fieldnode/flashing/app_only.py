@@ -18,7 +18,7 @@ from mpremote.transport import TransportError
 from mpremote.transport_serial import SerialTransport
 
 from .compile import AppFiles
-from .report import PortLine, PortResult
+from .report import PortLine, PortResult, Stopped
 
 RAW_REPL_TIMEOUT = 5.0  # a node answers Ctrl-C/Ctrl-A in milliseconds; longer means no REPL there
 CHUNK = 1024  # bytes per raw-REPL write; mpremote's default 256 needs four times the round trips
@@ -71,6 +71,7 @@ def update_port(port: str, app: AppFiles, line: PortLine, *, reset: bool = True)
     result = PortResult(port, transcript=line.transcript)
     started = time.monotonic()
     transport = None
+    wrote = False
     try:
         line.phase("connecting")
         # A read timeout: on a pty mpremote otherwise blocks forever on a silent port.
@@ -82,12 +83,15 @@ def update_port(port: str, app: AppFiles, line: PortLine, *, reset: bool = True)
         done = 0
         made: set[str] = set()
         for path, data in sorted(app.files.items()):
+            line.check_stop()
             line.phase(f"writing {path}")
+            wrote = True
             _makedirs(transport, posixpath.dirname(path), made)
             transport.fs_writefile(path, data, chunk_size=CHUNK,
                                    progress_callback=lambda n, _t, base=done: line.bytes_done(base + n, total))
             done += len(data)
             line.text(f"wrote {path} ({len(data)} bytes)")
+        line.check_stop()
         line.phase("verifying")
         for path, data in sorted(app.files.items()):
             if transport.fs_hashfile(path, "sha256") != hashlib.sha256(data).digest():
@@ -101,6 +105,11 @@ def update_port(port: str, app: AppFiles, line: PortLine, *, reset: bool = True)
         result.ok = True
         result.message = f"{len(app.files)} files, {total} bytes written and verified"
         line.phase("done")
+    except Stopped:
+        result.stopped = True
+        result.message = ("stopped by Ctrl-C: the application is partly written; run flash --app-only "
+                          "on this port again" if wrote else "stopped by Ctrl-C (nothing written)")
+        line.phase("stopped")
     except (TransportError, serial.SerialException, OSError, ValueError, SyntaxError) as exc:
         text = str(exc).strip().splitlines()
         result.message = (f"{text[-1] if text else type(exc).__name__}; is MicroPython running on "
