@@ -4,6 +4,7 @@ ending as command line tools end."""
 from __future__ import annotations
 
 import _thread
+import errno
 import getpass
 import json
 import logging
@@ -66,6 +67,8 @@ MISTAKES = [
     (["gateway", "--mqtt", "http://broker", "--keys", "{keys}"], "mqtt://"),
     (["keys", "--keys", "{keys}", "export", "{file}"], "exists: choose another file or pass --force"),
     (["keys", "--keys", "{keys}", "export", "{file}/gateway-keys.json"], "cannot write"),
+    (["keys", "--keys", "{keys}", "export", "{tmp}/no-such-dir/gw-keys.json"],
+     "the directory {tmp}/no-such-dir does not exist"),
     (["keys", "--keys", "{keys}", "revoke", "nobody"], "nobody: no such device id or node name"),
     (["decode", "{missing}", "--keys", "{keys}"], "no such file"),
     (["command", "node-1", "fan", "on", "--db", "{tmp}/gw.db", "--keys", "{keys}"], "no such database"),
@@ -78,7 +81,7 @@ MISTAKES = [
     (["board", "check", "no-such-board"], "no-such-board"),
     # The same mistyped keystore is the same message for every command that reads one.
     *[(argv + ["--keys", "{missing}"], "keystore {missing} does not exist") for argv in (
-        ["monitor", "--udp", "127.0.0.1:0"], ["decode", "{file}"], ["gateway"], ["keys", "list"],
+        ["monitor", "--udp", "127.0.0.1:0", "--duration", "3"], ["decode", "{file}"], ["gateway"], ["keys", "list"],
         ["command", "node-1", "fan", "on", "--port", "/dev/null"])],
 ]
 
@@ -99,15 +102,16 @@ def test_provision_checks_the_port_before_asking_for_the_wifi_password(env, caps
     one_clear_line(rc, capsys.readouterr().err, "no such serial port")
 
 
-def test_provision_with_an_unwritable_keystore_leaves_the_node_unchanged(tmp_path, capsys):
+@pytest.mark.parametrize("where", ["no-such-dir/keys.json", "board1.json/keys.json"])
+def test_provision_with_a_keystore_it_cannot_write_leaves_the_node_unchanged(tmp_path, capsys, where):
     site = Site(tmp_path)
     try:
         node = site.node(1)
         before = node.nvs()
-        rc = main(["provision", "--port", node.port, "--keys", str(tmp_path / "board1.json" / "keys.json"),
-                   "--force"])
+        rc = main(["provision", "--port", node.port, "--keys", str(tmp_path / where), "--force"])
         one_clear_line(rc, capsys.readouterr().err, "no node was touched")
         assert node.nvs() == before
+        assert not (tmp_path / "no-such-dir").exists()
     finally:
         site.close()
 
@@ -234,3 +238,37 @@ def test_ctrl_c_during_flash_says_so_at_once_and_shows_each_port_in_the_table(tm
         assert rom.port in out[table:]
     assert "STOPPED" in out[table:] and "stopped by Ctrl-C" in out, out
     assert "Chip was NOT reset" not in out
+
+
+class _NoModemLines:
+    """A serial port whose driver refuses DTR/RTS (ENOTTY), as an RFC 2217 port or some USB ROM
+    loaders do: esptool's reset warns that the chip was not reset."""
+
+    name = "/dev/ttyNOMODEM"
+    dtr = rts = False
+
+    def isOpen(self) -> bool:
+        return True
+
+    def __getattr__(self, name: str):
+        def refuse(*args, **kwargs):
+            raise OSError(errno.ENOTTY, "Inappropriate ioctl for device")
+        return refuse
+
+
+def test_esptools_reset_warning_goes_to_the_ports_transcript_not_over_the_bars(capsys):
+    from esptool.reset import HardReset
+    from fieldnode.flashing import esplog
+    from fieldnode.flashing.report import PortLine
+
+    class Transcript(PortLine):
+        def __init__(self) -> None:  # no bar: only the transcript is looked at
+            self.transcript = []
+            self._lock = threading.Lock()
+
+    line = Transcript()
+    with esplog.attached(line):
+        HardReset(_NoModemLines())()
+    assert any("Chip was NOT reset" in text for text in line.transcript)
+    out = capsys.readouterr()
+    assert "Chip was NOT reset" not in out.out + out.err

@@ -27,9 +27,14 @@ def read_keys(args: argparse.Namespace) -> Keystore:
     return Keystore.load(keys_path(args), must_exist=True)
 
 
-def check_writable(path: Path, consequence: str) -> None:
+def check_writable(path: Path, consequence: str, create_dir: bool = False) -> None:
     """Fails, before anything is changed, if a keystore (or export) cannot be written at path:
-    a node given a key the host then cannot record would be a node no gateway can verify."""
+    a node given a key the host then cannot record would be a node no gateway can verify. A
+    missing directory is created only when asked (the default keystore's): one in a path the
+    user typed is more likely a typo than a wish, and keys written there would be lost from view."""
+    if not create_dir and not path.parent.is_dir():
+        raise FieldnodeError(f"cannot write {path}: the directory {path.parent} does not exist (create it "
+                             f"or correct the path); {consequence}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".keys-probe-", dir=path.parent)

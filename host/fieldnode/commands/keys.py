@@ -80,7 +80,7 @@ def run_export(args: argparse.Namespace) -> int:
     wanted = _devices(store, args.device, "--device ") if args.device else None
     if args.out.exists() and not args.force:
         raise FieldnodeError(f"{args.out} exists: choose another file or pass --force")
-    check_writable(args.out, "choose a file in a directory you can write")
+    check_writable(args.out, "nothing was exported")
     every = store.subset(wanted)
     subset = every.subset(valid_at=time.time())
     expired = len(every) - len(subset)

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     for port in args.port:  # before the password prompt: a mistyped port is found at once
         check_port(port)
     path = keys_path(args)
-    check_writable(path, "no node was touched; pass --keys with a file in a directory you can write")
+    check_writable(path, "no node was touched", create_dir=args.keys is None)
     store = Keystore.load(path)
     password = None
     if args.wifi:
