@@ -11,6 +11,7 @@ from fieldnode.cli import main
 from fieldnode.devicelink import DeviceLink
 from fieldnode.errors import FieldnodeError
 from fieldnode.hostport import parse_destination, parse_listen
+from fieldnode.paths import SIMHAL_DIR
 from support.nodesite import Site, console_counters, console_since, wait_for
 
 # What `provision --gateway` wrote before it checked its input (issue 12).
@@ -107,3 +108,16 @@ def test_a_node_with_a_bad_gateway_setting_keeps_sampling_and_delivers_once_prov
         site.wait_stored(node, counters, timeout=60)
     finally:
         site.close()
+
+
+def test_the_node_reads_only_settings_it_can_use(micropython, tmp_path):
+    # The firmware's own check, on the real MicroPython: what it accepts is what the host writes.
+    out = micropython.eval_json(
+        "import json\nfrom fnode.config import parse_gateway\nout = []\n"
+        f"for gw in {BAD_SETTINGS + ['gw.local:', ':5683', '10.0.0.5:0', '[::1]:5683']!r}:\n"
+        "    try:\n        out.append(list(parse_gateway(gw)))\n"
+        "    except ValueError:\n        out.append(None)\n"
+        "for gw in ('10.0.0.5:5683', 'gw.local', 'gw-1.site.example:6000'):\n"
+        "    out.append(list(parse_gateway(gw)))\n"
+        "print(json.dumps(out))", path=[SIMHAL_DIR], env={"FIELDNODE_SIM_NODE": str(tmp_path)})
+    assert out == [None] * 8 + [["10.0.0.5", 5683], ["gw.local", 5683], ["gw-1.site.example", 6000]]
