@@ -4,15 +4,23 @@ USB, and delivers what it spooled once provisioned again. The host refuses such 
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from fieldnode.cli import main
 from fieldnode.devicelink import DeviceLink
 from fieldnode.errors import FieldnodeError
+from fieldnode.gateway import GatewayThread
 from fieldnode.hostport import parse_destination, parse_listen
+from fieldnode.keystore import Keystore
 from fieldnode.paths import SIMHAL_DIR
 from support.nodesite import Site, console_counters, console_since, wait_for
+
+FIELDNODE = str(Path(sys.executable).parent / "fieldnode")
 
 # What `provision --gateway` wrote before it checked its input (issue 12).
 BAD_SETTINGS = ["coap://127.0.0.1", "gw.local:abc", "10.0.0.5:99999", "10.0.0.5 5683"]
@@ -121,3 +129,24 @@ def test_the_node_reads_only_settings_it_can_use(micropython, tmp_path):
         "    out.append(list(parse_gateway(gw)))\n"
         "print(json.dumps(out))", path=[SIMHAL_DIR], env={"FIELDNODE_SIM_NODE": str(tmp_path)})
     assert out == [None] * 8 + [["10.0.0.5", 5683], ["gw.local", 5683], ["gw-1.site.example", 6000]]
+
+
+def test_sim_takes_the_gateways_url_and_its_nodes_reach_the_gateway(tmp_path):
+    # `sim --gateway coap://...` was written to the nodes as it was: they stopped at boot and sim
+    # printed a traceback after 20 s. Now the URL the gateway prints is a gateway address.
+    keys = tmp_path / "keys.json"
+    Keystore(keys, []).save()
+    gateway = GatewayThread(Keystore.load(keys), tmp_path / "gw.db", ("127.0.0.1", 0)).start()
+    host, port = gateway.address
+    proc = subprocess.Popen([FIELDNODE, "sim", "--nodes", "1", "--gateway", f"coap://{host}:{port}/f",
+                             "--keys", str(keys), "--dir", str(tmp_path / "sim")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: gateway.gateway.counts.get("accepted", 0) >= 1 or proc.poll() is not None,
+                 timeout=120, what="a frame from the simulated node at the gateway")
+        assert proc.poll() is None, proc.communicate()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        gateway.stop()
+    assert "Traceback" not in err, err
