@@ -65,6 +65,7 @@ MISTAKES = [
     (["monitor", "--port", "/dev/ttyUSB-nope", "--keys", "{keys}"], "no such serial port"),
     (["gateway", "--listen", "10.0.0.5 5683", "--keys", "{keys}"], "contains a space"),
     (["gateway", "--mqtt", "http://broker", "--keys", "{keys}"], "mqtt://"),
+    (["gateway", "--mqtt", "mqtt://bro ker:1883", "--keys", "{keys}"], "'bro ker' is neither an IP address"),
     (["keys", "--keys", "{keys}", "export", "{file}"], "exists: choose another file or pass --force"),
     (["keys", "--keys", "{keys}", "export", "{file}/gateway-keys.json"], "cannot write"),
     (["keys", "--keys", "{keys}", "export", "{tmp}/no-such-dir/gw-keys.json"],

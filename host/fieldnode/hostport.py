@@ -107,17 +107,29 @@ def _split(text: str, bad: _Bad, default_port: int | None) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def _check_host(host: str, bad: _Bad, numeric: bool) -> None:
+def is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
-        return
     except ValueError:
-        pass
+        return False
+    return True
+
+
+def is_host(host: str) -> bool:
+    """An IP address or an RFC 1123 host name (what a URL's host may be, too)."""
+    if is_ip(host):
+        return True
+    return 0 < len(host) <= 253 and all(_LABEL.match(label) for label in host.rstrip(".").split(".")) \
+        and not host.replace(".", "").isdigit()
+
+
+def _check_host(host: str, bad: _Bad, numeric: bool) -> None:
+    if is_ip(host):
+        return
     if numeric:
         bad(f"{host!r} is not an IP address of this machine (use 0.0.0.0 for all IPv4 interfaces, "
             ":: for IPv6)")
     if not host:
         bad("no host")
-    if len(host) > 253 or not all(_LABEL.match(label) for label in host.rstrip(".").split(".")) \
-            or host.replace(".", "").isdigit():
+    if not is_host(host):
         bad(f"{host!r} is neither an IP address nor a host name")

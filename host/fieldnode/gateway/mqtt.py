@@ -24,6 +24,7 @@ import paho.mqtt.client as paho
 
 from ..errors import FieldnodeError
 from ..frame import KIND_NAMES, Frame
+from ..hostport import is_host
 from .store import connect
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,9 @@ class MqttUrl:
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
             raise FieldnodeError(f"--mqtt {cls._redact(url)}: expected mqtt://HOST[:PORT][/PREFIX] "
                                  "(or mqtts:// for TLS), e.g. mqtt://127.0.0.1:1883/fieldnode")
+        if not is_host(parts.hostname):
+            raise FieldnodeError(f"--mqtt {cls._redact(url)}: {parts.hostname!r} is neither an IP address nor "
+                                 "a host name")
         try:
             port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
         except ValueError:
