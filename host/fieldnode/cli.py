@@ -6,15 +6,22 @@ exit status).
 """
 from __future__ import annotations
 
-import argparse
-import importlib
-import os
-import pkgutil
-import signal
 import sys
 
-from . import __version__, commands
-from .errors import FieldnodeError
+try:
+    # The console script imports this module before main() runs: a Ctrl-C this early ends the
+    # same way as one later, not in a traceback through argparse's import.
+    import argparse
+    import importlib
+    import os
+    import pkgutil
+    import signal
+
+    from . import __version__, commands
+    from .errors import FieldnodeError
+except KeyboardInterrupt:
+    print("interrupted", file=sys.stderr)
+    sys.exit(130)
 
 
 def build_parser() -> argparse.ArgumentParser:
