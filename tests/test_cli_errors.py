@@ -55,7 +55,8 @@ def one_clear_line(rc: int, err: str, expected: str) -> None:
 # (arguments, text the one error line must hold). {keys}, {file}, {missing}, {tmp}: from env.
 MISTAKES = [
     (["provision", "--port", "/dev/ttyUSB-nope"], "/dev/ttyUSB-nope: no such serial port"),
-    (["provision", "--port", "/dev/null", "--gateway", "gw.local:abc"], "--gateway 'gw.local:abc': 'abc' is not a port"),
+    (["provision", "--port", "/dev/null", "--gateway", "gw.local:abc"],
+     "--gateway 'gw.local:abc': 'abc' is not a port"),
     (["provision", "--port", "/dev/null", "--gateway", "10.0.0.5:99999"], "'99999' is not a port 0-65535"),
     (["provision", "--port", "/dev/null", "--gateway", "10.0.0.5 5683"], "contains a space"),
     (["provision", "--port", "/dev/null", "--force", "--rotate"], "exclude each other"),
