@@ -25,9 +25,9 @@ def format_hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def parse_destination(text: str, option: str, *, ipv6: bool = False) -> tuple[str, int]:
-    """Where a node sends its frames -> (host, port). ``ipv6``: whether an IPv6 literal is usable
-    (the node's uplink opens an IPv4 socket, so not for a node's setting)."""
+def parse_destination(text: str, option: str) -> tuple[str, int]:
+    """Where a node sends its frames -> (host, port). No IPv6 literal: the node's uplink opens an
+    IPv4 socket (firmware/lib/fnode/uplink.py)."""
     example = "give HOST:PORT, e.g. 10.0.0.5:5683, gw.local:5683 or coap://gw.local:5683"
     bad = _Bad(option, text, example)
     if "://" in text:
@@ -37,7 +37,7 @@ def parse_destination(text: str, option: str, *, ipv6: bool = False) -> tuple[st
     _check_host(host, bad, numeric=False)
     if port == 0:
         bad("port 0 is not a port a gateway listens on")
-    if ":" in host and not ipv6:
+    if ":" in host:
         bad("the node sends over IPv4 only, so an IPv4 address or a host name")
     if len(format_hostport(host, port)) > _MAX_SETTING:
         bad(f"longer than the {_MAX_SETTING} characters a node can store")
