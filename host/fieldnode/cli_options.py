@@ -14,7 +14,7 @@ from .paths import default_keystore
 
 def add_keys_option(parser: argparse.ArgumentParser, what: str = "keystore", **kwargs) -> None:
     parser.add_argument("--keys", type=Path, metavar="PATH", **{"default": None, **kwargs},
-                        help=f"{what} (default {default_keystore()}, or $FIELDNODE_KEYS)")
+                        help=f"{what}; default {default_keystore()} (or $FIELDNODE_KEYS)")
 
 
 def keys_path(args: argparse.Namespace) -> Path:

@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--db", type=Path, default=None,
                    help="SQLite database, created if missing; one gateway writes it at a time "
                    f"(default {default_db_path()}, or $FIELDNODE_DB)")
-    add_keys_option(p, "keystore with the nodes' keys, re-read when it changes;")
+    add_keys_option(p, "keystore with the nodes' keys, re-read when it changes")
     p.add_argument("--mqtt", metavar="URL", default=None,
                    help="publish readings to mqtt://[USER@]HOST[:PORT][/PREFIX] (mqtts:// for TLS; "
                    f"password from ${PASSWORD_ENV}); topics PREFIX/SITE/NODE/SENSOR, prefix default "

@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "from FIELDNODE_WIFI_PASSWORD")
     p.add_argument("--alg", type=int, choices=(4, 5), default=4,
                    help="COSE MAC algorithm: 4 = HMAC 256/64 (8-byte tag, default), 5 = HMAC 256/256")
-    add_keys_option(p, "keystore the new keys are recorded in, created if missing;")
+    add_keys_option(p, "keystore the new keys are recorded in, created if missing")
     p.add_argument("--force", action="store_true", help="replace an existing key")
     p.add_argument("--rotate", action="store_true", help="new key; keep the old one valid for --grace")
     p.add_argument("--no-reset", action="store_true",
