@@ -7,10 +7,10 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from .errors import FieldnodeError
-from .hostport import format_hostport
 from .console import BadFrameLine, frame_from_line
+from .errors import FieldnodeError
 from .frame import KIND_NAMES, Frame, FrameRejected, ReplayWindow, Verifier
+from .hostport import format_hostport
 from .keystore import Keystore
 from .serialsource import console_lines
 

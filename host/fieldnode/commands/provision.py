@@ -8,8 +8,8 @@ import os
 from rich.console import Console
 from rich.table import Table
 
-from ..devicelink import DeviceLink, check_port
 from ..cli_options import add_keys_option, check_writable, keys_path
+from ..devicelink import DeviceLink, check_port
 from ..errors import FieldnodeError
 from ..hostport import format_hostport, parse_destination
 from ..keystore import Keystore
