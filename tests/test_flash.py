@@ -348,3 +348,31 @@ def test_app_only_on_a_silent_port_fails_cleanly(roms, app_dir, capsys):
     rom = roms("esp32")  # a ROM loader, not a REPL: no raw REPL prompt ever comes
     assert main(["flash", "--app-only", "--port", rom.port, "--app-dir", str(app_dir)]) == 1
     assert "FAILED" in capsys.readouterr().out
+
+
+def test_ctrl_c_during_app_only_stops_at_the_next_chunk_and_shows_the_port(tmp_path, app_dir, board_file, capsys):
+    import _thread
+
+    from support.nodesite import wait_for
+
+    # A large file, so the update is still writing when Ctrl-C comes (files go in path order).
+    (app_dir / "lib" / "fnode" / "table.json").write_text(json.dumps(list(range(40000))))
+    root = tmp_path / "node-root"
+    root.mkdir()
+    node = MicroPythonOnPty(root)
+    try:
+        def press_ctrl_c() -> None:
+            wait_for(lambda: (root / "board.json").exists(), timeout=120, what="the first file written")
+            _thread.interrupt_main()
+        threading.Thread(target=press_ctrl_c, daemon=True).start()
+        rc = main(["flash", "--app-only", "--port", node.port, "--app-dir", str(app_dir),
+                   "--board", str(board_file)])
+    finally:
+        node.close()
+    out = capsys.readouterr().out
+    assert rc == 130
+    table = out.index("fieldnode flash")
+    assert out.index("Ctrl-C: stopping") < table
+    assert node.port in out[table:] and "STOPPED" in out[table:]
+    assert "stopped by Ctrl-C: the application is partly written; run flash --app-only on this port again" in out
+    assert not (root / "main.py").exists()  # the last file: never reached

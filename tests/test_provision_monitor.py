@@ -233,11 +233,12 @@ def test_force_replaces_and_drops_the_old_key(node, tmp_path):
 
 def test_busy_and_missing_ports_are_named(node, tmp_path, capsys):
     keys = tmp_path / "keys.json"
+    # Every port is checked before anything is asked or touched: a mistake, exit status 2.
     with serial.Serial(node.port, exclusive=True):
-        assert main(["provision", "--port", node.port, "--keys", str(keys)]) == 1
+        assert main(["provision", "--port", node.port, "--keys", str(keys)]) == 2
     out = capsys.readouterr()
     assert "in use by another program" in out.out + out.err
-    assert main(["provision", "--port", "/dev/ttyUSB-nope", "--keys", str(keys)]) == 1
+    assert main(["provision", "--port", "/dev/ttyUSB-nope", "--keys", str(keys)]) == 2
     out = capsys.readouterr()
     assert "no such serial port" in out.out + out.err
     assert not keys.exists()  # nothing recorded for nodes that were never reached

@@ -6,13 +6,22 @@ exit status).
 """
 from __future__ import annotations
 
-import argparse
-import importlib
-import pkgutil
 import sys
 
-from . import __version__, commands
-from .errors import FieldnodeError
+try:
+    # The console script imports this module before main() runs: a Ctrl-C this early ends the
+    # same way as one later, not in a traceback through argparse's import.
+    import argparse
+    import importlib
+    import os
+    import pkgutil
+    import signal
+
+    from . import __version__, commands
+    from .errors import FieldnodeError
+except KeyboardInterrupt:
+    print("interrupted", file=sys.stderr)
+    sys.exit(130)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,12 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+    # Ctrl-C is handled from the first line: the command modules import esptool and rich, which
+    # takes a noticeable moment, and an interrupt then is as ordinary as one later.
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
         return int(args.func(args) or 0)
     except FieldnodeError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -44,6 +55,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`fieldnode decode --json | head -2`): stop quietly, as cat or grep
+        # do, and keep the interpreter's final flush of stdout from failing again.
+        _discard_stdout()
+        return 128 + signal.SIGPIPE
+
+
+def _discard_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass  # stdout is not a file descriptor (captured by a test): nothing left to flush
 
 
 if __name__ == "__main__":

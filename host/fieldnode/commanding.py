@@ -17,7 +17,8 @@ import serial
 
 from .console import encode_console_line, frame_from_line, BadFrameLine
 from .errors import FieldnodeError
-from .frame import KIND_ACK, KIND_COMMAND, Frame, FrameRejected, ReplayWindow, Verifier, build_frame, device_base_name
+from .frame import (KIND_ACK, KIND_COMMAND, Frame, FrameRejected, ReplayWindow, Verifier, build_frame,
+                    device_base_name, parse_protected, split_envelope)
 from .keystore import KeyEntry, Keystore
 from .serialsource import open_port
 
@@ -92,10 +93,16 @@ def build_command(entry: KeyEntry, counter: int, items: list[tuple[str, bool | f
     return frame, expires
 
 
-def send_over_usb(port: str, entry: KeyEntry, frame: bytes, counter: int, timeout_s: float = 10.0) -> Frame:
-    """Writes the command as a console line and waits for the node's signed ack of it."""
+def send_over_usb(port: str, entry: KeyEntry, frame: bytes, counter: int, timeout_s: float = 10.0,
+                  names: dict[bytes, str] | None = None) -> Frame:
+    """Writes the command as a console line and waits for the node's signed ack of it. The node
+    on the port says who it is in every frame it prints (the key id starts with its device id)
+    and refuses a command under another node's key id at once: either ends the wait with a
+    message naming the node that is there, instead of a timeout."""
     verifier = Verifier(lambda kid: (entry.key, entry.alg) if kid[:6] == entry.device else None,
                         ReplayWindow(), accept_kinds=(KIND_ACK,))
+    target = entry.name or entry.device.hex()
+    refused = False
     link = open_port(port, timeout=0.2)
     try:
         link.reset_input_buffer()
@@ -110,12 +117,18 @@ def send_over_usb(port: str, entry: KeyEntry, frame: bytes, counter: int, timeou
                 raise FieldnodeError(f"{port} disconnected while waiting for the node's answer") from None
             *lines, pending = pending.split(b"\n")
             for line in lines:
+                refused = refused or _REFUSED_KID in line
                 try:
                     data = frame_from_line(line)
                 except BadFrameLine:
                     continue
                 if data is None:
                     continue
+                device = _device_of(data)
+                if device is not None and device != entry.device:
+                    other = (names or {}).get(device) or "not in this keystore"
+                    raise FieldnodeError(f"{port} is node {device.hex()} ({other}), not {target}: the command "
+                                         f"was not applied; give the port of {target} (or use --db)")
                 try:
                     ack = verifier.verify(data)
                 except FrameRejected:
@@ -124,8 +137,22 @@ def send_over_usb(port: str, entry: KeyEntry, frame: bytes, counter: int, timeou
                     return ack
     finally:
         link.close()
+    if refused:
+        raise FieldnodeError(f"the node on {port} refused the command as unknown-kid: it is not {target}, or it "
+                             "holds a key from another keystore; nothing was applied")
     raise FieldnodeError(f"no answer from the node on {port} within {timeout_s:.0f} s: is the fieldnode "
                          "application running (not stopped in the REPL) and is the node provisioned?")
+
+
+# What the node logs for a command under a key id it does not hold (fnode.app handle_command).
+_REFUSED_KID = b"command refused: unknown-kid"
+
+
+def _device_of(data: bytes) -> bytes | None:
+    try:
+        return parse_protected(split_envelope(data)[0])[1][:6]
+    except FrameRejected:
+        return None
 
 
 def ack_result(ack: Frame) -> tuple[str, str | None]:

@@ -34,14 +34,20 @@ def _refuse_if_busy(port: str) -> None:
                                  "close it and try again") from None
 
 
+def check_port(port: str) -> None:
+    """The port exists and no other program holds it; checked without resetting the board, so a
+    command can check every port before it asks for anything (a password) or touches one."""
+    if not os.path.exists(port):
+        raise FieldnodeError(f"{port}: no such serial port. Is the board plugged in? "
+                             "Boards appear as /dev/ttyUSB* or /dev/ttyACM*")
+    _refuse_if_busy(port)
+
+
 class DeviceLink:
     def __init__(self, port: str, timeout: float = 10.0) -> None:
         self.port = port
         self._reset_sent = False
-        if not os.path.exists(port):
-            raise FieldnodeError(f"{port}: no such serial port. Is the board plugged in? "
-                                 "Boards appear as /dev/ttyUSB* or /dev/ttyACM*")
-        _refuse_if_busy(port)
+        check_port(port)
         try:
             # A read timeout: without one a silent port blocks mpremote's reads for ever.
             self.transport = SerialTransport(port, baudrate=115200, exclusive=True, timeout=0.5)

@@ -8,7 +8,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from .console import BadFrameLine, frame_from_line
+from .errors import FieldnodeError
 from .frame import KIND_NAMES, Frame, FrameRejected, ReplayWindow, Verifier
+from .hostport import format_hostport
 from .keystore import Keystore
 from .serialsource import console_lines
 
@@ -62,14 +64,28 @@ def serial_events(port: str, intake: Intake, stop: threading.Event) -> Iterator[
         yield Event("status", text=statuses.get())
 
 
-def udp_events(bind: tuple[str, int], intake: Intake, stop: threading.Event) -> Iterator[Event]:
-    """Listens without answering: a tap that never acknowledges, so it cannot make a node drop a
-    frame that no gateway stored."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(bind)
+def bind_udp(address: tuple[str, int]) -> socket.socket:
+    """The monitor's UDP socket, bound before anything is drawn: a port another program holds
+    (most often the gateway) is an error the user sees at once, not a line under an empty table."""
+    host, port = address
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise FieldnodeError(f"--udp {format_hostport(host, port)}: cannot listen there: {exc.strerror} "
+                             "(is a gateway on that port? Its output and `fieldnode status` show what it "
+                             "receives; or give another --udp port)") from None
     sock.settimeout(0.2)
-    yield Event("status", text=f"listening on udp {bind[0]}:{sock.getsockname()[1]}")
+    return sock
+
+
+def udp_events(sock: socket.socket, intake: Intake, stop: threading.Event) -> Iterator[Event]:
+    """Listens without answering on a socket from bind_udp: a tap that never acknowledges, so it
+    cannot make a node drop a frame that no gateway stored."""
+    host, port = sock.getsockname()[:2]
+    yield Event("status", text=f"listening on udp {format_hostport(host, port)}")
     try:
         while not stop.is_set():
             try:

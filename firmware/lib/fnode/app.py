@@ -293,6 +293,19 @@ async def unprovisioned(reason, board):
         await asyncio.sleep_ms(30000)
 
 
+def checked_gateway(cfg):
+    # -> ((host, port) or None, the unusable setting or None). A bad setting must not stop the
+    # node at boot (no watchdog, nothing sent): it samples, spools and prints its frames, and
+    # says what to do on the console and in a signed event.
+    try:
+        return cfg.gateway(), None
+    except ValueError:
+        bad = cfg.setting("gw")
+        log.error("gateway setting", repr(bad), "is not HOST:PORT; sending over USB only until provisioned",
+                  "again: fieldnode provision --port ... --rotate --gateway HOST:PORT")
+        return None, bad
+
+
 async def main():
     from fnode.spool import Spool
     from fnode.uplink import Uplink
@@ -311,25 +324,30 @@ async def main():
         return
     ssid, password = cfg.wifi()
     link = Link(ssid, password)
-    spool = Spool(nvs=cfg.nvs, capacity=board.get("spool_frames", SPOOL_FRAMES)) if cfg.gateway() else None
-    uplink = Uplink(cfg.gateway(), link, spool)
+    gateway, bad_gateway = checked_gateway(cfg)
+    # A node meant for a gateway spools even while its setting is unusable: provisioned again,
+    # it delivers what it measured meanwhile.
+    spool = Spool(nvs=cfg.nvs, capacity=board.get("spool_frames", SPOOL_FRAMES)) if cfg.setting("gw") else None
+    uplink = Uplink(gateway, link, spool)
     # The watchdog starts before the drivers touch their buses: a bus still held after the reset
     # (a slave that keeps SDA low) must end in another reset, not in a start-up that never ends.
     global watchdog
     wdt = watchdog = machine.WDT(timeout=WDT_TIMEOUT_MS)
     node = Node(board, cfg, uplink)
     uplink.submit(node.boot_frame())
+    if bad_gateway:
+        node.emit_event("config.bad-gateway")
     if node.commands is not None:
         uplink.on_command = node.handle_command
         node.spawn("console", node.console_commands())
-        if cfg.gateway():
+        if spool is not None:  # a node meant for a gateway fails safe without one, bad setting or not
             limit = board.get("failsafe_after_s", FAILSAFE_AFTER_S) * 1000
             node.spawn("failsafe", node.failsafe_guard(limit))
     for sensor in node.sensors:
         node.spawn(sensor.name, node.sampler(sensor))
     node.spawn("uplink", uplink.run())
-    if cfg.gateway():
-        node.spawn("clock", clock.keeper(link, cfg.gateway()[0]))
+    if gateway:
+        node.spawn("clock", clock.keeper(link, gateway[0]))
     if spool is not None:
         node.spawn("loss", node.loss_reporter(spool))
     led = board.get("status_led")

@@ -18,6 +18,21 @@ FIELDS = ("name", "gw", "ssid", "wpass")
 _SETTINGS_MAX = const(1 + 4 * 256)
 
 
+def parse_gateway(gw):
+    # "host" or "host:port" -> (host, port); ValueError for anything else. The host tools check
+    # the setting before writing it, but a node provisioned by an older tool or by hand may hold
+    # e.g. "coap://10.0.0.5": the caller must go on without a gateway rather than stop at boot.
+    host, sep, port = gw.rpartition(":")
+    if not sep:
+        host, port = gw, "5683"
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(gw)
+    for c in host:
+        if not (c.isalpha() or c.isdigit() or c in ".-"):
+            raise ValueError(gw)
+    return host, int(port)
+
+
 def pack_settings(values):
     # values: {field: text}, in FIELDS -> the "cfg" blob
     out = bytearray(b"\x01")
@@ -94,12 +109,12 @@ class Config:
         return i[0] if i else 4
 
     def gateway(self):
-        # "host:port"; None when the node was provisioned for USB only.
+        # (host, port); None when the node was provisioned for USB only; ValueError for a setting
+        # it cannot use (see parse_gateway).
         gw = self.setting("gw")
         if not gw:
             return None
-        host, _, port = gw.rpartition(":")
-        return (host, int(port)) if host else (gw, 5683)
+        return parse_gateway(gw)
 
     def wifi(self):
         s = self.settings()

@@ -42,9 +42,9 @@ class Uplink:
 
     # -- producer side (samplers) --------------------------------------------------------------
     def submit(self, frame):
-        if self.gateway is not None and self.spool is not None:
+        if self.spool is not None:
             # In flash before it is printed or sent: a frame seen on the console survives a reset
-            # while it waits for its answer.
+            # while it waits for its answer (or for a usable gateway setting: see app.py).
             self.spool.put(counter_of(frame), frame)
         out = self.console
         out.write(_CONSOLE_PREFIX)

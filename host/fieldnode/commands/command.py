@@ -6,9 +6,8 @@ from pathlib import Path
 
 from ..commanding import (ack_result, build_command, counters_path, find_node, next_counter, parse_value,
                           send_over_usb, wait_for_outcome)
+from ..cli_options import add_keys_option, read_keys
 from ..errors import FieldnodeError
-from ..keystore import Keystore
-from ..paths import default_keystore
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     via = p.add_mutually_exclusive_group(required=True)
     via.add_argument("--port", help="deliver over this USB serial port")
     via.add_argument("--db", type=Path, help="queue in this gateway database")
-    p.add_argument("--keys", type=Path, default=None, help=f"keystore (default {default_keystore()})")
+    add_keys_option(p)
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the ack over USB")
     p.add_argument("--wait", action="store_true",
                    help="with --db: wait for the node's ack (until the command expires) and print it")
@@ -38,13 +37,18 @@ def run(args: argparse.Namespace) -> int:
         raise FieldnodeError("--ttl must be a positive number of seconds")
     if args.wait and not args.db:
         raise FieldnodeError("--wait goes with --db (over --port the ack is always awaited)")
-    store = Keystore.load(args.keys or default_keystore(), must_exist=True)
+    if args.db and not args.db.exists():
+        # The gateway creates its database; a command queued in a new file would never be sent.
+        raise FieldnodeError(f"--db {args.db}: no such database; give the one the running gateway writes "
+                             "(its start line shows it; `fieldnode status --db PATH` checks it)")
+    store = read_keys(args)
     entry = find_node(store, args.node)
     value = parse_value(args.value)
     counter = next_counter(counters_path(store.path), entry.device)
     frame, expires = build_command(entry, counter, [(args.actuator, value)], args.ttl)
     if args.port:
-        ack = send_over_usb(args.port, entry, frame, counter, args.timeout)
+        names = {e.device: e.name for e in store if e.name}
+        ack = send_over_usb(args.port, entry, frame, counter, args.timeout, names)
         result, reason = ack_result(ack)
         print(f"{entry.name or entry.device.hex()}: {args.actuator}={args.value} {result}"
               + (f" ({reason})" if reason else ""))

@@ -8,11 +8,10 @@ from pathlib import Path
 
 from cbor_diag import cbor2diag
 
+from ..cli_options import add_keys_option, read_keys
 from ..errors import FieldnodeError
 from ..frame import KIND_NAMES, FrameRejected, ReplayWindow, Verifier, parse_unverified
 from ..framesource import read_items
-from ..keystore import Keystore
-from ..paths import default_keystore
 from ..render import frame_json, frame_line
 
 
@@ -30,8 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="one JSON object per frame")
     fmt.add_argument("--diag", action="store_true", help="CBOR diagnostic notation (RFC 8949 §8)")
-    p.add_argument("--keys", type=Path, default=None,
-                   help=f"keystore to verify with (default {default_keystore()})")
+    add_keys_option(p, "keystore to verify with")
     p.add_argument("--logs", action="store_true", help="also print the log lines of a console capture")
     p.set_defaults(func=run)
 
@@ -49,7 +47,7 @@ def _read_input(name: str) -> bytes:
 
 
 def run(args: argparse.Namespace) -> int:
-    keys = Keystore.load(args.keys or default_keystore(), must_exist=args.keys is not None)
+    keys = read_keys(args)
     verifier = Verifier(keys.lookup, ReplayWindow(), accept_kinds=KIND_NAMES)
     out = sys.stdout
     rejected = accepted = 0

@@ -4,11 +4,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..cli_options import add_keys_option, keys_path
 from ..errors import FieldnodeError
 from ..gateway.mqtt import PASSWORD_ENV, MqttUrl
-from ..gateway.runner import Options, parse_listen, run as run_gateway
+from ..gateway.runner import Options, run as run_gateway
 from ..gateway.store import default_db_path
-from ..paths import default_keystore
+from ..hostport import parse_listen
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,8 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--db", type=Path, default=None,
                    help="SQLite database, created if missing; one gateway writes it at a time "
                    f"(default {default_db_path()}, or $FIELDNODE_DB)")
-    p.add_argument("--keys", type=Path, default=None,
-                   help=f"keystore with the nodes' keys (default {default_keystore()}); re-read when it changes")
+    add_keys_option(p, "keystore with the nodes' keys, re-read when it changes")
     p.add_argument("--mqtt", metavar="URL", default=None,
                    help="publish readings to mqtt://[USER@]HOST[:PORT][/PREFIX] (mqtts:// for TLS; "
                    f"password from ${PASSWORD_ENV}); topics PREFIX/SITE/NODE/SENSOR, retained, prefix default "
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
             c in (args.mqtt_discovery or "") for c in "+#\0"):
         raise FieldnodeError(f"--mqtt-discovery {args.mqtt_discovery!r}: a topic prefix without + or #")
     opts = Options(
-        listen=parse_listen(args.listen), db=args.db or default_db_path(), keys=args.keys or default_keystore(),
+        listen=parse_listen(args.listen, "--listen"), db=args.db or default_db_path(), keys=keys_path(args),
         mqtt=MqttUrl.parse(args.mqtt) if args.mqtt else None, site=args.site, workers=args.workers,
         quiet=args.quiet, summary=args.summary, synchronous=args.sync.upper(),
         mqtt_discovery=args.mqtt_discovery.strip("/") if args.mqtt_discovery else None,

@@ -8,17 +8,16 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from ..cli_options import add_keys_option, check_writable, read_keys
 from ..errors import FieldnodeError
 from ..keystore import Keystore
-from ..paths import default_keystore
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("keys", help="list or export device keys (keys themselves are never shown)",
                        description="Manage the host keystore. Listings show key ids, node names "
                        "and fingerprints only; key material goes only into keystore files (mode 0600).")
-    p.add_argument("--keys", type=Path, default=None,
-                   help=f"keystore file (default {default_keystore()})")
+    add_keys_option(p, "keystore file")
     ks = p.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     ls = ks.add_parser("list", help="key ids, names, algorithms, fingerprints, expiry")
     ls.set_defaults(func=run_list)
@@ -47,15 +46,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _keys_option(parser: argparse.ArgumentParser) -> None:
     # Also after the action (`keys list --keys F`), as every other command takes it; SUPPRESS
     # keeps a value given before the action when none is given after it.
-    parser.add_argument("--keys", type=Path, default=argparse.SUPPRESS, help="keystore file")
-
-
-def _load(args: argparse.Namespace) -> Keystore:
-    return Keystore.load(args.keys or default_keystore(), must_exist=True)
+    add_keys_option(parser, "keystore file", default=argparse.SUPPRESS)
 
 
 def run_list(args: argparse.Namespace) -> int:
-    store = _load(args)
+    store = read_keys(args)
     table = Table(title=f"{len(store)} keys in {store.path}")
     for col in ("node", "device", "gen", "alg", "fingerprint", "created", "expires"):
         table.add_column(col, no_wrap=col in ("device", "fingerprint"))
@@ -81,10 +76,11 @@ def _devices(store: Keystore, tokens: list[str], what: str) -> set[bytes]:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    store = _load(args)
+    store = read_keys(args)
     wanted = _devices(store, args.device, "--device ") if args.device else None
     if args.out.exists() and not args.force:
         raise FieldnodeError(f"{args.out} exists: choose another file or pass --force")
+    check_writable(args.out, "nothing was exported")
     every = store.subset(wanted)
     subset = every.subset(valid_at=time.time())
     expired = len(every) - len(subset)
@@ -95,7 +91,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_revoke(args: argparse.Namespace) -> int:
-    store = _load(args)
+    store = read_keys(args)
     devices = _devices(store, args.device, "")  # all names checked before anything is removed
     for device in sorted(devices):
         entries = store.for_device(device)

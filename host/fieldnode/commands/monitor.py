@@ -7,16 +7,14 @@ import sys
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 from rich.console import Console
 from rich.live import Live
 
-from ..errors import FieldnodeError
-from ..keystore import Keystore
+from ..cli_options import add_keys_option, read_keys
+from ..hostport import parse_listen
 from ..liveview import LiveState
-from ..monitor import Event, Intake, run_in_thread, serial_events, udp_events
-from ..paths import default_keystore
+from ..monitor import Event, Intake, bind_udp, run_in_thread, serial_events, udp_events
 from ..render import frame_json
 from ..serialsource import open_port
 
@@ -33,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--port", help="serial port of the node, e.g. /dev/ttyUSB0")
     src.add_argument("--udp", metavar="HOST:PORT", help="listen for frames on this UDP address")
-    p.add_argument("--keys", type=Path, default=None, help=f"keystore (default {default_keystore()})")
+    add_keys_option(p)
     p.add_argument("--json", action="store_true",
                    help="print one verified frame per line as JSON (for piping), no live view; rejections "
                    "(rejected: REASON) and, at the end, the counts by reason go to stderr")
@@ -41,21 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def parse_hostport(text: str, default_host: str = "0.0.0.0") -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        host, port = default_host, text
-    try:
-        number = int(port)
-    except ValueError:
-        raise FieldnodeError(f"{text!r}: expected HOST:PORT, e.g. 127.0.0.1:5683") from None
-    if not 0 <= number < 65536:
-        raise FieldnodeError(f"{text!r}: port must be 0..65535")
-    return host or default_host, number
-
-
 def run(args: argparse.Namespace) -> int:
-    keys = Keystore.load(args.keys or default_keystore())
+    keys = read_keys(args)
     if len(keys) == 0:
         print("warning: the keystore is empty, every frame will be rejected as unknown-kid "
               "(pass --keys PATH or provision the node first)", file=sys.stderr)
@@ -65,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         open_port(args.port).close()  # fail fast, with the clear message, before the live view
         events = serial_events(args.port, intake, stop)
     else:
-        events = udp_events(parse_hostport(args.udp), intake, stop)
+        events = udp_events(bind_udp(parse_listen(args.udp, "--udp")), intake, stop)
     inbox: "queue.SimpleQueue[Event]" = queue.SimpleQueue()
     run_in_thread(events, inbox.put)
     deadline = time.monotonic() + args.duration if args.duration else None

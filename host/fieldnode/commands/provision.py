@@ -4,15 +4,15 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from ..devicelink import DeviceLink
+from ..cli_options import add_keys_option, check_writable, keys_path
+from ..devicelink import DeviceLink, check_port
 from ..errors import FieldnodeError
+from ..hostport import format_hostport, parse_destination
 from ..keystore import Keystore
-from ..paths import default_keystore
 from ..provisioning import DEFAULT_GRACE_S, Settings, provision
 
 
@@ -28,12 +28,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", action="append", required=True, metavar="DEV",
                    help="serial port of a node; repeat for a batch")
     p.add_argument("--name", help="node name (batch: used as a prefix, -1, -2, ... appended)")
-    p.add_argument("--gateway", metavar="HOST:PORT", help="gateway the node sends to (CoAP, default port 5683)")
+    p.add_argument("--gateway", metavar="HOST:PORT", help="gateway the node sends to: HOST:PORT, HOST "
+                   "(port 5683) or coap://HOST:PORT as the gateway prints it; checked before any node is touched")
     p.add_argument("--wifi", metavar="SSID", help="Wi-Fi network; the password is asked for, or read "
                    "from FIELDNODE_WIFI_PASSWORD")
     p.add_argument("--alg", type=int, choices=(4, 5), default=4,
                    help="COSE MAC algorithm: 4 = HMAC 256/64 (8-byte tag, default), 5 = HMAC 256/256")
-    p.add_argument("--keys", type=Path, default=None, help=f"keystore (default {default_keystore()})")
+    add_keys_option(p, "keystore the new keys are recorded in, created if missing")
     p.add_argument("--force", action="store_true", help="replace an existing key")
     p.add_argument("--rotate", action="store_true", help="new key; keep the old one valid for --grace")
     p.add_argument("--no-reset", action="store_true",
@@ -47,12 +48,17 @@ def run(args: argparse.Namespace) -> int:
     if args.force and args.rotate:
         raise FieldnodeError("--force and --rotate exclude each other: rotate keeps the old key valid "
                              "for a while, force drops it")
+    gateway = format_hostport(*parse_destination(args.gateway, "--gateway")) if args.gateway else None
+    for port in args.port:  # before the password prompt: a mistyped port is found at once
+        check_port(port)
+    path = keys_path(args)
+    check_writable(path, "no node was touched", create_dir=args.keys is None)
+    store = Keystore.load(path)
     password = None
     if args.wifi:
         password = os.environ.get("FIELDNODE_WIFI_PASSWORD")
         if password is None:
             password = getpass.getpass(f"Wi-Fi password for {args.wifi}: ")
-    store = Keystore.load(args.keys or default_keystore())
     console = Console(stderr=True)
     rows: list[tuple[str, str, str, str, str]] = []
     failures = 0
@@ -60,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         name = args.name
         if name and len(args.port) > 1:
             name = f"{args.name}-{i}"
-        settings = Settings(name=name, gateway=args.gateway, wifi_ssid=args.wifi,
+        settings = Settings(name=name, gateway=gateway, wifi_ssid=args.wifi,
                             wifi_password=password, alg=args.alg)
         console.print(f"[{i}/{len(args.port)}] {port}: provisioning ...")
         try:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..boards import load_board
 from ..errors import FieldnodeError
+from ..hostport import format_hostport, parse_destination
 from ..sim.fleet import Fleet, sim_unique_id
 
 
@@ -46,6 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    gateway = format_hostport(*parse_destination(args.gateway, "--gateway")) if args.gateway else None
     if args.rom_loader < 0 or args.nodes < 0 or (args.nodes == 0 and not args.rom_loader):
         raise FieldnodeError("--nodes must be at least 1 (or 0 with --rom-loader N), --rom-loader N at least 0")
     if args.unprovisioned and args.keys:
@@ -55,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         base = args.dir or Path(tmp)
         fleet = None
         if args.nodes:
-            fleet = Fleet(base, args.nodes, board=args.board, keys=args.keys, gateway=args.gateway, log=print,
+            fleet = Fleet(base, args.nodes, board=args.board, keys=args.keys, gateway=gateway, log=print,
                           source=args.source)
             print(f"starting {args.nodes} virtual node(s) on board {args.board} in {base}")
         try:

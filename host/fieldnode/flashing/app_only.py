@@ -18,7 +18,7 @@ from mpremote.transport import TransportError
 from mpremote.transport_serial import SerialTransport
 
 from .compile import AppFiles
-from .report import PortLine, PortResult
+from .report import PortLine, PortResult, Stopped
 
 # Ctrl-C stops the application, not its watchdog: on the ESP32 port machine.WDT cannot be stopped
 # and survives a soft reset (ports/esp32/machine_wdt.c), so a provisioned node resets 30 s
@@ -97,6 +97,7 @@ def update_port(port: str, app: AppFiles, line: PortLine, *, reset: bool = True)
     result = PortResult(port, transcript=line.transcript)
     started = time.monotonic()
     transport = None
+    wrote = False
     try:
         line.phase("connecting")
         # A read timeout: on a pty mpremote otherwise blocks forever on a silent port.
@@ -115,13 +116,16 @@ def update_port(port: str, app: AppFiles, line: PortLine, *, reset: bool = True)
             feed()
 
         for path, data in sorted(app.files.items()):
+            line.check_stop()
             line.phase(f"writing {path}")
             feed()
+            wrote = True
             _makedirs(transport, posixpath.dirname(path), made)
             transport.fs_writefile(path, data, chunk_size=CHUNK,
                                    progress_callback=lambda n, _t, base=done: written(n, base))
             done += len(data)
             line.text(f"wrote {path} ({len(data)} bytes)")
+        line.check_stop()
         line.phase("verifying")
         for path, data in sorted(app.files.items()):
             feed()
@@ -137,6 +141,11 @@ def update_port(port: str, app: AppFiles, line: PortLine, *, reset: bool = True)
         result.ok = True
         result.message = f"{len(app.files)} files, {total} bytes written and verified"
         line.phase("done")
+    except Stopped:
+        result.stopped = True
+        result.message = ("stopped by Ctrl-C: the application is partly written; run flash --app-only "
+                          "on this port again" if wrote else "stopped by Ctrl-C (nothing written)")
+        line.phase("stopped")
     except (TransportError, serial.SerialException, OSError, ValueError, SyntaxError) as exc:
         text = str(exc).strip().splitlines()
         result.message = (f"{text[-1] if text else type(exc).__name__}; is MicroPython running on "

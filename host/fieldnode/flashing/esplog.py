@@ -13,6 +13,7 @@ from typing import Any, Iterator, Protocol
 
 import esptool  # noqa: F401  (installs esptool's own logger first: it becomes the fallback)
 from esp_pylib.logger import EspLog, EspLogBase
+from esptool.reset import ResetStrategy
 
 
 class EsptoolSink(Protocol):
@@ -124,6 +125,9 @@ def _installed_router() -> _RoutedLog:
         if _router is None or current is not _router:
             _router = _RoutedLog(current if current is not None else EspLog())
             EspLog.set_logger(_router)
+            # esptool's reset warnings ("Chip was NOT reset...") go to a logger method bound when
+            # esptool.reset was imported, past this router and over the live bars: route them too.
+            ResetStrategy.print_once = staticmethod(_router.warn)
         return _router
 
 

@@ -17,6 +17,10 @@ from rich.progress import (BarColumn, DownloadColumn, Progress, TaskID, TextColu
 from rich.table import Table
 
 
+class Stopped(Exception):
+    """Ctrl-C: the port stops at the next block (raised in the worker's thread by its PortLine)."""
+
+
 @dataclass
 class PortResult:
     port: str
@@ -25,13 +29,15 @@ class PortResult:
     mac: str = "-"
     message: str = ""
     seconds: float = 0.0
+    stopped: bool = False  # by Ctrl-C
     transcript: list[str] = field(default_factory=list)
 
 
 class PortLine:
-    def __init__(self, progress: Progress, task: TaskID) -> None:
+    def __init__(self, progress: Progress, task: TaskID, stop: threading.Event | None = None) -> None:
         self._progress = progress
         self._task = task
+        self._stop = stop or threading.Event()
         self.transcript: list[str] = []
         self._sizes: list[int] = []
         self._index = -1
@@ -43,6 +49,12 @@ class PortLine:
     def phase(self, text: str) -> None:
         self._progress.update(self._task, description=text)
 
+    def check_stop(self) -> None:
+        """Raises Stopped once Ctrl-C was pressed: called between steps and after every block
+        (the progress callbacks), so a port stops with the block in flight written."""
+        if self._stop.is_set():
+            raise Stopped()
+
     def expect_writes(self, sizes: list[int]) -> None:
         """The uncompressed sizes of the files about to be written, in order."""
         self._sizes = list(sizes)
@@ -53,6 +65,7 @@ class PortLine:
     def bytes_done(self, done: int, total: int, description: str | None = None) -> None:
         self._progress.update(self._task, total=total, completed=done,
                               **({"description": description} if description else {}))
+        self.check_stop()
 
     # -- esplog sink -----------------------------------------------------------------------------
 
@@ -75,12 +88,13 @@ class PortLine:
             completed = self._done_before + size * min(1.0, self._segment_done / self._segment_total)
         self._progress.update(self._task, completed=completed,
                               **({"description": description.lower()} if description else {}))
+        self.check_stop()
 
 
 class FlashReport:
     """Context manager around the live bars; `line(port)` for each port, `summary()` after."""
 
-    def __init__(self, console: Console, ports: list[str]) -> None:
+    def __init__(self, console: Console, ports: list[str], stop: threading.Event | None = None) -> None:
         self.console = console
         self.progress = Progress(
             TextColumn("{task.fields[port]}", style="bold"),
@@ -90,7 +104,7 @@ class FlashReport:
             TimeElapsedColumn(),
             console=console,
         )
-        self._lines = {port: PortLine(self.progress, self.progress.add_task("waiting", port=port, total=None))
+        self._lines = {port: PortLine(self.progress, self.progress.add_task("waiting", port=port, total=None), stop)
                        for port in ports}
 
     def line(self, port: str) -> PortLine:
@@ -111,7 +125,8 @@ class FlashReport:
         table.add_column("result")
         table.add_column("seconds", justify="right")
         for r in results:
-            outcome = f"[green]ok[/green] {escape(r.message)}" if r.ok else "[red]FAILED[/red] (below)"
+            outcome = (f"[green]ok[/green] {escape(r.message)}" if r.ok else
+                       "[yellow]STOPPED[/yellow] (below)" if r.stopped else "[red]FAILED[/red] (below)")
             table.add_row(escape(r.port), r.mac, escape(r.chip), outcome, f"{r.seconds:.1f}")
         self.console.print(table)
         for r in results:

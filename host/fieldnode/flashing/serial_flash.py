@@ -21,7 +21,7 @@ from .appimage import ImageCache
 from .chips import CHIPS, ChipSpec, chip_by_esptool_name
 from .firmware import Firmware
 from .partitions import filesystem_region
-from .report import PortLine, PortResult
+from .report import PortLine, PortResult, Stopped
 
 ROM_BAUD = ESPLoader.ESP_ROM_BAUD
 RESET_MODES = ("default-reset", "usb-reset", "no-reset")
@@ -54,6 +54,7 @@ def flash_port(port: str, job: FlashJob, line: PortLine) -> PortResult:
     writing = False
     with esplog.attached(line):
         try:
+            line.check_stop()
             line.phase("connecting")
             try:
                 esp = connect_esp(port=port, chip="auto", initial_baud=ROM_BAUD, before=job.before)
@@ -77,6 +78,7 @@ def flash_port(port: str, job: FlashJob, line: PortLine) -> PortResult:
                     raise _Refused(str(exc)) from None
                 fw = job.firmware
                 line.expect_writes([len(fw.data), len(image)])
+                line.check_stop()
                 writing = True
                 write_flash(esp, [(fw.chip.firmware_offset, fw.data), (region.offset, image)],
                             compress=job.compress is True, no_compress=job.compress is False)
@@ -90,6 +92,11 @@ def flash_port(port: str, job: FlashJob, line: PortLine) -> PortResult:
         except _Refused as exc:
             result.message = f"{exc} (nothing written)"
             line.phase("refused")
+        except Stopped:
+            result.stopped = True
+            result.message = ("stopped by Ctrl-C while writing: the flash is partly written; flash this port "
+                              "again" if writing else "stopped by Ctrl-C (nothing written)")
+            line.phase("stopped")
         except (FatalError, serial.SerialException, OSError, StopIteration) as exc:
             if writing:
                 result.message = (f"connection lost or write failed while writing "

@@ -26,9 +26,11 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from ..errors import FieldnodeError
 from ..frame import KIND_NAMES, Frame
+from ..hostport import is_host
 from .store import connect
 
 log = logging.getLogger(__name__)
+SAY_EVERY_S = 30.0  # the console's rate limit for "cannot connect to the broker"
 
 DEFAULT_PREFIX = "fieldnode"
 # json.dumps with separators builds an encoder per call; one encoder is ~3x faster per reading.
@@ -52,6 +54,9 @@ class MqttUrl:
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
             raise FieldnodeError(f"--mqtt {cls._redact(url)}: expected mqtt://HOST[:PORT][/PREFIX] "
                                  "(or mqtts:// for TLS), e.g. mqtt://127.0.0.1:1883/fieldnode")
+        if not is_host(parts.hostname):
+            raise FieldnodeError(f"--mqtt {cls._redact(url)}: {parts.hostname!r} is neither an IP address nor "
+                                 "a host name")
         try:
             port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
         except ValueError:
@@ -178,6 +183,8 @@ class OutboxPublisher(threading.Thread):
         self._stop_event = threading.Event()
         self._wake = threading.Event()
         self._conn: sqlite3.Connection | None = None
+        self._failures = 0  # connection attempts failed in a row
+        self._next_say = 0.0  # monotonic time before which another failure is not printed
 
     def wake(self) -> None:
         """New rows were committed (saves waiting for the next poll)."""
@@ -231,16 +238,19 @@ class OutboxPublisher(threading.Thread):
                 if client.loop(0.1) != paho.MQTT_ERR_SUCCESS:
                     break
         except (OSError, ValueError) as exc:
-            self._set_state("disconnected", f"cannot connect: {exc}")
+            self._failed(f"cannot connect: {exc}")
             return None
         rc = result.get("rc")
         if rc is None or rc.is_failure:
-            self._set_state("disconnected", f"broker refused: {rc}" if rc is not None else "no CONNACK")
+            self._failed(f"broker refused: {rc}" if rc is not None else "no CONNACK")
             try:
                 client.disconnect()
             except Exception:
                 pass
             return None
+        if self._failures:
+            log.warning("mqtt %s: connected after %d failed attempt(s)", self.url.display(), self._failures)
+        self._failures, self._next_say = 0, 0.0
         self._set_state("connected", "")
         for extra in self.extras:
             extra.connected(client, self._conn)
@@ -255,6 +265,18 @@ class OutboxPublisher(threading.Thread):
                 extra.message(client, msg)
             except Exception:  # one bad message must not stop the publishing
                 log.exception("handling the MQTT message on %r failed", msg.topic)
+
+    def _failed(self, detail: str) -> None:
+        # On the console (a warning reaches stderr even with logging not configured) at the first
+        # failure and then at most every SAY_EVERY_S: a gateway without its broker must say so,
+        # but not fill the terminal at one line per retry.
+        self._failures += 1
+        now = time.monotonic()
+        if now >= self._next_say:
+            self._next_say = now + SAY_EVERY_S
+            log.warning("mqtt %s: %s (attempt %d; retrying every %.0f s, readings wait in the database)",
+                        self.url.display(), detail, self._failures, self.retry)
+        self._set_state("disconnected", detail)
 
     def _pump(self, client: paho.Client) -> None:
         inflight: dict[int, int] = {}  # paho mid -> outbox row id

@@ -45,27 +45,6 @@ class Options:
     node_timeout: float = 300.0
 
 
-def parse_listen(text: str) -> tuple[str, int]:
-    """'HOST:PORT', '[IPv6]:PORT', ':PORT' (all IPv4 interfaces) or 'PORT'."""
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        host, port = "", text
-    host = host.strip("[]") or "0.0.0.0"
-    try:
-        n = int(port)
-        if not 0 <= n <= 65535:
-            raise ValueError
-    except ValueError:
-        raise FieldnodeError(f"--listen {text}: expected HOST:PORT with a port 0-65535, "
-                             "e.g. 0.0.0.0:5683 or 127.0.0.1:5683") from None
-    try:
-        socket.getaddrinfo(host, n, type=socket.SOCK_DGRAM, flags=socket.AI_NUMERICHOST)
-    except socket.gaierror:
-        raise FieldnodeError(f"--listen {text}: {host!r} is not an IP address of this machine "
-                             "(use 0.0.0.0 for all IPv4 interfaces, :: for IPv6)") from None
-    return host, n
-
-
 def _out(line: str) -> None:
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
