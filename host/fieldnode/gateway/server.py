@@ -554,8 +554,10 @@ class Gateway:
             frame = waiting.item.frame
             self._waiting.pop((frame.kid, frame.counter), None)
             outcome = outcomes[i] if outcomes is not None else None
-            if outcome is None:
-                self._window.forget(frame.kid, frame.counter)  # so its retransmission is taken
+            if outcome is None or outcome.status == "unstorable":
+                # Taken again when retransmitted (and for an unstorable one, refused again the
+                # same way, not as a replay).
+                self._window.forget(frame.kid, frame.counter)
             elif outcome.status == "stored" and self._publisher is not None:
                 self._publisher.wake()
             for n, (msg, addr) in enumerate(waiting.replies):
@@ -577,6 +579,10 @@ class Gateway:
             else:
                 self._answer(msg, addr, coap.CHANGED)
             self._finish("accepted", addr, code=coap.CHANGED, frame=frame, node=node, command_id=outcome.command_id)
+        elif outcome.status == "unstorable":
+            self._answer(msg, addr, coap.BAD_REQUEST, b"unstorable")
+            self._finish("rejected", addr, reason="unstorable", code=coap.BAD_REQUEST, frame=frame, node=node,
+                         detail="verified, but the database cannot hold its values")
         elif outcome.status in ("stored", "duplicate"):
             self._answer(msg, addr, coap.VALID)
             self._finish("duplicate", addr, code=coap.VALID, frame=frame, node=node)

@@ -383,10 +383,17 @@ class StoreItem:
     node: str  # the node's name from the keystore, or ''
 
 
+# Errors that come from one frame's values, not from the database file: binding a value SQLite
+# cannot hold, a constraint. A batch that fails with one of these is stored again frame by frame.
+ITEM_ERRORS = (OverflowError, ValueError, TypeError, sqlite3.IntegrityError, sqlite3.InterfaceError,
+               sqlite3.ProgrammingError, sqlite3.DataError)
+
+
 @dataclass(slots=True)
 class Outcome:
     """What the writer made of an item: 'stored', 'duplicate' (same device+counter+tag already
-    stored) or 'replay' (the counter is taken by another frame or is below the stored window)."""
+    stored), 'replay' (the counter is taken by another frame or is below the stored window) or
+    'unstorable' (the database refused the frame's values; nothing of it is stored)."""
     status: str
     command_id: int | None = None
     command: bytes | None = None
@@ -482,28 +489,72 @@ class Store:
 
     def commit(self, items: Sequence[StoreItem], counter_deltas: dict[str, int],
                health: Health | None) -> list[Outcome]:
-        """Stores a batch in one transaction; raises (after rolling back) if it cannot."""
+        """Stores a batch in one transaction; raises (after rolling back) if it cannot.
+
+        A frame the database refuses to hold (ITEM_ERRORS: a value it cannot bind, a constraint)
+        must not take the other nodes' frames with it: the batch is then stored again one frame
+        at a time, and that frame alone gets the outcome 'unstorable'. Anything else (disk full,
+        I/O error, a locked file) is every frame's problem and raises."""
         conn = self.conn
         now = time.time()
+        try:
+            outcomes = self._commit_batch(conn, items, counter_deltas, health, now, each=False)
+        except ITEM_ERRORS as exc:
+            if not items:
+                raise
+            log.warning("a batch of %d frames held one the database refuses (%s: %s); storing them one "
+                        "at a time", len(items), type(exc).__name__, exc)
+            outcomes = self._commit_batch(conn, items, counter_deltas, health, now, each=True)
+        self._write_commands_elsewhere()
+        self._recent_rows += self._recent_added
+        if self._recent_rows >= INDEX_RECENT_ROWS:
+            self.index_recent()
+        return outcomes
+
+    def _commit_batch(self, conn: sqlite3.Connection, items: Sequence[StoreItem], counter_deltas: dict[str, int],
+                      health: Health | None, now: float, each: bool) -> list[Outcome]:
         self._series_added.clear()
         self._recent_added = 0
         self._command_writes.clear()
         self._commands_given.clear()
         try:
             with write_transaction(conn):
-                outcomes = self._store_frames(conn, items, now) if items else []
+                if each:
+                    outcomes = [self._store_alone(conn, item, now) for item in items]
+                else:
+                    outcomes = self._store_frames(conn, items, now) if items else []
                 self._write_counters(conn, counter_deltas)
                 if health is not None:
                     self._write_health(conn, health, now)
         except BaseException:
-            for key in self._series_added:
-                self._series.pop(key, None)
+            self._forget_series(0)
             raise
-        self._write_commands_elsewhere()
-        self._recent_rows += self._recent_added
-        if self._recent_rows >= INDEX_RECENT_ROWS:
-            self.index_recent()
         return outcomes
+
+    def _forget_series(self, keep: int) -> None:
+        """Forgets the series ids made after the first `keep` of this transaction (rolled back)."""
+        for key in self._series_added[keep:]:
+            self._series.pop(key, None)
+        del self._series_added[keep:]
+
+    def _store_alone(self, conn: sqlite3.Connection, item: StoreItem, now: float) -> Outcome:
+        """One frame in a savepoint: rolled back alone, and 'unstorable', if the database refuses it."""
+        marks = (len(self._series_added), len(self._command_writes), set(self._commands_given), self._recent_added)
+        conn.execute("SAVEPOINT frame")
+        try:
+            (outcome,) = self._store_frames(conn, [item], now)
+        except ITEM_ERRORS as exc:
+            conn.execute("ROLLBACK TO frame")
+            conn.execute("RELEASE frame")
+            self._forget_series(marks[0])
+            del self._command_writes[marks[1]:]
+            self._commands_given, self._recent_added = marks[2], marks[3]
+            f = item.frame
+            log.warning("frame kid %s counter %d from %s cannot be stored (%s: %s); refused as unstorable",
+                        f.kid.hex(), f.counter, item.source, type(exc).__name__, exc)
+            return Outcome("unstorable")
+        conn.execute("RELEASE frame")
+        return outcome
 
     def index_recent(self) -> None:
         """Moves samples_recent into samples (and so into its index), in one transaction."""
@@ -589,7 +640,7 @@ class Store:
         insert_rows(conn, "INSERT INTO frames (id, device, counter, kid, kind, alg, tag, base_time, received, "
                     "source, raw)", FRAME_COLUMNS, frame_rows)
         insert_rows(conn, f"INSERT INTO samples_recent ({SAMPLE_NAMES})", SAMPLE_COLUMNS, samples)
-        self._recent_added = len(samples) // SAMPLE_COLUMNS
+        self._recent_added += len(samples) // SAMPLE_COLUMNS
         insert_rows(conn, "INSERT INTO outbox (topic, payload, created)", 3, outbox)
         conn.executemany(
             "INSERT INTO replay (kid, device, highest_counter) VALUES (?,?,?) ON CONFLICT (kid) DO UPDATE "
