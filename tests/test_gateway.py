@@ -11,12 +11,13 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from fieldnode import coap
-from fieldnode.frame import KIND_ACK, KIND_COMMAND, build_frame, device_base_name
+from fieldnode.frame import KIND_ACK, KIND_COMMAND, Verifier, build_frame, device_base_name
 from fieldnode.gateway import GatewayThread, enqueue_command, list_commands, read_status
 from fieldnode.errors import FieldnodeError
 from fieldnode.keystore import make_kid
@@ -425,6 +426,28 @@ def test_live_lines_rate_limit_refusals():
         [(True, False, False)] * 3 + [(False, True, False), (False, False, True)]
     s = summary_line({"accepted": 5, "rejected.bad-mac": 2, "datagrams": 7}, time.time() - 90, 1, "off")
     assert "accepted 5" in s and "bad-mac 2" in s and "pending 1" in s and "(up 90 s)" in s
+
+
+def test_live_lines_rate_limit_duplicates_apart_from_refusals(tmp_path):
+    """A replay flood of a stored frame is answered 2.03 each time: its lines are limited like
+    refusals (each kind its own budget, so neither hides the other), and accepted frames all show."""
+    from fieldnode.gateway.live import LinePrinter
+    from fieldnode.gateway.server import GatewayEvent
+
+    nodes = Nodes(tmp_path / "k.json", n=1)
+    frame = Verifier(nodes.keystore().lookup).verify(nodes.frame(0))
+    lines: list[str] = []
+    printer = LinePrinter(lines.append, max_rejects=3)
+    t = 1_000_000.0
+    for i in range(1000):
+        printer(GatewayEvent("duplicate", ("10.0.0.9", 5000), t, code=coap.VALID, frame=frame))
+        if i % 250 == 0:
+            printer(GatewayEvent("rejected", ("10.0.0.9", 5000), t, reason="replay", code=coap.BAD_REQUEST))
+            printer(GatewayEvent("accepted", ("10.0.0.8", 5000), t, code=coap.CHANGED, frame=frame))
+    printer(GatewayEvent("duplicate", ("10.0.0.9", 5000), t + 1, code=coap.VALID, frame=frame))
+    kinds = Counter(line.split()[1] for line in lines)
+    assert kinds == {"dup": 3 + 1 + 1, "REJ": 3, "ok": 4}, lines
+    assert sum("997 more duplicates" in line for line in lines) == 1
 
 
 def test_port_in_use_is_a_clear_error(tmp_path, nodes):
