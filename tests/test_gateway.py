@@ -19,6 +19,7 @@ import pytest
 from fieldnode import coap
 from fieldnode.frame import KIND_ACK, KIND_COMMAND, Verifier, build_frame, device_base_name
 from fieldnode.gateway import GatewayThread, enqueue_command, list_commands, read_status
+from fieldnode.gateway.exchange import ENTRY_BYTES
 from fieldnode.errors import FieldnodeError
 from fieldnode.keystore import make_kid
 from support.gateway_peers import Client, Nodes, free_port
@@ -327,9 +328,12 @@ def test_status_reads_health_while_the_gateway_runs(gateway, client, nodes):
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["running"] and doc["rejected"] == {"bad-mac": 1} and doc["outbox"] == 0
+    (worker,) = doc["workers"]  # two exchanges in the dedup cache, and what they hold
+    assert worker["exchanges"] == 2 and worker["dedup_bytes"] >= 2 * ENTRY_BYTES
     proc = subprocess.run(CLI + ["status", "--db", str(gateway.gateway.db_path)], capture_output=True, text=True,
                           timeout=60, env={**os.environ, "COLUMNS": "120"})
     assert "node-1" in proc.stdout and "bad-mac" in proc.stdout and "running" in proc.stdout
+    assert "2 exchanges, 0.0 MiB" in proc.stdout
 
 
 def test_status_without_a_database_says_what_to_do(tmp_path):

@@ -251,7 +251,7 @@ class Gateway:
         self._verifier = Verifier(self._lookup, None, accept_kinds=NODE_KINDS)
         self._names = {e.device: e.name for e in keys}
         self._keys_mtime = self._mtime()
-        self._cache = cache or MessageCache()
+        self._cache = cache if cache is not None else MessageCache()  # an empty one is falsy (len 0)
         outbox = ReadingMessages(self.mqtt.prefix, self.site) if self.mqtt else None
         self._store = Store(self.db_path, synchronous=synchronous, outbox=outbox, command_resend=command_resend,
                             shard=worker)
@@ -633,7 +633,7 @@ class Gateway:
     def _health(self) -> Health:
         host, port = self.address if self._transport else self.listen
         return Health(self.worker, os.getpid(), format_source((host, port)), self.started or time.time(),
-                      batch_pending=len(self._batch), exchanges=len(self._cache))
+                      batch_pending=len(self._batch), exchanges=len(self._cache), dedup_bytes=self._cache.bytes)
 
     # -- keys and housekeeping -------------------------------------------------------------------
 

@@ -65,13 +65,13 @@ def _read(conn: sqlite3.Connection, st: Status, *, commands: bool) -> None:
     now = st.now
     conn.execute("BEGIN")  # one snapshot for all the queries
     try:
-        for worker, pid, listen, started, heartbeat, stopped, pending, exchanges in conn.execute(
-                "SELECT worker, pid, listen, started, heartbeat, stopped, batch_pending, exchanges "
+        for worker, pid, listen, started, heartbeat, stopped, pending, exchanges, dedup_bytes in conn.execute(
+                "SELECT worker, pid, listen, started, heartbeat, stopped, batch_pending, exchanges, dedup_bytes "
                 "FROM gateway ORDER BY worker"):
             state = "stopped" if stopped else ("running" if now - heartbeat < STALE_AFTER else "not responding")
             row = {"worker": worker, "pid": pid, "listen": listen, "started": started,
                    "heartbeat": heartbeat, "stopped": stopped, "state": state,
-                   "batch_pending": pending, "exchanges": exchanges}
+                   "batch_pending": pending, "exchanges": exchanges, "dedup_bytes": dedup_bytes}
             # A row for the same worker in another shard is from an older run: the newer one counts.
             same = next((w for w in st.workers if w["worker"] == worker), None)
             if same is None:

@@ -162,7 +162,8 @@ CREATE TABLE IF NOT EXISTS gateway (
     heartbeat     REAL    NOT NULL,
     stopped       REAL,
     batch_pending INTEGER NOT NULL DEFAULT 0,
-    exchanges     INTEGER NOT NULL DEFAULT 0
+    exchanges     INTEGER NOT NULL DEFAULT 0,
+    dedup_bytes   INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS mqtt_state (
     id        INTEGER PRIMARY KEY CHECK (id = 1),
@@ -305,12 +306,24 @@ def _ensure_schema(conn: sqlite3.Connection) -> None:
     if _schema_version(conn) == 2:
         _migrate_from_2(conn)
     conn.executescript(SCHEMA)
+    _add_column(conn, "gateway", "dedup_bytes", "INTEGER NOT NULL DEFAULT 0")
     version = _schema_version(conn)
     if version is None:
         conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
     elif version != SCHEMA_VERSION:
         raise FieldnodeError(f"database schema version {version}, this fieldnode knows {SCHEMA_VERSION}: "
                              "use the fieldnode release that made it, or another --db")
+
+
+def _add_column(conn: sqlite3.Connection, table: str, column: str, decl: str) -> None:
+    """A column added within a schema version: older readers name their columns and never see
+    it. Two processes adding it at once: the second's ALTER fails, harmlessly."""
+    if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
+        try:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):
+                raise
 
 
 def _schema_version(conn: sqlite3.Connection) -> int | None:
@@ -408,6 +421,7 @@ class Health:
     batch_pending: int = 0
     exchanges: int = 0
     stopped: float | None = None
+    dedup_bytes: int = 0  # the message deduplication cache's memory (MessageCache.bytes)
 
 
 # (frame, node name, frame.records()) -> [(topic, payload)] for the MQTT outbox; None when MQTT is off.
@@ -744,11 +758,12 @@ class Store:
     @staticmethod
     def _write_health(conn: sqlite3.Connection, h: Health, now: float) -> None:
         conn.execute(
-            "INSERT INTO gateway (worker, pid, listen, started, heartbeat, stopped, batch_pending, exchanges) "
-            "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (worker) DO UPDATE SET pid=excluded.pid, "
+            "INSERT INTO gateway (worker, pid, listen, started, heartbeat, stopped, batch_pending, exchanges, "
+            "dedup_bytes) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (worker) DO UPDATE SET pid=excluded.pid, "
             "listen=excluded.listen, started=excluded.started, heartbeat=excluded.heartbeat, "
-            "stopped=excluded.stopped, batch_pending=excluded.batch_pending, exchanges=excluded.exchanges",
-            (h.worker, h.pid, h.listen, h.started, now, h.stopped, h.batch_pending, h.exchanges))
+            "stopped=excluded.stopped, batch_pending=excluded.batch_pending, exchanges=excluded.exchanges, "
+            "dedup_bytes=excluded.dedup_bytes",
+            (h.worker, h.pid, h.listen, h.started, now, h.stopped, h.batch_pending, h.exchanges, h.dedup_bytes))
 
     def housekeeping(self, counter_deltas: dict[str, int], health: Health) -> None:
         """Periodic: counters, heartbeat, commands whose time has passed marked expired, and the
