@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import stat
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -16,6 +18,23 @@ from pathlib import Path
 from .errors import FieldnodeError
 
 FORMAT = "fieldnode keystore v1"
+EXPOSURE_POLICIES = ("warn", "refuse")
+
+log = logging.getLogger(__name__)
+
+
+def exposure(path: Path) -> str | None:
+    """What is wrong with a keystore file's permissions, or None: other users must not read it
+    (every node's key is in it) nor write it (whoever adds a key can forge for that key id)."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return None
+    if not mode & 0o077:
+        return None
+    who = "read" if not mode & 0o022 else "read and changed" if mode & 0o044 else "changed"
+    return (f"keystore {path} can be {who} by other users of this machine (mode {mode:04o}): it holds "
+            f"every node's key. Run: chmod 600 {path}")
 
 
 def device_hex(device: bytes) -> str:
@@ -114,7 +133,9 @@ class Keystore:
         self._retired: dict[bytes, RetiredKid] = {r.kid: r for r in retired or []}
 
     @classmethod
-    def load(cls, path: Path | str, must_exist: bool = False) -> "Keystore":
+    def load(cls, path: Path | str, must_exist: bool = False, exposed: str = "warn") -> "Keystore":
+        """exposed: what to do with a file other users can read or write: "warn" (one line on
+        stderr, then load it), "refuse" (FieldnodeError) or "ignore" (a caller that has warned)."""
         path = Path(path)
         if not path.exists():
             if must_exist:
@@ -123,6 +144,12 @@ class Keystore:
                     "(fieldnode provision) or pass --keys PATH"
                 )
             return cls(path)
+        problem = exposure(path)
+        if problem is not None:
+            if exposed == "refuse":
+                raise FieldnodeError(problem + " (refused: --strict-keys)")
+            if exposed == "warn":
+                log.warning("warning: %s", problem)
         try:
             doc = json.loads(path.read_text())
             entries = [KeyEntry.from_json(o) for o in doc["keys"]]

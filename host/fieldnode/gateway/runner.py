@@ -39,6 +39,7 @@ class Options:
     quiet: bool = False
     summary: float = 60.0
     synchronous: str = "FULL"
+    strict_keys: bool = False  # refuse a keystore other users can read or write (default: warn)
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -67,15 +68,15 @@ def _out(line: str) -> None:
     sys.stdout.flush()
 
 
-def load_keys(path: Path) -> Keystore:
-    keys = Keystore.load(path, must_exist=True)
+def load_keys(path: Path, exposed: str = "warn") -> Keystore:
+    keys = Keystore.load(path, must_exist=True, exposed=exposed)
     if len(keys) == 0:
         raise FieldnodeError(f"keystore {path} holds no keys: provision a node first (fieldnode provision)")
     return keys
 
 
 def run(opts: Options) -> int:
-    keys = load_keys(opts.keys)
+    keys = load_keys(opts.keys, "refuse" if opts.strict_keys else "warn")
     if opts.workers > 1:
         return _run_workers(opts, keys)
     return asyncio.run(_run_one(opts, keys, worker=0, prefix=""))
@@ -83,6 +84,7 @@ def run(opts: Options) -> int:
 
 async def _run_one(opts: Options, keys: Keystore, *, worker: int, prefix: str, group: str | None = None) -> int:
     gw = Gateway(keys, opts.db, opts.listen, mqtt=opts.mqtt, site=opts.site, synchronous=opts.synchronous,
+                 strict_keys=opts.strict_keys,
                  reuse_port=opts.workers > 1, worker=worker, workers=opts.workers, group=group)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -119,7 +121,7 @@ async def _summaries(gw: Gateway, every: float, prefix: str) -> None:
 def _worker_main(opts: Options, worker: int, group: str) -> None:
     # Ctrl-C in the terminal reaches every process of the group; each worker stops on its own.
     try:
-        keys = load_keys(opts.keys)
+        keys = load_keys(opts.keys, "refuse" if opts.strict_keys else "ignore")  # the parent has warned
         asyncio.run(_run_one(opts, keys, worker=worker, prefix=f"[w{worker}] ", group=group))
     except FieldnodeError as exc:  # the message, as the CLI gives it, not a traceback
         print(f"error: [w{worker}] {exc}", file=sys.stderr)

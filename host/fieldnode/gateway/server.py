@@ -228,8 +228,10 @@ class Gateway:
                  batch_delay: float = 0.002, batch_max: int = 256, synchronous: str = "FULL",
                  reuse_port: bool = False, worker: int = 0, workers: int = 1, group: str | None = None,
                  health_interval: float = 1.0, cache: MessageCache | None = None,
-                 command_resend: float = 30.0, mqtt_retry: float = 2.0) -> None:
+                 command_resend: float = 30.0, mqtt_retry: float = 2.0, strict_keys: bool = False) -> None:
         self.keys = keys
+        # A keystore changed to be readable by others: not taken (strict), or taken with a warning.
+        self._keys_exposed = "refuse" if strict_keys else "warn"
         self.db_path = Path(db_path)
         self.listen = listen
         self.mqtt = MqttUrl.parse(mqtt) if isinstance(mqtt, str) else mqtt
@@ -646,11 +648,13 @@ class Gateway:
             found = self.keys.lookup(kid)
         return found
 
-    def _mtime(self) -> float | None:
+    def _mtime(self) -> tuple[int, int, int] | None:
+        """The keystore file's version: a rewrite changes its mtime (and inode), a chmod its ctime."""
         try:
-            return self.keys.path.stat().st_mtime if self.keys.path else None
+            st = self.keys.path.stat() if self.keys.path else None
         except OSError:
             return None
+        return (st.st_mtime_ns, st.st_ctime_ns, st.st_ino) if st else None
 
     def _reload_keys(self) -> None:
         """Picks up nodes provisioned while the gateway runs (the keystore file changed)."""
@@ -658,9 +662,12 @@ class Gateway:
         if mtime is None or mtime == self._keys_mtime:
             return
         try:
-            keys = Keystore.load(self.keys.path)
-        except Exception as exc:  # a half-written file: keep the old keys, try again later
-            log.warning("keystore reload failed: %s", exc)
+            keys = Keystore.load(self.keys.path, exposed=self._keys_exposed)
+        except Exception as exc:
+            # A half-written or refused file: keep the old keys, and try again (and say so again)
+            # only when the file changes, not at every lookup.
+            self._keys_mtime = mtime
+            log.warning("keystore reload failed, keeping the keys loaded before: %s", exc)
             return
         self.keys, self._keys_mtime = keys, mtime
         self._names = {e.device: e.name for e in keys}

@@ -272,6 +272,22 @@ def default_db_path() -> Path:
     return Path(base) / "fieldnode" / "gateway.db"
 
 
+# Owner only: the database holds every reading and the command queue. SQLite creates the -wal,
+# -shm and -journal files with the permissions of the database file (os_unix.c, findCreateFileMode),
+# so creating the database file 0600 before SQLite opens it makes all of them 0600.
+PRIVATE_FILE_MODE = 0o600
+PRIVATE_DIR_MODE = 0o700
+
+
+def create_private(path: Path) -> None:
+    """path (and its missing directories) created for the owner only; an existing file is left
+    as it is (a site may have opened it to a group on purpose)."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    # An empty file is an empty SQLite database; O_CREAT leaves an existing file's mode alone.
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE))
+
+
 def connect(path: Path | str, *, synchronous: str = "FULL", create: bool = True) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit), WAL, schema in place."""
     path = Path(path)
@@ -280,7 +296,7 @@ def connect(path: Path | str, *, synchronous: str = "FULL", create: bool = True)
                              "first, or pass the --db the gateway uses")
     try:
         if create:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            create_private(path)
         # The statement cache holds every multi-row INSERT (insert_rows) besides the rest.
         # uri=True lets attach_shards open the other shards read-only ("file:...?mode=ro").
         conn = sqlite3.connect(str(path), isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
