@@ -336,6 +336,24 @@ def test_status_reads_health_while_the_gateway_runs(gateway, client, nodes):
     assert "2 exchanges, 0.0 MiB" in proc.stdout
 
 
+def test_status_reads_a_database_from_before_the_dedup_cache_column(tmp_path, nodes):
+    """`fieldnode status` run after an upgrade, before the gateway was restarted: its database has
+    no gateway.dedup_bytes yet. It is read (the size shown as 0), and the gateway adds the column."""
+    path = tmp_path / "gw.db"
+    with GatewayThread(nodes.keystore(), path, ("127.0.0.1", 0)):
+        pass
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE gateway DROP COLUMN dedup_bytes")
+    (worker,) = read_status(path).workers
+    assert worker["state"] == "stopped" and worker["dedup_bytes"] == 0
+    with GatewayThread(nodes.keystore(), path, ("127.0.0.1", 0)) as gt:
+        client = Client(gt.address)
+        assert client.post(nodes.frame(0)).code == coap.CHANGED
+        client.close()
+    (worker,) = read_status(path).workers
+    assert worker["dedup_bytes"] > 0
+
+
 def test_status_without_a_database_says_what_to_do(tmp_path):
     proc = subprocess.run(CLI + ["status", "--db", str(tmp_path / "none.db")], capture_output=True, text=True,
                           timeout=60)
