@@ -12,10 +12,15 @@ import os
 import sqlite3
 import sys
 import time
+import tracemalloc
+
+import cbor2
 
 from fieldnode import coap
+from fieldnode.frame import FrameRejected, Verifier, compute_tag, device_base_name
 from fieldnode.gateway import GatewayThread, read_status
 from fieldnode.gateway.exchange import PENDING, MessageCache
+from fieldnode.keystore import make_kid
 from support.gateway_peers import Nodes
 from support.nodesite import wait_for
 from support.senders import run_paced
@@ -98,3 +103,45 @@ def test_a_flood_from_many_sources_keeps_the_dedup_cache_under_its_byte_bound(tm
     assert counts["accepted"] == 6 + 1 and counts["duplicate"] == 6 * 2000 - 1
     assert 0 < st.workers[0]["dedup_bytes"] <= cache.max_bytes
     assert st.workers[0]["exchanges"] == sizes[-1][2]
+
+
+def test_garbage_with_invalid_utf8_leaves_no_memory_behind(tmp_path):
+    """cbor2's C decoder leaks each time a text string is not valid UTF-8 (agronholm/cbor2#257):
+    the gateway decodes with invalid sequences replaced, so neither garbage (decoded before any
+    MAC) nor a rogue node's signed payloads make its memory grow. Measured with tracemalloc around
+    what the gateway runs for each datagram."""
+    nodes = Nodes(tmp_path / "site.json", n=1)
+    device = nodes.devices[0]
+    verifier = Verifier(nodes.keystore().lookup)
+    bad_text = b"\x70" + b"\xff" * 16  # a 16-byte text string that is not UTF-8
+    protected = cbor2.dumps({1: 4, 4: make_kid(device, 1), 6: (7).to_bytes(4, "big"), -65537: 0})
+    garbage = [
+        b"\xd1\x84" + bad_text + b"\xa0\x40\x40",  # in the envelope
+        b"\xd1\x84\x53\xa1\x01" + bad_text + b"\xa0\x40\x48" + bytes(8),  # in the protected header
+        b"\xd1\x84\x41\xa0\xa1\x01" + bad_text + b"\x40\x48" + bytes(8),  # in the unprotected header
+    ]
+    # [{bn: the node's, bt: 1, n: bad_text, v: 1}]
+    payload = b"\x81\xa4\x21" + cbor2.dumps(device_base_name(device)) + b"\x22\x01\x00" + bad_text + b"\x02\x01"
+    tag = compute_tag(nodes.keys[device], 4, protected, payload)
+    signed = cbor2.dumps(cbor2.CBORTag(17, [protected, {}, payload, tag]))
+    assert verifier.verify(signed).records()[0]["n"] == "\ufffd" * 16  # stored as decoded
+
+    def feed(n: int) -> None:
+        for _ in range(n):
+            for data in garbage + [signed]:
+                try:
+                    verifier.verify(data)
+                except FrameRejected:
+                    pass
+
+    feed(100)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        feed(5000)
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 64 * 1024, f"{grown} bytes left behind by 20 000 frames"

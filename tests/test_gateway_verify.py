@@ -26,7 +26,7 @@ def reference(table: dict, data: bytes) -> tuple:
             raise FrameRejected("oversized")
         stream = io.BytesIO(data)
         try:
-            obj = cbor2.load(stream)
+            obj = cbor2.load(stream, str_errors="replace")  # invalid UTF-8 -> U+FFFD (frame-format.md)
         except Exception:
             raise FrameRejected("bad-cbor") from None
         if stream.tell() != len(data):
@@ -46,7 +46,7 @@ def reference(table: dict, data: bytes) -> tuple:
         if not hmac.compare_digest(hmac.digest(key, mac, "sha256")[:TAG_LENGTH[alg]], tag):
             raise FrameRejected("bad-mac")
         try:
-            pack = cbor2.loads(payload)
+            pack = cbor2.loads(payload, str_errors="replace")
         except Exception:
             raise FrameRejected("bad-senml") from None
         if type(pack) is not list or not pack or type(pack[0]) is not dict \
