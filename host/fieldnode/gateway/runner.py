@@ -90,14 +90,16 @@ async def _run_one(opts: Options, keys: Keystore, *, worker: int, prefix: str, g
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if not opts.quiet:
+        # Before start(): frames are taken from the moment the socket is open, while start() still
+        # writes the first heartbeat, and each of them must have its line.
+        gw.subscribe(LinePrinter(lambda line: _out(prefix + line)))
     await gw.start()
     if worker == 0:
         mqtt = (f"mqtt {opts.mqtt.display()} site {gw.site!r}" if opts.mqtt else "mqtt off (no --mqtt)")
         _out(f"fieldnode gateway listening on coap://{format_source(gw.address)}/f  db {opts.db}  "
              f"keys {opts.keys} ({len(keys)} keys, {gw.restored_devices} devices' replay windows restored)  "
              f"{mqtt}  workers {opts.workers}.  Ctrl-C stops.")
-    if not opts.quiet:
-        gw.subscribe(LinePrinter(lambda line: _out(prefix + line)))
     summary = asyncio.create_task(_summaries(gw, opts.summary, prefix)) if opts.quiet else None
     try:
         await stop.wait()

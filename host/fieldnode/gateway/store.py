@@ -282,10 +282,17 @@ PRIVATE_DIR_MODE = 0o700
 def create_private(path: Path) -> None:
     """path (and its missing directories) created for the owner only; an existing file is left
     as it is (a site may have opened it to a group on purpose)."""
+    if path.exists():
+        # Never open and close a database file this process may have open in SQLite: closing any
+        # descriptor of a file drops every POSIX lock the process holds on it, SQLite's included
+        # (sqlite.org/howtocorrupt.html, 2.2), and another connection then reads a WAL it must not.
+        return
     if not path.parent.exists():
         path.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
-    # An empty file is an empty SQLite database; O_CREAT leaves an existing file's mode alone.
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE))
+    try:  # an empty file is an empty SQLite database
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE))
+    except FileExistsError:
+        pass  # made a moment ago by another process (not open here: the check above was before)
 
 
 def connect(path: Path | str, *, synchronous: str = "FULL", create: bool = True) -> sqlite3.Connection:
