@@ -4,6 +4,8 @@ made by schemas 1 and 2."""
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -235,3 +237,20 @@ def test_a_database_that_cannot_write_fails_the_whole_batch(store, nodes, tmp_pa
         other.execute("ROLLBACK")
         other.close()
     assert readings(tmp_path / "gw.db") == []
+
+
+def test_opening_the_database_again_in_the_same_process_keeps_the_writer_s_locks(store, nodes, tmp_path):
+    """Closing any descriptor of a file drops every POSIX lock the process holds on it, SQLite's
+    included: connect() must not open and close a database file this process has open. If it did,
+    a reader in another process, closing, would believe itself the last user, checkpoint and
+    delete the WAL under the writer, and the writer's next frames would go to a deleted file."""
+    db = tmp_path / "gw.db"
+    assert [o.status for o in store.commit(items(nodes, [nodes.frame(0)]), {}, None)] == ["stored"]
+    store_module.connect(db).close()  # what a worker's reader connection does beside its writer
+    other = subprocess.run([sys.executable, "-c", "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+                            "c.execute('SELECT count(*) FROM frames').fetchone(); c.close()", str(db)],
+                           capture_output=True, text=True, timeout=60)
+    assert other.returncode == 0, other.stderr
+    assert [o.status for o in store.commit(items(nodes, [nodes.frame(0)]), {}, None)] == ["stored"]
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM frames").fetchone()[0] == 2
