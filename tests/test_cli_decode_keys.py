@@ -73,6 +73,29 @@ def test_decode_shows_unknown_kid_as_unverified(tmp_path, keystore, vectors, cap
     assert out[1].startswith("REJECTED line 2: not hex")
 
 
+@pytest.mark.parametrize("fmt", [[], ["--json"], ["--diag"]])
+def test_decode_refuses_a_time_no_number_can_hold_and_shows_the_frames_after_it(tmp_path, keystore, vectors,
+                                                                               capsys, fmt):
+    """bt a CBOR bignum (2**1100) and t 0.5: bt + t has no float. No key is needed to send it, so
+    the frame is refused as bad-senml and decoding goes on with the next one."""
+    stranger = bytes.fromhex("aabbccddeeff")
+    hostile = build_frame(bytes(32), stranger + b"\x00\x01", 4, 3, 0, device_base_name(stranger), 2**1100,
+                          [{"n": "temp", "v": 1, "t": 0.5}])
+    hexfile = tmp_path / "f.hex"
+    hexfile.write_text(hostile.hex() + "\n" + frame_bytes(vectors, "telemetry-6").hex() + "\n")
+    assert main(["decode", "--hex", str(hexfile), "--keys", str(keystore), *fmt]) == 1
+    out = capsys.readouterr().out
+    if fmt == ["--json"]:
+        lines = [json.loads(x) for x in out.splitlines()]
+        assert [(x["status"], x.get("reason")) for x in lines] == [("rejected", "unknown-kid"), ("ok", None)]
+    elif fmt == ["--diag"]:
+        assert "# line 1: REJECTED unknown-kid" in out and "# line 2: verified" in out
+    else:
+        first, second = out.splitlines()
+        assert first.startswith("REJECTED line 1: unknown-kid") and "unverified" not in first
+        assert second.startswith("ok ")
+
+
 def test_decode_missing_file_is_a_clear_error(keystore, capsys):
     assert main(["decode", "/nonexistent/frames.bin", "--keys", str(keystore)]) == 2
     assert "no such file" in capsys.readouterr().err

@@ -11,13 +11,15 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from fieldnode import coap
-from fieldnode.frame import KIND_ACK, KIND_COMMAND, build_frame, device_base_name
+from fieldnode.frame import KIND_ACK, KIND_COMMAND, Verifier, build_frame, device_base_name
 from fieldnode.gateway import GatewayThread, enqueue_command, list_commands, read_status
+from fieldnode.gateway.exchange import ENTRY_BYTES
 from fieldnode.errors import FieldnodeError
 from fieldnode.keystore import make_kid
 from support.gateway_peers import Client, Nodes, free_port
@@ -326,9 +328,30 @@ def test_status_reads_health_while_the_gateway_runs(gateway, client, nodes):
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["running"] and doc["rejected"] == {"bad-mac": 1} and doc["outbox"] == 0
+    (worker,) = doc["workers"]  # two exchanges in the dedup cache, and what they hold
+    assert worker["exchanges"] == 2 and worker["dedup_bytes"] >= 2 * ENTRY_BYTES
     proc = subprocess.run(CLI + ["status", "--db", str(gateway.gateway.db_path)], capture_output=True, text=True,
                           timeout=60, env={**os.environ, "COLUMNS": "120"})
     assert "node-1" in proc.stdout and "bad-mac" in proc.stdout and "running" in proc.stdout
+    assert "2 exchanges, 0.0 MiB" in proc.stdout
+
+
+def test_status_reads_a_database_from_before_the_dedup_cache_column(tmp_path, nodes):
+    """`fieldnode status` run after an upgrade, before the gateway was restarted: its database has
+    no gateway.dedup_bytes yet. It is read (the size shown as 0), and the gateway adds the column."""
+    path = tmp_path / "gw.db"
+    with GatewayThread(nodes.keystore(), path, ("127.0.0.1", 0)):
+        pass
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE gateway DROP COLUMN dedup_bytes")
+    (worker,) = read_status(path).workers
+    assert worker["state"] == "stopped" and worker["dedup_bytes"] == 0
+    with GatewayThread(nodes.keystore(), path, ("127.0.0.1", 0)) as gt:
+        client = Client(gt.address)
+        assert client.post(nodes.frame(0)).code == coap.CHANGED
+        client.close()
+    (worker,) = read_status(path).workers
+    assert worker["dedup_bytes"] > 0
 
 
 def test_status_without_a_database_says_what_to_do(tmp_path):
@@ -425,6 +448,28 @@ def test_live_lines_rate_limit_refusals():
         [(True, False, False)] * 3 + [(False, True, False), (False, False, True)]
     s = summary_line({"accepted": 5, "rejected.bad-mac": 2, "datagrams": 7}, time.time() - 90, 1, "off")
     assert "accepted 5" in s and "bad-mac 2" in s and "pending 1" in s and "(up 90 s)" in s
+
+
+def test_live_lines_rate_limit_duplicates_apart_from_refusals(tmp_path):
+    """A replay flood of a stored frame is answered 2.03 each time: its lines are limited like
+    refusals (each kind its own budget, so neither hides the other), and accepted frames all show."""
+    from fieldnode.gateway.live import LinePrinter
+    from fieldnode.gateway.server import GatewayEvent
+
+    nodes = Nodes(tmp_path / "k.json", n=1)
+    frame = Verifier(nodes.keystore().lookup).verify(nodes.frame(0))
+    lines: list[str] = []
+    printer = LinePrinter(lines.append, max_rejects=3)
+    t = 1_000_000.0
+    for i in range(1000):
+        printer(GatewayEvent("duplicate", ("10.0.0.9", 5000), t, code=coap.VALID, frame=frame))
+        if i % 250 == 0:
+            printer(GatewayEvent("rejected", ("10.0.0.9", 5000), t, reason="replay", code=coap.BAD_REQUEST))
+            printer(GatewayEvent("accepted", ("10.0.0.8", 5000), t, code=coap.CHANGED, frame=frame))
+    printer(GatewayEvent("duplicate", ("10.0.0.9", 5000), t + 1, code=coap.VALID, frame=frame))
+    kinds = Counter(line.split()[1] for line in lines)
+    assert kinds == {"dup": 3 + 1 + 1, "REJ": 3, "ok": 4}, lines
+    assert sum("997 more duplicates" in line for line in lines) == 1
 
 
 def test_port_in_use_is_a_clear_error(tmp_path, nodes):

@@ -4,12 +4,14 @@ made by schemas 1 and 2."""
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from fieldnode.frame import Verifier
+from fieldnode.frame import SENML_BT, SENML_V, Verifier
 from fieldnode.gateway import store as store_module
 from fieldnode.gateway.store import SCHEMA_VERSION, Health, Store, StoreItem
 from support.gateway_peers import Nodes
@@ -62,12 +64,11 @@ def test_batch_outcomes_for_new_reordered_duplicate_forged_and_old_frames(store,
     assert len(readings(tmp_path / "gw.db")) == 2 * len(rows)  # two records a frame, each kept once
 
 
-def test_a_failed_commit_leaves_nothing_and_the_next_one_stores_its_readings(store, nodes, tmp_path):
+def test_a_frame_refused_by_the_database_leaves_nothing_and_the_next_one_stores_its_readings(store, nodes, tmp_path):
     frame = nodes.frame(0, records=[{"n": "flow", "u": "m3/h", "v": 1.5}])  # a series new to the store
     bad = items(nodes, [frame])
-    bad[0].raw = None  # the frames row cannot be written (NOT NULL): the transaction rolls back
-    with pytest.raises(sqlite3.IntegrityError):
-        store.commit(bad, {}, None)
+    bad[0].raw = None  # the frames row cannot be written (NOT NULL): the frame's savepoint rolls back
+    assert [o.status for o in store.commit(bad, {}, None)] == ["unstorable"]
     assert readings(tmp_path / "gw.db") == []
     with sqlite3.connect(tmp_path / "gw.db") as conn:
         assert conn.execute("SELECT count(*) FROM series").fetchone()[0] == 0
@@ -201,3 +202,55 @@ def test_a_batch_bigger_than_one_insert_statement_keeps_every_row_in_order(store
     assert [(r[0], r[2], r[4], r[5]) for r in rows] == [
         (k + 1, name, k if name == "n" else None, str(k) if name == "m" else None)
         for k in range(150) for name in ("n", "m")]
+
+
+def test_a_frame_the_database_cannot_hold_is_refused_alone_and_the_rest_of_its_batch_is_stored(store, nodes,
+                                                                                                tmp_path):
+    """Whatever lets such a frame through verification, it must not take the other nodes' frames
+    with it: the batch is stored again frame by frame, and only that frame is 'unstorable'."""
+    honest = items(nodes, [nodes.frame(1) for _ in range(4)])
+    rogue = items(nodes, [nodes.frame(0) for _ in range(3)])
+    rogue[0].frame.pack[1][SENML_V] = 2**64 - 1  # "Python int too large to convert to SQLite INTEGER"
+    rogue[1].frame.pack[0][SENML_BT] = float("nan")  # NOT NULL base_time
+    batch = [honest[0], rogue[0], honest[1], rogue[1], honest[2], rogue[2], honest[3]]
+    got = [o.status for o in store.commit(batch, {"accepted": 5}, None)]
+    assert got == ["stored", "unstorable", "stored", "unstorable", "stored", "stored", "stored"]
+    with sqlite3.connect(tmp_path / "gw.db") as conn:
+        stored = conn.execute("SELECT device, counter FROM frames ORDER BY id").fetchall()
+        counted = dict(conn.execute("SELECT name, value FROM counters"))
+    d0, d1 = (d.hex() for d in nodes.devices[:2])
+    assert stored == [(d1, 1), (d1, 2), (d1, 3), (d0, 3), (d1, 4)]
+    assert counted == {"accepted": 5}
+    assert len(readings(tmp_path / "gw.db")) == 2 * len(stored)
+
+
+def test_a_database_that_cannot_write_fails_the_whole_batch(store, nodes, tmp_path):
+    """A locked or full database is every frame's problem: the commit raises (the gateway answers
+    5.03 and the nodes retry), it never refuses frames one by one as if they were at fault."""
+    store.conn.execute("PRAGMA busy_timeout=0")
+    other = sqlite3.connect(tmp_path / "gw.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(sqlite3.OperationalError):
+            store.commit(items(nodes, [nodes.frame(0), nodes.frame(1)]), {}, None)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert readings(tmp_path / "gw.db") == []
+
+
+def test_opening_the_database_again_in_the_same_process_keeps_the_writer_s_locks(store, nodes, tmp_path):
+    """Closing any descriptor of a file drops every POSIX lock the process holds on it, SQLite's
+    included: connect() must not open and close a database file this process has open. If it did,
+    a reader in another process, closing, would believe itself the last user, checkpoint and
+    delete the WAL under the writer, and the writer's next frames would go to a deleted file."""
+    db = tmp_path / "gw.db"
+    assert [o.status for o in store.commit(items(nodes, [nodes.frame(0)]), {}, None)] == ["stored"]
+    store_module.connect(db).close()  # what a worker's reader connection does beside its writer
+    other = subprocess.run([sys.executable, "-c", "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+                            "c.execute('SELECT count(*) FROM frames').fetchone(); c.close()", str(db)],
+                           capture_output=True, text=True, timeout=60)
+    assert other.returncode == 0, other.stderr
+    assert [o.status for o in store.commit(items(nodes, [nodes.frame(0)]), {}, None)] == ["stored"]
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM frames").fetchone()[0] == 2

@@ -231,6 +231,65 @@ def test_force_replaces_and_drops_the_old_key(node, tmp_path):
     assert nvs_identity(node) == bytes([5]) + entry.kid + entry.key
 
 
+def test_revoked_node_with_erased_nvs_gets_a_new_key_id_and_its_frames_are_stored(node, tmp_path, monkeypatch,
+                                                                                   capsys):
+    """The recovery in the field guide's troubleshooting table, end to end: a node is revoked, its
+    NVS erased (key and counter gone), and `provision --force` run again. The new key must not
+    reuse the revoked key id: the gateway keeps that key id's replay window, and would refuse
+    every frame of the restarted counter as `replay`."""
+    keys = tmp_path / "keys.json"
+    db = tmp_path / "gw.db"
+    Keystore(keys, []).save()
+    monkeypatch.setenv("FIELDNODE_WIFI_PASSWORD", "sim")
+    gateway = GatewayThread(Keystore.load(keys), db, ("127.0.0.1", 0), health_interval=0.2).start()
+    host, port = gateway.address
+    site = ["--keys", str(keys), "--gateway", f"{host}:{port}", "--wifi", "plant-floor"]
+
+    def stored() -> dict[str, int]:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            return dict(conn.execute("SELECT kid, MAX(counter) FROM frames GROUP BY kid").fetchall())
+
+    try:
+        assert main(["provision", "--port", node.port, *site]) == 0
+        (first,) = list(Keystore.load(keys))
+        wait_for(lambda: stored().get(first.kid.hex(), 0) >= 3, timeout=30, what="frames under the first key")
+        assert main(["keys", "--keys", str(keys), "revoke", node.unique_id.hex()]) == 0
+        assert "never issued again" in capsys.readouterr().out
+        wait_for(lambda: gateway.gateway.counts.get("rejected.unknown-kid"), timeout=30,
+                 what="the revoked key refused")
+        node.kill()  # esptool erase_flash: the NVS goes, key and counter with it
+        (node.node_dir / "nvs.json").unlink()
+        mark = node.output_mark()
+        node.power_on()
+        node.wait_output(b"not sending: no device key in NVS", timeout=30, since=mark)
+        assert main(["provision", "--port", node.port, "--force", *site]) == 0
+        (second,) = list(Keystore.load(keys))
+        assert second.generation == 2 and second.kid != first.kid
+        wait_for(lambda: stored().get(second.kid.hex(), 0) >= 3, timeout=30,
+                 what="frames under the new key id stored")
+        assert gateway.gateway.counts.get("rejected.replay", 0) == 0
+        assert main(["keys", "--keys", str(keys), "list"]) == 0
+        listing = capsys.readouterr().out
+        assert first.kid.hex() in listing and "revoked" in listing and first.key.hex() not in listing
+    finally:
+        gateway.stop()
+
+
+def test_force_with_a_lost_keystore_gives_the_generation_after_the_node_s(node, tmp_path):
+    """A keystore lost (or an old backup) while the node keeps its key: the node's key id is the
+    one the gateway saw last, so the new key comes after it, and the old one is retired."""
+    keys = tmp_path / "keys.json"
+    assert main(["provision", "--port", node.port, "--keys", str(keys)]) == 0
+    assert main(["provision", "--port", node.port, "--keys", str(keys), "--rotate"]) == 0
+    keys.unlink()
+    assert main(["provision", "--port", node.port, "--keys", str(keys), "--force"]) == 0
+    store = Keystore.load(keys)
+    (entry,) = list(store)
+    assert entry.generation == 3
+    assert [(r.generation, r.why) for r in store.retired()] == [(2, "replaced")]
+    assert nvs_identity(node) == bytes([4]) + entry.kid + entry.key
+
+
 def test_busy_and_missing_ports_are_named(node, tmp_path, capsys):
     keys = tmp_path / "keys.json"
     # Every port is checked before anything is asked or touched: a mistake, exit status 2.

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import stat
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -16,6 +18,23 @@ from pathlib import Path
 from .errors import FieldnodeError
 
 FORMAT = "fieldnode keystore v1"
+EXPOSURE_POLICIES = ("warn", "refuse")
+
+log = logging.getLogger(__name__)
+
+
+def exposure(path: Path) -> str | None:
+    """What is wrong with a keystore file's permissions, or None: other users must not read it
+    (every node's key is in it) nor write it (whoever adds a key can forge for that key id)."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return None
+    if not mode & 0o077:
+        return None
+    who = "read" if not mode & 0o022 else "read and changed" if mode & 0o044 else "changed"
+    return (f"keystore {path} can be {who} by other users of this machine (mode {mode:04o}): it holds "
+            f"every node's key. Run: chmod 600 {path}")
 
 
 def device_hex(device: bytes) -> str:
@@ -74,15 +93,49 @@ class KeyEntry:
         )
 
 
-class Keystore:
-    """Keys by kid. ``load`` tolerates a missing file (empty store); ``save`` is atomic, mode 0600."""
+@dataclass
+class RetiredKid:
+    """A key id whose key was removed (revoked, or replaced by --force). Kept, without the key, so
+    that the key id is never issued again: a gateway keeps each key id's replay window, and a new
+    key under an old key id would have every frame refused as `replay`."""
+    kid: bytes
+    name: str = ""
+    fingerprint: str = ""
+    retired: float = field(default_factory=time.time)
+    why: str = "revoked"  # or "replaced"
 
-    def __init__(self, path: Path | None = None, entries: list[KeyEntry] | None = None) -> None:
-        self.path = path
-        self._by_kid: dict[bytes, KeyEntry] = {e.kid: e for e in entries or []}
+    @property
+    def device(self) -> bytes:
+        return self.kid[:6]
+
+    @property
+    def generation(self) -> int:
+        return int.from_bytes(self.kid[6:8], "big")
+
+    def to_json(self) -> dict:
+        return {"kid": self.kid.hex(), "name": self.name, "fingerprint": self.fingerprint,
+                "retired": self.retired, "why": self.why}
 
     @classmethod
-    def load(cls, path: Path | str, must_exist: bool = False) -> "Keystore":
+    def from_json(cls, obj: dict) -> "RetiredKid":
+        return cls(kid=bytes.fromhex(obj["kid"]), name=obj.get("name", ""), fingerprint=obj.get("fingerprint", ""),
+                   retired=float(obj.get("retired", 0)), why=obj.get("why", "revoked"))
+
+
+class Keystore:
+    """Keys by kid, and the key ids retired from it. ``load`` tolerates a missing file (empty
+    store); ``save`` is atomic, mode 0600."""
+
+    def __init__(self, path: Path | None = None, entries: list[KeyEntry] | None = None,
+                 retired: list[RetiredKid] | None = None) -> None:
+        self.path = path
+        self._by_kid: dict[bytes, KeyEntry] = {e.kid: e for e in entries or []}
+        self._retired: dict[bytes, RetiredKid] = {r.kid: r for r in retired or []}
+
+    @classmethod
+    def load(cls, path: Path | str, must_exist: bool = False, exposed: str = "warn") -> "Keystore":
+        """exposed: what to do with a file other users can read or write: "warn" (one line on
+        stderr, then load it), "refuse" (FieldnodeError) or "ignore" (a caller that has warned)."""
         path = Path(path)
         if not path.exists():
             if must_exist:
@@ -91,13 +144,20 @@ class Keystore:
                     "(fieldnode provision) or pass --keys PATH"
                 )
             return cls(path)
+        problem = exposure(path)
+        if problem is not None:
+            if exposed == "refuse":
+                raise FieldnodeError(problem + " (refused: --strict-keys)")
+            if exposed == "warn":
+                log.warning("warning: %s", problem)
         try:
             doc = json.loads(path.read_text())
             entries = [KeyEntry.from_json(o) for o in doc["keys"]]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            retired = [RetiredKid.from_json(o) for o in doc.get("retired", [])]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise FieldnodeError(f"keystore {path} is unreadable or malformed ({type(exc).__name__}); "
                                  "restore it from your backup") from None
-        return cls(path, entries)
+        return cls(path, entries, retired)
 
     def save(self, path: Path | str | None = None) -> Path:
         target = Path(path or self.path or "")
@@ -105,6 +165,8 @@ class Keystore:
             raise FieldnodeError("no keystore path to save to")
         target.parent.mkdir(parents=True, exist_ok=True)
         doc = {"format": FORMAT, "keys": [e.to_json() for e in self._by_kid.values()]}
+        if self._retired:
+            doc["retired"] = [r.to_json() for r in self.retired()]
         fd, tmp = tempfile.mkstemp(prefix=".keys-", dir=target.parent)
         try:
             os.fchmod(fd, 0o600)
@@ -140,8 +202,32 @@ class Keystore:
     def add(self, entry: KeyEntry) -> None:
         self._by_kid[entry.kid] = entry
 
-    def remove(self, kid: bytes) -> None:
-        self._by_kid.pop(kid, None)
+    def remove(self, kid: bytes, why: str = "revoked") -> None:
+        """Drops the key; its key id stays retired, so it is never issued again."""
+        entry = self._by_kid.pop(kid, None)
+        if entry is not None:
+            self.retire(kid, why, entry.name, entry.fingerprint)
+
+    def retire(self, kid: bytes, why: str, name: str = "", fingerprint: str = "") -> None:
+        """Records a key id as used for good (also one this keystore never held, such as the key
+        id a node reports when its keystore entry was lost)."""
+        if kid not in self._retired:
+            self._retired[kid] = RetiredKid(kid, name, fingerprint, why=why)
+
+    def retired(self, device: bytes | None = None) -> list[RetiredKid]:
+        return sorted((r for r in self._retired.values() if device is None or r.device == device),
+                      key=lambda r: (r.device, r.generation))
+
+    def next_generation(self, device: bytes, seen: int = 0) -> int:
+        """The key generation to issue next for device: above every generation this keystore holds
+        or has retired, and above `seen` (what the node itself reports), so a key id is never
+        issued twice."""
+        used = [e.generation for e in self.for_device(device)] + [r.generation for r in self.retired(device)]
+        generation = max(used + [seen]) + 1
+        if generation > 0xFFFF:
+            raise FieldnodeError(f"device {device.hex()} has used all 65535 key generations: it cannot be "
+                                 "given a new key id")
+        return generation
 
     def for_device(self, device: bytes) -> list[KeyEntry]:
         return [e for e in self if e.device == device]

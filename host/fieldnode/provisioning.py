@@ -55,6 +55,17 @@ def _py_str(value: str | None) -> str:
     return repr(value) if value is not None else "None"
 
 
+def _node_kid(link: DeviceLink, device: bytes) -> bytes | None:
+    """The key id the node holds (not secret, unlike its key), if it is one of this device's."""
+    answer = link.exec("import binascii;from fnode.config import Config;k=Config().kid();"
+                       "print(binascii.hexlify(k).decode() if k else '')")
+    try:
+        kid = bytes.fromhex(answer)
+    except ValueError:
+        return None
+    return kid if len(kid) == 8 and kid[:6] == device else None
+
+
 def provision(link: DeviceLink, store: Keystore, settings: Settings, force: bool = False,
               rotate: bool = False, grace_s: float = DEFAULT_GRACE_S) -> Result:
     device_hex = link.exec("import fnode.provision as p;p.identity()")
@@ -65,6 +76,7 @@ def provision(link: DeviceLink, store: Keystore, settings: Settings, force: bool
         raise FieldnodeError(f"{link.port}: the node answered {device_hex!r} instead of its 6-byte id: "
                              "is the fieldnode application flashed? (fieldnode flash --app-only)") from None
     has_key = link.exec("import fnode.provision as p;p.has_key()") == "True"
+    node_kid = _node_kid(link, device) if has_key else None
     known = store.for_device(device)
     if has_key and not (force or rotate):
         if not known:  # --rotate would only be refused next: it needs the old key in this keystore
@@ -78,7 +90,10 @@ def provision(link: DeviceLink, store: Keystore, settings: Settings, force: bool
         raise FieldnodeError(f"--rotate: node {device.hex()} has no key in {store.path} to keep valid; "
                              "use --force to replace a key this keystore does not hold, or --keys with the "
                              "keystore that provisioned it")
-    generation = max((e.generation for e in known), default=0) + 1
+    # Never a key id issued before: a gateway keeps each key id's replay window, so a new key under
+    # an old key id would have its frames refused as `replay`. The keystore remembers revoked and
+    # replaced key ids; the node says which key id it holds (for a keystore that lost its entry).
+    generation = store.next_generation(device, int.from_bytes(node_kid[6:], "big") if node_kid else 0)
     key = secrets.token_bytes(32)
     kid = make_kid(device, generation)
     name = settings.name or (known[-1].name if known else "") or f"node-{device.hex()[-6:]}"
@@ -99,7 +114,9 @@ def provision(link: DeviceLink, store: Keystore, settings: Settings, force: bool
                 old.expires = now + grace_s
     elif force:
         for old in known:
-            store.remove(old.kid)
+            store.remove(old.kid, why="replaced")
+    if node_kid is not None and not rotate:
+        store.retire(node_kid, "replaced")  # no-op when it was one of `known`
     store.add(entry)
     store.save()
 

@@ -50,6 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="N processes sharing the port (SO_REUSEPORT, Linux) for more than one core, each storing "
                    "its share of the devices in its own file beside --db (gateway.db: gateway.shard1.db, ...; at most 11; "
                    "default 1)")
+    p.add_argument("--strict-keys", action="store_true",
+                   help="refuse a keystore that other users of this machine can read or write (default: "
+                   "warn on stderr and use it); a change to such a file while running is not taken")
     p.add_argument("--quiet", action="store_true", help="no line per frame; print a summary every --summary seconds")
     p.add_argument("--summary", type=float, default=60.0, metavar="SECONDS",
                    help="interval of the --quiet summary (default 60)")
@@ -74,5 +77,6 @@ def run(args: argparse.Namespace) -> int:
         mqtt=MqttUrl.parse(args.mqtt) if args.mqtt else None, site=args.site, workers=args.workers,
         quiet=args.quiet, summary=args.summary, synchronous=args.sync.upper(),
         mqtt_discovery=args.mqtt_discovery.strip("/") if args.mqtt_discovery else None,
-        mqtt_commands=args.mqtt_commands, node_timeout=args.node_timeout)
+        mqtt_commands=args.mqtt_commands, node_timeout=args.node_timeout,
+        strict_keys=args.strict_keys)
     return run_gateway(opts)

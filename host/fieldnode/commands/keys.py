@@ -37,7 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Removes all key generations of the given nodes from the keystore. "
                        "A gateway reading this keystore refuses their frames (unknown-kid) within a "
                        "couple of seconds; copy the keystore again to gateways that use an export. "
-                       "The node must be provisioned again (--force) to send.")
+                       "The key ids stay in the keystore as retired (without their keys), so "
+                       "provisioning the node again gives it the next key generation, never a key id "
+                       "a gateway has seen. The node must be provisioned again (--force) to send.")
     rv.add_argument("device", nargs="+", metavar="NODE", help="device id (12 hex digits) or node name")
     rv.set_defaults(func=run_revoke)
     _keys_option(rv)
@@ -60,7 +62,13 @@ def run_list(args: argparse.Namespace) -> int:
             time.strftime("%Y-%m-%d %H:%M", time.localtime(e.expires)) + (" (expired)" if e.expires <= now else ""))
         table.add_row(e.name or "-", e.device.hex(), str(e.generation), str(e.alg), e.fingerprint,
                       time.strftime("%Y-%m-%d", time.localtime(e.created)), expires)
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    retired = store.retired()
+    if retired:
+        console.print(f"{len(retired)} retired key ids, kept so that none is ever issued again: " + ", ".join(
+            f"{r.kid.hex()} ({r.name or 'unnamed'}, {r.why} {time.strftime('%Y-%m-%d', time.localtime(r.retired))})"
+            for r in retired), soft_wrap=True)
     return 0
 
 
@@ -100,7 +108,8 @@ def run_revoke(args: argparse.Namespace) -> int:
         print(f"revoked {device.hex()} ({entries[0].name or 'unnamed'}): {len(entries)} key(s), "
               f"fingerprints {', '.join(e.fingerprint for e in entries)}")
     store.save()
-    print(f"{store.path}: {len(store)} keys left. Gateways reading this file refuse those nodes within "
-          "seconds; gateways with an exported copy need a fresh `fieldnode keys export`.")
+    print(f"{store.path}: {len(store)} keys left; the revoked key ids stay retired there and are never issued "
+          "again. Gateways reading this file refuse those nodes within seconds; gateways with an exported "
+          "copy need a fresh `fieldnode keys export`.")
     return 0
 

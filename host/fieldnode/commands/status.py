@@ -51,14 +51,15 @@ def run(args: argparse.Namespace) -> int:
 def show(st: Status, console: Console) -> None:
     now = st.now
     workers = Table(title="gateway")
-    for col in ("worker", "pid", "listening", "state", "started", "heartbeat", "uncommitted"):
-        workers.add_column(col, no_wrap=col == "listening")
+    for col in ("worker", "pid", "listening", "state", "started", "heartbeat", "uncommitted", "dedup cache"):
+        workers.add_column(col, no_wrap=col in ("listening", "dedup cache"))
     for w in st.workers:
         style = "green" if w["state"] == "running" else "red"
         workers.add_row(str(w["worker"]), str(w["pid"]), w["listen"], f"[{style}]{w['state']}[/]",
-                        _ago(w["started"], now), _ago(w["heartbeat"], now), str(w["batch_pending"]))
+                        _ago(w["started"], now), _ago(w["heartbeat"], now), str(w["batch_pending"]),
+                        f"{w['exchanges']} exchanges, {w['dedup_bytes'] / (1 << 20):.1f} MiB")
     if not st.workers:
-        workers.add_row("-", "-", "-", "[red]never started[/]", "-", "-", "-")
+        workers.add_row("-", "-", "-", "[red]never started[/]", "-", "-", "-", "-")
     console.print(workers)
 
     c = st.counters

@@ -57,22 +57,35 @@ def check_request(msg: coap.Message) -> tuple[int, str] | None:
 PENDING = object()  # a request whose frame is still being committed: a retransmission waits
 
 
+# What one cached exchange costs besides its answer's bytes: the dict's slot, the key (source
+# address tuple, host string, port, message id) and the entry (list, expiry float, bytes header).
+# Measured with tracemalloc for IPv4 sources at ~420 bytes (tests/test_gateway_load.py pins the
+# whole cache under its max_bytes); an IPv6 source costs a little more, so the bound is rounded up.
+ENTRY_BYTES = 448
+DEFAULT_CACHE_BYTES = 16 << 20
+
+
 class MessageCache:
     """(endpoint, message id) -> the response sent (or PENDING), kept for EXCHANGE_LIFETIME.
 
-    Bounded: past max_entries the oldest are dropped. A frame retransmitted after its entry was
-    dropped is still not stored twice (the store answers 2.03), so the bound trades only the
-    re-processing cost, never correctness.
+    Bounded by memory: past max_bytes (ENTRY_BYTES an entry plus its answer) the oldest are
+    dropped. A frame retransmitted after its entry was dropped is still not stored twice (the
+    store answers 2.03), so the bound trades only the re-processing cost, never correctness.
     """
 
-    def __init__(self, lifetime: float = EXCHANGE_LIFETIME, max_entries: int = 131_072) -> None:
+    def __init__(self, lifetime: float = EXCHANGE_LIFETIME, max_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         self.lifetime = lifetime
-        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.bytes = 0  # the estimate of what the entries hold, kept at or under max_bytes
         # Insertion order is expiry order (one lifetime for all), so purging pops from the front.
         self._entries: dict[Any, list] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @staticmethod
+    def _cost(response: Any) -> int:
+        return ENTRY_BYTES if response is PENDING else ENTRY_BYTES + len(response)
 
     def get(self, key: Any) -> Any:
         """The cached response bytes, PENDING, or None when the message id is new."""
@@ -80,7 +93,7 @@ class MessageCache:
         if entry is None:
             return None
         if entry[0] < time.monotonic():
-            del self._entries[key]
+            self.forget(key)
             return None
         return entry[1]
 
@@ -88,14 +101,20 @@ class MessageCache:
         entries = self._entries
         entry = entries.get(key)
         if entry is not None:
-            entry[1] = response  # keeps its place and expiry: it was created by the same exchange
-            return
-        if len(entries) >= self.max_entries:
-            del entries[next(iter(entries))]
-        entries[key] = [time.monotonic() + self.lifetime, response]
+            # Keeps its place and expiry: it was created by the same exchange.
+            self.bytes += self._cost(response) - self._cost(entry[1])
+            entry[1] = response
+        else:
+            entries[key] = [time.monotonic() + self.lifetime, response]
+            self.bytes += self._cost(response)
+        while self.bytes > self.max_bytes and entries:
+            oldest = next(iter(entries))
+            self.bytes -= self._cost(entries.pop(oldest)[1])
 
     def forget(self, key: Any) -> None:
-        self._entries.pop(key, None)
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self.bytes -= self._cost(entry[1])
 
     def purge(self) -> int:
         """Drops expired entries; returns how many."""
@@ -106,6 +125,6 @@ class MessageCache:
             key = next(iter(entries))
             if entries[key][0] >= now:
                 break
-            del entries[key]
+            self.bytes -= self._cost(entries.pop(key)[1])
             n += 1
         return n

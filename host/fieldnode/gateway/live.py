@@ -43,33 +43,41 @@ def summary_line(counts: dict[str, int], since: float, pending: int, mqtt: str) 
             f"failed {counts.get('failed', 0)}, rejected: {rej}; pending {pending}; mqtt {mqtt}")
 
 
+# Outcomes whose lines a flood can multiply (garbage, replays of captured frames), and how the line
+# that counts the ones left out names them.
+_LIMITED = {"rejected": "REJ  ... {} more rejected datagrams not shown",
+            "duplicate": "dup  ... {} more duplicates (2.03) not shown"}
+
+
 class LinePrinter:
-    """Prints event lines; rejections at most `max_rejects` a second (a flood of garbage must not
-    scroll the accepted frames away), with a count of those left out."""
+    """Prints event lines; rejections and duplicates at most `max_rejects` a second each (a flood
+    of garbage or of replayed frames must not scroll the accepted frames away, nor fill the log),
+    with a count of those left out."""
 
     def __init__(self, write: Callable[[str], None], max_rejects: int = 5) -> None:
         self.write = write
         self.max_rejects = max_rejects
-        self._second = 0
-        self._shown = 0
-        self._hidden = 0
+        self._second = dict.fromkeys(_LIMITED, 0)
+        self._shown = dict.fromkeys(_LIMITED, 0)
+        self._hidden = dict.fromkeys(_LIMITED, 0)
 
     def __call__(self, event: GatewayEvent) -> None:
         line = event_line(event)
         if line is None:
             return
-        if event.outcome == "rejected":
+        kind = event.outcome
+        if kind in _LIMITED:
             sec = int(event.time)
-            if sec != self._second:
-                self._flush_hidden()
-                self._second, self._shown = sec, 0
-            if self._shown >= self.max_rejects:
-                self._hidden += 1
+            if sec != self._second[kind]:
+                self._flush_hidden(kind)
+                self._second[kind], self._shown[kind] = sec, 0
+            if self._shown[kind] >= self.max_rejects:
+                self._hidden[kind] += 1
                 return
-            self._shown += 1
+            self._shown[kind] += 1
         self.write(line)
 
-    def _flush_hidden(self) -> None:
-        if self._hidden:
-            self.write(f"{time.strftime('%H:%M:%S')} REJ  ... {self._hidden} more rejected datagrams not shown")
-            self._hidden = 0
+    def _flush_hidden(self, kind: str) -> None:
+        if self._hidden[kind]:
+            self.write(f"{time.strftime('%H:%M:%S')} " + _LIMITED[kind].format(self._hidden[kind]))
+            self._hidden[kind] = 0

@@ -43,6 +43,7 @@ class Options:
     mqtt_discovery: str | None = None  # Home Assistant discovery prefix
     mqtt_commands: bool = False
     node_timeout: float = 300.0
+    strict_keys: bool = False  # refuse a keystore other users can read or write (default: warn)
 
 
 def _out(line: str) -> None:
@@ -50,15 +51,15 @@ def _out(line: str) -> None:
     sys.stdout.flush()
 
 
-def load_keys(path: Path) -> Keystore:
-    keys = Keystore.load(path, must_exist=True)
+def load_keys(path: Path, exposed: str = "warn") -> Keystore:
+    keys = Keystore.load(path, must_exist=True, exposed=exposed)
     if len(keys) == 0:
         raise FieldnodeError(f"keystore {path} holds no keys: provision a node first (fieldnode provision)")
     return keys
 
 
 def run(opts: Options) -> int:
-    keys = load_keys(opts.keys)
+    keys = load_keys(opts.keys, "refuse" if opts.strict_keys else "warn")
     if opts.workers > 1:
         return _run_workers(opts, keys)
     return asyncio.run(_run_one(opts, keys, worker=0, prefix=""))
@@ -68,11 +69,15 @@ async def _run_one(opts: Options, keys: Keystore, *, worker: int, prefix: str, g
     gw = Gateway(keys, opts.db, opts.listen, mqtt=opts.mqtt, site=opts.site, synchronous=opts.synchronous,
                  reuse_port=opts.workers > 1, worker=worker, workers=opts.workers, group=group,
                  mqtt_discovery=opts.mqtt_discovery, mqtt_commands=opts.mqtt_commands,
-                 node_timeout=opts.node_timeout)
+                 node_timeout=opts.node_timeout, strict_keys=opts.strict_keys)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if not opts.quiet:
+        # Before start(): frames are taken from the moment the socket is open, while start() still
+        # writes the first heartbeat, and each of them must have its line.
+        gw.subscribe(LinePrinter(lambda line: _out(prefix + line)))
     await gw.start()
     if worker == 0:
         mqtt = (f"mqtt {opts.mqtt.display()} site {gw.site!r}{_mqtt_features(opts)}" if opts.mqtt
@@ -82,8 +87,6 @@ async def _run_one(opts: Options, keys: Keystore, *, worker: int, prefix: str, g
              f"{mqtt}  workers {opts.workers}.  Ctrl-C stops.")
     if opts.mqtt_commands:
         _print_mqtt_commands(prefix)
-    if not opts.quiet:
-        gw.subscribe(LinePrinter(lambda line: _out(prefix + line)))
     summary = asyncio.create_task(_summaries(gw, opts.summary, prefix)) if opts.quiet else None
     try:
         await stop.wait()
@@ -136,7 +139,7 @@ async def _summaries(gw: Gateway, every: float, prefix: str) -> None:
 def _worker_main(opts: Options, worker: int, group: str) -> None:
     # Ctrl-C in the terminal reaches every process of the group; each worker stops on its own.
     try:
-        keys = load_keys(opts.keys)
+        keys = load_keys(opts.keys, "refuse" if opts.strict_keys else "ignore")  # the parent has warned
         asyncio.run(_run_one(opts, keys, worker=worker, prefix=f"[w{worker}] ", group=group))
     except FieldnodeError as exc:  # the message, as the CLI gives it, not a traceback
         print(f"error: [w{worker}] {exc}", file=sys.stderr)

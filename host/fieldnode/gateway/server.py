@@ -231,8 +231,10 @@ class Gateway:
                  health_interval: float = 1.0, cache: MessageCache | None = None,
                  command_resend: float = 30.0, mqtt_retry: float = 2.0,
                  mqtt_discovery: str | None = None, mqtt_commands: bool = False,
-                 node_timeout: float = DEFAULT_NODE_TIMEOUT) -> None:
+                 node_timeout: float = DEFAULT_NODE_TIMEOUT, strict_keys: bool = False) -> None:
         self.keys = keys
+        # A keystore changed to be readable by others: not taken (strict), or taken with a warning.
+        self._keys_exposed = "refuse" if strict_keys else "warn"
         self.db_path = Path(db_path)
         self.listen = listen
         self.mqtt = MqttUrl.parse(mqtt) if isinstance(mqtt, str) else mqtt
@@ -257,7 +259,7 @@ class Gateway:
         self._verifier = Verifier(self._lookup, None, accept_kinds=NODE_KINDS)
         self._names = {e.device: e.name for e in keys}
         self._keys_mtime = self._mtime()
-        self._cache = cache or MessageCache()
+        self._cache = cache if cache is not None else MessageCache()  # an empty one is falsy (len 0)
         outbox = ReadingMessages(self.mqtt.prefix, self.site) if self.mqtt else None
         self._store = Store(self.db_path, synchronous=synchronous, outbox=outbox, command_resend=command_resend,
                             shard=worker)
@@ -573,8 +575,10 @@ class Gateway:
             frame = waiting.item.frame
             self._waiting.pop((frame.kid, frame.counter), None)
             outcome = outcomes[i] if outcomes is not None else None
-            if outcome is None:
-                self._window.forget(frame.kid, frame.counter)  # so its retransmission is taken
+            if outcome is None or outcome.status == "unstorable":
+                # Taken again when retransmitted (and for an unstorable one, refused again the
+                # same way, not as a replay).
+                self._window.forget(frame.kid, frame.counter)
             elif outcome.status == "stored" and self._publisher is not None:
                 self._publisher.wake()
             for n, (msg, addr) in enumerate(waiting.replies):
@@ -596,6 +600,10 @@ class Gateway:
             else:
                 self._answer(msg, addr, coap.CHANGED)
             self._finish("accepted", addr, code=coap.CHANGED, frame=frame, node=node, command_id=outcome.command_id)
+        elif outcome.status == "unstorable":
+            self._answer(msg, addr, coap.BAD_REQUEST, b"unstorable")
+            self._finish("rejected", addr, reason="unstorable", code=coap.BAD_REQUEST, frame=frame, node=node,
+                         detail="verified, but the database cannot hold its values")
         elif outcome.status in ("stored", "duplicate"):
             self._answer(msg, addr, coap.VALID)
             self._finish("duplicate", addr, code=coap.VALID, frame=frame, node=node)
@@ -646,7 +654,7 @@ class Gateway:
     def _health(self) -> Health:
         host, port = self.address if self._transport else self.listen
         return Health(self.worker, os.getpid(), format_source((host, port)), self.started or time.time(),
-                      batch_pending=len(self._batch), exchanges=len(self._cache))
+                      batch_pending=len(self._batch), exchanges=len(self._cache), dedup_bytes=self._cache.bytes)
 
     # -- keys and housekeeping -------------------------------------------------------------------
 
@@ -659,11 +667,13 @@ class Gateway:
             found = self.keys.lookup(kid)
         return found
 
-    def _mtime(self) -> float | None:
+    def _mtime(self) -> tuple[int, int, int] | None:
+        """The keystore file's version: a rewrite changes its mtime (and inode), a chmod its ctime."""
         try:
-            return self.keys.path.stat().st_mtime if self.keys.path else None
+            st = self.keys.path.stat() if self.keys.path else None
         except OSError:
             return None
+        return (st.st_mtime_ns, st.st_ctime_ns, st.st_ino) if st else None
 
     def _reload_keys(self) -> None:
         """Picks up nodes provisioned while the gateway runs (the keystore file changed)."""
@@ -671,9 +681,12 @@ class Gateway:
         if mtime is None or mtime == self._keys_mtime:
             return
         try:
-            keys = Keystore.load(self.keys.path)
-        except Exception as exc:  # a half-written file: keep the old keys, try again later
-            log.warning("keystore reload failed: %s", exc)
+            keys = Keystore.load(self.keys.path, exposed=self._keys_exposed)
+        except Exception as exc:
+            # A half-written or refused file: keep the old keys, and try again (and say so again)
+            # only when the file changes, not at every lookup.
+            self._keys_mtime = mtime
+            log.warning("keystore reload failed, keeping the keys loaded before: %s", exc)
             return
         self.keys, self._keys_mtime = keys, mtime
         self._names = {e.device: e.name for e in keys}

@@ -65,13 +65,15 @@ def _read(conn: sqlite3.Connection, st: Status, *, commands: bool) -> None:
     now = st.now
     conn.execute("BEGIN")  # one snapshot for all the queries
     try:
-        for worker, pid, listen, started, heartbeat, stopped, pending, exchanges in conn.execute(
-                "SELECT worker, pid, listen, started, heartbeat, stopped, batch_pending, exchanges "
-                "FROM gateway ORDER BY worker"):
+        # dedup_bytes came within schema 3: a database no gateway of this release has opened yet lacks it.
+        dedup = "dedup_bytes" if "dedup_bytes" in {r[1] for r in conn.execute("PRAGMA table_info(gateway)")} else "0"
+        for worker, pid, listen, started, heartbeat, stopped, pending, exchanges, dedup_bytes in conn.execute(
+                "SELECT worker, pid, listen, started, heartbeat, stopped, batch_pending, exchanges, "
+                f"{dedup} FROM gateway ORDER BY worker"):
             state = "stopped" if stopped else ("running" if now - heartbeat < STALE_AFTER else "not responding")
             row = {"worker": worker, "pid": pid, "listen": listen, "started": started,
                    "heartbeat": heartbeat, "stopped": stopped, "state": state,
-                   "batch_pending": pending, "exchanges": exchanges}
+                   "batch_pending": pending, "exchanges": exchanges, "dedup_bytes": dedup_bytes}
             # A row for the same worker in another shard is from an older run: the newer one counts.
             same = next((w for w in st.workers if w["worker"] == worker), None)
             if same is None:

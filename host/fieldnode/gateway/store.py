@@ -162,7 +162,8 @@ CREATE TABLE IF NOT EXISTS gateway (
     heartbeat     REAL    NOT NULL,
     stopped       REAL,
     batch_pending INTEGER NOT NULL DEFAULT 0,
-    exchanges     INTEGER NOT NULL DEFAULT 0
+    exchanges     INTEGER NOT NULL DEFAULT 0,
+    dedup_bytes   INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS mqtt_state (
     id        INTEGER PRIMARY KEY CHECK (id = 1),
@@ -271,6 +272,29 @@ def default_db_path() -> Path:
     return Path(base) / "fieldnode" / "gateway.db"
 
 
+# Owner only: the database holds every reading and the command queue. SQLite creates the -wal,
+# -shm and -journal files with the permissions of the database file (os_unix.c, findCreateFileMode),
+# so creating the database file 0600 before SQLite opens it makes all of them 0600.
+PRIVATE_FILE_MODE = 0o600
+PRIVATE_DIR_MODE = 0o700
+
+
+def create_private(path: Path) -> None:
+    """path (and its missing directories) created for the owner only; an existing file is left
+    as it is (a site may have opened it to a group on purpose)."""
+    if path.exists():
+        # Never open and close a database file this process may have open in SQLite: closing any
+        # descriptor of a file drops every POSIX lock the process holds on it, SQLite's included
+        # (sqlite.org/howtocorrupt.html, 2.2), and another connection then reads a WAL it must not.
+        return
+    if not path.parent.exists():
+        path.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    try:  # an empty file is an empty SQLite database
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE))
+    except FileExistsError:
+        pass  # made a moment ago by another process (not open here: the check above was before)
+
+
 def connect(path: Path | str, *, synchronous: str = "FULL", create: bool = True) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit), WAL, schema in place."""
     path = Path(path)
@@ -279,7 +303,7 @@ def connect(path: Path | str, *, synchronous: str = "FULL", create: bool = True)
                              "first, or pass the --db the gateway uses")
     try:
         if create:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            create_private(path)
         # The statement cache holds every multi-row INSERT (insert_rows) besides the rest.
         # uri=True lets attach_shards open the other shards read-only ("file:...?mode=ro").
         conn = sqlite3.connect(str(path), isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
@@ -305,12 +329,24 @@ def _ensure_schema(conn: sqlite3.Connection) -> None:
     if _schema_version(conn) == 2:
         _migrate_from_2(conn)
     conn.executescript(SCHEMA)
+    _add_column(conn, "gateway", "dedup_bytes", "INTEGER NOT NULL DEFAULT 0")
     version = _schema_version(conn)
     if version is None:
         conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
     elif version != SCHEMA_VERSION:
         raise FieldnodeError(f"database schema version {version}, this fieldnode knows {SCHEMA_VERSION}: "
                              "use the fieldnode release that made it, or another --db")
+
+
+def _add_column(conn: sqlite3.Connection, table: str, column: str, decl: str) -> None:
+    """A column added within a schema version: older readers name their columns and never see
+    it. Two processes adding it at once: the second's ALTER fails, harmlessly."""
+    if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
+        try:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):
+                raise
 
 
 def _schema_version(conn: sqlite3.Connection) -> int | None:
@@ -383,10 +419,17 @@ class StoreItem:
     node: str  # the node's name from the keystore, or ''
 
 
+# Errors that come from one frame's values, not from the database file: binding a value SQLite
+# cannot hold, a constraint. A batch that fails with one of these is stored again frame by frame.
+ITEM_ERRORS = (OverflowError, ValueError, TypeError, sqlite3.IntegrityError, sqlite3.InterfaceError,
+               sqlite3.ProgrammingError, sqlite3.DataError)
+
+
 @dataclass(slots=True)
 class Outcome:
     """What the writer made of an item: 'stored', 'duplicate' (same device+counter+tag already
-    stored) or 'replay' (the counter is taken by another frame or is below the stored window)."""
+    stored), 'replay' (the counter is taken by another frame or is below the stored window) or
+    'unstorable' (the database refused the frame's values; nothing of it is stored)."""
     status: str
     command_id: int | None = None
     command: bytes | None = None
@@ -401,6 +444,7 @@ class Health:
     batch_pending: int = 0
     exchanges: int = 0
     stopped: float | None = None
+    dedup_bytes: int = 0  # the message deduplication cache's memory (MessageCache.bytes)
 
 
 # (frame, node name, frame.records()) -> [(topic, payload)] for the MQTT outbox; None when MQTT is off.
@@ -482,28 +526,72 @@ class Store:
 
     def commit(self, items: Sequence[StoreItem], counter_deltas: dict[str, int],
                health: Health | None) -> list[Outcome]:
-        """Stores a batch in one transaction; raises (after rolling back) if it cannot."""
+        """Stores a batch in one transaction; raises (after rolling back) if it cannot.
+
+        A frame the database refuses to hold (ITEM_ERRORS: a value it cannot bind, a constraint)
+        must not take the other nodes' frames with it: the batch is then stored again one frame
+        at a time, and that frame alone gets the outcome 'unstorable'. Anything else (disk full,
+        I/O error, a locked file) is every frame's problem and raises."""
         conn = self.conn
         now = time.time()
+        try:
+            outcomes = self._commit_batch(conn, items, counter_deltas, health, now, each=False)
+        except ITEM_ERRORS as exc:
+            if not items:
+                raise
+            log.warning("a batch of %d frames held one the database refuses (%s: %s); storing them one "
+                        "at a time", len(items), type(exc).__name__, exc)
+            outcomes = self._commit_batch(conn, items, counter_deltas, health, now, each=True)
+        self._write_commands_elsewhere()
+        self._recent_rows += self._recent_added
+        if self._recent_rows >= INDEX_RECENT_ROWS:
+            self.index_recent()
+        return outcomes
+
+    def _commit_batch(self, conn: sqlite3.Connection, items: Sequence[StoreItem], counter_deltas: dict[str, int],
+                      health: Health | None, now: float, each: bool) -> list[Outcome]:
         self._series_added.clear()
         self._recent_added = 0
         self._command_writes.clear()
         self._commands_given.clear()
         try:
             with write_transaction(conn):
-                outcomes = self._store_frames(conn, items, now) if items else []
+                if each:
+                    outcomes = [self._store_alone(conn, item, now) for item in items]
+                else:
+                    outcomes = self._store_frames(conn, items, now) if items else []
                 self._write_counters(conn, counter_deltas)
                 if health is not None:
                     self._write_health(conn, health, now)
         except BaseException:
-            for key in self._series_added:
-                self._series.pop(key, None)
+            self._forget_series(0)
             raise
-        self._write_commands_elsewhere()
-        self._recent_rows += self._recent_added
-        if self._recent_rows >= INDEX_RECENT_ROWS:
-            self.index_recent()
         return outcomes
+
+    def _forget_series(self, keep: int) -> None:
+        """Forgets the series ids made after the first `keep` of this transaction (rolled back)."""
+        for key in self._series_added[keep:]:
+            self._series.pop(key, None)
+        del self._series_added[keep:]
+
+    def _store_alone(self, conn: sqlite3.Connection, item: StoreItem, now: float) -> Outcome:
+        """One frame in a savepoint: rolled back alone, and 'unstorable', if the database refuses it."""
+        marks = (len(self._series_added), len(self._command_writes), set(self._commands_given), self._recent_added)
+        conn.execute("SAVEPOINT frame")
+        try:
+            (outcome,) = self._store_frames(conn, [item], now)
+        except ITEM_ERRORS as exc:
+            conn.execute("ROLLBACK TO frame")
+            conn.execute("RELEASE frame")
+            self._forget_series(marks[0])
+            del self._command_writes[marks[1]:]
+            self._commands_given, self._recent_added = marks[2], marks[3]
+            f = item.frame
+            log.warning("frame kid %s counter %d from %s cannot be stored (%s: %s); refused as unstorable",
+                        f.kid.hex(), f.counter, item.source, type(exc).__name__, exc)
+            return Outcome("unstorable")
+        conn.execute("RELEASE frame")
+        return outcome
 
     def index_recent(self) -> None:
         """Moves samples_recent into samples (and so into its index), in one transaction."""
@@ -589,7 +677,7 @@ class Store:
         insert_rows(conn, "INSERT INTO frames (id, device, counter, kid, kind, alg, tag, base_time, received, "
                     "source, raw)", FRAME_COLUMNS, frame_rows)
         insert_rows(conn, f"INSERT INTO samples_recent ({SAMPLE_NAMES})", SAMPLE_COLUMNS, samples)
-        self._recent_added = len(samples) // SAMPLE_COLUMNS
+        self._recent_added += len(samples) // SAMPLE_COLUMNS
         insert_rows(conn, "INSERT INTO outbox (topic, payload, created)", 3, outbox)
         conn.executemany(
             "INSERT INTO replay (kid, device, highest_counter) VALUES (?,?,?) ON CONFLICT (kid) DO UPDATE "
@@ -693,11 +781,12 @@ class Store:
     @staticmethod
     def _write_health(conn: sqlite3.Connection, h: Health, now: float) -> None:
         conn.execute(
-            "INSERT INTO gateway (worker, pid, listen, started, heartbeat, stopped, batch_pending, exchanges) "
-            "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (worker) DO UPDATE SET pid=excluded.pid, "
+            "INSERT INTO gateway (worker, pid, listen, started, heartbeat, stopped, batch_pending, exchanges, "
+            "dedup_bytes) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (worker) DO UPDATE SET pid=excluded.pid, "
             "listen=excluded.listen, started=excluded.started, heartbeat=excluded.heartbeat, "
-            "stopped=excluded.stopped, batch_pending=excluded.batch_pending, exchanges=excluded.exchanges",
-            (h.worker, h.pid, h.listen, h.started, now, h.stopped, h.batch_pending, h.exchanges))
+            "stopped=excluded.stopped, batch_pending=excluded.batch_pending, exchanges=excluded.exchanges, "
+            "dedup_bytes=excluded.dedup_bytes",
+            (h.worker, h.pid, h.listen, h.started, now, h.stopped, h.batch_pending, h.exchanges, h.dedup_bytes))
 
     def housekeeping(self, counter_deltas: dict[str, int], health: Health) -> None:
         """Periodic: counters, heartbeat, commands whose time has passed marked expired, and the

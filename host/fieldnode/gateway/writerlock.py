@@ -35,8 +35,8 @@ class WriterLock:
         if fcntl is None or self._fd is not None:
             return self
         try:
-            self.db.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(lock_path(self.db), os.O_RDWR | os.O_CREAT, 0o644)
+            self.db.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(lock_path(self.db), os.O_RDWR | os.O_CREAT, 0o600)  # owner only, as the database
         except OSError as exc:
             raise FieldnodeError(f"database {self.db}: cannot create {lock_path(self.db).name} beside it "
                                  f"({exc.strerror}); pass a --db PATH in a directory you can write") from None
