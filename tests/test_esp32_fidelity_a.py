@@ -20,7 +20,7 @@ import pytest
 from fieldnode.boards import validate_board
 from fieldnode.paths import BOARDS_DIR, SIMHAL_DIR
 from support.nodesite import Site, wait_for
-from test_node_control import CONTROL, PUMP, command, control_node, events, outputs, over_usb, telemetry
+from test_node_control import PUMP, command, control_node, events, outputs, over_usb, telemetry
 
 PRELUDE = """
 import json, time, machine, simdev, simworld
