@@ -16,11 +16,9 @@ import random
 import re
 import signal
 import sqlite3
-import struct
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import pytest
@@ -35,7 +33,9 @@ from fieldnode.keystore import Keystore
 from fieldnode.paths import BOARDS_DIR, FIRMWARE_DIR, SIMHAL_DIR
 from fieldnode.sim.fleet import devices_for_board, install_app, sim_unique_id
 from fieldnode.sim.vnode import VirtualNode
+from conftest import micropython_binary
 from support.nodesite import Site, console_since, wait_for
+from support.spoolread import spool_contents
 
 VERSION = re.search(r'^VERSION = "([^"]+)"', (FIRMWARE_DIR / "lib" / "fnode" / "app.py").read_text(), re.M)[1]
 MPREMOTE = str(Path(sys.executable).parent / "mpremote")
@@ -128,25 +128,10 @@ def rejections(site: Site) -> dict[str, int]:
     return {k: v for k, v in dict(site.gateway.gateway.counts).items() if k.startswith("rejected")}
 
 
-def spool_files(node: VirtualNode) -> dict[str, bytes]:
-    """The node's spool directory as the host sees it (directory flash): name -> contents.
-    A file the node removes while this reads is left out."""
-    d = node.flash / "spool"
-    out = {}
-    for p in d.iterdir() if d.is_dir() else ():
-        try:
-            out[p.name] = p.read_bytes()
-        except FileNotFoundError:
-            pass
-    return out
-
-
-def spool_frame(data: bytes) -> bytes:
-    """The frame in a spool file (header: length u16 LE, CRC32 u32 LE); fails if damaged."""
-    n, crc = struct.unpack_from("<HI", data)
-    frame = data[6:]
-    assert len(frame) == n and zlib.crc32(frame) == crc, "damaged spool file"
-    return frame
+def spool_files(node: VirtualNode) -> dict[int, bytes]:
+    """The frames waiting in the node's flash spool (directory flash), read by the firmware's
+    own spool reader: counter -> frame. A segment the node removes while this reads is left out."""
+    return spool_contents(micropython_binary(), node.nvs(), flash_dir=node.flash)
 
 
 def wait_counters_stored(site: Site, node: VirtualNode, wanted: list[int], timeout: float) -> None:
@@ -229,7 +214,7 @@ def test_wifi_outage_of_minutes_every_reading_arrives_once_and_in_order(site):
         assert stored(site, node) == at_cut, "a frame reached the gateway with the link down"
         time.sleep(5)
     during = made(site, node, mark)
-    spooled = {int(n, 16): data for n, data in spool_files(node).items() if n != "tmp"}
+    spooled = spool_files(node)
     node.set_world(wifi="up")  # nothing else: the node reconnects and drains by itself
     up_at = time.time()
 
@@ -241,7 +226,7 @@ def test_wifi_outage_of_minutes_every_reading_arrives_once_and_in_order(site):
     assert set(unsent) <= set(spooled)
     verifier = Verifier(Keystore.load(site.keys).lookup)
     for counter, data in spooled.items():
-        assert verifier.verify(spool_frame(data)).counter == counter
+        assert verifier.verify(data).counter == counter
 
     wait_counters_stored(site, node, counters(during), timeout=150)
     # The node is back to sending at once: frames sampled after the link returned arrive.
@@ -277,8 +262,7 @@ def test_spool_survives_a_power_cut_during_an_outage(site):
     wait_made(site, node, mark, 15, 60)
     node.kill()  # power cut with the spool full of frames
     before = made(site, node)
-    in_spool = {int(name, 16): spool_frame(data) for name, data in spool_files(node).items()
-                if name != "tmp"}
+    in_spool = spool_files(node)
     sent = set(stored(site, node))
     # Everything made before the cut is sent or in the spool; only a frame being written at the
     # cut (printed, not yet renamed into place) may be missing.
@@ -312,10 +296,12 @@ def test_full_spool_drops_the_oldest_and_reports_exactly_the_loss(site):
     node.set_world(wifi="down")
     gw.batch_delay = 0.002
     at_cut = set(stored(site, node))
-    in_doubt = min(c for c in counters(made(site, node, 0, mark)) if c not in at_cut)
+    # A frame is printed once answered or in flash: the one in flight shows within a second.
+    in_doubt = wait_for(lambda: min((c for c in counters(made(site, node)) if c not in at_cut), default=None),
+                        10, "the frame in flight on the console")
     wait_for(lambda: in_doubt in stored(site, node), 10, "the frame in flight stored")
     wait_made(site, node, mark, 30, 60)  # ~30 frames into a spool of 8
-    assert len([n for n in spool_files(node) if n != "tmp"]) <= 8
+    assert len(spool_files(node)) <= 8
     node.set_world(wifi="up")
 
     def loss_events():
@@ -533,9 +519,10 @@ KILLS = 100
 
 
 def image_spool(node: VirtualNode, verifier: Verifier) -> tuple[dict[int, Frame], bool]:
-    """The spool in the node's littlefs image (node off): {counter: frame}, and whether a
-    temporary file from an interrupted write is there. Fails if the image does not mount or a
-    spool file is damaged."""
+    """The spool in the node's littlefs image (node off): {counter: frame}, and whether the
+    kill cut a littlefs commit short (the simulated flash's wear record says a commit was under
+    way). The image must mount with littlefs-python too; every frame the firmware's spool
+    reader finds must verify."""
     image = node.flash_image.read_bytes()
     # disk_version 0: whatever version is on the image (MicroPython moves a 2.0 image built by
     # appimage to 2.1 on its first write, which appimage.read_image's 2.0 setting refuses).
@@ -543,18 +530,14 @@ def image_spool(node: VirtualNode, verifier: Verifier) -> tuple[dict[int, Frame]
                   prog_size=READ_PROG_SIZE, lookahead_size=LOOKAHEAD_SIZE, disk_version=0, mount=False)
     fs.context.buffer[:] = image
     fs.mount()
-    spool, tmp = {}, False
-    for name in fs.listdir("/spool") if "spool" in fs.listdir("/") else ():
-        with fs.open("/spool/" + name, "rb") as f:
-            data = f.read()
-        if name == "tmp":
-            tmp = True
-            continue
-        frame = verifier.verify(spool_frame(data))
-        assert frame.counter == int(name, 16), name
-        spool[frame.counter] = frame
     fs.unmount()
-    return spool, tmp
+    cut = json.loads(Path(f"{node.flash_image}.wear").read_text())["dirty"] == 1
+    spool = {}
+    for counter, data in spool_contents(micropython_binary(), node.nvs(), image=node.flash_image).items():
+        frame = verifier.verify(data)
+        assert frame.counter == counter
+        spool[counter] = frame
+    return spool, cut
 
 
 def wait_write(node: VirtualNode, timeout: float) -> None:
@@ -626,7 +609,7 @@ def test_kill_9_at_100_random_moments_keeps_state_consistent_and_counters_ahead(
         # cut may leave one there that the console never showed: it counts as used all the same.
         nvs = node.nvs()["fieldnode"]
         assert nvs["id"] == identity
-        spool, tmp = image_spool(node, verifier)
+        spool, cut = image_spool(node, verifier)
         used = counters(this_boot) + list(spool) + order
         highest = max([highest, *used])
         # The counter mark never goes back and covers every counter used, wherever it was seen.
@@ -634,9 +617,8 @@ def test_kill_9_at_100_random_moments_keeps_state_consistent_and_counters_ahead(
         ctr = nvs["ctr"][1]
         mark = node.output_mark()
         node.power_on()
-        if tmp:  # a write cut short: the next start throws the piece away, and says so
+        if cut:  # a flash commit cut short: littlefs starts from the last whole one
             interrupted += 1
-            node.wait_output(b"spool: discarded tmp", timeout=30, since=mark)
         early = rng.random() < 0.2
 
     # The last boot runs on with the link up: what the spool held at the last cut arrives.
@@ -646,6 +628,6 @@ def test_kill_9_at_100_random_moments_keeps_state_consistent_and_counters_ahead(
     assert after[0].kind == KIND_BOOT and after[0].counter > highest
     assert_in_order_once(site, node)
     assert node.boots[first_boot:] == ["pwron"] * (KILLS + 1)  # no crash restarts in between
-    print(f"kills: {KILLS}, spool writes cut short: {interrupted}")
+    print(f"kills: {KILLS}, flash commits cut short: {interrupted}")
     # Some kills must have landed inside a write, or this test did not test what it says.
-    assert interrupted >= 3, f"only {interrupted} of {KILLS} kills cut a spool write short"
+    assert interrupted >= 3, f"only {interrupted} of {KILLS} kills cut a flash commit short"

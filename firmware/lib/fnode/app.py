@@ -24,7 +24,7 @@ BOARD_FILE = "board.json"
 WDT_TIMEOUT_MS = 30000
 FAILSAFE_AFTER_S = 300  # default silence from the gateway before actuators go to failsafe
 UPLINK_STALL_MS = 60000  # the uplink's longest quiet spell is its 30 s retry backoff
-SPOOL_FRAMES = 256  # default store-and-forward bound (board "spool_frames"): ~1 MB of flash (a block a frame)
+SPOOL_FRAMES = 65536  # default store-and-forward bound (board "spool_frames"); flash: board "spool_kb" (docs/firmware.md)
 _RESET_NAMES = (
     ("PWRON_RESET", "power_on"), ("HARD_RESET", "hard"), ("WDT_RESET", "watchdog"),
     ("DEEPSLEEP_RESET", "deepsleep"), ("SOFT_RESET", "soft"),
@@ -279,12 +279,18 @@ async def main():
         return
     ssid, password = cfg.wifi()
     link = Link(ssid, password)
-    spool = Spool(nvs=cfg.nvs, capacity=board.get("spool_frames", SPOOL_FRAMES)) if cfg.gateway() else None
+    spool = None
+    if cfg.gateway():
+        kb = board.get("spool_kb")
+        spool = Spool(nvs=cfg.nvs, capacity=board.get("spool_frames", SPOOL_FRAMES),
+                      budget=kb * 1024 if kb else None, after_ms=board.get("spool_after_ms", 1000))
     uplink = Uplink(cfg.gateway(), link, spool)
+    uplink.key_retry_max_ms = board.get("key_retry_max_s", 30) * 1000
     # The watchdog starts before the drivers touch their buses: a bus still held after the reset
     # (a slave that keeps SDA low) must end in another reset, not in a start-up that never ends.
     wdt = machine.WDT(timeout=WDT_TIMEOUT_MS)
     node = Node(board, cfg, uplink)
+    uplink.on_event = node.emit_event
     uplink.submit(node.boot_frame())
     if node.commands is not None:
         uplink.on_command = node.handle_command
