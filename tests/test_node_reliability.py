@@ -28,7 +28,8 @@ from fieldnode.boards import validate_board
 from fieldnode.cli import main
 from fieldnode.console import frame_from_line
 from fieldnode.flashing.appimage import BLOCK_SIZE, LOOKAHEAD_SIZE, READ_PROG_SIZE, build_image
-from fieldnode.frame import KIND_BOOT, KIND_TELEMETRY, Frame, Verifier
+from fieldnode.frame import KIND_BOOT, KIND_EVENT, KIND_TELEMETRY, Frame, Verifier
+from fieldnode.gateway import GatewayThread
 from fieldnode.keystore import Keystore
 from fieldnode.paths import BOARDS_DIR, FIRMWARE_DIR, SIMHAL_DIR
 from fieldnode.sim.fleet import devices_for_board, install_app, sim_unique_id
@@ -351,6 +352,47 @@ def test_power_cut_with_the_link_up_loses_no_frame_waiting_for_its_answer(site):
     order = assert_in_order_once(site, node)
     assert [c for c in order if c <= max(counters(before))] == counters(before)
     assert node.nvs()["fieldnode"].get("lost", ["i32", 0]) == ["i32", 0]  # nothing counted as lost
+
+
+# -- 4c ------------------------------------------------------------------------------------------
+def test_a_gateway_without_the_node_key_costs_no_frame_and_an_event_says_so(site, tmp_path):
+    # Issue 12: a gateway restarted with an old key export answers 4.01 unknown-kid to every
+    # frame. The node keeps its frames (backing off, the board's key_retry_max_s apart), and
+    # once a gateway with the key takes them, every one arrives, in order, and a signed
+    # gateway.key-unknown event says for how long the key was unknown.
+    node = make_node(site, 12, period_s=0.5, key_retry_max_s=2)
+    wait_for(lambda: len(site.frames(node)) >= 3, 30, "frames with the right keys")
+    address = site.gateway.address
+    site.gateway.stop()
+    old_export = tmp_path / "old-export.json"
+    Keystore(old_export, []).save()
+    site.gateway = GatewayThread(Keystore.load(old_export), site.db, address, health_interval=0.2).start()
+    mark = node.output_mark()
+    stored_before = len(site.frames(node))
+    refusals = lambda: site.gateway.gateway.counts.get("rejected.unknown-kid", 0)  # noqa: E731
+    wait_for(lambda: refusals() >= 4, 60, "the node trying again after unknown-kid")
+    node.wait_output(b"gateway does not know our key", timeout=10, since=mark)
+    refused = refusals()
+    made_meanwhile = wait_made(site, node, mark, 10, 60)  # kept in flash and printed
+    site.gateway.stop()
+    assert refused >= 4 and len(site.frames(node)) == stored_before  # the keyless gateway stored none
+    site.gateway = GatewayThread(Keystore.load(site.keys), site.db, address, health_interval=0.2).start()
+
+    def key_events():
+        return [f for f in made(site, node, mark) if f.kind == KIND_EVENT
+                and record(f, "event") == "gateway.key-unknown"]
+
+    (event,) = wait_for(key_events, 60, "the gateway.key-unknown event")
+    made_all = [c for c in counters(made(site, node, mark)) if c <= event.counter]
+    wait_counters_stored(site, node, made_all, timeout=60)  # nothing thrown away
+    assert counters(made_meanwhile) == made_all[:len(made_meanwhile)]
+    assert record(event, "duration") >= 2
+    assert dict(stored_readings(site, node)[event.counter])["event"] == "gateway.key-unknown"
+    order = stored(site, node)
+    assert order == sorted(order) and len(order) == len(set(order))
+    assert node.nvs()["fieldnode"].get("lost", ["i32", 0]) == ["i32", 0]
+    wait_for(lambda: len(site.frames(node)) > len(order) + 3, 30, "frames after the event")
+    assert len(key_events()) == 1  # said once
 
 
 # -- 5 -------------------------------------------------------------------------------------------

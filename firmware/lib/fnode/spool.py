@@ -28,7 +28,9 @@ from binascii import crc32
 from micropython import const
 from fnode import log
 
-SEGMENT_BYTES = const(16384)
+# Four 4 KB blocks less the block pointers littlefs keeps in blocks 1-3 of a file (its CTZ
+# skip-list: 1, 2 and 1 words): a full segment takes exactly four blocks.
+SEGMENT_BYTES = const(16368)
 RAM_FRAMES = const(16)
 AFTER_MS = const(1000)
 _DELTA = const(0x8000)

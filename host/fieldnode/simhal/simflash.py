@@ -35,9 +35,11 @@ class FileBlockDevice:
         self.wear["dirty"] = 0
 
     def _save_wear(self, dirty):
+        # Renamed into place: a kill -9 in the middle leaves the previous record whole.
         self.wear["dirty"] = dirty
-        with open(self.wear_path, "w") as f:
+        with open(self.wear_path + ".tmp", "w") as f:
             json.dump(self.wear, f)
+        os.rename(self.wear_path + ".tmp", self.wear_path)
 
     def readblocks(self, block, buf, offset=0):
         self.wear["reads"] += 1
