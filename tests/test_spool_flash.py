@@ -23,6 +23,7 @@ import spool_flash  # noqa: E402
 @pytest.mark.timeout(600)
 def test_devkitc_spool_meets_room_and_wear_targets_counted_in_the_simulated_flash(tmp_path, monkeypatch):
     m = spool_flash.measure(tmp_path, frames_up=120, frames_down=240)
+    print(json.dumps({k: v for k, v in m.items() if k != "erased"}))
     # With the link up every frame is answered within spool_after_ms: none touches the flash.
     assert m["up"]["frames"] >= 120
     assert m["up"]["progs"] == 0 and m["up"]["erases"] == 0, m["up"]
@@ -31,6 +32,7 @@ def test_devkitc_spool_meets_room_and_wear_targets_counted_in_the_simulated_flas
     assert m["down"]["erases"] > 0  # the counting device saw the spool's writes
     budget = json.loads((BOARDS_DIR / "esp32-devkitc.json").read_text())["spool_kb"]
     figures = spool_flash.compute(m, budget)
+    print(json.dumps({"measured": m, "figures": figures}, indent=1))
     assert figures["outage_hours"] >= 24, figures
     assert figures["years_link_up"] is None or figures["years_link_up"] >= 10, figures
     assert figures["years_harsh"] >= 10, figures
