@@ -371,12 +371,13 @@ def test_a_gateway_without_the_node_key_costs_no_frame_and_an_event_says_so(site
     stored_before = len(site.frames(node))
     refusals = lambda: site.gateway.gateway.counts.get("rejected.unknown-kid", 0)  # noqa: E731
     wait_for(lambda: refusals() >= 4, 60, "the node trying again after unknown-kid")
-    node.wait_output(b"gateway does not know our key", timeout=10, since=mark)
     refused = refusals()
     made_meanwhile = wait_made(site, node, mark, 10, 60)  # kept in flash and printed
     site.gateway.stop()
     assert refused >= 4 and len(site.frames(node)) == stored_before  # the keyless gateway stored none
     site.gateway = GatewayThread(Keystore.load(site.keys), site.db, address, health_interval=0.2).start()
+    wait_counters_stored(site, node, counters(made_meanwhile), timeout=60)  # nothing thrown away
+    node.wait_output(b"gateway does not know our key", timeout=10, since=mark)
 
     def key_events():
         return [f for f in made(site, node, mark) if f.kind == KIND_EVENT
@@ -384,7 +385,7 @@ def test_a_gateway_without_the_node_key_costs_no_frame_and_an_event_says_so(site
 
     (event,) = wait_for(key_events, 60, "the gateway.key-unknown event")
     made_all = [c for c in counters(made(site, node, mark)) if c <= event.counter]
-    wait_counters_stored(site, node, made_all, timeout=60)  # nothing thrown away
+    wait_counters_stored(site, node, made_all, timeout=60)
     assert counters(made_meanwhile) == made_all[:len(made_meanwhile)]
     assert record(event, "duration") >= 2
     assert dict(stored_readings(site, node)[event.counter])["event"] == "gateway.key-unknown"

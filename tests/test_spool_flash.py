@@ -130,3 +130,37 @@ def test_spool_ring_keeps_order_across_segments_resets_and_overflow(micropython,
     assert out["sent"] and out["empty"] == []  # the empty spool has no file
     assert out["overflow"] == [5, 1000]  # five dropped, the one in doubt still first
     assert out["overflow_reset"] == [1000] + list(range(1006, 1015))
+
+
+MIGRATE = r"""
+import json, os, struct
+from binascii import crc32
+from fnode.frame import FrameBuilder
+from fnode.spool import Spool
+
+fb = FrameBuilder(bytes(32), b"\x24\x0a\xc4\xa1\xb2\xc3\x00\x01", 4)
+frames = []
+os.mkdir("spool")
+for c in (7, 8, 9):
+    fb.begin(0, c, 1700000000 + c)
+    fb.add("env.temp", "Cel", 21.5)
+    f = bytes(fb.finish())
+    frames.append(f)
+    with open("spool/%08x" % c, "wb") as out:  # earlier firmware: a file a frame
+        out.write(struct.pack("<HI", len(f), crc32(f)))
+        out.write(f)
+s = Spool("spool")
+got = []
+while len(s):
+    c, f = s.peek()
+    got.append([c, f == frames[len(got)]])
+    s.drop(c)
+print(json.dumps(got))
+"""
+
+
+def test_an_update_takes_the_frames_of_the_old_one_file_a_frame_spool(micropython, tmp_path):
+    (tmp_path / "migrate.py").write_text(MIGRATE)
+    got = micropython.eval_json(f"import os\nos.chdir({str(tmp_path)!r})\nexec(open('migrate.py').read())")
+    assert got == [[7, True], [8, True], [9, True]]
+    assert list((tmp_path / "spool").iterdir()) == []

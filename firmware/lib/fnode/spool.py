@@ -154,6 +154,21 @@ def segments(path):
     return out
 
 
+def _old_frame(path):
+    # The frame in a file of the one-file-per-frame spool of earlier firmware (u16 length, u32
+    # CRC32, frame), or None: such files are taken into the ring at start, not lost to an update.
+    try:
+        with open(path, "rb") as f:
+            data = f.read(1100)
+    except OSError:
+        return None
+    if len(data) > 6:
+        n, crc = struct.unpack_from("<HI", data)
+        if n == len(data) - 6 and crc32(data[6:]) == crc:
+            return data[6:]
+    return None
+
+
 def contents(path="spool", nvs=None):
     # -> [(counter, frame)] waiting in flash, oldest first, as a Spool made now would send them.
     # Reads only (tools and tests call it on a node that is off).
@@ -204,7 +219,13 @@ class Spool:
         self.lost = self._load_lost()
         self._skip_below, self._keep = _marks(nvs)
         # Flash: segment numbers oldest first; the reader's segment, offset and references.
-        self.segs = segments(path)
+        names = segments(path)
+        old = []  # [(name, frame)] of an earlier firmware's spool, in counter order
+        for seq in names:
+            frame = _old_frame(self._file(seq))
+            if frame is not None:
+                old.append((seq, frame))
+        self.segs = [seq for seq in names if seq not in [o[0] for o in old]]
         self.used = 0
         for seq in self.segs:
             self.used += os.stat(self._file(seq))[6]
@@ -214,7 +235,7 @@ class Spool:
                 for frame in records(f):
                     if self._wanted(_counter(frame)):
                         self.nflash += 1
-        self.wseq = self.segs[-1] + 1 if self.segs else 0  # after a reset: a new segment
+        self.wseq = names[-1] + 1 if names else 0  # after a reset: a new segment
         self.wfile = None
         self.wrefs = {}
         self.woff = 0
@@ -228,6 +249,12 @@ class Spool:
         # The frame in doubt when the spool overflowed: taken out of the reader's way (it is
         # still in its segment, and NVS "sdbt" keeps it wanted after a reset), sent first.
         self.held = None
+        for seq, frame in old:  # in the ring before the old file goes: a power cut loses none
+            self._append(frame)
+        for seq, frame in old:
+            os.remove(self._file(seq))
+        if old:
+            log.info("spool: took", len(old), "frames of the old spool")
         head = self.peek()
         self.doubt = head[0] if head is not None else None
 
