@@ -4,9 +4,9 @@
 
 A virtual node with the esp32-devkitc board (every sensor, its sampling periods divided by
 SPEEDUP so the measurement takes minutes, not days) runs the real firmware on a 2 MB littlefs
-image, the size of that board's filesystem (MicroPython's ports/esp32/partitions-4MiB.csv: vfs
-0x200000), against a real gateway. The image's block device (host/fieldnode/simhal/simflash.py)
-counts programs and erases per block. Three phases:
+image, the size of that board's filesystem (0x200000 to the end of the 4 MB flash:
+docs/flashing.md), against a real gateway. The image's block device
+(host/fieldnode/simhal/simflash.py) counts programs and erases per block. Three phases:
 
 1. link up: frames answered at once; the flash writes and erases per frame;
 2. an outage: the link down while the sensors' readings move (a random walk, so the deltas the
@@ -20,9 +20,11 @@ real rate (sum of 60 / period_s over its sensors: ~32 frames a minute) in `compu
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -42,7 +44,7 @@ from support.nodesite import Site, console_counters, wait_for  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "spool_flash.json"
 BOARD = "esp32-devkitc"
-FS_BYTES = 0x200000  # the board's filesystem partition (4 MB flash)
+FS_BYTES = 0x200000  # the board's filesystem: 0x200000 to the end of its 4 MB flash (docs/flashing.md)
 SPEEDUP = 10
 ENDURANCE = 100_000  # erase cycles a block of the ESP32 modules' NOR flash is rated for
 SEGMENT_BYTES = int(re.search(r"^SEGMENT_BYTES = const\((\d+)\)",
@@ -125,8 +127,8 @@ def start_node(site: Site, tmp: Path, spool_kb: int | None) -> tuple[VirtualNode
 
 
 def measure(tmp: Path, frames_up: int = 300, frames_down: int = 600, spool_kb: int | None = None) -> dict:
-    import os
-    os.environ.setdefault("FIELDNODE_WIFI_PASSWORD", "sim")
+    """The counts of the three phases. `fieldnode provision --wifi` reads the Wi-Fi password from
+    $FIELDNODE_WIFI_PASSWORD: the caller sets it."""
     site = Site(tmp)
     try:
         node, info = start_node(site, tmp, spool_kb)
@@ -215,7 +217,7 @@ def compute(m: dict, budget_kb: int) -> dict:
 
 
 def main() -> dict:
-    import tempfile
+    os.environ.setdefault("FIELDNODE_WIFI_PASSWORD", "sim")
     with tempfile.TemporaryDirectory() as tmp:
         m = measure(Path(tmp))
     budget = json.loads((BOARDS_DIR / f"{BOARD}.json").read_text()).get("spool_kb", 1792)

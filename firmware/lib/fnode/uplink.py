@@ -51,6 +51,7 @@ class Uplink:
         self.unknown_kid = 0  # 4.01 unknown-kid answers since the gateway last took a frame
         self.unknown_since = None  # ticks_ms of the first of them
         self._queued = asyncio.Event()
+        self._settle_error = None  # what ended the settle task: the sender re-raises it
         if spool is not None:
             spool.on_out = self._print  # printed once answered or safe in flash
 
@@ -83,6 +84,8 @@ class Uplink:
             asyncio.create_task(self._settle())
         backoff = 0
         while True:
+            if self._settle_error is not None:
+                raise self._settle_error  # under the node's task guard: said, then a reset
             self.beat = time.ticks_ms()
             if self.gateway is None:
                 await asyncio.sleep_ms(1000)
@@ -158,16 +161,19 @@ class Uplink:
         # Frames that waited spool.after_ms in RAM for their answer go to flash: sleeps until
         # the oldest is due, or until a frame is queued.
         spool = self.spool
-        while True:
-            if not spool.ram:
-                self._queued.clear()
-                await self._queued.wait()
-                continue
-            wait = time.ticks_diff(spool.ram[0][2], time.ticks_ms()) + spool.after_ms
-            if wait > 0:
-                await asyncio.sleep_ms(wait)
-            else:
-                spool.settle(time.ticks_ms())
+        try:
+            while True:
+                if not spool.ram:
+                    self._queued.clear()
+                    await self._queued.wait()
+                    continue
+                wait = time.ticks_diff(spool.ram[0][2], time.ticks_ms()) + spool.after_ms
+                if wait > 0:
+                    await asyncio.sleep_ms(wait)
+                else:
+                    spool.settle(time.ticks_ms())
+        except Exception as exc:
+            self._settle_error = exc
 
     def _close(self):
         if self.sock is not None:
