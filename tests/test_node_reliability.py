@@ -171,8 +171,9 @@ def test_boot_frame_and_telemetry_follow_the_emulated_sensors(site):
                 for n, v in vals if n == name]
 
     for temp, hum, ma in ((31.25, 55.5, 16.0), (12.5, 30.0, 8.0)):
-        before = latest("env.temp", 0)
-        assert before and abs(before[-1] - temp) > 1  # the readings are about to change
+        # (the boot frame may be committed on its own, before the first telemetry)
+        before = wait_for(lambda: latest("env.temp", 0), 30, "env.temp readings")
+        assert abs(before[-1] - temp) > 1  # the readings are about to change
         mark = max(stored(site, node))
         node.set_world(devices={"env": {"temp": temp, "hum": hum}, "loop1": {"ma": ma}})
         bar = (ma - 4) / 16 * 10  # 4-20 mA over the sensor's 0-10 bar range
@@ -190,8 +191,9 @@ def test_boot_frame_and_telemetry_follow_the_emulated_sensors(site):
     node.wait_output(b"FN1 ", timeout=30, since=mark)
     boots = wait_for(lambda: [c for c, k, _ in site.frames(node) if k == KIND_BOOT][1:], 30, "a second boot frame")
     assert dict(stored_readings(site, node)[boots[0]])["reset"] == "power_on"
-    kinds = [k for _, k, _ in site.frames(node)]
-    assert kinds.count(KIND_TELEMETRY) >= 8
+    # Telemetry goes on after the cut (waited for: the readings above may all have come in a
+    # second or two).
+    wait_for(lambda: [k for _, k, _ in site.frames(node)].count(KIND_TELEMETRY) >= 8, 30, "telemetry")
     assert_in_order_once(site, node)
 
 

@@ -305,6 +305,7 @@ async def main():
         node.spawn("clock", clock.keeper(link, cfg.gateway()[0]))
     if spool is not None:
         node.spawn("loss", node.loss_reporter(spool))
+        node.spawn("spool", uplink.settle())
     led = board.get("status_led")
     if led:
         asyncio.create_task(status_led(led["pin"], led.get("active_high", True),

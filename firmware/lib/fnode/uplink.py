@@ -51,7 +51,6 @@ class Uplink:
         self.unknown_kid = 0  # 4.01 unknown-kid answers since the gateway last took a frame
         self.unknown_since = None  # ticks_ms of the first of them
         self._queued = asyncio.Event()
-        self._settle_error = None  # what ended the settle task: the sender re-raises it
         if spool is not None:
             spool.on_out = self._print  # printed once answered or safe in flash
 
@@ -80,12 +79,8 @@ class Uplink:
 
     # -- the sender task -----------------------------------------------------------------------
     async def run(self):
-        if self.spool is not None and self.gateway is not None:
-            asyncio.create_task(self._settle())
         backoff = 0
         while True:
-            if self._settle_error is not None:
-                raise self._settle_error  # under the node's task guard: said, then a reset
             self.beat = time.ticks_ms()
             if self.gateway is None:
                 await asyncio.sleep_ms(1000)
@@ -157,23 +152,21 @@ class Uplink:
             await asyncio.sleep_ms(step)
             ms -= step
 
-    async def _settle(self):
-        # Frames that waited spool.after_ms in RAM for their answer go to flash: sleeps until
-        # the oldest is due, or until a frame is queued.
+    async def settle(self):
+        # The spool's task, beside the sender (a sender that hangs or dies does not keep frames
+        # from flash and the console): frames that waited spool.after_ms in RAM for their answer
+        # go to flash. Sleeps until the oldest is due, or until a frame is queued.
         spool = self.spool
-        try:
-            while True:
-                if not spool.ram:
-                    self._queued.clear()
-                    await self._queued.wait()
-                    continue
-                wait = time.ticks_diff(spool.ram[0][2], time.ticks_ms()) + spool.after_ms
-                if wait > 0:
-                    await asyncio.sleep_ms(wait)
-                else:
-                    spool.settle(time.ticks_ms())
-        except Exception as exc:
-            self._settle_error = exc
+        while True:
+            if not spool.ram:
+                self._queued.clear()
+                await self._queued.wait()
+                continue
+            wait = time.ticks_diff(spool.ram[0][2], time.ticks_ms()) + spool.after_ms
+            if wait > 0:
+                await asyncio.sleep_ms(wait)
+            else:
+                spool.settle(time.ticks_ms())
 
     def _close(self):
         if self.sock is not None:
