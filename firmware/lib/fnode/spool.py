@@ -108,23 +108,32 @@ def decode(refs, body, delta):
     return bytes(out)
 
 
+def read_record(f, refs):
+    # -> (frame, record size) of the record at f's position, or None at the end of the segment,
+    # at a record cut short, or at one that is damaged (said: it ends its segment's readable part).
+    head = f.read(4)
+    if len(head) < 4:
+        return None
+    n, crc = struct.unpack("<HH", head)
+    body = f.read(n & 0x7FFF)
+    if len(body) < n & 0x7FFF:
+        return None  # cut short: only on a filesystem that does not commit appends atomically
+    frame = decode(refs, body, n & _DELTA)
+    if frame is None or _crc(frame) != crc:
+        log.warn("spool: damaged record ends its segment")
+        return None
+    refs[len(frame)] = frame
+    return frame, 4 + (n & 0x7FFF)
+
+
 def records(f):
-    # The frames of one segment file, in order, until its end or a record that is damaged.
+    # The frames of one segment file, in order.
     refs = {}
     while True:
-        head = f.read(4)
-        if len(head) < 4:
+        got = read_record(f, refs)
+        if got is None:
             return
-        n, crc = struct.unpack("<HH", head)
-        body = f.read(n & 0x7FFF)
-        if len(body) < n & 0x7FFF:
-            return  # cut short: only on a filesystem that does not commit appends atomically
-        frame = decode(refs, body, n & _DELTA)
-        if frame is None or _crc(frame) != crc:
-            log.warn("spool: damaged record ends its segment")
-            return
-        refs[len(frame)] = frame
-        yield frame
+        yield got[0]
 
 
 def _seq(name):
@@ -243,9 +252,6 @@ class Spool:
         if budget is None:
             budget = self.used + self._free() - _RESERVE
         self.budget = max(budget, 2 * segment_bytes)
-        # Counter of the frame last sent and not answered (set by the uplink): the gateway may
-        # have stored it and only its answer was lost, so it is never the one dropped as lost.
-        # After a reset that is the oldest frame: it may have been on its way at the power cut.
         # The frame in doubt when the spool overflowed: taken out of the reader's way (it is
         # still in its segment, and NVS "sdbt" keeps it wanted after a reset), sent first.
         self.held = None
@@ -255,6 +261,9 @@ class Spool:
             os.remove(self._file(seq))
         if old:
             log.info("spool: took", len(old), "frames of the old spool")
+        # Counter of the frame last sent and not answered (set by the uplink): the gateway may
+        # have stored it and only its answer was lost, so it is never the one dropped as lost.
+        # After a reset that is the oldest frame: it may have been on its way at the power cut.
         head = self.peek()
         self.doubt = head[0] if head is not None else None
 
@@ -312,24 +321,16 @@ class Spool:
         return self._head
 
     def _read_one(self):
+        # -> (counter, frame, offset after it) of the record at the reader's position, or None
         try:
             with open(self._file(self.rseq), "rb") as f:
                 f.seek(self.roff)
-                head = f.read(4)
-                if len(head) < 4:
-                    return None
-                n, crc = struct.unpack("<HH", head)
-                body = f.read(n & 0x7FFF)
+                got = read_record(f, self.rrefs)
         except OSError:
             return None
-        if len(body) < n & 0x7FFF:
+        if got is None:
             return None
-        frame = decode(self.rrefs, body, n & _DELTA)
-        if frame is None or _crc(frame) != crc:
-            log.warn("spool: damaged record ends its segment")
-            return None
-        self.rrefs[len(frame)] = frame
-        return _counter(frame), frame, self.roff + 4 + (n & 0x7FFF)
+        return _counter(got[0]), got[0], self.roff + got[1]
 
     def _next_segment(self):
         # The reader is past the end of its segment: remove it unless the writer still adds to it.
