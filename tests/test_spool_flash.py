@@ -114,6 +114,14 @@ for c in range(1010, 1015):
 out["overflow"] = [s.lost, s.peek()[0]]
 s = Spool("spool", capacity=10, nvs=nvs, after_ms=0, ram_frames=2, segment_bytes=2048)
 out["overflow_reset"] = [c for c, _ in contents("spool", nvs)]
+# Overflow with no frame in doubt: after a reset the dropped frames stay dropped.
+nvs2 = NVS()
+s = Spool("spool2", capacity=5, nvs=nvs2, after_ms=0, ram_frames=2, segment_bytes=2048)
+for c in range(1, 9):
+    s.put(c, frame(c))
+    s.settle(time.ticks_ms())
+s = Spool("spool2", capacity=5, nvs=nvs2, after_ms=0, ram_frames=2, segment_bytes=2048)
+out["plain_overflow"] = [s.lost, [c for c, _ in contents("spool2", nvs2)], s.peek()[0]]
 print(json.dumps(out))
 """
 
@@ -131,6 +139,7 @@ def test_spool_ring_keeps_order_across_segments_resets_and_overflow(micropython,
     assert out["sent"] and out["empty"] == []  # the empty spool has no file
     assert out["overflow"] == [5, 1000]  # five dropped, the one in doubt still first
     assert out["overflow_reset"] == [1000] + list(range(1006, 1015))
+    assert out["plain_overflow"] == [3, [4, 5, 6, 7, 8], 4]
 
 
 MIGRATE = r"""

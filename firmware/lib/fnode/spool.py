@@ -201,12 +201,16 @@ def contents(path="spool", nvs=None):
 
 def _marks(nvs):
     # (counter below which flash frames were answered or dropped, the frame in doubt kept then)
+    return _i32(nvs, "sptr", 0), _i32(nvs, "sdbt", -1)
+
+
+def _i32(nvs, key, default):
     if nvs is None:
-        return 0, -1
+        return default
     try:
-        return nvs.get_i32("sptr"), nvs.get_i32("sdbt")
+        return nvs.get_i32(key)
     except OSError:
-        return 0, -1
+        return default
 
 
 class Spool:
@@ -284,12 +288,7 @@ class Spool:
         return self.path + "/" + _name(seq)
 
     def _load_lost(self):
-        if self.nvs is None:
-            return 0
-        try:
-            return self.nvs.get_i32("lost")
-        except OSError:
-            return 0
+        return _i32(self.nvs, "lost", 0)
 
     def _store_lost(self):
         if self.nvs is not None:
@@ -498,9 +497,11 @@ class Spool:
         head = self._flash_head()
         below = head[0] if head is not None else 0
         keep = self.held[0] if self.held is not None else -1
-        self._skip_below, self._keep = below, keep
+        self._skip_below = below
         self.nvs.set_i32("sptr", below)
-        self.nvs.set_i32("sdbt", keep)
+        if keep != self._keep:
+            self._keep = keep
+            self.nvs.set_i32("sdbt", keep)
         self._store_lost()
 
     def loss_reported(self, count):
