@@ -4,9 +4,9 @@ down, or up with frames waiting for their answer), a full spool, the watchdog (a
 or stuck uplink), a power cut during provisioning, a node without a key, and kill -9 at 100
 random moments.
 
-Every frame a node makes is also printed on its USB console (an FN1 line) once it is in the
-spool, so the console is the record of what the node made; the gateway's database is the record of
-what arrived. Frames are read back from the console verified with the node's key.
+Every frame a node makes is also printed on its USB console (an FN1 line) once it is safe
+(answered by the gateway, or in the spool in flash), so the console is the record of what the node
+made and vouches for; the gateway's database is the record of what arrived. Frames are read back from the console verified with the node's key.
 """
 from __future__ import annotations
 
