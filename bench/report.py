@@ -282,6 +282,40 @@ def flash_section(d: dict[str, Any], runs: dict[str, Any]) -> list[str]:
     return lines
 
 
+def spool_section(d: dict[str, Any], runs: dict[str, Any]) -> list[str]:
+    m, f = d["measured"], d["figures"]
+    lines = [
+        "## Node: the spool's flash room and wear",
+        "",
+        _provenance(runs, "spool_flash"),
+        "",
+        f"A virtual {m['board']} on a {m['fs_bytes'] // 1024} KB littlefs image (its sampling periods ÷ "
+        f"{m['speedup']}), counted in the simulated flash's block device. Computed at the board's real rate, "
+        f"{m['real_frames_per_min']:.0f} frames/min ({_n(f['frames_per_day'])} a day); method in "
+        "[firmware.md](firmware.md#flash-room-and-wear).",
+        "",
+        "| phase | frames | programs | block erases | erases per frame |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, key in (("link up", "up"), ("outage, then a power cut", "down"), ("link back: spool sent", "drain")):
+        p = m[key]
+        lines.append(f"| {name} | {p['frames']} | {_n(p['progs'])} | {p['erases']} | {p['erases'] / p['frames']:.3f} |")
+    years = f["years_link_up"]
+    lines += [
+        "",
+        f"- Room: {f['spool_bytes_per_frame']} bytes a frame in the spool; {f['budget_kb']} KB hold "
+        f"{_n(f['frames_in_budget'])} frames = **{f['outage_hours']} hours** of outage (≥ 24: "
+        f"{_verdict(f['outage_hours'] >= 24)}).",
+        f"- Wear with the link up: {f['erases_per_frame_link_up']} erases a frame: "
+        + ("no erase at all" if years is None else f"{years} years") + " (≥ 10: "
+        + f"{_verdict(years is None or years >= 10)}); with 5% of frames late and a day's outage a month, "
+        f"{f['years_harsh']} years.",
+        f"- No frame printed during the outage lost at the power cut: "
+        f"{_verdict(m['lost_in_outage'] == 0 and m['in_order'])}.",
+    ]
+    return lines
+
+
 def write_report(results: Path, runs: dict[str, Any]) -> Path:
     parts = [
         "# Performance",
@@ -335,6 +369,14 @@ def write_report(results: Path, runs: dict[str, Any]) -> Path:
         c = flash["runs"]["compressed"]
         summary.append(f"- Flash: {c['line_fraction']}× the 921600-baud line rate compressed "
                        f"({flash['runs']['uncompressed']['line_fraction']}× uncompressed).")
+    spool = _load(results, "spool_flash")
+    if spool:
+        sections.append(spool_section(spool, runs))
+        f = spool["figures"]
+        summary.append(f"- Spool (esp32-devkitc): {f['outage_hours']} h of outage in {f['budget_kb']} KB "
+                       f"(≥ 24 h: {_verdict(f['outage_hours'] >= 24)}); {f['erases_per_frame_link_up']} flash "
+                       f"erases a frame with the link up, {f['years_harsh']} years in a harsh life "
+                       f"(≥ 10: {_verdict(f['years_harsh'] >= 10)}).")
     parts += summary
     for section in sections:
         parts += [""] + section

@@ -27,6 +27,7 @@ BENCHES = {
     "frame_size": ["bench/frame_size.py"],
     "gateway": ["bench/gateway_throughput.py"],
     "flash": ["bench/flash_throughput.py"],
+    "spool_flash": ["bench/spool_flash.py"],
 }
 
 

@@ -326,7 +326,8 @@ def test_gateway_silence_sends_every_actuator_to_failsafe_until_commanded(site, 
     mark = node.output_mark()
     site.gateway.stop()  # the node's link stays up; nothing answers
     wait_for(lambda: outputs(node) == (0, 0, 0, 1.0), 30, "every actuator at its failsafe state")
-    (fs,) = [e for e in events(site, node, mark) if e[1] == "failsafe"]
+    # A frame is on the console once answered or in flash: the event shows within spool_after_ms.
+    (fs,) = wait_for(lambda: [e for e in events(site, node, mark) if e[1] == "failsafe"], 10, "the failsafe event")
 
     site.gateway = GatewayThread(Keystore.load(site.keys), site.db, (host, port), health_interval=0.2).start()
     # The spooled frames, the failsafe event among them, reach the gateway when it is back.
@@ -343,7 +344,7 @@ def test_gateway_silence_sends_every_actuator_to_failsafe_until_commanded(site, 
     mark = node.output_mark()
     node.set_world(wifi="down")
     wait_for(lambda: pin(node, HEATER) == 0, 30, "the heater off again")
-    assert [e[1] for e in events(site, node, mark)] == ["failsafe"]
+    assert wait_for(lambda: [e[1] for e in events(site, node, mark)], 10, "the event") == ["failsafe"]
 
 
 # -- 5. threshold alert --------------------------------------------------------------------------
@@ -425,8 +426,9 @@ def test_failed_reading_is_sent_as_an_error_while_the_rest_carry_on(site):
     # No reading, no permission: the heater's interlock trips and forces it off, min_on_s or not,
     # and says so.
     wait_for(lambda: pin(node, HEATER) == 0, 30, "the heater forced off")
-    forced = [v for _, name, v in events(site, node, mark) if name == "interlock"]
-    assert forced and forced[0].get("heater.forced") == 1
+    forced = wait_for(lambda: [v for _, name, v in events(site, node, mark) if name == "interlock"], 10,
+                      "the interlock event")
+    assert forced[0].get("heater.forced") == 1
     # The error readings reach the gateway as readings with an error status.
     wait_for(lambda: any(s == "nack" and v is None for _, v, s in site.readings(node, "env.hum", bad[0].counter - 1)),
              30, "env.hum err=nack at the gateway")

@@ -4,9 +4,9 @@ down, or up with frames waiting for their answer), a full spool, the watchdog (a
 or stuck uplink), a power cut during provisioning, a node without a key, and kill -9 at 100
 random moments.
 
-Every frame a node makes is also printed on its USB console (an FN1 line) once it is in the
-spool, so the console is the record of what the node made; the gateway's database is the record of
-what arrived. Frames are read back from the console verified with the node's key.
+Every frame a node makes is also printed on its USB console (an FN1 line) once it is safe
+(answered by the gateway, or in the spool in flash), so the console is the record of what the node
+made and vouches for; the gateway's database is the record of what arrived. Frames are read back from the console verified with the node's key.
 """
 from __future__ import annotations
 
@@ -16,11 +16,9 @@ import random
 import re
 import signal
 import sqlite3
-import struct
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import pytest
@@ -30,12 +28,15 @@ from fieldnode.boards import validate_board
 from fieldnode.cli import main
 from fieldnode.console import frame_from_line
 from fieldnode.flashing.appimage import BLOCK_SIZE, LOOKAHEAD_SIZE, READ_PROG_SIZE, build_image
-from fieldnode.frame import KIND_BOOT, KIND_TELEMETRY, Frame, Verifier
+from fieldnode.frame import KIND_BOOT, KIND_EVENT, KIND_TELEMETRY, Frame, Verifier
+from fieldnode.gateway import GatewayThread
 from fieldnode.keystore import Keystore
 from fieldnode.paths import BOARDS_DIR, FIRMWARE_DIR, SIMHAL_DIR
 from fieldnode.sim.fleet import devices_for_board, install_app, sim_unique_id
 from fieldnode.sim.vnode import VirtualNode
+from conftest import micropython_binary
 from support.nodesite import Site, console_since, wait_for
+from support.spoolread import spool_contents
 
 VERSION = re.search(r'^VERSION = "([^"]+)"', (FIRMWARE_DIR / "lib" / "fnode" / "app.py").read_text(), re.M)[1]
 MPREMOTE = str(Path(sys.executable).parent / "mpremote")
@@ -128,25 +129,10 @@ def rejections(site: Site) -> dict[str, int]:
     return {k: v for k, v in dict(site.gateway.gateway.counts).items() if k.startswith("rejected")}
 
 
-def spool_files(node: VirtualNode) -> dict[str, bytes]:
-    """The node's spool directory as the host sees it (directory flash): name -> contents.
-    A file the node removes while this reads is left out."""
-    d = node.flash / "spool"
-    out = {}
-    for p in d.iterdir() if d.is_dir() else ():
-        try:
-            out[p.name] = p.read_bytes()
-        except FileNotFoundError:
-            pass
-    return out
-
-
-def spool_frame(data: bytes) -> bytes:
-    """The frame in a spool file (header: length u16 LE, CRC32 u32 LE); fails if damaged."""
-    n, crc = struct.unpack_from("<HI", data)
-    frame = data[6:]
-    assert len(frame) == n and zlib.crc32(frame) == crc, "damaged spool file"
-    return frame
+def spool_files(node: VirtualNode) -> dict[int, bytes]:
+    """The frames waiting in the node's flash spool (directory flash), read by the firmware's
+    own spool reader: counter -> frame. A segment the node removes while this reads is left out."""
+    return spool_contents(micropython_binary(), node.nvs(), flash_dir=node.flash)
 
 
 def wait_counters_stored(site: Site, node: VirtualNode, wanted: list[int], timeout: float) -> None:
@@ -185,8 +171,9 @@ def test_boot_frame_and_telemetry_follow_the_emulated_sensors(site):
                 for n, v in vals if n == name]
 
     for temp, hum, ma in ((31.25, 55.5, 16.0), (12.5, 30.0, 8.0)):
-        before = latest("env.temp", 0)
-        assert before and abs(before[-1] - temp) > 1  # the readings are about to change
+        # (the boot frame may be committed on its own, before the first telemetry)
+        before = wait_for(lambda: latest("env.temp", 0), 30, "env.temp readings")
+        assert abs(before[-1] - temp) > 1  # the readings are about to change
         mark = max(stored(site, node))
         node.set_world(devices={"env": {"temp": temp, "hum": hum}, "loop1": {"ma": ma}})
         bar = (ma - 4) / 16 * 10  # 4-20 mA over the sensor's 0-10 bar range
@@ -204,8 +191,9 @@ def test_boot_frame_and_telemetry_follow_the_emulated_sensors(site):
     node.wait_output(b"FN1 ", timeout=30, since=mark)
     boots = wait_for(lambda: [c for c, k, _ in site.frames(node) if k == KIND_BOOT][1:], 30, "a second boot frame")
     assert dict(stored_readings(site, node)[boots[0]])["reset"] == "power_on"
-    kinds = [k for _, k, _ in site.frames(node)]
-    assert kinds.count(KIND_TELEMETRY) >= 8
+    # Telemetry goes on after the cut (waited for: the readings above may all have come in a
+    # second or two).
+    wait_for(lambda: [k for _, k, _ in site.frames(node)].count(KIND_TELEMETRY) >= 8, 30, "telemetry")
     assert_in_order_once(site, node)
 
 
@@ -229,7 +217,7 @@ def test_wifi_outage_of_minutes_every_reading_arrives_once_and_in_order(site):
         assert stored(site, node) == at_cut, "a frame reached the gateway with the link down"
         time.sleep(5)
     during = made(site, node, mark)
-    spooled = {int(n, 16): data for n, data in spool_files(node).items() if n != "tmp"}
+    spooled = spool_files(node)
     node.set_world(wifi="up")  # nothing else: the node reconnects and drains by itself
     up_at = time.time()
 
@@ -241,7 +229,7 @@ def test_wifi_outage_of_minutes_every_reading_arrives_once_and_in_order(site):
     assert set(unsent) <= set(spooled)
     verifier = Verifier(Keystore.load(site.keys).lookup)
     for counter, data in spooled.items():
-        assert verifier.verify(spool_frame(data)).counter == counter
+        assert verifier.verify(data).counter == counter
 
     wait_counters_stored(site, node, counters(during), timeout=150)
     # The node is back to sending at once: frames sampled after the link returned arrive.
@@ -277,8 +265,7 @@ def test_spool_survives_a_power_cut_during_an_outage(site):
     wait_made(site, node, mark, 15, 60)
     node.kill()  # power cut with the spool full of frames
     before = made(site, node)
-    in_spool = {int(name, 16): spool_frame(data) for name, data in spool_files(node).items()
-                if name != "tmp"}
+    in_spool = spool_files(node)
     sent = set(stored(site, node))
     # Everything made before the cut is sent or in the spool; only a frame being written at the
     # cut (printed, not yet renamed into place) may be missing.
@@ -312,10 +299,12 @@ def test_full_spool_drops_the_oldest_and_reports_exactly_the_loss(site):
     node.set_world(wifi="down")
     gw.batch_delay = 0.002
     at_cut = set(stored(site, node))
-    in_doubt = min(c for c in counters(made(site, node, 0, mark)) if c not in at_cut)
+    # A frame is printed once answered or in flash: the one in flight shows within a second.
+    in_doubt = wait_for(lambda: min((c for c in counters(made(site, node)) if c not in at_cut), default=None),
+                        10, "the frame in flight on the console")
     wait_for(lambda: in_doubt in stored(site, node), 10, "the frame in flight stored")
     wait_made(site, node, mark, 30, 60)  # ~30 frames into a spool of 8
-    assert len([n for n in spool_files(node) if n != "tmp"]) <= 8
+    assert len(spool_files(node)) <= 8
     node.set_world(wifi="up")
 
     def loss_events():
@@ -365,6 +354,48 @@ def test_power_cut_with_the_link_up_loses_no_frame_waiting_for_its_answer(site):
     order = assert_in_order_once(site, node)
     assert [c for c in order if c <= max(counters(before))] == counters(before)
     assert node.nvs()["fieldnode"].get("lost", ["i32", 0]) == ["i32", 0]  # nothing counted as lost
+
+
+# -- 4c ------------------------------------------------------------------------------------------
+def test_a_gateway_without_the_node_key_costs_no_frame_and_an_event_says_so(site, tmp_path):
+    # Issue 12: a gateway restarted with an old key export answers 4.01 unknown-kid to every
+    # frame. The node keeps its frames (backing off, the board's key_retry_max_s apart), and
+    # once a gateway with the key takes them, every one arrives, in order, and a signed
+    # gateway.key-unknown event says for how long the key was unknown.
+    node = make_node(site, 12, period_s=0.5, key_retry_max_s=2)
+    wait_for(lambda: len(site.frames(node)) >= 3, 30, "frames with the right keys")
+    address = site.gateway.address
+    site.gateway.stop()
+    old_export = tmp_path / "old-export.json"
+    Keystore(old_export, []).save()
+    site.gateway = GatewayThread(Keystore.load(old_export), site.db, address, health_interval=0.2).start()
+    mark = node.output_mark()
+    stored_before = len(site.frames(node))
+    refusals = lambda: site.gateway.gateway.counts.get("rejected.unknown-kid", 0)  # noqa: E731
+    wait_for(lambda: refusals() >= 4, 60, "the node trying again after unknown-kid")
+    refused = refusals()
+    made_meanwhile = wait_made(site, node, mark, 10, 60)  # kept in flash and printed
+    site.gateway.stop()
+    assert refused >= 4 and len(site.frames(node)) == stored_before  # the keyless gateway stored none
+    site.gateway = GatewayThread(Keystore.load(site.keys), site.db, address, health_interval=0.2).start()
+    wait_counters_stored(site, node, counters(made_meanwhile), timeout=60)  # nothing thrown away
+    node.wait_output(b"gateway does not know our key", timeout=10, since=mark)
+
+    def key_events():
+        return [f for f in made(site, node, mark) if f.kind == KIND_EVENT
+                and record(f, "event") == "gateway.key-unknown"]
+
+    (event,) = wait_for(key_events, 60, "the gateway.key-unknown event")
+    made_all = [c for c in counters(made(site, node, mark)) if c <= event.counter]
+    wait_counters_stored(site, node, made_all, timeout=60)
+    assert counters(made_meanwhile) == made_all[:len(made_meanwhile)]
+    assert record(event, "duration") >= 2
+    assert dict(stored_readings(site, node)[event.counter])["event"] == "gateway.key-unknown"
+    order = stored(site, node)
+    assert order == sorted(order) and len(order) == len(set(order))
+    assert node.nvs()["fieldnode"].get("lost", ["i32", 0]) == ["i32", 0]
+    wait_for(lambda: len(site.frames(node)) > len(order) + 3, 30, "frames after the event")
+    assert len(key_events()) == 1  # said once
 
 
 # -- 5 -------------------------------------------------------------------------------------------
@@ -533,9 +564,10 @@ KILLS = 100
 
 
 def image_spool(node: VirtualNode, verifier: Verifier) -> tuple[dict[int, Frame], bool]:
-    """The spool in the node's littlefs image (node off): {counter: frame}, and whether a
-    temporary file from an interrupted write is there. Fails if the image does not mount or a
-    spool file is damaged."""
+    """The spool in the node's littlefs image (node off): {counter: frame}, and whether the
+    kill cut a littlefs commit short (the simulated flash's wear record says a commit was under
+    way). The image must mount with littlefs-python too; every frame the firmware's spool
+    reader finds must verify."""
     image = node.flash_image.read_bytes()
     # disk_version 0: whatever version is on the image (MicroPython moves a 2.0 image built by
     # appimage to 2.1 on its first write, which appimage.read_image's 2.0 setting refuses).
@@ -543,18 +575,14 @@ def image_spool(node: VirtualNode, verifier: Verifier) -> tuple[dict[int, Frame]
                   prog_size=READ_PROG_SIZE, lookahead_size=LOOKAHEAD_SIZE, disk_version=0, mount=False)
     fs.context.buffer[:] = image
     fs.mount()
-    spool, tmp = {}, False
-    for name in fs.listdir("/spool") if "spool" in fs.listdir("/") else ():
-        with fs.open("/spool/" + name, "rb") as f:
-            data = f.read()
-        if name == "tmp":
-            tmp = True
-            continue
-        frame = verifier.verify(spool_frame(data))
-        assert frame.counter == int(name, 16), name
-        spool[frame.counter] = frame
     fs.unmount()
-    return spool, tmp
+    cut = json.loads(Path(f"{node.flash_image}.wear").read_text())["dirty"] == 1
+    spool = {}
+    for counter, data in spool_contents(micropython_binary(), node.nvs(), image=node.flash_image).items():
+        frame = verifier.verify(data)
+        assert frame.counter == counter
+        spool[counter] = frame
+    return spool, cut
 
 
 def wait_write(node: VirtualNode, timeout: float) -> None:
@@ -626,7 +654,7 @@ def test_kill_9_at_100_random_moments_keeps_state_consistent_and_counters_ahead(
         # cut may leave one there that the console never showed: it counts as used all the same.
         nvs = node.nvs()["fieldnode"]
         assert nvs["id"] == identity
-        spool, tmp = image_spool(node, verifier)
+        spool, cut = image_spool(node, verifier)
         used = counters(this_boot) + list(spool) + order
         highest = max([highest, *used])
         # The counter mark never goes back and covers every counter used, wherever it was seen.
@@ -634,9 +662,8 @@ def test_kill_9_at_100_random_moments_keeps_state_consistent_and_counters_ahead(
         ctr = nvs["ctr"][1]
         mark = node.output_mark()
         node.power_on()
-        if tmp:  # a write cut short: the next start throws the piece away, and says so
+        if cut:  # a flash commit cut short: littlefs starts from the last whole one
             interrupted += 1
-            node.wait_output(b"spool: discarded tmp", timeout=30, since=mark)
         early = rng.random() < 0.2
 
     # The last boot runs on with the link up: what the spool held at the last cut arrives.
@@ -646,6 +673,6 @@ def test_kill_9_at_100_random_moments_keeps_state_consistent_and_counters_ahead(
     assert after[0].kind == KIND_BOOT and after[0].counter > highest
     assert_in_order_once(site, node)
     assert node.boots[first_boot:] == ["pwron"] * (KILLS + 1)  # no crash restarts in between
-    print(f"kills: {KILLS}, spool writes cut short: {interrupted}")
+    print(f"kills: {KILLS}, flash commits cut short: {interrupted}")
     # Some kills must have landed inside a write, or this test did not test what it says.
-    assert interrupted >= 3, f"only {interrupted} of {KILLS} kills cut a spool write short"
+    assert interrupted >= 3, f"only {interrupted} of {KILLS} kills cut a flash commit short"

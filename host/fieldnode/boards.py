@@ -364,8 +364,16 @@ def validate_board(doc: Any) -> list[str]:
     limit = doc.get("failsafe_after_s", 300)
     if not isinstance(limit, (int, float)) or not 0 < limit <= MAX_HOLD_S:
         problems.append(f"failsafe_after_s: a positive number of seconds, at most {MAX_HOLD_S} (72 h)")
-    spool = doc.get("spool_frames", 256)
-    if type(spool) is not int or not 1 <= spool <= 4096:
-        problems.append("spool_frames: a whole number of frames from 1 to 4096 (frames kept in flash while "
-                        "the gateway cannot be reached; about 200 bytes each)")
+    spool = doc.get("spool_frames", 65536)
+    if type(spool) is not int or not 1 <= spool <= 1_000_000:
+        problems.append("spool_frames: a whole number of frames from 1 to 1000000 (frames kept while "
+                        "the gateway cannot be reached)")
+    for key, low, high, what in (("spool_kb", 32, 1 << 20, "kilobytes of flash the spool may use"),
+                                 ("spool_after_ms", 0, 600_000, "milliseconds a frame waits in RAM for "
+                                  "its answer before it goes to flash"),
+                                 ("key_retry_max_s", 1, 3600, "longest pause, in seconds, between tries "
+                                  "while the gateway answers unknown-kid")):
+        value = doc.get(key, low)
+        if type(value) is not int or not low <= value <= high:
+            problems.append(f"{key}: a whole number from {low} to {high} ({what})")
     return problems

@@ -26,7 +26,7 @@ WDT_TIMEOUT_MS = 30000
 FAILSAFE_AFTER_S = 300  # default silence from the gateway before actuators go to failsafe
 UPLINK_STALL_MS = 60000  # the uplink's longest quiet spell is its 30 s retry backoff
 watchdog = None  # the running machine.WDT: `fieldnode flash --app-only` feeds it from the raw REPL
-SPOOL_FRAMES = 256  # default store-and-forward bound (board "spool_frames"): ~1 MB of flash (a block a frame)
+SPOOL_FRAMES = 65536  # default store-and-forward bound (board "spool_frames"); flash: board "spool_kb" (docs/firmware.md)
 _RESET_NAMES = (
     ("PWRON_RESET", "power_on"), ("HARD_RESET", "hard"), ("WDT_RESET", "watchdog"),
     ("DEEPSLEEP_RESET", "deepsleep"), ("SOFT_RESET", "soft"),
@@ -249,6 +249,7 @@ class Node:
         up = self.uplink
         up.last_ok = age(up.last_ok, now)
         up.beat = age(up.beat, now)
+        up.unknown_since = age(up.unknown_since, now)
         up.link.next_try = age(up.link.next_try, now)  # a deadline long past stays past
         progress = self.progress
         for sensor in self.sensors:
@@ -327,13 +328,19 @@ async def main():
     gateway, bad_gateway = checked_gateway(cfg)
     # A node meant for a gateway spools even while its setting is unusable: provisioned again,
     # it delivers what it measured meanwhile.
-    spool = Spool(nvs=cfg.nvs, capacity=board.get("spool_frames", SPOOL_FRAMES)) if cfg.setting("gw") else None
+    spool = None
+    if cfg.setting("gw"):
+        kb = board.get("spool_kb")
+        spool = Spool(nvs=cfg.nvs, capacity=board.get("spool_frames", SPOOL_FRAMES),
+                      budget=kb * 1024 if kb else None, after_ms=board.get("spool_after_ms", 1000))
     uplink = Uplink(gateway, link, spool)
+    uplink.key_retry_max_ms = board.get("key_retry_max_s", 30) * 1000
     # The watchdog starts before the drivers touch their buses: a bus still held after the reset
     # (a slave that keeps SDA low) must end in another reset, not in a start-up that never ends.
     global watchdog
     wdt = watchdog = machine.WDT(timeout=WDT_TIMEOUT_MS)
     node = Node(board, cfg, uplink)
+    uplink.on_event = node.emit_event
     uplink.submit(node.boot_frame())
     if bad_gateway:
         node.emit_event("config.bad-gateway")
@@ -350,6 +357,7 @@ async def main():
         node.spawn("clock", clock.keeper(link, gateway[0]))
     if spool is not None:
         node.spawn("loss", node.loss_reporter(spool))
+        node.spawn("spool", uplink.settle())
     led = board.get("status_led")
     if led:
         asyncio.create_task(status_led(led["pin"], led.get("active_high", True),

@@ -1,145 +1,508 @@
-# Frames the gateway has not acknowledged yet, kept in flash so they survive a reboot.
-# One file per frame, named by its frame counter in fixed-width hex, so name order is send order.
-# A frame is written to a temporary file and renamed into place: rename is atomic on littlefs and
-# on POSIX, so after a power cut a frame is either wholly in the spool or not at all. Each file
-# also carries a CRC32, so a file damaged some other way is dropped at read time, not sent.
-# Bounded: when full, the oldest frame is dropped and counted; the count survives reboots (NVS)
-# until the node has reported it in a queue.loss event frame.
+# Frames the gateway has not acknowledged yet: a few in RAM, the rest in flash, oldest first.
+#
+# RAM first. A frame waits in RAM while the uplink sends it; answered within `after_ms` (the
+# usual case with the link up) it never touches flash. A frame that waited longer, or that
+# no longer fits the RAM slots, is appended to flash. The console line of a frame is printed
+# (on_out) when it leaves RAM: in flash, answered, or dropped and counted. So every frame on the
+# console survives a power cut or reached the gateway; a power cut loses only frames made in the
+# last after_ms that the gateway had not answered, which were never printed (docs/firmware.md).
+#
+# Flash: segment files in a ring, "spool/<seq:08x>", each up to SEGMENT_BYTES of records:
+#   u16 LE body length (bit 15: delta), u16 LE low half of the frame's CRC32, body
+# A raw body is the frame. A delta body is the frame's length (u16 LE), then runs of (skip u8,
+# count u8, count bytes) that turn the last frame of the same length in that segment into this
+# one: frames of one sensor have one layout, so only the counter, time, values and MAC differ
+# (a 145-byte frame takes ~40 bytes). Appending to a littlefs file commits atomically at the
+# flush, so after a power cut a segment ends at a whole record; a record that does not decode
+# or whose CRC does not match ends its segment's readable part (said on the console).
+# A segment is removed when every frame in it is answered or dropped; the empty spool has no
+# file. After a reset the writer starts a new segment and the reader starts at the oldest one:
+# frames answered since the last drop record are sent again (the gateway answers 2.03).
+#
+# Bounded by `capacity` frames and `budget` bytes: when full, the oldest frame is dropped and
+# counted; the count survives reboots (NVS "lost") until reported in a queue.loss event frame.
 import os
 import struct
+import time
 from binascii import crc32
+from micropython import const
 from fnode import log
 
-_TMP = "tmp"
+# Four 4 KB blocks less the block pointers littlefs keeps in blocks 1-3 of a file (its CTZ
+# skip-list: 1, 2 and 1 words): a full segment takes exactly four blocks.
+SEGMENT_BYTES = const(16368)
+RAM_FRAMES = const(16)
+AFTER_MS = const(1000)
+_DELTA = const(0x8000)
+_COUNTER_AT = const(19)  # as fnode.uplink.counter_of (docs/frame-format.md)
+_RESERVE = const(65536)  # free filesystem left to everything else when the budget is derived
 
 
-def _hex8(n):
-    return "%08x" % n
+def _name(seq):
+    return "%08x" % seq
+
+
+def _counter(frame):
+    return struct.unpack_from(">I", frame, _COUNTER_AT)[0]
+
+
+def _crc(frame):
+    return crc32(frame) & 0xFFFF
+
+
+def encode(ref, frame, out):
+    # -> length of the record body written into out: a delta against ref, or the raw frame
+    # when there is no ref (or the delta would not be smaller).
+    n = len(frame)
+    if ref is not None:
+        struct.pack_into("<H", out, 0, n)
+        w = 2
+        i = 0
+        last = 0  # end of the previous run
+        while i < n and w < n:
+            if frame[i] == ref[i]:
+                i += 1
+                continue
+            j = i + 1
+            # a run ends at three equal bytes: a shorter gap costs less inside the run
+            while j < n and j - i < 255 and not (frame[j] == ref[j] and (j + 1 >= n or frame[j + 1] == ref[j + 1])
+                                                  and (j + 2 >= n or frame[j + 2] == ref[j + 2])):
+                j += 1
+            skip = i - last
+            while skip > 255:
+                out[w] = 255
+                out[w + 1] = 0
+                w += 2
+                skip -= 255
+            out[w] = skip
+            out[w + 1] = j - i
+            out[w + 2:w + 2 + j - i] = frame[i:j]
+            w += 2 + j - i
+            last = i = j
+        if w < n:
+            return w | _DELTA
+    out[:n] = frame
+    return n
+
+
+def decode(refs, body, delta):
+    # -> the frame, or None if the body does not fit its reference
+    if not delta:
+        return bytes(body)
+    n = struct.unpack_from("<H", body)[0]
+    ref = refs.get(n)
+    if ref is None:
+        return None
+    out = bytearray(ref)
+    i = 2
+    pos = 0
+    end = len(body)
+    while i + 2 <= end:
+        pos += body[i]
+        k = body[i + 1]
+        if pos + k > n or i + 2 + k > end:
+            return None
+        out[pos:pos + k] = body[i + 2:i + 2 + k]
+        pos += k
+        i += 2 + k
+    return bytes(out)
+
+
+def read_record(f, refs):
+    # -> (frame, record size) of the record at f's position, or None at the end of the segment,
+    # at a record cut short, or at one that is damaged (said: it ends its segment's readable part).
+    head = f.read(4)
+    if len(head) < 4:
+        return None
+    n, crc = struct.unpack("<HH", head)
+    body = f.read(n & 0x7FFF)
+    if len(body) < n & 0x7FFF:
+        return None  # cut short: only on a filesystem that does not commit appends atomically
+    frame = decode(refs, body, n & _DELTA)
+    if frame is None or _crc(frame) != crc:
+        log.warn("spool: damaged record ends its segment")
+        return None
+    refs[len(frame)] = frame
+    return frame, 4 + (n & 0x7FFF)
+
+
+def records(f):
+    # The frames of one segment file, in order.
+    refs = {}
+    while True:
+        got = read_record(f, refs)
+        if got is None:
+            return
+        yield got[0]
+
+
+def _seq(name):
+    if len(name) == 8:
+        try:
+            return int(name, 16)
+        except ValueError:
+            pass
+    return None
+
+
+def segments(path):
+    # Segment numbers, oldest first; anything else in the directory (a temporary file of older
+    # firmware, junk) is thrown away, and said.
+    out = []
+    for name in os.listdir(path):
+        seq = _seq(name)
+        if seq is None:
+            try:
+                os.remove(path + "/" + name)
+            except OSError:
+                pass
+            log.warn("spool: discarded", name)
+        else:
+            out.append(seq)
+    out.sort()
+    return out
+
+
+def _old_frame(path):
+    # The frame in a file of the one-file-per-frame spool of earlier firmware (u16 length, u32
+    # CRC32, frame), or None: such files are taken into the ring at start, not lost to an update.
+    try:
+        with open(path, "rb") as f:
+            data = f.read(1100)
+    except OSError:
+        return None
+    if len(data) > 6:
+        n, crc = struct.unpack_from("<HI", data)
+        if n == len(data) - 6 and crc32(data[6:]) == crc:
+            return data[6:]
+    return None
+
+
+def contents(path="spool", nvs=None):
+    # -> [(counter, frame)] waiting in flash, oldest first, as a Spool made now would send them.
+    # Reads only (tools and tests call it on a node that is off).
+    skip_below, keep = _marks(nvs)
+    out = []
+    try:
+        names = sorted(q for q in (_seq(n) for n in os.listdir(path)) if q is not None)
+    except OSError:
+        return out
+    for seq in names:
+        try:
+            with open(path + "/" + _name(seq), "rb") as f:
+                for frame in records(f):
+                    c = _counter(frame)
+                    if c >= skip_below or c == keep:
+                        out.append((c, frame))
+        except OSError:
+            pass  # removed while this read (the node runs)
+    return out
+
+
+def _marks(nvs):
+    # (counter below which flash frames were answered or dropped, the frame in doubt kept then)
+    return _i32(nvs, "sptr", 0), _i32(nvs, "sdbt", -1)
+
+
+def _i32(nvs, key, default):
+    if nvs is None:
+        return default
+    try:
+        return nvs.get_i32(key)
+    except OSError:
+        return default
 
 
 class Spool:
-    def __init__(self, path="spool", capacity=256, nvs=None):
+    def __init__(self, path="spool", capacity=65536, nvs=None, budget=None, after_ms=AFTER_MS,
+                 ram_frames=RAM_FRAMES, segment_bytes=SEGMENT_BYTES):
         self.path = path
         self.capacity = capacity
         self.nvs = nvs
+        self.after_ms = after_ms
+        self.ram_frames = min(ram_frames, max(1, capacity - 1))
+        self.segment_bytes = segment_bytes
+        self.on_out = None  # called with each frame as it leaves RAM (the console line)
         try:
             os.mkdir(path)
         except OSError:
             pass
-        names = []
-        for name in os.listdir(path):
-            if len(name) == 8:
-                try:
-                    names.append(int(name, 16))
-                    continue
-                except ValueError:
-                    pass
-            # A temp file from a write cut short by a reset (its frame was never in the spool),
-            # or junk: thrown away, and said, so a reader of the console knows why.
-            self._remove(name)
-            log.warn("spool: discarded", name)
-        names.sort()
-        self.counters = names
+        self.ram = []  # [(counter, frame, ticks_ms made)], newer than everything in flash
+        self.buf = bytearray(4 + 1024 + 260)  # a record: header, body (a delta may run past a frame)
         self.lost = self._load_lost()
+        self._skip_below, self._keep = _marks(nvs)
+        # Flash: segment numbers oldest first; the reader's segment, offset and references.
+        names = segments(path)
+        old = []  # [(name, frame)] of an earlier firmware's spool, in counter order
+        for seq in names:
+            frame = _old_frame(self._file(seq))
+            if frame is not None:
+                old.append((seq, frame))
+        self.segs = [seq for seq in names if seq not in [o[0] for o in old]]
+        self.used = 0
+        for seq in self.segs:
+            self.used += os.stat(self._file(seq))[6]
+        self.nflash = 0
+        for seq in self.segs:
+            with open(self._file(seq), "rb") as f:
+                for frame in records(f):
+                    if self._wanted(_counter(frame)):
+                        self.nflash += 1
+        self.wseq = names[-1] + 1 if names else 0  # after a reset: a new segment
+        self.wfile = None
+        self.wrefs = {}
+        self.woff = 0
+        self._rewind()
+        if budget is None:
+            budget = self.used + self._free() - _RESERVE
+        self.budget = max(budget, 2 * segment_bytes)
+        # The frame in doubt when the spool overflowed: taken out of the reader's way (it is
+        # still in its segment, and NVS "sdbt" keeps it wanted after a reset), sent first.
+        self.held = None
+        for seq, frame in old:  # in the ring before the old file goes: a power cut loses none
+            self._append(frame)
+        for seq, frame in old:
+            os.remove(self._file(seq))
+        if old:
+            log.info("spool: took", len(old), "frames of the old spool")
         # Counter of the frame last sent and not answered (set by the uplink): the gateway may
         # have stored it and only its answer was lost, so it is never the one dropped as lost.
         # After a reset that is the oldest frame: it may have been on its way at the power cut.
-        self.doubt = names[0] if names else None
-        # (counter, frame) of the oldest frame as last written or read: the uplink sends it,
-        # and retries it, without reading it back from flash each time.
-        self._head = None
+        head = self.peek()
+        self.doubt = head[0] if head is not None else None
+
+    def _wanted(self, counter):
+        return counter >= self._skip_below or counter == self._keep
+
+    def _free(self):
+        try:
+            st = os.statvfs(self.path)
+            return st[0] * st[4]
+        except (OSError, AttributeError):
+            return 1 << 20
 
     def __len__(self):
-        return len(self.counters)
+        return len(self.ram) + self.nflash + (self.held is not None)
 
-    def _file(self, name):
-        return self.path + "/" + name
-
-    def _remove(self, name):
-        try:
-            os.remove(self._file(name))
-        except OSError:
-            pass
+    def _file(self, seq):
+        return self.path + "/" + _name(seq)
 
     def _load_lost(self):
-        if self.nvs is None:
-            return 0
-        try:
-            return self.nvs.get_i32("lost")
-        except OSError:
-            return 0
+        return _i32(self.nvs, "lost", 0)
 
     def _store_lost(self):
         if self.nvs is not None:
             self.nvs.set_i32("lost", self.lost)
             self.nvs.commit()
 
-    def put(self, counter, frame):
-        if self.counters and counter <= self.counters[-1]:
-            return  # already spooled (a retry of the same frame)
-        while len(self.counters) >= self.capacity:
-            self._drop_oldest()
-            self._store_lost()
+    # -- the reader ----------------------------------------------------------------------------
+    def _rewind(self):
+        self.rseq = self.segs[0] if self.segs else None
+        self.roff = 0
+        self.rrefs = {}
+        self._head = None  # (counter, frame, offset after it) of the oldest frame in flash
+
+    def _flash_head(self):
+        # -> (counter, frame) of the oldest frame in flash still wanted, or None
+        while self.nflash and self._head is None:
+            if self.rseq is None:
+                self.nflash = 0  # counted frames that cannot be read back: nothing to send
+                return None
+            got = self._read_one()
+            if got is None:
+                self._next_segment()
+                continue
+            counter, frame, off = got
+            if self._wanted(counter):
+                self._head = got
+            else:
+                self.roff = off
+        return self._head
+
+    def _read_one(self):
+        # -> (counter, frame, offset after it) of the record at the reader's position, or None
         try:
-            self._write(counter, frame)
+            with open(self._file(self.rseq), "rb") as f:
+                f.seek(self.roff)
+                got = read_record(f, self.rrefs)
         except OSError:
-            # Flash full (ENOSPC) or a write error: make room by dropping the oldest, once;
-            # if that does not help the frame is lost, counted, and reported like any other.
-            if self.counters:
-                self._drop_oldest()
-            try:
-                self._write(counter, frame)
-            except OSError:
-                self._remove(_TMP)
+            return None
+        if got is None:
+            return None
+        return _counter(got[0]), got[0], self.roff + got[1]
+
+    def _next_segment(self):
+        # The reader is past the end of its segment: remove it unless the writer still adds to it.
+        if self.rseq == self.wseq and self.wfile is not None:
+            if self.nflash:
+                self.nflash = 0  # counted frames that could not be read: the writer's data is gone
+            return
+        self._remove_segment(self.rseq)
+        self._rewind()
+
+    def _remove_segment(self, seq):
+        try:
+            self.used -= os.stat(self._file(seq))[6]
+            os.remove(self._file(seq))
+        except OSError:
+            pass
+        if seq in self.segs:
+            self.segs.remove(seq)
+
+    def _consume_flash(self):
+        # The oldest frame in flash is answered or dropped: move the reader past it.
+        self.roff = self._head[2]
+        self._head = None
+        self.nflash -= 1
+        if self.nflash == 0:
+            # Nothing left in flash: every segment goes, so an idle spool has no file.
+            self._close_writer()
+            for seq in list(self.segs):
+                self._remove_segment(seq)
+            self.wseq += 1
+            self._rewind()
+
+    # -- the writer ----------------------------------------------------------------------------
+    def _close_writer(self):
+        if self.wfile is not None:
+            self.wfile.close()
+            self.wfile = None
+
+    def _append(self, frame):
+        n = encode(self.wrefs.get(len(frame)), frame, memoryview(self.buf)[4:])
+        size = 4 + (n & 0x7FFF)
+        if self.wfile is not None and self.woff + size > self.segment_bytes:
+            self._close_writer()
+            self.wseq += 1
+        while self.used + size > self.budget and self._free_oldest_segment():
+            pass
+        if self.wfile is None:
+            self.wrefs = {}
+            n = encode(None, frame, memoryview(self.buf)[4:])
+            size = 4 + n
+            self.wfile = open(self._file(self.wseq), "ab")
+            self.woff = 0
+            self.segs.append(self.wseq)
+            if self.rseq is None:
+                self.rseq = self.wseq
+        struct.pack_into("<HH", self.buf, 0, n, _crc(frame))
+        self.wfile.write(memoryview(self.buf)[:size])
+        self.wfile.flush()  # littlefs: lfs_file_sync, the record is committed
+        self.woff += size
+        self.used += size
+        self.wrefs[len(frame)] = bytes(frame)
+        self.nflash += 1
+
+    def _free_oldest_segment(self):
+        # Over the byte budget: the oldest segment goes with the frames still in it (lost, the
+        # frame in doubt too). -> False when only the writer's segment is left.
+        if len(self.segs) < 2 or self.rseq is None:
+            return False
+        while self.segs and self.rseq == self.segs[0] and self._flash_head() is not None:
+            self._consume_flash()
+            self.lost += 1
+        if self.segs and self.rseq != self.segs[0]:
+            self._remove_segment(self.segs[0])
+        self._mark()
+        return True
+
+    def _write(self, entry):
+        counter, frame = entry[0], entry[1]
+        try:
+            self._append(frame)
+        except OSError:
+            # Flash full (ENOSPC) or a write error: make room by dropping the oldest segment,
+            # once; if that does not help the frame is lost, counted and reported like any other.
+            self._close_writer()
+            self.wseq += 1
+            if not self._free_oldest_segment():
                 self.lost += 1
                 self._store_lost()
                 return
-            self._store_lost()
-        self.counters.append(counter)
-        if len(self.counters) == 1:
-            self._head = (counter, bytes(frame))  # the caller's buffer is reused for the next frame
+            try:
+                self._append(frame)
+            except OSError:
+                self._close_writer()
+                self.wseq += 1
+                self.lost += 1
+                self._store_lost()
+
+    # -- the queue -----------------------------------------------------------------------------
+    def put(self, counter, frame):
+        if self.ram and counter <= self.ram[-1][0]:
+            return  # already queued (a retry of the same frame)
+        self.ram.append((counter, bytes(frame), time.ticks_ms()))  # the caller's buffer is reused
+        while len(self.ram) > self.ram_frames:
+            self._spill()
+        while len(self) > self.capacity:
+            self._drop_oldest()
+
+    def _spill(self):
+        entry = self.ram.pop(0)
+        self._write(entry)
+        self._out(entry[1])
+
+    def settle(self, now):
+        # Frames that waited after_ms in RAM without an answer go to flash.
+        ram = self.ram
+        while ram and time.ticks_diff(now, ram[0][2]) >= self.after_ms:
+            self._spill()
+
+    def _out(self, frame):
+        if self.on_out is not None:
+            self.on_out(frame)
+
+    def peek(self):
+        # (counter, frame) of the oldest frame, or None
+        if self.held is not None:
+            return self.held
+        head = self._flash_head()
+        if head is not None:
+            return head[0], head[1]
+        if self.ram:
+            return self.ram[0][0], self.ram[0][1]
+        return None
+
+    def drop(self, counter):
+        # The gateway answered for this frame (the oldest).
+        if self.held is not None and self.held[0] == counter:
+            self.held = None
+            return
+        head = self._flash_head()
+        if head is not None and head[0] == counter:
+            self._consume_flash()
+        elif self.ram and self.ram[0][0] == counter:
+            self._out(self.ram.pop(0)[1])
 
     def _drop_oldest(self):
         # The oldest frame goes, except the one in doubt: that one goes out again first (and is
         # answered 2.03 if the gateway has it), so `lost` counts only frames never delivered.
-        i = 1 if len(self.counters) > 1 and self.counters[0] == self.doubt else 0
-        self._remove(_hex8(self.counters.pop(i)))
+        head = self._flash_head()
+        if head is not None and head[0] == self.doubt and self.held is None and len(self) > 1:
+            self.held = (head[0], head[1])  # out of the reader's way, sent first
+            self._consume_flash()
+            head = self._flash_head()
+        if head is not None:
+            self._consume_flash()
+        elif self.ram:
+            i = 1 if len(self.ram) > 1 and self.ram[0][0] == self.doubt else 0
+            self._out(self.ram.pop(i)[1])
         self.lost += 1
+        self._mark()
 
-    def _write(self, counter, frame):
-        tmp = self._file(_TMP)
-        with open(tmp, "wb") as f:
-            f.write(struct.pack("<HI", len(frame), crc32(frame)))
-            f.write(frame)
-        os.rename(tmp, self._file(_hex8(counter)))
-
-    def peek(self):
-        # (counter, frame) of the oldest intact frame, or None. Damaged files are dropped.
-        head = self._head
-        if head is not None and self.counters and self.counters[0] == head[0]:
-            return head  # counters never repeat: the same counter is the same frame
-        while self.counters:
-            counter = self.counters[0]
-            try:
-                with open(self._file(_hex8(counter)), "rb") as f:
-                    head = f.read(6)
-                    n, crc = struct.unpack("<HI", head)
-                    frame = f.read(n)
-                if len(frame) == n and crc32(frame) == crc:
-                    self._head = (counter, frame)
-                    return self._head
-            except (OSError, ValueError):
-                pass
-            log.warn("spool: dropped damaged frame", counter)
-            self.drop(counter)
-        return None
-
-    def drop(self, counter):
-        if self.counters and self.counters[0] == counter:
-            self.counters.pop(0)
-        elif counter in self.counters:
-            self.counters.remove(counter)
-        self._remove(_hex8(counter))
+    def _mark(self):
+        # After a drop as lost: where a reset's reader starts, so no dropped frame comes back.
+        if self.nvs is None:
+            return
+        head = self._flash_head()
+        below = head[0] if head is not None else 0
+        keep = self.held[0] if self.held is not None else -1
+        self._skip_below = below
+        self.nvs.set_i32("sptr", below)
+        if keep != self._keep:
+            self._keep = keep
+            self.nvs.set_i32("sdbt", keep)
+        self._store_lost()
 
     def loss_reported(self, count):
         self.lost -= count

@@ -1,15 +1,19 @@
-# Getting frames off the node: every frame to the USB console at once, and to the gateway as a
+# Getting frames off the node: every frame to the USB console, and to the gateway as a
 # confirmable CoAP POST (RFC 7252), one outstanding at a time, retransmitted with RFC 7252's
 # backoff. A frame leaves the queue only when the gateway's response says it was committed
-# (2.xx) or refused for good (4.xx). With a spool, every frame is in flash before it is first
-# sent and leaves it only on the gateway's answer, so a power cut loses no unacknowledged frame
-# (flash wear: docs/firmware.md). An Uplink made without a spool keeps a few in RAM.
+# (2.xx) or refused for good (4.xx; not 4.01 unknown-kid: the gateway lacks the key, which a
+# restart with the right keys mends, so the frame is kept and sent again after a backoff).
+# With a spool, a frame waits in RAM for its answer and goes to flash if none comes promptly;
+# its console line is printed when it is answered or in flash, so every printed frame survives
+# a power cut (fnode.spool, docs/firmware.md). An Uplink without a spool keeps a few in RAM and
+# prints at once.
 import asyncio
 import socket
 import struct
 import sys
 import time
 from binascii import b2a_base64
+from micropython import const
 from fnode import coap, log
 
 RAM_SLOTS = 8
@@ -17,6 +21,9 @@ _SERVER_ERROR = 0xA0  # response codes 5.00 and above: the gateway could not sto
 _COUNTER_AT = 19  # d1 84 58 19 a4 01 <alg> 04 48 <kid:8> 06 44 <counter:4>: docs/frame-format.md
 _CONSOLE_PREFIX = b"FN1 "
 _RX_MAX = 1280  # the largest datagram read: an IPv6 minimum MTU's worth, as RFC 7252 §4.6 sizes them
+_UNKNOWN_KID = b"unknown-kid"
+KEY_RETRY_MAX_MS = 30000  # default bound of the backoff while the gateway does not know the key
+_BEAT_MS = const(10000)  # a long backoff still shows the watchdog signs of life this often
 
 
 def counter_of(frame):
@@ -34,26 +41,40 @@ class Uplink:
         self.sock = None
         self.addr = None
         self.ex = coap.Exchange()
+        self.answer = b""  # the last datagram received
         self.last_ok = None  # ticks_ms of the gateway's last 2.xx answer (actuator failsafe watches it)
         self.acked = 0
         self.refused = 0
         self.timeouts = 0
         self.beat = time.ticks_ms()  # the sender's last sign of life, for the watchdog
+        self.key_retry_max_ms = KEY_RETRY_MAX_MS
+        self.on_event = None  # called (event, name, unit, value) to send an event frame
+        self.unknown_kid = 0  # 4.01 unknown-kid answers since the gateway last took a frame
+        self.unknown_since = None  # ticks_ms of the first of them (aged: at most 3.1 days back)
+        self._queued = asyncio.Event()
+        if spool is not None:
+            spool.on_out = self._print  # printed once answered or safe in flash
 
     # -- producer side (samplers) --------------------------------------------------------------
     def submit(self, frame):
         if self.spool is not None:
-            # In flash before it is printed or sent: a frame seen on the console survives a reset
-            # while it waits for its answer (or for a usable gateway setting: see app.py).
+            # Printed by the spool once answered or in flash: a frame seen on the console
+            # survives a reset while it waits for its answer (or for a usable gateway setting:
+            # see app.py).
             self.spool.put(counter_of(frame), frame)
-        out = self.console
-        out.write(_CONSOLE_PREFIX)
-        out.write(b2a_base64(frame))  # ends with "\n": one frame per line
-        if self.gateway is None or self.spool is not None:
+            self._queued.set()
+            return
+        self._print(frame)
+        if self.gateway is None:
             return
         if len(self.ram) >= RAM_SLOTS:
             self.ram.pop(0)  # no spool: the oldest unsent frame goes
         self.ram.append((counter_of(frame), bytes(frame)))  # the builder's buffer is reused
+
+    def _print(self, frame):
+        out = self.console
+        out.write(_CONSOLE_PREFIX)
+        out.write(b2a_base64(frame))  # ends with "\n": one frame per line
 
     def pending(self):
         return len(self.spool) if self.spool is not None else len(self.ram)
@@ -82,7 +103,14 @@ class Uplink:
                 backoff = min(backoff * 2 or 1000, 30000)
                 await asyncio.sleep_ms(backoff)
                 continue
+            if code == coap.UNAUTHORIZED and self._reason() == _UNKNOWN_KID:
+                backoff = min(backoff * 2 or 1000, self.key_retry_max_ms)
+                self._key_unknown(head[0], backoff)
+                await self._pause(backoff)
+                continue
             backoff = 0
+            if code < coap.BAD_REQUEST and code != coap.RESET:
+                self._key_known()
             if code == coap.RESET or code >= coap.BAD_REQUEST:
                 self.refused += 1
                 log.warn("gateway refused frame", head[0], "code", code)
@@ -93,6 +121,54 @@ class Uplink:
                 self.ram.pop(0)
             elif self.spool is not None:
                 self.spool.drop(head[0])
+
+    def _reason(self):
+        # The diagnostic payload of the answer exchange() returned (the reason of a 4.xx).
+        ex = self.ex
+        return self.answer[ex.payload_start:ex.payload_start + ex.payload_len] if ex.payload_len else b""
+
+    def _key_unknown(self, counter, backoff):
+        # The gateway does not know this node's key id: after a revoke that is meant, but a
+        # gateway started with an old key export does it to every node. The frame is kept
+        # (the queue is bounded) and sent again after the backoff.
+        if self.unknown_kid == 0:
+            self.unknown_since = time.ticks_ms()
+        self.unknown_kid += 1
+        log.warn("gateway does not know our key (4.01 unknown-kid): frame", counter, "kept, retry in", backoff, "ms")
+
+    def _key_known(self):
+        # The gateway took a frame again after refusing the key: said once, in a signed event.
+        if not self.unknown_kid:
+            return
+        secs = time.ticks_diff(time.ticks_ms(), self.unknown_since) // 1000
+        log.info("gateway knows our key again after", secs, "s,", self.unknown_kid, "refusals")
+        self.unknown_kid = 0
+        if self.on_event is not None:
+            self.on_event("gateway.key-unknown", "duration", "s", secs)
+
+    async def _pause(self, ms):
+        # A backoff longer than the watchdog's patience, in slices that show the loop is alive.
+        while ms > 0:
+            self.beat = time.ticks_ms()
+            step = min(ms, _BEAT_MS)
+            await asyncio.sleep_ms(step)
+            ms -= step
+
+    async def settle(self):
+        # The spool's task, beside the sender (a sender that hangs or dies does not keep frames
+        # from flash and the console): frames that waited spool.after_ms in RAM for their answer
+        # go to flash. Sleeps until the oldest is due, or until a frame is queued.
+        spool = self.spool
+        while True:
+            if not spool.ram:
+                self._queued.clear()
+                await self._queued.wait()
+                continue
+            wait = time.ticks_diff(spool.ram[0][2], time.ticks_ms()) + spool.after_ms
+            if wait > 0:
+                await asyncio.sleep_ms(wait)
+            else:
+                spool.settle(time.ticks_ms())
 
     def _close(self):
         if self.sock is not None:
@@ -159,6 +235,7 @@ class Uplink:
             return coap.NO_MATCH
         ex = self.ex
         r = ex.parse(rx, len(rx))
+        self.answer = rx  # _reason() reads a 4.xx's diagnostic payload from it
         if r > 0 and ex.payload_len and ex.content_format == coap.CONTENT_FORMAT_COSE \
                 and self.on_command is not None:
             self.on_command(memoryview(rx)[ex.payload_start:ex.payload_start + ex.payload_len])

@@ -1,6 +1,11 @@
 # The node's flash as a littlefs2 image file (as built by littlefs-python, block size 4096),
 # mounted with vfs.VfsLfs2 over this block device: what the firmware writes lands in the image,
 # and the host can read the image back with littlefs-python.
+# The device counts what a flash chip would see: reads, programs and erases (ioctl 6), in all
+# and per block, in "<image>.wear" (JSON), written at the first program after a sync ("dirty":
+# 1, a commit under way) and at each sync ("dirty": 0). A kill -9 that leaves "dirty": 1 cut
+# littlefs in the middle of a commit.
+import json
 import os
 import vfs
 
@@ -17,23 +22,55 @@ class FileBlockDevice:
         self.block_size = block_size
         self.f.seek(0, 2)
         self.blocks = self.f.tell() // block_size
+        self.wear_path = image + ".wear"
+        self.wear = {"reads": 0, "read_bytes": 0, "progs": 0, "prog_bytes": 0, "erases": 0,
+                     "read": [0] * self.blocks, "programmed": [0] * self.blocks, "erased": [0] * self.blocks,
+                     "dirty": 0}
+        try:
+            with open(self.wear_path) as f:
+                old = json.load(f)
+            if all(len(old.get(k, ())) == self.blocks for k in ("read", "programmed", "erased")):
+                self.wear.update(old)  # counts go on across power cycles of the same flash
+        except (OSError, ValueError):
+            pass
+        self.wear["dirty"] = 0
+
+    def _save_wear(self, dirty):
+        # Renamed into place: a kill -9 in the middle leaves the previous record whole.
+        self.wear["dirty"] = dirty
+        with open(self.wear_path + ".tmp", "w") as f:
+            json.dump(self.wear, f)
+        os.rename(self.wear_path + ".tmp", self.wear_path)
 
     def readblocks(self, block, buf, offset=0):
+        self.wear["reads"] += 1
+        self.wear["read_bytes"] += len(buf)
+        self.wear["read"][block] += 1
         self.f.seek(block * self.block_size + offset)
         self.f.readinto(buf)
 
     def writeblocks(self, block, buf, offset=None):
+        if not self.wear["dirty"]:
+            self._save_wear(1)
+        self.wear["progs"] += 1
+        self.wear["prog_bytes"] += len(buf)
+        self.wear["programmed"][block] += 1
         self.f.seek(block * self.block_size + (offset or 0))
         self.f.write(buf)
 
     def ioctl(self, op, arg):
         if op == 3:  # sync
             self.f.flush()
+            self._save_wear(0)
         elif op == 4:  # block count
             return self.blocks
         elif op == 5:  # block size
             return self.block_size
-        elif op == 6:  # erase: littlefs does not rely on erased contents
+        elif op == 6:  # erase: counted; littlefs does not rely on erased contents
+            if not self.wear["dirty"]:
+                self._save_wear(1)
+            self.wear["erases"] += 1
+            self.wear["erased"][arg] += 1
             return 0
         return 0
 
