@@ -7,6 +7,7 @@
 # littlefs in the middle of a commit.
 import json
 import os
+import simroot
 import vfs
 
 BLOCK_SIZE = 4096
@@ -38,9 +39,10 @@ class FileBlockDevice:
     def _save_wear(self, dirty):
         # Renamed into place: a kill -9 in the middle leaves the previous record whole.
         self.wear["dirty"] = dirty
-        with open(self.wear_path + ".tmp", "w") as f:
+        path = simroot.host_path(self.wear_path)  # the image may be the node's "/" by now
+        with open(path + ".tmp", "w") as f:
             json.dump(self.wear, f)
-        os.rename(self.wear_path + ".tmp", self.wear_path)
+        os.rename(path + ".tmp", path)
 
     def readblocks(self, block, buf, offset=0):
         self.wear["reads"] += 1
