@@ -386,6 +386,9 @@ class Line:
     def bytes_done(self, done: int, total: int, description: str | None = None) -> None:
         pass
 
+    def check_stop(self) -> None:
+        pass  # never stopped: no Ctrl-C here
+
 
 def test_an_app_only_update_longer_than_the_watchdog_lands_without_a_watchdog_reset(tmp_path):
     # The application (~45 KB) takes ~11 s through a 115200-baud console: 37 % of the node's
