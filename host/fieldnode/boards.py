@@ -324,4 +324,10 @@ def validate_board(doc: Any) -> list[str]:
     if type(spool) is not int or not 1 <= spool <= 4096:
         problems.append("spool_frames: a whole number of frames from 1 to 4096 (frames kept in flash while "
                         "the gateway cannot be reached; about 200 bytes each)")
+    health = doc.get("health_s", 300)
+    if not isinstance(health, (int, float)) or isinstance(health, bool) or health <= 0:
+        problems.append("health_s: a positive number of seconds (how often the node sends its heap readings)")
+    low = doc.get("low_heap_bytes", 16384)
+    if type(low) is not int or low < 0:
+        problems.append("low_heap_bytes: a whole number of bytes, 0 or more (free heap below it raises heap.low)")
     return problems

@@ -16,6 +16,7 @@ from fnode.config import Config
 from fnode.counter import Counter
 from fnode.cose import KIND_TELEMETRY, KIND_BOOT, KIND_EVENT, KIND_ACK, Rejected
 from fnode.frame import FrameBuilder
+from fnode.health import Heap, LOW_HEAP_BYTES, HEALTH_S, CHECK_MS, UNIT
 from fnode.senml import base_name
 from fnode.sensors import build, unix_time
 
@@ -77,6 +78,7 @@ class Node:
         self.progress = {}  # sensor name -> ticks_ms of its last completed sample
         self.stopped = None  # name of a task that ended (an exception escaped it): reset
         self.started = time.ticks_ms()
+        self.heap = Heap(board.get("low_heap_bytes", LOW_HEAP_BYTES))  # after the drivers: what is left
 
     def boot_frame(self):
         b = self.builder
@@ -85,6 +87,7 @@ class Node:
         b.add_str("board", self.board["name"])
         b.add_str("reset", reset_cause_name())
         b.add("schema", None, 1)
+        self.heap.add_records(b)
         return b.finish()
 
     def telemetry_frame(self, sensor, error):
@@ -238,6 +241,29 @@ class Node:
             await asyncio.sleep_ms(1000)
 
 
+def health_frame(node):
+    # The periodic health frame: a telemetry frame of the heap readings (fnode.health).
+    node.builder.begin(KIND_TELEMETRY, node.counter.take(), unix_time())
+    node.heap.add_records(node.builder)
+    return node.builder.finish()
+
+
+async def heap_watch(node, period_ms):
+    # Keeps the lowest free heap, raises heap.low once per fall below the board's threshold, and
+    # sends the health frame every period_ms (board "health_s").
+    heap = node.heap
+    due = time.ticks_add(time.ticks_ms(), period_ms)
+    while True:
+        await asyncio.sleep_ms(min(CHECK_MS, period_ms))
+        if heap.check():
+            log.warn("low memory:", heap.free, "bytes free")
+            node.emit_event("heap.low", "heap.free", UNIT, heap.free)
+        if time.ticks_diff(time.ticks_ms(), due) >= 0:
+            due = time.ticks_add(due, period_ms)
+            heap.measure()
+            node.uplink.submit(health_frame(node))
+
+
 async def status_led(pin, active_high, pattern):
     # pattern() -> (on_ms, off_ms): slow blink = sending, fast = no link, solid = not provisioned
     led = machine.Pin(pin, machine.Pin.OUT)
@@ -299,6 +325,7 @@ async def main():
         node.spawn("clock", clock.keeper(link, cfg.gateway()[0]))
     if spool is not None:
         node.spawn("loss", node.loss_reporter(spool))
+    node.spawn("heap", heap_watch(node, int(board.get("health_s", HEALTH_S) * 1000)))
     led = board.get("status_led")
     if led:
         asyncio.create_task(status_led(led["pin"], led.get("active_high", True),

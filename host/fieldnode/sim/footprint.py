@@ -1,0 +1,182 @@
+"""The application's heap footprint per board, measured on the MicroPython unix port with the
+simulated HAL, apart from the HAL's own share, and estimated for the 32-bit ESP32
+(docs/firmware.md, "Memory"; `bench/node_memory.py` records it in docs/performance.md).
+
+What runs is what ships: the library compiled to .mpy (as `fieldnode flash` writes it) and the
+board file, on a node directory provisioned with a key and a gateway address, as a virtual node
+has. The measuring script (mp_footprint.py) imports the HAL modules the application will use
+first and measures them, then either imports the fnode modules one by one or boots the
+application and measures it running.
+
+The 32-bit estimate. The unix port here is 64-bit: 8-byte words, 32-byte GC blocks (4 words,
+py/mpconfig.h MICROPY_BYTES_PER_GC_BLOCK); the ESP32 has 4-byte words and 16-byte blocks. An
+object made of words (dicts, lists, functions, classes, tasks, raw-code tables) takes the same
+number of blocks on both, so half the bytes on the ESP32. Byte data (bytecode and strings loaded
+from a .mpy, bytearray buffers) takes the same bytes on both. So: ESP32 bytes = byte data +
+(64-bit bytes - byte data) / 2, where the byte data of the code is its .mpy file size (bytecode,
+qstr text and constants, less what is already in the firmware's ROM qstrs: an upper bound) and
+that of the running state is its buffers.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..boards import CHIPS, load_board
+from ..errors import FieldnodeError
+from ..flashing.chips import chip_spec
+from ..flashing.compile import build_app_files
+from ..paths import FIRMWARE_DIR, SIMHAL_DIR
+from .fleet import devices_for_board
+from .vnode import micropython_binary
+
+SCRIPT = Path(__file__).with_name("mp_footprint.py")
+ESP32_BLOCK = 16
+RUN_MS = 3000  # the application measured this long after it starts: every sampler has sampled
+_IMPORT = re.compile(r"^\s*(?:from\s+(fnode(?:\.\w+)*|\.+\w*)\s+import\s+([\w, ]+)|import\s+(fnode\.\w+))", re.M)
+
+
+def module_order(lib: Path = FIRMWARE_DIR / "lib") -> list[str]:
+    """Every fnode module, dependencies first (from their import lines), so that importing them
+    in this order measures each one's own share."""
+    sources = {".".join(p.relative_to(lib).with_suffix("").parts): p for p in sorted((lib / "fnode").rglob("*.py"))}
+    names = {n.removesuffix(".__init__"): p for n, p in sources.items()}
+    deps: dict[str, set[str]] = {}
+    for name, path in names.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        found = set()
+        for frm, what, plain in _IMPORT.findall(path.read_text()):
+            if plain:
+                found.add(plain)
+                continue
+            if frm.startswith("."):
+                up = len(frm) - len(frm.lstrip("."))
+                base = package.rsplit(".", up - 1)[0] if up > 1 else package
+                frm = base + ("." + frm.lstrip(".") if frm.lstrip(".") else "")
+            found.add(frm)
+            found.update(f"{frm}.{w.strip()}" for w in what.split(","))
+        deps[name] = {d for d in found if d in names and d != name}
+    order: list[str] = []
+
+    def visit(name: str, seen: tuple[str, ...] = ()) -> None:
+        if name in order or name in seen:
+            return
+        for dep in sorted(deps[name]):
+            visit(dep, seen + (name,))
+        order.append(name)
+
+    for name in sorted(names):
+        visit(name)
+    return order
+
+
+class NodeRig:
+    """A node directory and flash for one board, provisioned, for running mp_footprint.py."""
+
+    def __init__(self, base: Path, board: str | Path, gateway: str = "127.0.0.1:9") -> None:
+        self.doc = load_board(board)
+        chip = CHIPS[self.doc["chip"]]
+        self.base = Path(base)
+        self.node = self.base / "node"
+        self.flash = self.node / "flash"
+        self.flash.mkdir(parents=True, exist_ok=True)
+        self.lib = self.flash / "lib"
+        self.mpy_sizes: dict[str, int] = {}
+        for path, data in build_app_files(FIRMWARE_DIR, self.doc, chip_spec(self.doc["chip"]).mpy_march).files.items():
+            dest = self.flash / path.lstrip("/")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(data)
+            if path.endswith(".mpy"):
+                name = path[len("/lib/"):-len(".mpy")].replace("/", ".").removesuffix(".__init__")
+                self.mpy_sizes[name] = len(data)
+        pins = {"gpios": sorted(chip.gpios), "input_only": sorted(chip.input_only), "adc": sorted(chip.adc)}
+        (self.node / "sim.json").write_text(json.dumps(
+            {"unique_id": "02f1e1ee0001", "board": self.doc["name"], "chip": self.doc["chip"], "nvs": "commit",
+             "devices": devices_for_board(self.doc), "pins": pins}))
+        # Provisioned by the firmware's own NVS code: a key, the gateway, Wi-Fi.
+        self.run(f"""
+import esp32
+from fnode.config import pack_settings, NAMESPACE
+nvs = esp32.NVS(NAMESPACE)
+nvs.set_blob("id", bytes([4]) + bytes.fromhex("02f1e1ee00010001") + bytes(range(32)))
+nvs.set_blob("cfg", pack_settings({{"name": "footprint", "gw": "{gateway}", "ssid": "plant-floor", "wpass": "sim"}}))
+nvs.commit()
+""")
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("FIELDNODE_SIM_", "MICROPY"))}
+        env.update(MICROPYPATH=":".join([str(SIMHAL_DIR), str(self.lib), ".frozen"]),
+                   FIELDNODE_SIM_NODE=str(self.node), FIELDNODE_SIM_RESET="pwron")
+        return env
+
+    def run(self, code: str, *args: str, heap: str = "4M", timeout: float = 120) -> str:
+        script = self.base / "mp_script.py"
+        script.write_text(code)
+        return self._run([str(script), *args], heap, timeout)
+
+    def _run(self, argv: list[str], heap: str, timeout: float) -> str:
+        proc = subprocess.run([micropython_binary(), "-X", f"heapsize={heap}", *argv], cwd=self.flash,
+                              env=self.env(), capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:
+            raise FieldnodeError(f"micropython failed ({proc.returncode}): {(proc.stdout + proc.stderr)[-2000:]}")
+        return proc.stdout
+
+    def footprint(self, hal: list[str], modules: list[str] = (), run_ms: int = 0, tasks: int = 0,
+                  buffers: bool = False, heap: str = "4M") -> dict[str, Any]:
+        args = json.dumps({"hal": hal, "modules": list(modules), "run_ms": run_ms, "tasks": tasks, "buffers": buffers})
+        path = self.base / "footprint-args.json"
+        path.write_text(args)
+        out = self._run([str(SCRIPT), str(path)], heap, 120)
+        lines = [line for line in out.splitlines() if line.startswith("FOOTPRINT ")]
+        if not lines:
+            raise FieldnodeError(f"the footprint script printed no result: {out[-2000:]}")
+        return json.loads(lines[-1][len("FOOTPRINT "):])
+
+
+def is_hal(module: str) -> bool:
+    """A module of the simulated HAL (Python here, C on a board), not of the application."""
+    return (SIMHAL_DIR / f"{module}.py").exists()
+
+
+def esp32_bytes(bytes64: float, byte_data: float) -> int:
+    """The 32-bit estimate of a heap share measured on the 64-bit port (see the module doc)."""
+    byte_data = min(byte_data, bytes64)
+    return round(byte_data + (bytes64 - byte_data) / 2)
+
+
+def measure_board(board: str | Path, work: Path | None = None, run_ms: int = RUN_MS) -> dict[str, Any]:
+    """The application's footprint for one board: {hal, app, code, state, ... } in bytes and
+    64-bit GC blocks, per module, and the ESP32 estimate."""
+    with tempfile.TemporaryDirectory(prefix="fieldnode-footprint-") as tmp:
+        rig = NodeRig(Path(work or tmp), board)
+        first = rig.footprint([], run_ms=run_ms)  # which modules the board loads
+        hal = sorted(m for m in first["loaded"] if is_hal(m))
+        loaded = {m for m in first["loaded"] if m.startswith("fnode")}
+        running = rig.footprint(hal, run_ms=run_ms)
+        hal_share = running["hal"]
+        order = [m for m in module_order() if m in loaded]
+        parts = rig.footprint(hal, ["asyncio", *order], tasks=8, buffers=True)
+        sizes = rig.mpy_sizes
+    block = running["block"]
+    code = sum(parts["modules"].values())
+    app = running["running"] - hal_share
+    buffers = sum(parts["buffers"].values())
+    mpy = sum(sizes.get(m, 0) for m in order)
+    modules = {m: {"bytes": b, "blocks": b // block, "mpy": sizes.get(m, 0),
+                   "esp32": esp32_bytes(b, sizes.get(m, 0))} for m, b in parts["modules"].items()}
+    state = app - code
+    return {
+        "board": load_board(board)["name"], "block": block, "hal": hal_share, "hal_blocks": hal_share // block,
+        "app": app, "app_blocks": app // block, "code": code, "code_mpy": mpy, "state": state,
+        "buffers": parts["buffers"], "task": parts["task"], "modules": modules,
+        "free_running": running["free_running"], "hal_modules": hal,
+        "esp32": {"code": esp32_bytes(code, mpy), "state": esp32_bytes(state, buffers)},
+    }
+
+
+__all__ = ["NodeRig", "measure_board", "module_order", "esp32_bytes", "ESP32_BLOCK"]

@@ -1,0 +1,86 @@
+# Runs on the MicroPython unix port, started by fieldnode.sim.footprint (not imported by CPython):
+# measures the heap of a node in phases and prints one JSON line. argv[1] names a JSON file (the
+# unix port dies at start-up on an argument over 256 bytes), an object:
+#   hal:      the simulated HAL's modules to import first (its share is measured apart)
+#   modules:  fnode modules to import one by one, dependencies first (the delta of each is its own)
+#   run_ms:   > 0: then boot the application (fnode.app.main) and measure it after run_ms
+# Every figure is gc.mem_alloc() after gc.collect(), in bytes (the GC block is 4 words).
+import gc
+import json
+import sys
+
+with open(sys.argv[1]) as f:
+    args = json.load(f)
+out = {"block": 4 * (8 if sys.maxsize > 2 ** 32 else 4)}
+
+
+def used():
+    gc.collect()
+    return gc.mem_alloc()
+
+
+base = used()
+for name in args["hal"]:
+    __import__(name)
+if args["hal"]:
+    import simdev
+    simdev.devices()  # the board's emulated chips: on a board they are hardware
+hal = used()
+out["hal"] = hal - base
+out["free_after_hal"] = gc.mem_free()
+
+modules = {}
+for name in args["modules"]:
+    before = used()
+    __import__(name)
+    modules[name] = used() - before
+out["modules"] = modules
+
+
+def _buffers():
+    # The application's long-lived buffers, from the classes that make them.
+    from fnode.frame import FrameBuilder
+    from fnode.coap import Exchange
+    from fnode.uplink import Uplink
+    return {"frame builder": len(FrameBuilder(bytes(32), bytes(8))._buf), "CoAP exchange": len(Exchange().buf),
+            "uplink receive": len(Uplink(None, None).rx)}
+
+
+async def _measure_tasks(n):
+    import asyncio
+
+    async def idle():
+        while True:
+            await asyncio.sleep_ms(1000)
+
+    before = used()
+    tasks = [asyncio.create_task(idle()) for _ in range(n)]
+    await asyncio.sleep_ms(0)
+    per = (used() - before) // n
+    for t in tasks:
+        t.cancel()
+    return per
+
+
+async def _measure_app(run_ms):
+    import asyncio
+    import fnode.app
+    task = asyncio.create_task(fnode.app.main())
+    await asyncio.sleep_ms(run_ms)
+    out["running"] = used() - base  # the HAL's share included
+    out["free_running"] = gc.mem_free()
+    out["loaded"] = sorted(k for k in sys.modules)
+    print("FOOTPRINT " + json.dumps(out))
+    task.cancel()
+    raise SystemExit
+
+
+if args.get("buffers"):
+    out["buffers"] = _buffers()
+if args.get("tasks"):
+    import asyncio
+    out["task"] = asyncio.run(_measure_tasks(args["tasks"]))
+if args.get("run_ms"):
+    import asyncio
+    asyncio.run(_measure_app(args["run_ms"]))
+print("FOOTPRINT " + json.dumps(out))
