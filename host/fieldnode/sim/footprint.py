@@ -37,6 +37,21 @@ from .vnode import micropython_binary
 
 SCRIPT = Path(__file__).with_name("mp_footprint.py")
 ESP32_BLOCK = 16
+# An ESP32-WROOM without PSRAM, MicroPython v1.24-1.26: the GC heap starts at 56 KB
+# (ports/esp32/mpconfigport.h MICROPY_GC_INITIAL_HEAP_SIZE) and grows on demand from the ESP-IDF
+# heap; grown once it is 111,936 bytes, which leaves about 40 KB to ESP-IDF for Wi-Fi and a TLS
+# request (micropython/micropython pull request #13219, which tuned the initial size for that).
+# MicroPython itself uses about 1.5 KB of it after start (micropython.mem_info() on an ESP32 in
+# pull request #12141: "GC: total: 64000, used: 1568").
+ESP32_HEAP = 111_936
+ESP32_MICROPYTHON_USE = 1_568
+ESP32_FREE_AT_START = ESP32_HEAP - ESP32_MICROPYTHON_USE
+TARGET_FREE = 0.40  # of the heap, left free by the richest shipped board with updates in
+# Updates (issue 10), not written yet: an estimate from what they need - a module that takes
+# chunks into the inactive slot and checks a SHA-256 over them (about the size of fnode.spool:
+# ~2.5 KB on the ESP32), one 4 KB flash-sector buffer, a hash object and the state: ~7 KB.
+OTA_ESTIMATE = 7 * 1024
+HEAPSIZE = 4 * 1024 * 1024  # the measuring heap: ample, so nothing is cut short
 RUN_MS = 3000  # the application measured this long after it starts: every sampler has sampled
 _IMPORT = re.compile(r"^\s*(?:from\s+(fnode(?:\.\w+)*|\.+\w*)\s+import\s+([\w, ]+)|import\s+(fnode\.\w+))", re.M)
 
@@ -86,14 +101,7 @@ class NodeRig:
         self.flash = self.node / "flash"
         self.flash.mkdir(parents=True, exist_ok=True)
         self.lib = self.flash / "lib"
-        self.mpy_sizes: dict[str, int] = {}
-        for path, data in build_app_files(FIRMWARE_DIR, self.doc, chip_spec(self.doc["chip"]).mpy_march).files.items():
-            dest = self.flash / path.lstrip("/")
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(data)
-            if path.endswith(".mpy"):
-                name = path[len("/lib/"):-len(".mpy")].replace("/", ".").removesuffix(".__init__")
-                self.mpy_sizes[name] = len(data)
+        self.mpy_sizes = install_shipped(self.flash, board)
         pins = {"gpios": sorted(chip.gpios), "input_only": sorted(chip.input_only), "adc": sorted(chip.adc)}
         (self.node / "sim.json").write_text(json.dumps(
             {"unique_id": "02f1e1ee0001", "board": self.doc["name"], "chip": self.doc["chip"], "nvs": "commit",
@@ -114,7 +122,7 @@ nvs.commit()
                    FIELDNODE_SIM_NODE=str(self.node), FIELDNODE_SIM_RESET="pwron")
         return env
 
-    def run(self, code: str, *args: str, heap: str = "4M", timeout: float = 120) -> str:
+    def run(self, code: str, *args: str, heap: str = str(HEAPSIZE), timeout: float = 120) -> str:
         script = self.base / "mp_script.py"
         script.write_text(code)
         return self._run([str(script), *args], heap, timeout)
@@ -127,15 +135,49 @@ nvs.commit()
         return proc.stdout
 
     def footprint(self, hal: list[str], modules: list[str] = (), run_ms: int = 0, tasks: int = 0,
-                  buffers: bool = False, heap: str = "4M") -> dict[str, Any]:
+                  buffers: bool = False, heap: int = 0) -> dict[str, Any]:
         args = json.dumps({"hal": hal, "modules": list(modules), "run_ms": run_ms, "tasks": tasks, "buffers": buffers})
         path = self.base / "footprint-args.json"
         path.write_text(args)
-        out = self._run([str(SCRIPT), str(path)], heap, 120)
+        out = self._run([str(SCRIPT), str(path)], str(heap or HEAPSIZE), 120)
         lines = [line for line in out.splitlines() if line.startswith("FOOTPRINT ")]
         if not lines:
             raise FieldnodeError(f"the footprint script printed no result: {out[-2000:]}")
         return json.loads(lines[-1][len("FOOTPRINT "):])
+
+
+def install_shipped(flash: Path, board: str | Path) -> dict[str, int]:
+    """The application as `fieldnode flash` writes it (library as .mpy, board.json, boot.py,
+    main.py), into a flash directory; returns the .mpy size of each module."""
+    doc = load_board(board)
+    sizes: dict[str, int] = {}
+    for path, data in build_app_files(FIRMWARE_DIR, doc, chip_spec(doc["chip"]).mpy_march).files.items():
+        dest = Path(flash) / path.lstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(data)
+        if path.endswith(".mpy"):
+            sizes[path[len("/lib/"):-len(".mpy")].replace("/", ".").removesuffix(".__init__")] = len(data)
+    return sizes
+
+
+def budget(result: dict[str, Any]) -> dict[str, Any]:
+    """A board's heap budget on an ESP32-WROOM from its measured footprint: bytes, and the share
+    of the heap left free with and without the updates estimate."""
+    app = result["esp32"]["code"] + result["esp32"]["state"]
+    free = ESP32_FREE_AT_START - app
+    return {"heap": ESP32_HEAP, "free_at_start": ESP32_FREE_AT_START, "app": app, "free": free,
+            "free_share": free / ESP32_HEAP, "ota": OTA_ESTIMATE, "free_with_ota": free - OTA_ESTIMATE,
+            "free_share_with_ota": (free - OTA_ESTIMATE) / ESP32_HEAP}
+
+
+def unix_heap_equivalent(result: dict[str, Any], esp32_bytes_free: int = ESP32_FREE_AT_START) -> int:
+    """-X heapsize for a virtual node of this board that leaves the application what an ESP32
+    leaves it: the unix port's own use and the simulated HAL's share (C on a board) added, the
+    ESP32's free heap scaled by the measured 64-bit/32-bit ratio of the application, and the
+    GC's tables (the usable part of the measuring heap) taken into account."""
+    ratio = result["app"] / (result["esp32"]["code"] + result["esp32"]["state"])
+    usable = result["base"] + result["hal"] + esp32_bytes_free * ratio
+    return int(usable * result["heapsize"] / result["total"])
 
 
 def is_hal(module: str) -> bool:
@@ -174,9 +216,11 @@ def measure_board(board: str | Path, work: Path | None = None, run_ms: int = RUN
         "board": load_board(board)["name"], "block": block, "hal": hal_share, "hal_blocks": hal_share // block,
         "app": app, "app_blocks": app // block, "code": code, "code_mpy": mpy, "state": state,
         "buffers": parts["buffers"], "task": parts["task"], "modules": modules,
-        "free_running": running["free_running"], "hal_modules": hal,
+        "free_running": running["free_running"], "hal_modules": hal, "base": running["base"],
+        "total": running["total"], "heapsize": HEAPSIZE,
         "esp32": {"code": esp32_bytes(code, mpy), "state": esp32_bytes(state, buffers)},
     }
 
 
-__all__ = ["NodeRig", "measure_board", "module_order", "esp32_bytes", "ESP32_BLOCK"]
+__all__ = ["NodeRig", "measure_board", "module_order", "esp32_bytes", "budget", "unix_heap_equivalent",
+           "install_shipped", "ESP32_BLOCK", "ESP32_HEAP", "ESP32_FREE_AT_START", "TARGET_FREE", "OTA_ESTIMATE"]

@@ -20,6 +20,8 @@ def used():
 
 
 base = used()
+out["base"] = base  # the unix port's own use before anything is imported
+out["total"] = gc.mem_free() + base  # the usable heap (-X heapsize less the GC's tables)
 for name in args["hal"]:
     __import__(name)
 if args["hal"]:

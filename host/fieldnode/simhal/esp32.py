@@ -128,6 +128,7 @@ def idf_heap_info(capabilities):
 
 
 def _largest_free(hi):
+    import gc
     # Binary search for the largest bytearray that can be allocated, to 64 bytes. A failed
     # allocation collects first, so the garbage of earlier tries does not count against later ones.
     lo = 0
@@ -138,6 +139,7 @@ def _largest_free(hi):
             lo = mid
         except MemoryError:
             hi = mid
+    gc.collect()  # leave none of the tries behind: the firmware reads the free heap next
     return lo
 
 
