@@ -27,6 +27,7 @@ BENCHES = {
     "frame_size": ["bench/frame_size.py"],
     "gateway": ["bench/gateway_throughput.py"],
     "flash": ["bench/flash_throughput.py"],
+    "node_memory": ["bench/node_memory.py"],
 }
 
 
