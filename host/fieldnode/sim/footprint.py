@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..boards import CHIPS, load_board
+from ..boards import CHIPS, SENSOR_DRIVERS, load_board
 from ..errors import FieldnodeError
 from ..flashing.chips import chip_spec
 from ..flashing.compile import build_app_files
@@ -136,7 +136,8 @@ nvs.commit()
 
     def footprint(self, hal: list[str], modules: list[str] = (), run_ms: int = 0, tasks: int = 0,
                   buffers: bool = False, heap: int = 0) -> dict[str, Any]:
-        args = json.dumps({"hal": hal, "modules": list(modules), "run_ms": run_ms, "tasks": tasks, "buffers": buffers})
+        args = json.dumps({"hal": hal, "hal_objects": hal_objects(self.doc) if hal else [], "modules": list(modules),
+                           "run_ms": run_ms, "tasks": tasks, "buffers": buffers})
         path = self.base / "footprint-args.json"
         path.write_text(args)
         out = self._run([str(SCRIPT), str(path)], str(heap or HEAPSIZE), 120)
@@ -178,6 +179,30 @@ def unix_heap_equivalent(result: dict[str, Any], esp32_bytes_free: int = ESP32_F
     ratio = result["app"] / (result["esp32"]["code"] + result["esp32"]["state"])
     usable = result["base"] + result["hal"] + esp32_bytes_free * ratio
     return int(usable * result["heapsize"] / result["total"])
+
+
+def hal_objects(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The HAL objects a board's application makes (buses, analog and digital pins, outputs, the
+    Wi-Fi station), for mp_footprint.py to make once with the HAL."""
+    out: list[dict[str, Any]] = [{"kind": "wlan"}]
+    for bus in doc.get("buses", {}).values():
+        if bus["type"] == "i2c":
+            out.append({"kind": "i2c", "id": bus.get("id", 0), "scl": bus["scl"], "sda": bus["sda"],
+                        "freq": bus.get("freq", 100000)})
+        elif bus["type"] == "uart":
+            out.append({"kind": "uart", "id": bus["id"], "baud": bus.get("baud", 9600), "tx": bus["tx"], "rx": bus["rx"]})
+        else:
+            out.append({"kind": "pin", "pin": bus["pin"]})
+    for sensor in doc.get("sensors", []):
+        kind = SENSOR_DRIVERS.get(sensor["driver"], {}).get("pin")
+        if kind:
+            out.append({"kind": "adc" if kind == "adc" else "pin", "pin": sensor["pin"]})
+    for act in doc.get("actuators", []):
+        out.append({"kind": "pwm", "pin": act["pin"], "freq": act.get("freq", 1000)} if act["driver"] == "pwm"
+                   else {"kind": "pin", "pin": act["pin"], "out": True})
+    if doc.get("status_led"):
+        out.append({"kind": "pin", "pin": doc["status_led"]["pin"], "out": True})
+    return out
 
 
 def is_hal(module: str) -> bool:

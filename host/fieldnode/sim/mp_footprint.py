@@ -2,6 +2,7 @@
 # measures the heap of a node in phases and prints one JSON line. argv[1] names a JSON file (the
 # unix port dies at start-up on an argument over 256 bytes), an object:
 #   hal:      the simulated HAL's modules to import first (its share is measured apart)
+#   hal_objects: the board's HAL objects, made once with the HAL (see below)
 #   modules:  fnode modules to import one by one, dependencies first (the delta of each is its own)
 #   run_ms:   > 0: then boot the application (fnode.app.main) and measure it after run_ms
 # Every figure is gc.mem_alloc() after gc.collect(), in bytes (the GC block is 4 words).
@@ -24,9 +25,37 @@ out["base"] = base  # the unix port's own use before anything is imported
 out["total"] = gc.mem_free() + base  # the usable heap (-X heapsize less the GC's tables)
 for name in args["hal"]:
     __import__(name)
+_warm = []
+
+
+def _hal_object(spec):
+    # One HAL object of the board, made as the application makes it (fnode.sensors.Hardware).
+    import machine
+    kind = spec["kind"]
+    if kind == "i2c":
+        return machine.I2C(spec["id"], scl=machine.Pin(spec["scl"]), sda=machine.Pin(spec["sda"]), freq=spec["freq"])
+    if kind == "uart":
+        return machine.UART(spec["id"], baudrate=spec["baud"], tx=spec["tx"], rx=spec["rx"])
+    if kind == "adc":
+        adc = machine.ADC(machine.Pin(spec["pin"]))
+        adc.atten(machine.ADC.ATTN_11DB)
+        return adc
+    if kind == "pwm":
+        return machine.PWM(machine.Pin(spec["pin"]), freq=spec["freq"])
+    if kind == "wlan":
+        import network
+        return network.WLAN(network.STA_IF)
+    return machine.Pin(spec["pin"], machine.Pin.OUT if spec.get("out") else machine.Pin.IN)
+
+
 if args["hal"]:
     import simdev
     simdev.devices()  # the board's emulated chips: on a board they are hardware
+    # The simulated HAL builds its own tables on the first use of each kind of object (Python
+    # here, static C objects on the ESP32 port): made once here, they are the HAL's share, and
+    # the application's own objects then cost what an instance costs.
+    for spec in args.get("hal_objects", ()):
+        _warm.append(_hal_object(spec))
 hal = used()
 out["hal"] = hal - base
 out["free_after_hal"] = gc.mem_free()
