@@ -313,7 +313,8 @@ def memory_section(d: dict[str, Any], runs: dict[str, Any]) -> list[str]:
         f"- Target: {d['richest']} leaves {rich['budget']['free_share_with_ota']:.0%} of the heap free with updates "
         f"(≥ {target:.0%}: {_verdict(ok)}).",
         f"- One more sensor (a copy of an analog one: its state, task and names) costs "
-        f"{_n(d['one_more_sensor']['bytes'])} B on the 64-bit port, ~{_n(d['one_more_sensor']['esp32'])} B on the ESP32; "
+        f"{_n(d['one_more_sensor']['bytes'])} B on the 64-bit port, ~{_n(d['one_more_sensor']['esp32'])} B "
+        "on the ESP32; "
         f"an idle asyncio task {rich['task']} B (64-bit).",
         "- Long-lived buffers: " + ", ".join(f"{k} {v} B" for k, v in rich["buffers"].items()) + ".",
         "",

@@ -521,7 +521,8 @@ def test_monitor_live_view_shows_the_heap_from_boot_and_health_frames(tmp_path):
                 {"n": "heap.block", "u": "B", "v": block}]
 
     state = LiveState({nodes.devices[0].hex(): "press-7"})
-    state.add_frame(verify(nodes.frame(0, kind=KIND_BOOT, records=[{"n": "fw", "vs": "0.1.0"}] + heap(90000, 90000, 40000))))
+    boot = [{"n": "fw", "vs": "0.1.0"}] + heap(90000, 90000, 40000)
+    state.add_frame(verify(nodes.frame(0, kind=KIND_BOOT, records=boot)))
     for free in (81920, 80896):  # two health frames
         state.add_frame(verify(nodes.frame(0, records=heap(free, 70656, 30720))))
     console = Console(width=160, record=True)

@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "status", help="gateway health: frames accepted/rejected, nodes last seen, queues",
         description="Reads the gateway's database and shows whether the gateway is running, how "
         "many frames it accepted and rejected (by reason), when each node was last heard and its last "
-        "reported heap (free, lowest since boot, largest free block), and how many readings wait for the MQTT broker and commands for their node. Safe to run while "
+        "reported heap (free, lowest since boot, largest free block), and how many readings wait for "
+        "the MQTT broker and commands for their node. Safe to run while "
         "the gateway runs. Exit status 1 if no gateway process is running.")
     p.add_argument("--db", type=Path, default=None,
                    help=f"the gateway's database (default {default_db_path()}, or $FIELDNODE_DB)")

@@ -25,15 +25,16 @@ import re
 import subprocess
 import tempfile
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
-from ..boards import CHIPS, SENSOR_DRIVERS, load_board
+from ..boards import SENSOR_DRIVERS, load_board
 from ..errors import FieldnodeError
 from ..flashing.chips import chip_spec
 from ..flashing.compile import build_app_files
 from ..paths import FIRMWARE_DIR, SIMHAL_DIR
 from .fleet import devices_for_board
-from .vnode import micropython_binary
+from .vnode import VirtualNode, micropython_binary
 
 SCRIPT = Path(__file__).with_name("mp_footprint.py")
 ESP32_BLOCK = 16
@@ -95,17 +96,15 @@ class NodeRig:
 
     def __init__(self, base: Path, board: str | Path, gateway: str = "127.0.0.1:9") -> None:
         self.doc = load_board(board)
-        chip = CHIPS[self.doc["chip"]]
         self.base = Path(base)
         self.node = self.base / "node"
         self.flash = self.node / "flash"
         self.flash.mkdir(parents=True, exist_ok=True)
         self.lib = self.flash / "lib"
         self.mpy_sizes = install_shipped(self.flash, board)
-        pins = {"gpios": sorted(chip.gpios), "input_only": sorted(chip.input_only), "adc": sorted(chip.adc)}
-        (self.node / "sim.json").write_text(json.dumps(
-            {"unique_id": "02f1e1ee0001", "board": self.doc["name"], "chip": self.doc["chip"], "nvs": "commit",
-             "devices": devices_for_board(self.doc), "pins": pins}))
+        # The node's sim.json, as a virtual node of this board has it (made, not started).
+        VirtualNode(self.node, "02f1e1ee0001", board=board, devices=devices_for_board(self.doc), flash=self.flash,
+                    firmware_lib=None)
         # Provisioned by the firmware's own NVS code: a key, the gateway, Wi-Fi.
         self.run(f"""
 import esp32
@@ -134,7 +133,7 @@ nvs.commit()
             raise FieldnodeError(f"micropython failed ({proc.returncode}): {(proc.stdout + proc.stderr)[-2000:]}")
         return proc.stdout
 
-    def footprint(self, hal: list[str], modules: list[str] = (), run_ms: int = 0, tasks: int = 0,
+    def footprint(self, hal: list[str], modules: Sequence[str] = (), run_ms: int = 0, tasks: int = 0,
                   buffers: bool = False, heap: int = 0) -> dict[str, Any]:
         args = json.dumps({"hal": hal, "hal_objects": hal_objects(self.doc) if hal else [], "modules": list(modules),
                            "run_ms": run_ms, "tasks": tasks, "buffers": buffers})
@@ -190,7 +189,8 @@ def hal_objects(doc: dict[str, Any]) -> list[dict[str, Any]]:
             out.append({"kind": "i2c", "id": bus.get("id", 0), "scl": bus["scl"], "sda": bus["sda"],
                         "freq": bus.get("freq", 100000)})
         elif bus["type"] == "uart":
-            out.append({"kind": "uart", "id": bus["id"], "baud": bus.get("baud", 9600), "tx": bus["tx"], "rx": bus["rx"]})
+            out.append({"kind": "uart", "id": bus["id"], "baud": bus.get("baud", 9600), "tx": bus["tx"],
+                        "rx": bus["rx"]})
         else:
             out.append({"kind": "pin", "pin": bus["pin"]})
     for sensor in doc.get("sensors", []):
