@@ -180,9 +180,9 @@ def test_the_richest_board_samples_sends_and_rides_out_an_outage_in_an_esp32_siz
     assert len(node.boots) == boots, "the node reset during the run"
     assert not [f for f in made(site, node, start) if records(f).get("event") == "heap.low"]
     # No heap growth: the free heap after collection at the end is what it was at the start, to
-    # a few blocks (the spool's index list shrinks back once the spool is empty).
+    # 2 KB (64 blocks; measured: 512 bytes lower, and steady). A leak of 4 bytes a frame shows.
     assert len(first) >= 5 and len(last) >= 5
     before = statistics.median(r["heap.free"] for r in first[2:])
     end = statistics.median(r["heap.free"] for r in last[-5:])
-    assert end >= before - 1024, f"free heap fell from {before} to {end} bytes over the run"
+    assert end >= before - 2048, f"free heap fell from {before} to {end} bytes over the run"
     assert min(r["heap.low"] for r in last) > 0
