@@ -121,14 +121,14 @@ def idf_heap_info(capabilities):
     # [(total, free, largest free block, minimum free)] of the one region a virtual node has: the
     # unix port's GC heap (-X heapsize), which never grows, standing in for the ESP-IDF heap that
     # the ESP32 port's GC heap grows into. The largest free block is found by allocating: safe
-    # here, as nothing else runs and the heap cannot grow (on a board it would grow it).
+    # here, as the heap cannot grow and the HAL's timer thread only schedules (on a board a probe
+    # would grow the heap, and ESP-IDF's tasks allocate beside it).
     import gc
     free = gc.mem_free()
     return [(free + gc.mem_alloc(), free, _largest_free(free), free)]
 
 
 def _largest_free(hi):
-    import gc
     # Binary search for the largest bytearray that can be allocated, to 64 bytes. A failed
     # allocation collects first, so the garbage of earlier tries does not count against later ones.
     lo = 0
@@ -139,6 +139,7 @@ def _largest_free(hi):
             lo = mid
         except MemoryError:
             hi = mid
+    import gc
     gc.collect()  # leave none of the tries behind: the firmware reads the free heap next
     return lo
 
