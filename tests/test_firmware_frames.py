@@ -52,7 +52,7 @@ def build(c):
 MP_REP = r"""
 import struct
 from binascii import hexlify
-from fnode.cbor import Tag
+from fnode.cbordecode import Tag
 
 def rep(v):
     t = type(v)
@@ -118,12 +118,12 @@ def test_builder_reproduces_every_vector_byte_exactly(micropython, vectors):
         assert len(got) == case["size"]
 
 
-# Verifies frames with fnode.cose.verify (any kind) or reads them as commands (CommandReader).
+# Verifies frames with fnode.command.verify (any kind) or reads them as commands (CommandReader).
 MP_RECEIVE = MP_REP + r"""
 import json
 from binascii import unhexlify
-from fnode.cose import verify, Rejected
-from fnode.command import CommandReader
+from fnode.cose import Rejected
+from fnode.command import CommandReader, verify
 from fnode.hmac256 import HMAC256
 
 def receive(c):
@@ -614,7 +614,7 @@ def test_cbor_decoder_agrees_with_cbor2(micropython):
     got = micropython.eval_json(MP_REP + r"""
 import json
 from binascii import unhexlify
-from fnode import cbor
+from fnode import cbordecode as cbor
 out = []
 for h in json.load(open("cases.json")):
     b = unhexlify(h)
@@ -626,7 +626,7 @@ print(json.dumps(out))
         assert skipped and from_view == decoded, item.hex()
     nan = micropython.eval_json("""
 import json
-from fnode import cbor
+from fnode import cbordecode as cbor
 print(json.dumps([str(cbor.loads(bytes.fromhex(h))) for h in ("f97e00", "fa7fc00000", "fb7ff8000000000000")]))
 """)
     assert nan == ["nan"] * 3
@@ -649,7 +649,7 @@ def test_cbor_decoder_rejects_malformed_input(micropython):
     got = micropython.eval_json(r"""
 import json
 from binascii import unhexlify
-from fnode import cbor
+from fnode import cbordecode as cbor
 out = []
 for h in json.load(open("cases.json")):
     b = unhexlify(h)
@@ -669,7 +669,7 @@ def test_cbor_skip_rejects_what_loads_rejects_for_well_formedness(micropython):
     got = micropython.eval_json(r"""
 import json
 from binascii import unhexlify
-from fnode import cbor
+from fnode import cbordecode as cbor
 out = []
 for h in ("", "18", "5a0000000541", "9fff", "1c", "f810", "8201", "81818181818181818100", "9841" + "00" * 65):
     try:

@@ -15,9 +15,8 @@ from fnode import clock, log
 from fnode.config import Config
 from fnode.counter import Counter
 from fnode.cose import KIND_TELEMETRY, KIND_BOOT, KIND_EVENT, KIND_ACK, Rejected
-from fnode.frame import FrameBuilder
+from fnode.frame import FrameBuilder, base_name
 from fnode.health import Heap, LOW_HEAP_BYTES, HEALTH_S, CHECK_MS, UNIT
-from fnode.senml import base_name
 from fnode.sensors import build, unix_time
 
 VERSION = "0.1.0"
@@ -54,6 +53,33 @@ def load_board(path=BOARD_FILE):
         return json.load(f)
 
 
+class Commands:
+    # Reads command frames with fnode.command, which is imported for each command and forgotten
+    # after it (Node.take_command): COSE verification, the CBOR decoder and the SenML parser are
+    # ~7 KB of an ESP32's heap that commands, rare, need only for a moment (docs/firmware.md,
+    # "Memory budget"). The last counter applied is read from NVS, where Node._spend keeps it.
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def read(self, frame):
+        from fnode.command import CommandReader
+        cfg = self.cfg
+        return CommandReader(cfg.key(), cfg.kid(), cfg.alg(), last=cfg.i32("cmdctr", 0)).read(frame)
+
+
+def forget_modules(before):
+    # Modules imported since `before` (names in sys.modules) are forgotten, there and in their
+    # package, so that the heap they hold is collected once nothing else refers to them. Only
+    # user modules are in sys.modules; ports' built-in modules are not.
+    for name in list(sys.modules):
+        if name not in before:
+            del sys.modules[name]
+            package, _, attr = name.rpartition(".")
+            package = sys.modules.get(package)
+            if package is not None and hasattr(package, attr):
+                delattr(package, attr)
+
+
 class Node:
     def __init__(self, board, cfg, uplink):
         self.board = board
@@ -73,8 +99,7 @@ class Node:
             self.rules = Rules(board, self.sensors, self.actuators)
         self.commands = None
         if self.actuators is not None:
-            from fnode.command import CommandReader
-            self.commands = CommandReader(cfg.key(), cfg.kid(), cfg.alg(), last=cfg.i32("cmdctr", 0))
+            self.commands = Commands(cfg)
         self.progress = {}  # sensor name -> ticks_ms of its last completed sample
         self.stopped = None  # name of a task that ended (an exception escaped it): reset
         self.started = time.ticks_ms()
@@ -131,6 +156,18 @@ class Node:
             self.uplink.submit(self.telemetry_frame(sensor, error))
             self.progress[sensor.name] = time.ticks_ms()
             await asyncio.sleep_ms(sensor.period_ms)
+
+    def take_command(self, frame):
+        # Where a command frame comes in (CoAP response, console line). The receiving side is
+        # imported for it and forgotten after it (see Commands); a heap too full to import it
+        # drops the command, which the gateway sends again (no ack), instead of killing the task.
+        before = set(sys.modules)
+        try:
+            self.handle_command(frame)
+        except MemoryError:
+            log.error("command dropped: out of memory")
+        finally:
+            forget_modules(before)
 
     def handle_command(self, frame):
         # A command from the gateway (CoAP response) or the USB console. Only a command whose MAC
@@ -201,7 +238,7 @@ class Node:
                 except ValueError:
                     log.warn("console: undecodable frame line")
                     continue
-                self.handle_command(frame)
+                self.take_command(frame)
 
     def spawn(self, name, coro):
         asyncio.create_task(self._guard(name, coro))
@@ -313,7 +350,7 @@ async def main():
     node = Node(board, cfg, uplink)
     uplink.submit(node.boot_frame())
     if node.commands is not None:
-        uplink.on_command = node.handle_command
+        uplink.on_command = node.take_command
         node.spawn("console", node.console_commands())
         if cfg.gateway():
             limit = board.get("failsafe_after_s", FAILSAFE_AFTER_S) * 1000

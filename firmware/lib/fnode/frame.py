@@ -31,7 +31,7 @@ from . import cbor
 from .cose import protected, set_counter_kind, mac_structure, tag_len, MAX_FRAME, KIND_MAX, \
     PROTECTED_SIZE
 from .hmac256 import HMAC256
-from .senml import base_name
+from binascii import hexlify
 
 _PREFIX = const(30)  # d1 84 (tag 17, array 4), protected bstr (27), a0 (unprotected {})
 _RECORDS = const(36)  # _PREFIX + payload bstr head (<= 3) + array head (<= 3)
@@ -54,6 +54,14 @@ _L_V = const(0x02)
 _L_VS = const(0x03)
 _L_VB = const(0x04)
 _L_ERR = b"\x63err"
+
+
+def base_name(device):
+    """urn:dev:mac:<EUI-64>: for a 6-byte MAC (RFC 9039; EUI-48 widened with fffe)."""
+    if len(device) != 6:
+        raise ValueError("senml: device id must be 6 bytes")
+    h = hexlify(device).decode()
+    return "urn:dev:mac:" + h[:6] + "fffe" + h[6:] + ":"
 
 
 class FrameFull(ValueError):
