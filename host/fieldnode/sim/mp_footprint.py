@@ -71,10 +71,10 @@ out["modules"] = modules
 def _buffers():
     # The application's long-lived buffers, from the classes that make them.
     from fnode.frame import FrameBuilder
-    from fnode.coap import Exchange
     from fnode.uplink import Uplink
-    return {"frame builder": len(FrameBuilder(bytes(32), bytes(8))._buf), "CoAP exchange": len(Exchange().buf),
-            "uplink receive": len(Uplink(None, None).rx)}
+    uplink = Uplink(None, None)
+    return {"frame builder": len(FrameBuilder(bytes(32), bytes(8))._buf), "CoAP exchange": len(uplink.ex.buf),
+            "uplink receive": len(uplink.rx)}
 
 
 async def _measure_tasks(n):
