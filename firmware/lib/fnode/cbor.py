@@ -1,9 +1,9 @@
 # CBOR (RFC 8949): the subset frame format v1 needs (docs/frame-format.md).
 #
 # Encoder: functions that write one item (or one item head) into a caller's preallocated buffer at
-# an offset and return the offset after it. They allocate nothing for ints, floats, bools and
-# text/byte strings (text of up to 64 bytes; longer ones allocate their struct format once per
-# call). Non-integer numbers are always float32.
+# an offset and return the offset after it; only those the frame builder uses, as each one takes
+# heap on a node. They allocate nothing for ints, bools and text/byte strings (text of up to 64
+# bytes; longer ones allocate their struct format once per call).
 #
 # The decoder, for the commands the node receives, is fnode.cbordecode: loaded only while a
 # command is read (docs/firmware.md, "Memory budget").
@@ -16,12 +16,9 @@ MAJOR_NINT = const(0x20)
 MAJOR_BSTR = const(0x40)
 MAJOR_TSTR = const(0x60)
 MAJOR_ARRAY = const(0x80)
-MAJOR_MAP = const(0xA0)
-MAJOR_TAG = const(0xC0)
 
 _FALSE = const(0xF4)
 _TRUE = const(0xF5)
-_FLOAT32 = const(0xFA)
 _FMT_CACHED = const(65)
 
 # struct formats "0s".."64s", made on first use: copying a str or bytes into the buffer with
@@ -76,28 +73,12 @@ def integer_size(v):
     return head_size(-1 - v if v < 0 else v)
 
 
-def float32(buf, off, x):
-    pack_into(">Bf", buf, off, _FLOAT32, x)
-    return off + 5
-
 
 def boolean(buf, off, b):
     buf[off] = _TRUE if b else _FALSE
     return off + 1
 
 
-def number(buf, off, v):
-    """An int in its shortest form, any other number as float32 (bool is not a number)."""
-    t = type(v)
-    if t is int:
-        return integer(buf, off, v)
-    if t is float:
-        return float32(buf, off, v)
-    raise TypeError("cbor: number must be int or float")
-
-
-def number_size(v):
-    return integer_size(v) if type(v) is int else 5
 
 
 def utf8_len(s):
@@ -129,18 +110,6 @@ def text(buf, off, s, n=-1):
     return raw(buf, head(buf, off, MAJOR_TSTR, n), s, n)
 
 
-def bstr(buf, off, b):
-    n = len(b)
-    return raw(buf, head(buf, off, MAJOR_BSTR, n), b, n)
-
 
 def array_head(buf, off, n):
     return head(buf, off, MAJOR_ARRAY, n)
-
-
-def map_head(buf, off, n):
-    return head(buf, off, MAJOR_MAP, n)
-
-
-def tag_head(buf, off, tag):
-    return head(buf, off, MAJOR_TAG, tag)

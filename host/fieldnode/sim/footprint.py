@@ -165,9 +165,11 @@ def budget(result: dict[str, Any]) -> dict[str, Any]:
     of the heap left free with and without the updates estimate."""
     app = result["esp32"]["code"] + result["esp32"]["state"]
     free = ESP32_FREE_AT_START - app
+    command = result["esp32"].get("command_path", 0)
     return {"heap": ESP32_HEAP, "free_at_start": ESP32_FREE_AT_START, "app": app, "free": free,
             "free_share": free / ESP32_HEAP, "ota": OTA_ESTIMATE, "free_with_ota": free - OTA_ESTIMATE,
-            "free_share_with_ota": (free - OTA_ESTIMATE) / ESP32_HEAP}
+            "free_share_with_ota": (free - OTA_ESTIMATE) / ESP32_HEAP, "command_path": command,
+            "free_share_during_command": (free - OTA_ESTIMATE - command) / ESP32_HEAP}
 
 
 def unix_heap_equivalent(result: dict[str, Any], esp32_bytes_free: int = ESP32_FREE_AT_START) -> int:
@@ -182,8 +184,9 @@ def unix_heap_equivalent(result: dict[str, Any], esp32_bytes_free: int = ESP32_F
 
 def hal_objects(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """The HAL objects a board's application makes (buses, analog and digital pins, outputs, the
-    Wi-Fi station), for mp_footprint.py to make once with the HAL."""
-    out: list[dict[str, Any]] = [{"kind": "wlan"}]
+    Wi-Fi station, its NVS namespace: the simulation holds the namespace's entries in RAM, the
+    ESP32 in flash), for mp_footprint.py to make once with the HAL."""
+    out: list[dict[str, Any]] = [{"kind": "wlan"}, {"kind": "nvs", "namespace": "fieldnode"}]
     for bus in doc.get("buses", {}).values():
         if bus["type"] == "i2c":
             out.append({"kind": "i2c", "id": bus.get("id", 0), "scl": bus["scl"], "sda": bus["sda"],
@@ -225,7 +228,7 @@ def measure_board(board: str | Path, work: Path | None = None, run_ms: int = RUN
         hal = sorted(m for m in first["loaded"] if is_hal(m))
         loaded = {m for m in first["loaded"] if m.startswith("fnode")}
         running = rig.footprint(hal, run_ms=run_ms)
-        hal_share = running["hal"]
+        hal_share = running["hal"] + running["hal_static"]  # the static C objects the application makes too
         order = [m for m in module_order() if m in loaded]
         parts = rig.footprint(hal, ["asyncio", *order], tasks=8, buffers=True)
         sizes = rig.mpy_sizes
@@ -237,13 +240,17 @@ def measure_board(board: str | Path, work: Path | None = None, run_ms: int = RUN
     modules = {m: {"bytes": b, "blocks": b // block, "mpy": sizes.get(m, 0),
                    "esp32": esp32_bytes(b, sizes.get(m, 0))} for m, b in parts["modules"].items()}
     state = app - code
+    command = running.get("command_path", 0)  # held only while a command is read
+    command_mpy = sum(sizes.get(m, 0) for m in running.get("command_modules", ()))
     return {
         "board": load_board(board)["name"], "block": block, "hal": hal_share, "hal_blocks": hal_share // block,
         "app": app, "app_blocks": app // block, "code": code, "code_mpy": mpy, "state": state,
         "buffers": parts["buffers"], "task": parts["task"], "modules": modules,
         "free_running": running["free_running"], "hal_modules": hal, "base": running["base"],
         "total": running["total"], "heapsize": HEAPSIZE,
-        "esp32": {"code": esp32_bytes(code, mpy), "state": esp32_bytes(state, buffers)},
+        "esp32": {"code": esp32_bytes(code, mpy), "state": esp32_bytes(state, buffers),
+                  "command_path": esp32_bytes(command, command_mpy)},
+        "command_path": command, "command_modules": running.get("command_modules", []),
     }
 
 

@@ -45,6 +45,9 @@ def _hal_object(spec):
     if kind == "wlan":
         import network
         return network.WLAN(network.STA_IF)
+    if kind == "nvs":
+        import esp32
+        return esp32.NVS(spec["namespace"])
     return machine.Pin(spec["pin"], machine.Pin.OUT if spec.get("out") else machine.Pin.IN)
 
 
@@ -56,6 +59,14 @@ if args["hal"]:
     # the application's own objects then cost what an instance costs.
     for spec in args.get("hal_objects", ()):
         _warm.append(_hal_object(spec))
+    # Pins, ADC channels and hardware I2C buses are static C objects on the ESP32 port: making
+    # one returns the port's own (ports/esp32 machine_pin.c machine_pin_obj_table, machine_adc.c
+    # madc_obj, machine_i2c.c machine_hw_i2c_obj), nothing from the heap. What the simulated
+    # ones cost the application (an instance each, as many as the board makes) is the HAL's too.
+    static = used()
+    _more = [_hal_object(spec) for spec in args.get("hal_objects", ()) if spec["kind"] in ("pin", "adc", "i2c")]
+    out["hal_static"] = used() - static
+    _more = None
 hal = used()
 out["hal"] = hal - base
 out["free_after_hal"] = gc.mem_free()
@@ -98,6 +109,17 @@ async def _measure_app(run_ms):
     import fnode.app
     task = asyncio.create_task(fnode.app.main())
     await asyncio.sleep_ms(run_ms)
+    if "fnode.actuators" in sys.modules:
+        # A node with actuators takes commands: their receiving side is imported for each one and
+        # forgotten after it (fnode.app.Node.take_command). Done once here as a command does it:
+        # what it leaves (its interned names: qstrs are never freed) is in the figure at rest, and
+        # what it holds meanwhile is measured.
+        at_rest = used()
+        before = set(sys.modules)
+        import fnode.command
+        out["command_path"] = used() - at_rest
+        out["command_modules"] = sorted(m for m in sys.modules if m not in before)
+        fnode.app.forget_modules(before)
     out["running"] = used() - base  # the HAL's share included
     out["free_running"] = gc.mem_free()
     out["loaded"] = sorted(k for k in sys.modules)
