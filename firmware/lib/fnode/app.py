@@ -1,5 +1,5 @@
 # The node application: a handful of asyncio tasks that never block one another.
-#   one sampler per sensor (at the board's period)  -> signed telemetry frames
+#   the sampler (each sensor at its board period)   -> signed telemetry frames
 #   the uplink (console + CoAP to the gateway)        -> see fnode.uplink
 #   the Wi-Fi link keeper, the status LED, the watchdog
 # The watchdog is fed only while every sampler has made progress recently, the uplink shows
@@ -82,7 +82,7 @@ def forget_modules(before):
 
 class Node:
     def __init__(self, board, cfg, uplink):
-        self.board = board
+        self.board_name = board["name"]  # not the board: its parsed JSON is freed after boot
         self.cfg = cfg
         self.uplink = uplink
         self.device = machine.unique_id()
@@ -109,7 +109,7 @@ class Node:
         b = self.builder
         b.begin(KIND_BOOT, self.counter.take(), unix_time())
         b.add_str("fw", VERSION)
-        b.add_str("board", self.board["name"])
+        b.add_str("board", self.board_name)
         b.add_str("reset", reset_cause_name())
         b.add("schema", None, 1)
         self.heap.add_records(b)
@@ -143,19 +143,35 @@ class Node:
     def emit_event(self, event, name=None, unit=None, value=None):
         self.uplink.submit(self.event_frame(event, name, unit, value))
 
-    async def sampler(self, sensor):
+    def sample(self, sensor):
+        error = sensor.sample()
+        if error is not None:
+            log.warn(sensor.name, "read failed:", error)
+        if self.rules is not None:
+            self.rules.after_sample(sensor, time.ticks_ms(), self.emit_event)
+        if self.actuators is not None:
+            for name in self.actuators.enforce_interlocks():
+                self.emit_event("interlock", name + ".forced", None, 1)
+        self.uplink.submit(self.telemetry_frame(sensor, error))
+        self.progress[sensor.name] = time.ticks_ms()
+
+    async def sampler(self):
+        # Every sensor, each one its period after its last sample, in one task: a task a sensor
+        # would cost a Task and two generator frames each (docs/firmware.md, "Memory budget"),
+        # and samples cannot overlap anyway, as a driver's read never yields.
+        sensors = self.sensors
+        due = [self.started] * len(sensors)
         while True:
-            error = sensor.sample()
-            if error is not None:
-                log.warn(sensor.name, "read failed:", error)
-            if self.rules is not None:
-                self.rules.after_sample(sensor, time.ticks_ms(), self.emit_event)
-            if self.actuators is not None:
-                for name in self.actuators.enforce_interlocks():
-                    self.emit_event("interlock", name + ".forced", None, 1)
-            self.uplink.submit(self.telemetry_frame(sensor, error))
-            self.progress[sensor.name] = time.ticks_ms()
-            await asyncio.sleep_ms(sensor.period_ms)
+            wait = 1000
+            for i in range(len(sensors)):
+                left = time.ticks_diff(due[i], time.ticks_ms())
+                if left <= 0:
+                    self.sample(sensors[i])
+                    left = sensors[i].period_ms
+                    due[i] = time.ticks_add(time.ticks_ms(), left)
+                if left < wait:
+                    wait = left
+            await asyncio.sleep_ms(wait)
 
     def take_command(self, frame):
         # Where a command frame comes in (CoAP response, console line). The receiving side is
@@ -355,8 +371,8 @@ async def main():
         if cfg.gateway():
             limit = board.get("failsafe_after_s", FAILSAFE_AFTER_S) * 1000
             node.spawn("failsafe", node.failsafe_guard(limit))
-    for sensor in node.sensors:
-        node.spawn(sensor.name, node.sampler(sensor))
+    if node.sensors:
+        node.spawn("sampler", node.sampler())
     node.spawn("uplink", uplink.run())
     if cfg.gateway():
         node.spawn("clock", clock.keeper(link, cfg.gateway()[0]))
@@ -367,6 +383,7 @@ async def main():
     if led:
         asyncio.create_task(status_led(led["pin"], led.get("active_high", True),
                                        lambda: (100, 1900) if link.up() else (100, 200)))
+    board = None  # what outlives the boot took its part of it (sensor specs, buses)
     gc.collect()
     await node.watchdog(wdt)
 
