@@ -108,7 +108,8 @@ class NodeRig:
         # Provisioned by the firmware's own NVS code: a key, the gateway, Wi-Fi.
         self.run(f"""
 import esp32
-from fnode.config import pack_settings, NAMESPACE
+from fnode.config import NAMESPACE
+from fnode.provision import pack_settings
 nvs = esp32.NVS(NAMESPACE)
 nvs.set_blob("id", bytes([4]) + bytes.fromhex("02f1e1ee00010001") + bytes(range(32)))
 nvs.set_blob("cfg", pack_settings({{"name": "footprint", "gw": "{gateway}", "ssid": "plant-floor", "wpass": "sim"}}))
