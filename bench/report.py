@@ -312,7 +312,11 @@ def memory_section(d: dict[str, Any], runs: dict[str, Any]) -> list[str]:
         "",
         f"- Target: {d['richest']} leaves {rich['budget']['free_share_with_ota']:.0%} of the heap free with updates "
         f"(≥ {target:.0%}: {_verdict(ok)}).",
-        f"- One more sensor (a copy of an analog one: its state, task and names) costs "
+        f"- While a command is read, its receiving side ({', '.join(rich['command_modules'])}) holds "
+        f"{_n(rich['command_path'])} B more on the 64-bit port, ~{_n(rich['budget']['command_path'])} B on the ESP32: "
+        f"{rich['budget']['free_share_during_command']:.0%} of the heap left free with updates meanwhile; it is "
+        "forgotten after the command (the figures above are at rest, after one).",
+        f"- One more sensor (a copy of an analog one: its state and names; every sensor shares the sampler task) costs "
         f"{_n(d['one_more_sensor']['bytes'])} B on the 64-bit port, ~{_n(d['one_more_sensor']['esp32'])} B "
         "on the ESP32; "
         f"an idle asyncio task {rich['task']} B (64-bit).",
