@@ -1,8 +1,8 @@
 # The node application: a handful of asyncio tasks that never block one another.
-#   the sampler (each sensor at its board period)   -> signed telemetry frames
+#   the sampler (each sensor at its board period)     -> signed telemetry frames
 #   the uplink (console + CoAP to the gateway)        -> see fnode.uplink
 #   the Wi-Fi link keeper, the status LED, the watchdog
-# The watchdog is fed only while every sampler has made progress recently, the uplink shows
+# The watchdog is fed only while every sensor has been sampled recently, the uplink shows
 # signs of life and no task has died: a hung task, a deadlocked bus, a starved loop or a task
 # killed by an exception ends in a hardware reset, not a silent node.
 import asyncio
@@ -56,7 +56,7 @@ def load_board(path=BOARD_FILE):
 class Commands:
     # Reads command frames with fnode.command, which is imported for each command and forgotten
     # after it (Node.take_command): COSE verification, the CBOR decoder and the SenML parser are
-    # ~7 KB of an ESP32's heap that commands, rare, need only for a moment (docs/firmware.md,
+    # ~8 KB of an ESP32's heap that commands, rare, need only for a moment (docs/firmware.md,
     # "Memory budget"). The last counter applied is read from NVS, where Node._spend keeps it.
     def __init__(self, cfg):
         self.cfg = cfg

@@ -1,6 +1,6 @@
 # Commands the node receives (kind 3, host -> node): verify, check the counter, parse the SenML.
 # Imported with fnode.cbordecode and fnode.senml only while a command is read, and dropped after it
-# (fnode.app.Node.take_command): the receiving side is ~7 KB of an ESP32's heap, commands are rare.
+# (fnode.app.Node.take_command): the receiving side is ~8 KB of an ESP32's heap, commands are rare.
 #
 #   reader = CommandReader(key, kid, alg, last=counter_saved_in_nvs)
 #   try:
