@@ -117,7 +117,7 @@ print(json.dumps(out))
 VERIFY = r"""
 import json, sys
 from binascii import unhexlify
-from fnode.cose import verify
+from fnode.command import verify
 from fnode.hmac256 import HMAC256
 from fnode import senml
 with open(sys.argv[1]) as f:

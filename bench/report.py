@@ -316,6 +316,57 @@ def spool_section(d: dict[str, Any], runs: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _kb(n: float) -> str:
+    return f"{n / 1024:.1f} KB"
+
+
+def memory_section(d: dict[str, Any], runs: dict[str, Any]) -> list[str]:
+    heap, target = d["esp32_heap"], d["target_free"]
+    lines = [
+        "## Node: the application's heap",
+        "",
+        _provenance(runs, "node_memory"),
+        "",
+        f"{d['what']} (method: docs/firmware.md, \"Memory\"). Budget against an ESP32-WROOM without PSRAM: a "
+        f"{_n(heap)}-byte GC heap, {_n(d['esp32_free_at_start'])} bytes free after MicroPython starts; target: the "
+        f"richest board leaves ≥ {target:.0%} of it free with updates in (estimated {_kb(d['ota_estimate'])}).",
+        "",
+        "| board | app bytes (64-bit) | GC blocks (32 B) | of which code | running state | simulated HAL (apart) | "
+        "ESP32 estimate | free on an ESP32-WROOM | free with updates |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in sorted(d["boards"].items()):
+        b = r["budget"]
+        lines.append(f"| {name} | {_n(r['app'])} | {_n(r['app_blocks'])} | {_n(r['code'])} | {_n(r['state'])} | "
+                     f"{_n(r['hal'])} | {_n(b['app'])} | {_kb(b['free'])} ({b['free_share']:.0%}) | "
+                     f"{_kb(b['free_with_ota'])} ({b['free_share_with_ota']:.0%}) |")
+    rich = d["boards"][d["richest"]]
+    ok = rich["budget"]["free_share_with_ota"] >= target
+    lines += [
+        "",
+        f"- Target: {d['richest']} leaves {rich['budget']['free_share_with_ota']:.0%} of the heap free with updates "
+        f"(≥ {target:.0%}: {_verdict(ok)}).",
+        f"- While a command is read, its receiving side ({', '.join(rich['command_modules'])}) holds "
+        f"{_n(rich['command_path'])} B more on the 64-bit port, ~{_n(rich['budget']['command_path'])} B on the ESP32: "
+        f"{rich['budget']['free_share_during_command']:.0%} of the heap left free with updates meanwhile; it is "
+        "forgotten after the command (the figures above are at rest, after one).",
+        f"- One more sensor (a copy of an analog one: its state and names; every sensor shares the sampler task) costs "
+        f"{_n(d['one_more_sensor']['bytes'])} B on the 64-bit port, ~{_n(d['one_more_sensor']['esp32'])} B "
+        "on the ESP32; "
+        f"an idle asyncio task {rich['task']} B (64-bit).",
+        "- Long-lived buffers: " + ", ".join(f"{k} {v} B" for k, v in rich["buffers"].items()) + ".",
+        "",
+        f"Per module, {d['richest']} (imported dependencies first, each one's own share; qstr pools grow in "
+        "steps, so a module can carry a step that its neighbours filled):",
+        "",
+        "| module | bytes (64-bit) | GC blocks | .mpy bytes | ESP32 estimate |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, m in sorted(rich["modules"].items(), key=lambda kv: -kv[1]["bytes"]):
+        lines.append(f"| {name} | {_n(m['bytes'])} | {_n(m['blocks'])} | {_n(m['mpy'])} | {_n(m['esp32'])} |")
+    return lines
+
+
 def write_report(results: Path, runs: dict[str, Any]) -> Path:
     parts = [
         "# Performance",
@@ -363,6 +414,13 @@ def write_report(results: Path, runs: dict[str, Any]) -> Path:
         if "node_sweep" in gw:
             summary.append(f"- Gateway under load: {gw['node_sweep']['highest_zero_loss_nodes']} nodes at 1 frame/s "
                            "with zero loss (the highest count the sweep tried and passed).")
+    mem = _load(results, "node_memory")
+    if mem:
+        sections.append(memory_section(mem, runs))
+        rich = mem["boards"][mem["richest"]]["budget"]
+        summary.append(f"- Node heap: {mem['richest']} takes ~{_kb(rich['app'])} of an ESP32-WROOM's "
+                       f"{_kb(mem['esp32_heap'])} heap, leaving {rich['free_share_with_ota']:.0%} free with updates "
+                       f"(≥ {mem['target_free']:.0%}: {_verdict(rich['free_share_with_ota'] >= mem['target_free'])}).")
     flash = _load(results, "flash")
     if flash:
         sections.append(flash_section(flash, runs))

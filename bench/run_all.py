@@ -28,6 +28,7 @@ BENCHES = {
     "gateway": ["bench/gateway_throughput.py"],
     "flash": ["bench/flash_throughput.py"],
     "spool_flash": ["bench/spool_flash.py"],
+    "node_memory": ["bench/node_memory.py"],
 }
 
 

@@ -75,7 +75,7 @@ def test_a_bad_listen_address_is_refused(text, why):
 
 def write_gateway_setting(link: DeviceLink, value: str) -> None:
     """Puts a raw gateway setting into the node's NVS, as an older `provision` did."""
-    link.exec("from fnode.config import Config, pack_settings;c=Config();s=c.settings();"
+    link.exec("from fnode.config import Config;from fnode.provision import pack_settings;c=Config();s=c.settings();"
               f"s['gw']={value!r};c.nvs.set_blob('cfg',pack_settings(s));c.nvs.commit()")
 
 

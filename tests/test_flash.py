@@ -93,6 +93,25 @@ def test_app_files_compile_lib_and_keep_entry_points(app_dir: Path):
     assert json.loads(app.files["/board.json"]) == BOARD
 
 
+def test_shipped_modules_name_file_and_function_in_a_traceback_and_lines_only_when_asked(app_dir, micropython):
+    (app_dir / "lib" / "probe_fail.py").write_text("def boom(x):\n    y = x + 1\n    return y / 0\n")
+    traces = {}
+    for lines in (False, True):
+        mpy = build_app_files(app_dir, BOARD, "xtensawin", source_lines=lines).files["/lib/probe_fail.mpy"]
+        lib = micropython.tmp / f"lib-{lines}"
+        lib.mkdir()
+        (lib / "probe_fail.mpy").write_bytes(mpy)
+        traces[lines] = (len(mpy), micropython.eval_json(
+            "import io, json, sys, probe_fail\ntry:\n    probe_fail.boom(1)\nexcept ZeroDivisionError as e:\n"
+            "    s = io.StringIO()\n    sys.print_exception(e, s)\n    print(json.dumps(s.getvalue()))\n",
+            path=[lib]))
+    (small, bare), (large, full) = traces[False], traces[True]
+    # The heap the line table would take is left to the application; the file and function stay.
+    assert 'File "lib/probe_fail.py", line 1, in boom' in bare
+    assert 'File "lib/probe_fail.py", line 3, in boom' in full
+    assert small < large
+
+
 def test_repo_firmware_tree_builds(tmp_path: Path):
     """Whatever is in firmware/ now: every lib .py compiles, nothing else becomes .mpy."""
     from fieldnode.paths import FIRMWARE_DIR

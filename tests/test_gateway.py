@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from fieldnode import coap
-from fieldnode.frame import KIND_ACK, KIND_COMMAND, Verifier, build_frame, device_base_name
+from fieldnode.frame import KIND_ACK, KIND_BOOT, KIND_COMMAND, Verifier, build_frame, device_base_name
 from fieldnode.gateway import GatewayThread, enqueue_command, list_commands, read_status
 from fieldnode.gateway.exchange import ENTRY_BYTES
 from fieldnode.errors import FieldnodeError
@@ -352,6 +352,26 @@ def test_status_reads_a_database_from_before_the_dedup_cache_column(tmp_path, no
         client.close()
     (worker,) = read_status(path).workers
     assert worker["dedup_bytes"] > 0
+
+
+def test_status_shows_each_nodes_latest_reported_heap(gateway, client, nodes):
+    def heap(free: int, low: int, block: int) -> list[dict]:
+        return [{"n": "heap.free", "u": "B", "v": free}, {"n": "heap.low", "u": "B", "v": low},
+                {"n": "heap.block", "u": "B", "v": block}]
+
+    client.post(nodes.frame(0, kind=KIND_BOOT, records=[{"n": "fw", "vs": "0.1.0"}] + heap(90000, 90000, 40000)))
+    client.post(nodes.frame(0, records=heap(81920, 70656, 30720)))  # a later health frame
+    client.post(nodes.frame(1))  # a node that has not reported its heap (answered once committed)
+    by_name = {d["name"]: d for d in read_status(gateway.gateway.db_path).devices}
+    assert {k: v for k, v in by_name["node-1"]["heap"].items() if k != "time"} == \
+        {"free": 81920, "low": 70656, "block": 30720}
+    assert "heap" not in by_name["node-2"]
+    proc = subprocess.run(CLI + ["status", "--db", str(gateway.gateway.db_path)], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "COLUMNS": "200"})
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[1:-1]]
+            for line in proc.stdout.splitlines() if line.startswith("│") and "node-" in line}
+    assert rows["node-1"][-3:] == ["80.0 KB", "69.0 KB", "30.0 KB"]
+    assert rows["node-2"][-3:] == ["-", "-", "-"]
 
 
 def test_status_without_a_database_says_what_to_do(tmp_path):

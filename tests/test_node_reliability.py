@@ -163,8 +163,10 @@ def test_boot_frame_and_telemetry_follow_the_emulated_sensors(site):
     node = make_node(site, 1)
     boot = wait_for(lambda: [c for c, k, _ in site.frames(node) if k == KIND_BOOT], 30, "the boot frame")[0]
     readings = dict(stored_readings(site, node)[boot])
+    heap = {k: readings.pop(k) for k in ("heap.free", "heap.low", "heap.block")}
     # `fieldnode provision` restarted the node with machine.reset(): a hard reset.
     assert readings == {"fw": VERSION, "board": "virtual", "reset": "hard", "schema": 1}
+    assert 0 < heap["heap.block"] <= heap["heap.free"] and heap["heap.low"] == heap["heap.free"]
 
     def latest(name: str, after: int) -> list[float]:
         return [v for c, vals in sorted(stored_readings(site, node).items()) if c > after

@@ -634,3 +634,31 @@ def test_sim_runs_a_real_board_definition_against_a_gateway(tmp_path):
     board = load_board("esp32-devkitc")
     expected = {s["name"] for s in board["sensors"]}
     assert {n.split(".")[0] for n in names} >= expected, (names, proc.stderr[-2000:])
+
+
+def test_monitor_live_view_shows_the_heap_from_boot_and_health_frames(tmp_path):
+    from rich.console import Console
+
+    from fieldnode.frame import KIND_BOOT, Verifier
+    from fieldnode.liveview import LiveState
+
+    nodes = Nodes(tmp_path / "keys.json", n=1)
+    verify = Verifier(nodes.keystore().lookup).verify
+
+    def heap(free: int, low: int, block: int) -> list[dict]:
+        return [{"n": "heap.free", "u": "B", "v": free}, {"n": "heap.low", "u": "B", "v": low},
+                {"n": "heap.block", "u": "B", "v": block}]
+
+    state = LiveState({nodes.devices[0].hex(): "press-7"})
+    boot = [{"n": "fw", "vs": "0.1.0"}] + heap(90000, 90000, 40000)
+    state.add_frame(verify(nodes.frame(0, kind=KIND_BOOT, records=boot)))
+    for free in (81920, 80896):  # two health frames
+        state.add_frame(verify(nodes.frame(0, records=heap(free, 70656, 30720))))
+    console = Console(width=160, record=True)
+    console.print(state.render())
+    text = console.export_text()
+    rows = {cells[1]: cells for cells in ([c.strip() for c in line.split("│")[1:-1]]
+                                         for line in text.splitlines() if line.startswith("│"))}
+    assert [rows[n][2:4] for n in ("heap.free", "heap.low", "heap.block")] == [["80896", "B"], ["70656", "B"],
+                                                                             ["30720", "B"]]
+    assert "press-7 boot: fw=0.1.0 heap.free=90000 heap.low=90000 heap.block=40000" in text

@@ -376,4 +376,10 @@ def validate_board(doc: Any) -> list[str]:
         value = doc.get(key, low)
         if type(value) is not int or not low <= value <= high:
             problems.append(f"{key}: a whole number from {low} to {high} ({what})")
+    health = doc.get("health_s", 300)
+    if not isinstance(health, (int, float)) or isinstance(health, bool) or health <= 0:
+        problems.append("health_s: a positive number of seconds (how often the node sends its heap readings)")
+    low = doc.get("low_heap_bytes", 16384)
+    if type(low) is not int or low < 0:
+        problems.append("low_heap_bytes: a whole number of bytes, 0 or more (free heap below it raises heap.low)")
     return problems

@@ -1,8 +1,8 @@
 # The node application: a handful of asyncio tasks that never block one another.
-#   one sampler per sensor (at the board's period)  -> signed telemetry frames
+#   the sampler (each sensor at its board period)     -> signed telemetry frames
 #   the uplink (console + CoAP to the gateway)        -> see fnode.uplink
 #   the Wi-Fi link keeper, the status LED, the watchdog
-# The watchdog is fed only while every sampler has made progress recently, the uplink shows
+# The watchdog is fed only while every sensor has been sampled recently, the uplink shows
 # signs of life and no task has died: a hung task, a deadlocked bus, a starved loop or a task
 # killed by an exception ends in a hardware reset, not a silent node.
 import asyncio
@@ -15,8 +15,8 @@ from fnode import clock, log
 from fnode.config import Config
 from fnode.counter import Counter
 from fnode.cose import KIND_TELEMETRY, KIND_BOOT, KIND_EVENT, KIND_ACK, Rejected
-from fnode.frame import FrameBuilder
-from fnode.senml import base_name
+from fnode.frame import FrameBuilder, base_name
+from fnode.health import Heap, LOW_HEAP_BYTES, HEALTH_S, CHECK_MS, UNIT
 from fnode.sensors import build, unix_time
 from fnode.stamp import age
 
@@ -55,9 +55,36 @@ def load_board(path=BOARD_FILE):
         return json.load(f)
 
 
+class Commands:
+    # Reads command frames with fnode.command, which is imported for each command and forgotten
+    # after it (Node.take_command): COSE verification, the CBOR decoder and the SenML parser are
+    # ~8 KB of an ESP32's heap that commands, rare, need only for a moment (docs/firmware.md,
+    # "Memory budget"). The last counter applied is read from NVS, where Node._spend keeps it.
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def read(self, frame):
+        from fnode.command import CommandReader
+        cfg = self.cfg
+        return CommandReader(cfg.key(), cfg.kid(), cfg.alg(), last=cfg.i32("cmdctr", 0)).read(frame)
+
+
+def forget_modules(before):
+    # Modules imported since `before` (names in sys.modules) are forgotten, there and in their
+    # package, so that the heap they hold is collected once nothing else refers to them. Only
+    # user modules are in sys.modules; ports' built-in modules are not.
+    for name in list(sys.modules):
+        if name not in before:
+            del sys.modules[name]
+            package, _, attr = name.rpartition(".")
+            package = sys.modules.get(package)
+            if package is not None and hasattr(package, attr):
+                delattr(package, attr)
+
+
 class Node:
     def __init__(self, board, cfg, uplink):
-        self.board = board
+        self.board_name = board["name"]  # not the board: its parsed JSON is freed after boot
         self.cfg = cfg
         self.uplink = uplink
         self.device = machine.unique_id()
@@ -74,19 +101,20 @@ class Node:
             self.rules = Rules(board, self.sensors, self.actuators)
         self.commands = None
         if self.actuators is not None:
-            from fnode.command import CommandReader
-            self.commands = CommandReader(cfg.key(), cfg.kid(), cfg.alg(), last=cfg.i32("cmdctr", 0))
+            self.commands = Commands(cfg)
         self.progress = {}  # sensor name -> ticks_ms of its last completed sample
         self.stopped = None  # name of a task that ended (an exception escaped it): reset
         self.started = time.ticks_ms()
+        self.heap = Heap(board.get("low_heap_bytes", LOW_HEAP_BYTES))  # after the drivers: what is left
 
     def boot_frame(self):
         b = self.builder
         b.begin(KIND_BOOT, self.counter.take(), unix_time())
         b.add_str("fw", VERSION)
-        b.add_str("board", self.board["name"])
+        b.add_str("board", self.board_name)
         b.add_str("reset", reset_cause_name())
         b.add("schema", None, 1)
+        self.heap.add_records(b)
         return b.finish()
 
     def telemetry_frame(self, sensor, error):
@@ -117,19 +145,47 @@ class Node:
     def emit_event(self, event, name=None, unit=None, value=None):
         self.uplink.submit(self.event_frame(event, name, unit, value))
 
-    async def sampler(self, sensor):
+    def sample(self, sensor):
+        error = sensor.sample()
+        if error is not None:
+            log.warn(sensor.name, "read failed:", error)
+        if self.rules is not None:
+            self.rules.after_sample(sensor, time.ticks_ms(), self.emit_event)
+        if self.actuators is not None:
+            for name in self.actuators.enforce_interlocks():
+                self.emit_event("interlock", name + ".forced", None, 1)
+        self.uplink.submit(self.telemetry_frame(sensor, error))
+        self.progress[sensor.name] = time.ticks_ms()
+
+    async def sampler(self):
+        # Every sensor, each one its period after its last sample, in one task: a task a sensor
+        # would cost a Task and two generator frames each (docs/firmware.md, "Memory budget"),
+        # and samples cannot overlap anyway, as a driver's read never yields.
+        sensors = self.sensors
+        due = [self.started] * len(sensors)
         while True:
-            error = sensor.sample()
-            if error is not None:
-                log.warn(sensor.name, "read failed:", error)
-            if self.rules is not None:
-                self.rules.after_sample(sensor, time.ticks_ms(), self.emit_event)
-            if self.actuators is not None:
-                for name in self.actuators.enforce_interlocks():
-                    self.emit_event("interlock", name + ".forced", None, 1)
-            self.uplink.submit(self.telemetry_frame(sensor, error))
-            self.progress[sensor.name] = time.ticks_ms()
-            await asyncio.sleep_ms(sensor.period_ms)
+            wait = 1000
+            for i in range(len(sensors)):
+                left = time.ticks_diff(due[i], time.ticks_ms())
+                if left <= 0:
+                    self.sample(sensors[i])
+                    left = sensors[i].period_ms
+                    due[i] = time.ticks_add(time.ticks_ms(), left)
+                if left < wait:
+                    wait = left
+            await asyncio.sleep_ms(wait)
+
+    def take_command(self, frame):
+        # Where a command frame comes in (CoAP response, console line). The receiving side is
+        # imported for it and forgotten after it (see Commands); a heap too full to import it
+        # drops the command, which the gateway sends again (no ack), instead of killing the task.
+        before = set(sys.modules)
+        try:
+            self.handle_command(frame)
+        except MemoryError:
+            log.error("command dropped: out of memory")
+        finally:
+            forget_modules(before)
 
     def handle_command(self, frame):
         # A command from the gateway (CoAP response) or the USB console. Only a command whose MAC
@@ -212,7 +268,7 @@ class Node:
         except ValueError:
             log.warn("console: undecodable frame line")
             return
-        self.handle_command(frame)
+        self.take_command(frame)
 
     def spawn(self, name, coro):
         asyncio.create_task(self._guard(name, coro))
@@ -269,6 +325,29 @@ class Node:
             else:
                 log.error(stuck, "stopped making progress; letting the watchdog reset the node")
             await asyncio.sleep_ms(1000)
+
+
+def health_frame(node):
+    # The periodic health frame: a telemetry frame of the heap readings (fnode.health).
+    node.builder.begin(KIND_TELEMETRY, node.counter.take(), unix_time())
+    node.heap.add_records(node.builder)
+    return node.builder.finish()
+
+
+async def heap_watch(node, period_ms):
+    # Keeps the lowest free heap, raises heap.low once per fall below the board's threshold, and
+    # sends the health frame every period_ms (board "health_s").
+    heap = node.heap
+    due = time.ticks_add(time.ticks_ms(), period_ms)
+    while True:
+        await asyncio.sleep_ms(min(CHECK_MS, period_ms))
+        if heap.check():
+            log.warn("low memory:", heap.free, "bytes free")
+            node.emit_event("heap.low", "heap.free", UNIT, heap.free)
+        if time.ticks_diff(time.ticks_ms(), due) >= 0:
+            due = time.ticks_add(due, period_ms)
+            heap.measure()
+            node.uplink.submit(health_frame(node))
 
 
 async def status_led(pin, active_high, pattern):
@@ -345,23 +424,25 @@ async def main():
     if bad_gateway:
         node.emit_event("config.bad-gateway")
     if node.commands is not None:
-        uplink.on_command = node.handle_command
+        uplink.on_command = node.take_command
         node.spawn("console", node.console_commands())
         if spool is not None:  # a node meant for a gateway fails safe without one, bad setting or not
             limit = board.get("failsafe_after_s", FAILSAFE_AFTER_S) * 1000
             node.spawn("failsafe", node.failsafe_guard(limit))
-    for sensor in node.sensors:
-        node.spawn(sensor.name, node.sampler(sensor))
+    if node.sensors:
+        node.spawn("sampler", node.sampler())
     node.spawn("uplink", uplink.run())
     if gateway:
         node.spawn("clock", clock.keeper(link, gateway[0]))
     if spool is not None:
         node.spawn("loss", node.loss_reporter(spool))
         node.spawn("spool", uplink.settle())
+    node.spawn("heap", heap_watch(node, int(board.get("health_s", HEALTH_S) * 1000)))
     led = board.get("status_led")
     if led:
         asyncio.create_task(status_led(led["pin"], led.get("active_high", True),
                                        lambda: (100, 1900) if link.up() else (100, 200)))
+    board = None  # what outlives the boot took its part of it (sensor specs, buses)
     gc.collect()
     await node.watchdog(wdt)
 

@@ -1,15 +1,14 @@
 # CBOR (RFC 8949): the subset frame format v1 needs (docs/frame-format.md).
 #
 # Encoder: functions that write one item (or one item head) into a caller's preallocated buffer at
-# an offset and return the offset after it. They allocate nothing for ints, floats, bools and
-# text/byte strings (text of up to 64 bytes; longer ones allocate their struct format once per
-# call). Non-integer numbers are always float32.
+# an offset and return the offset after it; only those the frame builder uses, as each one takes
+# heap on a node. They allocate nothing for ints, bools and text/byte strings (text of up to 64
+# bytes; longer ones allocate their struct format once per call).
 #
-# Decoder: for frames built by the host. Definite lengths only; depth and item-count limits; any
-# malformed input (truncated, reserved or indefinite heads, bad UTF-8, duplicate map keys,
-# trailing bytes) raises ValueError with a "cbor: ..." message.
+# The decoder, for the commands the node receives, is fnode.cbordecode: loaded only while a
+# command is read (docs/firmware.md, "Memory budget").
 from micropython import const
-from struct import pack_into, unpack_from
+from struct import pack_into
 from io import BytesIO
 
 MAJOR_UINT = const(0x00)
@@ -17,15 +16,9 @@ MAJOR_NINT = const(0x20)
 MAJOR_BSTR = const(0x40)
 MAJOR_TSTR = const(0x60)
 MAJOR_ARRAY = const(0x80)
-MAJOR_MAP = const(0xA0)
-MAJOR_TAG = const(0xC0)
-
-MAX_DEPTH = const(8)
-MAX_ITEMS = const(64)
 
 _FALSE = const(0xF4)
 _TRUE = const(0xF5)
-_FLOAT32 = const(0xFA)
 _FMT_CACHED = const(65)
 
 # struct formats "0s".."64s", made on first use: copying a str or bytes into the buffer with
@@ -33,14 +26,6 @@ _FMT_CACHED = const(65)
 _sfmt = [None] * _FMT_CACHED
 # Byte length of a str without encoding it: BytesIO.write returns the UTF-8 byte count.
 _sink = BytesIO(64)
-
-
-class Tag:
-    """A decoded tagged item: tag number and content."""
-
-    def __init__(self, tag, value):
-        self.tag = tag
-        self.value = value
 
 
 # --- encoder --------------------------------------------------------------------------------
@@ -88,28 +73,12 @@ def integer_size(v):
     return head_size(-1 - v if v < 0 else v)
 
 
-def float32(buf, off, x):
-    pack_into(">Bf", buf, off, _FLOAT32, x)
-    return off + 5
-
 
 def boolean(buf, off, b):
     buf[off] = _TRUE if b else _FALSE
     return off + 1
 
 
-def number(buf, off, v):
-    """An int in its shortest form, any other number as float32 (bool is not a number)."""
-    t = type(v)
-    if t is int:
-        return integer(buf, off, v)
-    if t is float:
-        return float32(buf, off, v)
-    raise TypeError("cbor: number must be int or float")
-
-
-def number_size(v):
-    return integer_size(v) if type(v) is int else 5
 
 
 def utf8_len(s):
@@ -141,157 +110,6 @@ def text(buf, off, s, n=-1):
     return raw(buf, head(buf, off, MAJOR_TSTR, n), s, n)
 
 
-def bstr(buf, off, b):
-    n = len(b)
-    return raw(buf, head(buf, off, MAJOR_BSTR, n), b, n)
-
 
 def array_head(buf, off, n):
     return head(buf, off, MAJOR_ARRAY, n)
-
-
-def map_head(buf, off, n):
-    return head(buf, off, MAJOR_MAP, n)
-
-
-def tag_head(buf, off, tag):
-    return head(buf, off, MAJOR_TAG, tag)
-
-
-# --- decoder --------------------------------------------------------------------------------
-
-def read_head(buf, pos):
-    """(initial byte, argument, position after the head) of the item at pos."""
-    end = len(buf)
-    if pos >= end:
-        raise ValueError("cbor: truncated")
-    ib = buf[pos]
-    ai = ib & 0x1F
-    pos += 1
-    if ai < 24:
-        return ib, ai, pos
-    if ai == 31:
-        if 0x40 <= ib < 0xC0:
-            raise ValueError("cbor: indefinite length not supported")
-        raise ValueError("cbor: malformed (break or indefinite head)")
-    if ai > 27:
-        raise ValueError("cbor: malformed (reserved additional info)")
-    size = 1 << (ai - 24)
-    if pos + size > end:
-        raise ValueError("cbor: truncated")
-    if size == 1:
-        n = buf[pos]
-        if ib == 0xF8 and n < 32:
-            raise ValueError("cbor: malformed (two-byte simple value < 32)")
-    elif size == 2:
-        n = unpack_from(">H", buf, pos)[0]
-    elif size == 4:
-        n = unpack_from(">I", buf, pos)[0]
-    else:
-        n = unpack_from(">Q", buf, pos)[0]
-    return ib, n, pos + size
-
-
-def _string_end(buf, pos, n):
-    if n > len(buf) - pos:
-        raise ValueError("cbor: truncated")
-    return pos + n
-
-
-def skip(buf, pos, depth=MAX_DEPTH, max_items=MAX_ITEMS):
-    """Position after the well-formed item at pos, building nothing (ValueError if malformed)."""
-    ib, n, pos = read_head(buf, pos)
-    major = ib & 0xE0
-    if major == MAJOR_BSTR or major == MAJOR_TSTR:
-        return _string_end(buf, pos, n)
-    if major == MAJOR_ARRAY or major == MAJOR_MAP or major == MAJOR_TAG:
-        if depth <= 0:
-            raise ValueError("cbor: nested too deep")
-        if major == MAJOR_TAG:
-            return skip(buf, pos, depth - 1, max_items)
-        if n > max_items:
-            raise ValueError("cbor: too many items")
-        if major == MAJOR_MAP:
-            n *= 2
-        for _ in range(n):
-            pos = skip(buf, pos, depth - 1, max_items)
-    return pos
-
-
-def half_to_float(h):
-    """IEEE 754 binary16 bits to a float (MicroPython's struct may lack 'e')."""
-    e = (h >> 10) & 0x1F
-    m = h & 0x3FF
-    if e == 0:
-        v = m / 16777216.0  # subnormal: m * 2**-24
-    elif e == 31:
-        v = float("nan") if m else float("inf")
-    else:
-        v = (m + 1024) * 2.0 ** (e - 25)
-    return -v if h & 0x8000 else v
-
-
-def decode(buf, pos, depth=MAX_DEPTH, max_items=MAX_ITEMS):
-    """(value, position after it) for the item at pos: int, bytes, str, list, dict, Tag, float,
-    bool or None."""
-    ib, n, pos = read_head(buf, pos)
-    major = ib & 0xE0
-    if major == MAJOR_UINT:
-        return n, pos
-    if major == MAJOR_NINT:
-        return -1 - n, pos
-    if major == MAJOR_BSTR:
-        end = _string_end(buf, pos, n)
-        return bytes(buf[pos:end]), end
-    if major == MAJOR_TSTR:
-        end = _string_end(buf, pos, n)
-        try:
-            return str(buf[pos:end], "utf-8"), end
-        except UnicodeError:
-            raise ValueError("cbor: invalid UTF-8")
-    if major == 0xE0:
-        if ib == 0xF4:
-            return False, pos
-        if ib == 0xF5:
-            return True, pos
-        if ib == 0xF6:
-            return None, pos
-        if ib == 0xF9:
-            return half_to_float(n), pos
-        if ib == 0xFA:
-            return unpack_from(">f", buf, pos - 4)[0], pos
-        if ib == 0xFB:
-            return unpack_from(">d", buf, pos - 8)[0], pos
-        raise ValueError("cbor: unsupported simple value")
-    if depth <= 0:
-        raise ValueError("cbor: nested too deep")
-    depth -= 1
-    if major == MAJOR_TAG:
-        v, pos = decode(buf, pos, depth, max_items)
-        return Tag(n, v), pos
-    if n > max_items:
-        raise ValueError("cbor: too many items")
-    if major == MAJOR_ARRAY:
-        out = [None] * n
-        for i in range(n):
-            out[i], pos = decode(buf, pos, depth, max_items)
-        return out, pos
-    out = {}
-    for _ in range(n):
-        k, pos = decode(buf, pos, depth, max_items)
-        try:
-            hash(k)
-        except TypeError:
-            raise ValueError("cbor: map key of an unhashable type")
-        if k in out:
-            raise ValueError("cbor: duplicate map key")
-        out[k], pos = decode(buf, pos, depth, max_items)
-    return out, pos
-
-
-def loads(buf, depth=MAX_DEPTH, max_items=MAX_ITEMS):
-    """The one item buf holds (ValueError for malformed input or trailing bytes)."""
-    v, pos = decode(buf, 0, depth, max_items)
-    if pos != len(buf):
-        raise ValueError("cbor: trailing bytes")
-    return v

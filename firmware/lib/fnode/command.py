@@ -1,4 +1,6 @@
 # Commands the node receives (kind 3, host -> node): verify, check the counter, parse the SenML.
+# Imported with fnode.cbordecode and fnode.senml only while a command is read, and dropped after it
+# (fnode.app.Node.take_command): the receiving side is ~8 KB of an ESP32's heap, commands are rare.
 #
 #   reader = CommandReader(key, kid, alg, last=counter_saved_in_nvs)
 #   try:
@@ -6,9 +8,108 @@
 #   except Rejected as e: ...           # answer with an ack "refused" / log e.reason
 #   save reader.last                    # the counter of the last command applied
 from micropython import const
-from .cose import verify, Rejected, KIND_COMMAND, MAX_FRAME
+from .cose import Rejected, KIND_COMMAND, KIND_MAX, MAX_FRAME, COSE_MAC0_TAG, ALG_HMAC_256_64, \
+    ALG_HMAC_256_256, MAC0_CONTEXT, EMPTY_AAD, tag_len
+from .frame import base_name
 from .hmac256 import HMAC256
-from . import senml
+from . import cbor, cbordecode, senml
+
+_MAJOR_BSTR = const(0x40)
+_MAJOR_ARRAY = const(0x80)
+_MAJOR_MAP = const(0xA0)
+_MAJOR_TAG = const(0xC0)
+_LABEL_ALG = const(1)
+_LABEL_KID = const(4)
+_LABEL_PARTIAL_IV = const(6)
+_LABEL_KIND = const(-65537)
+
+
+def _update_bstr(h, mv, start, end):
+    # MAC_structure re-encodes each bstr with the shortest head, whatever head the frame used.
+    hd = bytearray(9)
+    h.update(hd[:cbor.head(hd, 0, _MAJOR_BSTR, end - start)])
+    h.update(mv[start:end])
+
+
+def _bstr_at(mv, pos):
+    ib, n, start = cbordecode.read_head(mv, pos)
+    if ib & 0xE0 != _MAJOR_BSTR:
+        raise Rejected("not-cose-mac0", "tag 17 must hold [bstr, map, bstr, bstr]")
+    return start, start + n
+
+
+def _header(mv, start, end, alg, kid):
+    try:
+        hdr = cbordecode.loads(mv[start:end])
+    except ValueError as e:
+        raise Rejected("bad-header", "protected header is not CBOR (" + str(e) + ")")
+    if type(hdr) is not dict:
+        raise Rejected("bad-header", "protected header is not a map")
+    a = hdr.get(_LABEL_ALG)
+    if type(a) is not int:
+        raise Rejected("bad-header", "alg missing")
+    if a != ALG_HMAC_256_64 and a != ALG_HMAC_256_256:
+        raise Rejected("unsupported-alg", "alg " + str(a))
+    k = hdr.get(_LABEL_KID)
+    if type(k) is not bytes or len(k) != 8:
+        raise Rejected("bad-header", "kid must be 8 bytes")
+    piv = hdr.get(_LABEL_PARTIAL_IV)
+    if type(piv) is not bytes or not 1 <= len(piv) <= 8:
+        raise Rejected("bad-header", "counter (Partial IV) must be 1..8 bytes")
+    kind = hdr.get(_LABEL_KIND)
+    if type(kind) is not int or not 0 <= kind <= KIND_MAX:
+        raise Rejected("bad-header", "unknown frame kind")
+    counter = int.from_bytes(piv, "big")
+    if counter == 0:
+        raise Rejected("bad-header", "counter 0 is invalid")
+    if k != kid:
+        raise Rejected("unknown-kid")
+    if a != alg:
+        # a node provisioned for the 32-byte tag must not accept an 8-byte one
+        raise Rejected("bad-header", "alg is not the one provisioned")
+    return kind, counter
+
+
+def verify(frame, mac, kid, alg, kind=-1, last=0, max_len=MAX_FRAME):
+    """(kind, counter, payload) of a frame MACed with mac (an HMAC256) under kid and alg, else
+    Rejected. kind >= 0: only that kind is accepted (wrong-kind). last: the counter must be above
+    it (replay). payload is a memoryview into frame."""
+    n = len(frame)
+    if n > max_len:
+        raise Rejected("oversized", str(n) + " bytes")
+    mv = memoryview(frame)
+    try:
+        end = cbordecode.skip(mv, 0)
+    except ValueError as e:
+        raise Rejected("bad-cbor", str(e))
+    if end != n:
+        raise Rejected("bad-cbor", "trailing bytes")
+    # Well-formed from here on: read_head cannot fail, only the shape can be wrong.
+    ib, t, pos = cbordecode.read_head(mv, 0)
+    if ib & 0xE0 != _MAJOR_TAG or t != COSE_MAC0_TAG:
+        raise Rejected("not-cose-mac0", "not CBOR tag 17")
+    ib, items, pos = cbordecode.read_head(mv, pos)
+    if ib & 0xE0 != _MAJOR_ARRAY or items != 4:
+        raise Rejected("not-cose-mac0", "tag 17 must hold a 4-element array")
+    p0, p1 = _bstr_at(mv, pos)
+    if mv[p1] & 0xE0 != _MAJOR_MAP:
+        raise Rejected("not-cose-mac0", "unprotected header is not a map")
+    y0, y1 = _bstr_at(mv, cbordecode.skip(mv, p1))
+    t0, t1 = _bstr_at(mv, y1)
+    k, counter = _header(mv, p0, p1, alg, kid)
+    h = mac.start()
+    h.update(MAC0_CONTEXT)
+    _update_bstr(h, mv, p0, p1)
+    h.update(EMPTY_AAD)
+    _update_bstr(h, mv, y0, y1)
+    need = tag_len(alg)
+    if not mac.verify(h, mv, t0, need) or t1 - t0 != need:
+        raise Rejected("bad-mac")
+    if kind >= 0 and k != kind:
+        raise Rejected("wrong-kind", "kind " + str(k))
+    if counter <= last:
+        raise Rejected("replay", "counter " + str(counter), counter)
+    return k, counter, mv[y0:y1]
 
 # The last counter applied is kept in NVS as an i32 (esp32.NVS.set_i32 raises OverflowError beyond
 # it): a command counter above this is refused unspent, as it could never be kept.
@@ -36,7 +137,7 @@ class CommandReader:
         self._mac = HMAC256(key)
         self._kid = bytes(kid)
         self._alg = alg
-        self._bn = bn if bn is not None else senml.base_name(self._kid[:6])
+        self._bn = bn if bn is not None else base_name(self._kid[:6])
         self._max_len = max_len
         self.last = last
 

@@ -12,7 +12,8 @@ KID_LEN = const(8)
 ID_LEN = const(41)
 # The settings are ONE blob too, for the same reason: a power cut while provisioning must leave
 # the old set or the new one, never a new gateway with the old Wi-Fi password. Format: version
-# byte 1, then name, gw, ssid, wpass, each a length byte and UTF-8 (empty: not set).
+# byte 1, then name, gw, ssid, wpass, each a length byte and UTF-8 (empty: not set), written by
+# fnode.provision.pack_settings (not here: a running node only reads it).
 SETTINGS = "cfg"
 FIELDS = ("name", "gw", "ssid", "wpass")
 _SETTINGS_MAX = const(1 + 4 * 256)
@@ -31,18 +32,6 @@ def parse_gateway(gw):
         if not (c.isalpha() or c.isdigit() or c in ".-"):
             raise ValueError(gw)
     return host, int(port)
-
-
-def pack_settings(values):
-    # values: {field: text}, in FIELDS -> the "cfg" blob
-    out = bytearray(b"\x01")
-    for field in FIELDS:
-        b = values.get(field, "").encode()
-        if len(b) > 255:
-            raise ValueError(field + " too long")
-        out.append(len(b))
-        out.extend(b)
-    return bytes(out)
 
 
 class Config:

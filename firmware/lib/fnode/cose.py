@@ -1,6 +1,7 @@
 # COSE_Mac0 (RFC 9052) as frame format v1 uses it (docs/frame-format.md): the node's protected
 # header template, the MAC over MAC_structure fed piecewise from the frame buffer, and the
-# verification of received frames with the doc's rejection reasons.
+# rejection reasons. The verification of received frames is fnode.command.verify, loaded only
+# while a command is read (docs/firmware.md, "Memory budget").
 from micropython import const
 from struct import pack_into
 from . import cbor
@@ -25,13 +26,9 @@ _KID_AT = const(7)
 _COUNTER_AT = const(17)
 _KIND_AT = const(26)
 
-_LABEL_ALG = const(1)
-_LABEL_KID = const(4)
-_LABEL_PARTIAL_IV = const(6)
-_LABEL_KIND = const(-65537)
 
-_MAC0_CONTEXT = b"\x84\x64MAC0"  # MAC_structure: array(4), "MAC0"
-_EMPTY_AAD = b"\x40"
+MAC0_CONTEXT = b"\x84\x64MAC0"  # MAC_structure: array(4), "MAC0"
+EMPTY_AAD = b"\x40"
 
 
 class Rejected(Exception):
@@ -74,96 +71,8 @@ def mac_structure(mac, prot, payload):
     bstrs, each with its CBOR head, as they stand in the frame (buffers, not copies).
     Hot path: keep this function's locals few (see frame.py)."""
     h = mac.start()
-    h.update(_MAC0_CONTEXT)
+    h.update(MAC0_CONTEXT)
     h.update(prot)
-    h.update(_EMPTY_AAD)
+    h.update(EMPTY_AAD)
     h.update(payload)
     return h
-
-
-def _update_bstr(h, mv, start, end):
-    # MAC_structure re-encodes each bstr with the shortest head, whatever head the frame used.
-    hd = bytearray(9)
-    h.update(hd[:cbor.head(hd, 0, cbor.MAJOR_BSTR, end - start)])
-    h.update(mv[start:end])
-
-
-def _bstr_at(mv, pos):
-    ib, n, start = cbor.read_head(mv, pos)
-    if ib & 0xE0 != cbor.MAJOR_BSTR:
-        raise Rejected("not-cose-mac0", "tag 17 must hold [bstr, map, bstr, bstr]")
-    return start, start + n
-
-
-def _header(mv, start, end, alg, kid):
-    try:
-        hdr = cbor.loads(mv[start:end])
-    except ValueError as e:
-        raise Rejected("bad-header", "protected header is not CBOR (" + str(e) + ")")
-    if type(hdr) is not dict:
-        raise Rejected("bad-header", "protected header is not a map")
-    a = hdr.get(_LABEL_ALG)
-    if type(a) is not int:
-        raise Rejected("bad-header", "alg missing")
-    if a != ALG_HMAC_256_64 and a != ALG_HMAC_256_256:
-        raise Rejected("unsupported-alg", "alg " + str(a))
-    k = hdr.get(_LABEL_KID)
-    if type(k) is not bytes or len(k) != 8:
-        raise Rejected("bad-header", "kid must be 8 bytes")
-    piv = hdr.get(_LABEL_PARTIAL_IV)
-    if type(piv) is not bytes or not 1 <= len(piv) <= 8:
-        raise Rejected("bad-header", "counter (Partial IV) must be 1..8 bytes")
-    kind = hdr.get(_LABEL_KIND)
-    if type(kind) is not int or not 0 <= kind <= KIND_MAX:
-        raise Rejected("bad-header", "unknown frame kind")
-    counter = int.from_bytes(piv, "big")
-    if counter == 0:
-        raise Rejected("bad-header", "counter 0 is invalid")
-    if k != kid:
-        raise Rejected("unknown-kid")
-    if a != alg:
-        # a node provisioned for the 32-byte tag must not accept an 8-byte one
-        raise Rejected("bad-header", "alg is not the one provisioned")
-    return kind, counter
-
-
-def verify(frame, mac, kid, alg, kind=-1, last=0, max_len=MAX_FRAME):
-    """(kind, counter, payload) of a frame MACed with mac (an HMAC256) under kid and alg, else
-    Rejected. kind >= 0: only that kind is accepted (wrong-kind). last: the counter must be above
-    it (replay). payload is a memoryview into frame."""
-    n = len(frame)
-    if n > max_len:
-        raise Rejected("oversized", str(n) + " bytes")
-    mv = memoryview(frame)
-    try:
-        end = cbor.skip(mv, 0)
-    except ValueError as e:
-        raise Rejected("bad-cbor", str(e))
-    if end != n:
-        raise Rejected("bad-cbor", "trailing bytes")
-    # Well-formed from here on: read_head cannot fail, only the shape can be wrong.
-    ib, t, pos = cbor.read_head(mv, 0)
-    if ib & 0xE0 != cbor.MAJOR_TAG or t != COSE_MAC0_TAG:
-        raise Rejected("not-cose-mac0", "not CBOR tag 17")
-    ib, items, pos = cbor.read_head(mv, pos)
-    if ib & 0xE0 != cbor.MAJOR_ARRAY or items != 4:
-        raise Rejected("not-cose-mac0", "tag 17 must hold a 4-element array")
-    p0, p1 = _bstr_at(mv, pos)
-    if mv[p1] & 0xE0 != cbor.MAJOR_MAP:
-        raise Rejected("not-cose-mac0", "unprotected header is not a map")
-    y0, y1 = _bstr_at(mv, cbor.skip(mv, p1))
-    t0, t1 = _bstr_at(mv, y1)
-    k, counter = _header(mv, p0, p1, alg, kid)
-    h = mac.start()
-    h.update(_MAC0_CONTEXT)
-    _update_bstr(h, mv, p0, p1)
-    h.update(_EMPTY_AAD)
-    _update_bstr(h, mv, y0, y1)
-    need = tag_len(alg)
-    if not mac.verify(h, mv, t0, need) or t1 - t0 != need:
-        raise Rejected("bad-mac")
-    if kind >= 0 and k != kind:
-        raise Rejected("wrong-kind", "kind " + str(k))
-    if counter <= last:
-        raise Rejected("replay", "counter " + str(counter), counter)
-    return k, counter, mv[y0:y1]

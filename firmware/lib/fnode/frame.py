@@ -16,7 +16,8 @@
 # digests, nothing else: the memoryviews of the protected header, payload and frame are kept and
 # reused while consecutive frames have the same layout (three views, 96 bytes on the 64-bit unix
 # port, when it changes). The encoded "n"/"u" part of a record is kept per name (up to _NAMES
-# names), so a steady set of readings builds no strings.
+# names), so a steady set of readings builds no strings (one of over 62 bytes encoded builds its
+# struct format each time).
 #
 # Keep finish(), what it calls, and what calls it, with few locals: MicroPython puts a call frame
 # of more than 11 slots (locals + stack) on the heap and frees it on return. A heap frame live
@@ -31,7 +32,7 @@ from . import cbor
 from .cose import protected, set_counter_kind, mac_structure, tag_len, MAX_FRAME, KIND_MAX, \
     PROTECTED_SIZE
 from .hmac256 import HMAC256
-from .senml import base_name
+from binascii import hexlify
 
 _PREFIX = const(30)  # d1 84 (tag 17, array 4), protected bstr (27), a0 (unprotected {})
 _RECORDS = const(36)  # _PREFIX + payload bstr head (<= 3) + array head (<= 3)
@@ -54,6 +55,14 @@ _L_V = const(0x02)
 _L_VS = const(0x03)
 _L_VB = const(0x04)
 _L_ERR = b"\x63err"
+
+
+def base_name(device):
+    """urn:dev:mac:<EUI-64>: for a 6-byte MAC (RFC 9039; EUI-48 widened with fffe)."""
+    if len(device) != 6:
+        raise ValueError("senml: device id must be 6 bytes")
+    h = hexlify(device).decode()
+    return "urn:dev:mac:" + h[:6] + "fffe" + h[6:] + ":"
 
 
 class FrameFull(ValueError):
@@ -123,7 +132,9 @@ class FrameBuilder:
         self._open = True
 
     def _name(self, name, unit):
-        # (unit, encoded "0: n [, 1: u]", map head, its length, its struct format), kept per name.
+        # (unit, encoded "0: n [, 1: u]"), kept per name: two objects a name (the map head and
+        # the length follow from them, the struct format is cbor's cache), as the node keeps one
+        # for each of its readings for good (docs/firmware.md, "Memory budget").
         nn = cbor.utf8_len(name)
         nu = cbor.utf8_len(unit) if unit else 0
         size = 1 + cbor.head_size(nn) + nn
@@ -135,7 +146,7 @@ class FrameBuilder:
         if nu:
             b[o] = _L_U
             cbor.text(b, o + 1, unit, nu)
-        c = (unit, bytes(b), _MAP | (3 if nu else 2), size, "%ds" % size)
+        c = (unit, bytes(b))
         if len(self._names) < _NAMES or name in self._names:
             self._names[name] = c
         return c
@@ -148,17 +159,18 @@ class FrameBuilder:
         c = self._names.get(name)
         if c is None or c[0] != unit:
             c = self._name(name, unit)
+        nu = c[1]
         o = self._pos
-        if o + 1 + c[3] + vsize > self._limit:
+        if o + 1 + len(nu) + vsize > self._limit:
             raise FrameFull("frame: record does not fit the buffer")
+        head = (_MAP | 3) if unit else (_MAP | 2)
         if self._count:
-            self._buf[o] = c[2]
+            self._buf[o] = head
             o += 1
         else:
-            self._buf[_RECORDS] = c[2] + 2  # bn, bt
-        pack_into(c[4], self._buf, o, c[1])
+            self._buf[_RECORDS] = head + 2  # bn, bt
         self._count += 1
-        return o + c[3]
+        return cbor.raw(self._buf, o, nu, len(nu))
 
     def add(self, name, unit, value):
         """A reading: int (shortest integer) or float (float32); unit None or "" leaves u out."""

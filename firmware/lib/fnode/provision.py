@@ -5,10 +5,22 @@
 # the settings are switched the same way, as one entry, just before it.
 import binascii
 import machine
-from fnode.config import Config, KEY_LEN, KID_LEN, ID_LEN, SETTINGS, FIELDS, pack_settings
+from fnode.config import Config, KEY_LEN, KID_LEN, ID_LEN, SETTINGS, FIELDS
 from fnode.hmac256 import HMAC256
 
 PROOF_CONTEXT = b"fieldnode provision proof\0"
+
+
+def pack_settings(values):
+    # values: {field: text}, in FIELDS -> the "cfg" blob
+    out = bytearray(b"\x01")
+    for field in FIELDS:
+        b = values.get(field, "").encode()
+        if len(b) > 255:
+            raise ValueError(field + " too long")
+        out.append(len(b))
+        out.extend(b)
+    return bytes(out)
 
 
 def identity():

@@ -1,8 +1,8 @@
-# SenML-CBOR (RFC 8428) as frame format v1 uses it: labels, the device's base name, and the
-# parser for packs the node receives (the shape rules of docs/frame-format.md).
+# SenML-CBOR (RFC 8428) as frame format v1 uses it: labels and the parser for packs the node
+# receives (the shape rules of docs/frame-format.md), loaded only while a command is read. The
+# device's base name is fnode.frame.base_name.
 from micropython import const
-from binascii import hexlify
-from . import cbor
+from . import cbordecode
 
 BN = const(-2)
 BT = const(-3)
@@ -16,14 +16,6 @@ ERR = "err"
 
 _MAX_RECORDS = const(32)
 _MAX_DEPTH = const(3)  # pack, record, value
-
-
-def base_name(device):
-    """urn:dev:mac:<EUI-64>: for a 6-byte MAC (RFC 9039; EUI-48 widened with fffe)."""
-    if len(device) != 6:
-        raise ValueError("senml: device id must be 6 bytes")
-    h = hexlify(device).decode()
-    return "urn:dev:mac:" + h[:6] + "fffe" + h[6:] + ":"
 
 
 def _number(x):
@@ -85,7 +77,7 @@ def _record(rec, first):
 def parse(payload):
     """(bn, bt, records) of a SenML-CBOR pack; records are (n, u, value, err) tuples, u None when
     absent, value None when err is set. ValueError (cbor: / senml: ...) for anything else."""
-    pack = cbor.loads(payload, _MAX_DEPTH, _MAX_RECORDS)
+    pack = cbordecode.loads(payload, _MAX_DEPTH, _MAX_RECORDS)
     if type(pack) is not list or not pack:
         raise ValueError("senml: payload is not a non-empty array")
     first = pack[0]

@@ -10,16 +10,17 @@ from fnode.sensor import ReadError, bus_error
 
 
 class Hardware:
-    # Builds HAL objects (machine.I2C, UART, ADC, Pin) once per bus/pin from the board data.
+    # Builds HAL objects (machine.I2C, UART, ADC, Pin) once per bus/pin from the board data. Keeps
+    # the buses' part of it only (a sensor attached later needs it), not the whole board.
     def __init__(self, board):
-        self.board = board
+        self.specs = board.get("buses") or {}
         self.buses = {}
 
     def bus(self, name):
         b = self.buses.get(name)
         if b is None:
             import machine
-            spec = self.board["buses"][name]
+            spec = self.specs[name]
             kind = spec["type"]
             if kind == "i2c":
                 b = machine.I2C(spec.get("id", 0), scl=machine.Pin(spec["scl"]),

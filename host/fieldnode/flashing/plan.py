@@ -54,8 +54,8 @@ def resolve_target(chip: str | None, board: str | None, firmware: str | None) ->
     return Target(chosen, source, doc)
 
 
-def load_app(app_dir: Path, target: Target) -> AppFiles:
-    return build_app_files(app_dir, target.board, target.chip.mpy_march)
+def load_app(app_dir: Path, target: Target, source_lines: bool = False) -> AppFiles:
+    return build_app_files(app_dir, target.board, target.chip.mpy_march, source_lines)
 
 
 def prepare_flash_job(target: Target, firmware_arg: str | None, app: AppFiles, **options: Any) -> FlashJob:

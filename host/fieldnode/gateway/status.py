@@ -98,6 +98,7 @@ def _read(conn: sqlite3.Connection, st: Status, *, commands: bool) -> None:
             if last < seen["last_seen"]:
                 row.update({k: seen[k] for k in ("name", "highest_counter", "last_seen", "last_source", "last_kind")})
             seen.update(row)
+        _read_heap(conn, by_device)
         count, oldest = conn.execute("SELECT count(*), min(created) FROM outbox").fetchone()
         st.outbox += count
         if oldest is not None:
@@ -111,6 +112,30 @@ def _read(conn: sqlite3.Connection, st: Status, *, commands: bool) -> None:
             _merge_mqtt(st, dict(zip(("url", "state", "detail", "published", "updated"), row)))
     finally:
         conn.execute("COMMIT")
+
+
+HEAP_READINGS = ("heap.free", "heap.low", "heap.block")  # the node's boot and health frames (docs/firmware.md)
+
+
+def _read_heap(conn: sqlite3.Connection, by_device: dict[str, dict]) -> None:
+    """Each device's latest heap readings into its row: "heap": {"free", "low", "block": bytes,
+    "time": of the newest}. Per series the newest sample, from the unindexed recent table first,
+    else through the (series, time) index; across shards the newer one wins."""
+    marks = ",".join("?" * len(HEAP_READINGS))
+    for sid, device, name in conn.execute(f"SELECT id, device, name FROM series WHERE name IN ({marks})",
+                                          HEAP_READINGS).fetchall():
+        row = (conn.execute("SELECT value, time FROM samples_recent WHERE series=? ORDER BY id DESC LIMIT 1",
+                            (sid,)).fetchone()
+               or conn.execute("SELECT value, time FROM samples WHERE series=? ORDER BY time DESC LIMIT 1",
+                               (sid,)).fetchone())
+        target = by_device.get(device)
+        if row is None or row[0] is None or target is None:
+            continue
+        heap = target.setdefault("heap", {"time": row[1]})
+        key = name.split(".", 1)[1]
+        if key not in heap or row[1] >= heap["time"]:
+            heap[key] = int(row[0])
+            heap["time"] = max(heap["time"], row[1])
 
 
 def _merge_mqtt(st: Status, shard: dict) -> None:

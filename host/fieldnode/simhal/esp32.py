@@ -124,7 +124,30 @@ def raw_temperature():
 
 
 def idf_heap_info(capabilities):
-    return [(110000, 60000, 50000, 40000)]
+    # [(total, free, largest free block, minimum free)] of the one region a virtual node has: the
+    # unix port's GC heap (-X heapsize), which never grows, standing in for the ESP-IDF heap that
+    # the ESP32 port's GC heap grows into. The largest free block is found by allocating: safe
+    # here, as the heap cannot grow and the HAL's timer thread only schedules (on a board a probe
+    # would grow the heap, and ESP-IDF's tasks allocate beside it).
+    import gc
+    free = gc.mem_free()
+    return [(free + gc.mem_alloc(), free, _largest_free(free), free)]
+
+
+def _largest_free(hi):
+    # Binary search for the largest bytearray that can be allocated, to 64 bytes. A failed
+    # allocation collects first, so the garbage of earlier tries does not count against later ones.
+    lo = 0
+    while hi - lo > 64:
+        mid = (lo + hi) // 2
+        try:
+            bytearray(mid)
+            lo = mid
+        except MemoryError:
+            hi = mid
+    import gc
+    gc.collect()  # leave none of the tries behind: the firmware reads the free heap next
+    return lo
 
 
 def wake_on_ext0(pin, level):

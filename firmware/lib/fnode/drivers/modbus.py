@@ -140,7 +140,7 @@ def _decode(r, at, typ):
 
 
 def make(spec, hw):
-    bus = hw.board["buses"][spec["bus"]]
+    bus = hw.specs[spec["bus"]]
     de = bus.get("de")
     return Modbus(hw.bus(spec["bus"]), None if de is None else hw.pin(de),
                   spec["unit_id"], spec["registers"], bus.get("baud", 9600),

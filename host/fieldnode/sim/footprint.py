@@ -1,0 +1,259 @@
+"""The application's heap footprint per board, measured on the MicroPython unix port with the
+simulated HAL, apart from the HAL's own share, and estimated for the 32-bit ESP32
+(docs/firmware.md, "Memory"; `bench/node_memory.py` records it in docs/performance.md).
+
+What runs is what ships: the library compiled to .mpy (as `fieldnode flash` writes it) and the
+board file, on a node directory provisioned with a key and a gateway address, as a virtual node
+has. The measuring script (mp_footprint.py) imports the HAL modules the application will use
+first and measures them, then either imports the fnode modules one by one or boots the
+application and measures it running.
+
+The 32-bit estimate. The unix port here is 64-bit: 8-byte words, 32-byte GC blocks (4 words,
+py/mpconfig.h MICROPY_BYTES_PER_GC_BLOCK); the ESP32 has 4-byte words and 16-byte blocks. An
+object made of words (dicts, lists, functions, classes, tasks, raw-code tables) takes the same
+number of blocks on both, so half the bytes on the ESP32. Byte data (bytecode and strings loaded
+from a .mpy, bytearray buffers) takes the same bytes on both. So: ESP32 bytes = byte data +
+(64-bit bytes - byte data) / 2, where the byte data of the code is its .mpy file size (bytecode,
+qstr text and constants, less what is already in the firmware's ROM qstrs: an upper bound) and
+that of the running state is its buffers.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+from collections.abc import Sequence
+from typing import Any
+
+from ..boards import SENSOR_DRIVERS, load_board
+from ..errors import FieldnodeError
+from ..flashing.chips import chip_spec
+from ..flashing.compile import build_app_files
+from ..paths import FIRMWARE_DIR, SIMHAL_DIR
+from .fleet import devices_for_board
+from .vnode import VirtualNode, micropython_binary
+
+SCRIPT = Path(__file__).with_name("mp_footprint.py")
+ESP32_BLOCK = 16
+# An ESP32-WROOM without PSRAM, MicroPython v1.24-1.26: the GC heap starts at 56 KB
+# (ports/esp32/mpconfigport.h MICROPY_GC_INITIAL_HEAP_SIZE) and grows on demand from the ESP-IDF
+# heap; grown once it is 111,936 bytes, which leaves about 40 KB to ESP-IDF for Wi-Fi and a TLS
+# request (micropython/micropython pull request #13219, which tuned the initial size for that).
+# MicroPython itself uses about 1.5 KB of it after start (micropython.mem_info() on an ESP32 in
+# pull request #12141: "GC: total: 64000, used: 1568").
+ESP32_HEAP = 111_936
+ESP32_MICROPYTHON_USE = 1_568
+ESP32_FREE_AT_START = ESP32_HEAP - ESP32_MICROPYTHON_USE
+TARGET_FREE = 0.40  # of the heap, left free by the richest shipped board with updates in
+# Updates (issue 10), not written yet: an estimate from what they need - a module that takes
+# chunks into the inactive slot and checks a SHA-256 over them (about the size of fnode.spool:
+# ~2.5 KB on the ESP32), one 4 KB flash-sector buffer, a hash object and the state: ~7 KB.
+OTA_ESTIMATE = 7 * 1024
+HEAPSIZE = 4 * 1024 * 1024  # the measuring heap: ample, so nothing is cut short
+RUN_MS = 3000  # the application measured this long after it starts: every sampler has sampled
+_IMPORT = re.compile(r"^\s*(?:from\s+(fnode(?:\.\w+)*|\.+\w*)\s+import\s+([\w, ]+)|import\s+(fnode\.\w+))", re.M)
+
+
+def module_order(lib: Path = FIRMWARE_DIR / "lib") -> list[str]:
+    """Every fnode module, dependencies first (from their import lines), so that importing them
+    in this order measures each one's own share."""
+    sources = {".".join(p.relative_to(lib).with_suffix("").parts): p for p in sorted((lib / "fnode").rglob("*.py"))}
+    names = {n.removesuffix(".__init__"): p for n, p in sources.items()}
+    deps: dict[str, set[str]] = {}
+    for name, path in names.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        found = set()
+        for frm, what, plain in _IMPORT.findall(path.read_text()):
+            if plain:
+                found.add(plain)
+                continue
+            if frm.startswith("."):
+                up = len(frm) - len(frm.lstrip("."))
+                base = package.rsplit(".", up - 1)[0] if up > 1 else package
+                frm = base + ("." + frm.lstrip(".") if frm.lstrip(".") else "")
+            found.add(frm)
+            found.update(f"{frm}.{w.strip()}" for w in what.split(","))
+        deps[name] = {d for d in found if d in names and d != name}
+    order: list[str] = []
+
+    def visit(name: str, seen: tuple[str, ...] = ()) -> None:
+        if name in order or name in seen:
+            return
+        for dep in sorted(deps[name]):
+            visit(dep, seen + (name,))
+        order.append(name)
+
+    for name in sorted(names):
+        visit(name)
+    return order
+
+
+class NodeRig:
+    """A node directory and flash for one board, provisioned, for running mp_footprint.py."""
+
+    def __init__(self, base: Path, board: str | Path, gateway: str = "127.0.0.1:9") -> None:
+        self.doc = load_board(board)
+        self.base = Path(base)
+        self.node = self.base / "node"
+        self.flash = self.node / "flash"
+        self.flash.mkdir(parents=True, exist_ok=True)
+        self.lib = self.flash / "lib"
+        self.mpy_sizes = install_shipped(self.flash, board)
+        # The node's sim.json, as a virtual node of this board has it (made, not started).
+        VirtualNode(self.node, "02f1e1ee0001", board=board, devices=devices_for_board(self.doc), flash=self.flash,
+                    firmware_lib=None)
+        # Provisioned by the firmware's own NVS code: a key, the gateway, Wi-Fi.
+        self.run(f"""
+import esp32
+from fnode.config import NAMESPACE
+from fnode.provision import pack_settings
+nvs = esp32.NVS(NAMESPACE)
+nvs.set_blob("id", bytes([4]) + bytes.fromhex("02f1e1ee00010001") + bytes(range(32)))
+nvs.set_blob("cfg", pack_settings({{"name": "footprint", "gw": "{gateway}", "ssid": "plant-floor", "wpass": "sim"}}))
+nvs.commit()
+""")
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("FIELDNODE_SIM_", "MICROPY"))}
+        env.update(MICROPYPATH=":".join([str(SIMHAL_DIR), str(self.lib), ".frozen"]),
+                   FIELDNODE_SIM_NODE=str(self.node), FIELDNODE_SIM_RESET="pwron")
+        return env
+
+    def run(self, code: str, *args: str, heap: str = str(HEAPSIZE), timeout: float = 120) -> str:
+        script = self.base / "mp_script.py"
+        script.write_text(code)
+        return self._run([str(script), *args], heap, timeout)
+
+    def _run(self, argv: list[str], heap: str, timeout: float) -> str:
+        proc = subprocess.run([micropython_binary(), "-X", f"heapsize={heap}", *argv], cwd=self.flash,
+                              env=self.env(), capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:
+            raise FieldnodeError(f"micropython failed ({proc.returncode}): {(proc.stdout + proc.stderr)[-2000:]}")
+        return proc.stdout
+
+    def footprint(self, hal: list[str], modules: Sequence[str] = (), run_ms: int = 0, tasks: int = 0,
+                  buffers: bool = False, heap: int = 0) -> dict[str, Any]:
+        args = json.dumps({"hal": hal, "hal_objects": hal_objects(self.doc) if hal else [], "modules": list(modules),
+                           "run_ms": run_ms, "tasks": tasks, "buffers": buffers})
+        path = self.base / "footprint-args.json"
+        path.write_text(args)
+        out = self._run([str(SCRIPT), str(path)], str(heap or HEAPSIZE), 120)
+        lines = [line for line in out.splitlines() if line.startswith("FOOTPRINT ")]
+        if not lines:
+            raise FieldnodeError(f"the footprint script printed no result: {out[-2000:]}")
+        return json.loads(lines[-1][len("FOOTPRINT "):])
+
+
+def install_shipped(flash: Path, board: str | Path) -> dict[str, int]:
+    """The application as `fieldnode flash` writes it (library as .mpy, board.json, boot.py,
+    main.py), into a flash directory; returns the .mpy size of each module."""
+    doc = load_board(board)
+    sizes: dict[str, int] = {}
+    for path, data in build_app_files(FIRMWARE_DIR, doc, chip_spec(doc["chip"]).mpy_march).files.items():
+        dest = Path(flash) / path.lstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(data)
+        if path.endswith(".mpy"):
+            sizes[path[len("/lib/"):-len(".mpy")].replace("/", ".").removesuffix(".__init__")] = len(data)
+    return sizes
+
+
+def budget(result: dict[str, Any]) -> dict[str, Any]:
+    """A board's heap budget on an ESP32-WROOM from its measured footprint: bytes, and the share
+    of the heap left free with and without the updates estimate."""
+    app = result["esp32"]["code"] + result["esp32"]["state"]
+    free = ESP32_FREE_AT_START - app
+    command = result["esp32"].get("command_path", 0)
+    return {"heap": ESP32_HEAP, "free_at_start": ESP32_FREE_AT_START, "app": app, "free": free,
+            "free_share": free / ESP32_HEAP, "ota": OTA_ESTIMATE, "free_with_ota": free - OTA_ESTIMATE,
+            "free_share_with_ota": (free - OTA_ESTIMATE) / ESP32_HEAP, "command_path": command,
+            "free_share_during_command": (free - OTA_ESTIMATE - command) / ESP32_HEAP}
+
+
+def unix_heap_equivalent(result: dict[str, Any], esp32_bytes_free: int = ESP32_FREE_AT_START) -> int:
+    """-X heapsize for a virtual node of this board that leaves the application what an ESP32
+    leaves it: the unix port's own use and the simulated HAL's share (C on a board) added, the
+    ESP32's free heap scaled by the measured 64-bit/32-bit ratio of the application, and the
+    GC's tables (the usable part of the measuring heap) taken into account."""
+    ratio = result["app"] / (result["esp32"]["code"] + result["esp32"]["state"])
+    usable = result["base"] + result["hal"] + esp32_bytes_free * ratio
+    return int(usable * result["heapsize"] / result["total"])
+
+
+def hal_objects(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The HAL objects a board's application makes (buses, analog and digital pins, outputs, the
+    Wi-Fi station, its NVS namespace: the simulation holds the namespace's entries in RAM, the
+    ESP32 in flash), for mp_footprint.py to make once with the HAL."""
+    out: list[dict[str, Any]] = [{"kind": "wlan"}, {"kind": "nvs", "namespace": "fieldnode"}]
+    for bus in doc.get("buses", {}).values():
+        if bus["type"] == "i2c":
+            out.append({"kind": "i2c", "id": bus.get("id", 0), "scl": bus["scl"], "sda": bus["sda"],
+                        "freq": bus.get("freq", 100000)})
+        elif bus["type"] == "uart":
+            out.append({"kind": "uart", "id": bus["id"], "baud": bus.get("baud", 9600), "tx": bus["tx"],
+                        "rx": bus["rx"]})
+        else:
+            out.append({"kind": "pin", "pin": bus["pin"]})
+    for sensor in doc.get("sensors", []):
+        kind = SENSOR_DRIVERS.get(sensor["driver"], {}).get("pin")
+        if kind:
+            out.append({"kind": "adc" if kind == "adc" else "pin", "pin": sensor["pin"]})
+    for act in doc.get("actuators", []):
+        out.append({"kind": "pwm", "pin": act["pin"], "freq": act.get("freq", 1000)} if act["driver"] == "pwm"
+                   else {"kind": "pin", "pin": act["pin"], "out": True})
+    if doc.get("status_led"):
+        out.append({"kind": "pin", "pin": doc["status_led"]["pin"], "out": True})
+    return out
+
+
+def is_hal(module: str) -> bool:
+    """A module of the simulated HAL (Python here, C on a board), not of the application."""
+    return (SIMHAL_DIR / f"{module}.py").exists()
+
+
+def esp32_bytes(bytes64: float, byte_data: float) -> int:
+    """The 32-bit estimate of a heap share measured on the 64-bit port (see the module doc)."""
+    byte_data = min(byte_data, bytes64)
+    return round(byte_data + (bytes64 - byte_data) / 2)
+
+
+def measure_board(board: str | Path, work: Path | None = None, run_ms: int = RUN_MS) -> dict[str, Any]:
+    """The application's footprint for one board: {hal, app, code, state, ... } in bytes and
+    64-bit GC blocks, per module, and the ESP32 estimate."""
+    with tempfile.TemporaryDirectory(prefix="fieldnode-footprint-") as tmp:
+        rig = NodeRig(Path(work or tmp), board)
+        first = rig.footprint([], run_ms=run_ms)  # which modules the board loads
+        hal = sorted(m for m in first["loaded"] if is_hal(m))
+        loaded = {m for m in first["loaded"] if m.startswith("fnode")}
+        running = rig.footprint(hal, run_ms=run_ms)
+        hal_share = running["hal"] + running["hal_static"]  # the static C objects the application makes too
+        order = [m for m in module_order() if m in loaded]
+        parts = rig.footprint(hal, ["asyncio", *order], tasks=8, buffers=True)
+        sizes = rig.mpy_sizes
+    block = running["block"]
+    code = sum(parts["modules"].values())
+    app = running["running"] - hal_share
+    buffers = sum(parts["buffers"].values())
+    mpy = sum(sizes.get(m, 0) for m in order)
+    modules = {m: {"bytes": b, "blocks": b // block, "mpy": sizes.get(m, 0),
+                   "esp32": esp32_bytes(b, sizes.get(m, 0))} for m, b in parts["modules"].items()}
+    state = app - code
+    command = running.get("command_path", 0)  # held only while a command is read
+    command_mpy = sum(sizes.get(m, 0) for m in running.get("command_modules", ()))
+    return {
+        "board": load_board(board)["name"], "block": block, "hal": hal_share, "hal_blocks": hal_share // block,
+        "app": app, "app_blocks": app // block, "code": code, "code_mpy": mpy, "state": state,
+        "buffers": parts["buffers"], "task": parts["task"], "modules": modules,
+        "free_running": running["free_running"], "hal_modules": hal, "base": running["base"],
+        "total": running["total"], "heapsize": HEAPSIZE,
+        "esp32": {"code": esp32_bytes(code, mpy), "state": esp32_bytes(state, buffers),
+                  "command_path": esp32_bytes(command, command_mpy)},
+        "command_path": command, "command_modules": running.get("command_modules", []),
+    }
+
+
+__all__ = ["NodeRig", "measure_board", "module_order", "esp32_bytes", "budget", "unix_heap_equivalent",
+           "install_shipped", "ESP32_BLOCK", "ESP32_HEAP", "ESP32_FREE_AT_START", "TARGET_FREE", "OTA_ESTIMATE"]
