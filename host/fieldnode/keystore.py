@@ -55,14 +55,9 @@ def fingerprint(key: bytes) -> str:
     return hashlib.sha256(b"fieldnode key fingerprint\0" + key).hexdigest()[:16]
 
 
-@dataclass
-class KeyEntry:
+class _KeyId:
+    """What a key id says: the device (its first 6 bytes) and the key generation (the last 2)."""
     kid: bytes
-    key: bytes = field(repr=False)
-    name: str = ""
-    alg: int = 4
-    created: float = field(default_factory=time.time)
-    expires: float | None = None  # set on the old key when a key is rotated
 
     @property
     def device(self) -> bytes:
@@ -71,6 +66,16 @@ class KeyEntry:
     @property
     def generation(self) -> int:
         return int.from_bytes(self.kid[6:8], "big")
+
+
+@dataclass
+class KeyEntry(_KeyId):
+    kid: bytes
+    key: bytes = field(repr=False)
+    name: str = ""
+    alg: int = 4
+    created: float = field(default_factory=time.time)
+    expires: float | None = None  # set on the old key when a key is rotated
 
     @property
     def fingerprint(self) -> str:
@@ -94,7 +99,7 @@ class KeyEntry:
 
 
 @dataclass
-class RetiredKid:
+class RetiredKid(_KeyId):
     """A key id whose key was removed (revoked, or replaced by --force). Kept, without the key, so
     that the key id is never issued again: a gateway keeps each key id's replay window, and a new
     key under an old key id would have every frame refused as `replay`."""
@@ -103,14 +108,6 @@ class RetiredKid:
     fingerprint: str = ""
     retired: float = field(default_factory=time.time)
     why: str = "revoked"  # or "replaced"
-
-    @property
-    def device(self) -> bytes:
-        return self.kid[:6]
-
-    @property
-    def generation(self) -> int:
-        return int.from_bytes(self.kid[6:8], "big")
 
     def to_json(self) -> dict:
         return {"kid": self.kid.hex(), "name": self.name, "fingerprint": self.fingerprint,
