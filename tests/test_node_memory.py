@@ -26,8 +26,8 @@ HEAP = ("heap.free", "heap.low", "heap.block")
 # The application's share of an ESP32-WROOM's heap per board, estimated from the measurement
 # (docs/firmware.md, "Memory budget"; about 4% above it): a change that grows it past these fails
 # here and is seen.
-BUDGET = {"esp32-devkitc": 63 * 1024, "esp32s3-devkitc": 59 * 1024, "esp32c3-devkitm": 50 * 1024,
-          "virtual": 59 * 1024}
+BUDGET = {"esp32-devkitc": 78 * 1024, "esp32s3-devkitc": 67 * 1024, "esp32c3-devkitm": 57 * 1024,
+          "virtual": 67 * 1024}
 # The receiving side of commands: imported while a command is read, forgotten after it.
 COMMAND_PATH = {"fnode.command", "fnode.cbordecode", "fnode.senml"}
 
