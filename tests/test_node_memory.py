@@ -10,7 +10,6 @@ import statistics
 import pytest
 
 from fieldnode.boards import validate_board
-from fieldnode.cli import main
 from fieldnode.console import frame_from_line
 from fieldnode.frame import KIND_BOOT, KIND_EVENT, KIND_TELEMETRY, Frame, Verifier
 from fieldnode.keystore import Keystore
@@ -61,15 +60,7 @@ def start_node(site: Site, index: int, doc: dict, heap: int | str = "1M") -> Vir
     install_shipped(node_dir / "flash", board_file)
     node = VirtualNode(node_dir, sim_unique_id(index, 0x3E), board=board_file, devices=devices_for_board(doc),
                        firmware_lib=None, heap=str(heap))
-    site.nodes.append(node)
-    node.start()
-    node.wait_output(b"not sending", timeout=30)
-    mark = node.output_mark()
-    host, port = site.gateway.address
-    assert main(["provision", "--port", node.port, "--keys", str(site.keys), "--name", f"mem-{index}",
-                 "--gateway", f"{host}:{port}", "--wifi", "plant-floor"]) == 0
-    node.wait_output(b"\n", timeout=10, since=node.wait_output(b"FN1 ", timeout=30, since=mark))
-    return node
+    return site.start_with_cli_provisioning(node, f"mem-{index}")
 
 
 def test_heap_readings_keep_the_lowest_and_raise_low_memory_once_per_fall(micropython, tmp_path):

@@ -25,7 +25,6 @@ import pytest
 from littlefs import LittleFS
 
 from fieldnode.boards import validate_board
-from fieldnode.cli import main
 from fieldnode.console import frame_from_line
 from fieldnode.flashing.appimage import BLOCK_SIZE, LOOKAHEAD_SIZE, READ_PROG_SIZE, build_image
 from fieldnode.frame import KIND_BOOT, KIND_EVENT, KIND_TELEMETRY, Frame, Verifier
@@ -74,15 +73,7 @@ def make_node(site: Site, index: int, *, period_s: float = 1.0, nvs: str = "comm
         install_app(node_dir / "flash", board_file)
     node = VirtualNode(node_dir, sim_unique_id(index, 0x7E), board=board_file, devices=devices_for_board(doc),
                        nvs=nvs, flash=flash)
-    site.nodes.append(node)
-    node.start()
-    node.wait_output(b"not sending", timeout=30)
-    mark = node.output_mark()
-    host, port = site.gateway.address
-    assert main(["provision", "--port", node.port, "--keys", str(site.keys), "--name", f"rel-{index}",
-                 "--gateway", f"{host}:{port}", "--wifi", "plant-floor"]) == 0
-    node.wait_output(b"\n", timeout=10, since=node.wait_output(b"FN1 ", timeout=30, since=mark))
-    return node
+    return site.start_with_cli_provisioning(node, f"rel-{index}")
 
 
 def made(site: Site, node: VirtualNode, since: int = 0, until: int | None = None) -> list[Frame]:

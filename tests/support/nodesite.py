@@ -7,6 +7,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+from fieldnode.cli import main
 from fieldnode.console import frame_from_line
 from fieldnode.devicelink import DeviceLink
 from fieldnode.frame import parse_protected, split_envelope
@@ -73,6 +74,19 @@ class Site:
                                wifi_password="sim"))
             link.reset()
         node.wait_output(b"FN1 ", timeout=30, since=mark)
+        return node
+
+    def start_with_cli_provisioning(self, node: VirtualNode, name: str) -> VirtualNode:
+        """Starts an unprovisioned node and provisions it with the `fieldnode provision` command, as a
+        technician would, for this site's gateway; returns once its first frame line is whole."""
+        self.nodes.append(node)
+        node.start()
+        node.wait_output(b"not sending", timeout=30)
+        mark = node.output_mark()
+        host, port = self.gateway.address
+        assert main(["provision", "--port", node.port, "--keys", str(self.keys), "--name", name,
+                     "--gateway", f"{host}:{port}", "--wifi", "plant-floor"]) == 0
+        node.wait_output(b"\n", timeout=10, since=node.wait_output(b"FN1 ", timeout=30, since=mark))
         return node
 
     def frames(self, node: VirtualNode) -> list[tuple[int, int, float]]:
