@@ -31,15 +31,15 @@ import tempfile
 
 import micropython_run
 
-from fieldnode.cli import main
+from fieldnode.cli.main import main
 from fieldnode.flashing.chips import CHIPS
 from fieldnode.flashing.compile import build_app_files
 from fieldnode.flashing.partitions import filesystem_region, generic_table
 from fieldnode.flashing.appimage import build_image
-from fieldnode.boards import load_board
-from fieldnode.paths import FIRMWARE_DIR
+from fieldnode.node.boards import load_board
+from fieldnode.infra.paths import FIRMWARE_DIR
 from fieldnode.sim.esp_rom import MIB, EspRomEmulator
-from fieldnode.sim.fake_firmware import fake_firmware
+from fieldnode.testing.fake_firmware import fake_firmware
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "flash.json"

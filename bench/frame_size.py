@@ -21,7 +21,7 @@ from pathlib import Path
 
 import cbor2
 
-from fieldnode.frame import present
+from fieldnode.wire.frame import present
 
 REPO = Path(__file__).resolve().parent.parent
 VECTORS = REPO / "tests" / "vectors" / "frame-v1.json"

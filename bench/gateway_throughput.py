@@ -3,7 +3,7 @@
     .venv/bin/python bench/gateway_throughput.py [--quick] [--out bench/results/gateway.json] [--max-nodes N]
 
 1. verify+decode frames/s on the frame-v1 vectors (node-encoded frames) for
-   - ours: fieldnode.frame.Verifier.verify (MAC, kind, SenML check, device check, Frame object),
+   - ours: fieldnode.wire.frame.Verifier.verify (MAC, kind, SenML check, device check, Frame object),
    - pycose 1.1.0 (with cbor2 5.9): CoseMessage.decode + verify_tag + cbor2.loads of the payload,
    - the limit: HMAC over the (pre-built) MAC structure + compare + cbor2.loads, nothing else;
    same frames, one run, reported as ratios. The target: ours >= 2.5x pycose, >= 0.7x the limit.
@@ -48,7 +48,7 @@ import cbor2
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from fieldnode.frame import KIND_NAMES, TAG_LENGTH, Verifier, mac_structure, parse_protected, split_envelope  # noqa: E402
+from fieldnode.wire.frame import KIND_NAMES, TAG_LENGTH, Verifier, mac_structure, parse_protected, split_envelope  # noqa: E402
 from fieldnode.gateway import GatewayThread  # noqa: E402
 from fieldnode.gateway.mqtt import ReadingMessages  # noqa: E402
 from fieldnode.gateway.server import _HANDOVER_HEADER, Gateway, handover_address  # noqa: E402
@@ -295,7 +295,7 @@ def bench_node_sweep(start: int, limit: int, seconds: int) -> dict:
 
 
 def _store_worker(db: str, shard: int, keys_path: str, frames: list[bytes], start, conn) -> None:
-    from fieldnode.keystore import Keystore
+    from fieldnode.node.keystore import Keystore
     store = Store(Path(db), shard=shard)
     store.open()
     verifier = Verifier(Keystore.load(Path(keys_path)).lookup)
@@ -307,7 +307,7 @@ def _store_worker(db: str, shard: int, keys_path: str, frames: list[bytes], star
 
 
 def _verify_worker(keys_path: str, frames: list[bytes], start, conn) -> None:
-    from fieldnode.keystore import Keystore
+    from fieldnode.node.keystore import Keystore
     verifier = Verifier(Keystore.load(Path(keys_path)).lookup)
     start.wait()
     t = time.perf_counter()
@@ -386,7 +386,7 @@ def bench_hand_over(frames: list[bytes]) -> dict:
     the device's owner in the undecoded frame, prefix the node's address, send on the Unix
     socket) and what the owner does besides its usual handling (receive, take the address off,
     decode the CoAP message once more)."""
-    from fieldnode import coap
+    from fieldnode.wire import coap
     with tempfile.TemporaryDirectory() as tmp:
         nodes = Nodes(Path(tmp) / "k.json", n=1)
         gw = Gateway(nodes.keystore(), Path(tmp) / "unused.db", workers=2)

@@ -33,10 +33,10 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from littlefs import LittleFS  # noqa: E402
 
-from fieldnode.boards import validate_board  # noqa: E402
-from fieldnode.cli import main as cli_main  # noqa: E402
+from fieldnode.node.boards import validate_board  # noqa: E402
+from fieldnode.cli.main import main as cli_main  # noqa: E402
 from fieldnode.flashing.appimage import BLOCK_SIZE, LOOKAHEAD_SIZE, READ_PROG_SIZE, build_image  # noqa: E402
-from fieldnode.paths import BOARDS_DIR, FIRMWARE_DIR  # noqa: E402
+from fieldnode.infra.paths import BOARDS_DIR, FIRMWARE_DIR  # noqa: E402
 from fieldnode.sim.fleet import devices_for_board, sim_unique_id  # noqa: E402
 from fieldnode.sim.vnode import VirtualNode  # noqa: E402
 from support.nodesite import Site, console_counters, wait_for  # noqa: E402

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from fieldnode.cli import main
-from fieldnode.devicelink import DeviceLink
-from fieldnode.errors import FieldnodeError
+from fieldnode.cli.main import main
+from fieldnode.node.devicelink import DeviceLink
+from fieldnode.infra.errors import FieldnodeError
 from fieldnode.gateway import GatewayThread
-from fieldnode.hostport import parse_destination, parse_listen
-from fieldnode.keystore import Keystore
-from fieldnode.paths import SIMHAL_DIR
+from fieldnode.wire.hostport import parse_destination, parse_listen
+from fieldnode.node.keystore import Keystore
+from fieldnode.infra.paths import SIMHAL_DIR
 from support.nodesite import Site, console_counters, console_since, wait_for
 
 FIELDNODE = str(Path(sys.executable).parent / "fieldnode")

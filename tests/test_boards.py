@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from fieldnode.boards import BoardError, board_names, load_board, validate_board
-from fieldnode.cli import main
+from fieldnode.node.boards import BoardError, board_names, load_board, validate_board
+from fieldnode.cli.main import main
 
 
 def test_shipped_boards_are_valid():

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from fieldnode.cli import main
-from fieldnode.console import encode_console_line
-from fieldnode.frame import build_frame, device_base_name
-from fieldnode.keystore import KeyEntry, Keystore
+from fieldnode.cli.main import main
+from fieldnode.wire.console import encode_console_line
+from fieldnode.wire.frame import build_frame, device_base_name
+from fieldnode.node.keystore import KeyEntry, Keystore
 
 
 @pytest.fixture

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from fieldnode import cli
-from fieldnode.cli import main
+import fieldnode.cli.main as cli_main
+from fieldnode.cli.main import main
 from fieldnode.gateway.mqtt import MqttUrl, OutboxPublisher
 from fieldnode.gateway.store import create_shards
-from fieldnode.hostport import parse_listen
+from fieldnode.wire.hostport import parse_listen
 from fieldnode.sim.esp_rom import EspRomEmulator
-from fieldnode.sim.fake_firmware import fake_firmware
+from fieldnode.testing.fake_firmware import fake_firmware
 from support.gateway_peers import Nodes, free_port
 from support.nodesite import Site, wait_for
 
@@ -123,13 +123,13 @@ def test_provision_with_a_keystore_it_cannot_write_leaves_the_node_unchanged(tmp
 
 def test_keyboard_interrupt_while_the_commands_load_is_interrupted_and_130(capsys, monkeypatch):
     # Ctrl-C in the first moments lands in an import (esptool's is the slowest).
-    real = cli.importlib.import_module
+    real = cli_main.importlib.import_module
 
     def slow_import(name: str, *args):
         if name.endswith(".flash"):
             raise KeyboardInterrupt
         return real(name, *args)
-    monkeypatch.setattr(cli.importlib, "import_module", slow_import)
+    monkeypatch.setattr(cli_main.importlib, "import_module", slow_import)
     assert main(["board", "list"]) == 130
     assert capsys.readouterr().err.strip() == "interrupted"
 

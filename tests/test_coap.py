@@ -6,7 +6,7 @@ import warnings
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from fieldnode import coap
+from fieldnode.wire import coap
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

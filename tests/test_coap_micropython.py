@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 
 
-from fieldnode import coap
-from fieldnode.frame import KIND_COMMAND, build_frame, device_base_name
+from fieldnode.wire import coap
+from fieldnode.wire.frame import KIND_COMMAND, build_frame, device_base_name
 from fieldnode.gateway import GatewayThread, enqueue_command
-from fieldnode.keystore import make_kid
+from fieldnode.node.keystore import make_kid
 from support.gateway_peers import Nodes
 
 

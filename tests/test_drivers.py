@@ -553,7 +553,7 @@ out["room_bug"] = [room.sample(), env.sample()]
 def test_shipped_boards_read_through_their_emulated_devices(board_name, run, tmp_path):
     # The simulator's mapping (fieldnode.sim.fleet) puts an emulated chip behind every sensor of
     # a board; the firmware then reads them all without an error after one period.
-    from fieldnode.boards import load_board
+    from fieldnode.node.boards import load_board
     from fieldnode.sim.fleet import devices_for_board
 
     doc = load_board(board_name)

@@ -17,8 +17,8 @@ import struct
 
 import pytest
 
-from fieldnode.boards import validate_board
-from fieldnode.paths import BOARDS_DIR, SIMHAL_DIR
+from fieldnode.node.boards import validate_board
+from fieldnode.infra.paths import BOARDS_DIR, SIMHAL_DIR
 from support.nodesite import Site, wait_for
 from test_node_control import PUMP, command, control_node, events, outputs, over_usb, telemetry
 
@@ -241,7 +241,7 @@ def test_with_the_esp32_epoch_the_node_still_stamps_frames_in_unix_time(micropyt
     # and what leaves the node (frame times, the clock check) is still Unix time.
     import time
 
-    from fieldnode.frame import parse_unverified
+    from fieldnode.wire.frame import parse_unverified
 
     (tmp_path / "sim.json").write_text(json.dumps({"epoch": 2000}))
     before = int(time.time())

@@ -19,7 +19,7 @@ import serial
 
 from fieldnode.flashing.app_only import update_port
 from fieldnode.flashing.compile import build_app_files
-from fieldnode.paths import BOARDS_DIR, FIRMWARE_DIR, SIMHAL_DIR
+from fieldnode.infra.paths import BOARDS_DIR, FIRMWARE_DIR, SIMHAL_DIR
 from fieldnode.sim.fleet import devices_for_board
 from fieldnode.sim.vnode import STDIN_RING, VirtualNode, WorldFile
 

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import pytest
 
-from fieldnode.sim.fake_firmware import fake_firmware
+from fieldnode.testing.fake_firmware import fake_firmware
 
 REPO = Path(__file__).resolve().parent.parent
 GUIDE = REPO / "docs" / "field-guide.md"

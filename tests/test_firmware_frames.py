@@ -2,7 +2,7 @@
 
 Checked against three independent readings of docs/frame-format.md: the test vectors (and their
 generator, tests/vectors/make_frame_vectors.py, for random frames), pycose, and cbor2; and against
-the host's own builder (fieldnode.frame.build_frame) for the commands a node receives.
+the host's own builder (fieldnode.wire.frame.build_frame) for the commands a node receives.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from pycose.keys import SymmetricKey
 from pycose.messages import CoseMessage
 
 from conftest import MicroPython, micropython_binary
-from fieldnode.frame import build_frame
+from fieldnode.wire.frame import build_frame
 from vectors.make_frame_vectors import bn as base_name
 from vectors.make_frame_vectors import frame as independent_frame
 

@@ -16,13 +16,13 @@ import pytest
 import serial
 
 from conftest import micropython_binary
-from fieldnode.cli import main
+from fieldnode.cli.main import main
 from fieldnode.flashing.appimage import read_image
 from fieldnode.flashing.chips import CHIPS
 from fieldnode.flashing.compile import build_app_files
 from fieldnode.flashing.partitions import TYPE_DATA, Partition, filesystem_region, generic_table
 from fieldnode.sim.esp_rom import MIB, EspRomEmulator
-from fieldnode.sim.fake_firmware import fake_firmware
+from fieldnode.testing.fake_firmware import fake_firmware
 
 FS_OFFSET = 0x200000  # MicroPython's generic table: the filesystem starts where the app ends
 BOARD = {"schema": 1, "name": "bench-board", "chip": "esp32", "flash_size_mb": 4,
@@ -114,7 +114,7 @@ def test_shipped_modules_name_file_and_function_in_a_traceback_and_lines_only_wh
 
 def test_repo_firmware_tree_builds(tmp_path: Path):
     """Whatever is in firmware/ now: every lib .py compiles, nothing else becomes .mpy."""
-    from fieldnode.paths import FIRMWARE_DIR
+    from fieldnode.infra.paths import FIRMWARE_DIR
 
     app = build_app_files(FIRMWARE_DIR, None, "xtensawin")
     sources = {p.relative_to(FIRMWARE_DIR).with_suffix(".mpy").as_posix()

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from fieldnode import coap
-from fieldnode.frame import KIND_ACK, KIND_BOOT, KIND_COMMAND, Verifier, build_frame, device_base_name
+from fieldnode.wire import coap
+from fieldnode.wire.frame import KIND_ACK, KIND_BOOT, KIND_COMMAND, Verifier, build_frame, device_base_name
 from fieldnode.gateway import GatewayThread, enqueue_command, list_commands, read_status
 from fieldnode.gateway.exchange import ENTRY_BYTES
-from fieldnode.errors import FieldnodeError
-from fieldnode.keystore import make_kid
+from fieldnode.infra.errors import FieldnodeError
+from fieldnode.node.keystore import make_kid
 from support.gateway_peers import Client, Nodes, free_port
 
 CLI = [sys.executable, "-m", "fieldnode.cli"]
@@ -439,7 +439,7 @@ def test_node_provisioned_while_running_is_accepted(tmp_path, nodes):
 
 def test_revoked_node_is_refused_while_the_gateway_runs(tmp_path, nodes):
     """A stolen node: `fieldnode keys revoke` on the keystore the gateway reads shuts it out."""
-    from fieldnode.cli import main
+    from fieldnode.cli.main import main
     with GatewayThread(nodes.keystore(), tmp_path / "gw.db", ("127.0.0.1", 0), health_interval=0.1) as gt:
         c = Client(gt.address)
         assert c.post(nodes.frame(0)).code == coap.CHANGED
@@ -552,7 +552,7 @@ def test_node_reprovisioned_after_a_flash_erase_starts_a_new_counter_sequence(tm
     """`esptool erase_flash` takes the key and the counter with it: the node starts again at 1.
     `fieldnode provision --force` gives it a new key generation, and the replay state is per key
     id, so its frames are taken again; the old key's frames stay refused."""
-    from fieldnode.keystore import KeyEntry, Keystore
+    from fieldnode.node.keystore import KeyEntry, Keystore
     dev = nodes.devices[0]
     path = tmp_path / "gw.db"
     with GatewayThread(nodes.keystore(), path, ("127.0.0.1", 0), health_interval=0.1) as gt:

@@ -16,11 +16,11 @@ from collections import Counter
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from fieldnode import coap
-from fieldnode.frame import KIND_COMMAND, REASONS, build_frame, device_base_name
+from fieldnode.wire import coap
+from fieldnode.wire.frame import KIND_COMMAND, REASONS, build_frame, device_base_name
 from fieldnode.gateway import GatewayThread
 from fieldnode.gateway.exchange import COAP_REASONS
-from fieldnode.keystore import make_kid
+from fieldnode.node.keystore import make_kid
 from support.gateway_peers import Nodes
 
 KNOWN_REASONS = set(REASONS) | set(COAP_REASONS)

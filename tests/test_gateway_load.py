@@ -16,11 +16,11 @@ import tracemalloc
 
 import cbor2
 
-from fieldnode import coap
-from fieldnode.frame import FrameRejected, Verifier, compute_tag, device_base_name
+from fieldnode.wire import coap
+from fieldnode.wire.frame import FrameRejected, Verifier, compute_tag, device_base_name
 from fieldnode.gateway import GatewayThread, read_status
 from fieldnode.gateway.exchange import PENDING, MessageCache
-from fieldnode.keystore import make_kid
+from fieldnode.node.keystore import make_kid
 from support.gateway_peers import Nodes
 from support.nodesite import wait_for
 from support.senders import run_paced

@@ -12,7 +12,7 @@ import pytest
 
 from fieldnode.gateway import GatewayThread, read_status
 from fieldnode.gateway.mqtt import MqttUrl
-from fieldnode.errors import FieldnodeError
+from fieldnode.infra.errors import FieldnodeError
 from support.gateway_peers import Client, Mosquitto, Nodes, Observer, free_port, is_reading
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import paho.mqtt.client as paho
 import pytest
 
-from fieldnode.frame import KIND_BOOT, KIND_COMMAND, ReplayWindow, Verifier
+from fieldnode.wire.frame import KIND_BOOT, KIND_COMMAND, ReplayWindow, Verifier
 from fieldnode.gateway import GatewayThread, list_commands
 from fieldnode.gateway.mqtt import topic_level
 from support.gateway_peers import MOSQUITTO, Client, Mosquitto, Nodes, Observer, free_port
@@ -215,7 +215,7 @@ def test_mqtt_commands_are_signed_and_queued_only_for_the_boards_actuators(tmp_p
 def test_mqtt_command_counter_stays_above_commands_queued_by_other_keystore_copies(tmp_path, broker, nodes):
     """`fieldnode command --db` run with another copy of the keystore keeps its own counter file;
     the gateway's MQTT command must still get a counter the node has not applied yet."""
-    from fieldnode.cli import main
+    from fieldnode.cli.main import main
     db = tmp_path / "gw.db"
     with GatewayThread(nodes.keystore(), db, ("127.0.0.1", 0), mqtt=broker.url, mqtt_commands=True) as gt:
         c = Client(gt.address)
@@ -335,7 +335,7 @@ def test_the_documented_broker_acl_lets_operators_command_and_nobody_else(tmp_pa
 
 
 def test_a_command_the_gateway_cannot_take_is_refused_with_the_reason_not_a_traceback(tmp_path, nodes):
-    from fieldnode.commanding import counters_path
+    from fieldnode.node.commanding import counters_path
     from fieldnode.gateway.mqtt_commands import CommandRefused, MqttCommands
     db = tmp_path / "gw.db"
     with GatewayThread(nodes.keystore(), db, ("127.0.0.1", 0)) as gt:

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from fieldnode import coap
+from fieldnode.wire import coap
 from fieldnode.gateway import GatewayThread
 from fieldnode.gateway.store import create_shards, shard_path
 from fieldnode.gateway.writerlock import WriterLock, lock_path
-from fieldnode.keystore import KeyEntry, Keystore, make_kid
+from fieldnode.node.keystore import KeyEntry, Keystore, make_kid
 from support.gateway_peers import Client, Nodes
 from support.nodesite import wait_for
 

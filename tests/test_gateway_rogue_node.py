@@ -15,12 +15,12 @@ from collections import Counter
 import cbor2
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from fieldnode import coap
-from fieldnode.frame import (COSE_MAC0_TAG, KIND_ACK, KIND_BOOT, KIND_EVENT, KIND_TELEMETRY, LABEL_ALG, LABEL_KID,
+from fieldnode.wire import coap
+from fieldnode.wire.frame import (COSE_MAC0_TAG, KIND_ACK, KIND_BOOT, KIND_EVENT, KIND_TELEMETRY, LABEL_ALG, LABEL_KID,
                              LABEL_KIND, LABEL_PARTIAL_IV, SENML_BN, SENML_BT, SENML_N, SENML_T, SENML_U, SENML_V,
                              SENML_VB, SENML_VS, compute_tag, device_base_name)
 from fieldnode.gateway import GatewayThread
-from fieldnode.keystore import make_kid
+from fieldnode.node.keystore import make_kid
 from support.gateway_peers import Nodes
 
 ROGUE, HONEST = 0, (1, 2)

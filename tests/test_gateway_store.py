@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fieldnode.frame import SENML_BT, SENML_V, Verifier
+from fieldnode.wire.frame import SENML_BT, SENML_V, Verifier
 from fieldnode.gateway import store as store_module
 from fieldnode.gateway.store import SCHEMA_VERSION, Health, Store, StoreItem
 from support.gateway_peers import Nodes

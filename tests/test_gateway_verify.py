@@ -1,4 +1,4 @@
-"""The gateway's verify path (fieldnode.frame.Verifier) against a plain reading of the spec.
+"""The gateway's verify path (fieldnode.wire.frame.Verifier) against a plain reading of the spec.
 
 Verifier.verify takes shortcuts for speed: the node's envelope layout is split by position and its
 MAC structure joined from the frame's own bytes, the SenML check has a one-pass fast path, and
@@ -15,7 +15,7 @@ import struct
 import cbor2
 from hypothesis import given, settings, strategies as st
 
-from fieldnode.frame import (KIND_NAMES, SENML_BN, TAG_LENGTH, FrameRejected, Verifier, _validate_record,
+from fieldnode.wire.frame import (KIND_NAMES, SENML_BN, TAG_LENGTH, FrameRejected, Verifier, _validate_record,
                              compute_tag, device_base_name, is_number, parse_protected, validate_pack)
 
 

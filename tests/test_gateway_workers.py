@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from fieldnode import coap
-from fieldnode.errors import FieldnodeError
-from fieldnode.frame import KIND_ACK, Verifier
+from fieldnode.wire import coap
+from fieldnode.infra.errors import FieldnodeError
+from fieldnode.wire.frame import KIND_ACK, Verifier
 from fieldnode.gateway import GatewayThread, enqueue_command, list_commands, read_status
 from fieldnode.gateway.store import Store, StoreItem, owner_of, shard_path, shard_paths
 from support.gateway_peers import Client, Nodes, free_port

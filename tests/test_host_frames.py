@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 from pycose.keys import SymmetricKey
 from pycose.messages import CoseMessage
 
-from fieldnode.frame import (KIND_NAMES, NODE_KINDS, FrameRejected, ReplayWindow, Verifier, build_frame,
+from fieldnode.wire.frame import (KIND_NAMES, NODE_KINDS, FrameRejected, ReplayWindow, Verifier, build_frame,
                              compute_tag, device_base_name, device_from_base_name, mac_structure)
 
 
@@ -219,7 +219,7 @@ def test_base_name_roundtrip():
 
 @given(key=st.binary(min_size=1, max_size=200), message=st.binary(max_size=600))
 def test_hmac_with_precomputed_pads_is_rfc_2104_hmac(key, message):
-    from fieldnode.frame import _hmac_pads
+    from fieldnode.wire.frame import _hmac_pads
     inner, outer = (h.copy() for h in _hmac_pads(key))
     inner.update(message)
     outer.update(inner.digest())

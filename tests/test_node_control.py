@@ -13,15 +13,15 @@ import time
 
 import pytest
 
-from fieldnode.cli import main
-from fieldnode.commanding import ack_result, build_command, counters_path, find_node, next_counter, send_over_usb
-from fieldnode.console import frame_from_line
-from fieldnode.devicelink import DeviceLink
-from fieldnode.errors import FieldnodeError
-from fieldnode.frame import (KIND_ACK, KIND_COMMAND, KIND_EVENT, KIND_TELEMETRY, Frame, ReplayWindow, Verifier,
+from fieldnode.cli.main import main
+from fieldnode.node.commanding import ack_result, build_command, counters_path, find_node, next_counter, send_over_usb
+from fieldnode.wire.console import frame_from_line
+from fieldnode.node.devicelink import DeviceLink
+from fieldnode.infra.errors import FieldnodeError
+from fieldnode.wire.frame import (KIND_ACK, KIND_COMMAND, KIND_EVENT, KIND_TELEMETRY, Frame, ReplayWindow, Verifier,
                              build_frame, device_base_name)
 from fieldnode.gateway import GatewayThread, list_commands
-from fieldnode.keystore import KeyEntry, Keystore
+from fieldnode.node.keystore import KeyEntry, Keystore
 from support.nodesite import Site, console_since, wait_for
 
 NODE = "e2e-1"

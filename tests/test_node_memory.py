@@ -9,11 +9,11 @@ import statistics
 
 import pytest
 
-from fieldnode.boards import validate_board
-from fieldnode.console import frame_from_line
-from fieldnode.frame import KIND_BOOT, KIND_EVENT, KIND_TELEMETRY, Frame, Verifier
-from fieldnode.keystore import Keystore
-from fieldnode.paths import BOARDS_DIR, SIMHAL_DIR
+from fieldnode.node.boards import validate_board
+from fieldnode.wire.console import frame_from_line
+from fieldnode.wire.frame import KIND_BOOT, KIND_EVENT, KIND_TELEMETRY, Frame, Verifier
+from fieldnode.node.keystore import Keystore
+from fieldnode.infra.paths import BOARDS_DIR, SIMHAL_DIR
 from fieldnode.sim.fleet import devices_for_board, sim_unique_id
 from fieldnode.sim.footprint import (ESP32_FREE_AT_START, budget, install_shipped, measure_board,
                                      unix_heap_equivalent)

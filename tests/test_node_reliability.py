@@ -24,13 +24,13 @@ from pathlib import Path
 import pytest
 from littlefs import LittleFS
 
-from fieldnode.boards import validate_board
-from fieldnode.console import frame_from_line
+from fieldnode.node.boards import validate_board
+from fieldnode.wire.console import frame_from_line
 from fieldnode.flashing.appimage import BLOCK_SIZE, LOOKAHEAD_SIZE, READ_PROG_SIZE, build_image
-from fieldnode.frame import KIND_BOOT, KIND_EVENT, KIND_TELEMETRY, Frame, Verifier
+from fieldnode.wire.frame import KIND_BOOT, KIND_EVENT, KIND_TELEMETRY, Frame, Verifier
 from fieldnode.gateway import GatewayThread
-from fieldnode.keystore import Keystore
-from fieldnode.paths import BOARDS_DIR, FIRMWARE_DIR, SIMHAL_DIR
+from fieldnode.node.keystore import Keystore
+from fieldnode.infra.paths import BOARDS_DIR, FIRMWARE_DIR, SIMHAL_DIR
 from fieldnode.sim.fleet import devices_for_board, install_app, sim_unique_id
 from fieldnode.sim.vnode import VirtualNode
 from conftest import micropython_binary

@@ -18,17 +18,17 @@ from pathlib import Path
 import pytest
 import serial
 
-from fieldnode import coap
-from fieldnode.cli import main
-from fieldnode.commands import provision as provision_command
-from fieldnode.devicelink import DeviceLink
-from fieldnode.console import encode_console_line
-from fieldnode.frame import build_frame, device_base_name
+from fieldnode.wire import coap
+from fieldnode.cli.main import main
+from fieldnode.cli.commands import provision as provision_command
+from fieldnode.node.devicelink import DeviceLink
+from fieldnode.wire.console import encode_console_line
+from fieldnode.wire.frame import build_frame, device_base_name
 from fieldnode.gateway import GatewayThread
-from fieldnode.keystore import Keystore
+from fieldnode.node.keystore import Keystore
 from fieldnode.sim.fleet import install_app, sim_unique_id
 from fieldnode.sim.vnode import VirtualNode
-from fieldnode.paths import BOARDS_DIR
+from fieldnode.infra.paths import BOARDS_DIR
 from support.gateway_peers import Client, Nodes, free_port
 from support.nodesite import console_counters, console_since, wait_for
 
@@ -346,7 +346,7 @@ def test_monitor_with_the_wrong_keystore_rejects_every_frame_as_bad_mac(node, tm
     node.wait_output(b"FN1 ", timeout=30, since=mark)
     (entry,) = list(Keystore.load(keys))
     wrong = tmp_path / "other-laptop.json"
-    from fieldnode.keystore import KeyEntry
+    from fieldnode.node.keystore import KeyEntry
     Keystore(wrong, [KeyEntry(kid=entry.kid, key=bytes(32), alg=entry.alg, name=entry.name)]).save()
     proc = subprocess.run([FIELDNODE, "monitor", "--port", node.port, "--keys", str(wrong), "--json",
                            "--duration", "6"], capture_output=True, text=True, timeout=60)
@@ -392,7 +392,7 @@ def test_monitor_survives_unplug_and_replug(tmp_path, vectors):
     """The port disappears (USB unplugged) and comes back at the same path."""
     keys = tmp_path / "keys.json"
     case = vectors["frames"][0]
-    from fieldnode.keystore import KeyEntry
+    from fieldnode.node.keystore import KeyEntry
     Keystore(keys, [KeyEntry(kid=bytes.fromhex(case["kid"]), key=bytes.fromhex(case["key"]))]).save()
     link = tmp_path / "ttyUSB0"
 
@@ -417,7 +417,7 @@ def test_monitor_survives_unplug_and_replug(tmp_path, vectors):
         time.sleep(1.5)
         master = plug()
         time.sleep(1.5)  # the monitor reopens the port
-        from fieldnode.frame import build_frame
+        from fieldnode.wire.frame import build_frame
         again = build_frame(bytes.fromhex(case["key"]), bytes.fromhex(case["kid"]), 4, 43, 0, case["bn"],
                             case["bt"], case["records"])
         os.write(master, encode_console_line(again))
@@ -577,7 +577,7 @@ def test_monitor_live_view_lists_rejections_by_reason_and_log_lines_below(tmp_pa
     live view shows the reading, counts each rejection under its reason, and shows the log lines."""
     keys = tmp_path / "keys.json"
     case = vectors["frames"][0]
-    from fieldnode.keystore import KeyEntry
+    from fieldnode.node.keystore import KeyEntry
     Keystore(keys, [KeyEntry(kid=bytes.fromhex(case["kid"]), key=bytes.fromhex(case["key"]), name="press-7")]).save()
     master, slave = pty.openpty()
     tty.setraw(slave)
@@ -630,7 +630,7 @@ def test_sim_runs_a_real_board_definition_against_a_gateway(tmp_path):
             time.sleep(0.2)
     finally:
         gateway.stop()
-    from fieldnode.boards import load_board
+    from fieldnode.node.boards import load_board
     board = load_board("esp32-devkitc")
     expected = {s["name"] for s in board["sensors"]}
     assert {n.split(".")[0] for n in names} >= expected, (names, proc.stderr[-2000:])
@@ -639,8 +639,8 @@ def test_sim_runs_a_real_board_definition_against_a_gateway(tmp_path):
 def test_monitor_live_view_shows_the_heap_from_boot_and_health_frames(tmp_path):
     from rich.console import Console
 
-    from fieldnode.frame import KIND_BOOT, Verifier
-    from fieldnode.liveview import LiveState
+    from fieldnode.wire.frame import KIND_BOOT, Verifier
+    from fieldnode.ui.liveview import LiveState
 
     nodes = Nodes(tmp_path / "keys.json", n=1)
     verify = Verifier(nodes.keystore().lookup).verify

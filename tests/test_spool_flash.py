@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fieldnode.paths import BOARDS_DIR
+from fieldnode.infra.paths import BOARDS_DIR
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 import spool_flash  # noqa: E402

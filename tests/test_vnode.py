@@ -14,7 +14,7 @@ import littlefs
 import pytest
 import serial
 
-from fieldnode.paths import FIRMWARE_DIR, REPO_DIR
+from fieldnode.infra.paths import FIRMWARE_DIR, REPO_DIR
 from fieldnode.sim.vnode import VirtualNode
 
 MPREMOTE = str(Path(sys.executable).parent / "mpremote")
@@ -215,7 +215,7 @@ def test_the_real_firmware_boots_on_the_virtual_board(make_node, tmp_path):
     ({"baud": "fast"}, "positive whole number"),
 ])
 def test_bad_node_settings_are_refused_with_a_clear_error(tmp_path, kwargs, message):
-    from fieldnode.errors import FieldnodeError
+    from fieldnode.infra.errors import FieldnodeError
     args = {"unique_id": "240ac4000001", **kwargs}
     with pytest.raises(FieldnodeError, match=message):
         VirtualNode(tmp_path / "n1", **args)
@@ -227,11 +227,11 @@ def test_the_image_fieldnode_flash_writes_runs_the_node_by_itself(tmp_path):
     flash, with no source tree on the path. It boots, is provisioned, and sends verified frames."""
     import json
 
-    from fieldnode.devicelink import DeviceLink
+    from fieldnode.node.devicelink import DeviceLink
     from fieldnode.flashing.appimage import ImageCache
     from fieldnode.flashing.plan import load_app, resolve_target
-    from fieldnode.keystore import Keystore
-    from fieldnode.provisioning import Settings, provision
+    from fieldnode.node.keystore import Keystore
+    from fieldnode.node.provisioning import Settings, provision
     from fieldnode.sim.fleet import devices_for_board
     from support.nodesite import Site, console_counters, console_since
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from fieldnode import coap
-from fieldnode.frame import KIND_COMMAND, build_frame, device_base_name
-from fieldnode.keystore import KeyEntry, Keystore, make_kid
+from fieldnode.wire import coap
+from fieldnode.wire.frame import KIND_COMMAND, build_frame, device_base_name
+from fieldnode.node.keystore import KeyEntry, Keystore, make_kid
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 

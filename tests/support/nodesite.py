@@ -7,14 +7,14 @@ import sqlite3
 import time
 from pathlib import Path
 
-from fieldnode.cli import main
-from fieldnode.console import frame_from_line
-from fieldnode.devicelink import DeviceLink
-from fieldnode.frame import parse_protected, split_envelope
+from fieldnode.cli.main import main
+from fieldnode.wire.console import frame_from_line
+from fieldnode.node.devicelink import DeviceLink
+from fieldnode.wire.frame import parse_protected, split_envelope
 from fieldnode.gateway import GatewayThread
-from fieldnode.keystore import Keystore
-from fieldnode.paths import BOARDS_DIR
-from fieldnode.provisioning import Settings, provision
+from fieldnode.node.keystore import Keystore
+from fieldnode.infra.paths import BOARDS_DIR
+from fieldnode.node.provisioning import Settings, provision
 from fieldnode.sim.fleet import devices_for_board, install_app, sim_unique_id
 from fieldnode.sim.vnode import VirtualNode
 

@@ -12,7 +12,7 @@ import random
 import time
 from dataclasses import dataclass, field
 
-from fieldnode import coap
+from fieldnode.wire import coap
 
 ACK_TIMEOUT = 2.0
 ACK_RANDOM_FACTOR = 1.5

@@ -7,7 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from fieldnode.paths import FIRMWARE_DIR, SIMHAL_DIR
+from fieldnode.infra.paths import FIRMWARE_DIR, SIMHAL_DIR
 
 _DUMP = """
 import json

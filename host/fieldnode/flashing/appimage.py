@@ -12,7 +12,7 @@ import threading
 
 from littlefs import LittleFS, LittleFSError
 
-from ..errors import FieldnodeError
+from ..infra.errors import FieldnodeError
 
 BLOCK_SIZE = 4096
 READ_PROG_SIZE = 32

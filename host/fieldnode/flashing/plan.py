@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..boards import load_board
-from ..errors import FieldnodeError
+from ..node.boards import load_board
+from ..infra.errors import FieldnodeError
 from .appimage import ImageCache
 from .chips import CHIPS, DEFAULT_CHIP, ChipSpec, chip_by_image_id, chip_spec
 from .compile import AppFiles, build_app_files

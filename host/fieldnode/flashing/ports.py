@@ -12,7 +12,7 @@ from pathlib import Path
 
 import serial
 
-from ..errors import FieldnodeError
+from ..infra.errors import FieldnodeError
 
 
 def processes_holding(port: str) -> list[str]:

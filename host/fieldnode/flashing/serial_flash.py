@@ -15,7 +15,7 @@ from esptool.cmds import attach_flash, connect_esp, detect_flash_size, reset_chi
 from esptool.loader import ESPLoader
 from esptool.util import FatalError, flash_size_bytes
 
-from ..errors import FieldnodeError
+from ..infra.errors import FieldnodeError
 from . import esplog
 from .appimage import ImageCache
 from .chips import CHIPS, ChipSpec, chip_by_esptool_name

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .. import coap
+from ..wire import coap
 
 # RFC 7252 §4.8.2 with the default transmission parameters: MAX_TRANSMIT_SPAN 45 s +
 # 2 * MAX_LATENCY 100 s + PROCESSING_DELAY 2 s.
@@ -23,7 +23,7 @@ _KNOWN_CRITICAL = {coap.URI_HOST: (1, 255), coap.URI_PORT: (0, 2), coap.URI_PATH
 _REPEATABLE = {coap.URI_PATH}
 _CONTENT_FORMAT_MAX_LEN = 2
 
-# Transport-level reasons the gateway counts besides the frame REASONS of fieldnode.frame.
+# Transport-level reasons the gateway counts besides the frame REASONS of fieldnode.wire.frame.
 COAP_REASONS = ("bad-coap", "bad-option", "not-found", "method-not-allowed", "content-format")
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from .. import coap
-from ..render import reading_text
+from ..wire import coap
+from ..wire.render import reading_text
 from .server import GatewayEvent, format_source
 
 

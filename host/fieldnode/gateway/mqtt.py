@@ -24,9 +24,9 @@ import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
-from ..errors import FieldnodeError
-from ..frame import KIND_NAMES, Frame
-from ..hostport import is_host
+from ..infra.errors import FieldnodeError
+from ..wire.frame import KIND_NAMES, Frame
+from ..wire.hostport import is_host
 from .store import connect
 
 log = logging.getLogger(__name__)

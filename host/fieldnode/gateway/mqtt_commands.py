@@ -21,11 +21,11 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from ..boards import BoardError, load_board
-from ..commanding import build_command, counters_path, next_counter, parse_value
-from ..errors import FieldnodeError
-from ..keystore import KeyEntry, Keystore
-from ..paths import BOARDS_DIR
+from ..node.boards import BoardError, load_board
+from ..node.commanding import build_command, counters_path, next_counter, parse_value
+from ..infra.errors import FieldnodeError
+from ..node.keystore import KeyEntry, Keystore
+from ..infra.paths import BOARDS_DIR
 from .mqtt import MqttExtra, node_level, topic_level
 from .store import connect, enqueue_command, shard_paths
 

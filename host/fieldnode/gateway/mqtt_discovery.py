@@ -18,7 +18,7 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 
-from ..paths import BOARDS_DIR
+from ..infra.paths import BOARDS_DIR
 from .mqtt import MqttExtra
 from .mqtt_availability import gateway_topic, node_topic
 from .mqtt_commands import boards_by_name, command_topic, last_boot_board

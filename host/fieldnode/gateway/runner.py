@@ -19,8 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import FieldnodeError
-from ..keystore import Keystore
+from ..infra.errors import FieldnodeError
+from ..node.keystore import Keystore
 from .live import LinePrinter, summary_line
 from .mqtt import MqttUrl
 from .server import Gateway, format_source

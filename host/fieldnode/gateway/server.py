@@ -33,10 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import coap
-from ..errors import FieldnodeError
-from ..frame import NODE_KINDS, Frame, FrameRejected, ReplayWindow, Verifier, parse_protected, split_envelope
-from ..keystore import Keystore
+from ..wire import coap
+from ..infra.errors import FieldnodeError
+from ..wire.frame import NODE_KINDS, Frame, FrameRejected, ReplayWindow, Verifier, parse_protected, split_envelope
+from ..node.keystore import Keystore
 from .exchange import PENDING, MessageCache, check_request
 from .mqtt import MqttExtra, MqttUrl, OutboxPublisher, ReadingMessages
 from .mqtt_availability import DEFAULT_NODE_TIMEOUT, Availability

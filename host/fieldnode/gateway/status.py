@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import FieldnodeError
+from ..infra.errors import FieldnodeError
 from .store import connect, shard_paths
 
 # A worker is "running" if its heartbeat (written every second) is younger than this.

@@ -25,8 +25,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import FieldnodeError
-from ..frame import (KIND_ACK, KIND_COMMAND, SENML_BT, SENML_ERR, SENML_N, SENML_T, SENML_U, SENML_V,
+from ..infra.errors import FieldnodeError
+from ..wire.frame import (KIND_ACK, KIND_COMMAND, SENML_BT, SENML_ERR, SENML_N, SENML_T, SENML_U, SENML_V,
                      SENML_VB, SENML_VS, Frame, FrameRejected, ReplayWindow, parse_protected, present,
                      split_envelope)
 

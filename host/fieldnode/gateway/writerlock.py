@@ -14,7 +14,7 @@ import multiprocessing
 import os
 from pathlib import Path
 
-from ..errors import FieldnodeError
+from ..infra.errors import FieldnodeError
 
 try:
     import fcntl

@@ -16,12 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..boards import load_board
-from ..devicelink import DeviceLink
-from ..errors import FieldnodeError
-from ..keystore import Keystore
-from ..paths import FIRMWARE_DIR
-from ..provisioning import Settings, provision
+from ..node.boards import load_board
+from ..node.devicelink import DeviceLink
+from ..infra.errors import FieldnodeError
+from ..node.keystore import Keystore
+from ..infra.paths import FIRMWARE_DIR
+from ..node.provisioning import Settings, provision
 from .vnode import VirtualNode
 
 # Base values the simulation moves around, per emulated device type.
@@ -101,7 +101,7 @@ class Fleet:
             raise FieldnodeError("--nodes must be at least 1")
         self.base = Path(base)
         self.board_doc = load_board(board)
-        from ..boards import board_path
+        from ..node.boards import board_path
         self.board_file = board_path(board)
         self.keys_path = keys or self.base / "keys.json"
         self.gateway = gateway

@@ -28,11 +28,11 @@ from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
 
-from ..boards import SENSOR_DRIVERS, load_board
-from ..errors import FieldnodeError
+from ..node.boards import SENSOR_DRIVERS, load_board
+from ..infra.errors import FieldnodeError
 from ..flashing.chips import chip_spec
 from ..flashing.compile import build_app_files
-from ..paths import FIRMWARE_DIR, SIMHAL_DIR
+from ..infra.paths import FIRMWARE_DIR, SIMHAL_DIR
 from .fleet import devices_for_board
 from .vnode import VirtualNode, micropython_binary
 

@@ -42,8 +42,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import FieldnodeError
-from ..paths import FIRMWARE_LIB_DIR, SIMHAL_DIR
+from ..infra.errors import FieldnodeError
+from ..infra.paths import FIRMWARE_LIB_DIR, SIMHAL_DIR
 
 CONSOLE_KEEP = 256 * 1024
 _RELAY_LIMIT = 64 * 1024  # bytes queued towards one side before the other side is paused
@@ -151,7 +151,7 @@ def parse_unique_id(value: bytes | str) -> bytes:
 def _board_pins(board: str | Path | None) -> tuple[str | None, str | None, dict[str, list[int]] | None]:
     if board is None:
         return None, None, None
-    from ..boards import CHIPS, load_board
+    from ..node.boards import CHIPS, load_board
     doc = load_board(board)
     chip = CHIPS[doc["chip"]]
     pins = {"gpios": sorted(chip.gpios), "input_only": sorted(chip.input_only), "adc": sorted(chip.adc)}

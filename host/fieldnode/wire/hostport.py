@@ -13,7 +13,7 @@ import re
 from typing import NoReturn
 from urllib.parse import urlsplit
 
-from .errors import FieldnodeError
+from ..infra.errors import FieldnodeError
 
 COAP_PORT = 5683
 # RFC 1123 host names: dot-separated labels of letters, digits and inner hyphens.

@@ -7,9 +7,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from .errors import FieldnodeError
-from .keystore import Keystore
-from .paths import default_keystore
+from ..infra.errors import FieldnodeError
+from ..node.keystore import Keystore
+from ..infra.paths import default_keystore
 
 
 def add_keys_option(parser: argparse.ArgumentParser, what: str = "keystore", **kwargs) -> None:

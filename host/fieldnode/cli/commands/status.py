@@ -9,8 +9,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from ..gateway.status import Status, read_status
-from ..gateway.store import default_db_path
+from ...gateway.status import Status, read_status
+from ...gateway.store import default_db_path
 
 
 def register(sub: argparse._SubParsersAction) -> None:

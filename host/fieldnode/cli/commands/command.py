@@ -4,10 +4,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..commanding import (ack_result, build_command, counters_path, find_node, next_counter, parse_value,
+from ...node.commanding import (ack_result, build_command, counters_path, find_node, next_counter, parse_value,
                           send_over_usb, wait_for_outcome)
-from ..cli_options import add_keys_option, read_keys
-from ..errors import FieldnodeError
+from ..options import add_keys_option, read_keys
+from ...infra.errors import FieldnodeError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{entry.name or entry.device.hex()}: {args.actuator}={args.value} {result}"
               + (f" ({reason})" if reason else ""))
         return 0 if result == "applied" else 1
-    from ..gateway.store import enqueue_command
+    from ...gateway.store import enqueue_command
 
     command_id = enqueue_command(args.db, entry.device, frame, expires)
     # The queue's id, as the gateway's log ("command #N sent") and `status` number commands.

@@ -14,7 +14,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from .frame import Frame
+from ..wire.frame import Frame
 
 SPARK = "▁▂▃▄▅▆▇█"
 HISTORY = 24

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import FieldnodeError
-from .paths import BOARDS_DIR
+from ..infra.errors import FieldnodeError
+from ..infra.paths import BOARDS_DIR
 
 SCHEMA = 1
 

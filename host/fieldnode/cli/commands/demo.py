@@ -10,10 +10,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.live import Live
 
-from ..gateway.server import GatewayEvent, GatewayThread
-from ..keystore import Keystore
-from ..liveview import LiveState
-from ..sim.fleet import Fleet
+from ...gateway.server import GatewayEvent, GatewayThread
+from ...node.keystore import Keystore
+from ...ui.liveview import LiveState
+from ...sim.fleet import Fleet
 
 
 def register(sub: argparse._SubParsersAction) -> None:

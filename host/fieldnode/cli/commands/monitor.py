@@ -11,12 +11,12 @@ from collections import Counter
 from rich.console import Console
 from rich.live import Live
 
-from ..cli_options import add_keys_option, read_keys
-from ..hostport import parse_listen
-from ..liveview import LiveState
-from ..monitor import Event, Intake, bind_udp, run_in_thread, serial_events, udp_events
-from ..render import frame_json
-from ..serialsource import open_port
+from ..options import add_keys_option, read_keys
+from ...wire.hostport import parse_listen
+from ...ui.liveview import LiveState
+from ...ui.monitor import Event, Intake, bind_udp, run_in_thread, serial_events, udp_events
+from ...wire.render import frame_json
+from ...node.serialsource import open_port
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -8,10 +8,10 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from ..boards import load_board
-from ..errors import FieldnodeError
-from ..hostport import format_hostport, parse_destination
-from ..sim.fleet import Fleet, sim_unique_id
+from ...node.boards import load_board
+from ...infra.errors import FieldnodeError
+from ...wire.hostport import format_hostport, parse_destination
+from ...sim.fleet import Fleet, sim_unique_id
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _rom_loaders(stack: ExitStack, board: str, count: int, fleet: Fleet | None) -> list:
-    from ..sim.esp_rom import MIB, EspRomEmulator
+    from ...sim.esp_rom import MIB, EspRomEmulator
 
     doc = fleet.board_doc if fleet is not None else load_board(board)
     chip, size = doc.get("chip", "esp32"), doc.get("flash_size_mb", 4) * MIB

@@ -8,9 +8,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from ..cli_options import add_keys_option, check_writable, read_keys
-from ..errors import FieldnodeError
-from ..keystore import Keystore
+from ..options import add_keys_option, check_writable, read_keys
+from ...infra.errors import FieldnodeError
+from ...node.keystore import Keystore
 
 
 def register(sub: argparse._SubParsersAction) -> None:

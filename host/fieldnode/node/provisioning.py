@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 
 from .devicelink import DeviceLink
-from .errors import FieldnodeError
+from ..infra.errors import FieldnodeError
 from .keystore import KeyEntry, Keystore, make_kid
 
 PROOF_CONTEXT = b"fieldnode provision proof\0"

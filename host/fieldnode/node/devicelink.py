@@ -12,7 +12,7 @@ import serial
 from mpremote.transport import TransportError, TransportExecError
 from mpremote.transport_serial import SerialTransport
 
-from .errors import FieldnodeError
+from ..infra.errors import FieldnodeError
 
 RESET_WAIT_S = 3.0  # an ESP32 prints its ROM banner within ~100 ms of a reset
 ATTEMPT_S = 2.0  # one Ctrl-C/Ctrl-A round; a running node answers in milliseconds

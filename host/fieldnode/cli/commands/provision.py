@@ -8,12 +8,12 @@ import os
 from rich.console import Console
 from rich.table import Table
 
-from ..cli_options import add_keys_option, check_writable, keys_path
-from ..devicelink import DeviceLink, check_port
-from ..errors import FieldnodeError
-from ..hostport import format_hostport, parse_destination
-from ..keystore import Keystore
-from ..provisioning import DEFAULT_GRACE_S, Settings, provision
+from ..options import add_keys_option, check_writable, keys_path
+from ...node.devicelink import DeviceLink, check_port
+from ...infra.errors import FieldnodeError
+from ...wire.hostport import format_hostport, parse_destination
+from ...node.keystore import Keystore
+from ...node.provisioning import DEFAULT_GRACE_S, Settings, provision
 
 
 def register(sub: argparse._SubParsersAction) -> None:

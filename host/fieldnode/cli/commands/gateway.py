@@ -4,12 +4,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli_options import add_keys_option, keys_path
-from ..errors import FieldnodeError
-from ..gateway.mqtt import PASSWORD_ENV, MqttUrl
-from ..gateway.runner import Options, run as run_gateway
-from ..gateway.store import default_db_path
-from ..hostport import parse_listen
+from ..options import add_keys_option, keys_path
+from ...infra.errors import FieldnodeError
+from ...gateway.mqtt import PASSWORD_ENV, MqttUrl
+from ...gateway.runner import Options, run as run_gateway
+from ...gateway.store import default_db_path
+from ...wire.hostport import parse_listen
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -6,7 +6,7 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
-from ..boards import board_names, load_board, reading_names
+from ...node.boards import board_names, load_board, reading_names
 
 
 def register(sub: argparse._SubParsersAction) -> None:

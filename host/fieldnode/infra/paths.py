@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
 # The host package is installed editable from the repository, whose firmware/ and boards/ it uses.
 REPO_DIR = PACKAGE_DIR.parent.parent
 FIRMWARE_DIR = Path(os.environ.get("FIELDNODE_FIRMWARE", REPO_DIR / "firmware"))

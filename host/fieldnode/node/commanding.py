@@ -15,15 +15,15 @@ from typing import TYPE_CHECKING
 
 import serial
 
-from .console import encode_console_line, frame_from_line, BadFrameLine
-from .errors import FieldnodeError
-from .frame import (KIND_ACK, KIND_COMMAND, Frame, FrameRejected, ReplayWindow, Verifier, build_frame,
+from ..wire.console import encode_console_line, frame_from_line, BadFrameLine
+from ..infra.errors import FieldnodeError
+from ..wire.frame import (KIND_ACK, KIND_COMMAND, Frame, FrameRejected, ReplayWindow, Verifier, build_frame,
                     device_base_name, parse_protected, split_envelope)
 from .keystore import KeyEntry, Keystore
 from .serialsource import open_port
 
 if TYPE_CHECKING:
-    from .gateway.store import CommandInfo
+    from ..gateway.store import CommandInfo
 
 # The node keeps the last counter it applied as an NVS i32 (firmware/lib/fnode/command.py
 # MAX_COUNTER): it refuses a larger one, so none is ever issued.
@@ -163,7 +163,7 @@ def ack_result(ack: Frame) -> tuple[str, str | None]:
 def wait_for_outcome(db_path: Path, command_id: int, poll_s: float = 0.25) -> "CommandInfo":
     """The queued command once the node's ack has been stored (applied/refused) or it expired
     (list_commands reports a command past its expiry as expired, even before the gateway marks it)."""
-    from .gateway.store import list_commands
+    from ..gateway.store import list_commands
 
     while True:
         (info,) = list_commands(db_path, ids=[command_id])

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from cbor_diag import cbor2diag
 
-from ..cli_options import add_keys_option, read_keys
-from ..errors import FieldnodeError
-from ..frame import KIND_NAMES, FrameRejected, ReplayWindow, Verifier, parse_unverified
-from ..framesource import read_items
-from ..render import frame_json, frame_line
+from ..options import add_keys_option, read_keys
+from ...infra.errors import FieldnodeError
+from ...wire.frame import KIND_NAMES, FrameRejected, ReplayWindow, Verifier, parse_unverified
+from ...wire.framesource import read_items
+from ...wire.render import frame_json, frame_line
 
 
 def register(sub: argparse._SubParsersAction) -> None:

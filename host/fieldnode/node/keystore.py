@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import FieldnodeError
+from ..infra.errors import FieldnodeError
 
 FORMAT = "fieldnode keystore v1"
 EXPOSURE_POLICIES = ("warn", "refuse")

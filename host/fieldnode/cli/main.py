@@ -1,6 +1,6 @@
 """Command line entry point: parses arguments and dispatches to one module per command.
 
-Every module in fieldnode.commands that defines ``register(subparsers)`` becomes a subcommand;
+Every module in fieldnode.cli.commands that defines ``register(subparsers)`` becomes a subcommand;
 ``register`` adds its parser and sets ``func`` (called with the parsed namespace, returns the
 exit status).
 """
@@ -17,8 +17,9 @@ try:
     import pkgutil
     import signal
 
-    from . import __version__, commands
-    from .errors import FieldnodeError
+    from .. import __version__
+    from . import commands
+    from ..infra.errors import FieldnodeError
 except KeyboardInterrupt:
     print("interrupted", file=sys.stderr)
     sys.exit(130)

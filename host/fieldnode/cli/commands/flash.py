@@ -7,13 +7,13 @@ from pathlib import Path
 
 from rich.console import Console
 
-from .. import paths
-from ..errors import FieldnodeError
-from ..flashing.app_only import update_port
-from ..flashing.chips import CHIPS
-from ..flashing.plan import load_app, prepare_flash_job, resolve_target
-from ..flashing.serial_flash import AFTER_MODES, RESET_MODES, flash_port
-from ..flashing.session import run_ports
+from ...infra import paths
+from ...infra.errors import FieldnodeError
+from ...flashing.app_only import update_port
+from ...flashing.chips import CHIPS
+from ...flashing.plan import load_app, prepare_flash_job, resolve_target
+from ...flashing.serial_flash import AFTER_MODES, RESET_MODES, flash_port
+from ...flashing.session import run_ports
 
 
 def register(sub: argparse._SubParsersAction) -> None:

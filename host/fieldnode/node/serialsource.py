@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 
 import serial
 
-from .errors import FieldnodeError
+from ..infra.errors import FieldnodeError
 
 
 def open_port(port: str, baud: int = 115200, timeout: float = 0.2) -> serial.Serial:

@@ -7,12 +7,12 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from .console import BadFrameLine, frame_from_line
-from .errors import FieldnodeError
-from .frame import KIND_NAMES, Frame, FrameRejected, ReplayWindow, Verifier
-from .hostport import format_hostport
-from .keystore import Keystore
-from .serialsource import console_lines
+from ..wire.console import BadFrameLine, frame_from_line
+from ..infra.errors import FieldnodeError
+from ..wire.frame import KIND_NAMES, Frame, FrameRejected, ReplayWindow, Verifier
+from ..wire.hostport import format_hostport
+from ..node.keystore import Keystore
+from ..node.serialsource import console_lines
 
 
 @dataclass
@@ -48,7 +48,7 @@ def frame_from_datagram(datagram: bytes) -> bytes:
     """A frame sent bare, or as the payload of a CoAP message (what nodes send to a gateway)."""
     if datagram[:1] == b"\xd1":
         return datagram
-    from .coap import decode  # raises CoapError (a ValueError) for a malformed datagram
+    from ..wire.coap import decode  # raises CoapError (a ValueError) for a malformed datagram
 
     return decode(datagram).payload
 

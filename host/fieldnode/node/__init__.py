@@ -1,0 +1,1 @@
+"""Node services: boards, keys, provisioning, the USB link to a node, commands to a node."""

@@ -1,0 +1,1 @@
+"""What a technician looks at: the monitor and the live view."""

@@ -1,0 +1,1 @@
+"""The wire protocol: frames (COSE_Mac0 around SenML-CBOR), CoAP, console lines, addresses."""
