@@ -89,7 +89,7 @@ class Mosquitto:
             f"listener {self.observer_port} 127.0.0.1\nallow_anonymous true\n"
             "log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n")
 
-    def start(self, gateway_allowed: bool = True) -> "Mosquitto":
+    def start(self, gateway_allowed: bool = True) -> Mosquitto:
         self._write_conf(gateway_allowed)
         self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
                                      stderr=open(self.log, "ab"))

@@ -72,7 +72,7 @@ class Sender:
             self.transport.sendto(data)
             try:
                 msg = await asyncio.wait_for(fut, timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.result.retransmissions += attempt < MAX_RETRANSMIT
                 timeout *= 2
                 continue

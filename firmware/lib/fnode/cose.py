@@ -4,7 +4,6 @@
 # while a command is read (docs/firmware.md, "Memory budget").
 from micropython import const
 from struct import pack_into
-from . import cbor
 
 ALG_HMAC_256_64 = const(4)
 ALG_HMAC_256_256 = const(5)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
+from collections.abc import Iterator
 
 import esptool  # noqa: F401  (installs esptool's own logger first: it becomes the fallback)
 from esp_pylib.logger import EspLog, EspLogBase

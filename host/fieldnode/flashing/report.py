@@ -110,7 +110,7 @@ class FlashReport:
     def line(self, port: str) -> PortLine:
         return self._lines[port]
 
-    def __enter__(self) -> "FlashReport":
+    def __enter__(self) -> FlashReport:
         self.progress.start()
         return self
 

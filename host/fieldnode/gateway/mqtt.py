@@ -49,7 +49,7 @@ class MqttUrl:
     tls: bool = False
 
     @classmethod
-    def parse(cls, url: str) -> "MqttUrl":
+    def parse(cls, url: str) -> MqttUrl:
         parts = urlsplit(url)
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
             raise FieldnodeError(f"--mqtt {cls._redact(url)}: expected mqtt://HOST[:PORT][/PREFIX] "

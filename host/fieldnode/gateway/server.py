@@ -94,7 +94,7 @@ class _Waiting:
 
 
 class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, gateway: "Gateway") -> None:
+    def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
@@ -188,7 +188,7 @@ class _PeerLink:
 
 
 class _HandedOverProtocol(asyncio.DatagramProtocol):
-    def __init__(self, gateway: "Gateway") -> None:
+    def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
 
     def datagram_received(self, data: bytes, _sender: Any) -> None:
@@ -285,7 +285,7 @@ class Gateway:
 
     # -- life cycle ------------------------------------------------------------------------------
 
-    async def start(self) -> "Gateway":
+    async def start(self) -> Gateway:
         self._loop = asyncio.get_running_loop()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -405,7 +405,7 @@ class Gateway:
                 self._flush()
             await self._idle.wait()
 
-    async def __aenter__(self) -> "Gateway":
+    async def __aenter__(self) -> Gateway:
         return await self.start()
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -720,7 +720,7 @@ class GatewayThread:
         self._ready = threading.Event()
         self._error: BaseException | None = None
 
-    def start(self, timeout: float = 30) -> "GatewayThread":
+    def start(self, timeout: float = 30) -> GatewayThread:
         self._thread = threading.Thread(target=self._run, name="fieldnode-gateway", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout):
@@ -760,7 +760,7 @@ class GatewayThread:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
 
-    def __enter__(self) -> "GatewayThread":
+    def __enter__(self) -> GatewayThread:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

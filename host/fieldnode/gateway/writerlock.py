@@ -31,7 +31,7 @@ class WriterLock:
         self.db = Path(db)
         self._fd: int | None = None
 
-    def acquire(self) -> "WriterLock":
+    def acquire(self) -> WriterLock:
         if fcntl is None or self._fd is not None:
             return self
         try:

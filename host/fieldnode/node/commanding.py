@@ -160,7 +160,7 @@ def ack_result(ack: Frame) -> tuple[str, str | None]:
     return str(values.get("result")), values.get("reason")
 
 
-def wait_for_outcome(db_path: Path, command_id: int, poll_s: float = 0.25) -> "CommandInfo":
+def wait_for_outcome(db_path: Path, command_id: int, poll_s: float = 0.25) -> CommandInfo:
     """The queued command once the node's ack has been stored (applied/refused) or it expired
     (list_commands reports a command past its expiry as expired, even before the gateway marks it)."""
     from ..gateway.store import list_commands

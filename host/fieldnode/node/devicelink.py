@@ -113,7 +113,7 @@ class DeviceLink:
                 pass  # the port may be gone already; closing must not raise over the real error
         self.transport.close()
 
-    def __enter__(self) -> "DeviceLink":
+    def __enter__(self) -> DeviceLink:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -91,7 +91,7 @@ class KeyEntry(_KeyId):
         }
 
     @classmethod
-    def from_json(cls, obj: dict) -> "KeyEntry":
+    def from_json(cls, obj: dict) -> KeyEntry:
         return cls(
             kid=bytes.fromhex(obj["kid"]), key=bytes.fromhex(obj["key"]), name=obj.get("name", ""),
             alg=int(obj.get("alg", 4)), created=float(obj.get("created", 0)), expires=obj.get("expires"),
@@ -114,7 +114,7 @@ class RetiredKid(_KeyId):
                 "retired": self.retired, "why": self.why}
 
     @classmethod
-    def from_json(cls, obj: dict) -> "RetiredKid":
+    def from_json(cls, obj: dict) -> RetiredKid:
         return cls(kid=bytes.fromhex(obj["kid"]), name=obj.get("name", ""), fingerprint=obj.get("fingerprint", ""),
                    retired=float(obj.get("retired", 0)), why=obj.get("why", "revoked"))
 
@@ -130,7 +130,7 @@ class Keystore:
         self._retired: dict[bytes, RetiredKid] = {r.kid: r for r in retired or []}
 
     @classmethod
-    def load(cls, path: Path | str, must_exist: bool = False, exposed: str = "warn") -> "Keystore":
+    def load(cls, path: Path | str, must_exist: bool = False, exposed: str = "warn") -> Keystore:
         """exposed: what to do with a file other users can read or write: "warn" (one line on
         stderr, then load it), "refuse" (FieldnodeError) or "ignore" (a caller that has warned)."""
         path = Path(path)
@@ -234,7 +234,7 @@ class Keystore:
         live = [e for e in self.for_device(device) if e.valid_at(time.time())]
         return max(live, key=lambda e: e.generation) if live else None
 
-    def subset(self, devices: set[bytes] | None = None, valid_at: float | None = None) -> "Keystore":
+    def subset(self, devices: set[bytes] | None = None, valid_at: float | None = None) -> Keystore:
         """The keys of the given devices (all if None); with valid_at, only those unexpired then
         (a key in its grace period keeps its expiry, so a gateway drops it on time)."""
         entries = [e for e in self if (devices is None or e.device in devices)

@@ -120,8 +120,6 @@ def provision(link: DeviceLink, store: Keystore, settings: Settings, force: bool
     store.add(entry)
     store.save()
 
-    link.exec("import fnode.provision as p;p.activate({}, {}, {}, {})".format(
-        _py_str(name), _py_str(settings.gateway), _py_str(settings.wifi_ssid),
-        _py_str(settings.wifi_password)))
+    link.exec(f"import fnode.provision as p;p.activate({_py_str(name)}, {_py_str(settings.gateway)}, {_py_str(settings.wifi_ssid)}, {_py_str(settings.wifi_password)})")
     action = "rotated" if rotate else "replaced" if has_key else "provisioned"
     return Result(link.port, device, kid, name, entry.fingerprint, action)

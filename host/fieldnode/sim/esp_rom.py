@@ -27,7 +27,7 @@ import time
 import tty
 import zlib
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 # Opcodes, as esptool's ESPLoader.ESP_CMDS names them.
 FLASH_BEGIN = 0x02
@@ -151,7 +151,7 @@ class _Fail(Exception):
 class _FlashWrite:
     offset: int
     block_size: int
-    inflate: "zlib._Decompress | None" = None  # set for FLASH_DEFL_*
+    inflate: zlib._Decompress | None = None  # set for FLASH_DEFL_*
     position: int = 0  # next flash address of the inflated stream
 
 
@@ -257,7 +257,7 @@ class EspRomEmulator:
             except OSError:
                 pass
 
-    def __enter__(self) -> "EspRomEmulator":
+    def __enter__(self) -> EspRomEmulator:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -127,7 +127,7 @@ class Fleet:
             self.names.append(f"sim-{i}")
         self._phase = [random.random() * 6.28 for _ in self.nodes]
 
-    def start(self, provision_nodes: bool = True) -> "Fleet":
+    def start(self, provision_nodes: bool = True) -> Fleet:
         for node in self.nodes:
             node.start()
         for node in self.nodes:
@@ -165,7 +165,7 @@ class Fleet:
         for node in self.nodes:
             node.stop()
 
-    def __enter__(self) -> "Fleet":
+    def __enter__(self) -> Fleet:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

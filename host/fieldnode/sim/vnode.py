@@ -258,7 +258,7 @@ class VirtualNode:
                                      f"known types: {', '.join(known)}")
 
     # -- lifecycle -------------------------------------------------------------------------------
-    def start(self) -> "VirtualNode":
+    def start(self) -> VirtualNode:
         """Creates the port and powers the node on."""
         if self._thread is not None:
             return self
@@ -319,7 +319,7 @@ class VirtualNode:
             self._wake_r = self._wake_w = -1
             self.port = None
 
-    def __enter__(self) -> "VirtualNode":
+    def __enter__(self) -> VirtualNode:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

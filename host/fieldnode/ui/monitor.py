@@ -54,7 +54,7 @@ def frame_from_datagram(datagram: bytes) -> bytes:
 
 
 def serial_events(port: str, intake: Intake, stop: threading.Event) -> Iterator[Event]:
-    statuses: "queue.SimpleQueue[str]" = queue.SimpleQueue()
+    statuses: queue.SimpleQueue[str] = queue.SimpleQueue()
     for line in console_lines(port, on_status=statuses.put, should_stop=stop.is_set):
         while not statuses.empty():
             yield Event("status", text=statuses.get())

@@ -403,7 +403,7 @@ class Verifier:
     what nodes send). replay may be None to skip replay checks (offline inspection of one frame).
     """
 
-    def __init__(self, key_lookup: KeyLookup, replay: "ReplayWindow | None" = None,
+    def __init__(self, key_lookup: KeyLookup, replay: ReplayWindow | None = None,
                  accept_kinds: Iterable[int] = NODE_KINDS) -> None:
         self.key_lookup = key_lookup
         self.replay = replay

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         keys_path = base / "keys.json"
         Keystore(keys_path).save()
         db = args.db or base / "gateway.db"
-        events: "queue.SimpleQueue[GatewayEvent]" = queue.SimpleQueue()
+        events: queue.SimpleQueue[GatewayEvent] = queue.SimpleQueue()
         gateway = GatewayThread(Keystore.load(keys_path), db, ("127.0.0.1", 0)).start()
         gateway.call(gateway.gateway.subscribe, events.put)
         host, port = gateway.address
@@ -81,7 +81,7 @@ def _take(event: GatewayEvent | None, state: LiveState) -> None:
         state.add_rejection(event.reason)
 
 
-def _take_all(events: "queue.SimpleQueue[GatewayEvent]", state: LiveState) -> None:
+def _take_all(events: queue.SimpleQueue[GatewayEvent], state: LiveState) -> None:
     while True:
         try:
             _take(events.get_nowait(), state)
@@ -89,7 +89,7 @@ def _take_all(events: "queue.SimpleQueue[GatewayEvent]", state: LiveState) -> No
             return
 
 
-def _live(fleet: Fleet, events: "queue.SimpleQueue[GatewayEvent]", duration: float, state: LiveState,
+def _live(fleet: Fleet, events: queue.SimpleQueue[GatewayEvent], duration: float, state: LiveState,
           live: Live) -> None:
     started = time.monotonic()
     next_drift = 0.0

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         events = serial_events(args.port, intake, stop)
     else:
         events = udp_events(bind_udp(parse_listen(args.udp, "--udp")), intake, stop)
-    inbox: "queue.SimpleQueue[Event]" = queue.SimpleQueue()
+    inbox: queue.SimpleQueue[Event] = queue.SimpleQueue()
     run_in_thread(events, inbox.put)
     deadline = time.monotonic() + args.duration if args.duration else None
     names = {e.device.hex(): e.name for e in keys if e.name}
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _next(inbox: "queue.SimpleQueue[Event]", deadline: float | None) -> Event | None:
+def _next(inbox: queue.SimpleQueue[Event], deadline: float | None) -> Event | None:
     timeout = 0.25 if deadline is None else max(0.0, min(0.25, deadline - time.monotonic()))
     try:
         return inbox.get(timeout=timeout)
@@ -80,7 +80,7 @@ def _next(inbox: "queue.SimpleQueue[Event]", deadline: float | None) -> Event | 
         return None
 
 
-def _json_loop(inbox: "queue.SimpleQueue[Event]", deadline: float | None) -> None:
+def _json_loop(inbox: queue.SimpleQueue[Event], deadline: float | None) -> None:
     verified = 0
     rejected: Counter[str] = Counter()
     try:
@@ -104,7 +104,7 @@ def _json_loop(inbox: "queue.SimpleQueue[Event]", deadline: float | None) -> Non
               file=sys.stderr, flush=True)
 
 
-def _view_loop(inbox: "queue.SimpleQueue[Event]", deadline: float | None, state: LiveState, live: Live) -> None:
+def _view_loop(inbox: queue.SimpleQueue[Event], deadline: float | None, state: LiveState, live: Live) -> None:
     while deadline is None or time.monotonic() < deadline:
         event = _next(inbox, deadline)
         if event is not None:
