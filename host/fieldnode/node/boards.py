@@ -8,13 +8,13 @@ validated it before it was flashed.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..infra.errors import FieldnodeError
 from ..infra.paths import BOARDS_DIR
+from .drivers import DRIVERS
 
 SCHEMA = 1
 
@@ -48,29 +48,12 @@ CHIPS: dict[str, ChipPins] = {
     ),
 }
 
-# What each driver needs from the board file, and the readings it produces ("" = the sensor's
-# own name, so a 4-20 mA loop called loop1 gives the reading loop1).
-SENSOR_DRIVERS: dict[str, dict[str, Any]] = {
-    "bme280": {"bus": "i2c", "addresses": (0x76, 0x77), "readings": ("temp", "hum", "press")},
-    "sht4x": {"bus": "i2c", "addresses": (0x44, 0x45, 0x46), "readings": ("temp", "hum")},
-    "adxl345": {"bus": "i2c", "addresses": (0x53, 0x1D), "readings": ("rms", "peak", "crest")},
-    "ds18b20": {"bus": "onewire", "readings": ("temp",)},
-    "modbus": {"bus": "uart", "required": ("unit_id", "registers"), "readings": ()},
-    "current_loop": {"pin": "adc", "required": ("shunt_ohm", "range"), "readings": ("",)},
-    "voltage": {"pin": "adc", "required": ("divider", "range"), "readings": ("",)},
-    "pulse": {"pin": "input", "required": ("per_pulse",), "readings": ("count", "rate")},
-}
 ACTUATOR_DRIVERS = ("relay", "pwm")
 # The node compares its stored tick stamps with these durations, and keeps every stamp at most
 # 2**28 ms (3.1 days) old so that the ESP32's 2**30 ms tick wrap cannot turn it negative
 # (firmware/lib/fnode/stamp.py): a longer duration could never be seen to pass.
 MAX_HOLD_S = 72 * 3600  # min_on_s, min_off_s, failsafe_after_s
 MAX_PERIOD_S = 24 * 3600  # period_s: the watchdog allows a sampler two periods and 5 s
-# The ADC (at 11 dB, as the firmware sets it) is calibrated from 150 to 2450 mV at the pin on the
-# ESP32 (MicroPython docs/esp32/quickref.rst); outside it readings bend or stick, and the drivers
-# report `range`. The S3 and C3 are calibrated over wider windows: the ESP32's holds for all three.
-ADC_CAL_MV = (150, 2450)
-LOOP_MA = (3.8, 20.0)  # what a 4-20 mA loop must show: a broken loop (NAMUR NE 43) up to full scale
 BUS_PINS = {"i2c": ("scl", "sda"), "onewire": ("pin",), "uart": ("tx", "rx", "de")}
 
 
@@ -109,109 +92,54 @@ def load_board(name_or_path: str | Path) -> dict[str, Any]:
     return doc
 
 
+
 def reading_names(doc: dict[str, Any]) -> set[str]:
+    """Every reading the board's sensors send ("env.temp", "loop1"), as their drivers declare."""
     names: set[str] = set()
-    for sensor in doc.get("sensors", []):
-        spec = SENSOR_DRIVERS.get(sensor.get("driver"), {})
-        produced = spec.get("readings", ())
-        if sensor.get("driver") == "modbus":
-            produced = tuple(r.get("name", "") for r in sensor.get("registers", []))
-        elif sensor.get("driver") == "ds18b20":
-            probes = len(sensor["roms"]) if sensor.get("roms") else sensor.get("count", 1)
-            if isinstance(probes, int) and probes > 1:
-                produced = tuple(f"temp{i}" for i in range(1, probes + 1))
-        names.update(f"{sensor.get('name')}.{r}" if r else str(sensor.get("name")) for r in produced)
+    for sensor in _entries(doc, "sensors"):
+        driver = DRIVERS.get(sensor.get("driver")) if isinstance(sensor, dict) else None
+        if driver is not None:
+            names.update(driver.reading_names(sensor))
     return names
 
 
-ADXL345_RATES = tuple(3200 / 2 ** n for n in range(10))  # 3200 .. 6.25 Hz
-MODBUS_KINDS = ("holding", "input")
-MODBUS_TYPES = ("u16", "s16", "u32", "s32", "f32")
+def _entries(doc: dict[str, Any], section: str) -> list[Any]:
+    # A list section as given; anything else is said once (_check_sections) and read as empty.
+    entries = doc.get(section, [])
+    return entries if isinstance(entries, list) else []
 
 
-def _driver_fields(sensor: dict[str, Any]) -> list[str]:
-    """Problems with a driver's optional fields (what each takes: docs/sensors.md)."""
-    problems: list[str] = []
-    driver = sensor.get("driver")
-    if driver == "ds18b20":
-        roms = sensor.get("roms")
-        if roms is not None and (not isinstance(roms, list) or not all(
-                isinstance(r, str) and len(r) == 16 and all(c in "0123456789abcdefABCDEF" for c in r) for r in roms)):
-            problems.append("roms: a list of 16-hex-digit ROM ids, family code first")
-        count = sensor.get("count", 1)
-        if type(count) is not int or not 1 <= count <= 16:
-            problems.append("count: 1 to 16 probes")
-    elif driver == "adxl345":
-        if sensor.get("rate_hz", 100) not in ADXL345_RATES:
-            problems.append(f"rate_hz: one of {', '.join(f'{r:g}' for r in ADXL345_RATES)}")
-        if sensor.get("range_g", 16) not in (2, 4, 8, 16):
-            problems.append("range_g: 2, 4, 8 or 16")
-        window = sensor.get("window", 32)
-        if type(window) is not int or not 4 <= window <= 1024:
-            problems.append("window: 4 to 1024 samples")
-    elif driver in ("voltage", "current_loop"):
-        cal = sensor.get("cal", [1.0, 0.0])
-        if not (isinstance(cal, list) and len(cal) == 2 and all(isinstance(x, (int, float)) for x in cal)):
-            problems.append("cal: [gain, offset]")
-        rng = sensor.get("range")
-        if not (isinstance(rng, list) and len(rng) == 2 and all(isinstance(x, (int, float)) for x in rng)
-                and rng[0] < rng[1]):
-            problems.append("range: [low, high] with low < high")
-        else:
-            problems.extend(_adc_window(sensor))
-    elif driver == "pulse":
-        if sensor.get("pull") not in (None, "up", "down"):
-            problems.append("pull: \"up\", \"down\" or absent")
-    elif driver == "modbus":
-        unit_id = sensor.get("unit_id")
-        if type(unit_id) is not int or not 1 <= unit_id <= 247:
-            problems.append("unit_id: 1 to 247")
-        regs = sensor.get("registers")
-        if not isinstance(regs, list) or not regs:
-            problems.append("registers: a non-empty list")
-            regs = []
-        for i, reg in enumerate(regs):
-            if not isinstance(reg, dict) or not isinstance(reg.get("name"), str):
-                problems.append(f"registers[{i}].name: required text")
-                continue
-            if type(reg.get("address")) is not int or not 0 <= reg["address"] <= 0xFFFF:
-                problems.append(f"registers[{i}].address: 0 to 65535")
-            if reg.get("kind", "holding") not in MODBUS_KINDS:
-                problems.append(f"registers[{i}].kind: holding or input")
-            if reg.get("type", "u16") not in MODBUS_TYPES:
-                problems.append(f"registers[{i}].type: one of {', '.join(MODBUS_TYPES)}")
-    return problems
+@dataclass(frozen=True)
+class _Actuators:
+    names: set[str]
+    drivers: dict[str, str]  # of the actuators whose driver is known
 
 
-def _adc_window(sensor: dict[str, Any]) -> list[str]:
-    """Problems with an analog input whose full scale falls outside the ADC's calibrated window."""
-    lo_mv, hi_mv = ADC_CAL_MV
-    if sensor.get("driver") == "current_loop":
-        shunt = sensor.get("shunt_ohm")
-        if shunt is None:
-            return []  # said as required
-        if not isinstance(shunt, (int, float)) or shunt <= 0:
-            return ["shunt_ohm: a positive number of ohms"]
-        low, high = (ma * shunt for ma in LOOP_MA)
-        if low < lo_mv or high > hi_mv:
-            return [f"shunt_ohm: {shunt:g} ohm puts {LOOP_MA[0]:g}-{LOOP_MA[1]:g} mA at {low:.0f}-{high:.0f} mV, "
-                    f"outside the ADC's calibrated {lo_mv}-{hi_mv} mV: use {math.ceil(lo_mv / LOOP_MA[0])} to "
-                    f"{math.floor(hi_mv / LOOP_MA[1])} ohm (e.g. 100 or 120)"]
-        return []
-    divider = sensor.get("divider")
-    if divider is None:
-        return []  # said as required
-    if not isinstance(divider, (int, float)) or divider <= 0:
-        return ["divider: a positive number (input volts per volt at the pin)"]
-    cal = sensor.get("cal")
-    gain, offset = cal if isinstance(cal, list) and len(cal) == 2 and all(
-        isinstance(x, (int, float)) for x in cal) and cal[0] > 0 else (1.0, 0.0)
-    top = sensor["range"][1]
-    pin_mv = (top - offset) / gain / divider * 1000
-    if pin_mv > hi_mv:
-        return [f"divider: {divider:g} puts the range's top ({top:g}) at {pin_mv:.0f} mV on the pin, above the "
-                f"ADC's calibrated {hi_mv} mV: use a divider of at least {pin_mv * divider / hi_mv:.2f}"]
-    return []
+class _Pins:
+    """The board's GPIOs as they are claimed: each claim checked against the chip and the claims
+    before it."""
+
+    def __init__(self, chip_name: str, chip: ChipPins, problems: list[str]) -> None:
+        self.chip_name = chip_name
+        self.chip = chip
+        self.problems = problems
+        self.used: dict[int, str] = {}
+
+    def claim(self, where: str, value: Any, *, output: bool = False, adc: bool = False) -> None:
+        chip, problems, used = self.chip, self.problems, self.used
+        if type(value) is not int or value not in chip.gpios:
+            problems.append(f"{where}: GPIO {value!r} does not exist on {self.chip_name}")
+            return
+        if value in chip.reserved:
+            problems.append(f"{where}: GPIO {value} is wired to the flash/PSRAM on {self.chip_name} modules")
+        if output and value in chip.input_only:
+            problems.append(f"{where}: GPIO {value} is input-only on {self.chip_name}")
+        if adc and value not in chip.adc:
+            problems.append(f"{where}: GPIO {value} has no ADC1 channel on {self.chip_name} "
+                            f"(use one of {sorted(chip.adc)})")
+        if value in used:
+            problems.append(f"{where}: GPIO {value} is already used by {used[value]}")
+        used[value] = where
 
 
 def validate_board(doc: Any) -> list[str]:
@@ -226,31 +154,33 @@ def validate_board(doc: Any) -> list[str]:
     if chip is None:
         problems.append(f"chip: {doc.get('chip')!r} is not one of {', '.join(sorted(CHIPS))}")
         return problems
-    used: dict[int, str] = {}
-
-    def pin(where: str, value: Any, *, output: bool = False, adc: bool = False) -> None:
-        if type(value) is not int or value not in chip.gpios:
-            problems.append(f"{where}: GPIO {value!r} does not exist on {doc['chip']}")
-            return
-        if value in chip.reserved:
-            problems.append(f"{where}: GPIO {value} is wired to the flash/PSRAM on {doc['chip']} modules")
-        if output and value in chip.input_only:
-            problems.append(f"{where}: GPIO {value} is input-only on {doc['chip']}")
-        if adc and value not in chip.adc:
-            problems.append(f"{where}: GPIO {value} has no ADC1 channel on {doc['chip']} "
-                            f"(use one of {sorted(chip.adc)})")
-        if value in used:
-            problems.append(f"{where}: GPIO {value} is already used by {used[value]}")
-        used[value] = where
-
+    pins = _Pins(doc["chip"], chip, problems)
     led = doc.get("status_led")
     if led is not None:
-        pin("status_led.pin", led.get("pin") if isinstance(led, dict) else None, output=True)
+        pins.claim("status_led.pin", led.get("pin") if isinstance(led, dict) else None, output=True)
+    _check_sections(doc, problems)
+    buses = _check_buses(doc, pins, problems)
+    sensors = _check_sensors(doc, buses, pins, problems)
+    actuators = _check_actuators(doc, sensors, pins, problems)
+    readings = reading_names(doc)
+    _check_interlocks(doc, actuators, readings, problems)
+    _check_rules(doc, actuators, readings, problems)
+    _check_settings(doc, problems)
+    return problems
 
+
+def _check_sections(doc: dict[str, Any], problems: list[str]) -> None:
+    for section in ("sensors", "actuators", "interlocks", "alerts", "rules"):
+        if not isinstance(doc.get(section, []), list):
+            problems.append(f"{section}: must be a list")
+
+
+def _check_buses(doc: dict[str, Any], pins: _Pins, problems: list[str]) -> dict[str, Any]:
+    """The board's buses by name (an empty dict if they are not an object), their pins claimed."""
     buses = doc.get("buses", {})
     if not isinstance(buses, dict):
         problems.append("buses: must be an object of named buses")
-        buses = {}
+        return {}
     for bus_name, bus in buses.items():
         kind = bus.get("type") if isinstance(bus, dict) else None
         if kind not in BUS_PINS:
@@ -264,13 +194,16 @@ def validate_board(doc: Any) -> list[str]:
         for key in BUS_PINS[kind]:
             if key == "de" and key not in bus:
                 continue
-            pin(f"buses.{bus_name}.{key}", bus.get(key), output=key in ("scl", "sda", "tx", "de", "pin"))
+            pins.claim(f"buses.{bus_name}.{key}", bus.get(key), output=key in ("scl", "sda", "tx", "de", "pin"))
+    return buses
 
+
+def _check_sensors(doc: dict[str, Any], buses: dict[str, Any], pins: _Pins, problems: list[str]) -> set[str]:
+    """The sensors' names; each sensor checked by what its driver declares (node/drivers/)."""
     names: set[str] = set()
-    for i, sensor in enumerate(doc.get("sensors", [])):
-        where = f"sensors[{i}]"
+    for i, sensor in enumerate(_entries(doc, "sensors")):
         if not isinstance(sensor, dict):
-            problems.append(f"{where}: must be an object")
+            problems.append(f"sensors[{i}]: must be an object")
             continue
         name = sensor.get("name")
         where = f"sensors[{i}] ({name})"
@@ -279,44 +212,47 @@ def validate_board(doc: Any) -> list[str]:
         elif name in names:
             problems.append(f"{where}.name: used twice")
         names.add(str(name))
-        spec = SENSOR_DRIVERS.get(sensor.get("driver"))
-        if spec is None:
-            problems.append(f"{where}.driver: {sensor.get('driver')!r} is not one of {', '.join(SENSOR_DRIVERS)}")
-            continue
-        if "bus" in spec:
-            bus = buses.get(sensor.get("bus"))
-            if bus is None:
-                problems.append(f"{where}.bus: {sensor.get('bus')!r} is not a bus of this board")
-            elif bus.get("type") != spec["bus"]:
-                problems.append(f"{where}.bus: {sensor['driver']} needs a {spec['bus']} bus, "
-                                f"{sensor['bus']} is {bus.get('type')}")
-        if "addresses" in spec and sensor.get("address") not in spec["addresses"]:
-            choices = ", ".join(f"{a} (0x{a:02x})" for a in spec["addresses"])
-            problems.append(f"{where}.address: {sensor.get('address')!r} is not a {sensor['driver']} "
-                            f"address; use {choices}")
-        if "pin" in spec:
-            pin(f"{where}.pin", sensor.get("pin"), adc=spec["pin"] == "adc")
-        for key in spec.get("required", ()):
-            if key not in sensor:
-                problems.append(f"{where}.{key}: required for {sensor['driver']}")
-        problems.extend(f"{where}.{p}" for p in _driver_fields(sensor))
         period = sensor.get("period_s")
         if not isinstance(period, (int, float)) or not 0 < period <= MAX_PERIOD_S:
             problems.append(f"{where}.period_s: a positive number of seconds, at most {MAX_PERIOD_S} (24 h)")
+        _check_sensor_driver(where, sensor, buses, pins, problems)
+    return names
 
+
+def _check_sensor_driver(where: str, sensor: dict[str, Any], buses: dict[str, Any], pins: _Pins,
+                         problems: list[str]) -> None:
+    """The entry against its driver's declaration, and its bus or pin against this board."""
+    driver = DRIVERS.get(sensor.get("driver"))
+    if driver is None:
+        problems.append(f"{where}.driver: {sensor.get('driver')!r} is not one of {', '.join(DRIVERS)}")
+        return
+    if driver.bus:
+        bus = buses.get(sensor.get("bus"))
+        if not isinstance(bus, dict):
+            problems.append(f"{where}.bus: {sensor.get('bus')!r} is not a bus of this board")
+        elif bus.get("type") != driver.bus:
+            problems.append(f"{where}.bus: {driver.name} needs a {driver.bus} bus, "
+                            f"{sensor['bus']} is {bus.get('type')}")
+    if driver.pin:
+        pins.claim(f"{where}.pin", sensor.get("pin"), adc=driver.pin == "adc")
+    problems.extend(f"{where}.{p}" for p in driver.problems(sensor))
+
+
+def _check_actuators(doc: dict[str, Any], sensors: set[str], pins: _Pins, problems: list[str]) -> _Actuators:
+    """The actuators' names, and the drivers of those that name a known one."""
     actuators: set[str] = set()
     drivers: dict[str, str] = {}
-    for i, act in enumerate(doc.get("actuators", [])):
+    for i, act in enumerate(_entries(doc, "actuators")):
         name = act.get("name") if isinstance(act, dict) else None
         where = f"actuators[{i}] ({name})"
-        if not isinstance(name, str) or not name or name in names | actuators:
+        if not isinstance(name, str) or not name or name in sensors | actuators:
             problems.append(f"{where}.name: required, and unique among sensors and actuators")
         actuators.add(str(name))
         if not isinstance(act, dict) or act.get("driver") not in ACTUATOR_DRIVERS:
             problems.append(f"{where}.driver: one of {', '.join(ACTUATOR_DRIVERS)}")
             continue
         drivers[str(name)] = act["driver"]
-        pin(f"{where}.pin", act.get("pin"), output=True)
+        pins.claim(f"{where}.pin", act.get("pin"), output=True)
         failsafe = act.get("failsafe")
         if act["driver"] == "relay" and type(failsafe) is not bool:
             problems.append(f"{where}.failsafe: true or false (the state to fall back to)")
@@ -325,19 +261,28 @@ def validate_board(doc: Any) -> list[str]:
         for key in ("min_on_s", "min_off_s"):
             if key in act and (not isinstance(act[key], (int, float)) or not 0 <= act[key] <= MAX_HOLD_S):
                 problems.append(f"{where}.{key}: seconds, from 0 to {MAX_HOLD_S} (72 h)")
+    return _Actuators(actuators, drivers)
 
-    readings = reading_names(doc)
-    for i, rule in enumerate(doc.get("interlocks", [])):
+
+def _check_interlocks(doc: dict[str, Any], actuators: _Actuators, readings: set[str],
+                      problems: list[str]) -> None:
+    for i, rule in enumerate(_entries(doc, "interlocks")):
         where = f"interlocks[{i}]"
-        if rule.get("actuator") not in actuators:
+        if not isinstance(rule, dict):
+            problems.append(f"{where}: must be an object")
+            continue
+        if rule.get("actuator") not in actuators.names:
             problems.append(f"{where}.actuator: {rule.get('actuator')!r} is not an actuator of this board")
         if rule.get("reading") not in readings:
             problems.append(f"{where}.reading: {rule.get('reading')!r} is not a reading of this board "
                             f"(readings: {', '.join(sorted(readings))})")
         if not any(isinstance(rule.get(k), (int, float)) for k in ("above", "below")):
             problems.append(f"{where}: needs a numeric 'above' or 'below' limit")
+
+
+def _check_rules(doc: dict[str, Any], actuators: _Actuators, readings: set[str], problems: list[str]) -> None:
     for section in ("alerts", "rules"):
-        for i, rule in enumerate(doc.get(section, [])):
+        for i, rule in enumerate(_entries(doc, section)):
             where = f"{section}[{i}]"
             if not isinstance(rule, dict):
                 problems.append(f"{where}: must be an object")
@@ -348,19 +293,30 @@ def validate_board(doc: Any) -> list[str]:
                 problems.append(f"{where}: needs a numeric 'above' or 'below' limit")
             if not isinstance(rule.get("hysteresis", 0), (int, float)) or rule.get("hysteresis", 0) < 0:
                 problems.append(f"{where}.hysteresis: a number, 0 or more")
-            if section == "rules" and rule.get("set") not in actuators:
-                problems.append(f"{where}.set: {rule.get('set')!r} is not an actuator of this board")
-            elif section == "rules" and rule.get("set") in drivers:
-                # The node refuses a value of the wrong kind for ever (bad-value): catch it here.
-                relay = drivers[rule["set"]] == "relay"
-                for key in ("value", "else"):
-                    if key == "else" and key not in rule:
-                        continue
-                    v = rule.get(key)
-                    ok = type(v) is bool if relay else (type(v) in (int, float) and 0 <= v <= 1)
-                    if not ok:
-                        problems.append(f"{where}.{key}: " + ("true or false for relay " if relay else
-                                        "a duty from 0.0 to 1.0 for PWM output ") + repr(rule["set"]))
+            if section == "rules":
+                _check_rule_output(where, rule, actuators, problems)
+
+
+def _check_rule_output(where: str, rule: dict[str, Any], actuators: _Actuators, problems: list[str]) -> None:
+    if rule.get("set") not in actuators.names:
+        problems.append(f"{where}.set: {rule.get('set')!r} is not an actuator of this board")
+        return
+    if rule["set"] not in actuators.drivers:
+        return  # its driver is unknown: said at the actuator
+    # The node refuses a value of the wrong kind for ever (bad-value): catch it here.
+    relay = actuators.drivers[rule["set"]] == "relay"
+    for key in ("value", "else"):
+        if key == "else" and key not in rule:
+            continue
+        v = rule.get(key)
+        ok = type(v) is bool if relay else (type(v) in (int, float) and 0 <= v <= 1)
+        if not ok:
+            problems.append(f"{where}.{key}: " + ("true or false for relay " if relay else
+                            "a duty from 0.0 to 1.0 for PWM output ") + repr(rule["set"]))
+
+
+def _check_settings(doc: dict[str, Any], problems: list[str]) -> None:
+    """The node-wide settings (top-level keys)."""
     limit = doc.get("failsafe_after_s", 300)
     if not isinstance(limit, (int, float)) or not 0 < limit <= MAX_HOLD_S:
         problems.append(f"failsafe_after_s: a positive number of seconds, at most {MAX_HOLD_S} (72 h)")
@@ -382,4 +338,3 @@ def validate_board(doc: Any) -> list[str]:
     low = doc.get("low_heap_bytes", 16384)
     if type(low) is not int or low < 0:
         problems.append("low_heap_bytes: a whole number of bytes, 0 or more (free heap below it raises heap.low)")
-    return problems

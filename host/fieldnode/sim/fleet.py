@@ -12,11 +12,12 @@ import math
 import random
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from ..node.boards import load_board
+from ..node.drivers import DRIVERS, SensorDriver
 from ..node.devicelink import DeviceLink
 from ..infra.errors import FieldnodeError
 from ..node.keystore import Keystore
@@ -24,49 +25,40 @@ from ..infra.paths import FIRMWARE_DIR
 from ..node.provisioning import Settings, provision
 from .vnode import VirtualNode
 
-# Base values the simulation moves around, per emulated device type.
-_WORLD_BASE: dict[str, dict[str, float]] = {
-    "bme280": {"temp": 22.0, "hum": 45.0, "press": 101325.0},
-    "sht4x": {"temp": 21.0, "hum": 50.0},
-    "current_loop": {"ma": 12.0},
-    "voltage": {"volts": 7.5},
-    "ds18b20": {"temp": 40.0},
-    "pulse": {"rate_hz": 5.0},
-    "adxl345": {"amplitude": 2.0, "freq": 50.0},
+# Where an emulated chip hangs on each kind of bus, in sim.json's terms (simhal/simdev.py).
+_ON_BUS: dict[str, Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]] = {
+    "i2c": lambda bus, sensor: {"sda": bus["sda"], "address": sensor["address"]},
+    "onewire": lambda bus, sensor: {"onewire": bus["pin"]},
+    "uart": lambda bus, sensor: {"uart": bus["id"], **({"de": bus["de"]} if "de" in bus else {})},
 }
 
 
-def devices_for_board(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """sim.json device specs that put an emulated chip behind every sensor of a board."""
+def _sensor_devices(doc: dict[str, Any]) -> Iterator[tuple[SensorDriver, dict[str, Any]]]:
+    # (driver, sim.json device spec) for every emulated chip behind the board's sensors.
     buses = doc.get("buses", {})
-    devices: list[dict[str, Any]] = []
+    serial = 1  # the board's device number: chips that share a bus must differ (1-Wire ROM ids)
     for sensor in doc.get("sensors", []):
-        driver, name = sensor["driver"], sensor["name"]
-        spec: dict[str, Any] = {"name": name, "type": driver, "init": {}}
-        bus = buses.get(sensor.get("bus"), {})
-        if bus.get("type") == "i2c":
-            spec.update(sda=bus["sda"], address=sensor["address"])
-        elif bus.get("type") == "onewire":
-            spec.update(onewire=bus["pin"])
-            spec["init"] = {"serial": len(devices) + 1, "temp": 40.0}
-        elif bus.get("type") == "uart":
-            spec.update(uart=bus["id"])
-            if "de" in bus:
-                spec["de"] = bus["de"]
-            spec["init"] = {"unit_id": sensor["unit_id"],
-                            "input": {str(r["address"]): 1000 for r in sensor["registers"]},
-                            "holding": {str(r["address"]): 1000 for r in sensor["registers"]}}
-        elif driver == "current_loop":
-            spec.update(adc=sensor["pin"])
-            spec["init"] = {"shunt_ohm": sensor["shunt_ohm"], "ma": 12.0, "range": sensor["range"]}
-        elif driver == "voltage":
-            spec.update(adc=sensor["pin"])
-            spec["init"] = {"divider": sensor["divider"], "volts": 5.0}
-        elif driver == "pulse":
-            spec.update(pulse=sensor["pin"])
-            spec["init"] = {"rate_hz": 5.0}
-        devices.append(spec)
-    return devices
+        driver = DRIVERS[sensor["driver"]]
+        sim = driver.sim
+        place = (_ON_BUS[buses[sensor["bus"]]["type"]](buses[sensor["bus"]], sensor) if sim.pin_key is None
+                 else {sim.pin_key: sensor["pin"]})
+        inits = sim.inits(sensor, serial)
+        serial += len(inits)
+        for i, init in enumerate(inits, 1):
+            name = sensor["name"] if len(inits) == 1 else f"{sensor['name']}.{i}"
+            yield driver, {"name": name, "type": sim.type, **place, "init": init}
+
+
+def devices_for_board(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """sim.json device specs that put an emulated chip behind every sensor of a board, as each
+    driver's declaration says (node/drivers/). A sensor with one chip gives it its own name, so
+    world.json moves it by sensor name; several (DS18B20 probes) are <name>.1, <name>.2..."""
+    return [spec for _, spec in _sensor_devices(doc)]
+
+
+def _world_centres(doc: dict[str, Any]) -> dict[str, Mapping[str, float]]:
+    """Per emulated device of the board: the values `drift` moves, and their centres."""
+    return {spec["name"]: driver.sim.world for driver, spec in _sensor_devices(doc) if driver.sim.world}
 
 
 def install_app(flash: Path, board_file: Path) -> None:
@@ -126,6 +118,7 @@ class Fleet:
             self.nodes.append(node)
             self.names.append(f"sim-{i}")
         self._phase = [random.random() * 6.28 for _ in self.nodes]
+        self._world = _world_centres(self.board_doc)
 
     def start(self, provision_nodes: bool = True) -> Fleet:
         for node in self.nodes:
@@ -139,26 +132,22 @@ class Fleet:
     def provision(self) -> None:
         store = Keystore.load(self.keys_path)
         marks = [node.output_mark() for node in self.nodes]
-        for node, name in zip(self.nodes, self.names):
+        for node, name in zip(self.nodes, self.names, strict=True):
             self.log(f"provisioning {name} on {node.port}")
             with DeviceLink(node.port) as link:
                 provision(link, store, Settings(name=name, gateway=self.gateway, wifi_ssid="plant-floor",
                                                 wifi_password="sim"), force=True)
                 link.reset()  # the application starts again with its new key
-        for node, mark in zip(self.nodes, marks):
+        for node, mark in zip(self.nodes, marks, strict=True):
             node.wait_output(b"FN1 ", timeout=20, since=mark)
 
     def drift(self, t: float) -> None:
         """Moves every emulated sensor a little: slow sine plus noise, different per node."""
-        for node, phase in zip(self.nodes, self._phase):
-            devices: dict[str, dict[str, float]] = {}
-            for sensor in self.board_doc.get("sensors", []):
-                base = _WORLD_BASE.get(sensor["driver"])
-                if base is None:
-                    continue
-                wave = math.sin(t / 20.0 + phase)
-                devices[sensor["name"]] = {k: round(v * (1 + 0.02 * wave) + random.gauss(0, abs(v) * 0.002), 3)
-                                           for k, v in base.items()}
+        for node, phase in zip(self.nodes, self._phase, strict=True):
+            wave = math.sin(t / 20.0 + phase)
+            devices = {name: {k: round(v * (1 + 0.02 * wave) + random.gauss(0, abs(v) * 0.002), 3)
+                              for k, v in centres.items()}
+                       for name, centres in self._world.items()}
             node.set_world(devices=devices)
 
     def stop(self) -> None:

@@ -28,7 +28,8 @@ from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
 
-from ..node.boards import SENSOR_DRIVERS, load_board
+from ..node.boards import load_board
+from ..node.drivers import DRIVERS
 from ..infra.errors import FieldnodeError
 from ..flashing.chips import chip_spec
 from ..flashing.compile import build_app_files
@@ -198,7 +199,7 @@ def hal_objects(doc: dict[str, Any]) -> list[dict[str, Any]]:
         else:
             out.append({"kind": "pin", "pin": bus["pin"]})
     for sensor in doc.get("sensors", []):
-        kind = SENSOR_DRIVERS.get(sensor["driver"], {}).get("pin")
+        kind = DRIVERS[sensor["driver"]].pin
         if kind:
             out.append({"kind": "adc" if kind == "adc" else "pin", "pin": sensor["pin"]})
     for act in doc.get("actuators", []):
