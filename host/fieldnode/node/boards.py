@@ -3,7 +3,8 @@
 A board is data: chip, pins, buses, and the sensors and actuators attached. Chip differences
 (which GPIOs exist, which are input-only, which can do ADC while Wi-Fi runs) are tables here, not
 branches in code. The firmware reads the same JSON on the node; it trusts it because the host
-validated it before it was flashed.
+validated it before it was flashed. What a sensor entry may hold, and the readings it gives, is
+each driver's declaration (node/drivers/); this module checks the board around them.
 """
 from __future__ import annotations
 
