@@ -34,6 +34,8 @@ def good():
     (lambda d: d["sensors"].append(dict(d["sensors"][0])), "used twice"),
     (lambda d: d["actuators"][1].update(failsafe=2), "a duty from 0.0 to 1.0"),
     (lambda d: d["interlocks"][0].update(reading="env.tmp"), "'env.tmp' is not a reading"),
+    (lambda d: d["interlocks"][0].update(reading=["env.temp"]), "['env.temp'] is not a reading"),
+    (lambda d: d.update(sensors={"env": {}}), "sensors: must be a list"),
     (lambda d: d["sensors"][0].update(driver="bmp180"), "driver: 'bmp180' is not one of"),
     (lambda d: d.update(health_s=0), "health_s: a positive number of seconds"),
     (lambda d: d.update(low_heap_bytes="16K"), "low_heap_bytes: a whole number of bytes"),

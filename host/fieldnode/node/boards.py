@@ -9,13 +9,14 @@ each driver's declaration (node/drivers/); this module checks the board around t
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..infra.errors import FieldnodeError
 from ..infra.paths import BOARDS_DIR
-from .drivers import DRIVERS
+from .drivers import DRIVERS, SensorDriver
 
 SCHEMA = 1
 
@@ -98,10 +99,19 @@ def reading_names(doc: dict[str, Any]) -> set[str]:
     """Every reading the board's sensors send ("env.temp", "loop1"), as their drivers declare."""
     names: set[str] = set()
     for sensor in _entries(doc, "sensors"):
-        driver = DRIVERS.get(sensor.get("driver")) if isinstance(sensor, dict) else None
+        driver = _driver_of(sensor) if isinstance(sensor, dict) else None
         if driver is not None:
             names.update(driver.reading_names(sensor))
     return names
+
+
+def _driver_of(sensor: dict[str, Any]) -> SensorDriver | None:
+    return DRIVERS.get(sensor["driver"]) if _named(sensor.get("driver"), DRIVERS) else None
+
+
+def _named(value: Any, names: Collection[str]) -> bool:
+    # A JSON list or object is never a name (and cannot be looked up: it does not hash).
+    return isinstance(value, str) and value in names
 
 
 def _entries(doc: dict[str, Any], section: str) -> list[Any]:
@@ -223,12 +233,12 @@ def _check_sensors(doc: dict[str, Any], buses: dict[str, Any], pins: _Pins, prob
 def _check_sensor_driver(where: str, sensor: dict[str, Any], buses: dict[str, Any], pins: _Pins,
                          problems: list[str]) -> None:
     """The entry against its driver's declaration, and its bus or pin against this board."""
-    driver = DRIVERS.get(sensor.get("driver"))
+    driver = _driver_of(sensor)
     if driver is None:
         problems.append(f"{where}.driver: {sensor.get('driver')!r} is not one of {', '.join(DRIVERS)}")
         return
     if driver.bus:
-        bus = buses.get(sensor.get("bus"))
+        bus = buses[sensor["bus"]] if _named(sensor.get("bus"), buses) else None
         if not isinstance(bus, dict):
             problems.append(f"{where}.bus: {sensor.get('bus')!r} is not a bus of this board")
         elif bus.get("type") != driver.bus:
@@ -272,9 +282,9 @@ def _check_interlocks(doc: dict[str, Any], actuators: _Actuators, readings: set[
         if not isinstance(rule, dict):
             problems.append(f"{where}: must be an object")
             continue
-        if rule.get("actuator") not in actuators.names:
+        if not _named(rule.get("actuator"), actuators.names):
             problems.append(f"{where}.actuator: {rule.get('actuator')!r} is not an actuator of this board")
-        if rule.get("reading") not in readings:
+        if not _named(rule.get("reading"), readings):
             problems.append(f"{where}.reading: {rule.get('reading')!r} is not a reading of this board "
                             f"(readings: {', '.join(sorted(readings))})")
         if not any(isinstance(rule.get(k), (int, float)) for k in ("above", "below")):
@@ -288,7 +298,7 @@ def _check_rules(doc: dict[str, Any], actuators: _Actuators, readings: set[str],
             if not isinstance(rule, dict):
                 problems.append(f"{where}: must be an object")
                 continue
-            if rule.get("reading") not in readings:
+            if not _named(rule.get("reading"), readings):
                 problems.append(f"{where}.reading: {rule.get('reading')!r} is not a reading of this board")
             if not any(isinstance(rule.get(k), (int, float)) for k in ("above", "below")):
                 problems.append(f"{where}: needs a numeric 'above' or 'below' limit")
@@ -299,7 +309,7 @@ def _check_rules(doc: dict[str, Any], actuators: _Actuators, readings: set[str],
 
 
 def _check_rule_output(where: str, rule: dict[str, Any], actuators: _Actuators, problems: list[str]) -> None:
-    if rule.get("set") not in actuators.names:
+    if not _named(rule.get("set"), actuators.names):
         problems.append(f"{where}.set: {rule.get('set')!r} is not an actuator of this board")
         return
     if rule["set"] not in actuators.drivers:
