@@ -94,7 +94,6 @@ def load_board(name_or_path: str | Path) -> dict[str, Any]:
     return doc
 
 
-
 def reading_names(doc: dict[str, Any]) -> set[str]:
     """Every reading the board's sensors send ("env.temp", "loop1"), as their drivers declare."""
     names: set[str] = set()
