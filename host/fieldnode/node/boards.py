@@ -1,52 +1,23 @@
 """Board definitions (boards/*.json): loading and validation with errors that name the field.
 
 A board is data: chip, pins, buses, and the sensors and actuators attached. Chip differences
-(which GPIOs exist, which are input-only, which can do ADC while Wi-Fi runs) are tables here, not
-branches in code. The firmware reads the same JSON on the node; it trusts it because the host
-validated it before it was flashed.
+(which GPIOs exist, which are input-only, which can do ADC while Wi-Fi runs) are data in
+node/chips.py, not branches in code. The firmware reads the same JSON on the node; it trusts it
+because the host validated it before it was flashed.
 """
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..infra.errors import FieldnodeError
 from ..infra.paths import BOARDS_DIR
+from .chips import CHIPS
 
 SCHEMA = 1
 
-
-@dataclass(frozen=True)
-class ChipPins:
-    gpios: frozenset[int]
-    input_only: frozenset[int]
-    reserved: frozenset[int]  # wired to the SPI flash/PSRAM on the common modules
-    adc: frozenset[int]  # ADC1 only: ADC2 cannot be read while Wi-Fi is on
-
-
-CHIPS: dict[str, ChipPins] = {
-    "esp32": ChipPins(
-        gpios=frozenset(list(range(0, 34)) + [34, 35, 36, 39]) - {20, 24, 28, 29, 30, 31},
-        input_only=frozenset({34, 35, 36, 39}),
-        reserved=frozenset(range(6, 12)),
-        adc=frozenset({32, 33, 34, 35, 36, 39}),
-    ),
-    "esp32s3": ChipPins(
-        gpios=frozenset(list(range(0, 22)) + list(range(26, 49))),
-        input_only=frozenset(),
-        reserved=frozenset(range(26, 33)),
-        adc=frozenset(range(1, 11)),
-    ),
-    "esp32c3": ChipPins(
-        gpios=frozenset(range(0, 22)),
-        input_only=frozenset(),
-        reserved=frozenset(range(12, 18)),
-        adc=frozenset(range(0, 5)),
-    ),
-}
 
 # What each driver needs from the board file, and the readings it produces ("" = the sensor's
 # own name, so a 4-20 mA loop called loop1 gives the reading loop1).
