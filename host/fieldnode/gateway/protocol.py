@@ -41,6 +41,7 @@ from .exchange import PENDING, MessageCache, check_request
 from .handover import HandedOverProtocol, Handover, bind_receiver
 from .mqtt import MqttExtra, MqttUrl, OutboxPublisher, ReadingMessages
 from .mqtt_availability import DEFAULT_NODE_TIMEOUT, Availability
+from .sitekeys import SiteKeys
 from .sockets import bound_socket
 from .writerlock import WriterLock
 
@@ -98,9 +99,8 @@ class Gateway:
                  command_resend: float = 30.0, mqtt_retry: float = 2.0,
                  mqtt_discovery: str | None = None, mqtt_commands: bool = False,
                  node_timeout: float = DEFAULT_NODE_TIMEOUT, strict_keys: bool = False) -> None:
-        self.keys = keys
         # A keystore changed to be readable by others: not taken (strict), or taken with a warning.
-        self._keys_exposed = "refuse" if strict_keys else "warn"
+        self._keys = SiteKeys(keys, "refuse" if strict_keys else "warn")
         self.db_path = Path(db_path)
         self.listen = listen
         self.mqtt = MqttUrl.parse(mqtt) if isinstance(mqtt, str) else mqtt
@@ -122,9 +122,7 @@ class Gateway:
         self.started = 0.0
         self._unsaved: dict[str, int] = {}
         self._window = ReplayWindow()
-        self._verifier = Verifier(self._lookup, None, accept_kinds=NODE_KINDS)
-        self._names = {e.device: e.name for e in keys}
-        self._keys_mtime = self._mtime()
+        self._verifier = Verifier(self._keys.lookup, None, accept_kinds=NODE_KINDS)
         self._cache = cache if cache is not None else MessageCache()  # an empty one is falsy (len 0)
         outbox = ReadingMessages(self.mqtt.prefix, self.site) if self.mqtt else None
         self._store = Store(self.db_path, synchronous=synchronous, outbox=outbox, command_resend=command_resend,
@@ -280,6 +278,11 @@ class Gateway:
         return self._transport.get_extra_info("sockname")[:2]
 
     @property
+    def keys(self) -> Keystore:
+        """The keys in use (the keystore file is taken again when it changes)."""
+        return self._keys.keys
+
+    @property
     def mqtt_state(self) -> str:
         if self._publisher is None:
             return "off"
@@ -398,7 +401,7 @@ class Gateway:
         wkey = (kid, counter)
         if self._window.accept(kid, counter):
             waiting = _Waiting(StoreItem(frame, msg.payload, time.time(), format_source(addr),
-                                         self._names.get(device, "")), [(msg, addr)])
+                                         self._keys.name(device)), [(msg, addr)])
             self._waiting[wkey] = waiting
             self._cache.put(key, PENDING)
             self._enqueue(waiting)
@@ -533,7 +536,7 @@ class Gateway:
         self._count(f"rejected.{reason}" if outcome == "rejected" else outcome)
         if self._subscribers:
             if frame is not None and not node:
-                node = self._names.get(frame.kid[:6], "")
+                node = self._keys.name(frame.kid[:6])
             event = GatewayEvent(outcome, addr, time.time(), reason, code, frame, node, command_id, detail)
             for callback in list(self._subscribers):
                 try:
@@ -550,47 +553,13 @@ class Gateway:
         return Health(self.worker, os.getpid(), format_source((host, port)), self.started or time.time(),
                       batch_pending=len(self._batch), exchanges=len(self._cache), dedup_bytes=self._cache.bytes)
 
-    # -- keys and housekeeping -------------------------------------------------------------------
-
-    def _lookup(self, kid: bytes) -> tuple[bytes, int] | None:
-        found = self.keys.lookup(kid)
-        if found is None:
-            # A node provisioned a moment ago sends its boot frame at once: look at the keystore
-            # file now (one stat when it has not changed) rather than at the next housekeeping.
-            self._reload_keys()
-            found = self.keys.lookup(kid)
-        return found
-
-    def _mtime(self) -> tuple[int, int, int] | None:
-        """The keystore file's version: a rewrite changes its mtime (and inode), a chmod its ctime."""
-        try:
-            st = self.keys.path.stat() if self.keys.path else None
-        except OSError:
-            return None
-        return (st.st_mtime_ns, st.st_ctime_ns, st.st_ino) if st else None
-
-    def _reload_keys(self) -> None:
-        """Picks up nodes provisioned while the gateway runs (the keystore file changed)."""
-        mtime = self._mtime()
-        if mtime is None or mtime == self._keys_mtime:
-            return
-        try:
-            keys = Keystore.load(self.keys.path, exposed=self._keys_exposed)
-        except Exception as exc:
-            # A half-written or refused file: keep the old keys, and try again (and say so again)
-            # only when the file changes, not at every lookup.
-            self._keys_mtime = mtime
-            log.warning("keystore reload failed, keeping the keys loaded before: %s", exc)
-            return
-        self.keys, self._keys_mtime = keys, mtime
-        self._names = {e.device: e.name for e in keys}
-        log.info("keystore reloaded: %d keys", len(keys))
+    # -- housekeeping ----------------------------------------------------------------------------
 
     async def _housekeeping_loop(self) -> None:
         while True:
             await asyncio.sleep(self.health_interval)
             self._cache.purge()
-            self._reload_keys()
+            self._keys.reload()
             deltas = self._take_unsaved()
             try:
                 await self._loop.run_in_executor(self._executor, self._store.housekeeping, deltas, self._health())
