@@ -258,3 +258,15 @@ def test_opening_the_database_again_in_the_same_process_keeps_the_writer_s_locks
     assert [o.status for o in store.commit(items(nodes, [nodes.frame(0)]), {}, None)] == ["stored"]
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM frames").fetchone()[0] == 2
+
+
+def test_the_command_queue_is_a_module_of_its_own_that_fieldnode_command_reaches_without_the_gateway():
+    """The queue is the contract between `fieldnode command` and the gateway: the command's code
+    and the queue load nothing of the gateway (its CoAP server, its MQTT client)."""
+    probe = ("import sys\n"
+             "import fieldnode.cli.commands.command, fieldnode.node.commanding\n"
+             "from fieldnode.store.commandqueue import enqueue_command, list_commands\n"
+             "print(sorted(m for m in sys.modules if m.startswith(('fieldnode.gateway', 'paho'))))\n")
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
