@@ -32,7 +32,7 @@ import tempfile
 import micropython_run
 
 from fieldnode.cli.main import main
-from fieldnode.flashing.chips import CHIPS
+from fieldnode.node.chips import CHIPS
 from fieldnode.flashing.compile import build_app_files
 from fieldnode.flashing.partitions import filesystem_region, generic_table
 from fieldnode.flashing.appimage import build_image

@@ -51,8 +51,12 @@ sys.path.insert(0, str(REPO / "tests"))
 from fieldnode.wire.frame import KIND_NAMES, TAG_LENGTH, Verifier, mac_structure, parse_protected, split_envelope  # noqa: E402
 from fieldnode.gateway import GatewayThread  # noqa: E402
 from fieldnode.gateway.mqtt import ReadingMessages  # noqa: E402
-from fieldnode.gateway.server import _HANDOVER_HEADER, Gateway, handover_address  # noqa: E402
-from fieldnode.gateway.store import Health, Store, StoreItem, create_shards, owner_of  # noqa: E402
+from fieldnode.gateway.handover import handover_address, pack_handover, unpack_handover  # noqa: E402
+from fieldnode.gateway.protocol import Gateway  # noqa: E402
+from fieldnode.store.owners import owner_of  # noqa: E402
+from fieldnode.store.records import Health, StoreItem  # noqa: E402
+from fieldnode.store.sqlite.shards import create_shards  # noqa: E402
+from fieldnode.store.sqlite.writer import Store  # noqa: E402
 from support.gateway_peers import Nodes, free_port  # noqa: E402
 from support.senders import run_closed, run_paced  # noqa: E402
 
@@ -97,11 +101,11 @@ def bench_verify(seconds: float) -> dict:
             pre.append((table[kid][0], mac_structure(p, pl), TAG_LENGTH[alg], tag, pl))
         pycose_keys = {kid: SymmetricKey(k=key) for kid, (key, _) in table.items()}
 
-        def ours():
+        def ours(frames=frames, verifier=verifier):
             for f in frames:
                 verifier.verify(f)
 
-        def pycose():
+        def pycose(frames=frames, pycose_keys=pycose_keys):
             for f in frames:
                 msg = CoseMessage.decode(f)
                 msg.key = pycose_keys[msg.get_attr(KID)]
@@ -109,7 +113,7 @@ def bench_verify(seconds: float) -> dict:
                     raise AssertionError("pycose rejected a vector")
                 cbor2.loads(msg.payload)
 
-        def limit():
+        def limit(pre=pre):
             digest, compare, loads = hmac.digest, hmac.compare_digest, cbor2.loads
             for key, ms, n, tag, pl in pre:
                 compare(digest(key, ms, "sha256")[:n], tag)
@@ -120,7 +124,7 @@ def bench_verify(seconds: float) -> dict:
         keyed = {key: hmac.new(key, digestmod="sha256") for key, _ in table.values()}
         pre_keyed = [(keyed[key], ms, n, tag, pl) for key, ms, n, tag, pl in pre]
 
-        def limit_pads_kept():
+        def limit_pads_kept(pre_keyed=pre_keyed):
             compare, loads = hmac.compare_digest, cbor2.loads
             for base, ms, n, tag, pl in pre_keyed:
                 h = base.copy()
@@ -362,7 +366,7 @@ def bench_workers(n_frames: int, rounds: int = 3) -> dict:
                         wall = _run_processes(ctx, _verify_worker, [(keys, frames[w::workers]) for w in range(workers)])
                     elif label == "verify_decode_store":
                         create_shards(db, workers)
-                        parts = [[f for f, d in zip(frames, devices) if owner_of(d, workers) == w]
+                        parts = [[f for f, d in zip(frames, devices, strict=True) if owner_of(d, workers) == w]
                                  for w in range(workers)]
                         wall = _run_processes(ctx, _store_worker,
                                               [(str(db), w, keys, parts[w]) for w in range(workers)])
@@ -396,9 +400,8 @@ def bench_hand_over(frames: list[bytes]) -> dict:
     owner_sock.bind(handover_address(f"bench-{os.getpid()}", 1))
     owner_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
     sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sender.connect(handover_address(f"bench-{os.getpid()}", 1))  # connected, as the gateway's _PeerLink
+    sender.connect(handover_address(f"bench-{os.getpid()}", 1))  # connected, as the gateway's PeerLink
     addr = ("192.0.2.10", 40000)
-    host = addr[0].encode()
     best = float("inf")
     for _ in range(5):
         t = time.perf_counter()
@@ -406,11 +409,9 @@ def bench_hand_over(frames: list[bytes]) -> dict:
             for data in datagrams[i:i + 8]:
                 msg = coap.decode(data)
                 gw._owner(msg.payload)
-                sender.send(_HANDOVER_HEADER.pack(len(host), addr[1], 0) + host + data)
+                sender.send(pack_handover(data, addr))
             for _ in datagrams[i:i + 8]:
-                got = owner_sock.recv(2048)
-                n, port, _scope = _HANDOVER_HEADER.unpack_from(got)
-                got[_HANDOVER_HEADER.size:_HANDOVER_HEADER.size + n].decode()
+                unpack_handover(owner_sock.recv(2048))
         best = min(best, (time.perf_counter() - t) / len(datagrams))
     owner_sock.close()
     sender.close()

@@ -20,7 +20,7 @@ import pytest
 import fieldnode.cli.main as cli_main
 from fieldnode.cli.main import main
 from fieldnode.gateway.mqtt import MqttUrl, OutboxPublisher
-from fieldnode.gateway.store import create_shards
+from fieldnode.store.sqlite.shards import create_shards
 from fieldnode.wire.hostport import parse_listen
 from fieldnode.sim.esp_rom import EspRomEmulator
 from fieldnode.testing.fake_firmware import fake_firmware

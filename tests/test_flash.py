@@ -18,7 +18,7 @@ import serial
 from conftest import micropython_binary
 from fieldnode.cli.main import main
 from fieldnode.flashing.appimage import read_image
-from fieldnode.flashing.chips import CHIPS
+from fieldnode.node.chips import CHIPS
 from fieldnode.flashing.compile import build_app_files
 from fieldnode.flashing.partitions import TYPE_DATA, Partition, filesystem_region, generic_table
 from fieldnode.sim.esp_rom import MIB, EspRomEmulator

@@ -87,8 +87,10 @@ def test_aiocoap_post_is_stored_with_its_readings(gateway, nodes):
                             "ORDER BY id").fetchall()
         dev = nodes.devices[0].hex()
         t = 1_764_057_600 + 1
-        assert rows == [(dev, "temp", t, 23.5, None, None, None, "Cel"), (dev, "door", t, None, None, 1, None, None),
-                        (dev, "fw", t, None, "1.2", None, None, None), (dev, "loop1", t, None, None, None, "broken-loop", "A")]
+        assert rows == [(dev, "temp", t, 23.5, None, None, None, "Cel"),
+                        (dev, "door", t, None, None, 1, None, None),
+                        (dev, "fw", t, None, "1.2", None, None, None),
+                        (dev, "loop1", t, None, None, None, "broken-loop", "A")]
         raw, counter = conn.execute("SELECT raw, counter FROM frames").fetchone()
         assert raw == frame and counter == 1
         name, highest, frames = conn.execute("SELECT name, highest_counter, frames FROM devices").fetchone()
@@ -455,12 +457,12 @@ def test_revoked_node_is_refused_while_the_gateway_runs(tmp_path, nodes):
 
 def test_live_lines_rate_limit_refusals():
     from fieldnode.gateway.live import LinePrinter, summary_line
-    from fieldnode.gateway.server import GatewayEvent
+    from fieldnode.gateway.events import GatewayEvent
 
     lines: list[str] = []
     printer = LinePrinter(lines.append, max_rejects=3)
     t = 1_000_000.0
-    for i in range(10):
+    for _ in range(10):
         printer(GatewayEvent("rejected", ("10.0.0.9", 5000), t, reason="bad-mac", code=coap.UNAUTHORIZED))
     printer(GatewayEvent("retransmission", ("10.0.0.9", 5000), t))  # no line for these
     printer(GatewayEvent("rejected", ("10.0.0.9", 5000), t + 1, reason="bad-cbor", code=coap.BAD_REQUEST))
@@ -474,7 +476,7 @@ def test_live_lines_rate_limit_duplicates_apart_from_refusals(tmp_path):
     """A replay flood of a stored frame is answered 2.03 each time: its lines are limited like
     refusals (each kind its own budget, so neither hides the other), and accepted frames all show."""
     from fieldnode.gateway.live import LinePrinter
-    from fieldnode.gateway.server import GatewayEvent
+    from fieldnode.gateway.events import GatewayEvent
 
     nodes = Nodes(tmp_path / "k.json", n=1)
     frame = Verifier(nodes.keystore().lookup).verify(nodes.frame(0))

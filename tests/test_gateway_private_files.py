@@ -15,7 +15,7 @@ import pytest
 
 from fieldnode.wire import coap
 from fieldnode.gateway import GatewayThread
-from fieldnode.gateway.store import create_shards, shard_path
+from fieldnode.store.sqlite.shards import create_shards, shard_path
 from fieldnode.gateway.writerlock import WriterLock, lock_path
 from fieldnode.node.keystore import KeyEntry, Keystore, make_kid
 from support.gateway_peers import Client, Nodes

@@ -12,8 +12,12 @@ from pathlib import Path
 import pytest
 
 from fieldnode.wire.frame import SENML_BT, SENML_V, Verifier
-from fieldnode.gateway import store as store_module
-from fieldnode.gateway.store import SCHEMA_VERSION, Health, Store, StoreItem
+from fieldnode.store.records import Health, StoreItem
+from fieldnode.store.sqlite import rows as rows_module
+from fieldnode.store.sqlite import writer as writer_module
+from fieldnode.store.sqlite.connection import connect
+from fieldnode.store.sqlite.schema import SCHEMA_VERSION
+from fieldnode.store.sqlite.writer import Store
 from support.gateway_peers import Nodes
 
 READING_COLUMNS = "frame_id, device, name, time, value, string, bool, err, unit"
@@ -107,7 +111,7 @@ def test_new_samples_are_readable_at_once_and_keep_their_ids_when_moved_to_the_i
 def test_samples_move_once_the_unindexed_table_is_big_and_the_documented_query_uses_the_index(
         store, nodes, tmp_path, monkeypatch):
     db = tmp_path / "gw.db"
-    monkeypatch.setattr(store_module, "INDEX_RECENT_ROWS", 5)
+    monkeypatch.setattr(writer_module, "INDEX_RECENT_ROWS", 5)
     store.commit(items(nodes, [nodes.frame(0), nodes.frame(0)]), {}, None)
     assert table_counts(db) == (0, 4)  # 4 rows: below the mark
     store.commit(items(nodes, [nodes.frame(1)]), {}, None)
@@ -194,7 +198,7 @@ def test_a_schema_2_database_is_upgraded_and_its_readings_stay_where_they_were(t
 
 def test_a_batch_bigger_than_one_insert_statement_keeps_every_row_in_order(store, nodes, tmp_path):
     # 150 frames, 300 samples: whole statements of ROWS_PER_INSERT rows plus a shorter remainder.
-    assert 150 % store_module.ROWS_PER_INSERT and 150 > store_module.ROWS_PER_INSERT
+    assert 150 % rows_module.ROWS_PER_INSERT and 150 > rows_module.ROWS_PER_INSERT
     frames = [nodes.frame(i % 2, records=[{"n": "n", "v": k}, {"n": "m", "vs": str(k)}]) for k, i in
               enumerate(range(150))]
     assert all(o.status == "stored" for o in store.commit(items(nodes, frames), {}, None))
@@ -246,7 +250,7 @@ def test_opening_the_database_again_in_the_same_process_keeps_the_writer_s_locks
     delete the WAL under the writer, and the writer's next frames would go to a deleted file."""
     db = tmp_path / "gw.db"
     assert [o.status for o in store.commit(items(nodes, [nodes.frame(0)]), {}, None)] == ["stored"]
-    store_module.connect(db).close()  # what a worker's reader connection does beside its writer
+    connect(db).close()  # what a worker's reader connection does beside its writer
     other = subprocess.run([sys.executable, "-c", "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
                             "c.execute('SELECT count(*) FROM frames').fetchone(); c.close()", str(db)],
                            capture_output=True, text=True, timeout=60)
@@ -254,3 +258,15 @@ def test_opening_the_database_again_in_the_same_process_keeps_the_writer_s_locks
     assert [o.status for o in store.commit(items(nodes, [nodes.frame(0)]), {}, None)] == ["stored"]
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM frames").fetchone()[0] == 2
+
+
+def test_the_command_queue_is_a_module_of_its_own_that_fieldnode_command_reaches_without_the_gateway():
+    """The queue is the contract between `fieldnode command` and the gateway: the command's code
+    and the queue load nothing of the gateway (its CoAP server, its MQTT client)."""
+    probe = ("import sys\n"
+             "import fieldnode.cli.commands.command, fieldnode.node.commanding\n"
+             "from fieldnode.store.commandqueue import enqueue_command, list_commands\n"
+             "print(sorted(m for m in sys.modules if m.startswith(('fieldnode.gateway', 'paho'))))\n")
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"

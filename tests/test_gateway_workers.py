@@ -22,7 +22,10 @@ from fieldnode.wire import coap
 from fieldnode.infra.errors import FieldnodeError
 from fieldnode.wire.frame import KIND_ACK, Verifier
 from fieldnode.gateway import GatewayThread, enqueue_command, list_commands, read_status
-from fieldnode.gateway.store import Store, StoreItem, owner_of, shard_path, shard_paths
+from fieldnode.store.owners import owner_of
+from fieldnode.store.records import StoreItem
+from fieldnode.store.sqlite.shards import shard_path, shard_paths
+from fieldnode.store.sqlite.writer import Store
 from support.gateway_peers import Client, Nodes, free_port
 
 CLI = [sys.executable, "-m", "fieldnode.cli"]
@@ -94,7 +97,7 @@ def test_a_burst_of_handed_over_datagrams_waits_for_room_and_none_is_lost(tmp_pa
         gws = start_workers(stack, nodes, db, port)
 
         def waited() -> int:
-            return sum(gt.call(lambda g=gt.gateway: sum(p.waited for p in g._peers.values())) for gt in gws)
+            return sum(gt.call(lambda g=gt.gateway: g._peers.waited) for gt in gws)
 
         for gt in gws:
             gt.call(gt.gateway._handover.pause_reading)
@@ -108,7 +111,7 @@ def test_a_burst_of_handed_over_datagrams_waits_for_room_and_none_is_lost(tmp_pa
             time.sleep(0.01)  # lets the workers read the round and try to hand it over
         for gt in gws:
             gt.call(gt.gateway._handover.resume_reading)
-        codes = [c.recv().code for c, n in zip(clients, sent) for _ in range(n)]
+        codes = [c.recv().code for c, n in zip(clients, sent, strict=True) for _ in range(n)]
         assert codes == [coap.CHANGED] * sum(sent)
         for c in clients:
             c.close()

@@ -303,7 +303,7 @@ def test_the_host_never_issues_a_command_counter_the_node_cannot_store(tmp_path,
 def test_a_queued_command_is_numbered_as_the_gateway_log_and_the_queue_number_it(tmp_path, capsys):
     # Counter and queue id part ways as soon as one command went over USB: the user is shown the
     # number the gateway's "-> command #N sent" line and `fieldnode status` use.
-    from fieldnode.gateway.store import connect
+    from fieldnode.store.sqlite.connection import connect
     entry = KeyEntry(kid=bytes.fromhex("02f1e1000001") + b"\x00\x01", key=b"\x11" * 32, name=NODE)
     keys = Keystore(tmp_path / "keys.json", [entry])
     keys.save()

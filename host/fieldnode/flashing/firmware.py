@@ -12,7 +12,8 @@ from pathlib import Path
 
 from ..infra.errors import FieldnodeError
 from ..infra.paths import cache_dir
-from .chips import PARTITION_TABLE_OFFSET, ChipSpec, chip_by_image_id
+from ..node.chips import Chip, chip_by_image_id
+from .partitions import PARTITION_TABLE_OFFSET
 from .partitions import Partition, table_in_firmware
 
 IMAGE_MAGIC = 0xE9
@@ -25,7 +26,7 @@ DOWNLOAD_URL = "https://micropython.org/download/{board}/"
 class Firmware:
     path: Path
     data: bytes
-    chip: ChipSpec
+    chip: Chip
     table: list[Partition]
 
     @property
@@ -34,7 +35,7 @@ class Firmware:
         return self.chip.firmware_offset + len(self.data)
 
 
-def cache_location(chip: ChipSpec) -> Path:
+def cache_location(chip: Chip) -> Path:
     return cache_dir() / "firmware" / chip.name
 
 
@@ -45,14 +46,14 @@ def image_chip_id(data: bytes) -> int | None:
     return struct.unpack_from("<H", data, CHIP_ID_AT)[0]
 
 
-def _missing_message(chip: ChipSpec, where: Path) -> str:
+def _missing_message(chip: Chip, where: Path) -> str:
     return (f"no MicroPython firmware for {chip.name}: put the .bin in {where}/ or pass "
             f"--firmware FILE. Download it from {DOWNLOAD_URL.format(board=chip.micropython_board)} "
             f"(the .bin image, which is written at 0x{chip.firmware_offset:x}); fieldnode never "
             f"downloads firmware itself")
 
 
-def locate_firmware(path: str | Path | None, chip: ChipSpec) -> Path:
+def locate_firmware(path: str | Path | None, chip: Chip) -> Path:
     """The file given, or the newest .bin in the cache for the chip."""
     if path is not None:
         given = Path(path).expanduser()
@@ -66,7 +67,7 @@ def locate_firmware(path: str | Path | None, chip: ChipSpec) -> Path:
     return candidates[0]
 
 
-def load_firmware(path: Path, chip: ChipSpec) -> Firmware:
+def load_firmware(path: Path, chip: Chip) -> Firmware:
     """Reads and checks the image: an ESP-IDF image for this chip, with a partition table."""
     data = path.read_bytes()
     chip_id = image_chip_id(data)

@@ -17,8 +17,9 @@ import struct
 from dataclasses import dataclass
 
 from ..infra.errors import FieldnodeError
-from .chips import PARTITION_TABLE_OFFSET, ChipSpec
+from ..node.chips import Chip
 
+PARTITION_TABLE_OFFSET = 0x8000  # ESP-IDF's default, used by every MicroPython esp32 build
 ENTRY = struct.Struct("<2sBBII16sI")
 ENTRY_MAGIC = b"\xaa\x50"
 MD5_MAGIC = b"\xeb\xeb"
@@ -71,7 +72,7 @@ def encode_table(parts: list[Partition]) -> bytes:
     return body.ljust(TABLE_MAX, b"\xff")
 
 
-def generic_table(chip: ChipSpec) -> list[Partition]:
+def generic_table(chip: Chip) -> list[Partition]:
     """MicroPython's generic table for the chip (partitions-4MiBplus.csv since 1.26)."""
     return [
         Partition("nvs", TYPE_DATA, 0x02, 0x9000, 0x6000),
@@ -80,7 +81,7 @@ def generic_table(chip: ChipSpec) -> list[Partition]:
     ]
 
 
-def table_in_firmware(firmware: bytes, chip: ChipSpec) -> list[Partition] | None:
+def table_in_firmware(firmware: bytes, chip: Chip) -> list[Partition] | None:
     start = PARTITION_TABLE_OFFSET - chip.firmware_offset
     return parse_table(firmware[start:start + TABLE_MAX])
 

@@ -14,7 +14,7 @@ from typing import Any
 from ..node.boards import load_board
 from ..infra.errors import FieldnodeError
 from .appimage import ImageCache
-from .chips import CHIPS, DEFAULT_CHIP, ChipSpec, chip_by_image_id, chip_spec
+from ..node.chips import CHIPS, DEFAULT_CHIP, Chip, chip_by_image_id, chip_spec
 from .compile import AppFiles, build_app_files
 from .firmware import image_chip_id, load_firmware, locate_firmware
 from .partitions import filesystem_region
@@ -26,14 +26,14 @@ DEFAULT_FLASH_SIZE = 4 * MIB
 
 @dataclass(frozen=True)
 class Target:
-    chip: ChipSpec
+    chip: Chip
     chip_source: str  # where the chip came from, for messages
     board: dict[str, Any] | None
 
 
 def resolve_target(chip: str | None, board: str | None, firmware: str | None) -> Target:
     doc = load_board(board) if board else None
-    chosen: ChipSpec | None = None
+    chosen: Chip | None = None
     source = ""
     if chip:
         chosen, source = chip_spec(chip), "--chip"

@@ -18,7 +18,7 @@ from esptool.util import FatalError, flash_size_bytes
 from ..infra.errors import FieldnodeError
 from . import esplog
 from .appimage import ImageCache
-from .chips import CHIPS, ChipSpec, chip_by_esptool_name
+from ..node.chips import CHIPS, Chip, chip_by_esptool_name
 from .firmware import Firmware
 from .partitions import filesystem_region
 from .report import PortLine, PortResult, Stopped
@@ -30,7 +30,7 @@ AFTER_MODES = ("hard-reset", "soft-reset", "no-reset", "watchdog-reset")
 
 @dataclass(frozen=True)
 class FlashJob:
-    chip: ChipSpec
+    chip: Chip
     firmware: Firmware
     images: ImageCache
     baud: int = 460800

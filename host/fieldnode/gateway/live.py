@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from ..wire import coap
 from ..wire.render import reading_text
-from .server import GatewayEvent, format_source
+from .events import GatewayEvent, format_source
 
 
 def event_line(event: GatewayEvent) -> str | None:

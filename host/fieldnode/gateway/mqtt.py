@@ -25,9 +25,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from ..infra.errors import FieldnodeError
+from ..store.sqlite.connection import connect
 from ..wire.frame import KIND_NAMES, Frame
 from ..wire.hostport import is_host
-from .store import connect
 
 log = logging.getLogger(__name__)
 SAY_EVERY_S = 30.0  # the console's rate limit for "cannot connect to the broker"
@@ -155,6 +155,29 @@ class MqttExtra:
 _DISCONNECT_WITH_WILL = ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message")
 
 
+@dataclass
+class _Flight:
+    """One connection's publishing: paho message id -> outbox row id for what is in flight, and
+    what paho's callbacks reported (on paho's loop, called from _pump's thread)."""
+    inflight: dict[int, int] = field(default_factory=dict)
+    acked: list[int] = field(default_factory=list)  # outbox row ids the broker acknowledged
+    failed: list[str] = field(default_factory=list)
+    lost: dict[str, object] = field(default_factory=dict)
+    last_id: int = 0  # the last outbox row sent
+
+    def on_publish(self, c, u, mid, rc, props) -> None:
+        row = self.inflight.pop(mid, None)
+        if row is None:
+            return
+        if rc.is_failure:  # e.g. "Not authorized": the broker took the message but dropped it
+            self.failed.append(str(rc))
+        else:
+            self.acked.append(row)
+
+    def on_disconnect(self, c, u, flags, rc, props) -> None:
+        self.lost.setdefault("rc", rc)
+
+
 class OutboxPublisher(threading.Thread):
     """Publishes outbox rows with QoS 1; deletes each on the broker's PUBACK.
 
@@ -279,59 +302,56 @@ class OutboxPublisher(threading.Thread):
         self._set_state("disconnected", detail)
 
     def _pump(self, client: paho.Client) -> None:
-        inflight: dict[int, int] = {}  # paho mid -> outbox row id
-        acked: list[int] = []
-        failed: list[str] = []
-        last_id = 0
-
-        def on_publish(c, u, mid, rc, props) -> None:
-            row = inflight.pop(mid, None)
-            if row is None:
-                return
-            if rc.is_failure:  # e.g. "Not authorized": the broker took the message but dropped it
-                failed.append(str(rc))
-            else:
-                acked.append(row)
-
-        lost: dict[str, object] = {}
-        client.on_publish = on_publish
-        client.on_disconnect = lambda c, u, flags, rc, props: lost.setdefault("rc", rc)
+        flight = _Flight()
+        client.on_publish = flight.on_publish
+        client.on_disconnect = flight.on_disconnect
         draining_since: float | None = None
         while True:
             if self._stop_event.is_set():
                 # Give what is in flight a moment to be acknowledged, then go.
                 draining_since = draining_since or time.monotonic()
-                if not inflight or time.monotonic() - draining_since > 2.0:
+                if not flight.inflight or time.monotonic() - draining_since > 2.0:
                     break
-            elif len(inflight) < self.window:
-                rows = self._conn.execute("SELECT id, topic, payload FROM outbox WHERE id>? ORDER BY id LIMIT ?",
-                                          (last_id, self.window - len(inflight))).fetchall()
-                for row_id, topic, payload in rows:
-                    for extra in self.extras:
-                        extra.reading(client, topic, payload)
-                    info = client.publish(topic, payload, qos=1, retain=self.retain)
-                    if info.rc != paho.MQTT_ERR_SUCCESS:
-                        lost.setdefault("rc", info.rc)
-                        break
-                    inflight[info.mid] = row_id
-                    last_id = row_id
+            elif len(flight.inflight) < self.window:
+                self._publish_more(client, flight)
             for extra in self.extras:
                 extra.tick(client, self._conn)
-            busy = bool(inflight)
+            busy = bool(flight.inflight)
             rc = client.loop(0.01 if busy else 0)
-            if acked:
-                self._delete_rows(acked)
-                self.published += len(acked)
-                acked.clear()
-            if failed:
-                self._set_state("error", f"broker refused a publish: {failed[-1]}")
+            if not self._settle(flight, rc):
                 return  # reconnect later and start over from the oldest row
-            if rc != paho.MQTT_ERR_SUCCESS or "rc" in lost:
-                self._set_state("disconnected", f"connection lost: {lost.get('rc', rc)}")
-                return
             if not busy:
                 self._wake.wait(self.poll)
                 self._wake.clear()
+
+    def _publish_more(self, client: paho.Client, flight: _Flight) -> None:
+        """The next outbox rows after the last one sent, up to the window."""
+        rows = self._conn.execute("SELECT id, topic, payload FROM outbox WHERE id>? ORDER BY id LIMIT ?",
+                                  (flight.last_id, self.window - len(flight.inflight))).fetchall()
+        for row_id, topic, payload in rows:
+            for extra in self.extras:
+                extra.reading(client, topic, payload)
+            info = client.publish(topic, payload, qos=1, retain=self.retain)
+            if info.rc != paho.MQTT_ERR_SUCCESS:
+                flight.lost.setdefault("rc", info.rc)
+                break
+            flight.inflight[info.mid] = row_id
+            flight.last_id = row_id
+
+    def _settle(self, flight: _Flight, rc: int) -> bool:
+        """Deletes the rows the broker acknowledged; False when this connection is done with (a
+        publish refused, the connection lost)."""
+        if flight.acked:
+            self._delete_rows(flight.acked)
+            self.published += len(flight.acked)
+            flight.acked.clear()
+        if flight.failed:
+            self._set_state("error", f"broker refused a publish: {flight.failed[-1]}")
+            return False
+        if rc != paho.MQTT_ERR_SUCCESS or "rc" in flight.lost:
+            self._set_state("disconnected", f"connection lost: {flight.lost.get('rc', rc)}")
+            return False
+        return True
 
     def _delete_rows(self, ids: list[int]) -> None:
         conn = self._conn

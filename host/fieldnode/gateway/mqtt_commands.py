@@ -3,7 +3,7 @@
 The payload is a JSON object of actuator -> value (`{"heater": "on", "fan": 0.4}`), with an
 optional "ttl" in seconds (default 30). The gateway checks each actuator against the node's board
 (named by the node's latest boot frame, looked up in the board files), then signs and queues the
-command exactly as `fieldnode command --db` does (commanding.build_command, store.enqueue_command):
+command exactly as `fieldnode command --db` does (commanding.build_command, store.commandqueue.enqueue_command):
 it rides on the answer to the node's next frame. Every command taken or refused is logged.
 
 Whoever may publish on these topics may move actuators: the broker's ACL must keep them to the
@@ -26,8 +26,10 @@ from ..node.commanding import build_command, counters_path, next_counter, parse_
 from ..infra.errors import FieldnodeError
 from ..node.keystore import KeyEntry, Keystore
 from ..infra.paths import BOARDS_DIR
+from ..store.commandqueue import enqueue_command
+from ..store.sqlite.connection import connect
+from ..store.sqlite.shards import shard_paths
 from .mqtt import MqttExtra, node_level, topic_level
-from .store import connect, enqueue_command, shard_paths
 
 log = logging.getLogger(__name__)
 

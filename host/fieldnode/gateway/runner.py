@@ -2,7 +2,7 @@
 
 With N workers every worker is a process with its own socket bound with SO_REUSEPORT to the
 same address; the kernel spreads datagrams over them by a hash of the source address and port.
-Each device belongs to one worker (store.owner_of), which keeps its replay window, writes its
+Each device belongs to one worker (store.owners.owner_of), which keeps its replay window, writes its
 frames to that worker's own database file (a shard) and publishes its readings to MQTT; a worker
 hands any other device's datagram to its owner (see server.py). The parent only watches.
 """
@@ -16,16 +16,18 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..infra.errors import FieldnodeError
 from ..node.keystore import Keystore
+from ..store.sqlite.shards import MAX_SHARDS, create_shards, shard_path, shard_paths
 from .live import LinePrinter, summary_line
 from .mqtt import MqttUrl
-from .server import Gateway, format_source
+from .events import format_source
+from .protocol import Gateway
 from .status import read_status
-from .store import MAX_SHARDS, create_shards, shard_path, shard_paths
 from .writerlock import check_free
 
 
@@ -147,20 +149,7 @@ def _worker_main(opts: Options, worker: int, group: str) -> None:
 
 
 def _run_workers(opts: Options, keys: Keystore) -> int:
-    if not hasattr(socket, "SO_REUSEPORT"):
-        raise FieldnodeError("--workers needs SO_REUSEPORT (Linux); run with --workers 1")
-    if opts.listen[1] == 0:
-        raise FieldnodeError("--workers needs a fixed port: the workers must share it")
-    existing = shard_paths(opts.db)
-    shards = set(existing) | set(range(opts.workers))
-    if len(shards) > MAX_SHARDS:
-        raise FieldnodeError(f"--workers {opts.workers} with the {len(existing)} shard files of "
-                             f"{opts.db} makes {len(shards)}; at most {MAX_SHARDS} can be read together: "
-                             "use fewer workers, or another --db")
-    # Here, where a bad --db or another gateway on these files is reported once, not by each worker.
-    for k in range(opts.workers):
-        check_free(shard_path(opts.db, k))
-    create_shards(opts.db, opts.workers)
+    _prepare_shards(opts)
     group = f"{os.getpid()}-{opts.listen[1]}"
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_worker_main, args=(opts, i, group), name=f"fieldnode-gw-{i}")
@@ -175,15 +164,8 @@ def _run_workers(opts: Options, keys: Keystore) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    last = time.monotonic()
     try:
-        while not stopping and all(p.is_alive() for p in procs):
-            time.sleep(0.2)
-            if opts.quiet and time.monotonic() - last >= opts.summary:
-                last = time.monotonic()
-                st = read_status(opts.db)
-                _out(summary_line(st.counters, min(w["started"] for w in st.workers), st.outbox,
-                                  st.mqtt["state"] if st.mqtt else "off"))
+        _watch_workers(opts, procs, lambda: stopping)
     finally:
         for p in procs:
             if p.is_alive():
@@ -194,3 +176,34 @@ def _run_workers(opts: Options, keys: Keystore) -> int:
     if failed and not stopping:
         raise FieldnodeError(f"worker(s) {', '.join(failed)} stopped unexpectedly; see the messages above")
     return 0
+
+
+def _prepare_shards(opts: Options) -> None:
+    """Every worker's shard made, after the checks that would otherwise fail in each worker."""
+    if not hasattr(socket, "SO_REUSEPORT"):
+        raise FieldnodeError("--workers needs SO_REUSEPORT (Linux); run with --workers 1")
+    if opts.listen[1] == 0:
+        raise FieldnodeError("--workers needs a fixed port: the workers must share it")
+    existing = shard_paths(opts.db)
+    shards = set(existing) | set(range(opts.workers))
+    if len(shards) > MAX_SHARDS:
+        raise FieldnodeError(f"--workers {opts.workers} with the {len(existing)} shard files of "
+                             f"{opts.db} makes {len(shards)}; at most {MAX_SHARDS} can be read together: "
+                             "use fewer workers, or another --db")
+    # Here, where a bad --db or another gateway on these files is reported once, not by each worker.
+    for k in range(opts.workers):
+        check_free(shard_path(opts.db, k))
+    create_shards(opts.db, opts.workers)
+
+
+def _watch_workers(opts: Options, procs: list[multiprocessing.process.BaseProcess],
+                   stopping: Callable[[], bool]) -> None:
+    """Until a signal or a worker's end; with --quiet, the summary line from the database."""
+    last = time.monotonic()
+    while not stopping() and all(p.is_alive() for p in procs):
+        time.sleep(0.2)
+        if opts.quiet and time.monotonic() - last >= opts.summary:
+            last = time.monotonic()
+            st = read_status(opts.db)
+            _out(summary_line(st.counters, min(w["started"] for w in st.workers), st.outbox,
+                              st.mqtt["state"] if st.mqtt else "off"))

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..infra.errors import FieldnodeError
-from .store import connect, shard_paths
+from ..store.sqlite.connection import connect
+from ..store.sqlite.shards import shard_paths
 
 # A worker is "running" if its heartbeat (written every second) is younger than this.
 STALE_AFTER = 5.0
@@ -41,7 +42,7 @@ class Status:
 
 
 def read_status(db_path: Path | str) -> Status:
-    """The gateway's state across its shards (one database file per worker, see store.py)."""
+    """The gateway's state across its shards (one database file per worker, see store/sqlite/shards.py)."""
     st = Status(time.time())
     # Shard 0 named even when missing, so that connect() gives the clear error for it.
     for index, path in {0: Path(db_path), **shard_paths(db_path)}.items():
@@ -109,7 +110,7 @@ def _read(conn: sqlite3.Connection, st: Status, *, commands: bool) -> None:
                 "count(*) FROM commands GROUP BY s", (now,)))
         row = conn.execute("SELECT url, state, detail, published, updated FROM mqtt_state WHERE id=1").fetchone()
         if row:
-            _merge_mqtt(st, dict(zip(("url", "state", "detail", "published", "updated"), row)))
+            _merge_mqtt(st, dict(zip(("url", "state", "detail", "published", "updated"), row, strict=True)))
     finally:
         conn.execute("COMMIT")
 

@@ -1,10 +1,10 @@
 """Board definitions (boards/*.json): loading and validation with errors that name the field.
 
 A board is data: chip, pins, buses, and the sensors and actuators attached. Chip differences
-(which GPIOs exist, which are input-only, which can do ADC while Wi-Fi runs) are tables here, not
-branches in code. The firmware reads the same JSON on the node; it trusts it because the host
-validated it before it was flashed. What a sensor entry may hold, and the readings it gives, is
-each driver's declaration (node/drivers/); this module checks the board around them.
+(which GPIOs exist, which are input-only, which can do ADC while Wi-Fi runs) are data in
+node/chips.py, not branches in code. The firmware reads the same JSON on the node; it trusts it
+because the host validated it before it was flashed. What a sensor entry may hold, and the readings
+it gives, is each driver's declaration (node/drivers/); this module checks the board around them.
 """
 from __future__ import annotations
 
@@ -16,39 +16,11 @@ from typing import Any
 
 from ..infra.errors import FieldnodeError
 from ..infra.paths import BOARDS_DIR
+from .chips import CHIPS, Chip
 from .drivers import DRIVERS, SensorDriver
 
 SCHEMA = 1
 
-
-@dataclass(frozen=True)
-class ChipPins:
-    gpios: frozenset[int]
-    input_only: frozenset[int]
-    reserved: frozenset[int]  # wired to the SPI flash/PSRAM on the common modules
-    adc: frozenset[int]  # ADC1 only: ADC2 cannot be read while Wi-Fi is on
-
-
-CHIPS: dict[str, ChipPins] = {
-    "esp32": ChipPins(
-        gpios=frozenset(list(range(0, 34)) + [34, 35, 36, 39]) - {20, 24, 28, 29, 30, 31},
-        input_only=frozenset({34, 35, 36, 39}),
-        reserved=frozenset(range(6, 12)),
-        adc=frozenset({32, 33, 34, 35, 36, 39}),
-    ),
-    "esp32s3": ChipPins(
-        gpios=frozenset(list(range(0, 22)) + list(range(26, 49))),
-        input_only=frozenset(),
-        reserved=frozenset(range(26, 33)),
-        adc=frozenset(range(1, 11)),
-    ),
-    "esp32c3": ChipPins(
-        gpios=frozenset(range(0, 22)),
-        input_only=frozenset(),
-        reserved=frozenset(range(12, 18)),
-        adc=frozenset(range(0, 5)),
-    ),
-}
 
 ACTUATOR_DRIVERS = ("relay", "pwm")
 # The node compares its stored tick stamps with these durations, and keeps every stamp at most
@@ -129,7 +101,7 @@ class _Pins:
     """The board's GPIOs as they are claimed: each claim checked against the chip and the claims
     before it."""
 
-    def __init__(self, chip_name: str, chip: ChipPins, problems: list[str]) -> None:
+    def __init__(self, chip_name: str, chip: Chip, problems: list[str]) -> None:
         self.chip_name = chip_name
         self.chip = chip
         self.problems = problems

@@ -23,7 +23,7 @@ from .keystore import KeyEntry, Keystore
 from .serialsource import open_port
 
 if TYPE_CHECKING:
-    from ..gateway.store import CommandInfo
+    from ..store.commandqueue import CommandInfo
 
 # The node keeps the last counter it applied as an NVS i32 (firmware/lib/fnode/command.py
 # MAX_COUNTER): it refuses a larger one, so none is ever issued.
@@ -163,7 +163,7 @@ def ack_result(ack: Frame) -> tuple[str, str | None]:
 def wait_for_outcome(db_path: Path, command_id: int, poll_s: float = 0.25) -> CommandInfo:
     """The queued command once the node's ack has been stored (applied/refused) or it expired
     (list_commands reports a command past its expiry as expired, even before the gateway marks it)."""
-    from ..gateway.store import list_commands
+    from ..store.commandqueue import list_commands
 
     while True:
         (info,) = list_commands(db_path, ids=[command_id])

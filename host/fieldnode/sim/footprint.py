@@ -31,7 +31,7 @@ from typing import Any
 from ..node.boards import load_board
 from ..node.drivers import DRIVERS
 from ..infra.errors import FieldnodeError
-from ..flashing.chips import chip_spec
+from ..node.chips import chip_spec
 from ..flashing.compile import build_app_files
 from ..infra.paths import FIRMWARE_DIR, SIMHAL_DIR
 from .fleet import devices_for_board

@@ -151,7 +151,8 @@ def parse_unique_id(value: bytes | str) -> bytes:
 def _board_pins(board: str | Path | None) -> tuple[str | None, str | None, dict[str, list[int]] | None]:
     if board is None:
         return None, None, None
-    from ..node.boards import CHIPS, load_board
+    from ..node.boards import load_board
+    from ..node.chips import CHIPS
     doc = load_board(board)
     chip = CHIPS[doc["chip"]]
     pins = {"gpios": sorted(chip.gpios), "input_only": sorted(chip.input_only), "adc": sorted(chip.adc)}

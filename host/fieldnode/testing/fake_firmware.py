@@ -12,7 +12,8 @@ import random
 from esptool.bin_image import ELFSection
 from esptool.targets import CHIP_DEFS
 
-from ..flashing.chips import PARTITION_TABLE_OFFSET, chip_spec
+from ..flashing.partitions import PARTITION_TABLE_OFFSET
+from ..node.chips import chip_spec
 from ..flashing.partitions import Partition, encode_table, generic_table
 
 APP_OFFSET = 0x10000

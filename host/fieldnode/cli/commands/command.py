@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{entry.name or entry.device.hex()}: {args.actuator}={args.value} {result}"
               + (f" ({reason})" if reason else ""))
         return 0 if result == "applied" else 1
-    from ...gateway.store import enqueue_command
+    from ...store.commandqueue import enqueue_command
 
     command_id = enqueue_command(args.db, entry.device, frame, expires)
     # The queue's id, as the gateway's log ("command #N sent") and `status` number commands.

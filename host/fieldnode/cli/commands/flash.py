@@ -10,7 +10,7 @@ from rich.console import Console
 from ...infra import paths
 from ...infra.errors import FieldnodeError
 from ...flashing.app_only import update_port
-from ...flashing.chips import CHIPS
+from ...node.chips import CHIPS
 from ...flashing.plan import load_app, prepare_flash_job, resolve_target
 from ...flashing.serial_flash import AFTER_MODES, RESET_MODES, flash_port
 from ...flashing.session import run_ports

@@ -1,31 +1,25 @@
-"""The gateway: frames in over CoAP/UDP, verified, committed to SQLite in batches, answered.
+"""The gateway: frames in over CoAP/UDP, verified, committed to the store in batches, answered.
 
-A datagram goes through: CoAP decode -> message-id deduplication -> request check -> frame
-verification (MAC, kind, SenML, device) -> replay window. A new frame joins the open batch and is
-answered (2.04, with a pending downlink command as payload) only when its batch has committed.
-Everything else is answered at once: 2.03 for a frame already stored, 4.xx with the reason as
-diagnostic payload for a refused one, RST for a malformed confirmable message.
+A datagram goes through these stages (Gateway.datagram_received, one method a stage): CoAP
+decode -> hand-over to the device's worker (with N workers, handover.py) -> message-id
+deduplication -> request check -> frame verification (MAC, kind, SenML, device) -> replay
+window. A new frame joins the open batch and is answered (2.04, with a pending downlink command
+as payload) only when its batch has committed. Everything else is answered at once: 2.03 for a
+frame already stored, 4.xx with the reason as diagnostic payload for a refused one, RST for a
+malformed confirmable message.
 
 The commit runs on one worker thread so the event loop keeps receiving while SQLite writes; the
 next batch is whatever arrived during the previous commit (group commit), so a slow disk makes
 batches bigger, not the queue longer.
-
-With N workers (processes sharing the port), each device belongs to one of them (store.owner_of):
-a worker hands a frame of another's device, still undecoded, to its owner over a Unix datagram
-socket, and the owner answers the node from the shared port. So one process holds a device's
-replay window and writes its frames, wherever the kernel sent the datagram.
 """
 from __future__ import annotations
 
 import asyncio
-import collections
 import hmac
 import logging
 import os
 import socket
 import sqlite3
-import struct
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,15 +27,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..wire import coap
-from ..infra.errors import FieldnodeError
-from ..wire.frame import NODE_KINDS, Frame, FrameRejected, ReplayWindow, Verifier, parse_protected, split_envelope
 from ..node.keystore import Keystore
+from ..store.owners import owner_of
+from ..store.records import Health, Outcome, StoreItem
+from ..store.sqlite.connection import connect
+from ..store.sqlite.replay import stored_tag
+from ..store.sqlite.shards import attach_shards, create_shards
+from ..store.sqlite.writer import Store
+from ..wire import coap
+from ..wire.frame import NODE_KINDS, Frame, FrameRejected, ReplayWindow, Verifier, parse_protected, split_envelope
+from .events import GatewayEvent, format_source
 from .exchange import PENDING, MessageCache, check_request
+from .handover import HandedOverProtocol, Handover, bind_receiver
 from .mqtt import MqttExtra, MqttUrl, OutboxPublisher, ReadingMessages
 from .mqtt_availability import DEFAULT_NODE_TIMEOUT, Availability
-from .store import (Health, Outcome, Store, StoreItem, attach_shards, connect, create_shards, owner_of,
-                    stored_tag)
+from .sitekeys import SiteKeys
+from .sockets import bound_socket
 from .writerlock import WriterLock
 
 log = logging.getLogger(__name__)
@@ -51,38 +52,6 @@ DEFAULT_PORT = 5683
 _UNAUTHORIZED = frozenset(("unknown-kid", "bad-mac"))
 _CF_COSE = ((coap.CONTENT_FORMAT, coap.encode_uint(coap.CONTENT_FORMAT_COSE_MAC0)),)
 _MAX_AGE_RETRY = ((coap.MAX_AGE, coap.encode_uint(5)),)
-
-OUTCOMES = ("accepted", "duplicate", "retransmission", "rejected", "failed", "ping", "ignored")
-
-# A datagram handed to its device's worker: the node's host length, port, IPv6 scope id; then
-# the host and the datagram as received.
-_HANDOVER_HEADER = struct.Struct("!BHI")
-
-
-def handover_address(tag: str, worker: int) -> str:
-    """The Unix socket a worker takes handed-over datagrams on: in Linux's abstract namespace,
-    so nothing is left on disk when a worker dies."""
-    return f"\0fieldnode-gw-{tag}-{worker}"
-
-
-@dataclass(slots=True)
-class GatewayEvent:
-    """What became of one datagram; subscribers get one per datagram.
-
-    outcome: accepted (stored, 2.04), duplicate (already stored, 2.03), retransmission (a message
-    id seen before: the cached answer is repeated), rejected (reason says why), failed (the
-    store could not commit: 5.03), ping (CoAP ping answered with RST), ignored (ACK/RST from a
-    peer). frame is set when the frame verified.
-    """
-    outcome: str
-    source: tuple
-    time: float
-    reason: str = ""
-    code: int | None = None
-    frame: Frame | None = None
-    node: str = ""
-    command_id: int | None = None
-    detail: str = ""
 
 
 @dataclass(slots=True)
@@ -105,114 +74,12 @@ class _Protocol(asyncio.DatagramProtocol):
         log.debug("udp error: %s", exc)
 
 
-def _bound_socket(family: int, address: Any, reuse_port: bool, error: Callable[[str], str]) -> socket.socket:
-    """A non-blocking datagram socket bound to address; FieldnodeError(error(reason)) if it cannot be."""
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        # A burst of frames must not overflow the socket while a batch is verified.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        sock.bind(address)
-    except OSError as exc:
-        sock.close()
-        raise FieldnodeError(error(exc.strerror)) from None
-    sock.setblocking(False)
-    return sock
-
-
-class _PeerLink:
-    """The way to one other worker: a Unix datagram socket connected to its hand-over socket.
-
-    Connected, because then poll() says when the peer's queue (net.unix.max_dgram_qlen, often
-    only 10 datagrams) has room again; until it has, datagrams wait here, up to MAX_WAITING. A
-    datagram that cannot go (peer gone, or too many waiting) is dropped: the node retransmits."""
-
-    MAX_WAITING = 4096
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, address: str) -> None:
-        self.loop = loop
-        self.address = address
-        self.sock: socket.socket | None = None
-        self.waiting: collections.deque[bytes] = collections.deque()
-        self.waited = 0  # datagrams that found the peer's queue full
-
-    def send(self, data: bytes) -> bool:
-        if self.sock is None and not self._connect():
-            return False
-        if self.waiting:
-            if len(self.waiting) >= self.MAX_WAITING:
-                return False
-            self.waiting.append(data)
-            return True
-        try:
-            self.sock.send(data)
-        except BlockingIOError:
-            self.waited += 1
-            self.waiting.append(data)
-            self.loop.add_writer(self.sock, self._flush)
-        except OSError:
-            self.close()
-            return False
-        return True
-
-    def _connect(self) -> bool:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sock.setblocking(False)
-        try:
-            sock.connect(self.address)
-        except OSError:  # that worker is not listening (yet, or any more)
-            sock.close()
-            return False
-        self.sock = sock
-        return True
-
-    def _flush(self) -> None:
-        while self.waiting:
-            try:
-                self.sock.send(self.waiting[0])
-            except BlockingIOError:
-                return
-            except OSError:
-                self.close()
-                return
-            self.waiting.popleft()
-        self.loop.remove_writer(self.sock)
-
-    def close(self) -> None:
-        if self.sock is not None:
-            self.loop.remove_writer(self.sock)
-            self.sock.close()
-            self.sock = None
-        self.waiting.clear()
-
-
-class _HandedOverProtocol(asyncio.DatagramProtocol):
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-
-    def datagram_received(self, data: bytes, _sender: Any) -> None:
-        host_len, port, scope = _HANDOVER_HEADER.unpack_from(data)
-        start = _HANDOVER_HEADER.size
-        host = data[start:start + host_len].decode()
-        addr = (host, port, 0, scope) if ":" in host else (host, port)
-        self.gateway.datagram_received(data[start + host_len:], addr, handed_over=True)
-
-    def error_received(self, exc: Exception) -> None:
-        # Only receives (sending is _PeerLink's): nothing here is the node's concern.
-        log.debug("hand-over socket error: %s", exc)
-
-
 def site_from_keystore(path: Path | None) -> str:
     """The default MQTT site: the keystore file's name ('farm-north.json' -> 'farm-north');
     'default' for the generic name keys.json."""
     stem = path.stem if path is not None else ""
     return stem if stem and stem != "keys" else "default"
 
-
-def format_source(addr: Any) -> str:
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class Gateway:
@@ -232,9 +99,8 @@ class Gateway:
                  command_resend: float = 30.0, mqtt_retry: float = 2.0,
                  mqtt_discovery: str | None = None, mqtt_commands: bool = False,
                  node_timeout: float = DEFAULT_NODE_TIMEOUT, strict_keys: bool = False) -> None:
-        self.keys = keys
         # A keystore changed to be readable by others: not taken (strict), or taken with a warning.
-        self._keys_exposed = "refuse" if strict_keys else "warn"
+        self._keys = SiteKeys(keys, "refuse" if strict_keys else "warn")
         self.db_path = Path(db_path)
         self.listen = listen
         self.mqtt = MqttUrl.parse(mqtt) if isinstance(mqtt, str) else mqtt
@@ -256,9 +122,7 @@ class Gateway:
         self.started = 0.0
         self._unsaved: dict[str, int] = {}
         self._window = ReplayWindow()
-        self._verifier = Verifier(self._lookup, None, accept_kinds=NODE_KINDS)
-        self._names = {e.device: e.name for e in keys}
-        self._keys_mtime = self._mtime()
+        self._verifier = Verifier(self._keys.lookup, None, accept_kinds=NODE_KINDS)
         self._cache = cache if cache is not None else MessageCache()  # an empty one is falsy (len 0)
         outbox = ReadingMessages(self.mqtt.prefix, self.site) if self.mqtt else None
         self._store = Store(self.db_path, synchronous=synchronous, outbox=outbox, command_resend=command_resend,
@@ -269,7 +133,7 @@ class Gateway:
         self._reader_schemas: list[str] = ["main"]
         self._transport: asyncio.DatagramTransport | None = None
         self._handover: asyncio.DatagramTransport | None = None
-        self._peers: dict[int, _PeerLink] = {}
+        self._peers: Handover | None = None  # made on the loop in start()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._batch: list[_Waiting] = []
         self._waiting: dict[tuple[bytes, int], _Waiting] = {}
@@ -289,6 +153,7 @@ class Gateway:
         self._loop = asyncio.get_running_loop()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._peers = Handover(self._loop, self.group)
         sock = self._bind()  # first: a port in use is the likeliest mistake, and opens nothing else
         try:
             self._writer_lock.acquire()
@@ -312,7 +177,7 @@ class Gateway:
             self._reader_schemas = ["main"] + attach_shards(self._reader, self.db_path, self.worker)
             if self.workers > 1:
                 self._handover, _ = await self._loop.create_datagram_endpoint(
-                    lambda: _HandedOverProtocol(self), sock=self._bind_handover())
+                    lambda: HandedOverProtocol(self._take_handed_over), sock=bind_receiver(self.group, self.worker))
             self._transport, _ = await self._loop.create_datagram_endpoint(lambda: _Protocol(self), sock=sock)
             self.started = time.time()
             await self._loop.run_in_executor(self._executor, self._store.housekeeping, {}, self._health())
@@ -352,14 +217,9 @@ class Gateway:
 
     def _bind(self) -> socket.socket:
         host, port = self.listen
-        return _bound_socket(socket.AF_INET6 if ":" in host else socket.AF_INET, (host, port), self.reuse_port,
+        return bound_socket(socket.AF_INET6 if ":" in host else socket.AF_INET, (host, port), self.reuse_port,
                              lambda why: f"cannot listen on {host}:{port}: {why}; pick another --listen "
                                          "HOST:PORT (is another gateway running?)")
-
-    def _bind_handover(self) -> socket.socket:
-        return _bound_socket(socket.AF_UNIX, handover_address(self.group, self.worker), False,
-                             lambda why: f"worker {self.worker} cannot take handed-over frames: {why} "
-                                         "(is this gateway already running?)")
 
     async def stop(self) -> None:
         """Stops taking datagrams, commits and answers what is pending, closes the store."""
@@ -389,8 +249,8 @@ class Gateway:
             self._transport.close()
         if self._handover:
             self._handover.close()
-        for peer in self._peers.values():
-            peer.close()
+        if self._peers:
+            self._peers.close()
         if self._publisher:
             await self._loop.run_in_executor(None, self._publisher.stop)
         await self._loop.run_in_executor(self._executor, self._store.close)
@@ -418,6 +278,11 @@ class Gateway:
         return self._transport.get_extra_info("sockname")[:2]
 
     @property
+    def keys(self) -> Keystore:
+        """The keys in use (the keystore file is taken again when it changes)."""
+        return self._keys.keys
+
+    @property
     def mqtt_state(self) -> str:
         if self._publisher is None:
             return "off"
@@ -436,67 +301,107 @@ class Gateway:
 
     def datagram_received(self, data: bytes, addr: Any, handed_over: bool = False) -> None:
         """The handler for one datagram (the tests call it directly for speed). handed_over: it
-        came from another worker, which counted it."""
+        came from another worker, which counted it.
+
+        Each stage answers (or drops) the datagram it stops, and says whether it goes on."""
         if self._closing:
             return  # the node retransmits to the next gateway run
         if not handed_over:
             self._count("datagrams")
+        msg = self._decode(data, addr)
+        if msg is None or not self._is_request(msg, addr):
+            return
+        if self.workers > 1 and not handed_over and self._handed_to_owner(msg, data, addr):
+            return
+        key = (addr, msg.mid)
+        if self._retransmission(msg, key, addr) or self._refused_request(msg, addr):
+            return
+        frame = self._verify(msg, addr)
+        if frame is not None:
+            self._replay_window(msg, key, addr, frame)
+
+    def _take_handed_over(self, data: bytes, addr: Any) -> None:
+        self.datagram_received(data, addr, handed_over=True)
+
+    def _decode(self, data: bytes, addr: Any) -> coap.Message | None:
+        """CoAP decode: a malformed confirmable message is answered RST."""
         try:
-            msg = coap.decode(data)
+            return coap.decode(data)
         except coap.CoapError as exc:
             if exc.mtype == coap.CON and exc.mid is not None:
                 self._send(coap.reset(exc.mid), addr)
             self._finish("rejected", addr, reason="bad-coap", detail=exc.detail)
-            return
+            return None
+
+    def _is_request(self, msg: coap.Message, addr: Any) -> bool:
+        """ACK and RST are ignored; a CoAP ping and any other non-request are answered RST."""
         if msg.mtype >= coap.ACK:
             # The gateway sends no confirmable messages, so an ACK or RST matches nothing.
             self._finish("ignored", addr, detail=coap.TYPE_NAMES[msg.mtype])
-            return
-        if msg.code == coap.EMPTY or not coap.is_request(msg.code):
-            if msg.mtype == coap.CON:
-                self._send(coap.reset(msg.mid), addr)  # an Empty CON is a CoAP ping (§4.3)
-            if msg.code == coap.EMPTY and msg.mtype == coap.CON:
-                self._finish("ping", addr)
-            else:
-                self._finish("rejected", addr, reason="bad-coap",
-                             detail=f"{coap.TYPE_NAMES[msg.mtype]} {coap.code_text(msg.code)} is not a request")
-            return
-        if self.workers > 1 and not handed_over:
-            owner = self._owner(msg.payload)
-            if owner != self.worker:
-                self._hand_over(owner, data, addr)
-                return
-        key = (addr, msg.mid)
+            return False
+        if msg.code != coap.EMPTY and coap.is_request(msg.code):
+            return True
+        if msg.mtype == coap.CON:
+            self._send(coap.reset(msg.mid), addr)  # an Empty CON is a CoAP ping (§4.3)
+        if msg.code == coap.EMPTY and msg.mtype == coap.CON:
+            self._finish("ping", addr)
+        else:
+            self._finish("rejected", addr, reason="bad-coap",
+                         detail=f"{coap.TYPE_NAMES[msg.mtype]} {coap.code_text(msg.code)} is not a request")
+        return False
+
+    def _handed_to_owner(self, msg: coap.Message, data: bytes, addr: Any) -> bool:
+        """With N workers: a frame of another worker's device goes to that worker, undecoded."""
+        owner = self._owner(msg.payload)
+        if owner == self.worker:
+            return False
+        self._hand_over(owner, data, addr)
+        return True
+
+    def _retransmission(self, msg: coap.Message, key: tuple, addr: Any) -> bool:
+        """Message-id deduplication: a message id seen before gets the cached answer again (or
+        none yet, while its frame waits for the commit)."""
         cached = self._cache.get(key)
-        if cached is not None:
-            if cached is not PENDING and msg.mtype == coap.CON:
-                self._send(cached, addr)
-            self._finish("retransmission", addr)
-            return
+        if cached is None:
+            return False
+        if cached is not PENDING and msg.mtype == coap.CON:
+            self._send(cached, addr)
+        self._finish("retransmission", addr)
+        return True
+
+    def _refused_request(self, msg: coap.Message, addr: Any) -> bool:
+        """Request check: method, path, options (exchange.check_request)."""
         problem = check_request(msg)
-        if problem is not None:
-            self._answer(msg, addr, problem[0], problem[1].encode())
-            self._finish("rejected", addr, reason=problem[1], code=problem[0])
-            return
+        if problem is None:
+            return False
+        self._answer(msg, addr, problem[0], problem[1].encode())
+        self._finish("rejected", addr, reason=problem[1], code=problem[0])
+        return True
+
+    def _verify(self, msg: coap.Message, addr: Any) -> Frame | None:
+        """Frame verification (MAC, kind, SenML, device); a refused frame is answered 4.01 or 4.00."""
         try:
-            frame = self._verifier.verify(msg.payload)
+            return self._verifier.verify(msg.payload)
         except FrameRejected as exc:
             c = coap.UNAUTHORIZED if exc.reason in _UNAUTHORIZED else coap.BAD_REQUEST
             self._answer(msg, addr, c, exc.reason.encode())
             self._finish("rejected", addr, reason=exc.reason, code=c, detail=exc.detail)
-            return
         except Exception:
             # A bug in the decoder, hit by some datagram: say so loudly, answer 5.00, keep serving
             # the other nodes. The hostile-input tests require this to stay at zero.
             log.exception("verifying a frame from %s failed unexpectedly", format_source(addr))
             self._answer(msg, addr, coap.INTERNAL_SERVER_ERROR, b"internal-error")
             self._finish("failed", addr, reason="internal-error", code=coap.INTERNAL_SERVER_ERROR)
-            return
+        return None
+
+    def _replay_window(self, msg: coap.Message, key: tuple, addr: Any, frame: Frame) -> None:
+        """Replay window: a new frame joins the batch; the same frame again waits with it or is
+        answered 2.03; another frame with a taken counter is a replay."""
         device, kid, counter = frame.kid[:6], frame.kid, frame.counter
         wkey = (kid, counter)
         if self._window.accept(kid, counter):
             waiting = _Waiting(StoreItem(frame, msg.payload, time.time(), format_source(addr),
-                                         self._names.get(device, "")), [(msg, addr)])
+                                         self._keys.name(device)), [(msg, addr)])
             self._waiting[wkey] = waiting
             self._cache.put(key, PENDING)
             self._enqueue(waiting)
@@ -527,15 +432,7 @@ class Gateway:
         return owner_of(kid[:6], self.workers)
 
     def _hand_over(self, owner: int, data: bytes, addr: Any) -> None:
-        host = addr[0].encode()
-        scope = addr[3] if len(addr) > 3 else 0
-        peer = self._peers.get(owner)
-        if peer is None:
-            peer = self._peers[owner] = _PeerLink(self._loop, handover_address(self.group, owner))
-        if peer.send(_HANDOVER_HEADER.pack(len(host), addr[1], scope) + host + data):
-            self._count("handed_over")
-        else:
-            self._count("hand_over_dropped")
+        self._count("handed_over" if self._peers.send(owner, data, addr) else "hand_over_dropped")
 
     # -- batching and commit ---------------------------------------------------------------------
 
@@ -639,7 +536,7 @@ class Gateway:
         self._count(f"rejected.{reason}" if outcome == "rejected" else outcome)
         if self._subscribers:
             if frame is not None and not node:
-                node = self._names.get(frame.kid[:6], "")
+                node = self._keys.name(frame.kid[:6])
             event = GatewayEvent(outcome, addr, time.time(), reason, code, frame, node, command_id, detail)
             for callback in list(self._subscribers):
                 try:
@@ -656,47 +553,13 @@ class Gateway:
         return Health(self.worker, os.getpid(), format_source((host, port)), self.started or time.time(),
                       batch_pending=len(self._batch), exchanges=len(self._cache), dedup_bytes=self._cache.bytes)
 
-    # -- keys and housekeeping -------------------------------------------------------------------
-
-    def _lookup(self, kid: bytes) -> tuple[bytes, int] | None:
-        found = self.keys.lookup(kid)
-        if found is None:
-            # A node provisioned a moment ago sends its boot frame at once: look at the keystore
-            # file now (one stat when it has not changed) rather than at the next housekeeping.
-            self._reload_keys()
-            found = self.keys.lookup(kid)
-        return found
-
-    def _mtime(self) -> tuple[int, int, int] | None:
-        """The keystore file's version: a rewrite changes its mtime (and inode), a chmod its ctime."""
-        try:
-            st = self.keys.path.stat() if self.keys.path else None
-        except OSError:
-            return None
-        return (st.st_mtime_ns, st.st_ctime_ns, st.st_ino) if st else None
-
-    def _reload_keys(self) -> None:
-        """Picks up nodes provisioned while the gateway runs (the keystore file changed)."""
-        mtime = self._mtime()
-        if mtime is None or mtime == self._keys_mtime:
-            return
-        try:
-            keys = Keystore.load(self.keys.path, exposed=self._keys_exposed)
-        except Exception as exc:
-            # A half-written or refused file: keep the old keys, and try again (and say so again)
-            # only when the file changes, not at every lookup.
-            self._keys_mtime = mtime
-            log.warning("keystore reload failed, keeping the keys loaded before: %s", exc)
-            return
-        self.keys, self._keys_mtime = keys, mtime
-        self._names = {e.device: e.name for e in keys}
-        log.info("keystore reloaded: %d keys", len(keys))
+    # -- housekeeping ----------------------------------------------------------------------------
 
     async def _housekeeping_loop(self) -> None:
         while True:
             await asyncio.sleep(self.health_interval)
             self._cache.purge()
-            self._reload_keys()
+            self._keys.reload()
             deltas = self._take_unsaved()
             try:
                 await self._loop.run_in_executor(self._executor, self._store.housekeeping, deltas, self._health())
@@ -704,64 +567,3 @@ class Gateway:
                 log.warning("health write failed: %s", exc)
                 for k, v in deltas.items():
                     self._unsaved[k] = self._unsaved.get(k, 0) + v
-
-
-class GatewayThread:
-    """A Gateway on its own event loop in a background thread (tests, the demo).
-
-    ``with GatewayThread(keys, db, ("127.0.0.1", 0)) as gt: gt.address`` — subscribers' callbacks
-    run on the gateway's thread; hand events over with a queue.Queue.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.gateway = Gateway(*args, **kwargs)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-
-    def start(self, timeout: float = 30) -> GatewayThread:
-        self._thread = threading.Thread(target=self._run, name="fieldnode-gateway", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            raise TimeoutError("gateway did not start")
-        if self._error is not None:
-            raise self._error
-        return self
-
-    def _run(self) -> None:
-        loop = self._loop = asyncio.new_event_loop()
-        try:
-            loop.run_until_complete(self.gateway.start())
-        except BaseException as exc:
-            self._error = exc
-            self._ready.set()
-            loop.close()
-            return
-        self._ready.set()
-        loop.run_forever()
-        loop.close()
-
-    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Runs fn(*args) on the gateway's loop and returns its result (awaited if a coroutine)."""
-        async def run() -> Any:
-            result = fn(*args)
-            return await result if asyncio.iscoroutine(result) else result
-        return asyncio.run_coroutine_threadsafe(run(), self._loop).result()
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return self.gateway.address
-
-    def stop(self) -> None:
-        if self._loop is None or not self._loop.is_running():
-            return
-        asyncio.run_coroutine_threadsafe(self.gateway.stop(), self._loop).result()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-
-    def __enter__(self) -> GatewayThread:
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()

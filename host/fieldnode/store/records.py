@@ -1,0 +1,46 @@
+"""What the gateway hands the store's writer and what it gets back, whatever the engine."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..wire.frame import Frame, ReplayWindow
+
+# Counters this far below a key's highest stored one are replays without a look at the frames.
+REPLAY_SPAN = ReplayWindow.SIZE
+
+
+@dataclass(slots=True)
+class StoreItem:
+    """One verified frame for the writer, with what the writer needs besides the frame."""
+    frame: Frame
+    raw: bytes
+    received: float
+    source: str
+    node: str  # the node's name from the keystore, or ''
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What the writer made of an item: 'stored', 'duplicate' (same device+counter+tag already
+    stored), 'replay' (the counter is taken by another frame or is below the stored window) or
+    'unstorable' (the database refused the frame's values; nothing of it is stored)."""
+    status: str
+    command_id: int | None = None
+    command: bytes | None = None
+
+
+@dataclass
+class Health:
+    worker: int
+    pid: int
+    listen: str
+    started: float
+    batch_pending: int = 0
+    exchanges: int = 0
+    stopped: float | None = None
+    dedup_bytes: int = 0  # the message deduplication cache's memory (MessageCache.bytes)
+
+
+# (frame, node name, frame.records()) -> [(topic, payload)] for the MQTT outbox; None when MQTT is off.
+OutboxRows = Callable[[Frame, str, "list[dict]"], "list[tuple[str, str]]"]
