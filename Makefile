@@ -33,8 +33,12 @@ $(SYSSTAMP): scripts/install-system-deps
 
 system-deps: $(SYSSTAMP)
 
+# Tests run in parallel (pytest-xdist): most of them wait on a MicroPython process, a pty or a
+# socket, so more workers than cores pays. TEST_WORKERS=0 runs them in one process.
+TEST_WORKERS ?= 4
+
 test: $(STAMP) $(SYSSTAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist load
 
 demo: $(STAMP)
 	$(BIN)/fieldnode demo $(ARGS)

@@ -61,3 +61,9 @@ def micropython(tmp_path: Path) -> MicroPython:
 @pytest.fixture(scope="session")
 def vectors() -> dict:
     return json.loads(VECTORS.read_text())
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The slow tests first (a stable sort keeps the rest in order): with -n each starts on a
+    # worker of its own at once, instead of one worker running it alone at the end.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -201,6 +201,7 @@ OUTAGE_S = 9 * BACKOFF_S
 CHECKS = 37  # looks at the gateway during the outage, as many as every 5 s of 185 s
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_wifi_outage_of_minutes_every_reading_arrives_once_and_in_order(site):
     # Two sensors five times a second: ~450 frames during the outage, so the spool is raised above that.
@@ -590,6 +591,7 @@ def image_spool(node: VirtualNode, verifier: Verifier) -> tuple[dict[int, Frame]
     return spool, cut
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_kill_9_at_100_random_moments_keeps_state_consistent_and_counters_ahead(site):
     # Ten frames a second into a spool of 16 while the link is down: spool files, and the loss
