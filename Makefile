@@ -33,8 +33,13 @@ $(SYSSTAMP): scripts/install-system-deps
 
 system-deps: $(SYSSTAMP)
 
+# Tests run in parallel (pytest-xdist): most of them wait on a MicroPython process, a pty or a
+# socket, so more workers than cores pays. Handed out one or two at a time (--maxschedchunk 1),
+# so a worker never queues many tests behind a slow one. TEST_WORKERS=0 runs them in one process.
+TEST_WORKERS ?= 6
+
 test: $(STAMP) $(SYSSTAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist load --maxschedchunk 1
 
 demo: $(STAMP)
 	$(BIN)/fieldnode demo $(ARGS)

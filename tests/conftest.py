@@ -61,3 +61,18 @@ def micropython(tmp_path: Path) -> MicroPython:
 @pytest.fixture(scope="session")
 def vectors() -> dict:
     return json.loads(VECTORS.read_text())
+
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The slow tests first, each followed by one other test (the rest keep their order): xdist's
+    # load scheduler hands a worker at least two tests at a time, so with -n each slow test
+    # starts at once on a worker of its own instead of queueing behind another.
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    rest = [item for item in items if not item.get_closest_marker("slow")]
+    head = []
+    for item in slow:
+        head.append(item)
+        if rest:
+            head.append(rest.pop(0))
+    items[:] = head + rest

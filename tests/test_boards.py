@@ -39,11 +39,24 @@ def good():
     (lambda d: d["sensors"][0].update(driver="bmp180"), "driver: 'bmp180' is not one of"),
     (lambda d: d.update(health_s=0), "health_s: a positive number of seconds"),
     (lambda d: d.update(low_heap_bytes="16K"), "low_heap_bytes: a whole number of bytes"),
+    (lambda d: d.update(watchdog_s=1), "watchdog_s: a whole number of seconds from 2 to 3600"),
+    (lambda d: d.update(watchdog_s=2.5), "watchdog_s: a whole number of seconds from 2 to 3600"),
+    (lambda d: d.update(uplink_stall_s=0), "uplink_stall_s: a whole number of seconds from 2 to 3600"),
+    (lambda d: d.update(uplink_backoff_max_s=True), "uplink_backoff_max_s: a whole number of seconds from 1 to"),
+    (lambda d: d.update(wifi_backoff_max_s=60), "wifi_backoff_max_s: a whole number of seconds from 1 to 30"),
+    (lambda d: d.update(uplink_stall_s=30), "uplink_stall_s: 30 s must be more than the uplink's longest quiet spell"),
+    (lambda d: d.update(uplink_stall_s=5, uplink_backoff_max_s=2), "longest quiet spell, 10 s (uplink_backoff_max_s"),
 ])
 def test_each_mistake_is_named(good, mutate, expected):
     mutate(good)
     problems = validate_board(good)
     assert any(expected in p for p in problems), problems
+
+
+def test_shrunk_timing_settings_that_keep_the_uplink_watched_are_valid(good):
+    # What the tests use: a watchdog and backoffs of seconds, a stall above every quiet spell.
+    good.update(watchdog_s=2, uplink_stall_s=3, uplink_backoff_max_s=2, key_retry_max_s=2, wifi_backoff_max_s=1)
+    assert validate_board(good) == []
 
 
 def test_check_help_states_the_exit_status_it_returns(tmp_path, good, capsys):

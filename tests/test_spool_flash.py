@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 import spool_flash  # noqa: E402
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_devkitc_spool_meets_room_and_wear_targets_counted_in_the_simulated_flash(tmp_path, monkeypatch):
     monkeypatch.setenv("FIELDNODE_WIFI_PASSWORD", "sim")  # read by `fieldnode provision --wifi`

@@ -22,9 +22,11 @@ from fnode.stamp import age
 
 VERSION = "0.1.0"
 BOARD_FILE = "board.json"
-WDT_TIMEOUT_MS = 30000
+# Defaults of the board's timing settings (docs/firmware.md, "Timing settings"); a board file
+# may shrink them (the tests do, to keep their meaning at a smaller scale) or stretch them.
+WDT_TIMEOUT_MS = 30000  # board "watchdog_s"
 FAILSAFE_AFTER_S = 300  # default silence from the gateway before actuators go to failsafe
-UPLINK_STALL_MS = 60000  # the uplink's longest quiet spell is its 30 s retry backoff
+UPLINK_STALL_MS = 60000  # board "uplink_stall_s": the uplink's longest quiet spell is its 30 s retry backoff
 watchdog = None  # the running machine.WDT: `fieldnode flash --app-only` feeds it from the raw REPL
 SPOOL_FRAMES = 65536  # default store-and-forward bound (board "spool_frames"); flash: board "spool_kb" (docs/firmware.md)
 _RESET_NAMES = (
@@ -105,6 +107,7 @@ class Node:
         self.progress = {}  # sensor name -> ticks_ms of its last completed sample
         self.stopped = None  # name of a task that ended (an exception escaped it): reset
         self.started = time.ticks_ms()
+        self.stall_ms = board.get("uplink_stall_s", UPLINK_STALL_MS // 1000) * 1000
         self.heap = Heap(board.get("low_heap_bytes", LOW_HEAP_BYTES))  # after the drivers: what is left
 
     def boot_frame(self):
@@ -290,7 +293,7 @@ class Node:
         # starting).
         if self.stopped is not None:
             return self.stopped
-        if time.ticks_diff(now, self.uplink.beat) > UPLINK_STALL_MS:
+        if time.ticks_diff(now, self.uplink.beat) > self.stall_ms:
             return "uplink"
         for sensor in self.sensors:
             last = self.progress.get(sensor.name, self.started)
@@ -404,6 +407,7 @@ async def main():
         return
     ssid, password = cfg.wifi()
     link = Link(ssid, password)
+    link.backoff_max_ms = board.get("wifi_backoff_max_s", link.backoff_max_ms // 1000) * 1000
     gateway, bad_gateway = checked_gateway(cfg)
     # A node meant for a gateway spools even while its setting is unusable: provisioned again,
     # it delivers what it measured meanwhile.
@@ -414,10 +418,11 @@ async def main():
                       budget=kb * 1024 if kb else None, after_ms=board.get("spool_after_ms", 1000))
     uplink = Uplink(gateway, link, spool)
     uplink.key_retry_max_ms = board.get("key_retry_max_s", 30) * 1000
+    uplink.backoff_max_ms = board.get("uplink_backoff_max_s", uplink.backoff_max_ms // 1000) * 1000
     # The watchdog starts before the drivers touch their buses: a bus still held after the reset
     # (a slave that keeps SDA low) must end in another reset, not in a start-up that never ends.
     global watchdog
-    wdt = watchdog = machine.WDT(timeout=WDT_TIMEOUT_MS)
+    wdt = watchdog = machine.WDT(timeout=board.get("watchdog_s", WDT_TIMEOUT_MS // 1000) * 1000)
     node = Node(board, cfg, uplink)
     uplink.on_event = node.emit_event
     uplink.submit(node.boot_frame())

@@ -24,6 +24,7 @@ _CONSOLE_PREFIX = b"FN1 "
 _RX_MAX = 1280  # the largest datagram read: an IPv6 minimum MTU's worth, as RFC 7252 §4.6 sizes them
 _UNKNOWN_KID = b"unknown-kid"
 KEY_RETRY_MAX_MS = 30000  # default bound of the backoff while the gateway does not know the key
+BACKOFF_MAX_MS = 30000  # default bound of the backoff while the gateway is silent (board "uplink_backoff_max_s")
 _BEAT_MS = const(10000)  # a long backoff still shows the watchdog signs of life this often
 
 
@@ -49,6 +50,7 @@ class Uplink:
         self.timeouts = 0
         self.beat = time.ticks_ms()  # the sender's last sign of life, for the watchdog
         self.key_retry_max_ms = KEY_RETRY_MAX_MS
+        self.backoff_max_ms = BACKOFF_MAX_MS
         self.on_event = None  # called (event, name, unit, value) to send an event frame
         self.unknown_kid = 0  # 4.01 unknown-kid answers since the gateway last took a frame
         self.unknown_since = None  # ticks_ms of the first of them (aged: at most 3.1 days back)
@@ -101,7 +103,7 @@ class Uplink:
             code = await self.exchange(head[1])
             if code is None or code >= _SERVER_ERROR:  # no answer, or 5.xx: keep the frame
                 self.timeouts += 1
-                backoff = min(backoff * 2 or 1000, 30000)
+                backoff = min(backoff * 2 or 1000, self.backoff_max_ms)
                 await asyncio.sleep_ms(backoff)
                 continue
             if code == coap.UNAUTHORIZED and self._reason() == _UNKNOWN_KID:

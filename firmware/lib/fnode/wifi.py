@@ -2,7 +2,7 @@
 import network
 import time
 
-_BACKOFF_MS = (1000, 2000, 5000, 10000, 30000)
+_BACKOFF_MS = (1000, 2000, 5000, 10000, 30000)  # each step at most the board's "wifi_backoff_max_s"
 # Association, the WPA handshake and DHCP take seconds on a real access point. connect() again
 # meanwhile starts them over (ports/esp32/network_wlan.c), so the link waits this long on
 # STAT_CONNECTING before it starts again; the ESP32 driver retries by itself in between.
@@ -17,6 +17,7 @@ class Link:
         self.attempt = 0
         self.next_try = 0
         self.drops = 0
+        self.backoff_max_ms = _BACKOFF_MS[-1]
         self._was_up = False
         self._connecting_since = None  # ticks_ms when STAT_CONNECTING was first seen
 
@@ -44,7 +45,7 @@ class Link:
                 self._connecting_since = now
             except OSError:
                 pass
-            delay = _BACKOFF_MS[min(self.attempt, len(_BACKOFF_MS) - 1)]
+            delay = min(_BACKOFF_MS[min(self.attempt, len(_BACKOFF_MS) - 1)], self.backoff_max_ms)
             self.attempt += 1
             self.next_try = time.ticks_add(now, delay)
         return False

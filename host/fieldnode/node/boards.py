@@ -124,6 +124,40 @@ class _Pins:
         used[value] = where
 
 
+# The node's timing settings (docs/firmware.md, "Timing settings"): key -> (default, low, high,
+# what it bounds). Whole seconds. Tests shrink them to keep their meaning at a smaller scale.
+TIMINGS: dict[str, tuple[int, int, int, str]] = {
+    # fed once a second: a shorter timeout would reset a healthy node
+    "watchdog_s": (30, 2, 3600, "the hardware watchdog's timeout"),
+    "uplink_stall_s": (60, 2, 3600, "how long the uplink's loop may go quiet before the watchdog stops being fed"),
+    "uplink_backoff_max_s": (30, 1, 3600, "longest pause between tries while the gateway does not answer"),
+    # the Wi-Fi retries step 1, 2, 5, 10, 30 s: a larger bound would change nothing
+    "wifi_backoff_max_s": (30, 1, 30, "longest pause between Wi-Fi connection attempts"),
+}
+UPLINK_BEAT_S = 10  # a key-retry pause shows the watchdog signs of life this often (fnode.uplink _BEAT_MS)
+
+
+def timing_problems(doc: dict[str, Any]) -> list[str]:
+    """The timing settings: each in its range, and the uplink's longest quiet spell (a backoff, or
+    a slice of a key-retry pause) shorter than the stall the watchdog allows it."""
+    problems = []
+    for key, (default, low, high, what) in TIMINGS.items():
+        value = doc.get(key, default)
+        if type(value) is not int or not low <= value <= high:
+            problems.append(f"{key}: a whole number of seconds from {low} to {high} ({what})")
+    if problems:
+        return problems
+    stall = doc.get("uplink_stall_s", TIMINGS["uplink_stall_s"][0])
+    backoff = doc.get("uplink_backoff_max_s", TIMINGS["uplink_backoff_max_s"][0])
+    key_retry = doc.get("key_retry_max_s", 30)
+    quiet = max(backoff, min(key_retry, UPLINK_BEAT_S) if type(key_retry) is int else UPLINK_BEAT_S)
+    if stall <= quiet:
+        problems.append(f"uplink_stall_s: {stall} s must be more than the uplink's longest quiet spell, {quiet} s "
+                        f"(uplink_backoff_max_s, or key_retry_max_s up to {UPLINK_BEAT_S} s), or the watchdog "
+                        f"resets a node that is only waiting")
+    return problems
+
+
 def validate_board(doc: Any) -> list[str]:
     if not isinstance(doc, dict):
         return ["the file must hold a JSON object"]
@@ -320,3 +354,4 @@ def _check_settings(doc: dict[str, Any], problems: list[str]) -> None:
     low = doc.get("low_heap_bytes", 16384)
     if type(low) is not int or low < 0:
         problems.append("low_heap_bytes: a whole number of bytes, 0 or more (free heap below it raises heap.low)")
+    problems.extend(timing_problems(doc))

@@ -19,7 +19,9 @@ before the process ends itself; the supervisor starts the next boot with that ca
 FIELDNODE_SIM_RESET, which machine.reset_cause() reports. A process that exits by itself
 (Ctrl-D or sys.exit() at the REPL) is a soft reset, as on a board; one killed by a signal with no
 reason written has crashed and restarts as a hard reset (three crashes in ten seconds: it stays
-down). kill() is a power cut: no restart until power_on(), which boots with PWRON_RESET.
+down). kill() is a power cut: no restart until power_on(), which boots with PWRON_RESET. So is
+the reason "poweroff", which the node writes when the write world.json's "power_cut_after_writes"
+names comes (simnode.writing): wait_off() returns once it is off.
 """
 from __future__ import annotations
 
@@ -346,6 +348,12 @@ class VirtualNode:
                                      f"{self.console_tail(300)!r}")
             return list(self.boots)
 
+    def wait_off(self, timeout: float = 10.0) -> None:
+        """Returns once the node is off (a power cut it was asked to make at a write)."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: not self._power and self._proc is None, timeout):
+                raise TimeoutError(f"{self.node_dir.name}: still {self.state} after {timeout} s")
+
     def output_mark(self) -> int:
         """The console offset now: pass it to wait_output() to look only at what follows."""
         with self._cond:
@@ -654,8 +662,11 @@ class VirtualNode:
                 marker.unlink()
             except FileNotFoundError:
                 reason = []
+            if reason[:1] == ["poweroff"]:
+                self._power = False
             if not self._power:
                 self.state = "off"
+                self._cond.notify_all()
                 return
             if reason:
                 cause = reason[0]

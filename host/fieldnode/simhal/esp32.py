@@ -102,6 +102,7 @@ class NVS:
             self._persist()
 
     def _persist(self):
+        simnode.writing()
         _disk[self.ns] = dict(self._items)
         simnode.write_json(_FILE, _disk)
 
@@ -210,5 +211,4 @@ class Partition:
 
     def __repr__(self):
         t, st, addr, size, label = self._row
-        return "<Partition type=%d, subtype=%d, address=%d, size=%d, label=%s, encrypted=0>" % (
-            t, st, addr, size, label)
+        return f"<Partition type={t}, subtype={st}, address={addr}, size={size}, label={label}, encrypted=0>"

@@ -9,7 +9,8 @@
 #   rtc.json      RTC memory and clock offset: survives resets, not power cuts (the host deletes it)
 #   outputs.json  output pins and PWM channels as the firmware last set them
 #   reset         written just before the process ends itself: why ("wdt", "hard", "soft",
-#                 "deepsleep <ms>"); the host reads it to start the next boot with that cause
+#                 "deepsleep <ms>"); the host reads it to start the next boot with that cause,
+#                 or "poweroff" (a power cut the host asked for, see writing()): it stays off
 import os
 
 import simroot
@@ -18,6 +19,7 @@ DIR = simroot.host_path(os.getenv("FIELDNODE_SIM_NODE") or os.getcwd())
 RESET_FILE = DIR + "/reset"
 _config = None
 _outputs = None
+_cut_in = None  # writes left before the power cut the host asked for (see writing)
 
 
 def path(name):
@@ -82,6 +84,22 @@ def end(reason, detail=None):
     import time
     while True:
         time.sleep_ms(1000)
+
+
+def writing():
+    # Called just before each flash program and NVS write reaches its file. With world.json
+    # "power_cut_after_writes": N the power goes just before the Nth write from the one where the
+    # node first saw it (a value there at boot counts from the first write), so a test cuts a
+    # write short at a point it names, not wherever a wall-clock kill happens to land.
+    global _cut_in
+    if _cut_in is None:
+        import simworld  # here: simworld imports this module
+        _cut_in = simworld.value("power_cut_after_writes")
+        if _cut_in is None:
+            return
+    _cut_in -= 1
+    if _cut_in <= 0:
+        end("poweroff")
 
 
 def soft_end():

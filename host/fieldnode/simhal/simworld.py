@@ -23,6 +23,8 @@
 #                                        transaction there blocks until the key is removed
 #   "ticks_skip_ms": 86400000            added to the node's ticks_ms: raise it to jump the
 #                                        node's tick clock forward (simclock)
+#   "power_cut_after_writes": 3          the power goes just before the 3rd flash program or NVS
+#                                        write from when the node sees the key (simnode.writing)
 import os
 from simclock import host as time  # not the node's ticks: those read this module
 import simnode
