@@ -53,7 +53,8 @@ from fieldnode.gateway import GatewayThread  # noqa: E402
 from fieldnode.gateway.mqtt import ReadingMessages  # noqa: E402
 from fieldnode.gateway.server import _HANDOVER_HEADER, Gateway, handover_address  # noqa: E402
 from fieldnode.gateway.store import Health, Store, StoreItem, create_shards, owner_of  # noqa: E402
-from support.gateway_peers import Nodes, free_port  # noqa: E402
+from support.gateway_peers import Nodes  # noqa: E402
+from support.ports import claimed_port  # noqa: E402
 from support.senders import run_closed, run_paced  # noqa: E402
 
 # The reference frame's readings (vector telemetry-6), for the store figures.
@@ -242,13 +243,13 @@ def bench_aiocoap_noop(n: int, per_node: int) -> dict:
         async def main() -> None:
             site = resource.Site()
             site.add_resource(["f"], Noop())
-            port = free_port(socket.SOCK_DGRAM)
-            ctx = await aiocoap.Context.create_server_context(site, bind=("127.0.0.1", port))
-            state["addr"], state["ctx"], state["loop"] = ("127.0.0.1", port), ctx, asyncio.get_running_loop()
-            state["stop"] = asyncio.Event()
-            ready.set()
-            await state["stop"].wait()
-            await ctx.shutdown()
+            with claimed_port() as port:  # aiocoap does not say which port a port-0 bind got
+                ctx = await aiocoap.Context.create_server_context(site, bind=("127.0.0.1", port))
+                state["addr"], state["ctx"], state["loop"] = ("127.0.0.1", port), ctx, asyncio.get_running_loop()
+                state["stop"] = asyncio.Event()
+                ready.set()
+                await state["stop"].wait()
+                await ctx.shutdown()
         asyncio.run(main())
 
     th = threading.Thread(target=serve, daemon=True)

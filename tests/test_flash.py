@@ -58,19 +58,6 @@ def firmware(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def roms():
-    made: list[EspRomEmulator] = []
-
-    def make(*args, **kwargs) -> EspRomEmulator:
-        made.append(EspRomEmulator(*args, **kwargs))
-        return made[-1]
-
-    yield make
-    for rom in made:
-        rom.close()
-
-
 def flash(*ports: str, app_dir: Path, extra: list[str] = ()) -> int:
     args = ["flash", "--app-dir", str(app_dir), "--baud", "921600", *extra]
     for port in ports:

@@ -6,7 +6,6 @@ import os
 import pty
 import re
 import signal
-import socket
 import sqlite3
 import stat
 import subprocess
@@ -29,7 +28,8 @@ from fieldnode.node.keystore import Keystore
 from fieldnode.sim.fleet import install_app, sim_unique_id
 from fieldnode.sim.vnode import VirtualNode
 from fieldnode.infra.paths import BOARDS_DIR
-from support.gateway_peers import Client, Nodes, free_port
+from support.gateway_peers import Client, Nodes
+from support.proclines import ProcessLines
 from support.nodesite import console_counters, console_since, wait_for
 
 FIELDNODE = str(Path(sys.executable).parent / "fieldnode")
@@ -71,13 +71,13 @@ def test_provision_proves_and_records_the_key(node, tmp_path, capsys):
     assert entry.fingerprint in out.out + out.err
     assert "provisioned" in out.out
     # provision restarted the application, which now signs with that key: its frames verify.
-    node.wait_output(b"FN1 ", timeout=30, since=mark)
+    wait_for(lambda: console_counters(node, mark), timeout=30, what="a frame after provisioning")
     capture = tmp_path / "console.log"
-    node.wait_output(b"FN1 ", timeout=30, since=node.output_mark())
-    capture.write_bytes(node.console_tail(20000))
-    assert main(["decode", str(capture), "--json", "--keys", str(keys)]) in (0, 1)
+    text = console_since(node, mark)
+    capture.write_bytes(text[:text.rindex(b"\n") + 1])  # whole lines only
+    assert main(["decode", str(capture), "--json", "--keys", str(keys)]) == 0  # every frame verifies
     frames = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert any(f["status"] == "ok" and f["device"] == node.unique_id.hex() for f in frames)
+    assert frames and all(f["status"] == "ok" and f["device"] == node.unique_id.hex() for f in frames), frames
 
 
 def test_existing_key_is_refused_and_nothing_changes(node, tmp_path, capsys):
@@ -155,7 +155,7 @@ def test_failed_proof_unstages_and_records_nothing(node, tmp_path, capsys, monke
     capture = tmp_path / "console.log"
     text = console_since(node, mark)
     capture.write_bytes(text[:text.rindex(b"\n") + 1])  # whole lines only
-    assert main(["decode", str(capture), "--json", "--keys", str(keys)]) in (0, 1)
+    assert main(["decode", str(capture), "--json", "--keys", str(keys)]) == 0  # every frame verifies
     frames = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert frames and all(f["status"] == "ok" and f["kid"] == entry.kid.hex() for f in frames), frames
 
@@ -360,13 +360,12 @@ def test_monitor_udp_verifies_datagrams_and_counts_rejections(tmp_path):
     (unknown-kid), a tampered one (bad-mac) and garbage are rejected by reason, never printed."""
     nodes = Nodes(tmp_path / "keys.json", n=2)
     stranger = Nodes(tmp_path / "other.json", n=1, first=9)
-    port = free_port(socket.SOCK_DGRAM)
-    proc = subprocess.Popen([FIELDNODE, "monitor", "--udp", f"127.0.0.1:{port}", "--keys", str(nodes.path),
-                             "--json", "--duration", "5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen([FIELDNODE, "monitor", "--udp", "127.0.0.1:0", "--keys", str(nodes.path),
+                             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert "listening on udp 127.0.0.1:" in proc.stderr.readline()
-        sender = Client(("127.0.0.1", port))
+        listening = proc.stderr.readline()
+        assert "listening on udp 127.0.0.1:" in listening
+        sender = Client(("127.0.0.1", int(listening.rsplit(":", 1)[1])))  # the port the kernel gave it
         tampered = bytearray(nodes.frame(1, counter=7))
         tampered[-12] ^= 0x01
         for datagram in (nodes.frame(0, counter=1),  # bare, as a tap on a mirror port sees it
@@ -375,7 +374,11 @@ def test_monitor_udp_verifies_datagrams_and_counts_rejections(tmp_path):
                          nodes.frame(0, counter=1)):  # the same frame again: a replay
             sender.send(datagram)
         sender.close()
-        out, err = proc.communicate(timeout=30)
+        lines = ProcessLines(proc)
+        lines.wait("stderr", lambda err: sum(line.startswith("rejected: ") for line in err) == 5, "5 rejections")
+        lines.wait("stdout", lambda out: len(out) == 2, "2 frames")
+        proc.send_signal(signal.SIGINT)  # what is printed then is all it had
+        out, err = lines.finish()
     finally:
         proc.kill()
     frames = [json.loads(line) for line in out.splitlines()]
@@ -405,23 +408,30 @@ def test_monitor_survives_unplug_and_replug(tmp_path, vectors):
         os.close(slave)
         return master
 
+    def printed(counter: int) -> None:
+        lines.wait("stdout", lambda out: any(json.loads(line)["counter"] == counter for line in out),
+                   f"frame {counter} printed")
+
     master = plug()
-    proc = subprocess.Popen([FIELDNODE, "monitor", "--port", str(link), "--keys", str(keys), "--json",
-                             "--duration", "8"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([FIELDNODE, "monitor", "--port", str(link), "--keys", str(keys), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = ProcessLines(proc)
     try:
-        time.sleep(1.0)
+        lines.wait_for_text("stderr", f"reading {link}")  # opened (what a port had before is dropped)
         os.write(master, encode_console_line(bytes.fromhex(case["frame"])))
-        time.sleep(0.5)
+        printed(42)
         os.close(master)  # unplugged
         link.unlink()
-        time.sleep(1.5)
+        lines.wait_for_text("stderr", "disconnected")
         master = plug()
-        time.sleep(1.5)  # the monitor reopens the port
+        lines.wait_for_text("stderr", "is back")
         from fieldnode.wire.frame import build_frame
         again = build_frame(bytes.fromhex(case["key"]), bytes.fromhex(case["kid"]), 4, 43, 0, case["bn"],
                             case["bt"], case["records"])
         os.write(master, encode_console_line(again))
-        out, err = proc.communicate(timeout=30)
+        printed(43)
+        proc.send_signal(signal.SIGINT)
+        out, err = lines.finish()
     finally:
         proc.kill()
         os.close(master)
