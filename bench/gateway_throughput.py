@@ -266,6 +266,42 @@ def bench_aiocoap_noop(n: int, per_node: int) -> dict:
     return {str(n): r}
 
 
+def bench_hostile(n_datagrams: int, rounds: int = 3) -> dict:
+    """Hostile datagrams (support/hostile.py: malformed, truncated, tampered, replayed, foreign,
+    oversized, odd CoAP) refused per second, fed straight into a running gateway's datagram handler
+    on its event loop, as test_gateway_hostile's direct phase does; every round's figure."""
+    import random
+    from support.hostile import Attacks, request
+    rates = []
+    with tempfile.TemporaryDirectory() as tmp:
+        nodes = Nodes(Path(tmp) / "site.json", n=3)
+        attacks = Attacks(nodes, Nodes(Path(tmp) / "stranger.json", n=1, first=99))
+        kinds = [k for k in Attacks.KINDS if k != "retransmit"]
+        for k in range(rounds):
+            with GatewayThread(nodes.keystore(), Path(tmp) / f"hostile-{k}.db", ("127.0.0.1", 0),
+                               synchronous="NORMAL") as gt:
+                real = ("127.0.0.1", 9)
+                for i in range(3):  # the material the attacks tamper with, replay and duplicate
+                    frame = nodes.frame(i)
+                    attacks.sent.append(frame)
+                    gt.call(gt.gateway.datagram_received, request(frame, i), real)
+                r = random.Random(k)
+                sources = [("127.0.0.1", 20000 + s) for s in range(3)]
+                datagrams = [attacks.build(r.choice(kinds), r.getrandbits(32), n & 0xFFFF, sources[n % 3])[:2]
+                             for n in range(n_datagrams)]
+
+                def feed(gw=gt.gateway, datagrams=datagrams) -> None:
+                    for data, addr in datagrams:
+                        gw.datagram_received(data, addr)
+
+                t = time.perf_counter()
+                gt.call(feed)
+                gt.call(gt.gateway.drain)
+                rates.append(round(n_datagrams / (time.perf_counter() - t)))
+    print(f"hostile datagrams refused: {', '.join(f'{x:,}' for x in rates)} /s (rounds)")
+    return {"datagrams": n_datagrams, "per_s_rounds": rates}
+
+
 def bench_node_sweep(start: int, limit: int, seconds: int) -> dict:
     """Paced load (one frame a second per node) at doubling node counts until a run loses a frame,
     needs a retransmission, or reaches `limit`: the highest sustained count with zero loss.
@@ -470,6 +506,7 @@ def main() -> None:
         "end_to_end": bench_e2e([50, 100] if q else [50, 100, 200, 400, 800], 5 if q else 20, 3 if q else 10),
         "node_sweep": bench_node_sweep(100 if q else 400, 400 if q else args.max_nodes, 3 if q else 10),
         "aiocoap_noop_server": bench_aiocoap_noop(100, 5 if q else 20),
+        "hostile": bench_hostile(5000 if q else 50000, 1 if q else 3),
     }
     results["machine"]["loadavg_at_end"] = os.getloadavg()
     results["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

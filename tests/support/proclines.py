@@ -27,18 +27,27 @@ class ProcessLines:
         with self._changed:
             self._changed.notify_all()
 
-    def wait(self, stream: str, found: Callable[[list[str]], bool], what: str, timeout: float = 30) -> list[str]:
-        """The lines of stream once found(lines) holds; AssertionError after timeout or if the
-        process ended without it."""
+    def until(self, stream: str, found: Callable[[list[str]], bool], timeout: float) -> bool:
+        """found(lines of stream) became true within timeout (checked on each new line)."""
         deadline = time.monotonic() + timeout
         with self._changed:
             while not found(self.lines[stream]):
                 left = deadline - time.monotonic()
-                assert left > 0, f"timed out waiting for {what}; {stream}: {''.join(self.lines[stream])[-2000:]}"
-                assert self.proc.poll() is None or any(r.is_alive() for r in self._readers), \
-                    f"the process ended before {what}: {''.join(self.lines['stderr'])[-2000:]}"
+                if left <= 0 or (self.proc.poll() is not None and not any(r.is_alive() for r in self._readers)):
+                    return False
                 self._changed.wait(min(left, 0.5))
-            return list(self.lines[stream])
+            return True
+
+    def wait(self, stream: str, found: Callable[[list[str]], bool], what: str, timeout: float = 30) -> list[str]:
+        """The lines of stream once found(lines) holds; AssertionError after timeout or if the
+        process ended without it."""
+        assert self.until(stream, found, timeout), \
+            f"no {what} within {timeout} s; stdout: {self.text('stdout')[-2000:]} stderr: {self.text('stderr')[-2000:]}"
+        return list(self.lines[stream])
+
+    def text(self, stream: str) -> str:
+        with self._changed:
+            return "".join(self.lines[stream])
 
     def wait_for_text(self, stream: str, text: str, timeout: float = 30) -> list[str]:
         return self.wait(stream, lambda lines: any(text in line for line in lines), repr(text), timeout)
