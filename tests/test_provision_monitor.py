@@ -54,6 +54,20 @@ def nvs_identity(vn: VirtualNode) -> bytes | None:
     return bytes.fromhex(entry[1]) if entry else None
 
 
+def decoded_since(node: VirtualNode, mark: int, keys: Path, tmp_path: Path, capsys) -> list[dict]:
+    """`fieldnode decode --json` of the node's whole console lines after mark, once it has printed
+    a frame there; every frame must verify (exit 0)."""
+    wait_for(lambda: console_counters(node, mark), timeout=30, what="a frame on the console")
+    capture = tmp_path / "console.log"
+    text = console_since(node, mark)
+    capture.write_bytes(text[:text.rindex(b"\n") + 1])  # whole lines only
+    capsys.readouterr()
+    assert main(["decode", str(capture), "--json", "--keys", str(keys)]) == 0
+    frames = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert frames and all(f["status"] == "ok" for f in frames), frames
+    return frames
+
+
 def test_provision_proves_and_records_the_key(node, tmp_path, capsys):
     keys = tmp_path / "keys.json"
     mark = node.output_mark()
@@ -71,13 +85,8 @@ def test_provision_proves_and_records_the_key(node, tmp_path, capsys):
     assert entry.fingerprint in out.out + out.err
     assert "provisioned" in out.out
     # provision restarted the application, which now signs with that key: its frames verify.
-    wait_for(lambda: console_counters(node, mark), timeout=30, what="a frame after provisioning")
-    capture = tmp_path / "console.log"
-    text = console_since(node, mark)
-    capture.write_bytes(text[:text.rindex(b"\n") + 1])  # whole lines only
-    assert main(["decode", str(capture), "--json", "--keys", str(keys)]) == 0  # every frame verifies
-    frames = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert frames and all(f["status"] == "ok" and f["device"] == node.unique_id.hex() for f in frames), frames
+    frames = decoded_since(node, mark, keys, tmp_path, capsys)
+    assert all(f["device"] == node.unique_id.hex() for f in frames), frames
 
 
 def test_existing_key_is_refused_and_nothing_changes(node, tmp_path, capsys):
@@ -151,13 +160,8 @@ def test_failed_proof_unstages_and_records_nothing(node, tmp_path, capsys, monke
     # The application was restarted and still signs with the old key: its frames verify.
     node.wait_boots(boots + 1, timeout=20)
     mark = node.output_mark()
-    wait_for(lambda: console_counters(node, mark), timeout=30, what="a frame after the restart")
-    capture = tmp_path / "console.log"
-    text = console_since(node, mark)
-    capture.write_bytes(text[:text.rindex(b"\n") + 1])  # whole lines only
-    assert main(["decode", str(capture), "--json", "--keys", str(keys)]) == 0  # every frame verifies
-    frames = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert frames and all(f["status"] == "ok" and f["kid"] == entry.kid.hex() for f in frames), frames
+    frames = decoded_since(node, mark, keys, tmp_path, capsys)
+    assert all(f["kid"] == entry.kid.hex() for f in frames), frames
 
 
 def test_rotate_keeps_the_old_key_for_a_grace_period(node, tmp_path):
