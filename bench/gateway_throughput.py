@@ -57,7 +57,8 @@ from fieldnode.store.owners import owner_of  # noqa: E402
 from fieldnode.store.records import Health, StoreItem  # noqa: E402
 from fieldnode.store.sqlite.shards import create_shards  # noqa: E402
 from fieldnode.store.sqlite.writer import Store  # noqa: E402
-from support.gateway_peers import Nodes, free_port  # noqa: E402
+from support.gateway_peers import Nodes  # noqa: E402
+from support.ports import claimed_port  # noqa: E402
 from support.senders import run_closed, run_paced  # noqa: E402
 
 # The reference frame's readings (vector telemetry-6), for the store figures.
@@ -246,13 +247,13 @@ def bench_aiocoap_noop(n: int, per_node: int) -> dict:
         async def main() -> None:
             site = resource.Site()
             site.add_resource(["f"], Noop())
-            port = free_port(socket.SOCK_DGRAM)
-            ctx = await aiocoap.Context.create_server_context(site, bind=("127.0.0.1", port))
-            state["addr"], state["ctx"], state["loop"] = ("127.0.0.1", port), ctx, asyncio.get_running_loop()
-            state["stop"] = asyncio.Event()
-            ready.set()
-            await state["stop"].wait()
-            await ctx.shutdown()
+            with claimed_port() as port:  # aiocoap does not say which port a port-0 bind got
+                ctx = await aiocoap.Context.create_server_context(site, bind=("127.0.0.1", port))
+                state["addr"], state["ctx"], state["loop"] = ("127.0.0.1", port), ctx, asyncio.get_running_loop()
+                state["stop"] = asyncio.Event()
+                ready.set()
+                await state["stop"].wait()
+                await ctx.shutdown()
         asyncio.run(main())
 
     th = threading.Thread(target=serve, daemon=True)
@@ -267,6 +268,42 @@ def bench_aiocoap_noop(n: int, per_node: int) -> dict:
     r["rate_per_s"] = round(n * per_node / r["elapsed_s"])
     print(f"aiocoap no-op server [closed, {n} nodes]: {r['rate_per_s']:,} requests/s, p99 {r['p99_ms']} ms")
     return {str(n): r}
+
+
+def bench_hostile(n_datagrams: int, rounds: int = 3) -> dict:
+    """Hostile datagrams (support/hostile.py: malformed, truncated, tampered, replayed, foreign,
+    oversized, odd CoAP) refused per second, fed straight into a running gateway's datagram handler
+    on its event loop, as test_gateway_hostile's direct phase does; every round's figure."""
+    import random
+    from support.hostile import Attacks, request
+    rates = []
+    with tempfile.TemporaryDirectory() as tmp:
+        nodes = Nodes(Path(tmp) / "site.json", n=3)
+        attacks = Attacks(nodes, Nodes(Path(tmp) / "stranger.json", n=1, first=99))
+        kinds = [k for k in Attacks.KINDS if k != "retransmit"]
+        for k in range(rounds):
+            with GatewayThread(nodes.keystore(), Path(tmp) / f"hostile-{k}.db", ("127.0.0.1", 0),
+                               synchronous="NORMAL") as gt:
+                real = ("127.0.0.1", 9)
+                for i in range(3):  # the material the attacks tamper with, replay and duplicate
+                    frame = nodes.frame(i)
+                    attacks.sent.append(frame)
+                    gt.call(gt.gateway.datagram_received, request(frame, i), real)
+                r = random.Random(k)
+                sources = [("127.0.0.1", 20000 + s) for s in range(3)]
+                datagrams = [attacks.build(r.choice(kinds), r.getrandbits(32), n & 0xFFFF, sources[n % 3])[:2]
+                             for n in range(n_datagrams)]
+
+                def feed(gw=gt.gateway, datagrams=datagrams) -> None:
+                    for data, addr in datagrams:
+                        gw.datagram_received(data, addr)
+
+                t = time.perf_counter()
+                gt.call(feed)
+                gt.call(gt.gateway.drain)
+                rates.append(round(n_datagrams / (time.perf_counter() - t)))
+    print(f"hostile datagrams refused: {', '.join(f'{x:,}' for x in rates)} /s (rounds)")
+    return {"datagrams": n_datagrams, "per_s_rounds": rates}
 
 
 def bench_node_sweep(start: int, limit: int, seconds: int) -> dict:
@@ -470,6 +507,7 @@ def main() -> None:
         "end_to_end": bench_e2e([50, 100] if q else [50, 100, 200, 400, 800], 5 if q else 20, 3 if q else 10),
         "node_sweep": bench_node_sweep(100 if q else 400, 400 if q else args.max_nodes, 3 if q else 10),
         "aiocoap_noop_server": bench_aiocoap_noop(100, 5 if q else 20),
+        "hostile": bench_hostile(5000 if q else 50000, 1 if q else 3),
     }
     results["machine"]["loadavg_at_end"] = os.getloadavg()
     results["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

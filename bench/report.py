@@ -245,7 +245,15 @@ def gateway_section(d: dict[str, Any], runs: dict[str, Any]) -> list[str]:
                        "2 s first retransmission timeout: the practical ceiling on this machine is just below."
                        if sweep["runs"][str(top)]["p99_ms"] > 1000 else ""),
                   "", "![gateway throughput against node count](gateway-throughput.png)"]
-    return lines
+    return lines + _hostile_lines(d.get("hostile"))
+
+
+def _hostile_lines(hostile: dict[str, Any] | None) -> list[str]:
+    if not hostile:
+        return []
+    return ["", f"- Hostile datagrams (the kinds test_gateway_hostile.py sends) refused per second, "
+                f"{hostile['datagrams']:,} a round: " + ", ".join(_n(x) for x in hostile["per_s_rounds"])
+            + ". The test checks what happens to each; this is how fast."]
 
 
 def flash_section(d: dict[str, Any], runs: dict[str, Any]) -> list[str]:

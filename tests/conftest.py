@@ -63,6 +63,44 @@ def vectors() -> dict:
     return json.loads(VECTORS.read_text())
 
 
+# -- fixtures the gateway and flashing tests share ----------------------------------------------
+
+@pytest.fixture
+def node_count() -> int:
+    """How many test nodes `nodes` makes; a module that needs more overrides this fixture."""
+    return 2
+
+
+@pytest.fixture
+def nodes(tmp_path: Path, node_count: int):
+    """Test nodes whose keys are in a keystore of site farm-north (the file's name)."""
+    from support.gateway_peers import Nodes
+    return Nodes(tmp_path / "farm-north.json", n=node_count)
+
+
+@pytest.fixture
+def broker(tmp_path: Path):
+    """A real Mosquitto on loopback (support.gateway_peers.Mosquitto), stopped after the test."""
+    from support.gateway_peers import Mosquitto
+    b = Mosquitto(tmp_path).start()
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def roms():
+    """make(chip, ...) -> an emulated ESP32 ROM loader on a pty; every one made is closed after."""
+    from fieldnode.sim.esp_rom import EspRomEmulator
+    made: list[EspRomEmulator] = []
+
+    def make(*args, **kwargs) -> EspRomEmulator:
+        made.append(EspRomEmulator(*args, **kwargs))
+        return made[-1]
+
+    yield make
+    for rom in made:
+        rom.close()
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # The slow tests first, each followed by one other test (the rest keep their order): xdist's

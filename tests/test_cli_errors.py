@@ -24,7 +24,8 @@ from fieldnode.store.sqlite.shards import create_shards
 from fieldnode.wire.hostport import parse_listen
 from fieldnode.sim.esp_rom import EspRomEmulator
 from fieldnode.testing.fake_firmware import fake_firmware
-from support.gateway_peers import Nodes, free_port
+from support.gateway_peers import Nodes
+from support.ports import refusing_port
 from support.nodesite import Site, wait_for
 
 FIELDNODE = str(Path(sys.executable).parent / "fieldnode")
@@ -182,31 +183,30 @@ def test_command_over_usb_to_another_node_names_the_node_that_is_there(tmp_path,
 
 
 def test_gateway_says_on_its_console_that_the_broker_cannot_be_reached(env):
-    broker = free_port(socket.SOCK_STREAM)  # nothing listens there
-    proc = subprocess.Popen([FIELDNODE, "gateway", "--listen", f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}",
-                             "--db", str(env["tmp"] / "gw.db"), "--keys", str(env["keys"]),
-                             "--mqtt", f"mqtt://127.0.0.1:{broker}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
-    reader.start()
-    try:
-        wait_for(lambda: any("cannot connect" in line for line in lines), timeout=60,
-                 what="the broker's failure on the gateway's console")
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=60)
-        reader.join(10)
+    with refusing_port() as broker:  # bound and held, never listening: it refuses
+        proc = subprocess.Popen([FIELDNODE, "gateway", "--listen", "127.0.0.1:0",
+                                 "--db", str(env["tmp"] / "gw.db"), "--keys", str(env["keys"]),
+                                 "--mqtt", f"mqtt://127.0.0.1:{broker}"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+        reader.start()
+        try:
+            wait_for(lambda: any("cannot connect" in line for line in lines), timeout=60,
+                     what="the broker's failure on the gateway's console")
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=60)
+            reader.join(10)
     (said,) = [line for line in lines if "cannot connect" in line]
     assert f"mqtt mqtt://127.0.0.1:{broker}" in said and "attempt 1" in said and "Connection refused" in said
 
 
 def test_broker_failures_are_said_once_per_interval_and_the_reconnect_too(tmp_path, caplog, monkeypatch):
     create_shards(tmp_path / "gw.db", 1)
-    port = free_port(socket.SOCK_STREAM)
-    publisher = OutboxPublisher(tmp_path / "gw.db", MqttUrl.parse(f"mqtt://127.0.0.1:{port}"),
-                                client_id="t", retry=0.01)
-    with caplog.at_level(logging.WARNING, logger="fieldnode.gateway.mqtt"):
+    with refusing_port() as port, caplog.at_level(logging.WARNING, logger="fieldnode.gateway.mqtt"):
+        publisher = OutboxPublisher(tmp_path / "gw.db", MqttUrl.parse(f"mqtt://127.0.0.1:{port}"),
+                                    client_id="t", retry=0.01)
         publisher.start()
         try:
             wait_for(lambda: publisher._failures >= 5, timeout=60, what="five failed attempts")

@@ -15,7 +15,8 @@ with warnings.catch_warnings():
 
 
 def test_frame_post_bytes():
-    msg = coap.Message(coap.CON, coap.POST, 0x1234, b"\xaa\xbb", [(coap.URI_PATH, b"f"), (coap.CONTENT_FORMAT, b"\x11")],
+    msg = coap.Message(coap.CON, coap.POST, 0x1234, b"\xaa\xbb",
+                       [(coap.URI_PATH, b"f"), (coap.CONTENT_FORMAT, b"\x11")],
                        b"\xd1\x84")
     # 42: version 1, CON, token length 2; b1: Uri-Path (delta 11) length 1; 11: Content-Format
     # (delta 1) length 1, value 17; ff: payload marker
@@ -69,7 +70,8 @@ def test_reset_and_piggybacked():
 
 options = st.lists(st.tuples(st.integers(0, 65535), st.binary(max_size=300)), max_size=6)
 messages = st.builds(coap.Message, st.integers(0, 3), st.sampled_from([1, 2, 3, 4, 65, 68, 69, 128, 129, 163]),
-                     st.integers(0, 0xFFFF), st.binary(max_size=8), options.map(lambda o: sorted(o, key=lambda x: x[0])),
+                     st.integers(0, 0xFFFF), st.binary(max_size=8),
+                     options.map(lambda o: sorted(o, key=lambda x: x[0])),
                      st.binary(max_size=64))
 
 

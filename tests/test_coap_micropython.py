@@ -78,7 +78,7 @@ def test_parse_matches_answers_to_the_exchange(micropython):
         (bytes.fromhex("8044"), [-1, None, "", False, ""]),
     ]
     results = parse_on_node(micropython, [d for d, _ in cases])
-    for (d, want), got in zip(cases, results):
+    for (d, want), got in zip(cases, results, strict=True):
         assert got == want, d.hex()
 
 

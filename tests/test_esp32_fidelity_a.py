@@ -128,7 +128,7 @@ def pass_days(site: Site, node, days: float, step_days: float = 1.75) -> None:
         skip = min(end, skip + int(step_days * DAY_MS))
         mark = node.output_mark()
         node.set_world(ticks_skip_ms=skip)
-        wait_for(lambda: len(telemetry(site, node, "loop1", mark)) >= 3, 30, "samples after the jump")
+        wait_for(lambda mark=mark: len(telemetry(site, node, "loop1", mark)) >= 3, 30, "samples after the jump")
 
 
 def test_a_relay_that_held_its_state_seven_days_accepts_a_change(site):

@@ -8,22 +8,9 @@ import esptool
 import pytest
 from esptool.util import FatalError
 
-from fieldnode.sim.esp_rom import MIB, EspRomEmulator
+from fieldnode.sim.esp_rom import MIB
 
 NO_RESET = ["--before", "no-reset", "--after", "no-reset"]
-
-
-@pytest.fixture
-def roms():
-    made: list[EspRomEmulator] = []
-
-    def make(*args, **kwargs) -> EspRomEmulator:
-        made.append(EspRomEmulator(*args, **kwargs))
-        return made[-1]
-
-    yield make
-    for rom in made:
-        rom.close()
 
 
 def run_esptool(port: str, *args: str) -> str:

@@ -155,7 +155,7 @@ class Walk:
 
     def ports(self, block: Block) -> dict[str, str]:
         real = self.loaders if block.section <= 3 and "nodes" not in block.options else self.nodes
-        return dict(zip(GUIDE_PORTS, real))
+        return dict(zip(GUIDE_PORTS, real, strict=True))
 
     def run(self, block: Block) -> None:
         if "background" in block.options:

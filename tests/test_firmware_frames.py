@@ -113,7 +113,7 @@ def test_builder_reproduces_every_vector_byte_exactly(micropython, vectors):
     frames = vectors["frames"]
     built = build_in_firmware(micropython, frames)
     assert len(built) == len(frames) > 0
-    for case, got in zip(frames, built):
+    for case, got in zip(frames, built, strict=True):
         assert got.hex() == case["frame"], case["name"]
         assert len(got) == case["size"]
 
@@ -154,7 +154,7 @@ def receive_in_firmware(mp: MicroPython, cases: list[dict]) -> list[dict]:
 def test_firmware_verifies_every_vector(micropython, vectors):
     frames = vectors["frames"]
     got = receive_in_firmware(micropython, frames)
-    for case, res in zip(frames, got):
+    for case, res in zip(frames, got, strict=True):
         assert res["ok"], (case["name"], res)
         assert (res["kind"], res["counter"]) == (case["kind"], case["counter"])
         payload = cbor2.loads(bytes.fromhex(case["frame"])).value[2]
@@ -277,7 +277,8 @@ def test_firmware_rejects_what_a_node_must_not_accept(micropython, vectors):
         "unprotected not a map": (node(cbor2.dumps(cbor2.CBORTag(17, [prot, [], good, b"x" * 8]))), "not-cose-mac0"),
         "payload not a bstr": (node(cbor2.dumps(cbor2.CBORTag(17, [prot, {}, "x", b"x" * 8]))), "not-cose-mac0"),
         "untagged": (node(cbor2.dumps([prot, {}, good, b"x" * 8])), "not-cose-mac0"),
-        "indefinite array": (node(b"\xd1\x9f" + cbor2.dumps(cbor2.CBORTag(17, [prot, {}, good, b"x" * 8]))[2:] + b"\xff"),
+        "indefinite array": (node(b"\xd1\x9f" + cbor2.dumps(cbor2.CBORTag(17, [prot, {}, good, b"x" * 8]))[2:]
+                                  + b"\xff"),
                              "bad-cbor"),
         "empty": (node(b""), "bad-cbor"),
         "payload not cbor": (node(sign(prot, b"\xff")), "bad-senml"),
@@ -296,7 +297,7 @@ def test_firmware_rejects_what_a_node_must_not_accept(micropython, vectors):
         "the vector command": (node(frame, last=4), "ok"),
     }
     got = receive_in_firmware(micropython, [c for c, _ in cases.values()])
-    reasons = {name: ("ok" if g["ok"] else g["reason"]) for name, g in zip(cases, got)}
+    reasons = {name: ("ok" if g["ok"] else g["reason"]) for name, g in zip(cases, got, strict=True)}
     assert reasons == {name: reason for name, (_, reason) in cases.items()}
 
 
@@ -400,7 +401,7 @@ def random_frames(tmp_path_factory) -> list[tuple[dict, bytes]]:
     rng = random.Random(20251125)
     cases = [random_case(rng, i) for i in range(50)]
     mp = MicroPython(micropython_binary(), tmp_path_factory.mktemp("random_frames"))
-    return list(zip(cases, build_in_firmware(mp, cases)))
+    return list(zip(cases, build_in_firmware(mp, cases), strict=True))
 
 
 def test_random_frames_match_the_independent_encoder(random_frames):
@@ -432,7 +433,7 @@ def test_cbor2_decodes_random_firmware_frames_to_the_inputs(random_frames):
         expected = [{labels[k]: v for k, v in r.items()} for r in case["records"]]
         expected[0] = {-2: case["bn"], -3: case["bt"], **expected[0]}
         assert pack == expected, case["name"]
-        for rec, want in zip(pack, expected):  # same types too (== says 1 == 1.0 == True)
+        for rec, want in zip(pack, expected, strict=True):  # same types too (== says 1 == 1.0 == True)
             assert [type(v) for v in rec.values()] == [type(v) for v in want.values()]
             assert [math.copysign(1, v) for v in rec.values() if type(v) is float] == \
                    [math.copysign(1, v) for v in want.values() if type(v) is float]
@@ -622,7 +623,7 @@ for h in json.load(open("cases.json")):
     out.append([rep(cbor.loads(b)), cbor.skip(b, 0) == len(b), rep(cbor.loads(memoryview(b)))])
 print(json.dumps(out))
 """)
-    for item, (decoded, skipped, from_view) in zip(items, got):
+    for item, (decoded, skipped, from_view) in zip(items, got, strict=True):
         assert decoded == rep(cbor2.loads(item)), item.hex()
         assert skipped and from_view == decoded, item.hex()
     nan = micropython.eval_json("""
@@ -661,7 +662,7 @@ for h in json.load(open("cases.json")):
         out.append(str(e))
 print(json.dumps(out))
 """)
-    for (h, why), message in zip(malformed.items(), got):
+    for (h, why), message in zip(malformed.items(), got, strict=True):
         assert message.startswith("cbor: ") and why in message, (h, message)
 
 
@@ -769,7 +770,7 @@ for k, m in json.load(open("cases.json")):
 print(json.dumps(out))
 """)
     assert len(got) == len(cases)
-    for (key, msg), (digest, end, ok, bad, short, whole, five) in zip(cases, got):
+    for (key, msg), (digest, end, ok, bad, short, whole, five) in zip(cases, got, strict=True):
         expected = hmac.new(key, msg, hashlib.sha256).hexdigest()
         assert digest == whole == expected
         assert five == expected[:10]

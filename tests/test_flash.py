@@ -58,19 +58,6 @@ def firmware(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def roms():
-    made: list[EspRomEmulator] = []
-
-    def make(*args, **kwargs) -> EspRomEmulator:
-        made.append(EspRomEmulator(*args, **kwargs))
-        return made[-1]
-
-    yield make
-    for rom in made:
-        rom.close()
-
-
 def flash(*ports: str, app_dir: Path, extra: list[str] = ()) -> int:
     args = ["flash", "--app-dir", str(app_dir), "--baud", "921600", *extra]
     for port in ports:
@@ -248,11 +235,11 @@ def test_flash_too_small_for_the_filesystem(roms, app_dir, firmware, capsys):
 
 def test_unplug_mid_write_fails_fast(roms, app_dir, firmware, capsys):
     rom = roms("esp32", unplug_after_flash_bytes=48 * 1024)
-    started = time.monotonic()
-    assert flash(rom.port, app_dir=app_dir, extra=["--firmware", str(firmware)]) == 1
-    assert time.monotonic() - started < 10  # reported at once, no reconnect loop
+    assert flash(rom.port, app_dir=app_dir, extra=["--firmware", str(firmware), "--verbose"]) == 1
     out = capsys.readouterr().out
     assert "connection lost" in out and "partly written" in out
+    # reported at once: esptool's reconnect loop (it says so in the transcript --verbose shows) never ran
+    assert "esptool/mpremote output" in out and "retrying" not in out and "reconnect" not in out
     assert not rom.plugged
 
 

@@ -22,14 +22,15 @@ from fieldnode.gateway import GatewayThread, enqueue_command, list_commands, rea
 from fieldnode.gateway.exchange import ENTRY_BYTES
 from fieldnode.infra.errors import FieldnodeError
 from fieldnode.node.keystore import make_kid
-from support.gateway_peers import Client, Nodes, free_port
+from support.gateway_peers import Client, Nodes, gateway_port
+from support.nodesite import wait_for
 
 CLI = [sys.executable, "-m", "fieldnode.cli"]
 
 
 @pytest.fixture
-def nodes(tmp_path: Path) -> Nodes:
-    return Nodes(tmp_path / "farm-north.json", n=3)
+def node_count() -> int:
+    return 3
 
 
 @pytest.fixture
@@ -107,9 +108,10 @@ def test_libcoap_client_post_is_accepted(gateway, nodes, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "4." not in proc.stderr and "5." not in proc.stderr
     assert frame_count(gateway) == 1
-    # the same file again is a frame already stored: 2.03, nothing new
-    subprocess.run([exe, "-m", "post", "-t", "17", "-f", str(frame_file), "-B", "10", f"coap://{host}:{port}/f"],
-                   capture_output=True, timeout=30, check=True)
+    # the same file again is a frame already stored: 2.03, nothing new (-v 6 prints the answer)
+    proc = subprocess.run([exe, "-v", "6", "-m", "post", "-t", "17", "-f", str(frame_file), "-B", "10",
+                           f"coap://{host}:{port}/f"], capture_output=True, text=True, timeout=30, check=True)
+    assert "t:ACK c:2.03" in proc.stdout, proc.stdout
     assert frame_count(gateway) == 1
     # libcoap prints the code and diagnostic payload of an error response
     frame_file.write_bytes(nodes.frame(1, key=bytes(32)))
@@ -298,7 +300,8 @@ def test_expired_command_is_not_delivered(gateway, client, nodes):
     dbp = gateway.gateway.db_path
     exp = time.time() + 0.3
     cid = enqueue_command(dbp, nodes.devices[0], nodes.command(0, 8, exp), exp)
-    time.sleep(0.5)
+    while time.time() <= exp:  # the clock passes the expiry (the gateway reads the same clock)
+        time.sleep(exp - time.time() + 0.01)
     assert client.post(nodes.frame(0)).payload == b""
     assert list_commands(dbp, ids=[cid])[0].state == "expired"
 
@@ -321,8 +324,9 @@ def test_enqueue_command_refuses_bad_input(tmp_path, nodes):
 def test_status_reads_health_while_the_gateway_runs(gateway, client, nodes):
     client.post(nodes.frame(0))
     client.post(nodes.frame(0, key=bytes(32)))
-    time.sleep(0.5)  # one health write (every 0.2 s here)
-    st = read_status(gateway.gateway.db_path)
+    # the next health write (every 0.2 s here) after both
+    st = wait_for(lambda: (s := read_status(gateway.gateway.db_path)).counters.get("datagrams") == 2 and s,
+                  timeout=30, what="a health write counting both datagrams")
     assert st.running and st.counters["accepted"] == 1 and st.rejected == {"bad-mac": 1}
     assert [(d["name"], d["frames"]) for d in st.devices] == [("node-1", 1)]
     proc = subprocess.run(CLI + ["status", "--db", str(gateway.gateway.db_path), "--json"],
@@ -385,14 +389,14 @@ def test_status_without_a_database_says_what_to_do(tmp_path):
 # -- the command line ----------------------------------------------------------------------------
 
 def test_cli_gateway_runs_prints_and_stops_cleanly_on_ctrl_c(tmp_path, nodes):
-    port = free_port(socket.SOCK_DGRAM)
     dbp = tmp_path / "cli.db"
-    proc = subprocess.Popen(CLI + ["gateway", "--listen", f"127.0.0.1:{port}", "--db", str(dbp),
+    proc = subprocess.Popen(CLI + ["gateway", "--listen", "127.0.0.1:0", "--db", str(dbp),
                                    "--keys", str(nodes.path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
         startup = proc.stdout.readline()
-        assert f"coap://127.0.0.1:{port}/f" in startup and "mqtt off" in startup
+        port = gateway_port(startup)  # the port the kernel gave it
+        assert "mqtt off" in startup
         c = Client(("127.0.0.1", port))
         assert c.post(nodes.frame(0)).code == coap.CHANGED
         assert c.post(nodes.frame(0, key=bytes(32))).code == coap.UNAUTHORIZED
@@ -430,8 +434,7 @@ def test_node_provisioned_while_running_is_accepted(tmp_path, nodes):
         keys = nodes.keystore()
         for entry in late.keystore():
             keys.add(entry)
-        time.sleep(0.05)  # a visibly newer modification time
-        keys.save()
+        keys.save()  # a new file (os.replace): a new inode, whatever the clock's resolution
         deadline = time.monotonic() + 10
         while c.post(late.frame(0)).code != coap.CHANGED:
             assert time.monotonic() < deadline, "the new key was not picked up"
@@ -520,28 +523,30 @@ def test_a_second_gateway_on_the_same_database_is_refused_and_the_first_carries_
 def test_cli_second_gateway_is_refused_naming_the_first_and_a_killed_one_leaves_no_lock(tmp_path, nodes):
     dbp = tmp_path / "gw.db"
 
-    def command(*extra: str) -> list[str]:
-        return CLI + ["gateway", "--listen", f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}", "--db", str(dbp),
-                      "--keys", str(nodes.path), *extra]
+    def command(*extra: str, port: int = 0) -> list[str]:
+        return CLI + ["gateway", "--listen", f"127.0.0.1:{port}", "--db", str(dbp), "--keys", str(nodes.path),
+                      *extra]
 
-    def start() -> subprocess.Popen:
+    def start() -> tuple[subprocess.Popen, int]:
         proc = subprocess.Popen(command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = proc.stdout.readline()
         if "listening on coap://" not in line:
             proc.kill()
             pytest.fail(f"the gateway did not start: {line!r} {proc.communicate()[1]}")
-        return proc
+        return proc, gateway_port(line)
 
-    first = start()
+    first, port = start()
     try:
+        # --workers needs a fixed port: the first one's, which the lock refuses before any bind
         for extra in ((), ("--workers", "2")):
-            second = subprocess.run(command(*extra), capture_output=True, text=True, timeout=60)
+            second = subprocess.run(command(*extra, port=port if extra else 0), capture_output=True, text=True,
+                                    timeout=60)
             assert second.returncode == 2 and "listening" not in second.stdout, (extra, second.stderr)
             assert f"gw.db is in use by another gateway (process {first.pid})" in second.stderr, extra
             assert "Traceback" not in second.stderr
         first.kill()  # a crash: the kernel drops the lock with the process
         first.communicate(timeout=30)
-        again = start()
+        again, _ = start()
         again.send_signal(signal.SIGINT)
         _, err = again.communicate(timeout=30)
         assert again.returncode == 0, err

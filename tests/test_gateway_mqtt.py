@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import json
-import socket
 import sqlite3
-import time
 from collections import Counter
 from contextlib import ExitStack
 
@@ -13,19 +11,8 @@ import pytest
 from fieldnode.gateway import GatewayThread, read_status
 from fieldnode.gateway.mqtt import MqttUrl
 from fieldnode.infra.errors import FieldnodeError
-from support.gateway_peers import Client, Mosquitto, Nodes, Observer, free_port, is_reading
-
-
-@pytest.fixture
-def broker(tmp_path):
-    b = Mosquitto(tmp_path).start()
-    yield b
-    b.stop()
-
-
-@pytest.fixture
-def nodes(tmp_path) -> Nodes:
-    return Nodes(tmp_path / "farm-north.json", n=2)
+from support.gateway_peers import Client, Nodes, Observer, is_reading, wait_until
+from support.ports import claimed_port, refusing_port
 
 
 def outbox_depth(gt: GatewayThread) -> int:
@@ -33,13 +20,17 @@ def outbox_depth(gt: GatewayThread) -> int:
         return conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
 
 
-def wait_until(cond, timeout: float = 20) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return False
+def publish_markers(c: Client, nodes: Nodes, obs: Observer) -> list[tuple[str, bytes]]:
+    """Every message obs has when one more frame of each node has arrived through the broker.
+
+    The marker frames' readings go out on the same topics, from the same publisher, after
+    everything before them; a reading published twice before them has arrived first. So a count
+    taken then needs no sleep, and the markers are part of it (two readings each)."""
+    markers = {f"{d.hex()}-{nodes.counters[d] + 1}-{k}" for d in nodes.devices for k in (0, 1)}
+    for i in range(len(nodes.devices)):
+        assert c.post(nodes.frame(i)).code == 68
+    assert obs.wait_until(lambda m: markers <= {json.loads(p)["id"] for _, p in m}), "the markers never arrived"
+    return obs.wait_for(0)
 
 
 def test_readings_are_published_with_topic_and_payload(tmp_path, broker, nodes):
@@ -78,9 +69,8 @@ def test_broker_down_then_back_every_reading_once(tmp_path, broker, nodes):
             for i in (0, 1):
                 assert c.post(nodes.frame(i)).code == 68
         assert outbox_depth(gt) == 40 * 2
-        time.sleep(0.5)
-        st = read_status(gt.gateway.db_path)
-        assert st.outbox == 80 and st.mqtt["state"] == "disconnected"
+        assert wait_until(lambda: read_status(gt.gateway.db_path).mqtt["state"] == "disconnected")
+        assert read_status(gt.gateway.db_path).outbox == 80
         # the broker comes back; the observer subscribes before the gateway may publish again
         broker.start(gateway_allowed=False)
         obs = Observer(broker.observer_port, keep=is_reading)
@@ -89,26 +79,23 @@ def test_broker_down_then_back_every_reading_once(tmp_path, broker, nodes):
         assert wait_until(lambda: "refused" in (read_status(gt.gateway.db_path).mqtt or {}).get("detail", ""))
         assert outbox_depth(gt) == 86
         broker.allow_gateway()
-        msgs = obs.wait_for(86)
+        obs.wait_for(86)
         assert wait_until(lambda: outbox_depth(gt) == 0)
-        time.sleep(0.5)  # anything published twice would have arrived by now
-        msgs = obs.wait_for(87, timeout=0.1)
+        msgs = publish_markers(c, nodes, obs)
         c.close()
     obs.close()
     ids = Counter(json.loads(p)["id"] for _, p in msgs)
-    assert len(ids) == 86 and set(ids.values()) == {1}, "every reading exactly once"
+    assert len(ids) == 86 + 4 and set(ids.values()) == {1}, "every reading exactly once"
     with sqlite3.connect(tmp_path / "gw.db") as conn:
-        assert conn.execute("SELECT count(*) FROM readings").fetchone()[0] == 96
-        assert conn.execute("SELECT published FROM mqtt_state").fetchone()[0] == 96
+        assert conn.execute("SELECT count(*) FROM readings").fetchone()[0] == 100
+        assert conn.execute("SELECT published FROM mqtt_state").fetchone()[0] == 100
 
 
 def test_outbox_survives_a_gateway_restart(tmp_path, broker, nodes):
     db = tmp_path / "gw.db"
-    # A broker address nobody listens on: rows wait in the outbox.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        unused = s.getsockname()[1]
-    with GatewayThread(nodes.keystore(), db, ("127.0.0.1", 0), mqtt=f"mqtt://127.0.0.1:{unused}/test") as gt:
+    # A broker address that refuses: rows wait in the outbox.
+    with refusing_port() as unused, GatewayThread(nodes.keystore(), db, ("127.0.0.1", 0),
+                                                  mqtt=f"mqtt://127.0.0.1:{unused}/test") as gt:
         c = Client(gt.address)
         for _ in range(4):
             assert c.post(nodes.frame(0)).code == 68
@@ -140,9 +127,10 @@ def test_two_workers_publish_every_reading_once_each_device_in_order(tmp_path, b
     """Each worker publishes its own shard's outbox (its own devices, so a device's readings
     keep their order); status adds the two publishers up."""
     nodes = Nodes(tmp_path / "farm-north.json", n=6)
-    db, port = tmp_path / "gw.db", free_port(socket.SOCK_DGRAM)
+    db = tmp_path / "gw.db"
     obs = Observer(broker.observer_port, keep=is_reading)
     with ExitStack() as stack:
+        port = stack.enter_context(claimed_port())
         gws = [stack.enter_context(GatewayThread(nodes.keystore(), db, ("127.0.0.1", port), mqtt=broker.url,
                                                  reuse_port=True, worker=w, workers=2, group=f"mqtt-{port}",
                                                  health_interval=0.1)) for w in (0, 1)]
@@ -154,13 +142,12 @@ def test_two_workers_publish_every_reading_once_each_device_in_order(tmp_path, b
         assert wait_until(lambda: all(outbox_depth(gt) == 0 for gt in gws))
         assert wait_until(lambda: read_status(db).mqtt["published"] == 60)
         assert read_status(db).mqtt["state"] == "connected"
-        time.sleep(0.3)  # anything published twice would have arrived by now
-        msgs = obs.wait_for(61, timeout=0.1)
+        msgs = publish_markers(clients[0], nodes, obs)
         for c in clients:
             c.close()
     obs.close()
     payloads = [json.loads(p) for _, p in msgs]
-    assert len({p["id"] for p in payloads}) == 60 == len(payloads), "every reading exactly once"
+    assert len({p["id"] for p in payloads}) == 60 + 12 == len(payloads), "every reading exactly once"
     for dev in nodes.devices:
         counters = [p["counter"] for p in payloads if p["device"] == dev.hex() and p["sensor"] == "temp"]
-        assert counters == [1, 2, 3, 4, 5], dev.hex()
+        assert counters == [1, 2, 3, 4, 5, 6], dev.hex()

@@ -24,11 +24,6 @@ READING_COLUMNS = "frame_id, device, name, time, value, string, bool, err, unit"
 
 
 @pytest.fixture
-def nodes(tmp_path: Path) -> Nodes:
-    return Nodes(tmp_path / "site.json", n=2)
-
-
-@pytest.fixture
 def store(tmp_path: Path):
     s = Store(tmp_path / "gw.db")
     s.open()

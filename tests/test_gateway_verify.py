@@ -19,23 +19,28 @@ from fieldnode.wire.frame import (KIND_NAMES, SENML_BN, TAG_LENGTH, FrameRejecte
                              compute_tag, device_base_name, is_number, parse_protected, validate_pack)
 
 
+def envelope(data: bytes) -> list:
+    """[protected, unprotected, payload, tag] of a COSE_Mac0 frame, or FrameRejected."""
+    if len(data) > 1024:
+        raise FrameRejected("oversized")
+    stream = io.BytesIO(data)
+    try:
+        obj = cbor2.load(stream, str_errors="replace")  # invalid UTF-8 -> U+FFFD (frame-format.md)
+    except Exception:
+        raise FrameRejected("bad-cbor") from None
+    if stream.tell() != len(data):
+        raise FrameRejected("bad-cbor")  # trailing bytes
+    if not (isinstance(obj, cbor2.CBORTag) and obj.tag == 17 and isinstance(obj.value, list)
+            and len(obj.value) == 4 and isinstance(obj.value[0], bytes) and isinstance(obj.value[1], dict)
+            and isinstance(obj.value[2], bytes) and isinstance(obj.value[3], bytes)):
+        raise FrameRejected("not-cose-mac0")
+    return obj.value
+
+
 def reference(table: dict, data: bytes) -> tuple:
     """('ok', records) or ('rejected', reason), the slow way."""
     try:
-        if len(data) > 1024:
-            raise FrameRejected("oversized")
-        stream = io.BytesIO(data)
-        try:
-            obj = cbor2.load(stream, str_errors="replace")  # invalid UTF-8 -> U+FFFD (frame-format.md)
-        except Exception:
-            raise FrameRejected("bad-cbor") from None
-        if stream.tell() != len(data):
-            raise FrameRejected("bad-cbor")  # trailing bytes
-        if not (isinstance(obj, cbor2.CBORTag) and obj.tag == 17 and isinstance(obj.value, list)
-                and len(obj.value) == 4 and isinstance(obj.value[0], bytes) and isinstance(obj.value[1], dict)
-                and isinstance(obj.value[2], bytes) and isinstance(obj.value[3], bytes)):
-            raise FrameRejected("not-cose-mac0")
-        protected, _, payload, tag = obj.value
+        protected, _, payload, tag = envelope(data)
         alg, kid, counter, kind = parse_protected(protected)
         if kid not in table:
             raise FrameRejected("unknown-kid")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -26,25 +25,28 @@ from fieldnode.store.owners import owner_of
 from fieldnode.store.records import StoreItem
 from fieldnode.store.sqlite.shards import shard_path, shard_paths
 from fieldnode.store.sqlite.writer import Store
-from support.gateway_peers import Client, Nodes, free_port
+from support.gateway_peers import Client, Nodes
+from support.ports import claimed_port
 
 CLI = [sys.executable, "-m", "fieldnode.cli"]
 
 
 @pytest.fixture
-def nodes(tmp_path: Path) -> Nodes:
-    return Nodes(tmp_path / "farm-north.json", n=6)
+def node_count() -> int:
+    return 6
 
 
 def owned_by(nodes: Nodes, worker: int, workers: int = 2) -> list[int]:
     return [i for i, d in enumerate(nodes.devices) if owner_of(d, workers) == worker]
 
 
-def start_workers(stack: ExitStack, nodes: Nodes, db: Path, port: int, workers: int = 2) -> list[GatewayThread]:
+def start_workers(stack: ExitStack, nodes: Nodes, db: Path, workers: int = 2) -> tuple[list[GatewayThread], int]:
+    """Workers sharing a claimed port (they cannot take port 0: see support/ports.py), and the port."""
+    port = stack.enter_context(claimed_port())
     group = f"test-{os.getpid()}-{port}"
     return [stack.enter_context(GatewayThread(nodes.keystore(), db, ("127.0.0.1", port), reuse_port=True,
                                               worker=w, workers=workers, group=group, health_interval=0.1))
-            for w in range(workers)]
+            for w in range(workers)], port
 
 
 def frames_in(path: Path) -> dict[str, int]:
@@ -58,9 +60,9 @@ def test_the_test_devices_belong_to_both_workers(nodes):
 
 
 def test_each_device_is_stored_by_its_worker_whichever_worker_the_datagram_reaches(tmp_path, nodes):
-    db, port = tmp_path / "gw.db", free_port(socket.SOCK_DGRAM)
+    db = tmp_path / "gw.db"
     with ExitStack() as stack:
-        gws = start_workers(stack, nodes, db, port)
+        gws, port = start_workers(stack, nodes, db)
         clients = [Client(("127.0.0.1", port)) for _ in range(16)]  # 16 source ports: both sockets
         for k, c in enumerate(clients):
             for i in range(len(nodes.devices)):
@@ -92,9 +94,9 @@ def test_a_burst_of_handed_over_datagrams_waits_for_room_and_none_is_lost(tmp_pa
 
     Both owners stop reading their hand-over sockets while the burst arrives, so the queues fill
     whatever the machine's speed or its max_dgram_qlen (the sender's SO_SNDBUF bounds it too)."""
-    db, port = tmp_path / "gw.db", free_port(socket.SOCK_DGRAM)
+    db = tmp_path / "gw.db"
     with ExitStack() as stack:
-        gws = start_workers(stack, nodes, db, port)
+        gws, port = start_workers(stack, nodes, db)
 
         def waited() -> int:
             return sum(gt.call(lambda g=gt.gateway: g._peers.waited) for gt in gws)
@@ -122,10 +124,10 @@ def test_a_burst_of_handed_over_datagrams_waits_for_room_and_none_is_lost(tmp_pa
 
 
 def test_a_device_keeps_its_replay_state_when_the_number_of_workers_changes(tmp_path, nodes):
-    db, port = tmp_path / "gw.db", free_port(socket.SOCK_DGRAM)
+    db = tmp_path / "gw.db"
     moved = owned_by(nodes, 1)[0]  # stored by worker 1 of 2; worker 0's alone afterwards
     with ExitStack() as stack:
-        start_workers(stack, nodes, db, port)
+        _, port = start_workers(stack, nodes, db)
         c = Client(("127.0.0.1", port))
         for counter in range(1, 11):
             assert c.post(nodes.frame(moved, counter=counter)).code == coap.CHANGED
@@ -154,11 +156,11 @@ def test_a_device_keeps_its_replay_state_when_the_number_of_workers_changes(tmp_
 
 
 def test_a_command_for_a_device_of_another_worker_is_delivered_and_closed(tmp_path, nodes):
-    db, port = tmp_path / "gw.db", free_port(socket.SOCK_DGRAM)
+    db = tmp_path / "gw.db"
     i = owned_by(nodes, 1)[0]
     exp = time.time() + 600
     with ExitStack() as stack:
-        start_workers(stack, nodes, db, port)
+        _, port = start_workers(stack, nodes, db)
         cmd = nodes.command(i, 7, exp)
         cid = enqueue_command(db, nodes.devices[i], cmd, exp)  # into shard 0, as `fieldnode command` does
         c = Client(("127.0.0.1", port))
@@ -186,37 +188,37 @@ def test_too_many_shards_is_a_clear_error(tmp_path):
 
 
 def test_cli_workers_share_the_port_and_each_device_has_one_worker(tmp_path, nodes):
-    port = free_port(socket.SOCK_DGRAM)
-    dbp = tmp_path / "workers.db"
-    proc = subprocess.Popen(CLI + ["gateway", "--listen", f"127.0.0.1:{port}", "--db", str(dbp), "--keys",
-                                   str(nodes.path), "--workers", "2"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        assert "workers 2" in proc.stdout.readline()
-        deadline = time.monotonic() + 30
-        while sum(w["state"] == "running" for w in read_status(dbp).workers) < 2:
-            assert time.monotonic() < deadline, "the second worker did not start"
-            time.sleep(0.1)
-        for taken in (dbp, shard_path(dbp, 1)):  # each worker holds its shard; the error names the parent
-            second = subprocess.run(CLI + ["gateway", "--listen", f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}",
-                                           "--db", str(taken), "--keys", str(nodes.path)],
-                                    capture_output=True, text=True, timeout=60)
-            assert second.returncode == 2, second.stderr
-            assert f"{taken.name} is in use by another gateway (process {proc.pid})" in second.stderr
-        clients = [Client(("127.0.0.1", port)) for _ in range(16)]  # 16 source ports
-        for k, c in enumerate(clients):
-            for i in range(len(nodes.devices)):
-                assert c.post(nodes.frame(i, counter=100 + k)).code == coap.CHANGED
-        for k in range(16):  # the same counters, other contents, other source ports
-            ans = clients[(k + 1) % 16].post(nodes.frame(0, counter=100 + k, records=[{"n": "x", "v": k}]))
-            assert ans.payload == b"replay", k
-        fresh = Client(("127.0.0.1", port))
-        assert fresh.post(nodes.frame(0, counter=20)).payload == b"replay"  # below the window
-        for c in clients + [fresh]:
-            c.close()
-    finally:
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+    with claimed_port() as port:  # the workers share it: no port 0 (see support/ports.py)
+        dbp = tmp_path / "workers.db"
+        proc = subprocess.Popen(CLI + ["gateway", "--listen", f"127.0.0.1:{port}", "--db", str(dbp), "--keys",
+                                       str(nodes.path), "--workers", "2"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            assert "workers 2" in proc.stdout.readline()
+            deadline = time.monotonic() + 30
+            while sum(w["state"] == "running" for w in read_status(dbp).workers) < 2:
+                assert time.monotonic() < deadline, "the second worker did not start"
+                time.sleep(0.1)
+            for taken in (dbp, shard_path(dbp, 1)):  # each worker holds its shard; the error names the parent
+                second = subprocess.run(CLI + ["gateway", "--listen", "127.0.0.1:0",
+                                               "--db", str(taken), "--keys", str(nodes.path)],
+                                        capture_output=True, text=True, timeout=60)
+                assert second.returncode == 2, second.stderr
+                assert f"{taken.name} is in use by another gateway (process {proc.pid})" in second.stderr
+            clients = [Client(("127.0.0.1", port)) for _ in range(16)]  # 16 source ports
+            for k, c in enumerate(clients):
+                for i in range(len(nodes.devices)):
+                    assert c.post(nodes.frame(i, counter=100 + k)).code == coap.CHANGED
+            for k in range(16):  # the same counters, other contents, other source ports
+                ans = clients[(k + 1) % 16].post(nodes.frame(0, counter=100 + k, records=[{"n": "x", "v": k}]))
+                assert ans.payload == b"replay", k
+            fresh = Client(("127.0.0.1", port))
+            assert fresh.post(nodes.frame(0, counter=20)).payload == b"replay"  # below the window
+            for c in clients + [fresh]:
+                c.close()
+        finally:
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     ok_lines = [line for line in out.splitlines() if " ok " in line]
     assert len(ok_lines) == 16 * 6

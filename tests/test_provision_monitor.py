@@ -6,7 +6,6 @@ import os
 import pty
 import re
 import signal
-import socket
 import sqlite3
 import stat
 import subprocess
@@ -29,7 +28,8 @@ from fieldnode.node.keystore import Keystore
 from fieldnode.sim.fleet import install_app, sim_unique_id
 from fieldnode.sim.vnode import VirtualNode
 from fieldnode.infra.paths import BOARDS_DIR
-from support.gateway_peers import Client, Nodes, free_port
+from support.gateway_peers import Client, Nodes
+from support.proclines import ProcessLines
 from support.nodesite import console_counters, console_since, wait_for
 
 FIELDNODE = str(Path(sys.executable).parent / "fieldnode")
@@ -54,6 +54,20 @@ def nvs_identity(vn: VirtualNode) -> bytes | None:
     return bytes.fromhex(entry[1]) if entry else None
 
 
+def decoded_since(node: VirtualNode, mark: int, keys: Path, tmp_path: Path, capsys) -> list[dict]:
+    """`fieldnode decode --json` of the node's whole console lines after mark, once it has printed
+    a frame there; every frame must verify (exit 0)."""
+    wait_for(lambda: console_counters(node, mark), timeout=30, what="a frame on the console")
+    capture = tmp_path / "console.log"
+    text = console_since(node, mark)
+    capture.write_bytes(text[:text.rindex(b"\n") + 1])  # whole lines only
+    capsys.readouterr()
+    assert main(["decode", str(capture), "--json", "--keys", str(keys)]) == 0
+    frames = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert frames and all(f["status"] == "ok" for f in frames), frames
+    return frames
+
+
 def test_provision_proves_and_records_the_key(node, tmp_path, capsys):
     keys = tmp_path / "keys.json"
     mark = node.output_mark()
@@ -71,13 +85,8 @@ def test_provision_proves_and_records_the_key(node, tmp_path, capsys):
     assert entry.fingerprint in out.out + out.err
     assert "provisioned" in out.out
     # provision restarted the application, which now signs with that key: its frames verify.
-    node.wait_output(b"FN1 ", timeout=30, since=mark)
-    capture = tmp_path / "console.log"
-    node.wait_output(b"FN1 ", timeout=30, since=node.output_mark())
-    capture.write_bytes(node.console_tail(20000))
-    assert main(["decode", str(capture), "--json", "--keys", str(keys)]) in (0, 1)
-    frames = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert any(f["status"] == "ok" and f["device"] == node.unique_id.hex() for f in frames)
+    frames = decoded_since(node, mark, keys, tmp_path, capsys)
+    assert all(f["device"] == node.unique_id.hex() for f in frames), frames
 
 
 def test_existing_key_is_refused_and_nothing_changes(node, tmp_path, capsys):
@@ -151,13 +160,8 @@ def test_failed_proof_unstages_and_records_nothing(node, tmp_path, capsys, monke
     # The application was restarted and still signs with the old key: its frames verify.
     node.wait_boots(boots + 1, timeout=20)
     mark = node.output_mark()
-    wait_for(lambda: console_counters(node, mark), timeout=30, what="a frame after the restart")
-    capture = tmp_path / "console.log"
-    text = console_since(node, mark)
-    capture.write_bytes(text[:text.rindex(b"\n") + 1])  # whole lines only
-    assert main(["decode", str(capture), "--json", "--keys", str(keys)]) in (0, 1)
-    frames = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert frames and all(f["status"] == "ok" and f["kid"] == entry.kid.hex() for f in frames), frames
+    frames = decoded_since(node, mark, keys, tmp_path, capsys)
+    assert all(f["kid"] == entry.kid.hex() for f in frames), frames
 
 
 def test_rotate_keeps_the_old_key_for_a_grace_period(node, tmp_path):
@@ -197,24 +201,32 @@ def test_rotated_out_key_works_at_the_gateway_until_the_grace_period_ends(node, 
                      "--wifi", "plant-floor"]) == 0
         (old,) = list(Keystore.load(keys))
         wait_for(lambda: old.kid.hex() in stored_kids(), timeout=30, what="a frame under the first key")
-        grace_s = 4.0
         # --no-reset: the node waits in its REPL, so only this test's frames use the counters.
+        # A day's grace: the frames below are inside it however long provisioning takes.
         assert main(["provision", "--port", node.port, "--keys", str(keys), "--rotate", "--no-reset",
-                     "--grace", str(grace_s / 86400)]) == 0
+                     "--grace", "1"]) == 0
         old, new = sorted(Keystore.load(keys), key=lambda e: e.generation)
-        assert new.generation == 2 and old.expires is not None and old.expires - time.time() <= grace_s
+        assert new.generation == 2 and old.expires is not None and old.expires - time.time() <= 86400
         high = stored_kids()[old.kid.hex()]
-        assert time.time() < old.expires - 1, "provisioning took longer than the grace period"
-        assert post(old, high + 1) == (coap.CHANGED, b"")  # during the grace period
+        # the new key first: the gateway looks at the changed keystore for it, so what the old
+        # key's frame meets next is the old key with its expiry, not the keystore from before
         assert post(new, high + 2) == (coap.CHANGED, b"")
-        time.sleep(max(old.expires - time.time(), 0) + 0.5)
-        assert post(old, high + 3) == (coap.UNAUTHORIZED, b"unknown-kid")  # after it
-        assert post(new, high + 4) == (coap.CHANGED, b"")
+        assert post(old, high + 1) == (coap.CHANGED, b"")  # during the grace period
+        # Its end: the next rotation's grace is half a second, waited out on the gateway's clock.
+        assert main(["provision", "--port", node.port, "--keys", str(keys), "--rotate", "--no-reset",
+                     "--grace", str(0.5 / 86400)]) == 0
+        first, old, new = sorted(Keystore.load(keys), key=lambda e: e.generation)
+        assert new.generation == 3 and first.expires is not None and old.expires - time.time() <= 0.5
+        assert post(new, high + 3) == (coap.CHANGED, b"")  # the gateway has this keystore too
+        while time.time() <= old.expires:
+            time.sleep(old.expires - time.time() + 0.01)
+        assert post(old, high + 4) == (coap.UNAUTHORIZED, b"unknown-kid")  # after it
+        assert post(new, high + 5) == (coap.CHANGED, b"")
         assert gateway.gateway.counts.get("rejected.unknown-kid") == 1
         # Back in its application the node signs with the new key, and the gateway stores it.
         with DeviceLink(node.port) as link:
             link.reset()
-        wait_for(lambda: stored_kids().get(new.kid.hex(), 0) > high + 4, timeout=30,
+        wait_for(lambda: stored_kids().get(new.kid.hex(), 0) > high + 5, timeout=30,
                  what="a frame from the node under the new key")
     finally:
         client.close()
@@ -360,13 +372,12 @@ def test_monitor_udp_verifies_datagrams_and_counts_rejections(tmp_path):
     (unknown-kid), a tampered one (bad-mac) and garbage are rejected by reason, never printed."""
     nodes = Nodes(tmp_path / "keys.json", n=2)
     stranger = Nodes(tmp_path / "other.json", n=1, first=9)
-    port = free_port(socket.SOCK_DGRAM)
-    proc = subprocess.Popen([FIELDNODE, "monitor", "--udp", f"127.0.0.1:{port}", "--keys", str(nodes.path),
-                             "--json", "--duration", "5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen([FIELDNODE, "monitor", "--udp", "127.0.0.1:0", "--keys", str(nodes.path),
+                             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert "listening on udp 127.0.0.1:" in proc.stderr.readline()
-        sender = Client(("127.0.0.1", port))
+        listening = proc.stderr.readline()
+        assert "listening on udp 127.0.0.1:" in listening
+        sender = Client(("127.0.0.1", int(listening.rsplit(":", 1)[1])))  # the port the kernel gave it
         tampered = bytearray(nodes.frame(1, counter=7))
         tampered[-12] ^= 0x01
         for datagram in (nodes.frame(0, counter=1),  # bare, as a tap on a mirror port sees it
@@ -375,7 +386,11 @@ def test_monitor_udp_verifies_datagrams_and_counts_rejections(tmp_path):
                          nodes.frame(0, counter=1)):  # the same frame again: a replay
             sender.send(datagram)
         sender.close()
-        out, err = proc.communicate(timeout=30)
+        lines = ProcessLines(proc)
+        lines.wait("stderr", lambda err: sum(line.startswith("rejected: ") for line in err) == 5, "5 rejections")
+        lines.wait("stdout", lambda out: len(out) == 2, "2 frames")
+        proc.send_signal(signal.SIGINT)  # what is printed then is all it had
+        out, err = lines.finish()
     finally:
         proc.kill()
     frames = [json.loads(line) for line in out.splitlines()]
@@ -405,23 +420,36 @@ def test_monitor_survives_unplug_and_replug(tmp_path, vectors):
         os.close(slave)
         return master
 
+    def deliver(master: int, frame: bytes, counter: int) -> None:
+        """Writes the frame's console line until the monitor prints the frame. What reaches a port
+        before the monitor has (re)opened it is dropped (pyserial flushes input on open), and the
+        monitor says it has opened the port only with the next line; a copy after the first is
+        refused as a replay, never printed."""
+        deadline = time.monotonic() + 60
+        os.set_blocking(master, False)  # a port nobody reads fills up: the deadline decides, not a write
+        while not lines.until("stdout", lambda out: any(json.loads(x)["counter"] == counter for x in out), 0.3):
+            assert time.monotonic() < deadline and proc.poll() is None, \
+                f"frame {counter} never printed: {lines.text('stderr')}"
+            try:
+                os.write(master, encode_console_line(frame))
+            except BlockingIOError:
+                pass
+
     master = plug()
-    proc = subprocess.Popen([FIELDNODE, "monitor", "--port", str(link), "--keys", str(keys), "--json",
-                             "--duration", "8"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([FIELDNODE, "monitor", "--port", str(link), "--keys", str(keys), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = ProcessLines(proc)
     try:
-        time.sleep(1.0)
-        os.write(master, encode_console_line(bytes.fromhex(case["frame"])))
-        time.sleep(0.5)
-        os.close(master)  # unplugged
+        deliver(master, bytes.fromhex(case["frame"]), 42)
+        os.close(master)  # unplugged: the monitor's next read fails, whenever the port comes back
         link.unlink()
-        time.sleep(1.5)
         master = plug()
-        time.sleep(1.5)  # the monitor reopens the port
         from fieldnode.wire.frame import build_frame
         again = build_frame(bytes.fromhex(case["key"]), bytes.fromhex(case["kid"]), 4, 43, 0, case["bn"],
                             case["bt"], case["records"])
-        os.write(master, encode_console_line(again))
-        out, err = proc.communicate(timeout=30)
+        deliver(master, again, 43)
+        proc.send_signal(signal.SIGINT)
+        out, err = lines.finish()
     finally:
         proc.kill()
         os.close(master)

@@ -252,7 +252,8 @@ def test_the_image_fieldnode_flash_writes_runs_the_node_by_itself(tmp_path):
             assert link.exec("import fnode.app; print(fnode.app.__file__)") == "/lib/fnode/app.mpy"
             host, port = site.gateway.address
             provision(link, Keystore.load(site.keys),
-                      Settings(name="from-image", gateway=f"{host}:{port}", wifi_ssid="plant-floor", wifi_password="sim"))
+                      Settings(name="from-image", gateway=f"{host}:{port}", wifi_ssid="plant-floor",
+                               wifi_password="sim"))
             mark = node.output_mark()
             link.reset()
         node.wait_output(b"FN1 ", timeout=30, since=mark)

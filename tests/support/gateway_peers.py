@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -18,14 +20,20 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from fieldnode.wire import coap
 from fieldnode.wire.frame import KIND_COMMAND, build_frame, device_base_name
 from fieldnode.node.keystore import KeyEntry, Keystore, make_kid
+from support.ports import claimed_port
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+GATEWAY_LISTENING = re.compile(r"listening on coap://127\.0\.0\.1:(\d+)/f ")
+
+
+def gateway_port(startup: str) -> int:
+    """The port a gateway started with `--listen 127.0.0.1:0` says it listens on."""
+    found = GATEWAY_LISTENING.search(startup)
+    if not found or found.group(1) == "0":
+        raise AssertionError(f"not a gateway's startup line: {startup!r}")
+    return int(found.group(1))
 
 
 class Nodes:
@@ -68,56 +76,99 @@ class Mosquitto:
     `port` is where the gateway connects; `observer_port` is where the test watches. The
     gateway's listener can refuse the gateway (anonymous access off) and be reopened by a
     configuration reload (SIGHUP) without restarting, so the observer is subscribed before the
-    gateway can publish.
+    gateway can publish. `gateway_settings` replaces that listener's access settings (a password
+    and ACL file, say). The ports are claimed (support/ports.py) for the broker's whole life, so
+    a restart finds them again; started is when the broker's log says it runs.
     """
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, gateway_settings: str | None = None) -> None:
         self.workdir = workdir
-        self.port = free_port()
-        self.observer_port = free_port()
+        self.gateway_settings = gateway_settings
         self.conf = workdir / "mosquitto.conf"
         self.log = workdir / "mosquitto.log"
         self.proc: subprocess.Popen | None = None
+        self._claims: ExitStack | None = None
+        self.port = self.observer_port = 0
+
+    def _claim(self) -> None:
+        self._release()
+        self._claims = ExitStack()
+        self.port = self._claims.enter_context(claimed_port(socket.SOCK_STREAM))
+        self.observer_port = self._claims.enter_context(claimed_port(socket.SOCK_STREAM))
+
+    def _release(self) -> None:
+        if self._claims is not None:
+            self._claims.close()
+            self._claims = None
 
     def _write_conf(self, gateway_allowed: bool) -> None:
+        access = self.gateway_settings or f"allow_anonymous {'true' if gateway_allowed else 'false'}\n"
         self.conf.write_text(
             # Started as root, mosquitto would drop to the 'mosquitto' user and then could not
             # re-read this file (in a private temp dir) on reload: stay the current user.
             f"user {getpass.getuser()}\n"
             "per_listener_settings true\npersistence false\n"
-            f"listener {self.port} 127.0.0.1\nallow_anonymous {'true' if gateway_allowed else 'false'}\n"
+            f"listener {self.port} 127.0.0.1\n{access}"
             f"listener {self.observer_port} 127.0.0.1\nallow_anonymous true\n"
-            "log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n")
+            # 'information' for the line saying it runs, after every listener is open
+            "log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n")
 
     def start(self, gateway_allowed: bool = True) -> Mosquitto:
+        if self._claims is None:
+            self._claim()
+        for _ in range(5):
+            if self._run(gateway_allowed):
+                return self
+            # Something outside the tests bound a port in the moment before the broker did.
+            self._claim()
+        raise RuntimeError(f"mosquitto could not listen on five pairs of free ports: {self.log.read_text()}")
+
+    def _run(self, gateway_allowed: bool) -> bool:
+        """Starts the broker; False if a port was taken, RuntimeError on any other failure."""
         self._write_conf(gateway_allowed)
+        offset = self.log.stat().st_size if self.log.exists() else 0
         self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
                                      stderr=open(self.log, "ab"))
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            try:
-                for p in (self.port, self.observer_port):
-                    socket.create_connection(("127.0.0.1", p), timeout=0.2).close()
-                return self
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"mosquitto exited: {self.log.read_text()}")
-                time.sleep(0.05)
-        raise RuntimeError("mosquitto did not start")
+            said = self.log.read_bytes()[offset:].decode(errors="replace")
+            if " running" in said:
+                return True
+            if self.proc.poll() is not None:
+                if "Address already in use" in said:
+                    return False
+                raise RuntimeError(f"mosquitto exited: {said}")
+            time.sleep(0.02)
+        raise RuntimeError(f"mosquitto did not start: {self.log.read_text()}")
 
     def allow_gateway(self) -> None:
         self._write_conf(True)
         self.proc.send_signal(signal.SIGHUP)
 
     def stop(self) -> None:
+        """Stops the broker; its ports stay claimed for a restart until close()."""
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
         self.proc = None
 
+    def close(self) -> None:
+        self.stop()
+        self._release()
+
     @property
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}/test"
+
+
+def wait_until(cond, timeout: float = 20) -> bool:
+    """cond() became true within timeout (checked every 50 ms)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def is_reading(topic: str) -> bool:

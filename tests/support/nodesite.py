@@ -95,10 +95,12 @@ class Site:
             return conn.execute("SELECT counter, kind, base_time FROM frames WHERE device=? ORDER BY id",
                                 (node.unique_id.hex(),)).fetchall()
 
-    def readings(self, node: VirtualNode, name: str, after_counter: int = 0) -> list[tuple[int, float | None, str | None]]:
+    def readings(self, node: VirtualNode, name: str,
+                 after_counter: int = 0) -> list[tuple[int, float | None, str | None]]:
         with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True) as conn:
             return conn.execute(
-                "SELECT f.counter, r.value, COALESCE(r.string, r.err) FROM readings r JOIN frames f ON r.frame_id = f.id "
+                "SELECT f.counter, r.value, COALESCE(r.string, r.err) "
+                "FROM readings r JOIN frames f ON r.frame_id = f.id "
                 "WHERE r.device=? AND r.name=? AND f.counter>? ORDER BY f.counter",
                 (node.unique_id.hex(), name, after_counter)).fetchall()
 

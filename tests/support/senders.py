@@ -108,7 +108,7 @@ async def run_paced(addr: tuple[str, int], frames: list[list[bytes]], interval: 
         await asyncio.gather(*pending)
 
     t = time.perf_counter()
-    await asyncio.gather(*(node(s, fs) for s, fs in zip(senders, frames)))
+    await asyncio.gather(*(node(s, fs) for s, fs in zip(senders, frames, strict=True)))
     result.elapsed = time.perf_counter() - t
     for s in senders:
         s.transport.close()
@@ -126,7 +126,7 @@ async def run_closed(addr: tuple[str, int], frames: list[list[bytes]]) -> LoadRe
             await s.post(f)
 
     t = time.perf_counter()
-    await asyncio.gather(*(node(s, fs) for s, fs in zip(senders, frames)))
+    await asyncio.gather(*(node(s, fs) for s, fs in zip(senders, frames, strict=True)))
     result.elapsed = time.perf_counter() - t
     for s in senders:
         s.transport.close()

@@ -213,7 +213,8 @@ def main() -> None:
     }
     path = Path(__file__).with_name("frame-v1.json")
     path.write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"wrote {path} ({len(cases)} frames; telemetry-6 is {good['telemetry-6'] and len(good['telemetry-6'])} bytes)")
+    size = good["telemetry-6"] and len(good["telemetry-6"])
+    print(f"wrote {path} ({len(cases)} frames; telemetry-6 is {size} bytes)")
 
 
 if __name__ == "__main__":
