@@ -66,7 +66,7 @@ while not wlan.isconnected():
 NTP_FAILURES = {
     "short reply": ({"ntp": "short"}, "127.0.0.1", "ValueError"),
     "dns": ({"dns": "fail"}, "ntp.site.lan", "OSError(-202"),
-    "no reply": ({"ntp": "silent"}, "127.0.0.1", "OSError(110"),
+    "no reply": ({"ntp": "silent"}, "127.0.0.1", "OSError(116"),  # newlib's ETIMEDOUT
 }
 
 

@@ -3,8 +3,10 @@
 # NVS errors are the ESP32 port's: a missing key (or one stored with another type) raises
 # OSError(-4354, "ESP_ERR_NVS_NOT_FOUND"); a get_blob buffer too small for the value raises
 # OSError(-4364, "ESP_ERR_NVS_INVALID_LENGTH"); with world.json "nvs_full" every set_* raises
-# OSError(-4357, "ESP_ERR_NVS_NOT_ENOUGH_SPACE"); set_i32 of a value outside the i32 range raises
-# OverflowError, as the port's mp_obj_get_int does.
+# OSError(-4357, "ESP_ERR_NVS_NOT_ENOUGH_SPACE"); a key over 15 characters raises
+# OSError(-4361, "ESP_ERR_NVS_KEY_TOO_LONG"); set_i32 of a value outside the i32 range raises
+# OverflowError and of a float TypeError, as the port's mp_obj_get_int does. Sources and values:
+# docs/virtual-node.md, "Where the simulation follows the ESP32 port".
 #
 # Durability has two modes, chosen by sim.json "nvs":
 #   "commit" (default): set_*/erase_key change this boot's view; commit() replaces the file
@@ -70,7 +72,8 @@ class NVS:
         return item[1]
 
     def set_i32(self, key, value):
-        value = int(value)
+        if not isinstance(value, int):  # mp_obj_get_int takes no float or str
+            raise TypeError("can't convert %s to int" % type(value).__name__)
         if not -0x80000000 <= value <= 0x7FFFFFFF:
             raise OverflowError("overflow converting long int to machine word")
         self._set(key, ["i32", value])
@@ -181,20 +184,26 @@ class Partition:
         (1, 129, 0x200000, 0x200000, "vfs"),
     )
 
-    def __init__(self, id, block_size=4096):
-        if id in (Partition.BOOT, Partition.RUNNING):
-            id = "factory"
-        for row in Partition._TABLE:
-            if row[4] == id:
-                self._row = row
-                break
-        else:
-            raise ValueError("partition not found")
+    def __init__(self, id, block_size=4096, _row=None):
+        # As ports/esp32/esp32_partition.c: BOOT or RUNNING, another integer is ValueError, a
+        # label is looked up among the app partitions only and a missing one is OSError(ENOENT).
+        if _row is None:
+            if id in (Partition.BOOT, Partition.RUNNING):
+                id = "factory"
+            elif isinstance(id, int):
+                raise ValueError()
+            for row in Partition._TABLE:
+                if row[0] == Partition.TYPE_APP and row[4] == id:
+                    _row = row
+                    break
+            else:
+                raise OSError(2)  # ENOENT
+        self._row = _row
         self.block_size = block_size
 
     @staticmethod
     def find(type=TYPE_APP, subtype=0xFF, label=None, block_size=4096):
-        return [Partition(r[4], block_size) for r in Partition._TABLE
+        return [Partition(r[4], block_size, r) for r in Partition._TABLE
                 if r[0] == type and (subtype == 0xFF or r[1] == subtype)
                 and (label is None or r[4] == label)]
 

@@ -141,7 +141,7 @@ class WLAN:
             return self._state
         if param == "rssi":
             if self._state != STAT_GOT_IP:
-                raise OSError("STA must be connected")
+                raise OSError("Wifi Not Connected")  # esp_wifi_sta_get_ap_info (network_common.c)
             return simworld.value("rssi", -60)
         if param == "stations":
             return []

@@ -4,7 +4,9 @@
 # The server's time is the host's. The same steps fail the same ways as on a board:
 #  - a host name goes through socket.getaddrinfo(), which raises the port's negative OSError
 #    codes (world.json "dns": "fail", or the link down);
-#  - no answer: OSError(ETIMEDOUT) (the link down, or world.json "ntp": "silent");
+#  - the link down: sendto() has no route, OSError(EHOSTUNREACH), 118 on the port (newlib);
+#  - no answer (world.json "ntp": "silent"): the recv times out, OSError(ETIMEDOUT), which the
+#    ESP32 port raises as newlib's 116 (ports/esp32/modsocket.c, MP_ETIMEDOUT), not Linux's 110;
 #  - a reply shorter than 44 bytes (world.json "ntp": "short"): struct.unpack raises ValueError.
 import machine
 import network
@@ -16,6 +18,7 @@ import time as _time
 host = "pool.ntp.org"
 timeout = 1
 
+_ETIMEDOUT = 116  # newlib's ETIMEDOUT, the ESP32 port's MP_ETIMEDOUT
 _UNIX_TO_NTP = 2208988800  # seconds from 1900 (NTP's era 0) to 1970
 _MIN_NTP_TIMESTAMP = 3913056000  # 2024-01-01: an older timestamp is in NTP era 1 (after 2036)
 
@@ -23,8 +26,10 @@ _MIN_NTP_TIMESTAMP = 3913056000  # 2024-01-01: an older timestamp is in NTP era 
 def _query():
     # The server's reply to a 48-byte client request, as the world has it answer.
     mode = simworld.value("ntp", "answer")
-    if not network.link_up() or mode == "silent":
-        raise OSError(110)  # ETIMEDOUT: the recv timed out
+    if not network.link_up():
+        raise OSError(socket.EHOSTUNREACH)  # the sendto() before the recv
+    if mode == "silent":
+        raise OSError(_ETIMEDOUT)  # the recv timed out
     msg = bytearray(48)
     msg[0] = 0x24  # LI 0, version 4, mode 4 (server)
     struct.pack_into("!I", msg, 40, (int(_time._builtin.time()) + _UNIX_TO_NTP) & 0xFFFFFFFF)

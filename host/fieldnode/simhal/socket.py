@@ -37,7 +37,10 @@ IPPROTO_TCP = 6
 IPPROTO_UDP = 17
 IP_ADD_MEMBERSHIP = _builtin.IP_ADD_MEMBERSHIP
 
-EHOSTUNREACH = 113
+# The ESP32 port takes errno values from ESP-IDF's newlib (ports/esp32/mpconfigport.h:
+# MICROPY_USE_INTERNAL_ERRNO 0; newlib sys/errno.h), not Linux's: EHOSTUNREACH is 118 there (113,
+# Linux's number, is ECONNABORTED in newlib).
+EHOSTUNREACH = 118
 EAI_FAIL = -202  # lwIP's getaddrinfo failure as the ESP32 port reports it
 
 # Datagram sockets by id(): an attribute on the instance would break select.poll on this

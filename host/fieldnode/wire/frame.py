@@ -307,10 +307,10 @@ def _validate_record(rec: Any, first: bool, bt: int | float) -> None:
             if label == SENML_V and not is_number(rec[label]):
                 raise FrameRejected("bad-senml", f"{name}: v out of range (64-bit integer or finite float)")
             values += 1
-    err = rec.get(SENML_ERR)
-    if err is not None and (type(err) is not str or values):
+    has_err = SENML_ERR in rec  # a null err is a wrong type, not an absent field
+    if has_err and (type(rec[SENML_ERR]) is not str or values):
         raise FrameRejected("bad-senml", f"{name}: err is text and excludes a value")
-    if values != 1 and err is None:
+    if values != 1 and not has_err:
         raise FrameRejected("bad-senml", f"{name}: needs exactly one of v, vs, vb or err")
     if type(rec.get(SENML_U, "")) is not str:
         raise FrameRejected("bad-senml", f"{name}: u must be text")
