@@ -11,6 +11,7 @@ import json
 import machine
 import sys
 import time
+from micropython import const
 from fnode import clock, log
 from fnode.config import Config
 from fnode.counter import Counter
@@ -18,7 +19,7 @@ from fnode.cose import KIND_TELEMETRY, KIND_BOOT, KIND_EVENT, KIND_ACK, Rejected
 from fnode.frame import FrameBuilder, base_name
 from fnode.health import Heap, LOW_HEAP_BYTES, HEALTH_S, CHECK_MS, UNIT
 from fnode.sensors import build, unix_time
-from fnode.stamp import age
+from fnode.stamp import age, next_due
 
 VERSION = "0.1.0"
 BOARD_FILE = "board.json"
@@ -31,6 +32,8 @@ _RESET_NAMES = (
     ("PWRON_RESET", "power_on"), ("HARD_RESET", "hard"), ("WDT_RESET", "watchdog"),
     ("DEEPSLEEP_RESET", "deepsleep"), ("SOFT_RESET", "soft"),
 )
+
+_MAX_WAIT_MS = const(0x10000000)  # longer than any sampling period (2**28 ms, fnode.stamp)
 
 
 def _add_readings(b, sensor, error):
@@ -150,30 +153,32 @@ class Node:
         if error is not None:
             log.warn(sensor.name, "read failed:", error)
         if self.rules is not None:
-            self.rules.after_sample(sensor, time.ticks_ms(), self.emit_event)
+            self.rules.after_sample(sensor, time.ticks_ms(), self)
         if self.actuators is not None:
-            for name in self.actuators.enforce_interlocks():
+            name = self.actuators.enforce_interlock()
+            while name is not None:
                 self.emit_event("interlock", name + ".forced", None, 1)
+                name = self.actuators.enforce_interlock()
         self.uplink.submit(self.telemetry_frame(sensor, error))
         self.progress[sensor.name] = time.ticks_ms()
 
     async def sampler(self):
-        # Every sensor, each one its period after its last sample, in one task: a task a sensor
-        # would cost a Task and two generator frames each (docs/firmware.md, "Memory budget"),
-        # and samples cannot overlap anyway, as a driver's read never yields.
+        # Every sensor on its own fixed schedule (start + k periods, fnode.stamp.next_due), in one
+        # task: a task a sensor would cost a Task and two generator frames each (docs/firmware.md,
+        # "Memory budget"), and samples cannot overlap anyway, as a driver's read never yields.
+        # Sleeps until the earliest deadline.
         sensors = self.sensors
         due = [self.started] * len(sensors)
         while True:
-            wait = 1000
+            wait = _MAX_WAIT_MS
             for i in range(len(sensors)):
-                left = time.ticks_diff(due[i], time.ticks_ms())
-                if left <= 0:
+                if time.ticks_diff(due[i], time.ticks_ms()) <= 0:
                     self.sample(sensors[i])
-                    left = sensors[i].period_ms
-                    due[i] = time.ticks_add(time.ticks_ms(), left)
+                    due[i] = next_due(due[i], sensors[i].period_ms, time.ticks_ms())
+                left = time.ticks_diff(due[i], time.ticks_ms())
                 if left < wait:
                     wait = left
-            await asyncio.sleep_ms(wait)
+            await asyncio.sleep_ms(wait if wait > 0 else 0)  # 0: still lets the other tasks run
 
     def take_command(self, frame):
         # Where a command frame comes in (CoAP response, console line). The receiving side is
@@ -290,7 +295,8 @@ class Node:
         # starting).
         if self.stopped is not None:
             return self.stopped
-        if time.ticks_diff(now, self.uplink.beat) > UPLINK_STALL_MS:
+        beat = self.uplink.beat  # None: the sender waits for a frame, nothing in progress
+        if beat is not None and time.ticks_diff(now, beat) > UPLINK_STALL_MS:
             return "uplink"
         for sensor in self.sensors:
             last = self.progress.get(sensor.name, self.started)
@@ -335,17 +341,20 @@ def health_frame(node):
 
 
 async def heap_watch(node, period_ms):
-    # Keeps the lowest free heap, raises heap.low once per fall below the board's threshold, and
-    # sends the health frame every period_ms (board "health_s").
+    # Keeps the lowest free heap (a look every CHECK_MS at most), raises heap.low once per fall
+    # below the board's threshold, and sends the health frame every period_ms (board "health_s")
+    # on absolute deadlines: on time, not a check's worth late, and without drift.
     heap = node.heap
     due = time.ticks_add(time.ticks_ms(), period_ms)
     while True:
-        await asyncio.sleep_ms(min(CHECK_MS, period_ms))
+        left = time.ticks_diff(due, time.ticks_ms())
+        await asyncio.sleep_ms(CHECK_MS if left > CHECK_MS else left if left > 0 else 0)
         if heap.check():
             log.warn("low memory:", heap.free, "bytes free")
             node.emit_event("heap.low", "heap.free", UNIT, heap.free)
-        if time.ticks_diff(time.ticks_ms(), due) >= 0:
-            due = time.ticks_add(due, period_ms)
+        now = time.ticks_ms()
+        if time.ticks_diff(now, due) >= 0:
+            due = next_due(due, period_ms, now)
             heap.measure()
             node.uplink.submit(health_frame(node))
 
