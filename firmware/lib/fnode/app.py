@@ -178,7 +178,7 @@ class Node:
                 left = time.ticks_diff(due[i], time.ticks_ms())
                 if left < wait:
                     wait = left
-            await asyncio.sleep_ms(wait if wait > 0 else 0)  # 0: still lets the other tasks run
+            await asyncio.sleep_ms(max(0, wait))  # 0: still lets the other tasks run
 
     def take_command(self, frame):
         # Where a command frame comes in (CoAP response, console line). The receiving side is
@@ -348,7 +348,7 @@ async def heap_watch(node, period_ms):
     due = time.ticks_add(time.ticks_ms(), period_ms)
     while True:
         left = time.ticks_diff(due, time.ticks_ms())
-        await asyncio.sleep_ms(CHECK_MS if left > CHECK_MS else left if left > 0 else 0)
+        await asyncio.sleep_ms(min(CHECK_MS, max(0, left)))
         if heap.check():
             log.warn("low memory:", heap.free, "bytes free")
             node.emit_event("heap.low", "heap.free", UNIT, heap.free)
