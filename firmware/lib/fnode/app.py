@@ -135,15 +135,16 @@ class Node:
             b.add(name, unit, value)
         return b.finish()
 
-    async def loss_reporter(self, spool):
-        # Frames dropped from a full spool are reported once the link is back and the spool is
-        # empty again, so the report itself is not dropped.
-        while True:
-            await asyncio.sleep_ms(2000)
-            lost = spool.lost
-            if lost and self.uplink.link.up() and len(spool) == 0:
-                self.uplink.submit(self.event_frame("queue.loss", "lost", "count", lost))
-                spool.loss_reported(lost)
+    def report_loss(self):
+        # Frames dropped from a full spool are reported when the uplink has sent everything
+        # (Uplink.on_idle: the link is up and the spool empty), so the report itself is not
+        # dropped. A task that looked every 2 s could keep missing that moment: health frames
+        # on a 2 s schedule kept the spool busy exactly when it looked.
+        spool = self.uplink.spool
+        lost = spool.lost
+        if lost:
+            self.uplink.submit(self.event_frame("queue.loss", "lost", "count", lost))
+            spool.loss_reported(lost)
 
     def emit_event(self, event, name=None, unit=None, value=None):
         self.uplink.submit(self.event_frame(event, name, unit, value))
@@ -444,7 +445,7 @@ async def main():
     if gateway:
         node.spawn("clock", clock.keeper(link, gateway[0]))
     if spool is not None:
-        node.spawn("loss", node.loss_reporter(spool))
+        uplink.on_idle = node.report_loss
         node.spawn("spool", uplink.settle())
     node.spawn("heap", heap_watch(node, int(board.get("health_s", HEALTH_S) * 1000)))
     led = board.get("status_led")

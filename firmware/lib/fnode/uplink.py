@@ -51,6 +51,7 @@ class Uplink:
         self.beat = time.ticks_ms()
         self.key_retry_max_ms = KEY_RETRY_MAX_MS
         self.on_event = None  # called (event, name, unit, value) to send an event frame
+        self.on_idle = None  # called when everything queued has been sent (the spool is empty)
         self.unknown_kid = 0  # 4.01 unknown-kid answers since the gateway last took a frame
         self.unknown_since = None  # ticks_ms of the first of them (aged: at most 3.1 days back)
         self._queued = asyncio.Event()  # set by submit(): the sender and the spool's task wake on it
@@ -155,6 +156,8 @@ class Uplink:
         # no wake-up is lost by clearing here; the spool's task clears the same event the same way.
         self.beat = None
         self._queued.clear()
+        if self.on_idle is not None and self.gateway is not None:
+            self.on_idle()  # may queue a frame: set after the clear, so the wait returns at once
         await self._queued.wait()
 
     async def _pause(self, ms):
