@@ -155,6 +155,24 @@ def test_the_failsafe_holds_through_a_week_of_gateway_silence_across_the_tick_wr
     assert outputs(node) == safe
 
 
+def test_periodic_deadlines_keep_their_period_across_the_wrap_and_start_again_after_a_missed_one(
+        micropython, tmp_path):
+    # The sampler and the health frame run on absolute deadlines (fnode.stamp.next_due): one
+    # period after the last deadline, whenever the work ended, so the period does not drift by
+    # the work's time; a node a whole period behind starts again from now, without a burst.
+    out = run(micropython, tmp_path, """
+from fnode.stamp import next_due
+wrap = 1 << 30
+out["on_time"] = next_due(1000, 500, 1000)
+out["late_work"] = next_due(1000, 500, 1420)  # the work took 420 ms: still 1500, not 1920
+out["across_wrap"] = next_due(wrap - 100, 500, wrap - 40)
+out["missed"] = next_due(1000, 500, 1730)  # more than a period behind: from now
+out["missed_across_wrap"] = next_due(wrap - 100, 500, 900)
+""")
+    assert out == {"on_time": 1500, "late_work": 1500, "across_wrap": 400, "missed": 2230,
+                   "missed_across_wrap": 1400}
+
+
 @pytest.mark.parametrize("mutate,expected", [
     (lambda d: d["actuators"][0].update(min_on_s=73 * 3600), "min_on_s: seconds, from 0 to 259200"),
     (lambda d: d.update(failsafe_after_s=8 * 86400), "failsafe_after_s: a positive number of seconds, at most"),

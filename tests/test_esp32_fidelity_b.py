@@ -283,6 +283,46 @@ def test_two_queued_datagrams_are_parsed_one_by_one(micropython, tmp_path):
     assert len(gateway.posts) == 1  # the empty ACK was heard: no retransmission
 
 
+UPLINK_IDLE = """
+import asyncio, json, time
+from fnode.wifi import Link
+from fnode.uplink import Uplink
+up = Uplink(("127.0.0.1", {port}), Link("plant-floor", "sim"))
+def frame(counter):
+    f = bytearray(64)
+    f[22] = counter  # the counter: bytes 19..22
+    return f
+async def until(done):
+    deadline = time.ticks_add(time.ticks_ms(), 20000)
+    while not done() and time.ticks_diff(deadline, time.ticks_ms()) > 0:
+        await asyncio.sleep_ms(20)
+async def main():
+    asyncio.create_task(up.run())
+    up.submit(frame(1))
+    await until(lambda: up.acked == 1)
+    await asyncio.sleep_ms(500)
+    idle = up.beat  # the sender sets it each time round its loop: None while it sleeps on the queue
+    up.submit(frame(2))
+    await until(lambda: up.acked == 2)
+    print(json.dumps([idle, up.acked, up.pending()]))
+asyncio.run(main())
+"""
+
+
+def test_the_idle_uplink_sleeps_until_a_frame_is_queued(micropython, tmp_path):
+    # Before: with nothing to send, the sender looked again every 20 ms.
+    gateway = FakeGateway(lambda post, sender, n: [piggybacked(post)])
+    try:
+        out = run_on_node(micropython, sim_node(tmp_path, {}), UPLINK_IDLE.format(port=gateway.port),
+                          timeout=60).stdout
+    finally:
+        gateway.close()
+    idle, acked, pending = json.loads(out.strip().splitlines()[-1])
+    assert idle is None  # its loop did not run in 500 ms of nothing to send
+    assert (acked, pending) == (2, 0)  # and the frame queued then woke it and was sent
+    assert len(gateway.posts) == 2
+
+
 # -- 4. console input ----------------------------------------------------------------------------
 WDT_MS = 3000  # the firmware's 30 s, shrunk: a stall of a few seconds must end in a reset
 IDENTITY = bytes([4]) + bytes(range(8)) + bytes(range(32))

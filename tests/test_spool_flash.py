@@ -44,7 +44,8 @@ def test_devkitc_spool_meets_room_and_wear_targets_counted_in_the_simulated_flas
 RING = r"""
 import json, os, time
 from fnode.frame import FrameBuilder
-from fnode.spool import Spool, contents, encode, decode, _counter
+from fnode.spool import Spool, contents, encode, decode
+from fnode.cose import counter_of
 
 fb = FrameBuilder(bytes(32), b"\x24\x0a\xc4\xa1\xb2\xc3\x00\x01", 4)
 
@@ -84,7 +85,7 @@ for c in range(1, 301):
     s.put(c, frame(c))
     s.settle(time.ticks_ms())
 out["segments"] = len(os.listdir("spool"))
-out["printed"] = [_counter(f) for f in printed] == list(range(1, 301))
+out["printed"] = [counter_of(f) for f in printed] == list(range(1, 301))
 for c in range(1, 101):  # answered
     assert s.peek()[0] == c
     s.drop(c)

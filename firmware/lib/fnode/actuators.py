@@ -115,14 +115,15 @@ class Actuators:
                 act.orders += 1
         return None
 
-    def enforce_interlocks(self):
-        # -> names of actuators forced to their safe state now (for an event frame).
-        forced = []
+    def enforce_interlock(self):
+        # Forces one actuator whose interlock tripped to the interlock's state. -> its name (for
+        # an event frame), or None when none needed it: call until None. Checked after every
+        # sample, so it allocates nothing when there is nothing to force.
         for lock in self.interlocks:
             if lock.tripped() and lock.actuator.state != lock.force:
                 lock.actuator.write(lock.force)
-                forced.append(lock.actuator.name)
-        return forced
+                return lock.actuator.name
+        return None
 
     def age(self, now):
         # Keeps every change stamp readable across the tick wrap (fnode.stamp).

@@ -11,6 +11,7 @@ import json
 import machine
 import sys
 import time
+from micropython import const
 from fnode import clock, log
 from fnode.config import Config
 from fnode.counter import Counter
@@ -18,7 +19,7 @@ from fnode.cose import KIND_TELEMETRY, KIND_BOOT, KIND_EVENT, KIND_ACK, Rejected
 from fnode.frame import FrameBuilder, base_name
 from fnode.health import Heap, LOW_HEAP_BYTES, HEALTH_S, CHECK_MS, UNIT
 from fnode.sensors import build, unix_time
-from fnode.stamp import age
+from fnode.stamp import age, next_due
 
 VERSION = "0.1.0"
 BOARD_FILE = "board.json"
@@ -33,6 +34,8 @@ _RESET_NAMES = (
     ("PWRON_RESET", "power_on"), ("HARD_RESET", "hard"), ("WDT_RESET", "watchdog"),
     ("DEEPSLEEP_RESET", "deepsleep"), ("SOFT_RESET", "soft"),
 )
+
+_MAX_WAIT_MS = const(0x10000000)  # longer than any sampling period (2**28 ms, fnode.stamp)
 
 
 def _add_readings(b, sensor, error):
@@ -135,15 +138,16 @@ class Node:
             b.add(name, unit, value)
         return b.finish()
 
-    async def loss_reporter(self, spool):
-        # Frames dropped from a full spool are reported once the link is back and the spool is
-        # empty again, so the report itself is not dropped.
-        while True:
-            await asyncio.sleep_ms(2000)
-            lost = spool.lost
-            if lost and self.uplink.link.up() and len(spool) == 0:
-                self.uplink.submit(self.event_frame("queue.loss", "lost", "count", lost))
-                spool.loss_reported(lost)
+    def report_loss(self):
+        # Frames dropped from a full spool are reported when the uplink has sent everything
+        # (Uplink.on_idle: the link is up and the spool empty), so the report itself is not
+        # dropped. A task that looked every 2 s could keep missing that moment: health frames
+        # on a 2 s schedule kept the spool busy exactly when it looked.
+        spool = self.uplink.spool
+        lost = spool.lost
+        if lost:
+            self.uplink.submit(self.event_frame("queue.loss", "lost", "count", lost))
+            spool.loss_reported(lost)
 
     def emit_event(self, event, name=None, unit=None, value=None):
         self.uplink.submit(self.event_frame(event, name, unit, value))
@@ -153,30 +157,32 @@ class Node:
         if error is not None:
             log.warn(sensor.name, "read failed:", error)
         if self.rules is not None:
-            self.rules.after_sample(sensor, time.ticks_ms(), self.emit_event)
+            self.rules.after_sample(sensor, time.ticks_ms(), self)
         if self.actuators is not None:
-            for name in self.actuators.enforce_interlocks():
+            name = self.actuators.enforce_interlock()
+            while name is not None:
                 self.emit_event("interlock", name + ".forced", None, 1)
+                name = self.actuators.enforce_interlock()
         self.uplink.submit(self.telemetry_frame(sensor, error))
         self.progress[sensor.name] = time.ticks_ms()
 
     async def sampler(self):
-        # Every sensor, each one its period after its last sample, in one task: a task a sensor
-        # would cost a Task and two generator frames each (docs/firmware.md, "Memory budget"),
-        # and samples cannot overlap anyway, as a driver's read never yields.
+        # Every sensor on its own fixed schedule (start + k periods, fnode.stamp.next_due), in one
+        # task: a task a sensor would cost a Task and two generator frames each (docs/firmware.md,
+        # "Memory budget"), and samples cannot overlap anyway, as a driver's read never yields.
+        # Sleeps until the earliest deadline.
         sensors = self.sensors
         due = [self.started] * len(sensors)
         while True:
-            wait = 1000
+            wait = _MAX_WAIT_MS
             for i in range(len(sensors)):
-                left = time.ticks_diff(due[i], time.ticks_ms())
-                if left <= 0:
+                if time.ticks_diff(due[i], time.ticks_ms()) <= 0:
                     self.sample(sensors[i])
-                    left = sensors[i].period_ms
-                    due[i] = time.ticks_add(time.ticks_ms(), left)
+                    due[i] = next_due(due[i], sensors[i].period_ms, time.ticks_ms())
+                left = time.ticks_diff(due[i], time.ticks_ms())
                 if left < wait:
                     wait = left
-            await asyncio.sleep_ms(wait)
+            await asyncio.sleep_ms(max(0, wait))  # 0: still lets the other tasks run
 
     def take_command(self, frame):
         # Where a command frame comes in (CoAP response, console line). The receiving side is
@@ -293,7 +299,8 @@ class Node:
         # starting).
         if self.stopped is not None:
             return self.stopped
-        if time.ticks_diff(now, self.uplink.beat) > self.stall_ms:
+        beat = self.uplink.beat  # None: the sender waits for a frame, nothing in progress
+        if beat is not None and time.ticks_diff(now, beat) > self.stall_ms:
             return "uplink"
         for sensor in self.sensors:
             last = self.progress.get(sensor.name, self.started)
@@ -338,17 +345,20 @@ def health_frame(node):
 
 
 async def heap_watch(node, period_ms):
-    # Keeps the lowest free heap, raises heap.low once per fall below the board's threshold, and
-    # sends the health frame every period_ms (board "health_s").
+    # Keeps the lowest free heap (a look every CHECK_MS at most), raises heap.low once per fall
+    # below the board's threshold, and sends the health frame every period_ms (board "health_s")
+    # on absolute deadlines: on time, not a check's worth late, and without drift.
     heap = node.heap
     due = time.ticks_add(time.ticks_ms(), period_ms)
     while True:
-        await asyncio.sleep_ms(min(CHECK_MS, period_ms))
+        left = time.ticks_diff(due, time.ticks_ms())
+        await asyncio.sleep_ms(min(CHECK_MS, max(0, left)))
         if heap.check():
             log.warn("low memory:", heap.free, "bytes free")
             node.emit_event("heap.low", "heap.free", UNIT, heap.free)
-        if time.ticks_diff(time.ticks_ms(), due) >= 0:
-            due = time.ticks_add(due, period_ms)
+        now = time.ticks_ms()
+        if time.ticks_diff(now, due) >= 0:
+            due = next_due(due, period_ms, now)
             heap.measure()
             node.uplink.submit(health_frame(node))
 
@@ -440,7 +450,7 @@ async def main():
     if gateway:
         node.spawn("clock", clock.keeper(link, gateway[0]))
     if spool is not None:
-        node.spawn("loss", node.loss_reporter(spool))
+        uplink.on_idle = node.report_loss
         node.spawn("spool", uplink.settle())
     node.spawn("heap", heap_watch(node, int(board.get("health_s", HEALTH_S) * 1000)))
     led = board.get("status_led")

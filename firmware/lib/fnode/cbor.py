@@ -12,10 +12,10 @@ from struct import pack_into
 from io import BytesIO
 
 MAJOR_UINT = const(0x00)
-MAJOR_NINT = const(0x20)
+_MAJOR_NINT = const(0x20)
 MAJOR_BSTR = const(0x40)
-MAJOR_TSTR = const(0x60)
-MAJOR_ARRAY = const(0x80)
+_MAJOR_TSTR = const(0x60)
+_MAJOR_ARRAY = const(0x80)
 
 _FALSE = const(0xF4)
 _TRUE = const(0xF5)
@@ -65,7 +65,7 @@ def head(buf, off, major, n):
 
 def integer(buf, off, v):
     if v < 0:
-        return head(buf, off, MAJOR_NINT, -1 - v)
+        return head(buf, off, _MAJOR_NINT, -1 - v)
     return head(buf, off, MAJOR_UINT, v)
 
 
@@ -107,9 +107,9 @@ def text(buf, off, s, n=-1):
     """A text string from a str (or UTF-8 bytes); n, when known, is its byte length."""
     if n < 0:
         n = utf8_len(s)
-    return raw(buf, head(buf, off, MAJOR_TSTR, n), s, n)
+    return raw(buf, head(buf, off, _MAJOR_TSTR, n), s, n)
 
 
 
 def array_head(buf, off, n):
-    return head(buf, off, MAJOR_ARRAY, n)
+    return head(buf, off, _MAJOR_ARRAY, n)

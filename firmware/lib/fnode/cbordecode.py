@@ -6,16 +6,16 @@
 from micropython import const
 from struct import unpack_from
 
-MAJOR_UINT = const(0x00)
-MAJOR_NINT = const(0x20)
-MAJOR_BSTR = const(0x40)
-MAJOR_TSTR = const(0x60)
-MAJOR_ARRAY = const(0x80)
-MAJOR_MAP = const(0xA0)
-MAJOR_TAG = const(0xC0)
+_MAJOR_UINT = const(0x00)
+_MAJOR_NINT = const(0x20)
+_MAJOR_BSTR = const(0x40)
+_MAJOR_TSTR = const(0x60)
+_MAJOR_ARRAY = const(0x80)
+_MAJOR_MAP = const(0xA0)
+_MAJOR_TAG = const(0xC0)
 
-MAX_DEPTH = const(8)
-MAX_ITEMS = const(64)
+_MAX_DEPTH = const(8)
+_MAX_ITEMS = const(64)
 
 
 class Tag:
@@ -64,20 +64,20 @@ def _string_end(buf, pos, n):
     return pos + n
 
 
-def skip(buf, pos, depth=MAX_DEPTH, max_items=MAX_ITEMS):
+def skip(buf, pos, depth=_MAX_DEPTH, max_items=_MAX_ITEMS):
     """Position after the well-formed item at pos, building nothing (ValueError if malformed)."""
     ib, n, pos = read_head(buf, pos)
     major = ib & 0xE0
-    if major == MAJOR_BSTR or major == MAJOR_TSTR:
+    if major == _MAJOR_BSTR or major == _MAJOR_TSTR:
         return _string_end(buf, pos, n)
-    if major == MAJOR_ARRAY or major == MAJOR_MAP or major == MAJOR_TAG:
+    if major == _MAJOR_ARRAY or major == _MAJOR_MAP or major == _MAJOR_TAG:
         if depth <= 0:
             raise ValueError("cbor: nested too deep")
-        if major == MAJOR_TAG:
+        if major == _MAJOR_TAG:
             return skip(buf, pos, depth - 1, max_items)
         if n > max_items:
             raise ValueError("cbor: too many items")
-        if major == MAJOR_MAP:
+        if major == _MAJOR_MAP:
             n *= 2
         for _ in range(n):
             pos = skip(buf, pos, depth - 1, max_items)
@@ -97,19 +97,19 @@ def half_to_float(h):
     return -v if h & 0x8000 else v
 
 
-def decode(buf, pos, depth=MAX_DEPTH, max_items=MAX_ITEMS):
+def decode(buf, pos, depth=_MAX_DEPTH, max_items=_MAX_ITEMS):
     """(value, position after it) for the item at pos: int, bytes, str, list, dict, Tag, float,
     bool or None."""
     ib, n, pos = read_head(buf, pos)
     major = ib & 0xE0
-    if major == MAJOR_UINT:
+    if major == _MAJOR_UINT:
         return n, pos
-    if major == MAJOR_NINT:
+    if major == _MAJOR_NINT:
         return -1 - n, pos
-    if major == MAJOR_BSTR:
+    if major == _MAJOR_BSTR:
         end = _string_end(buf, pos, n)
         return bytes(buf[pos:end]), end
-    if major == MAJOR_TSTR:
+    if major == _MAJOR_TSTR:
         end = _string_end(buf, pos, n)
         try:
             return str(buf[pos:end], "utf-8"), end
@@ -132,12 +132,12 @@ def decode(buf, pos, depth=MAX_DEPTH, max_items=MAX_ITEMS):
     if depth <= 0:
         raise ValueError("cbor: nested too deep")
     depth -= 1
-    if major == MAJOR_TAG:
+    if major == _MAJOR_TAG:
         v, pos = decode(buf, pos, depth, max_items)
         return Tag(n, v), pos
     if n > max_items:
         raise ValueError("cbor: too many items")
-    if major == MAJOR_ARRAY:
+    if major == _MAJOR_ARRAY:
         out = [None] * n
         for i in range(n):
             out[i], pos = decode(buf, pos, depth, max_items)
@@ -155,7 +155,7 @@ def decode(buf, pos, depth=MAX_DEPTH, max_items=MAX_ITEMS):
     return out, pos
 
 
-def loads(buf, depth=MAX_DEPTH, max_items=MAX_ITEMS):
+def loads(buf, depth=_MAX_DEPTH, max_items=_MAX_ITEMS):
     """The one item buf holds (ValueError for malformed input or trailing bytes)."""
     v, pos = decode(buf, 0, depth, max_items)
     if pos != len(buf):

@@ -2,6 +2,7 @@
 # until SNTP has set the RTC, times are wrong, and a command's expiry cannot be checked, so
 # commands are refused ("no-clock") rather than applied on a guess.
 import asyncio
+from micropython import const
 
 from fnode import log
 from fnode.sensors import unix_time
@@ -9,7 +10,7 @@ from fnode.sensors import unix_time
 # Any real time is after this (2025-01-01); the epoch a fresh RTC counts from is decades before.
 VALID_AFTER = 1735689600
 _RETRY_MS = 60_000
-_RESYNC_MS = 6 * 3600_000  # the ESP32's RTC drifts by seconds a day; commands have minutes of TTL
+_RESYNC_MS = const(21600000)  # 6 h: the ESP32's RTC drifts by seconds a day; commands have minutes of TTL
 
 
 def valid():

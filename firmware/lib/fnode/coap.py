@@ -19,22 +19,21 @@ from random import getrandbits
 from time import ticks_add, ticks_diff
 
 # RFC 7252 §4.8 default transmission parameters.
-ACK_TIMEOUT_MS = const(2000)
-ACK_RANDOM_FACTOR_PCT = const(150)  # ACK_RANDOM_FACTOR 1.5
+_ACK_TIMEOUT_MS = const(2000)
+_ACK_RANDOM_FACTOR_PCT = const(150)  # ACK_RANDOM_FACTOR 1.5
 MAX_RETRANSMIT = const(4)
 # ACK_TIMEOUT * (2**(MAX_RETRANSMIT + 1) - 1) * ACK_RANDOM_FACTOR: the longest an exchange lasts.
 MAX_TRANSMIT_WAIT_MS = const(93000)
 
-CON = const(0)
-NON = const(1)
-ACK = const(2)
-RST = const(3)
-POST = const(2)
+_CON = const(0)
+_NON = const(1)
+_ACK = const(2)
+_RST = const(3)
+_POST = const(2)
 CHANGED = const(68)  # 2.04 stored
 VALID = const(67)  # 2.03 already stored
 BAD_REQUEST = const(128)  # 4.00, reason in the diagnostic payload
 UNAUTHORIZED = const(129)  # 4.01 (unknown-kid, bad-mac)
-SERVICE_UNAVAILABLE = const(163)  # 5.03 the gateway could not store: try again later
 CONTENT_FORMAT_COSE = const(17)
 
 # parse() results that are not response codes
@@ -74,7 +73,7 @@ class Exchange:
         self.mid = (self.mid + 1) & 0xFFFF
         b = self.buf
         b[0] = 0x40 | _TOKEN_LEN  # version 1, CON, token length
-        b[1] = POST
+        b[1] = _POST
         b[2] = self.mid >> 8
         b[3] = self.mid & 0xFF
         t = getrandbits(16)  # a fresh random token per request (§5.3.1)
@@ -106,8 +105,8 @@ class Exchange:
         """Call right after the first send; now is time.ticks_ms()."""
         self.tries = 0
         # initial timeout: random between ACK_TIMEOUT and ACK_TIMEOUT * ACK_RANDOM_FACTOR
-        span = ACK_TIMEOUT_MS * (ACK_RANDOM_FACTOR_PCT - 100) // 100
-        self.timeout = ACK_TIMEOUT_MS + getrandbits(16) % (span + 1)
+        span = _ACK_TIMEOUT_MS * (_ACK_RANDOM_FACTOR_PCT - 100) // 100
+        self.timeout = _ACK_TIMEOUT_MS + getrandbits(16) % (span + 1)
         self.deadline = ticks_add(now, self.timeout)
 
     def wait_ms(self, now):
@@ -140,10 +139,10 @@ class Exchange:
         tkl = rx[0] & 15
         code = rx[1]
         mid = (rx[2] << 8) | rx[3]
-        if mtype == ACK or mtype == RST:
+        if mtype == _ACK or mtype == _RST:
             if mid != self.mid:
                 return NO_MATCH
-            if mtype == RST:
+            if mtype == _RST:
                 return RESET if n == 4 else NO_MATCH
             if code == 0:
                 if n != 4:
@@ -165,7 +164,7 @@ class Exchange:
         self.content_format = cf
         self.code = code
         self.acked = True
-        if mtype == CON:
+        if mtype == _CON:
             self.need_ack = True
             a = self.ack_buf
             a[0] = 0x60  # version 1, ACK, no token

@@ -9,14 +9,15 @@
 import asyncio
 import select
 import sys
+from micropython import const
 from fnode import log
 
-LINE_MAX = 1400  # "FN1 " + base64 of the largest command frame (cose.MAX_FRAME, 1024 bytes)
-_BURST = 256  # bytes taken per wake-up: about the port's stdin ring (260 bytes)
+_LINE_MAX = const(1400)  # "FN1 " + base64 of the largest command frame (cose.MAX_FRAME, 1024 bytes)
+_BURST = const(256)  # bytes taken per wake-up: about the port's stdin ring (260 bytes)
 
 
 class ConsoleIn:
-    def __init__(self, size=LINE_MAX, stream=None):
+    def __init__(self, size=_LINE_MAX, stream=None):
         s = stream if stream is not None else getattr(sys.stdin, "buffer", sys.stdin)
         self.stream = s
         self.reader = asyncio.StreamReader(s)

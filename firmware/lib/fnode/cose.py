@@ -24,6 +24,9 @@ _ALG_AT = const(4)
 _KID_AT = const(7)
 _COUNTER_AT = const(17)
 _KIND_AT = const(26)
+# The counter's offset in a frame: d1 84 (tag 17, array of 4), then the protected header above.
+# The one definition on the node: the uplink and the spool read a frame's counter with counter_of.
+_FRAME_COUNTER_AT = const(2 + _COUNTER_AT)
 
 
 MAC0_CONTEXT = b"\x84\x64MAC0"  # MAC_structure: array(4), "MAC0"
@@ -59,6 +62,13 @@ def protected(alg, kid):
     return p
 
 
+def counter_of(frame):
+    """The counter of one of the node's frames (bytes-like), read without allocating (unpack_from
+    would build a tuple a frame)."""
+    return (frame[_FRAME_COUNTER_AT] << 24) | (frame[_FRAME_COUNTER_AT + 1] << 16) \
+        | (frame[_FRAME_COUNTER_AT + 2] << 8) | frame[_FRAME_COUNTER_AT + 3]
+
+
 def set_counter_kind(prot, counter, kind):
     pack_into(">I", prot, _COUNTER_AT, counter)
     prot[_KIND_AT] = kind
@@ -66,7 +76,7 @@ def set_counter_kind(prot, counter, kind):
 
 def mac_structure(mac, prot, payload):
     """Feeds MAC_structure for a frame into a new HMAC inner hash and returns it, for
-    mac.finish / mac.digest_into / mac.verify. prot and payload are the protected and payload
+    mac.finish / mac.verify. prot and payload are the protected and payload
     bstrs, each with its CBOR head, as they stand in the frame (buffers, not copies).
     Hot path: keep this function's locals few (see frame.py)."""
     h = mac.start()

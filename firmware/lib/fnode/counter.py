@@ -1,15 +1,15 @@
 # The frame counter: never repeats, never goes backwards, and does not write flash per frame.
 # NVS holds a high-water mark `ctr`; the node may use counters up to it. Before crossing it, it
-# raises the mark by BLOCK and commits. After a power cut the node restarts from the stored mark,
-# skipping at most BLOCK-1 unused values: a counter can be lost, never reused.
+# raises the mark by _BLOCK and commits. After a power cut the node restarts from the stored mark,
+# skipping at most _BLOCK-1 unused values: a counter can be lost, never reused.
 from micropython import const
 
-BLOCK = const(1024)
+_BLOCK = const(1024)
 _MAX = const(0x7FFFFFFF)  # NVS i32; 2**31 frames is ~680 years at 1 frame/10 s
 
 
 class Counter:
-    def __init__(self, nvs, key="ctr", block=BLOCK):
+    def __init__(self, nvs, key="ctr", block=_BLOCK):
         self.nvs = nvs
         self.key = key
         self.block = block

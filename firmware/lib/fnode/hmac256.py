@@ -6,16 +6,15 @@
 # cannot shadow the standard library's hmac on the host.
 from micropython import const
 from hashlib import sha256
-from struct import pack_into
 
 _BLOCK = const(64)
-DIGEST_SIZE = const(32)
+_DIGEST_SIZE = const(32)
 
 
 class HMAC256:
     """HMAC-SHA256 with one key.
 
-    h = mac.start(); h.update(...)...; then one of mac.digest_into / mac.verify / mac.finish.
+    h = mac.start(); h.update(...)...; then mac.finish (the MAC) or mac.verify (a tag).
     """
 
     def __init__(self, key):
@@ -40,20 +39,11 @@ class HMAC256:
         outer.update(h.digest())
         return outer.digest()
 
-    def digest_into(self, h, buf, off, n=DIGEST_SIZE):
-        """Writes the first n bytes (1..32) of the MAC into buf at off (n = 8 or 32 for COSE algs
-        4 and 5)."""
-        if not 0 < n <= DIGEST_SIZE:
-            raise ValueError("hmac: tag length must be 1..32")
-        pack_into("8s" if n == 8 else "32s" if n == DIGEST_SIZE else "%ds" % n, buf, off,
-                  self.finish(h))
-        return off + n
-
     def verify(self, h, buf, off, n):
         """True if buf[off:off+n] is the first n bytes of the MAC (n >= 8), compared in constant
         time: every byte is looked at, whatever differs."""
         d = self.finish(h)
-        if n < 8 or n > DIGEST_SIZE or off + n > len(buf):
+        if n < 8 or n > _DIGEST_SIZE or off + n > len(buf):
             return False
         acc = 0
         for i in range(n):

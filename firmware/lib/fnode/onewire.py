@@ -7,9 +7,9 @@ import _onewire as _ow
 from micropython import const
 from fnode.sensor import ReadError
 
-SEARCH_ROM = const(0xF0)
-MATCH_ROM = const(0x55)
-SKIP_ROM = const(0xCC)
+_SEARCH_ROM = const(0xF0)
+_MATCH_ROM = const(0x55)
+_SKIP_ROM = const(0xCC)
 
 
 def crc8(data, n):
@@ -57,9 +57,9 @@ class OneWire:
         if not _ow.reset(self.pin):
             raise ReadError("nack")
         if rom is None:
-            _ow.writebyte(self.pin, SKIP_ROM)
+            _ow.writebyte(self.pin, _SKIP_ROM)
         else:
-            _ow.writebyte(self.pin, MATCH_ROM)
+            _ow.writebyte(self.pin, _MATCH_ROM)
             self.write(rom)
 
     def search(self):
@@ -73,7 +73,7 @@ class OneWire:
         while True:
             if not _ow.reset(pin):
                 return found
-            _ow.writebyte(pin, SEARCH_ROM)
+            _ow.writebyte(pin, _SEARCH_ROM)
             fork = -1
             for i in range(64):
                 bit = _ow.readbit(pin)

@@ -65,8 +65,9 @@ class Rules:
             sensor, index = find_reading(sensors, spec["reading"])
             self.rules.append(Rule(spec, sensor, index, actuators.find(spec["set"])))
 
-    def after_sample(self, sensor, now, emit):
-        # emit(event_name, reading_name, unit, value) sends an event frame now.
+    def after_sample(self, sensor, now, out):
+        # out.emit_event(event_name, reading_name, unit, value) sends an event frame now. An object
+        # with the method, not a callable: passing a bound method would allocate it every sample.
         if sensor.error is not None:
             return
         for s, i, name, th in self.alerts:
@@ -75,7 +76,7 @@ class Rules:
                 if change is not None:
                     suffix = ".clear" if not change else (".high" if th.above is not None and
                                                           sensor.values[i] > th.above else ".low")
-                    emit(name + suffix, name, sensor.units[i], sensor.values[i])
+                    out.emit_event(name + suffix, name, sensor.units[i], sensor.values[i])
         for r in self.rules:
             if r.sensor is sensor:
                 change = r.th.update(sensor.values[r.index])

@@ -27,23 +27,19 @@ import time
 from binascii import crc32
 from micropython import const
 from fnode import log
+from fnode.cose import counter_of
 
 # Four 4 KB blocks less the block pointers littlefs keeps in blocks 1-3 of a file (its CTZ
 # skip-list: 1, 2 and 1 words): a full segment takes exactly four blocks.
 SEGMENT_BYTES = const(16368)
-RAM_FRAMES = const(16)
-AFTER_MS = const(1000)
+_RAM_FRAMES = const(16)
+_AFTER_MS = const(1000)
 _DELTA = const(0x8000)
-_COUNTER_AT = const(19)  # as fnode.uplink.counter_of (docs/frame-format.md)
 _RESERVE = const(65536)  # free filesystem left to everything else when the budget is derived
 
 
 def _name(seq):
     return "%08x" % seq
-
-
-def _counter(frame):
-    return struct.unpack_from(">I", frame, _COUNTER_AT)[0]
 
 
 def _crc(frame):
@@ -191,7 +187,7 @@ def contents(path="spool", nvs=None):
         try:
             with open(path + "/" + _name(seq), "rb") as f:
                 for frame in records(f):
-                    c = _counter(frame)
+                    c = counter_of(frame)
                     if c >= skip_below or c == keep:
                         out.append((c, frame))
         except OSError:
@@ -214,8 +210,8 @@ def _i32(nvs, key, default):
 
 
 class Spool:
-    def __init__(self, path="spool", capacity=65536, nvs=None, budget=None, after_ms=AFTER_MS,
-                 ram_frames=RAM_FRAMES, segment_bytes=SEGMENT_BYTES):
+    def __init__(self, path="spool", capacity=65536, nvs=None, budget=None, after_ms=_AFTER_MS,
+                 ram_frames=_RAM_FRAMES, segment_bytes=SEGMENT_BYTES):
         self.path = path
         self.capacity = capacity
         self.nvs = nvs
@@ -246,7 +242,7 @@ class Spool:
         for seq in self.segs:
             with open(self._file(seq), "rb") as f:
                 for frame in records(f):
-                    if self._wanted(_counter(frame)):
+                    if self._wanted(counter_of(frame)):
                         self.nflash += 1
         self.wseq = names[-1] + 1 if names else 0  # after a reset: a new segment
         self.wfile = None
@@ -329,7 +325,7 @@ class Spool:
             return None
         if got is None:
             return None
-        return _counter(got[0]), got[0], self.roff + got[1]
+        return counter_of(got[0]), got[0], self.roff + got[1]
 
     def _next_segment(self):
         # The reader is past the end of its segment: remove it unless the writer still adds to it.
@@ -407,7 +403,7 @@ class Spool:
         return True
 
     def _write(self, entry):
-        counter, frame = entry[0], entry[1]
+        frame = entry[1]
         try:
             self._append(frame)
         except OSError:

@@ -7,29 +7,28 @@
 # its console line is printed when it is answered or in flash, so every printed frame survives
 # a power cut (fnode.spool, docs/firmware.md). An Uplink without a spool keeps a few in RAM and
 # prints at once.
+# The sender task waits on an asyncio.Event while it has nothing to send: submit() sets it, as
+# micropython-async's queues do. set() runs in task context only (a sampler, a command), never
+# from a hard IRQ, where MicroPython's asyncio.Event is not safe.
 import asyncio
 import socket
-import struct
 import sys
 import time
 from binascii import b2a_base64
 from micropython import const
 from fnode import coap, log
+from fnode.cose import counter_of
 
-RAM_SLOTS = 8
-FRAME_MAX = 512  # the node's frames come from fnode.frame.FrameBuilder's 512-byte buffer
-_SERVER_ERROR = 0xA0  # response codes 5.00 and above: the gateway could not store, try later
-_COUNTER_AT = 19  # d1 84 58 19 a4 01 <alg> 04 48 <kid:8> 06 44 <counter:4>: docs/frame-format.md
+_RAM_SLOTS = const(8)
+_FRAME_MAX = const(512)  # the node's frames come from fnode.frame.FrameBuilder's 512-byte buffer
+_SERVER_ERROR = const(0xA0)  # response codes 5.00 and above: the gateway could not store, try later
 _CONSOLE_PREFIX = b"FN1 "
-_RX_MAX = 1280  # the largest datagram read: an IPv6 minimum MTU's worth, as RFC 7252 §4.6 sizes them
+_RX_MAX = const(1280)  # the largest datagram read: an IPv6 minimum MTU's worth, as RFC 7252 §4.6 sizes them
+_LINK_POLL_MS = const(250)  # the Wi-Fi driver has no event to wait on: its status is read this often
 _UNKNOWN_KID = b"unknown-kid"
 KEY_RETRY_MAX_MS = 30000  # default bound of the backoff while the gateway does not know the key
 BACKOFF_MAX_MS = 30000  # default bound of the backoff while the gateway is silent (board "uplink_backoff_max_s")
 _BEAT_MS = const(10000)  # a long backoff still shows the watchdog signs of life this often
-
-
-def counter_of(frame):
-    return struct.unpack_from(">I", frame, _COUNTER_AT)[0]
 
 
 class Uplink:
@@ -42,19 +41,22 @@ class Uplink:
         self.on_command = None  # called with a command frame the gateway sent in a response
         self.sock = None
         self.addr = None
-        self.ex = coap.Exchange(FRAME_MAX)
+        self.ex = coap.Exchange(_FRAME_MAX)
         self.answer = b""  # the last datagram received
         self.last_ok = None  # ticks_ms of the gateway's last 2.xx answer (actuator failsafe watches it)
         self.acked = 0
         self.refused = 0
         self.timeouts = 0
-        self.beat = time.ticks_ms()  # the sender's last sign of life, for the watchdog
+        # The sender's last sign of life, for the watchdog; None while it waits for a frame (it
+        # waits on an event then: nothing in progress can stall).
+        self.beat = time.ticks_ms()
         self.key_retry_max_ms = KEY_RETRY_MAX_MS
         self.backoff_max_ms = BACKOFF_MAX_MS
         self.on_event = None  # called (event, name, unit, value) to send an event frame
+        self.on_idle = None  # called when everything queued has been sent (the spool is empty)
         self.unknown_kid = 0  # 4.01 unknown-kid answers since the gateway last took a frame
         self.unknown_since = None  # ticks_ms of the first of them (aged: at most 3.1 days back)
-        self._queued = asyncio.Event()
+        self._queued = asyncio.Event()  # set by submit(): the sender and the spool's task wake on it
         if spool is not None:
             spool.on_out = self._print  # printed once answered or safe in flash
 
@@ -70,9 +72,10 @@ class Uplink:
         self._print(frame)
         if self.gateway is None:
             return
-        if len(self.ram) >= RAM_SLOTS:
+        if len(self.ram) >= _RAM_SLOTS:
             self.ram.pop(0)  # no spool: the oldest unsent frame goes
         self.ram.append((counter_of(frame), bytes(frame)))  # the builder's buffer is reused
+        self._queued.set()
 
     def _print(self, frame):
         out = self.console
@@ -88,15 +91,15 @@ class Uplink:
         while True:
             self.beat = time.ticks_ms()
             if self.gateway is None:
-                await asyncio.sleep_ms(1000)
+                await self._idle()  # nowhere to send: frames go to the console (and the spool)
                 continue
             if not self.link.poll():
                 self._close()
-                await asyncio.sleep_ms(250)
+                await asyncio.sleep_ms(_LINK_POLL_MS)
                 continue
             head = self.ram[0] if self.ram else (self.spool.peek() if self.spool is not None else None)
             if head is None:
-                await asyncio.sleep_ms(20)
+                await self._idle()
                 continue
             if self.spool is not None:
                 self.spool.doubt = head[0]  # from the first transmission until an answer comes
@@ -148,6 +151,16 @@ class Uplink:
         self.unknown_kid = 0
         if self.on_event is not None:
             self.on_event("gateway.key-unknown", "duration", "s", secs)
+
+    async def _idle(self):
+        # Nothing to send: sleep until submit() queues a frame. The caller has just looked for
+        # one, and nothing is queued between that look and the wait (no await in between), so
+        # no wake-up is lost by clearing here; the spool's task clears the same event the same way.
+        self.beat = None
+        self._queued.clear()
+        if self.on_idle is not None and self.gateway is not None:
+            self.on_idle()  # may queue a frame: set after the clear, so the wait returns at once
+        await self._queued.wait()
 
     async def _pause(self, ms):
         # A backoff longer than the watchdog's patience, in slices that show the loop is alive.

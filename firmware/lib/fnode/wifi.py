@@ -1,12 +1,13 @@
 # Wi-Fi station link with reconnect backoff. The loop that calls it never blocks on it.
 import network
 import time
+from micropython import const
 
 _BACKOFF_MS = (1000, 2000, 5000, 10000, 30000)  # each step at most the board's "wifi_backoff_max_s"
 # Association, the WPA handshake and DHCP take seconds on a real access point. connect() again
 # meanwhile starts them over (ports/esp32/network_wlan.c), so the link waits this long on
 # STAT_CONNECTING before it starts again; the ESP32 driver retries by itself in between.
-_ASSOCIATE_MS = 20000
+_ASSOCIATE_MS = const(20000)
 
 
 class Link:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import random
 import shutil
-import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -160,6 +159,3 @@ class Fleet:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-
-def wait(seconds: float) -> None:
-    time.sleep(seconds)
