@@ -43,9 +43,10 @@ $(BENCHSTAMP): $(STAMP)
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,bench]'
 	touch $@
 
-# constraints.txt pins every package (direct and indirect) that the venv holds.
+# constraints.txt pins every package (direct and indirect) that the venv holds; --all keeps setuptools,
+# which the wheel test builds with.
 constraints: $(BENCHSTAMP)
-	{ sed -n '1,2p' constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v '^fieldnode'; } > constraints.new
+	{ sed -n '1,2p' constraints.txt; $(BIN)/pip freeze --all --exclude-editable | grep -v '^fieldnode'; } > constraints.new
 	mv constraints.new constraints.txt
 
 bench: $(BENCHSTAMP) $(SYSSTAMP)
