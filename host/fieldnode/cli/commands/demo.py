@@ -48,12 +48,12 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"gateway listening on coap://{host}:{port}/f, database {db} ({kept})")
         fleet = Fleet(base, args.nodes, board=args.board, keys=keys_path, gateway=f"{host}:{port}",
                       log=lambda s: console.print(s), source=args.source)
-        state = LiveState({n.unique_id.hex(): name for name, n in zip(fleet.names, fleet.nodes)})
+        state = LiveState({n.unique_id.hex(): name for name, n in zip(fleet.names, fleet.nodes, strict=True)})
         with Live(state.render(), console=console, refresh_per_second=4, auto_refresh=False) as live:
             try:
                 console.print(f"booting {args.nodes} virtual nodes (MicroPython unix port, simulated hardware)")
                 fleet.start()
-                for name, node in zip(fleet.names, fleet.nodes):
+                for name, node in zip(fleet.names, fleet.nodes, strict=True):
                     console.print(f"  {name}: device {node.unique_id.hex()} on {node.port}")
                 _live(fleet, events, args.duration, state, live)
             except KeyboardInterrupt:

@@ -99,7 +99,8 @@ def show(st: Status, console: Console) -> None:
     queues.add_column("detail")
     if st.mqtt:
         m = st.mqtt
-        detail = f"{m['url']} {m['state']}" + (f": {m['detail']}" if m["detail"] else "") + f", {m['published']} published"
+        because = f": {m['detail']}" if m["detail"] else ""
+        detail = f"{m['url']} {m['state']}{because}, {m['published']} published"
     else:
         detail = "MQTT off"
     if st.outbox:
@@ -108,5 +109,6 @@ def show(st: Status, console: Console) -> None:
     open_cmds = st.commands.get("pending", 0) + st.commands.get("sent", 0)
     queues.add_row("commands", str(open_cmds),
                    ", ".join(f"{k} {v}" for k, v in sorted(st.commands.items())) or "none queued")
-    queues.add_row("uncommitted frames", str(sum(w["batch_pending"] for w in st.workers if w["state"] == "running")), "")
+    uncommitted = sum(w["batch_pending"] for w in st.workers if w["state"] == "running")
+    queues.add_row("uncommitted frames", str(uncommitted), "")
     console.print(queues)
