@@ -7,11 +7,12 @@ SYSSTAMP := $(VENV)/.system-deps
 BENCHSTAMP := $(VENV)/.bench-deps
 PIP_VERSION := 26.3
 
-.PHONY: help venv system-deps test demo bench constraints clean
+.PHONY: help venv system-deps lint test demo bench constraints clean
 
 help:
 	@echo "make demo   - three virtual nodes -> gateway -> live view (no hardware needed)"
-	@echo "make test   - the whole test suite (sets up .venv and system packages first)"
+	@echo "make test   - lint, then the whole test suite (sets up .venv and system packages first)"
+	@echo "make lint   - ruff over the tree (rules and complexity limit in pyproject.toml)"
 	@echo "make bench  - benchmarks; figures go to docs/performance.md"
 
 # Debian's python3 makes venvs only with python3-venv installed: without ensurepip, the system
@@ -33,7 +34,11 @@ $(SYSSTAMP): scripts/install-system-deps
 
 system-deps: $(SYSSTAMP)
 
-test: $(STAMP) $(SYSSTAMP)
+# The lint gate: a finding fails the build (CI runs make test), before the suite's minutes.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: lint $(SYSSTAMP)
 	$(BIN)/pytest -q
 
 demo: $(STAMP)
