@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from fieldnode.flashing.plan import load_app, resolve_target
 from fieldnode.infra.paths import REPO_DIR
 from fieldnode.wire import coap
 from fieldnode.wire.frame import parse_unverified
@@ -103,7 +104,9 @@ def test_flash_builds_the_application_image_from_the_shipped_firmware(installed,
     assert proc.returncode != 0 and "Traceback" not in proc.stderr + proc.stdout
     app_line = next(line for line in proc.stdout.splitlines() if line.startswith("app "))
     assert str(installed.parent / "lib") in app_line and "fieldnode/_data/firmware" in app_line
-    assert "board virtual" in app_line
+    # The whole application: what the repository's own firmware/ gives, file for file.
+    app = load_app(REPO_DIR / "firmware", resolve_target(None, "virtual", None))
+    assert f"{len(app.files)} files, {app.total_bytes} bytes, board virtual" in app_line
     assert "does not exist" in proc.stdout + proc.stderr
 
 
