@@ -7,11 +7,12 @@ SYSSTAMP := $(VENV)/.system-deps
 BENCHSTAMP := $(VENV)/.bench-deps
 PIP_VERSION := 26.3
 
-.PHONY: help venv system-deps test demo bench constraints clean
+.PHONY: help venv system-deps lint test demo bench constraints clean
 
 help:
 	@echo "make demo   - three virtual nodes -> gateway -> live view (no hardware needed)"
-	@echo "make test   - the whole test suite (sets up .venv and system packages first)"
+	@echo "make test   - lint, then the whole test suite (sets up .venv and system packages first)"
+	@echo "make lint   - ruff over the tree (rules and complexity limit in pyproject.toml)"
 	@echo "make bench  - benchmarks; figures go to docs/performance.md"
 
 # Debian's python3 makes venvs only with python3-venv installed: without ensurepip, the system
@@ -33,12 +34,16 @@ $(SYSSTAMP): scripts/install-system-deps
 
 system-deps: $(SYSSTAMP)
 
+# The lint gate: a finding fails the build (CI runs make test), before the suite's minutes.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
 # Tests run in parallel (pytest-xdist): most of them wait on a MicroPython process, a pty or a
 # socket, so more workers than cores pays. Handed out one or two at a time (--maxschedchunk 1),
 # so a worker never queues many tests behind a slow one. TEST_WORKERS=0 runs them in one process.
 TEST_WORKERS ?= 6
 
-test: $(STAMP) $(SYSSTAMP)
+test: lint $(SYSSTAMP)
 	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist load --maxschedchunk 1
 
 demo: $(STAMP)
@@ -48,9 +53,10 @@ $(BENCHSTAMP): $(STAMP)
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,bench]'
 	touch $@
 
-# constraints.txt pins every package (direct and indirect) that the venv holds.
+# constraints.txt pins every package (direct and indirect) that the venv holds; --all keeps setuptools,
+# which the wheel test builds with.
 constraints: $(BENCHSTAMP)
-	{ sed -n '1,2p' constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v '^fieldnode'; } > constraints.new
+	{ sed -n '1,2p' constraints.txt; $(BIN)/pip freeze --all --exclude-editable | grep -v '^fieldnode'; } > constraints.new
 	mv constraints.new constraints.txt
 
 bench: $(BENCHSTAMP) $(SYSSTAMP)

@@ -18,7 +18,8 @@
    aiocoap server whose resource does nothing but answer 2.04 under the same closed-loop load.
 
 Figures depend on the machine and on what else runs on it; the JSON records the CPU count and
-load average next to them.
+load average next to them. Where a figure is measured in rounds (1, 2, 4), the JSON keeps every
+round and bench/report.py judges the target on the median round.
 4. workers: verify+decode in 1..N processes at once; verify+decode+store with N processes, each
    storing the devices it owns into its own shard (what `fieldnode gateway --workers N` does), and,
    for comparison, N processes committing to one database (what it did before shards); and the
@@ -37,6 +38,7 @@ import multiprocessing
 import os
 import platform
 import socket
+import statistics
 import sys
 import tempfile
 import threading
@@ -67,83 +69,89 @@ SIX_READINGS = [{"n": n, "u": u, "v": v} for n, u, v in (
     ("vib_rms", "m/s2", 0.734), ("pulses", "count", 1234))]
 
 
-def best_rates(fns: dict, n_items: int, seconds: float) -> dict:
-    """Items/s of each fn() (each handles n_items): rounds that run every fn once, interleaved so
-    all see the same machine load, best time of each over `seconds`."""
-    best = {k: float("inf") for k in fns}
+def interleaved_rounds(fns: dict, n_items: int, rounds: int, seconds: float) -> dict[str, list[float]]:
+    """Items/s of each fn() (each handles n_items) in each of `rounds` rounds. A round runs every
+    fn in turn, each as often as fills its share of `seconds`, so that all see the same machine
+    load; a ratio between two fns is then taken round by round."""
     for fn in fns.values():
         fn()
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
+    t = time.perf_counter()
+    for fn in fns.values():
+        fn()
+    repeats = max(1, int(seconds / rounds / (time.perf_counter() - t)))
+    rates: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
         for k, fn in fns.items():
             t = time.perf_counter()
-            fn()
-            best[k] = min(best[k], time.perf_counter() - t)
-    return {k: n_items / v for k, v in best.items()}
+            for _ in range(repeats):
+                fn()
+            rates[k].append(repeats * n_items / (time.perf_counter() - t))
+    return rates
 
 
-def bench_verify(seconds: float) -> dict:
-    from pycose.headers import KID
-    from pycose.keys import SymmetricKey
-    from pycose.messages import CoseMessage
-
+def bench_verify(seconds: float, rounds: int) -> dict:
     vectors = json.loads((REPO / "tests/vectors/frame-v1.json").read_text())
     table = {bytes.fromhex(c["kid"]): (bytes.fromhex(c["key"]), c["alg"]) for c in vectors["frames"]}
-    sets = {"all vectors": [c for c in vectors["frames"]],
+    sets = {"all vectors": list(vectors["frames"]),
             "telemetry-6": [c for c in vectors["frames"] if c["name"] == "telemetry-6"]}
     out = {}
     for label, cases in sets.items():
         frames = [bytes.fromhex(c["frame"]) for c in cases] * (200 // len(cases))
-        verifier = Verifier(table.get, None, accept_kinds=KIND_NAMES)
-        pre = []
-        for f in frames:
-            p, pl, tag = split_envelope(f)
-            alg, kid, _, _ = parse_protected(p)
-            pre.append((table[kid][0], mac_structure(p, pl), TAG_LENGTH[alg], tag, pl))
-        pycose_keys = {kid: SymmetricKey(k=key) for kid, (key, _) in table.items()}
-
-        def ours(frames=frames, verifier=verifier):
-            for f in frames:
-                verifier.verify(f)
-
-        def pycose(frames=frames, pycose_keys=pycose_keys):
-            for f in frames:
-                msg = CoseMessage.decode(f)
-                msg.key = pycose_keys[msg.get_attr(KID)]
-                if not msg.verify_tag():
-                    raise AssertionError("pycose rejected a vector")
-                cbor2.loads(msg.payload)
-
-        def limit(pre=pre):
-            digest, compare, loads = hmac.digest, hmac.compare_digest, cbor2.loads
-            for key, ms, n, tag, pl in pre:
-                compare(digest(key, ms, "sha256")[:n], tag)
-                loads(pl)
-
-        # The same limit with each key's HMAC pads absorbed once (an hmac object per key, copied
-        # per frame), as our verifier keeps them: the stricter yardstick.
-        keyed = {key: hmac.new(key, digestmod="sha256") for key, _ in table.values()}
-        pre_keyed = [(keyed[key], ms, n, tag, pl) for key, ms, n, tag, pl in pre]
-
-        def limit_pads_kept(pre_keyed=pre_keyed):
-            compare, loads = hmac.compare_digest, cbor2.loads
-            for base, ms, n, tag, pl in pre_keyed:
-                h = base.copy()
-                h.update(ms)
-                compare(h.digest()[:n], tag)
-                loads(pl)
-
-        rates = best_rates({"ours": ours, "pycose": pycose, "limit": limit, "limit_pads": limit_pads_kept},
-                           len(frames), seconds)
-        r_ours, r_pycose, r_limit, r_pads = rates["ours"], rates["pycose"], rates["limit"], rates["limit_pads"]
-        out[label] = {"frames": len(frames), "ours_per_s": round(r_ours), "pycose_per_s": round(r_pycose),
-                      "limit_per_s": round(r_limit), "ours_vs_pycose": round(r_ours / r_pycose, 3),
-                      "ours_vs_limit": round(r_ours / r_limit, 3), "limit_pads_kept_per_s": round(r_pads),
-                      "ours_vs_limit_pads_kept": round(r_ours / r_pads, 3)}
-        print(f"verify+decode [{label}]: ours {r_ours:,.0f}/s, pycose {r_pycose:,.0f}/s, limit {r_limit:,.0f}/s "
-              f"(pads kept {r_pads:,.0f}/s) -> {r_ours / r_pycose:.1f}x pycose, {r_ours / r_limit:.2f}x limit, "
-              f"{r_ours / r_pads:.2f}x limit with pads kept")
+        rates = interleaved_rounds(_verifiers(frames, table), len(frames), rounds, seconds)
+        out[label] = {"frames": len(frames), "rounds_per_s": {k: [round(r) for r in v] for k, v in rates.items()}}
+        med = {k: statistics.median(v) for k, v in rates.items()}
+        print(f"verify+decode [{label}], median of {rounds} rounds: ours {med['ours']:,.0f}/s, pycose "
+              f"{med['pycose']:,.0f}/s, limit {med['limit']:,.0f}/s (pads kept {med['limit_pads']:,.0f}/s)")
     return out
+
+
+def _verifiers(frames: list[bytes], table: dict) -> dict:
+    """The same frames verified and decoded by ours, by pycose, and by the bare limit (HMAC and
+    cbor2.loads, nothing else), with and without each key's HMAC pads kept."""
+    from pycose.headers import KID
+    from pycose.keys import SymmetricKey
+    from pycose.messages import CoseMessage
+
+    verifier = Verifier(table.get, None, accept_kinds=KIND_NAMES)
+    pre = []
+    for f in frames:
+        p, pl, tag = split_envelope(f)
+        alg, kid, _, _ = parse_protected(p)
+        pre.append((table[kid][0], mac_structure(p, pl), TAG_LENGTH[alg], tag, pl))
+    pycose_keys = {kid: SymmetricKey(k=key) for kid, (key, _) in table.items()}
+
+    def ours():
+        for f in frames:
+            verifier.verify(f)
+
+    def pycose():
+        for f in frames:
+            msg = CoseMessage.decode(f)
+            msg.key = pycose_keys[msg.get_attr(KID)]
+            if not msg.verify_tag():
+                raise AssertionError("pycose rejected a vector")
+            cbor2.loads(msg.payload)
+
+    def limit():
+        digest, compare, loads = hmac.digest, hmac.compare_digest, cbor2.loads
+        for key, ms, n, tag, pl in pre:
+            compare(digest(key, ms, "sha256")[:n], tag)
+            loads(pl)
+
+    # The same limit with each key's HMAC pads absorbed once (an hmac object per key, copied
+    # per frame), as our verifier keeps them: the stricter yardstick.
+    keyed = {key: hmac.new(key, digestmod="sha256") for key, _ in table.values()}
+    pre_keyed = [(keyed[key], ms, n, tag, pl) for key, ms, n, tag, pl in pre]
+
+    def limit_pads_kept():
+        compare, loads = hmac.compare_digest, cbor2.loads
+        for base, ms, n, tag, pl in pre_keyed:
+            h = base.copy()
+            h.update(ms)
+            compare(h.digest()[:n], tag)
+            loads(pl)
+
+    return {"ours": ours, "pycose": pycose, "limit": limit, "limit_pads": limit_pads_kept}
 
 
 def store_all(store: Store, verifier: Verifier, frames: list[bytes], batch: int = 256) -> None:
@@ -161,10 +169,9 @@ def store_all(store: Store, verifier: Verifier, frames: list[bytes], batch: int 
     store.index_recent()
 
 
-def bench_store(n_frames: int, rounds: int = 3) -> tuple[dict, dict]:
-    """Best of `rounds` (each into a new database, the variants interleaved so that all see the
-    same machine load): one run is at the mercy of a shared CPU's noise."""
-    best: dict[str, float] = {}
+def bench_store(n_frames: int, rounds: int) -> dict[str, list[int]]:
+    """frames/s of every round (each into a new database, the variants interleaved so that all
+    see the same machine load): one round is at the mercy of a shared CPU's noise."""
     every: dict[str, list[int]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         nodes = Nodes(Path(tmp) / "site.json", n=100)
@@ -182,13 +189,11 @@ def bench_store(n_frames: int, rounds: int = 3) -> tuple[dict, dict]:
                     store_all(store, verifier, frames)
                     rate = len(frames) / (time.perf_counter() - t)
                     store.close()
-                    key = f"sync={sync.lower()}" + (", mqtt outbox" if mqtt else "")
-                    best[key] = max(best.get(key, 0.0), rate)
-                    every.setdefault(key, []).append(round(rate))
-    for key, rate in best.items():
-        print(f"verify+decode+store [{key}]: {rate:,.0f} frames/s (6 readings each, batches of 256, "
-              f"best of {rounds})")
-    return {k: round(v) for k, v in best.items()}, every
+                    every.setdefault(f"sync={sync.lower()}" + (", mqtt outbox" if mqtt else ""), []).append(round(rate))
+    for key, rates in every.items():
+        print(f"verify+decode+store [{key}]: median {statistics.median(rates):,.0f} frames/s of rounds "
+              f"{', '.join(f'{r:,}' for r in rates)} (6 readings each, batches of 256)")
+    return every
 
 
 def _sender_process(mode: str, addr: tuple, frames: list[list[bytes]], conn) -> None:
@@ -382,7 +387,7 @@ def bench_workers(n_frames: int, rounds: int = 3) -> dict:
     """What running the gateway as N worker processes (`--workers N`) buys: the CPU part
     (verify+decode) in N processes at once; verify+decode+store with each process writing the
     devices it owns into its own shard, as the gateway's workers do; the same with N processes
-    committing to one database (the design before shards), for comparison. Best of `rounds`."""
+    committing to one database (the design before shards), for comparison. Every round is kept."""
     ctx = multiprocessing.get_context("spawn")
     out: dict = {"cpus": os.cpu_count(), "frames": n_frames, "rounds": rounds}
     with tempfile.TemporaryDirectory() as tmp:
@@ -392,9 +397,9 @@ def bench_workers(n_frames: int, rounds: int = 3) -> dict:
         keys = str(nodes.path)
         counts = sorted({1, 2, os.cpu_count() or 1})
         labels = ("verify_decode", "verify_decode_store", "verify_decode_store_one_db")
-        best = {(label, workers): 0.0 for label in labels for workers in counts}
+        every: dict[str, dict[str, list[int]]] = {label: {str(w): [] for w in counts} for label in labels}
         # Rounds interleave the worker counts, so a slow spell on this shared machine does not
-        # fall on one count only; each figure is its best round.
+        # fall on one count only.
         for r in range(rounds):
             for label in labels:
                 for workers in counts:
@@ -414,10 +419,9 @@ def bench_workers(n_frames: int, rounds: int = 3) -> dict:
                         wall = _run_processes(ctx, _store_worker,
                                               [(str(db), 0, keys, frames[w::workers]) for w in range(workers)])
                     print(f"workers [{label}, {workers} process(es), round {r + 1}]: {n_frames / wall:,.0f} frames/s")
-                    best[label, workers] = max(best[label, workers], n_frames / wall)
+                    every[label][str(workers)].append(round(n_frames / wall))
         for label in labels:
-            row = {str(workers): round(best[label, workers]) for workers in counts}
-            out[label] = {"per_s": row, "scaling": {k: round(v / row["1"], 2) for k, v in row.items()}}
+            out[label] = {"rounds_per_s": every[label]}
         out["hand_over"] = bench_hand_over(frames[:20000])
     return out
 
@@ -439,7 +443,7 @@ def bench_hand_over(frames: list[bytes]) -> dict:
     sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sender.connect(handover_address(f"bench-{os.getpid()}", 1))  # connected, as the gateway's PeerLink
     addr = ("192.0.2.10", 40000)
-    best = float("inf")
+    rounds = []
     for _ in range(5):
         t = time.perf_counter()
         for i in range(0, len(datagrams), 8):  # in bursts the queue holds (max_dgram_qlen: often 10)
@@ -449,10 +453,10 @@ def bench_hand_over(frames: list[bytes]) -> dict:
                 sender.send(pack_handover(data, addr))
             for _ in datagrams[i:i + 8]:
                 unpack_handover(owner_sock.recv(2048))
-        best = min(best, (time.perf_counter() - t) / len(datagrams))
+        rounds.append(round((time.perf_counter() - t) / len(datagrams) * 1e6, 2))
     owner_sock.close()
     sender.close()
-    return {"us_per_datagram": round(best * 1e6, 2), "datagrams": len(datagrams)}
+    return {"us_per_datagram_rounds": rounds, "datagrams": len(datagrams)}
 
 
 def plot(results: dict, path: Path) -> None:
@@ -496,13 +500,12 @@ def main() -> None:
                     help="upper end of the paced node sweep (one UDP socket a node: mind ulimit -n)")
     args = ap.parse_args()
     q = args.quick
-    store_best, store_rounds = bench_store(2048 if q else 30720)
+    store_rounds = bench_store(2048 if q else 30720, 3 if q else 5)
     results = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                     "loadavg_at_start": os.getloadavg()},
-        "verify_decode": bench_verify(2.0 if q else 10.0),
-        "verify_decode_store": store_best,
-        "verify_decode_store_rounds": store_rounds,
+        "verify_decode": bench_verify(2.0 if q else 10.0, 5 if q else 9),
+        "verify_decode_store": store_rounds,
         "workers": bench_workers(4096 if q else 30720, 1 if q else 3),
         "end_to_end": bench_e2e([50, 100] if q else [50, 100, 200, 400, 800], 5 if q else 20, 3 if q else 10),
         "node_sweep": bench_node_sweep(100 if q else 400, 400 if q else args.max_nodes, 3 if q else 10),

@@ -153,8 +153,9 @@ def measure(tmp: Path, frames_up: int = 300, frames_down: int = 600, spool_kb: i
         w2 = wear(image)
         made = [c for c in console_counters(node, mark) if c not in at_cut]
         size, blocks, segments = spool_usage(image)
-        down = {"frames": len(made), "progs": w2["progs"] - w1["progs"], "prog_bytes": w2["prog_bytes"] - w1["prog_bytes"],
-                "erases": w2["erases"] - w1["erases"], "spool_bytes": size, "spool_segments": segments,
+        down = {"frames": len(made), "progs": w2["progs"] - w1["progs"],
+                "prog_bytes": w2["prog_bytes"] - w1["prog_bytes"], "erases": w2["erases"] - w1["erases"],
+                "spool_bytes": size, "spool_segments": segments,
                 "fs_blocks_used": blocks, "fs_blocks_before": blocks_before}
         # 3. the link back: the spool drains
         node.set_world(wifi="up")

@@ -5,8 +5,8 @@ boot.py and main.py stay source (MicroPython runs them by name); every .py under
 lib/ are copied as they are. The .mpy files carry no line numbers (`mpy-cross -X no-source-lines`):
 bytecode loaded from a filesystem lives in the node's heap, and the line tables are 7% of it
 (~3 KB on esp32-devkitc, docs/firmware.md "Memory budget"). A traceback still names each file
-and function, with "line 1"; source_lines=True (`fieldnode flash --source-lines`) keeps them. The board definition goes to /board.json. Nothing else in firmware/
-is shipped. Paths are absolute device paths.
+and function, with "line 1"; source_lines=True (`fieldnode flash --source-lines`) keeps them.
+The board definition goes to /board.json. Nothing else in firmware/ is shipped. Paths are absolute device paths.
 """
 from __future__ import annotations
 

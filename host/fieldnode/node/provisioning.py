@@ -120,6 +120,7 @@ def provision(link: DeviceLink, store: Keystore, settings: Settings, force: bool
     store.add(entry)
     store.save()
 
-    link.exec(f"import fnode.provision as p;p.activate({_py_str(name)}, {_py_str(settings.gateway)}, {_py_str(settings.wifi_ssid)}, {_py_str(settings.wifi_password)})")
+    args = ", ".join(map(_py_str, (name, settings.gateway, settings.wifi_ssid, settings.wifi_password)))
+    link.exec(f"import fnode.provision as p;p.activate({args})")
     action = "rotated" if rotate else "replaced" if has_key else "provisioned"
     return Result(link.port, device, kid, name, entry.fingerprint, action)

@@ -467,18 +467,43 @@ class VirtualNode:
     def _step(self) -> None:
         if self.baud is not None:
             self._pace()
-        with self._cond:
-            if self._spawn_at is not None and time.monotonic() >= self._spawn_at and self._power:
-                self._spawn()
-            spawn_in = None if self._spawn_at is None else max(self._spawn_at - time.monotonic(), 0)
-        client = self._client_fd
+        spawn_in = self._spawn_if_due()
+        client, proc_fd = self._client_fd, self._proc_fd
         connected = self._client_connected()
         if not connected:
             self._to_client.clear()  # nobody reads the port: output is lost, as on a real UART
-        proc_fd = self._proc_fd
+        out_room = 65536 if self.baud is None else int(self._out_budget)
+        sendable = self._sendable_to_proc() if proc_fd is not None else 0
+        rlist, wlist = self._select_lists(client, proc_fd, connected, out_room, sendable)
+        timeout = self._select_timeout(proc_fd, connected, out_room, sendable, spawn_in)
+        readable, writable, _ = select.select(rlist, wlist, [], timeout)
+        if self._wake_r in readable:
+            try:
+                os.read(self._wake_r, 512)
+            except BlockingIOError:
+                pass
+        if proc_fd is not None and proc_fd in readable and not self._from_node(proc_fd, out_room, connected):
+            return
+        if client in readable:
+            self._from_client(client)
+        if client in writable and self._to_client:
+            self._to_client = self._flush(client, self._to_client)
+        if proc_fd is not None and proc_fd in writable and sendable and self._proc_fd == proc_fd:
+            rest = self._to_proc[sendable:]
+            self._to_proc = self._to_node(proc_fd, self._to_proc[:sendable]) + rest
+
+    def _spawn_if_due(self) -> float | None:
+        """Starts the node's process when its power-on time has come; seconds until it is due."""
+        with self._cond:
+            if self._spawn_at is not None and time.monotonic() >= self._spawn_at and self._power:
+                self._spawn()
+            return None if self._spawn_at is None else max(self._spawn_at - time.monotonic(), 0)
+
+    def _select_lists(self, client: int | None, proc_fd: int | None, connected: bool, out_room: int,
+                      sendable: int) -> tuple[list[int], list[int]]:
+        # Each direction is read only while its relay buffer (and, paced, the line) has room.
         rlist = [self._wake_r]
         wlist = []
-        out_room = 65536 if self.baud is None else int(self._out_budget)
         if proc_fd is not None and len(self._to_client) < _RELAY_LIMIT and out_room > 0:
             rlist.append(proc_fd)
         if connected:
@@ -486,9 +511,12 @@ class VirtualNode:
                 rlist.append(client)
             if self._to_client:
                 wlist.append(client)
-        sendable = self._sendable_to_proc() if proc_fd is not None else 0
         if sendable:
             wlist.append(proc_fd)
+        return rlist, wlist
+
+    def _select_timeout(self, proc_fd: int | None, connected: bool, out_room: int, sendable: int,
+                        spawn_in: float | None) -> float:
         # While nobody has the port open the master cannot signal an open: look again soon.
         timeout = 0.05 if not connected else 1.0
         if proc_fd is not None and len(self._to_proc) > sendable:
@@ -497,36 +525,29 @@ class VirtualNode:
             timeout = min(timeout, _PACE_S)  # the node's output waits for the line
         if spawn_in is not None:
             timeout = min(timeout, spawn_in)
-        readable, writable, _ = select.select(rlist, wlist, [], timeout)
-        if self._wake_r in readable:
-            try:
-                os.read(self._wake_r, 512)
-            except BlockingIOError:
-                pass
-        if proc_fd is not None and proc_fd in readable:
-            try:
-                data = os.read(proc_fd, out_room)
-                if self.baud is not None:
-                    self._out_budget -= len(data)
-            except OSError:  # EIO: every holder of the node's tty is gone
-                data = b""
-            if data:
-                self._console(data, connected)
-            else:
-                self._on_exit()
-                return
-        if client in readable:
-            try:
-                data = os.read(client, 65536)
-            except OSError:
-                data = b""  # the port was closed between the checks
-            if data and self._proc_fd is not None:
-                self._to_proc += data  # input while the node is off or asleep is lost
-        if client in writable and self._to_client:
-            self._to_client = self._flush(client, self._to_client)
-        if proc_fd is not None and proc_fd in writable and sendable and self._proc_fd == proc_fd:
-            rest = self._to_proc[sendable:]
-            self._to_proc = self._to_node(proc_fd, self._to_proc[:sendable]) + rest
+        return timeout
+
+    def _from_node(self, proc_fd: int, out_room: int, connected: bool) -> bool:
+        """Relays the node's console output; False when the node's process has ended."""
+        try:
+            data = os.read(proc_fd, out_room)
+            if self.baud is not None:
+                self._out_budget -= len(data)
+        except OSError:  # EIO: every holder of the node's tty is gone
+            data = b""
+        if not data:
+            self._on_exit()
+            return False
+        self._console(data, connected)
+        return True
+
+    def _from_client(self, client: int) -> None:
+        try:
+            data = os.read(client, 65536)
+        except OSError:
+            data = b""  # the port was closed between the checks
+        if data and self._proc_fd is not None:
+            self._to_proc += data  # input while the node is off or asleep is lost
 
     def _sendable_to_proc(self) -> int:
         """How many queued input bytes may go to the node now: all of them, or those before a

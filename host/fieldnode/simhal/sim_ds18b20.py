@@ -67,41 +67,53 @@ class DS18B20:
             return
         st = self.state
         if st == "search":
-            if self.step == 2:
-                if bit != self._rom_bit(self.index):
-                    self._idle()
-                    return
-                self.step = 0
-                self.index += 1
-                if self.index == 64:
-                    self._idle()
+            self._search_direction(bit)
+        elif st == "match":
+            self._match_bit(bit)
+        elif st == "write":
+            if self._shift_in(bit):
+                self._scratchpad_byte(self.acc)
+                self.acc = 0
+        elif st in ("rom", "function") and self._shift_in(bit):
+            cmd, self.acc = self.acc, 0
+            (self._rom_command if st == "rom" else self._function)(cmd)
+
+    def _shift_in(self, bit):
+        # -> True when a whole byte (LSB first) is in self.acc
+        self.acc |= bit << self.nbits
+        self.nbits += 1
+        if self.nbits < 8:
+            return False
+        self.nbits = 0
+        return True
+
+    def _search_direction(self, bit):
+        # The master's third slot of a SEARCH ROM step: devices whose bit differs drop out.
+        if self.step != 2:
             return
-        if st == "match":
-            if bit != self._rom_bit(self.index):
-                self._idle()
-                return
-            self.index += 1
-            if self.index == 64:
-                self.state = "function"
+        if bit != self._rom_bit(self.index):
+            self._idle()
             return
-        if st == "write":
-            self.acc |= bit << self.nbits
-            self.nbits += 1
-            if self.nbits == 8:
-                self.wbuf.append(self.acc)
-                self.acc = self.nbits = 0
-                if len(self.wbuf) == 3:
-                    self.scratch[2:5] = self.wbuf
-                    self.scratch[4] = (self.scratch[4] & 0x60) | 0x1F
-                    self._idle()
+        self.step = 0
+        self.index += 1
+        if self.index == 64:
+            self._idle()
+
+    def _match_bit(self, bit):
+        if bit != self._rom_bit(self.index):
+            self._idle()
             return
-        if st in ("rom", "function"):
-            self.acc |= bit << self.nbits
-            self.nbits += 1
-            if self.nbits == 8:
-                cmd = self.acc
-                self.acc = self.nbits = 0
-                (self._rom_command if st == "rom" else self._function)(cmd)
+        self.index += 1
+        if self.index == 64:
+            self.state = "function"
+
+    def _scratchpad_byte(self, byte):
+        # WRITE SCRATCHPAD: TH, TL, config; the config's unused bits read back as ones.
+        self.wbuf.append(byte)
+        if len(self.wbuf) == 3:
+            self.scratch[2:5] = self.wbuf
+            self.scratch[4] = (self.scratch[4] & 0x60) | 0x1F
+            self._idle()
 
     def read_slot(self):
         # 1 = left the bus high, 0 = pulled it low.

@@ -177,50 +177,55 @@ def decode(data: bytes) -> Message:
     pos = 4 + tkl
     if pos > n:
         raise CoapError("token runs past the end of the datagram", mtype, mid)
-    token = data[4:pos]
-    options: list[tuple[int, bytes]] = []
-    number = 0
-    payload = b""
-    while pos < n:
-        ib = data[pos]
-        pos += 1
-        if ib == PAYLOAD_MARKER:
-            if pos == n:
-                raise CoapError("payload marker followed by an empty payload", mtype, mid)
-            payload = data[pos:]
-            break
-        delta, length = ib >> 4, ib & 15
-        if delta == 15 or length == 15:
-            raise CoapError("option nibble 15 is reserved", mtype, mid)
-        if delta == 13:
-            if pos + 1 > n:
-                raise CoapError("option delta extension truncated", mtype, mid)
-            delta = data[pos] + 13
-            pos += 1
-        elif delta == 14:
-            if pos + 2 > n:
-                raise CoapError("option delta extension truncated", mtype, mid)
-            delta = (data[pos] << 8 | data[pos + 1]) + 269
-            pos += 2
-        if length == 13:
-            if pos + 1 > n:
-                raise CoapError("option length extension truncated", mtype, mid)
-            length = data[pos] + 13
-            pos += 1
-        elif length == 14:
-            if pos + 2 > n:
-                raise CoapError("option length extension truncated", mtype, mid)
-            length = (data[pos] << 8 | data[pos + 1]) + 269
-            pos += 2
-        number += delta
-        if number > 0xFFFF:
-            raise CoapError(f"option number {number} exceeds 65535", mtype, mid)
-        end = pos + length
-        if end > n:
-            raise CoapError(f"option {number} value runs past the end of the datagram", mtype, mid)
-        options.append((number, data[pos:end]))
-        pos = end
-    return Message(mtype, c, mid, token, options, payload)
+    options, payload = _OptionReader(data, pos, mtype, mid).read()
+    return Message(mtype, c, mid, data[4:pos], options, payload)
+
+
+class _OptionReader:
+    """The options and payload after the token (§3.1): each option's delta and length nibbles,
+    their extension bytes, its value; then the payload marker and the payload."""
+
+    def __init__(self, data: bytes, pos: int, mtype: int, mid: int) -> None:
+        self.data, self.pos, self.mtype, self.mid = data, pos, mtype, mid
+
+    def error(self, text: str) -> CoapError:
+        return CoapError(text, self.mtype, self.mid)
+
+    def read(self) -> tuple[list[tuple[int, bytes]], bytes]:
+        data, n = self.data, len(self.data)
+        options: list[tuple[int, bytes]] = []
+        number = 0
+        while self.pos < n:
+            ib = data[self.pos]
+            self.pos += 1
+            if ib == PAYLOAD_MARKER:
+                if self.pos == n:
+                    raise self.error("payload marker followed by an empty payload")
+                return options, data[self.pos:]
+            if ib >> 4 == 15 or ib & 15 == 15:
+                raise self.error("option nibble 15 is reserved")
+            delta = self.extended(ib >> 4, "delta")
+            length = self.extended(ib & 15, "length")
+            number += delta
+            if number > 0xFFFF:
+                raise self.error(f"option number {number} exceeds 65535")
+            end = self.pos + length
+            if end > n:
+                raise self.error(f"option {number} value runs past the end of the datagram")
+            options.append((number, data[self.pos:end]))
+            self.pos = end
+        return options, b""
+
+    def extended(self, nibble: int, what: str) -> int:
+        """A delta or length: the nibble itself, or 13 + one byte, or 269 + two bytes."""
+        if nibble < 13:
+            return nibble
+        size = 1 if nibble == 13 else 2
+        if self.pos + size > len(self.data):
+            raise self.error(f"option {what} extension truncated")
+        value = int.from_bytes(self.data[self.pos:self.pos + size], "big")
+        self.pos += size
+        return value + (13 if size == 1 else 269)
 
 
 def reset(mid: int) -> bytes:

@@ -298,6 +298,23 @@ def _validate_record(rec: Any, first: bool, bt: int | float) -> None:
     name = rec.get(SENML_N)
     if type(name) is not str:
         raise FrameRejected("bad-senml", "record without a text name")
+    values = _count_values(rec, name)
+    has_err = SENML_ERR in rec  # a null err is a wrong type, not an absent field
+    if has_err and (type(rec[SENML_ERR]) is not str or values):
+        raise FrameRejected("bad-senml", f"{name}: err is text and excludes a value")
+    if values != 1 and not has_err:
+        raise FrameRejected("bad-senml", f"{name}: needs exactly one of v, vs, vb or err")
+    if type(rec.get(SENML_U, "")) is not str:
+        raise FrameRejected("bad-senml", f"{name}: u must be text")
+    _validate_time(rec.get(SENML_T, 0), name, bt)
+    known = 2 if first else 0
+    known += sum(1 for label in (SENML_N, SENML_U, SENML_T, SENML_ERR) + _VALUE_LABELS if label in rec)
+    if len(rec) != known:
+        raise FrameRejected("bad-senml", f"{name}: unknown fields")
+
+
+def _count_values(rec: dict, name: str) -> int:
+    """How many of v, vs, vb the record has, each checked for its type."""
     values = 0
     for label, types, what in ((SENML_V, _NUMBER, "a number"), (SENML_VS, (str,), "text"),
                                (SENML_VB, (bool,), "a boolean")):
@@ -307,28 +324,21 @@ def _validate_record(rec: Any, first: bool, bt: int | float) -> None:
             if label == SENML_V and not is_number(rec[label]):
                 raise FrameRejected("bad-senml", f"{name}: v out of range (64-bit integer or finite float)")
             values += 1
-    has_err = SENML_ERR in rec  # a null err is a wrong type, not an absent field
-    if has_err and (type(rec[SENML_ERR]) is not str or values):
-        raise FrameRejected("bad-senml", f"{name}: err is text and excludes a value")
-    if values != 1 and not has_err:
-        raise FrameRejected("bad-senml", f"{name}: needs exactly one of v, vs, vb or err")
-    if type(rec.get(SENML_U, "")) is not str:
-        raise FrameRejected("bad-senml", f"{name}: u must be text")
-    t = rec.get(SENML_T, 0)
+    return values
+
+
+def _validate_time(t: Any, name: str, bt: int | float) -> None:
     if type(t) not in _NUMBER:
         raise FrameRejected("bad-senml", f"{name}: t must be a number")
     if not (is_number(t) and is_number(bt + t)):  # the record's time, bt + t, is stored too
         raise FrameRejected("bad-senml", f"{name}: t out of range (bt + t must be a 64-bit integer or finite float)")
-    known = 2 if first else 0
-    known += sum(1 for label in (SENML_N, SENML_U, SENML_T, SENML_ERR) + _VALUE_LABELS if label in rec)
-    if len(rec) != known:
-        raise FrameRejected("bad-senml", f"{name}: unknown fields")
 
 
 def present(value: Any) -> Any:
     """Floats as the node meant them: float32 carries ~7 significant digits."""
     if type(value) is float:
-        return float("%.7g" % value)  # %-formatting: a third faster than an f-string here (hot path)
+        # %-formatting: 110 ns against an f-string's 157 (CPython 3.11 timeit) on the hot path.
+        return float("%.7g" % value)  # noqa: UP031
     return value
 
 

@@ -47,9 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="site name in the MQTT topics (default: the keystore file name, e.g. "
                    "farm-north.json -> farm-north; 'default' for keys.json)")
     p.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="N processes sharing the port (SO_REUSEPORT, Linux) for more than one core, each "
-                   "storing its share of the devices in its own file beside --db (gateway.db: gateway.shard1.db, "
-                   "...; at most 11; default 1)")
+                   help="N processes sharing the port (SO_REUSEPORT, Linux) for more than one core, each storing "
+                   "its share of the devices in its own file beside --db (gateway.db: gateway.shard1.db, ...; "
+                   "at most 11; default 1)")
     p.add_argument("--strict-keys", action="store_true",
                    help="refuse a keystore that other users of this machine can read or write (default: "
                    "warn on stderr and use it); a change to such a file while running is not taken")

@@ -102,7 +102,7 @@ def _print_nodes(fleet: Fleet, unprovisioned: bool) -> None:
         print("not provisioned: each node refuses to send until `fieldnode provision --port PORT`")
     else:
         print(f"keystore: {fleet.keys_path}")
-    for name, node in zip(fleet.names, fleet.nodes):
+    for name, node in zip(fleet.names, fleet.nodes, strict=True):
         print(f"  {'' if unprovisioned else name + '  '}device {node.unique_id.hex()}  port {node.port}")
     if not unprovisioned:
         print("try: fieldnode monitor --keys", fleet.keys_path, "--port", fleet.nodes[0].port)

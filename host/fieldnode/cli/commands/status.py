@@ -99,8 +99,8 @@ def show(st: Status, console: Console) -> None:
     queues.add_column("detail")
     if st.mqtt:
         m = st.mqtt
-        detail = (f"{m['url']} {m['state']}" + (f": {m['detail']}" if m["detail"] else "")
-                  + f", {m['published']} published")
+        because = f": {m['detail']}" if m["detail"] else ""
+        detail = f"{m['url']} {m['state']}{because}, {m['published']} published"
     else:
         detail = "MQTT off"
     if st.outbox:

@@ -1,0 +1,68 @@
+"""bench/report.py's judgement: a target on the median of its rounds with every round shown, and
+a document rendered only from one complete run of `make bench`."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from fieldnode.infra.paths import REPO_DIR
+
+sys.path.insert(0, str(REPO_DIR / "bench"))
+
+from report import STORE_TARGET, median_ratio, store_rows, write_report  # noqa: E402
+from runs import BENCHES, MixedRuns, load_one_run  # noqa: E402
+
+
+def test_the_store_target_is_judged_on_the_median_round_and_every_round_is_shown():
+    # The rounds recorded before this rule: the best (20,456) met the target, the median does not.
+    store = {"sync=full": [20456, 16003, 15581], "sync=normal": [21870, 20512, 14416]}
+    lines, met = store_rows(store, STORE_TARGET)
+    assert "| sync=full | 16,003 | 20,456, 16,003, 15,581 |" in lines
+    assert "| sync=normal | 20,512 | 21,870, 20,512, 14,416 |" in lines
+    assert met == {"sync=full": False, "sync=normal": True}
+
+
+def test_a_ratio_is_the_median_of_the_rounds_ratios():
+    # Round by round 2, 4 and 3: the median is 3, where the ratio of the best rounds would be 3/1.
+    assert median_ratio([100, 200, 300], [50, 50, 100]) == 3
+    with pytest.raises(ValueError):
+        median_ratio([100, 200], [50])
+
+
+def _results(tmp_path: Path, runs: dict[str, str | None]) -> Path:
+    for name in BENCHES:
+        if name in runs:
+            data = {"benchmark": name}
+            if runs[name] is not None:
+                data["run"] = {"id": runs[name]}
+            (tmp_path / f"{name}.json").write_text(json.dumps(data))
+    return tmp_path
+
+
+def test_results_from_two_runs_are_refused_and_named(tmp_path):
+    ids = {name: "run-a" for name in BENCHES} | {"gateway": "run-b"}
+    doc = tmp_path / "performance.md"
+    with pytest.raises(MixedRuns) as refused:
+        write_report(_results(tmp_path, ids), doc)
+    assert "run-a: " in str(refused.value) and "run-b: gateway" in str(refused.value)
+    assert not doc.exists()
+
+
+def test_results_without_a_recorded_run_are_refused(tmp_path):
+    ids: dict[str, str | None] = {name: "run-a" for name in BENCHES} | {"flash": None}
+    with pytest.raises(MixedRuns, match="no run recorded: flash"):
+        load_one_run(_results(tmp_path, ids))
+
+
+def test_a_run_missing_a_benchmark_is_refused(tmp_path):
+    ids = {name: "run-a" for name in BENCHES if name != "spool_flash"}
+    with pytest.raises(MixedRuns, match="no results for spool_flash"):
+        load_one_run(_results(tmp_path, ids))
+
+
+def test_one_complete_run_is_taken(tmp_path):
+    data = load_one_run(_results(tmp_path, {name: "run-a" for name in BENCHES}))
+    assert set(data) == set(BENCHES) and {d["run"]["id"] for d in data.values()} == {"run-a"}
