@@ -5,8 +5,8 @@ import time
 from typing import Any
 
 from . import coap
-from .exchanges import (BAD_COAP, DUPLICATE, EMPTY_ACK, PING, REJECTED, REPEATED_ANSWER, RESET, RETRANSMISSION,
-                        UNMATCHED_ANSWER, VERIFIED, Seen)
+from .exchanges import (ANSWERS, BAD_COAP, DUPLICATE, EMPTY_ACK, PING, REJECTED, REPEATED_ANSWER, RESET, RETRANSMISSION,
+                        VERIFIED, Seen)
 from .frame import Frame
 from .pcap import CaptureProblem, endpoint_text
 from .render import frame_line
@@ -80,7 +80,7 @@ def datagram_line(seen: Seen, names: dict[bytes, str]) -> str:
     if role in (EMPTY_ACK, RESET):
         what = "empty ACK" if role == EMPTY_ACK else "reset"
         return f"{head}  {what}" + (f" of #{seen.first}" if seen.first is not None else "")
-    if role == UNMATCHED_ANSWER or seen.request is not None:
+    if role in ANSWERS:
         return f"{head}  {_answer_verdict(seen, names)}"
     return f"{head}  {_request_verdict(seen, names)}"
 
@@ -105,7 +105,7 @@ def datagram_json(seen: Seen) -> dict[str, Any]:
     if seen.answer_after is not None:
         obj["answer_after_s"] = round(seen.answer_after, 6)
     if seen.frame is not None:
-        obj["command" if seen.request is not None or seen.role == UNMATCHED_ANSWER else "frame"] = seen.frame.to_json()
+        obj["command" if seen.role in ANSWERS else "frame"] = seen.frame.to_json()
     return obj
 
 

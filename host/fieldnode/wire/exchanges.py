@@ -10,6 +10,7 @@ sequence, not the node's).
 """
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -39,7 +40,8 @@ class Seen:
     frame: the request's frame (verified, or what a refused frame claims, marked unverified), or
     the command riding in an answer. first: the packet number this one refers to (the first
     transmission of a retransmission, the first copy of a duplicate, the request an answer
-    answers). answer_after: seconds from the request's first transmission to this answer.
+    answers). answer_after: seconds from the request's first transmission to this answer. A
+    retransmission carries its first transmission's verdict and reason, not the frame again.
     """
 
     datagram: Datagram
@@ -52,14 +54,24 @@ class Seen:
     first: int | None = None
     answer_after: float | None = None
     diagnostic: str | None = None
-    request: Seen | None = None
+
+
+ANSWERS = frozenset((ANSWER, REPEATED_ANSWER, UNMATCHED_ANSWER))
 
 
 @dataclass(slots=True, eq=False)
 class Exchange:
-    request: Seen
+    """What is kept of a request for its lifetime: enough to match its answers and retransmissions
+    (a busy site has a quarter of a million in flight over 247 s, so not the datagram itself)."""
+
+    number: int
+    time: float
+    digest: bytes  # of the whole datagram: a retransmission is the very same bytes
+    token: bytes
+    verdict: str | None
+    reason: str | None
     transmissions: int = 1
-    answer: Seen | None = None
+    answer: str | None = None  # the role of the answer kept: ANSWER, RESET or EMPTY_ACK
 
 
 class ExchangeTracker:
@@ -71,7 +83,7 @@ class ExchangeTracker:
         self._lifetime = lifetime
         self._by_mid: OrderedDict[tuple[Endpoint, Endpoint, int], Exchange] = OrderedDict()
         self._by_token: dict[tuple[Endpoint, Endpoint, bytes], Exchange] = {}
-        self._frames: OrderedDict[bytes, int] = OrderedDict()  # verified frame -> its first packet
+        self._frames: OrderedDict[bytes, int] = OrderedDict()  # verified frame's digest -> its first packet
         self.expired_unanswered = 0  # exchanges that ended (lifetime over) without an answer
 
     def observe(self, d: Datagram) -> Seen:
@@ -93,15 +105,15 @@ class ExchangeTracker:
     # -- requests -----------------------------------------------------------------------------
     def _request(self, d: Datagram, msg: coap.Message) -> Seen:
         key = (d.src, d.dst, msg.mid)
+        digest = _digest(d.payload)
         known = self._by_mid.get(key)
-        if known is not None and known.request.datagram.payload == d.payload:
+        if known is not None and known.digest == digest:
             known.transmissions += 1
-            return Seen(d, RETRANSMISSION, msg, first=known.request.datagram.number,
-                        verdict=known.request.verdict, reason=known.request.reason, frame=known.request.frame)
+            return Seen(d, RETRANSMISSION, msg, first=known.number, verdict=known.verdict, reason=known.reason)
         seen = Seen(d, REQUEST, msg)
         if msg.payload:
             self._judge(seen, msg.payload)
-        exchange = Exchange(seen)
+        exchange = Exchange(d.number, d.time, digest, msg.token, seen.verdict, seen.reason)
         self._by_mid[key] = exchange
         self._by_mid.move_to_end(key)
         if msg.token:
@@ -109,7 +121,8 @@ class ExchangeTracker:
         return seen
 
     def _judge(self, seen: Seen, data: bytes) -> None:
-        first = self._frames.get(data)
+        digest = _digest(data)
+        first = self._frames.get(digest)
         if first is not None:
             # The very bytes of a frame already verified, in a new message: the node sent it again
             # after a lost answer (the gateway answers 2.03), or someone replays a capture.
@@ -124,7 +137,7 @@ class ExchangeTracker:
             seen.frame = _claimed(data)
             return
         seen.verdict = VERIFIED
-        self._frames[data] = seen.datagram.number
+        self._frames[digest] = seen.datagram.number
         if len(self._frames) > REMEMBERED_FRAMES:
             self._frames.popitem(last=False)
 
@@ -164,30 +177,32 @@ class ExchangeTracker:
             seen.frame = _claimed(data)
 
     def _answered(self, exchange: Exchange, seen: Seen) -> None:
-        seen.request = exchange.request
-        seen.first = exchange.request.datagram.number
-        seen.answer_after = seen.datagram.time - exchange.request.datagram.time
-        if exchange.answer is not None and exchange.answer.role != EMPTY_ACK:
+        seen.first = exchange.number
+        seen.answer_after = seen.datagram.time - exchange.time
+        if exchange.answer is not None and exchange.answer != EMPTY_ACK:
             # The gateway sends its kept answer again for a retransmission (RFC 7252 §4.5).
             seen.role = REPEATED_ANSWER if seen.role == ANSWER else seen.role
             return
-        exchange.answer = seen
+        exchange.answer = seen.role
 
     def _expire(self, now: float) -> None:
         while self._by_mid:
             key, exchange = next(iter(self._by_mid.items()))
-            if now - exchange.request.datagram.time <= self._lifetime:
+            if now - exchange.time <= self._lifetime:
                 return
             del self._by_mid[key]
             self.expired_unanswered += _unanswered(exchange)
-            msg = exchange.request.message
-            token_key = (key[0], key[1], msg.token) if msg is not None else None
-            if token_key is not None and self._by_token.get(token_key) is exchange:
+            token_key = (key[0], key[1], exchange.token)
+            if self._by_token.get(token_key) is exchange:
                 del self._by_token[token_key]
 
 
 def _unanswered(exchange: Exchange) -> bool:
-    return exchange.answer is None or exchange.answer.role == EMPTY_ACK
+    return exchange.answer is None or exchange.answer == EMPTY_ACK
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).digest()
 
 
 def _claimed(data: bytes) -> Frame | None:
