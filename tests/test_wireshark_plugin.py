@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import dpkt
 import pytest
 
 from fieldnode.gateway import GatewayThread, enqueue_command
@@ -105,3 +107,29 @@ def test_the_shipped_plugin_loads_once_with_lua_script(capture, tmp_path):
     assert any("coap" in layer for layer in without) and not any("fieldnode" in layer for layer in without)
     layers = tshark_json(pcap, env, "-X", f"lua_script:{path}", "-o", f"fieldnode.port:{port}")
     assert [values(layer, "fieldnode.kind") for layer in layers if "fieldnode" in layer] == [["0"], ["0"], ["3"]]
+
+
+def test_a_malformed_payload_is_marked_and_the_rest_still_decoded(tmp_path):
+    # Content-Format 17 with bytes that are not a frame (cut CBOR, not tag 17), then a good frame:
+    # the plugin marks the first two malformed, raises no Lua error, and decodes the third.
+    nodes = Nodes(tmp_path / "keys.json", n=1)
+    client = Client(("127.0.0.1", 9))
+    payloads = [b"\xd1\x84\x58", b"\xa1\x01\x02", nodes.frame(0)]
+    pcap = tmp_path / "odd.pcap"
+    with pcap.open("wb") as f:
+        writer = dpkt.pcap.Writer(f)
+        for i, payload in enumerate(payloads):
+            udp = dpkt.udp.UDP(sport=40000, dport=5683, data=client.request(payload, mid=i))
+            udp.ulen = len(udp)
+            ip = dpkt.ip.IP(src=socket.inet_aton("10.0.0.23"), dst=socket.inet_aton("10.0.0.1"), p=17, data=udp)
+            ip.len = len(ip)
+            packet = dpkt.ethernet.Ethernet(type=dpkt.ethernet.ETH_TYPE_IP, data=ip)
+            writer.writepkt(bytes(packet), ts=1_764_057_600 + i)
+    client.close()
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "PYTHONPATH": os.pathsep.join(sys.path)}
+    path = subprocess.run([*CLI, "wireshark", "--path"], capture_output=True, text=True, timeout=60,
+                          env=env).stdout.strip()
+    layers = tshark_json(pcap, env, "-X", f"lua_script:{path}")  # the default port, 5683
+    ours = [layer.get("fieldnode", {}) for layer in layers]
+    assert [bool(values(x, "fieldnode.malformed")) for x in ours] == [True, True, False]
+    assert values(ours[2], "fieldnode.counter") == ["1"]
