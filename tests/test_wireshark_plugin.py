@@ -133,3 +133,26 @@ def test_a_malformed_payload_is_marked_and_the_rest_still_decoded(tmp_path):
     ours = [layer.get("fieldnode", {}) for layer in layers]
     assert [bool(values(x, "fieldnode.malformed")) for x in ours] == [True, True, False]
     assert values(ours[2], "fieldnode.counter") == ["1"]
+
+
+def test_install_twice_and_mistakes_are_one_line(tmp_path):
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "PYTHONPATH": os.pathsep.join(sys.path)}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*CLI, "wireshark", *args], capture_output=True, text=True, timeout=60, env=env)
+
+    plugins = tmp_path / "plugins"
+    first, again = run("--install", "--dir", str(plugins)), run("--install", "--dir", str(plugins))
+    assert first.stdout.startswith(f"installed: {plugins / 'fieldnode.lua'}")
+    assert again.stdout.startswith("already installed, unchanged")
+    assert oct((plugins / "fieldnode.lua").stat().st_mode & 0o777) == "0o644"
+    shown = run()
+    assert shown.returncode == 0 and "--install" in shown.stdout and "fieldnode decode" in shown.stdout
+    (tmp_path / "file").write_text("")
+    for args, expected in ((["--dir", str(plugins)], "--dir goes with --install"),
+                           (["--install", "--dir", str(tmp_path / "file" / "sub")],
+                            "cannot install the Wireshark plugin into")):
+        proc = run(*args)
+        errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+        assert proc.returncode == 2 and len(errors) == 1 and expected in errors[0], proc.stderr
+        assert "Traceback" not in proc.stderr and proc.stdout == ""
