@@ -231,6 +231,16 @@ def test_a_capture_cut_short_shows_what_it_holds_and_says_where_it_ends(small_ca
     (problem,) = [o for o in objs if o["record"] == "problem"]
     assert problem["number"] == 6 and "cut short" in problem["detail"]
     assert objs[-1]["record"] == "summary" and objs[-1]["unanswered"] == 1
+    # A flipped bit in a record header: the second packet claims 4 GB. Nothing is allocated for
+    # it; the first packet is read, and the reading stops there with the reason.
+    first_len = int.from_bytes(data[24 + 8:24 + 12], "little")
+    second = 24 + 16 + first_len
+    damaged = bytearray(data)
+    damaged[second + 8:second + 12] = (0xFFFFFFF0).to_bytes(4, "little")
+    pcap.write_bytes(bytes(damaged))
+    status, objs = decode(capsys, str(pcap), "--keys", str(nodes.path), "--port", str(port))
+    assert status == 1 and [o["role"] for o in objs if o["record"] == "datagram"] == ["request"]
+    assert objs[1]["number"] == 2 and "impossible length" in objs[1]["detail"]
     pcap.write_bytes(data[:10])  # inside the file header
     status, objs = decode(capsys, str(pcap), "--keys", str(nodes.path))
     assert status == 1 and "header is cut short" in objs[0]["detail"] and objs[-1]["datagrams"] == 0

@@ -9,6 +9,7 @@ a CaptureProblem in its place, and the reading goes on with what follows when it
 from __future__ import annotations
 
 import socket
+import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -22,6 +23,10 @@ DEFAULT_PORT = 5683
 PCAP_MAGICS = frozenset(bytes.fromhex(m) for m in ("a1b2c3d4", "d4c3b2a1", "a1b23c4d", "4d3cb2a1"))
 PCAPNG_MAGIC = bytes.fromhex("0a0d0d0a")
 MAGIC_LENGTH = 4
+# No packet record is longer than this (tcpdump's largest snap length is 256 KiB): a record header
+# claiming more is damaged, and is not read, so a flipped bit cannot make us allocate gigabytes.
+MAX_RECORD = 1 << 20
+READ_CHUNK = 1 << 16
 
 Endpoint = tuple[str, int]
 
@@ -64,11 +69,12 @@ class _Rejoined:
         self._rest = rest
         self.name = getattr(rest, "name", "<stream>")
         self.cut = False  # a read met the end of the stream before it had what it asked for
+        self.damaged = False  # a read asked for more than any packet record holds
 
     def read(self, n: int = -1) -> bytes:
-        if n < 0:
-            data, self._head = self._head + self._rest.read(), b""
-            return data
+        if n < 0 or n > MAX_RECORD:
+            self.damaged = True
+            return b""
         data, self._head = self._head[:n], self._head[n:]
         return data + self._read_fully(n - len(data)) if len(data) < n else data
 
@@ -76,7 +82,7 @@ class _Rejoined:
         # A pipe hands over what is there; the readers want whole headers and blocks.
         out = b""
         while len(out) < n:
-            chunk = self._rest.read(n - len(out))
+            chunk = self._rest.read(min(n - len(out), READ_CHUNK))
             if not chunk:
                 self.cut = True
                 break
@@ -97,8 +103,8 @@ _LINK_LAYERS: dict[int, Callable[[bytes], object]] = {
     dpkt.pcap.DLT_NULL: lambda buf: dpkt.loopback.Loopback(buf).data,  # BSD/macOS loopback
     dpkt.pcap.DLT_LOOP: lambda buf: dpkt.loopback.Loopback(buf).data,
     dpkt.pcap.DLT_RAW: _ip_by_version,  # LINKTYPE_RAW: tun devices, some routers
-    12: _ip_by_version,  # DLT_RAW on OpenBSD
-    14: _ip_by_version,
+    12: _ip_by_version,  # DLT_RAW as most BSDs number it in files written by old libpcaps
+    14: _ip_by_version,  # DLT_RAW as OpenBSD numbers it
     228: lambda buf: dpkt.ip.IP(buf),  # LINKTYPE_IPV4
     229: lambda buf: dpkt.ip6.IP6(buf),  # LINKTYPE_IPV6
 }
@@ -134,22 +140,29 @@ class CaptureReader:
                 ts, buf = next(packets)
             except StopIteration:
                 return
-            except (dpkt.Error, ValueError, EOFError):
+            except (dpkt.Error, ValueError, EOFError, struct.error):
                 # dpkt reads a packet's record header, then its data: a file cut in the middle of
-                # either ends here, after everything before it was read.
-                yield CaptureProblem(self.packets + 1, "the capture ends inside this packet (file cut short); "
-                                     "everything before it was read")
+                # either, or a damaged record, ends the reading here, after everything before it.
+                yield self._ended(self.packets + 1)
                 return
             self.packets += 1
-            if self._stream.cut:  # dpkt hands over what there was of the last packet's data
-                yield CaptureProblem(self.packets, "the capture ends inside this packet (file cut short); "
-                                     "everything before it was read")
+            if self._stream.cut or self._stream.damaged:  # dpkt hands over what there was
+                yield self._ended(self.packets)
                 return
             found = self._datagram(self.packets, float(ts), buf, link)
             if found is None:
                 self.other += 1
             else:
                 yield found
+
+    def _ended(self, number: int) -> CaptureProblem:
+        if self._stream.damaged:
+            what = "this packet's record is damaged (it claims an impossible length)"
+        elif self._stream.cut:
+            what = "the capture ends inside this packet (file cut short)"
+        else:
+            what = "this packet's record is damaged"
+        return CaptureProblem(number, f"{what}; everything before it was read, nothing after")
 
     def _reader(self):
         # The format is chosen from the magic, not by trying one reader then seeking back for the
