@@ -133,7 +133,7 @@ def test_ipv6_capture_names_duplicates_replays_refusals_and_silent_nodes(tmp_pat
     gt, nodes = gateway6
     port = gt.address[1]
     pcap = tmp_path / "v6.pcap"
-    dump = Tcpdump(pcap, [port])
+    dump = Tcpdump(pcap, [port], interface="any")  # as the field guide says on a gateway host
     client = Client6(gt.address)
     quiet = nodes.frame(1)
     assert client.post(quiet).code == coap.CHANGED  # node-2 speaks once, then falls silent

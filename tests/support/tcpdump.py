@@ -22,20 +22,24 @@ def tcpdump_binary() -> str:
 
 
 class Tcpdump:
-    """tcpdump -i lo on the given UDP ports, into path (or to a pipe with path None)."""
+    """tcpdump -i lo (or another interface: "any" gives Linux cooked headers) on the given UDP
+    ports, into path (or to a pipe with path None)."""
 
-    def __init__(self, path: Path | None, ports: list[int], stdout=None) -> None:
+    def __init__(self, path: Path | None, ports: list[int], stdout=None, interface: str = "lo") -> None:
         expr = " or ".join(f"udp port {p}" for p in ports)
         # -U and --immediate-mode: every packet written as it passes (a live pipe, and nothing
         # left in a buffer when the test stops the capture).
-        cmd = [tcpdump_binary(), "-i", "lo", "-U", "--immediate-mode", "-s", "0", "-w",
+        cmd = [tcpdump_binary(), "-i", interface, "-U", "--immediate-mode", "-s", "0", "-w",
                str(path) if path else "-", expr]
         self.proc = subprocess.Popen(cmd, stdout=stdout if path is None else subprocess.DEVNULL,
                                      stderr=subprocess.PIPE)
-        line = self.proc.stderr.readline()
-        if b"listening on" not in line:
-            self.proc.kill()
-            raise AssertionError(f"tcpdump did not start: {line!r} {self.proc.stderr.read()!r}")
+        said = b""
+        while b"listening on" not in said:  # `-i any` says its link type on a line before
+            line = self.proc.stderr.readline()
+            said += line
+            if not line:
+                self.proc.wait(timeout=10)
+                raise AssertionError(f"tcpdump did not start: {said!r}")
 
     def stop(self) -> None:
         """Stops the capture once what was sent has been seen (loopback delivers in microseconds)."""

@@ -11,7 +11,8 @@ from .frame import Frame
 from .pcap import CaptureProblem, endpoint_text
 from .render import frame_line
 
-CODE_NAMES = {coap.POST: "POST", coap.CHANGED: "2.04 Changed", coap.VALID: "2.03 Valid",
+CODE_NAMES = {coap.GET: "GET", coap.POST: "POST", coap.PUT: "PUT", coap.DELETE: "DELETE",
+              coap.CHANGED: "2.04 Changed", coap.VALID: "2.03 Valid",
               coap.BAD_REQUEST: "4.00 Bad Request", coap.UNAUTHORIZED: "4.01 Unauthorized",
               coap.SERVICE_UNAVAILABLE: "5.03 Service Unavailable"}
 
