@@ -5,24 +5,29 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import BinaryIO
 
 from cbor_diag import cbor2diag
 
+from ..capture import decode_capture
 from ..options import add_keys_option, read_keys
 from ...infra.errors import FieldnodeError
 from ...wire.frame import KIND_NAMES, FrameRejected, ReplayWindow, Verifier, parse_unverified
+from ...wire.capturesummary import SILENT_AFTER
 from ...wire.framesource import read_items
+from ...wire.pcap import DEFAULT_PORT, MAGIC_LENGTH, is_capture
 from ...wire.render import frame_json, frame_line
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "decode", help="verify and print frames from a file or stdin",
-        description="Verify and print fieldnode frames. Input is detected: a CBOR sequence of "
-        "frames (binary), or text such as a serial console capture where frame lines start with "
-        "'FN1 ' (other lines are logs). With --hex every line is one frame in hex. Each frame is "
-        "checked against the keystore and a replay window over the input. Exit status 1 if any "
-        "frame was rejected.",
+        description="Verify and print fieldnode frames. Input is detected: a pcap or pcapng network "
+        "capture (tcpdump, Wireshark; CoAP over UDP on --port, each datagram with its answer, then a "
+        "summary), a CBOR sequence of frames (binary), or text such as a serial console capture where "
+        "frame lines start with 'FN1 ' (other lines are logs). With --hex every line is one frame in "
+        "hex. Each frame is checked against the keystore and a replay window over the input. Exit "
+        "status 1 if any frame was rejected or a capture is damaged.",
     )
     p.add_argument("file", nargs="?", default="-", help="input file, or - for stdin (default)")
     p.add_argument("--hex", action="store_true", help="one hex-encoded frame per line")
@@ -31,27 +36,90 @@ def register(sub: argparse._SubParsersAction) -> None:
     fmt.add_argument("--diag", action="store_true", help="CBOR diagnostic notation (RFC 8949 §8)")
     add_keys_option(p, "keystore to verify with")
     p.add_argument("--logs", action="store_true", help="also print the log lines of a console capture")
+    p.add_argument("--port", type=_port, default=None, metavar="PORT",
+                   help=f"pcap: the gateway's UDP port (default {DEFAULT_PORT})")
+    p.add_argument("--silent-after", type=_seconds, default=None, metavar="SECONDS",
+                   help=f"pcap: a node with no frame in the capture's last SECONDS is reported silent "
+                   f"(default {SILENT_AFTER:g})")
     p.set_defaults(func=run)
 
 
-def _read_input(name: str) -> bytes:
-    if name == "-":
-        return sys.stdin.buffer.read()
-    path = Path(name)
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a UDP port (1-65535)")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
     try:
-        return path.read_bytes()
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more)")
+    return value
+
+
+CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".dmp")
+
+
+def _open_input(name: str) -> BinaryIO:
+    if name == "-":
+        return sys.stdin.buffer
+    try:
+        return Path(name).open("rb")
     except FileNotFoundError:
         raise FieldnodeError(f"{name}: no such file") from None
     except OSError as exc:
         raise FieldnodeError(f"{name}: cannot read ({exc.strerror})") from None
 
 
+def _read_head(stream: BinaryIO, name: str) -> bytes:
+    """The first bytes, enough to tell a capture (a pipe may hand them over in pieces)."""
+    head = b""
+    try:
+        while len(head) < MAGIC_LENGTH:
+            chunk = stream.read(MAGIC_LENGTH - len(head))
+            if not chunk:
+                break
+            head += chunk
+    except OSError as exc:
+        raise FieldnodeError(f"{name}: cannot read ({exc.strerror})") from None
+    return head
+
+
 def run(args: argparse.Namespace) -> int:
     keys = read_keys(args)
+    stream = _open_input(args.file)
+    try:
+        head = _read_head(stream, args.file)
+        if is_capture(head):
+            if args.hex or args.diag:
+                raise FieldnodeError(f"{args.file} is a pcap capture: --hex and --diag do not apply to it "
+                                     "(use --json for the details)")
+            return decode_capture(stream, head, keys, sys.stdout, port=args.port or DEFAULT_PORT,
+                                  as_json=args.json,
+                                  silent_after=SILENT_AFTER if args.silent_after is None else args.silent_after)
+        if args.file.lower().endswith(CAPTURE_SUFFIXES):
+            raise FieldnodeError(f"{args.file}: not a pcap or pcapng capture (it starts with "
+                                 f"{head.hex() or 'nothing'}; a capture starts with a1b2c3d4, d4c3b2a1 or 0a0d0d0a)")
+        if args.port is not None or args.silent_after is not None:
+            raise FieldnodeError(f"{args.file} is not a pcap capture: --port and --silent-after apply to captures only")
+        try:
+            data = head + stream.read()
+        except OSError as exc:
+            raise FieldnodeError(f"{args.file}: cannot read ({exc.strerror})") from None
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    return _decode_frames(args, keys, data)
+
+
+def _decode_frames(args: argparse.Namespace, keys, data: bytes) -> int:
     verifier = Verifier(keys.lookup, ReplayWindow(), accept_kinds=KIND_NAMES)
     out = sys.stdout
     rejected = accepted = 0
-    for item in read_items(_read_input(args.file), hex_lines=args.hex):
+    for item in read_items(data, hex_lines=args.hex):
         if item.log is not None:
             if args.logs:
                 out.write(f"log  {item.log}\n")
