@@ -88,7 +88,7 @@ class AiocoapServer:
         self.context: aiocoap.Context | None = None
         self.address: tuple[str, int] | None = None
 
-    def __enter__(self) -> "AiocoapServer":
+    def __enter__(self) -> AiocoapServer:
         self.thread.start()
         self.context, self.address = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(30)
         return self
@@ -189,7 +189,7 @@ class Tap(threading.Thread):
                 assert left > 0, f"timed out waiting for {what}; saw {len(self.seen)} datagrams"
                 self.changed.wait(left)
 
-    def __enter__(self) -> "Tap":
+    def __enter__(self) -> Tap:
         self.start()
         return self
 

@@ -27,9 +27,10 @@ BOARD_FILE = "board.json"
 # may shrink them (the tests do, to keep their meaning at a smaller scale) or stretch them.
 WDT_TIMEOUT_MS = 30000  # board "watchdog_s"
 FAILSAFE_AFTER_S = 300  # default silence from the gateway before actuators go to failsafe
-UPLINK_STALL_MS = 60000  # board "uplink_stall_s": the uplink's longest quiet spell is its 30 s retry backoff
+UPLINK_STALL_MS = 60000  # board "uplink_stall_s"; the uplink's longest quiet spell: its 30 s retry backoff
 watchdog = None  # the running machine.WDT: `fieldnode flash --app-only` feeds it from the raw REPL
-SPOOL_FRAMES = 65536  # default store-and-forward bound (board "spool_frames"); flash: board "spool_kb" (docs/firmware.md)
+# Default store-and-forward bound (board "spool_frames"); its flash: board "spool_kb" (docs/firmware.md).
+SPOOL_FRAMES = 65536
 _RESET_NAMES = (
     ("PWRON_RESET", "power_on"), ("HARD_RESET", "hard"), ("WDT_RESET", "watchdog"),
     ("DEEPSLEEP_RESET", "deepsleep"), ("SOFT_RESET", "soft"),

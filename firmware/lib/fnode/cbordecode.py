@@ -116,19 +116,7 @@ def decode(buf, pos, depth=_MAX_DEPTH, max_items=_MAX_ITEMS):
         except UnicodeError:
             raise ValueError("cbor: invalid UTF-8")
     if major == 0xE0:
-        if ib == 0xF4:
-            return False, pos
-        if ib == 0xF5:
-            return True, pos
-        if ib == 0xF6:
-            return None, pos
-        if ib == 0xF9:
-            return half_to_float(n), pos
-        if ib == 0xFA:
-            return unpack_from(">f", buf, pos - 4)[0], pos
-        if ib == 0xFB:
-            return unpack_from(">d", buf, pos - 8)[0], pos
-        raise ValueError("cbor: unsupported simple value")
+        return _simple(buf, ib, n, pos), pos
     if depth <= 0:
         raise ValueError("cbor: nested too deep")
     depth -= 1
@@ -142,6 +130,27 @@ def decode(buf, pos, depth=_MAX_DEPTH, max_items=_MAX_ITEMS):
         for i in range(n):
             out[i], pos = decode(buf, pos, depth, max_items)
         return out, pos
+    return _map(buf, pos, n, depth, max_items)
+
+
+def _simple(buf, ib, n, pos):
+    # Major type 7; pos is after the head, so a float's bytes end there (n holds a half's bits).
+    if ib == 0xF4:
+        return False
+    if ib == 0xF5:
+        return True
+    if ib == 0xF6:
+        return None
+    if ib == 0xF9:
+        return half_to_float(n)
+    if ib == 0xFA:
+        return unpack_from(">f", buf, pos - 4)[0]
+    if ib == 0xFB:
+        return unpack_from(">d", buf, pos - 8)[0]
+    raise ValueError("cbor: unsupported simple value")
+
+
+def _map(buf, pos, n, depth, max_items):
     out = {}
     for _ in range(n):
         k, pos = decode(buf, pos, depth, max_items)

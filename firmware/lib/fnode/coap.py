@@ -48,6 +48,18 @@ _OPT_URI_PATH = const(11)
 _OPT_CONTENT_FORMAT = const(12)
 
 
+def _extended(rx, pos, n, nibble):
+    # An option delta or length nibble of 13 or 14 takes one or two more bytes (RFC 7252 3.1);
+    # (-1, pos) when they run past the datagram.
+    if nibble == 13:
+        if pos >= n:
+            return -1, pos
+        return rx[pos] + 13, pos + 1
+    if pos + 1 >= n:
+        return -1, pos
+    return ((rx[pos] << 8) | rx[pos + 1]) + 269, pos + 2
+
+
 class Exchange:
     def __init__(self, max_frame=1024):
         self.buf = bytearray(_HEAD + max_frame)
@@ -192,26 +204,14 @@ class Exchange:
             length = ib & 15
             if delta == 15 or length == 15:
                 return -2
-            if delta == 13:
-                if pos >= n:
+            if delta >= 13:
+                delta, pos = _extended(rx, pos, n, delta)
+                if delta < 0:
                     return -2
-                delta = rx[pos] + 13
-                pos += 1
-            elif delta == 14:
-                if pos + 1 >= n:
+            if length >= 13:
+                length, pos = _extended(rx, pos, n, length)
+                if length < 0:
                     return -2
-                delta = ((rx[pos] << 8) | rx[pos + 1]) + 269
-                pos += 2
-            if length == 13:
-                if pos >= n:
-                    return -2
-                length = rx[pos] + 13
-                pos += 1
-            elif length == 14:
-                if pos + 1 >= n:
-                    return -2
-                length = ((rx[pos] << 8) | rx[pos + 1]) + 269
-                pos += 2
             number += delta
             if pos + length > n:
                 return -2

@@ -159,7 +159,7 @@ class CommandReader:
             raise Rejected("device-mismatch", bn, counter)
         exp = None
         items = []
-        for name, unit, value, err in records:
+        for name, _unit, value, err in records:
             if err is not None:
                 raise Rejected("bad-senml", "a command record carries err", counter)
             if name == "exp":

@@ -23,18 +23,8 @@ def _number(x):
     return t is int or t is float
 
 
-def _record(rec, first):
-    if type(rec) is not dict:
-        raise ValueError("senml: record is not a map")
-    known = 0
-    if BN in rec or BT in rec:
-        if not first:
-            raise ValueError("senml: bn/bt only in the first record")
-        known = 2
-    name = rec.get(N)
-    if type(name) is not str:
-        raise ValueError("senml: record without a text name")
-    known += 1
+def _value(rec):
+    # (value, err) of a record that holds exactly one of v, vs, vb or err, each of its type.
     value = None
     values = 0
     if V in rec:
@@ -53,13 +43,28 @@ def _record(rec, first):
             raise ValueError("senml: vb must be a boolean")
         values += 1
     err = rec.get(ERR)
-    if err is not None:
+    if ERR in rec:  # a null err is a wrong type, not an absent field
         if type(err) is not str or values:
             raise ValueError("senml: err is text and excludes a value")
-        known += 1
     elif values != 1:
         raise ValueError("senml: needs exactly one of v, vs, vb or err")
-    known += values
+    return value, err
+
+
+def _record(rec, first):
+    if type(rec) is not dict:
+        raise ValueError("senml: record is not a map")
+    known = 0
+    if BN in rec or BT in rec:
+        if not first:
+            raise ValueError("senml: bn/bt only in the first record")
+        known = 2
+    name = rec.get(N)
+    if type(name) is not str:
+        raise ValueError("senml: record without a text name")
+    known += 1
+    value, err = _value(rec)
+    known += 1
     unit = rec.get(U)
     if unit is not None:
         if type(unit) is not str:

@@ -255,9 +255,9 @@ class Spool:
         # The frame in doubt when the spool overflowed: taken out of the reader's way (it is
         # still in its segment, and NVS "sdbt" keeps it wanted after a reset), sent first.
         self.held = None
-        for seq, frame in old:  # in the ring before the old file goes: a power cut loses none
+        for _seq, frame in old:  # in the ring before the old file goes: a power cut loses none
             self._append(frame)
-        for seq, frame in old:
+        for seq, _frame in old:
             os.remove(self._file(seq))
         if old:
             log.info("spool: took", len(old), "frames of the old spool")
