@@ -673,8 +673,8 @@ print(json.dumps(measure(40)))
 def test_the_telemetry_path_allocates_only_hmac_and_the_queued_copy(micropython):
     # Before: a bound method per sample (rules' emit), a list per sample (enforce_interlocks), a
     # tuple per frame (the counter read back with struct.unpack_from).
-    from fieldnode.boards import load_board
-    from fieldnode.paths import BOARDS_DIR, SIMHAL_DIR
+    from fieldnode.node.boards import load_board
+    from fieldnode.infra.paths import BOARDS_DIR, SIMHAL_DIR
     from fieldnode.sim.fleet import devices_for_board
     from fieldnode.sim.vnode import VirtualNode
 

@@ -39,8 +39,11 @@ def installed(tmp_path_factory) -> Path:
         else:
             shutil.copy(path, src / name)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", "--no-cache-dir"]
+    # Without PYTHONPATH: a checkout on it (and its fieldnode.egg-info) would make pip see fieldnode
+    # as installed already in the fresh venv, and install nothing.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(tmp / "dist"),
-                    str(src)], check=True, capture_output=True, timeout=240)
+                    str(src)], check=True, capture_output=True, timeout=240, env=env)
     shutil.rmtree(src)  # the build's sources are gone: only the wheel can supply firmware/ and boards/
     (wheel,) = (tmp / "dist").glob("fieldnode-*.whl")
 
@@ -48,7 +51,7 @@ def installed(tmp_path_factory) -> Path:
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     ask = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
     purelib = subprocess.run([venv / "bin" / "python", "-c", ask], check=True, capture_output=True, text=True,
-                             timeout=60).stdout.strip()
+                             timeout=60, env=env).stdout.strip()
     # The dependencies are those this venv already holds (no downloads in tests): a path line in a
     # .pth adds its site-packages after the fresh one, without running its .pth files, so the
     # editable fieldnode installed there stays invisible.
@@ -56,7 +59,7 @@ def installed(tmp_path_factory) -> Path:
     # The one dependency command fieldnode runs (the MicroPython unix port), where pip would put it.
     (venv / "bin" / "micropython").symlink_to(Path(sys.executable).parent / "micropython")
     subprocess.run([*pip, "--python", str(venv / "bin" / "python"), "install", "--no-deps", "--no-index", str(wheel)],
-                   check=True, capture_output=True, timeout=240)
+                   check=True, capture_output=True, timeout=240, env=env)
     return venv / "bin"
 
 
