@@ -382,3 +382,14 @@ def test_ctrl_c_during_app_only_stops_at_the_next_chunk_and_shows_the_port(tmp_p
     assert node.port in out[table:] and "STOPPED" in out[table:]
     assert "stopped by Ctrl-C: the application is partly written; run flash --app-only on this port again" in out
     assert not (root / "main.py").exists()  # the last file: never reached
+
+
+def test_the_summary_prints_a_mac_with_ab_in_it_as_it_is():
+    # rich reads ":ab:" as the emoji code for the AB button unless the console is told not to.
+    from fieldnode.flashing.report import FlashReport, PortResult
+    from fieldnode.ui.terminal import terminal
+
+    console = terminal(record=True, width=200, force_terminal=False)
+    FlashReport(console, ["/dev/ttyUSB0"]).summary(
+        [PortResult("/dev/ttyUSB0", ok=True, chip="ESP32", mac="02:f1:e1:ab:00:01", message="done")])
+    assert "02:f1:e1:ab:00:01" in console.export_text()

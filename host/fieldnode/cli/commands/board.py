@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import argparse
 
-from rich.console import Console
 from rich.table import Table
 
 from ...node.boards import board_names, load_board, reading_names
+from ...ui.terminal import terminal
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,7 +31,7 @@ def run_list(args: argparse.Namespace) -> int:
         doc = load_board(name)
         table.add_row(name, doc["chip"], ", ".join(f"{s['name']} ({s['driver']})" for s in doc["sensors"]),
                       ", ".join(f"{a['name']} ({a['driver']})" for a in doc.get("actuators", [])) or "-")
-    Console().print(table)
+    terminal().print(table)
     return 0
 
 

@@ -7,7 +7,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from rich.console import Console
 from rich.live import Live
 
 from ...gateway.events import GatewayEvent
@@ -15,6 +14,7 @@ from ...gateway.thread import GatewayThread
 from ...node.keystore import Keystore
 from ...ui.liveview import LiveState
 from ...sim.fleet import Fleet
+from ...ui.terminal import terminal
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    console = Console()
+    console = terminal()
     with tempfile.TemporaryDirectory(prefix="fieldnode-demo-") as tmp:
         base = Path(tmp)
         keys_path = base / "keys.json"

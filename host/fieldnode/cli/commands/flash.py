@@ -5,8 +5,6 @@ import argparse
 from functools import partial
 from pathlib import Path
 
-from rich.console import Console
-
 from ...infra import paths
 from ...infra.errors import FieldnodeError
 from ...flashing.app_only import update_port
@@ -14,6 +12,7 @@ from ...node.chips import CHIPS
 from ...flashing.plan import load_app, prepare_flash_job, resolve_target
 from ...flashing.serial_flash import AFTER_MODES, RESET_MODES, flash_port
 from ...flashing.session import run_ports
+from ...ui.terminal import terminal
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -62,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
                              "MicroPython that is on the node")
     if args.baud < 9600:
         raise FieldnodeError(f"--baud {args.baud}: too slow; use 115200 to 921600")
-    console = Console()
+    console = terminal()
     target = resolve_target(args.chip, args.board, args.firmware)
     app = load_app(args.app_dir, target, args.source_lines)
     board = f", board {target.board['name']}" if target.board else ", no board file"

@@ -5,12 +5,12 @@ import argparse
 import time
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
 from ..options import add_keys_option, check_writable, read_keys
 from ...infra.errors import FieldnodeError
 from ...node.keystore import Keystore
+from ...ui.terminal import terminal
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -62,7 +62,7 @@ def run_list(args: argparse.Namespace) -> int:
             time.strftime("%Y-%m-%d %H:%M", time.localtime(e.expires)) + (" (expired)" if e.expires <= now else ""))
         table.add_row(e.name or "-", e.device.hex(), str(e.generation), str(e.alg), e.fingerprint,
                       time.strftime("%Y-%m-%d", time.localtime(e.created)), expires)
-    console = Console()
+    console = terminal()
     console.print(table)
     retired = store.retired()
     if retired:

@@ -8,7 +8,6 @@ import threading
 import time
 from collections import Counter
 
-from rich.console import Console
 from rich.live import Live
 
 from ..options import add_keys_option, read_keys
@@ -17,6 +16,7 @@ from ...ui.liveview import LiveState
 from ...ui.monitor import Event, Intake, bind_udp, run_in_thread, serial_events, udp_events
 from ...wire.render import frame_json
 from ...node.serialsource import open_port
+from ...ui.terminal import terminal
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             _json_loop(inbox, deadline)
         else:
-            console = Console()
+            console = terminal()
             with Live(state.render(), console=console, refresh_per_second=4, transient=False) as live:
                 _view_loop(inbox, deadline, state, live)
             if not console.is_terminal:  # rich ends the last line only on a terminal

@@ -5,7 +5,6 @@ import argparse
 import getpass
 import os
 
-from rich.console import Console
 from rich.table import Table
 
 from ..options import add_keys_option, check_writable, keys_path
@@ -14,6 +13,7 @@ from ...infra.errors import FieldnodeError
 from ...wire.hostport import format_hostport, parse_destination
 from ...node.keystore import Keystore
 from ...node.provisioning import DEFAULT_GRACE_S, Settings, provision
+from ...ui.terminal import terminal
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         password = os.environ.get("FIELDNODE_WIFI_PASSWORD")
         if password is None:
             password = getpass.getpass(f"Wi-Fi password for {args.wifi}: ")
-    console = Console(stderr=True)
+    console = terminal(stderr=True)
     rows: list[tuple[str, str, str, str, str]] = []
     failures = 0
     for i, port in enumerate(args.port, 1):
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         table.add_column(col, overflow="fold")
     for row in rows:
         table.add_row(*row)
-    Console().print(table)
+    terminal().print(table)
     return 1 if failures else 0
 
 

@@ -7,10 +7,12 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+
 from rich.table import Table
 
 from ...gateway.status import Status, read_status
 from ...store.location import default_db_path
+from ...ui.terminal import terminal
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(st.to_json(), indent=1))
     else:
-        show(st, Console())
+        show(st, terminal())
     return 0 if st.running else 1
 
 
