@@ -9,7 +9,7 @@ from typing import BinaryIO
 
 from cbor_diag import cbor2diag
 
-from ..capture import decode_capture
+from ...ui.capture import decode_capture
 from ..options import add_keys_option, read_keys
 from ...infra.errors import FieldnodeError
 from ...wire.frame import KIND_NAMES, FrameRejected, ReplayWindow, Verifier, parse_unverified
