@@ -161,15 +161,17 @@ KEY = bytes(range(32))
 
 
 @given(st.lists(any_records, min_size=1, max_size=5), st.sampled_from(["own", "other", "keep"]),
-       st.integers(0, 2**32 - 1), st.sampled_from(sorted(KIND_NAMES)))
+       st.integers(0, 2**32 - 1), st.sampled_from(sorted(KIND_NAMES)),
+       st.one_of(st.just(b""), st.binary(min_size=1, max_size=4)))
 @settings(max_examples=500, deadline=None)
-def test_signed_frames_around_any_pack_get_the_reference_verdict(pack, bn, bt, kind):
-    """Frames a key holder could send (valid MAC), whatever the pack: the verdict is the SenML one."""
+def test_signed_frames_around_any_pack_get_the_reference_verdict(pack, bn, bt, kind, trailing):
+    """Frames a key holder could send (valid MAC), whatever the pack, with or without bytes after
+    it: the verdict is the SenML one."""
     if bn != "keep":
         pack[0][-2] = base_name(DEVICE if bn == "own" else bytes.fromhex("240ac4000002"))
         pack[0][-3] = bt
     protected = cbor2.dumps({1: 4, 4: KID, 6: (7).to_bytes(4, "big"), -65537: kind})
-    frame = node_envelope(protected, cbor2.dumps(pack), KEY)
+    frame = node_envelope(protected, cbor2.dumps(pack) + trailing, KEY)
     table = {KID: (KEY, 4)}
     assert ours(Verifier(table.get, None, accept_kinds=KIND_NAMES), frame) == reference(table, frame)
 
@@ -188,3 +190,17 @@ def test_reused_decoder_forgets_each_payload(vectors, junk, prefix):
     lead = {"shareable": b"\xd8\x1c\x82", "stringref": b"\xd9\x01\x00\x82", "plain": b""}[prefix]
     ours(verifier, node_envelope(protected, lead + junk, key))
     assert verifier.verify(good).records() == Verifier({kid: (key, 4)}.get, None).verify(good).records()
+
+
+@given(st.binary(min_size=1, max_size=8))
+@settings(max_examples=200, deadline=None)
+def test_bytes_after_a_valid_pack_are_refused_as_the_spec_says(vectors, trailing):
+    """A key holder's frame whose payload is a valid pack followed by anything: one item is the
+    payload (frame-format.md), so the whole frame is refused, by us and by the reference."""
+    case = vectors["frames"][0]
+    key, kid = bytes.fromhex(case["key"]), bytes.fromhex(case["kid"])
+    good = bytes.fromhex(case["frame"])
+    payload = Verifier({kid: (key, 4)}.get, None).verify(good).payload
+    frame = node_envelope(good[4:29], payload + trailing, key)
+    table = {kid: (key, 4)}
+    assert ours(Verifier(table.get, None), frame) == reference(table, frame) == ("rejected", "bad-senml")

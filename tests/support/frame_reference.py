@@ -169,10 +169,13 @@ def check_frame(table: dict[bytes, tuple[bytes, int]], data: bytes) -> list:
     expected = hmac.new(key, mac_structure, hashlib.sha256).digest()[:TAG_BYTES[alg]]
     if not hmac.compare_digest(expected, tag):
         raise Rejected("bad-mac")
+    stream = io.BytesIO(payload)
     try:
-        pack = cbor2.loads(payload, str_errors="replace")
+        pack = cbor2.load(stream, str_errors="replace")
     except Exception:
         raise Rejected("bad-senml") from None
+    if stream.read(1):
+        raise Rejected("bad-senml")  # the payload is one item, the pack (frame-format.md)
     check_pack(pack)
     if pack[0][BN] != base_name(kid[:6]):
         raise Rejected("device-mismatch")
