@@ -1,0 +1,65 @@
+"""The chart query's reduction: min, max and mean per time bucket, over both sample tables and
+every shard, equal to the same figures computed from every row."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from fieldnode.store.sqlite.connection import connect
+from fieldnode.store.sqlite.shards import shard_path
+from fieldnode.web.reader import Reader
+from fieldnode.web.series import every_row, reduced
+
+DEVICE = "02f1e1680001"
+
+
+def _fill(path: Path, rows: list[tuple[float, float]], recent: list[tuple[float, float]], first_id: int) -> None:
+    conn = connect(path)
+    conn.execute("INSERT INTO series (device, name, unit) VALUES (?, 'env.temp', 'Cel')", (DEVICE,))
+    conn.execute("INSERT INTO series (device, name, unit) VALUES (?, 'env.hum', '%RH')", (DEVICE,))
+    sid = conn.execute("SELECT id FROM series WHERE name='env.temp'").fetchone()[0]
+    other = conn.execute("SELECT id FROM series WHERE name='env.hum'").fetchone()[0]
+    conn.executemany("INSERT INTO samples (id, frame_id, series, time, value) VALUES (?, 1, ?, ?, ?)",
+                     [(first_id + i, sid, t, v) for i, (t, v) in enumerate(rows)])
+    conn.executemany("INSERT INTO samples_recent (id, frame_id, series, time, value) VALUES (?, 1, ?, ?, ?)",
+                     [(first_id + 10**6 + i, sid, t, v) for i, (t, v) in enumerate(recent)])
+    conn.execute("INSERT INTO samples (id, frame_id, series, time, value) VALUES (?, 1, ?, 1000.5, 1e9)",
+                 (first_id + 10**7, other))  # another reading: never in this chart
+    conn.close()
+
+
+def test_every_bucket_holds_the_min_max_and_mean_of_its_rows(tmp_path):
+    rng = random.Random(7)
+    db = tmp_path / "gw.db"
+    shard0 = [(1000 + i * 0.7, rng.uniform(-5, 30)) for i in range(3000)]
+    shard1 = [(1000 + i * 1.3 + 0.1, rng.uniform(-5, 30)) for i in range(1500)]
+    _fill(db, shard0[:2500], shard0[2500:], 1)
+    _fill(shard_path(db, 1), shard1, [], 5_000_000)
+    reader = Reader(db)
+    start, end, buckets = 1100.0, 2900.0, 37
+    got = reduced(reader, DEVICE, "env.temp", start, end, buckets)
+    rows = sorted(every_row(reader, DEVICE, "env.temp", start, end))
+    assert len(rows) == got["n"] == sum(1 for t, _ in shard0 + shard1 if start <= t < end)
+    width = (end - start) / buckets
+    by_bucket: dict[int, list[tuple[float, float]]] = {}
+    for t, v in rows:
+        by_bucket.setdefault(int((t - start) / width), []).append((t, v))
+    expected = [by_bucket[k] for k in sorted(by_bucket)]
+    assert len(got["t"]) == len(expected) <= buckets
+    assert got["min"] == pytest.approx([min(v for _, v in b) for b in expected])
+    assert got["max"] == pytest.approx([max(v for _, v in b) for b in expected])
+    assert got["mean"] == pytest.approx([sum(v for _, v in b) / len(b) for b in expected])
+    assert got["t"] == pytest.approx([sum(t for t, _ in b) / len(b) for b in expected])
+    reader.close()
+
+
+def test_a_range_with_one_sample_a_bucket_is_every_sample_exactly(tmp_path):
+    db = tmp_path / "gw.db"
+    rows = [(5000.0 + i * 10, float(i)) for i in range(50)]
+    _fill(db, rows, [], 1)
+    reader = Reader(db)
+    got = reduced(reader, DEVICE, "env.temp", 5000.0, 5500.0, 600)
+    assert got["t"] == [t for t, _ in rows] and got["mean"] == [v for _, v in rows] == got["min"] == got["max"]
+    reader.close()
