@@ -10,6 +10,7 @@ import pytest
 from fieldnode.store.sqlite.connection import connect
 from fieldnode.store.sqlite.shards import shard_path
 from fieldnode.web.reader import Reader
+from fieldnode.web.rollup import Rollups
 from fieldnode.web.series import every_row, reduced
 
 DEVICE = "02f1e1680001"
@@ -62,4 +63,41 @@ def test_a_range_with_one_sample_a_bucket_is_every_sample_exactly(tmp_path):
     reader = Reader(db)
     got = reduced(reader, DEVICE, "env.temp", 5000.0, 5500.0, 600)
     assert got["t"] == [t for t, _ in rows] and got["mean"] == [v for _, v in rows] == got["min"] == got["max"]
+    reader.close()
+
+
+def test_a_long_range_from_minute_rollups_counts_every_sample_once_late_ones_included(tmp_path):
+    db = tmp_path / "gw.db"
+    rng = random.Random(11)
+    rows = [(60_000 + i * 7.0, rng.uniform(0, 100)) for i in range(20_000)]  # ~39 hours
+    _fill(db, rows[5000:15000], [], 1)
+    reader = Reader(db)
+    rollups = Rollups()
+    start, end, buckets = 60_000 + 30_000.0, 60_000 + 100_000.0, 200
+    reduced(reader, DEVICE, "env.temp", start, end, buckets, rollups)  # caches what is stored so far
+    # Then samples arrive, some with old times (a node's spool), some in samples_recent, and the
+    # next question reaches further back than the first.
+    conn = connect(db)
+    sid = conn.execute("SELECT id FROM series WHERE name='env.temp'").fetchone()[0]
+    late = rows[:5000] + rows[15000:]
+    conn.executemany("INSERT INTO samples (id, frame_id, series, time, value) VALUES (?, 2, ?, ?, ?)",
+                     [(2 * 10**7 + i, sid, t, v) for i, (t, v) in enumerate(late[:-1000])])
+    conn.executemany("INSERT INTO samples_recent (id, frame_id, series, time, value) VALUES (?, 2, ?, ?, ?)",
+                     [(3 * 10**7 + i, sid, t, v) for i, (t, v) in enumerate(late[-1000:])])
+    conn.close()
+    start = 60_000 + 10_000.0
+    got = reduced(reader, DEVICE, "env.temp", start, end, buckets, rollups)
+    width = got["bucket_s"]
+    assert width % 60 == 0 and width >= (end - start) / buckets
+    first = start // 60 * 60
+    last = -(-end // 60) * 60  # the range rounded out to whole minutes
+    inside = [(t, v) for t, v in rows if first <= t < last]
+    by_bucket: dict[int, list[float]] = {}
+    for t, v in inside:
+        by_bucket.setdefault(int((t - first) // width), []).append(v)
+    expected = [by_bucket[k] for k in sorted(by_bucket)]
+    assert got["n"] == len(inside)
+    assert got["min"] == pytest.approx([min(b) for b in expected])
+    assert got["max"] == pytest.approx([max(b) for b in expected])
+    assert got["mean"] == pytest.approx([sum(b) / len(b) for b in expected])
     reader.close()

@@ -36,6 +36,7 @@ from .commands import command_rows, queue_from_page
 from .feed import Feed
 from .fleet import fleet_rows
 from .reader import Reader
+from .rollup import Rollups
 
 STATIC = Path(__file__).parent / "static"
 _DEVICE = re.compile(r"^[0-9a-f]{12}$")
@@ -66,6 +67,7 @@ class _Api:
         self.reader = Reader(opts.db)
         self.feed = Feed(self.reader, opts.site)
         self.csrf = new_csrf_token()
+        self.rollups = Rollups()
 
     async def index(self, request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers={"cache-control": "no-store"})
@@ -100,7 +102,7 @@ class _Api:
         start, end = _range(request)
         buckets = _number(request, "buckets", 600)
         data = await anyio.to_thread.run_sync(node_series.reduced, self.reader, device,
-                                              request.path_params["name"], start, end, buckets)
+                                              request.path_params["name"], start, end, buckets, self.rollups)
         return _json({"from": start, "to": end, **data})
 
     async def node_events(self, request: Request) -> Response:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 
 from .reader import Reader
+from .rollup import Rollups, bucket_width
 
 MAX_BUCKETS = 2000
 # Frames with these records are shown as events on the time axis: boots (the `reset` record of a
@@ -31,19 +32,29 @@ def series_of(reader: Reader, device: str) -> list[dict]:
     return sorted(found.values(), key=lambda s: s["name"])
 
 
-def reduced(reader: Reader, device: str, name: str, start: float, end: float, buckets: int) -> dict:
+def reduced(reader: Reader, device: str, name: str, start: float, end: float, buckets: int,
+            rollups: Rollups | None = None) -> dict:
     """{"t": [...], "min": [...], "max": [...], "mean": [...], "n": rows in range, "unit"} for the
-    numeric samples of device's reading `name` in [start, end), at most `buckets` points."""
+    numeric samples of device's reading `name` in [start, end), at most `buckets` points. With
+    `rollups`, a range long enough for buckets of a minute or more is answered from minute
+    rollups: buckets of whole minutes, the range's ends rounded out to whole minutes."""
     buckets = max(1, min(int(buckets), MAX_BUCKETS))
-    width = max((end - start) / buckets, 1e-6)
+    minute_width = bucket_width(start, end, buckets) if rollups is not None else None
+    if minute_width is not None:
+        start, width = start // 60 * 60, minute_width
+    else:
+        width = max((end - start) / buckets, 1e-6)
     merged: dict[int, list[float]] = {}  # bucket -> [count, sum of times, min, max, sum]
     unit = ""
     with reader.shards() as shards:
-        for _, conn in shards:
+        for shard, conn in shards:
             for sid, series_unit in conn.execute("SELECT id, unit FROM series WHERE device=? AND name=?",
                                                  (device, name)).fetchall():
                 unit = series_unit
-                _reduce_shard(conn, sid, start, end, width, merged)
+                if rollups is not None and minute_width is not None:
+                    rollups.add(conn, shard, sid, start, end, width, merged)
+                else:
+                    _reduce_shard(conn, sid, start, end, width, merged)
     t, lo, hi, mean = [], [], [], []
     total = 0
     for _, (count, tsum, mn, mx, vsum) in sorted(merged.items()):
