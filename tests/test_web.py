@@ -197,6 +197,16 @@ def test_beyond_loopback_a_wrong_or_missing_token_is_refused(site, browser):
             context.close()
 
 
+def test_a_mistake_on_the_command_line_is_one_line_and_exit_2(site, tmp_path, capsys):
+    assert main(["web", "--db", str(tmp_path / "none.db")]) == 2
+    assert main(["web", "--db", str(site.db), "--token", "short"]) == 2
+    assert main(["web", "--db", str(site.db), "--listen", "example.org:80"]) == 2
+    assert main(["web", "--db", str(site.db), "--offline-after", "0"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 4 and all(line.startswith("error: ") for line in err), err
+    assert "short" not in "".join(err)  # the token is never printed
+
+
 def test_the_gateway_serves_the_page_with_http(site, tmp_path):
     keys = tmp_path / "keys.json"
     Keystore.load(site.keys).save(keys)

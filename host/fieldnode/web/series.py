@@ -17,6 +17,8 @@ MAX_BUCKETS = 2000
 # boot frame) and the firmware's event frames (`event`: thresholds, failsafe, interlocks, queue losses).
 EVENT_NAMES = ("event", "reset")
 EVENT_LIMIT = 500
+# Records that are not measurements over time: a boot frame's strings and schema, an ack's fields.
+NOT_CHARTED = frozenset(("fw", "board", "reset", "schema", "event", "ack", "result", "reason"))
 _SAMPLES = ("(SELECT id, frame_id, time, value, string FROM samples WHERE series=:sid AND time>=:a AND time<:b "
             "UNION ALL SELECT id, frame_id, time, value, string FROM samples_recent WHERE series=:sid "
             "AND time>=:a AND time<:b)")
@@ -28,7 +30,7 @@ def series_of(reader: Reader, device: str) -> list[dict]:
     with reader.shards() as shards:
         for _, conn in shards:
             for name, unit in conn.execute("SELECT name, unit FROM series WHERE device=? ORDER BY name", (device,)):
-                found[(name, unit)] = {"name": name, "unit": unit}
+                found[(name, unit)] = {"name": name, "unit": unit, "chart": name not in NOT_CHARTED}
     return sorted(found.values(), key=lambda s: s["name"])
 
 

@@ -162,7 +162,7 @@ async function showNode(main, device, fromTo) {
     document.getElementById("range-error").textContent = "";
     view.range = "custom"; view.from = a; view.to = b; drawCharts(view);
   });
-  const numeric = body.series.filter(s => !["fw", "board", "reset", "schema", "event", "result", "reason"].includes(s.name));
+  const numeric = body.series.filter(s => s.chart);
   main.replaceChildren(
     el("section", {},
       el("h2", {}, el("span", { id: "node-name", text: n.name || n.device }), " ",
@@ -230,6 +230,10 @@ function fillEvents(events) {
     : [el("tr", {}, el("td", { class: "muted", text: "no events in this range" }))]));
 }
 
+const compact = new Intl.NumberFormat(undefined, { notation: "compact", maximumSignificantDigits: 4 });
+
+function axisLabel(v) { return v === null ? "" : Math.abs(v) >= 10000 ? compact.format(v) : String(+v.toPrecision(6)); }
+
 function drawChart(box, name, data, events, width) {
   const plot = box.querySelector(".plot");
   plot.replaceChildren();
@@ -242,7 +246,7 @@ function drawChart(box, name, data, events, width) {
   const opts = {
     width, height: 220,
     scales: { x: { time: true, range: () => [data.from, data.to] } },
-    axes: [{}, { size: 70 }],
+    axes: [{}, { size: 64, values: (u, vals) => vals.map(axisLabel) }],
     series: [{}, { label: "min", stroke: "#9db7d5", width: 1 }, { label: "mean", stroke: "#3b6ea5", width: 1.5 },
       { label: "max", stroke: "#9db7d5", width: 1 }],
     bands: [{ series: [3, 1], fill: "rgba(59,110,165,0.12)" }],
