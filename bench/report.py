@@ -550,6 +550,34 @@ def web_fleet_section(d: dict[str, Any]) -> list[str]:
     ]
 
 
+def web_live_load_section(d: dict[str, Any]) -> list[str]:
+    ratio = median(d["ratios"])
+    rows = []
+    for label, key in (("no page open", "without"), (f"{d['pages']} pages open", "with_pages")):
+        rs = d[key]
+        p99 = _rounds([r["p99_ms"] for r in rs], lambda x: f"{x:.1f}")
+        rows.append(f"| {label} | {_rounds([r['rate'] for r in rs])} | {p99} | "
+                    f"{_rounds([r['retransmissions'] for r in rs])} |")
+    return [
+        f"## Web page: {d['pages']} live pages and the gateway's store rate",
+        "",
+        _provenance(d),
+        "",
+        f"{_n(d['nodes'])} virtual nodes send one frame a second each ({_n(d['nodes'])} frames/s, {d['seconds']} s a "
+        "round) into a gateway that serves the web page from its own process (`fieldnode gateway --http`); "
+        f"{d['pages']} event-stream clients (what each open page holds: `GET /api/events`, read to the end of "
+        "every message) follow the live feed. Rounds alternate without and with the pages.",
+        "",
+        "| | stored frames/s, rounds | p99 send→answer ms | retransmissions |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+        f"- Store rate with the pages open ÷ without: {ratio:.3f} "
+        f"(rounds {_rounds(d['ratios'], lambda x: f'{x:.3f}')}); "
+        f"target ≥ {d['target']}: {_verdict(ratio >= d['target'])}.",
+    ]
+
+
 def _web_fleet_summary(d: dict[str, Any]) -> str:
     return (f"- Web page, {_n(d['nodes'])} nodes: first paint {median(d['first_paint_ms']):.0f} ms, whole table "
             f"{median(d['table_ms']):.0f} ms, a stored frame on the open page in {median(d['live_ms']):.0f} ms.")
@@ -585,11 +613,14 @@ def render(data: dict[str, dict[str, Any]]) -> str:
         _spool_summary(data["spool_flash"]),
         _web_summary(data["web"]),
         _web_fleet_summary(data["web_fleet"]),
+        f"- Web page: the gateway's store rate with {data['web_live_load']['pages']} live pages open "
+        f"{median(data['web_live_load']['ratios']):.3f}× the rate without (≥ {data['web_live_load']['target']}: "
+        f"{_verdict(median(data['web_live_load']['ratios']) >= data['web_live_load']['target'])}).",
     ]
     sections = (node_section(data["node_frame"]), frame_size_section(data["frame_size"]),
                 gateway_section(data["gateway"]), memory_section(data["node_memory"]),
                 flash_section(data["flash"]), spool_section(data["spool_flash"]), web_section(data["web"]),
-                web_fleet_section(data["web_fleet"]))
+                web_fleet_section(data["web_fleet"]), web_live_load_section(data["web_live_load"]))
     for section in sections:
         parts += [""] + section
     parts.append("")

@@ -23,6 +23,7 @@ BENCHES = {
     "node_memory": ["bench/node_memory.py"],
     "web": ["bench/web_chart.py"],
     "web_fleet": ["bench/web_fleet.py"],
+    "web_live_load": ["bench/web_live_load.py"],
 }
 
 

@@ -5,6 +5,7 @@ One site for the module (booting nodes is the slow part); the tests run in file 
 last one stops a node."""
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import sqlite3
@@ -186,6 +187,12 @@ def test_beyond_loopback_a_wrong_or_missing_token_is_refused(site, browser):
         assert _status(base + "api/fleet", {"authorization": "Bearer wrong-token-of-some-length"}) == 401
         assert _status(base + "?token=wrong-token-of-some-length") == 401
         assert _status(base + "api/fleet", {"authorization": f"Bearer {TOKEN}"}) == 200
+        conn = http.client.HTTPConnection("127.0.0.1", server.address[1], timeout=10)
+        conn.request("GET", f"//evil.example/?token={TOKEN}&x=1")
+        answer = conn.getresponse()
+        assert answer.status == 303 and answer.getheader("location") == "/evil.example/?x=1"  # stays on this site
+        assert "HttpOnly" in answer.getheader("set-cookie") and "SameSite=strict" in answer.getheader("set-cookie")
+        conn.close()
         context = browser.new_context()
         try:
             pg = context.new_page()

@@ -244,7 +244,7 @@ class Gateway:
                 pass
         await self.drain()
         try:
-            health = self._health()
+            health = self._health_with_rejections()
             health.stopped = time.time()
             await self._loop.run_in_executor(self._executor, self._store.housekeeping, self._take_unsaved(), health)
         except sqlite3.Error as exc:
@@ -558,13 +558,15 @@ class Gateway:
     def _health(self) -> Health:
         host, port = self.address if self._transport else self.listen
         return Health(self.worker, os.getpid(), format_source((host, port)), self.started or time.time(),
-                      batch_pending=len(self._batch), exchanges=len(self._cache), dedup_bytes=self._cache.bytes,
-                      rejections=self._take_rejections())
+                      batch_pending=len(self._batch), exchanges=len(self._cache), dedup_bytes=self._cache.bytes)
 
-    def _take_rejections(self) -> list[tuple]:
-        out = list(self._rejections)
+    def _health_with_rejections(self) -> Health:
+        """The health row for a housekeeping round, with the datagrams refused since the last one
+        (only housekeeping writes them: a batch's commit takes a health row too)."""
+        health = self._health()
+        health.rejections = list(self._rejections)
         self._rejections.clear()
-        return out
+        return health
 
     # -- housekeeping ----------------------------------------------------------------------------
 
@@ -575,7 +577,8 @@ class Gateway:
             self._keys.reload()
             deltas = self._take_unsaved()
             try:
-                await self._loop.run_in_executor(self._executor, self._store.housekeeping, deltas, self._health())
+                await self._loop.run_in_executor(self._executor, self._store.housekeeping, deltas,
+                                                 self._health_with_rejections())
             except sqlite3.Error as exc:
                 log.warning("health write failed: %s", exc)
                 for k, v in deltas.items():

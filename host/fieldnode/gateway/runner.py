@@ -85,7 +85,7 @@ def _start_web(opts: Options):
     connect(opts.db).close()  # the page reads the database from its first moment
     web = WebServer(opts.web, opts.http, "--http")
     web.start()
-    _out(f"fieldnode {web.describe()}")
+    _out(f"fieldnode {web.describe('--http-allow-commands')}")
     return web
 
 

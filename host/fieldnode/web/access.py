@@ -7,7 +7,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import secrets
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
@@ -75,7 +75,8 @@ class TokenGate:
         if not same_token(given, self.token):
             return PlainTextResponse("access token wrong", status_code=401)
         rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
-        target = request.url.path + ("?" + "&".join(f"{k}={v}" for k, v in rest) if rest else "")
+        # One leading slash: "//host/..." would send the browser to another site.
+        target = "/" + request.url.path.lstrip("/") + ("?" + urlencode(rest) if rest else "")
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(COOKIE, given, httponly=True, samesite="strict", secure=request.url.scheme == "https")
         return response

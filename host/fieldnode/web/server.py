@@ -38,10 +38,11 @@ class WebServer:
 
     def __init__(self, opts: WebOptions, listen: str = DEFAULT_LISTEN, what: str = "--listen") -> None:
         self.opts = opts
+        app = create_app(opts)  # first: a wrong --db is said before anything is bound
         self.sock = bind(listen, opts.token, what)
         host, port = self.sock.getsockname()[:2]
         self.address = (host, port)
-        config = uvicorn.Config(create_app(opts), log_level="warning", lifespan="on",
+        config = uvicorn.Config(app, log_level="warning", lifespan="on",
                                 timeout_graceful_shutdown=2, access_log=False)
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
@@ -55,7 +56,7 @@ class WebServer:
             shown = socket.gethostname()
         return f"http://{shown}:{port}/"
 
-    def describe(self) -> str:
+    def describe(self, allow_option: str | None = "--allow-commands") -> str:
         """The line printed at start: where, who may use it, whether commands can be queued. The
         token itself is never printed."""
         access = ("loopback only" if is_loopback(self.address[0]) and self.opts.token is None else
@@ -63,7 +64,7 @@ class WebServer:
         if is_loopback(self.address[0]) and self.opts.token is not None:
             access = "loopback, access token required"
         commands = "commands can be queued from the page" if self.opts.allow_commands else \
-            "read-only (--allow-commands to queue commands)"
+            f"read-only ({allow_option} to queue commands)" if allow_option else "read-only"
         return f"web page on {self.url} ({access}; {commands}; offline after {self.opts.offline_after:g} s)"
 
     def start(self, timeout: float = 30.0) -> WebServer:

@@ -96,7 +96,7 @@ def _web_page(listen: str, db: Path, keys: Path, console: Console):
         console.print(f"{exc}: taking another port")
         web = WebServer(opts, "127.0.0.1:0", "--http")
     web.start()
-    console.print(f"[bold]{web.describe()}[/]")
+    console.print(web.describe(None), style="bold", markup=False)
     return web
 
 

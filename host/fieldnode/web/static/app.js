@@ -370,12 +370,26 @@ async function route() {
   }
 }
 
+async function catchUp() {
+  try {
+    if (state.view === "fleet" && document.getElementById("fleet-rows")) updateFleet((await api("/api/fleet")).nodes);
+    else if (state.view === "commands") await refreshCommands();
+    else if (state.view === "rejections") await refreshRejections();
+  } catch (e) {
+    document.getElementById("live").textContent = e.message;
+  }
+}
+
 function listen() {
   const live = document.getElementById("live");
   const source = new EventSource("/api/events");
   source.addEventListener("open", () => { live.textContent = "live"; live.className = "live on"; });
   source.addEventListener("error", () => { live.textContent = "reconnecting"; live.className = "live"; });
-  source.addEventListener("hello", ev => { state.offset = JSON.parse(ev.data).now - Date.now() / 1000; });
+  source.addEventListener("hello", ev => {
+    state.offset = JSON.parse(ev.data).now - Date.now() / 1000;
+    // What changed before this (re)connection reached no message: read the view again.
+    if (state.config) catchUp();
+  });
   source.addEventListener("nodes", ev => {
     const body = JSON.parse(ev.data);
     state.offset = body.now - Date.now() / 1000;
