@@ -1,5 +1,6 @@
-"""The chart query's reduction: min, max and mean per time bucket, over both sample tables and
-every shard, equal to the same figures computed from every row."""
+"""What the page reads: the chart query's reduction (min, max and mean per time bucket, over both
+sample tables and every shard, equal to the same figures computed from every row), and the fleet
+over every shard."""
 from __future__ import annotations
 
 import random
@@ -7,11 +8,16 @@ from pathlib import Path
 
 import pytest
 
+from fieldnode.store.records import StoreItem
 from fieldnode.store.sqlite.connection import connect
 from fieldnode.store.sqlite.shards import shard_path
+from fieldnode.store.sqlite.writer import Store
+from fieldnode.web.fleet import Arrivals, fleet_rows
 from fieldnode.web.reader import Reader
 from fieldnode.web.rollup import Rollups
 from fieldnode.web.series import every_row, reduced
+from fieldnode.wire.frame import Verifier
+from support.gateway_peers import Nodes
 
 DEVICE = "02f1e1680001"
 
@@ -101,3 +107,29 @@ def test_a_long_range_from_minute_rollups_counts_every_sample_once_late_ones_inc
     assert got["max"] == pytest.approx([max(b) for b in expected])
     assert got["mean"] == pytest.approx([sum(b) / len(b) for b in expected])
     reader.close()
+
+
+def test_the_fleet_is_read_from_every_shard_the_gateway_workers_write(tmp_path):
+    """With --workers 2 each worker stores its devices in its own file: the page lists them all,
+    and a device stored in both (a run with another worker count) once, its frames added up."""
+    nodes = Nodes(tmp_path / "keys.json", n=3)
+    verifier = Verifier(nodes.keystore().lookup)
+    db = tmp_path / "gw.db"
+    stores = []
+    for shard, devices in ((0, (0, 1)), (1, (1, 2))):
+        store = Store(db, shard=shard)
+        store.open()
+        stores.append(store)
+        frames = [nodes.frame(i) for i in devices for _ in range(3)]
+        items = [StoreItem(verifier.verify(f), f, 1000.0 + 100 * shard + n, "127.0.0.1:5683", "")
+                 for n, f in enumerate(frames)]
+        assert {o.status for o in store.commit(items, {}, None)} == {"stored"}
+    reader = Reader(db)
+    rows = {r["device"]: r for r in fleet_rows(reader, Arrivals(), "site")}
+    assert set(rows) == {d.hex() for d in nodes.devices}
+    assert [rows[d.hex()]["frames"] for d in nodes.devices] == [3, 6, 3]
+    assert rows[nodes.devices[1].hex()]["counter"] == 6
+    assert set(rows[nodes.devices[2].hex()]["readings"]) == {"temp", "hum"}
+    reader.close()
+    for store in stores:
+        store.close()
