@@ -152,6 +152,13 @@ def test_a_command_queued_from_the_page_reaches_the_node_and_its_ack_appears(sit
     expect(row.locator(".state")).to_have_text("applied", timeout=30_000)
     expect(row).to_contain_text("heater=on")
     wait_for(lambda: node.outputs().get("pins", {}).get("26") == 1, 10, "the heater relay on")
+    # The node page shows the actuator's state as the applied command set it, and the boot on its time axis.
+    page.goto(f"{web.url}#/node/{node.unique_id.hex()}")
+    actuator = page.locator("#actuators tbody tr", has_text="heater")
+    expect(actuator).to_contain_text("on")
+    expect(actuator).to_contain_text(f"command #{command_id}")
+    expect(page.locator("#events .what").first).to_have_text("boot (hard)")
+    expect(page.locator("#boot")).to_contain_text("virtual")
 
 
 def test_without_allow_commands_the_form_is_absent_and_a_crafted_post_is_refused(site, page):
