@@ -113,9 +113,14 @@ def test_a_value_changes_on_the_page_without_reload(site, web, page):
     node = site.nodes[0]
     cell = _row(page, node.unique_id.hex()).locator(".reading[data-name='env.temp'] .value")
     expect(cell).not_to_have_text("37.5")
+    trend = _row(page, node.unique_id.hex()).locator(".reading[data-name='env.temp'] polyline")
+    points_before = len(trend.get_attribute("points").split())
+    assert points_before >= 2
     node.set_world(devices={"env": {"temp": 37.5}})
     expect(cell).to_have_text("37.5", timeout=15_000)
     assert page.evaluate("window.__sameDocument") is True
+    # The live update carried the latest value only: the page extended the trend it had.
+    assert len(trend.get_attribute("points").split()) >= points_before
     # What the page shows is what the gateway stored.
     assert site.readings(node, "env.temp")[-1][1] == pytest.approx(37.5)
 

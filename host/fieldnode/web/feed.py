@@ -75,7 +75,7 @@ class Feed:
         if any(h[0] != self._heads.get(k, (0,))[0] for k, h in heads.items()):
             devices, self._marks = self._new_frames()
             if devices:
-                rows = fleet_rows(self.reader, self.arrivals, self.site, devices)
+                rows = fleet_rows(self.reader, self.arrivals, self.site, devices, trend=1)
                 out.append(_event("nodes", {"now": time.time(), "nodes": rows}))
         if any(h[1] != self._heads.get(k, (0, 0))[1] for k, h in heads.items()):
             out.append(_event("rejections", {"now": time.time()}))

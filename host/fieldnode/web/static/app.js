@@ -113,9 +113,20 @@ async function showFleet(main) {
       tbody)));
 }
 
+// A live update carries each reading's latest value only (partial): it extends the trend the page has.
+function mergeTrends(n) {
+  const before = state.nodes.get(n.device);
+  for (const [name, s] of Object.entries(n.readings)) {
+    const old = before && before.readings[name];
+    if (!old) continue;
+    s.trend = s.t > old.t ? old.trend.concat(s.trend).slice(-20) : old.trend;
+  }
+}
+
 function updateFleet(nodes) {
   const tbody = document.getElementById("fleet-rows");
   for (const n of nodes) {
+    if (n.partial) mergeTrends(n);
     state.nodes.set(n.device, n);
     state.names.set(n.device, n.name);
     if (!tbody) continue;
