@@ -65,6 +65,9 @@ class _Api:
     def __init__(self, opts: WebOptions) -> None:
         self.opts = opts
         self.reader = Reader(opts.db)
+        # Charts read over their own connections: a first look at a long range (rolled up from the
+        # rows, up to seconds for a month) holds its reader's lock, and the live feed must not wait.
+        self.charts = Reader(opts.db)
         self.feed = Feed(self.reader, opts.site)
         self.csrf = new_csrf_token()
         self.rollups = Rollups()
@@ -101,14 +104,14 @@ class _Api:
         device = _device(request)
         start, end = _range(request)
         buckets = _number(request, "buckets", 600)
-        data = await anyio.to_thread.run_sync(node_series.reduced, self.reader, device,
+        data = await anyio.to_thread.run_sync(node_series.reduced, self.charts, device,
                                               request.path_params["name"], start, end, buckets, self.rollups)
         return _json({"from": start, "to": end, **data})
 
     async def node_events(self, request: Request) -> Response:
         device = _device(request)
         start, end = _range(request)
-        found = await anyio.to_thread.run_sync(node_series.events, self.reader, device, start, end)
+        found = await anyio.to_thread.run_sync(node_series.events, self.charts, device, start, end)
         return _json({"from": start, "to": end, "events": found})
 
     async def commands(self, request: Request) -> Response:
@@ -219,6 +222,7 @@ def create_app(opts: WebOptions) -> Starlette:
         finally:
             await api.feed.stop()
             api.reader.close()
+            api.charts.close()
 
     routes = [
         Route("/", api.index),
