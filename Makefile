@@ -10,7 +10,7 @@ PIP_VERSION := 26.3
 .PHONY: help venv system-deps lint test demo bench constraints clean
 
 help:
-	@echo "make demo   - three virtual nodes -> gateway -> live view (no hardware needed)"
+	@echo "make demo   - three virtual nodes -> gateway -> live view and web page (no hardware needed)"
 	@echo "make test   - lint, then the whole test suite (sets up .venv and system packages first)"
 	@echo "make lint   - ruff over the tree (rules and complexity limit in pyproject.toml)"
 	@echo "make bench  - benchmarks; figures go to docs/performance.md"

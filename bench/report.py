@@ -494,6 +494,102 @@ def _spool_summary(spool: dict[str, Any]) -> str:
             f"(≥ 10: {_verdict(f['years_harsh'] >= 10)}).")
 
 
+def web_section(d: dict[str, Any]) -> list[str]:
+    med = {k: median(d[k]) for k in ("cold_ms", "warm_ms", "grouped_ms", "every_row_ms", "warm_http_ms")}
+    return [
+        "## Web page: a week's chart",
+        "",
+        _provenance(d),
+        "",
+        f"One reading over 7 days of 1 Hz samples ({_n(d['rows'])} rows; the node has {d['readings']} readings, "
+        f"{_n(d['rows'] * d['readings'])} sample rows), asked for as the page asks ({d['buckets']} buckets of "
+        "min/mean/max), in the server's process (query and JSON). Each round first adds a minute of new samples, "
+        "as the gateway does between two looks of a live page. *Warm*: the server's minute rollups are kept from the "
+        "previous look (every look but a series' first since the server started); *cold*: the first look; "
+        "*grouped*: the same buckets aggregated from the rows on every question (no rollups); *every row*: the "
+        "range returned whole, what a page without server-side reduction fetches.",
+        "",
+        "| way | median ms | rounds | JSON bytes |",
+        "|---|---:|---|---:|",
+        f"| warm (rollups kept) | {med['warm_ms']:.1f} | {_rounds(d['warm_ms'], lambda x: f'{x:.1f}')} | "
+        f"{_n(d['reduced_bytes'])} |",
+        f"| warm, over HTTP | {med['warm_http_ms']:.1f} | {_rounds(d['warm_http_ms'], lambda x: f'{x:.1f}')} | |",
+        f"| cold (first look) | {med['cold_ms']:.1f} | {_rounds(d['cold_ms'], lambda x: f'{x:.1f}')} | "
+        f"{_n(d['cold_bytes'])} |",
+        f"| grouped per question | {med['grouped_ms']:.1f} | {_rounds(d['grouped_ms'], lambda x: f'{x:.1f}')} | |",
+        f"| every row | {med['every_row_ms']:.1f} | {_rounds(d['every_row_ms'], lambda x: f'{x:.1f}')} | "
+        f"{_n(d['every_row_bytes'])} |",
+        "",
+        f"- Target ≤ {d['target_ms']:.0f} ms: warm {_verdict(med['warm_ms'] <= d['target_ms'])} "
+        f"({med['warm_ms']:.1f} ms, {med['every_row_ms'] / med['warm_ms']:.0f}× faster than every row, "
+        f"{d['every_row_bytes'] / d['reduced_bytes']:.0f}× fewer bytes); the first look after the server starts "
+        f"{_verdict(med['cold_ms'] <= d['target_ms'])} ({med['cold_ms']:.0f} ms, "
+        f"{med['every_row_ms'] / med['cold_ms']:.1f}× faster than every row): the (series, time) index does not "
+        "hold the value, so the first aggregation reads every row's page.",
+    ]
+
+
+def web_fleet_section(d: dict[str, Any]) -> list[str]:
+    ms = lambda x: f"{x:.0f}"  # noqa: E731
+    return [
+        f"## Web page: the fleet with {_n(d['nodes'])} nodes",
+        "",
+        _provenance(d),
+        "",
+        f"The Fleet view over a database of {_n(d['nodes'])} nodes (each with a boot frame and four readings with "
+        "their last 20 samples), served on loopback, in headless chromium (Debian's, driven by Playwright), a new "
+        "page each round. *First paint*: the browser's first-contentful-paint; *whole table*: from navigation to "
+        "the last node's row in the document; *live update*: from a frame's commit to the database to its value "
+        "in the open page's cell (the feed looks twice a second: about 250 ms of it is waiting for the next look).",
+        "",
+        "| measure | median ms | rounds |",
+        "|---|---:|---|",
+        f"| first paint | {median(d['first_paint_ms']):.0f} | {_rounds(d['first_paint_ms'], ms)} |",
+        f"| whole table | {median(d['table_ms']):.0f} | {_rounds(d['table_ms'], ms)} |",
+        f"| live update | {median(d['live_ms']):.0f} | {_rounds(d['live_ms'], ms)} |",
+    ]
+
+
+def web_live_load_section(d: dict[str, Any]) -> list[str]:
+    ratio = median(d["ratios"])
+    rows = []
+    for label, key in (("no page open", "without"), (f"{d['pages']} pages open", "with_pages")):
+        rs = d[key]
+        p99 = _rounds([r["p99_ms"] for r in rs], lambda x: f"{x:.1f}")
+        rows.append(f"| {label} | {_rounds([r['rate'] for r in rs])} | {p99} | "
+                    f"{_rounds([r['retransmissions'] for r in rs])} |")
+    return [
+        f"## Web page: {d['pages']} live pages and the gateway's store rate",
+        "",
+        _provenance(d),
+        "",
+        f"{_n(d['nodes'])} virtual nodes send one frame a second each ({_n(d['nodes'])} frames/s, {d['seconds']} s a "
+        "round) into a gateway that serves the web page from its own process (`fieldnode gateway --http`); "
+        f"{d['pages']} event-stream clients (what each open page holds: `GET /api/events`, read to the end of "
+        "every message) follow the live feed. Rounds alternate without and with the pages.",
+        "",
+        "| | stored frames/s, rounds | p99 send→answer ms | retransmissions |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+        f"- Store rate with the pages open ÷ without: {ratio:.3f} "
+        f"(rounds {_rounds(d['ratios'], lambda x: f'{x:.3f}')}); "
+        f"target ≥ {d['target']}: {_verdict(ratio >= d['target'])}.",
+    ]
+
+
+def _web_fleet_summary(d: dict[str, Any]) -> str:
+    return (f"- Web page, {_n(d['nodes'])} nodes: first paint {median(d['first_paint_ms']):.0f} ms, whole table "
+            f"{median(d['table_ms']):.0f} ms, a stored frame on the open page in {median(d['live_ms']):.0f} ms.")
+
+
+def _web_summary(web: dict[str, Any]) -> str:
+    warm, cold = median(web["warm_ms"]), median(web["cold_ms"])
+    return (f"- Web page: a week's chart of 1 Hz samples in {warm:.1f} ms once rolled up (≤ {web['target_ms']:.0f}: "
+            f"{_verdict(warm <= web['target_ms'])}), {cold:.0f} ms the first look "
+            f"({_verdict(cold <= web['target_ms'])}); every row takes {median(web['every_row_ms']):.0f} ms.")
+
+
 def render(data: dict[str, dict[str, Any]]) -> str:
     """The document from one run's results (bench/runs.load_one_run)."""
     run = data["gateway"]["run"]
@@ -515,10 +611,16 @@ def render(data: dict[str, dict[str, Any]]) -> str:
         _memory_summary(data["node_memory"]),
         _flash_summary(data["flash"]),
         _spool_summary(data["spool_flash"]),
+        _web_summary(data["web"]),
+        _web_fleet_summary(data["web_fleet"]),
+        f"- Web page: the gateway's store rate with {data['web_live_load']['pages']} live pages open "
+        f"{median(data['web_live_load']['ratios']):.3f}× the rate without (≥ {data['web_live_load']['target']}: "
+        f"{_verdict(median(data['web_live_load']['ratios']) >= data['web_live_load']['target'])}).",
     ]
     sections = (node_section(data["node_frame"]), frame_size_section(data["frame_size"]),
                 gateway_section(data["gateway"]), memory_section(data["node_memory"]),
-                flash_section(data["flash"]), spool_section(data["spool_flash"]))
+                flash_section(data["flash"]), spool_section(data["spool_flash"]), web_section(data["web"]),
+                web_fleet_section(data["web_fleet"]), web_live_load_section(data["web_live_load"]))
     for section in sections:
         parts += [""] + section
     parts.append("")

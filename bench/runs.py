@@ -21,6 +21,9 @@ BENCHES = {
     "flash": ["bench/flash_throughput.py"],
     "spool_flash": ["bench/spool_flash.py"],
     "node_memory": ["bench/node_memory.py"],
+    "web": ["bench/web_chart.py"],
+    "web_fleet": ["bench/web_fleet.py"],
+    "web_live_load": ["bench/web_live_load.py"],
 }
 
 

@@ -149,3 +149,14 @@ def _frames_until_telemetry(gateway: socket.socket) -> list[bytes]:
         if request.payload not in frames:  # a retransmission carries the same frame
             frames.append(request.payload)
     return frames
+
+
+def test_the_installed_package_carries_the_web_page_and_its_chart_library(installed, outside, tmp_path):
+    probe = ("import json; from fieldnode.web.app import STATIC; print(json.dumps({'static': str(STATIC)}))")
+    proc = run([installed / "python", "-c", probe], outside, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    static = Path(json.loads(proc.stdout)["static"])
+    assert static.resolve().is_relative_to(installed.parent.resolve())
+    for name in ("index.html", "app.js", "style.css", "uplot/uPlot.iife.min.js", "uplot/uPlot.min.css",
+                 "uplot/LICENSE", "uplot/VERSION"):
+        assert (static / name).read_bytes() == (REPO_DIR / "host/fieldnode/web/static" / name).read_bytes(), name

@@ -15,6 +15,7 @@ batches bigger, not the queue longer.
 from __future__ import annotations
 
 import asyncio
+import collections
 import hmac
 import logging
 import os
@@ -52,6 +53,7 @@ DEFAULT_PORT = 5683
 _UNAUTHORIZED = frozenset(("unknown-kid", "bad-mac"))
 _CF_COSE = ((coap.CONTENT_FORMAT, coap.encode_uint(coap.CONTENT_FORMAT_COSE_MAC0)),)
 _MAX_AGE_RETRY = ((coap.MAX_AGE, coap.encode_uint(5)),)
+REJECTIONS_A_ROUND = 100
 
 
 @dataclass(slots=True)
@@ -121,6 +123,8 @@ class Gateway:
         self.counts: dict[str, int] = {}
         self.started = 0.0
         self._unsaved: dict[str, int] = {}
+        # Refused datagrams for the store's rejections table; a flood keeps the newest of a round.
+        self._rejections: collections.deque = collections.deque(maxlen=REJECTIONS_A_ROUND)
         self._window = ReplayWindow()
         self._verifier = Verifier(self._keys.lookup, None, accept_kinds=NODE_KINDS)
         self._cache = cache if cache is not None else MessageCache()  # an empty one is falsy (len 0)
@@ -240,7 +244,7 @@ class Gateway:
                 pass
         await self.drain()
         try:
-            health = self._health()
+            health = self._health_with_rejections()
             health.stopped = time.time()
             await self._loop.run_in_executor(self._executor, self._store.housekeeping, self._take_unsaved(), health)
         except sqlite3.Error as exc:
@@ -534,6 +538,9 @@ class Gateway:
                 frame: Frame | None = None, node: str = "", command_id: int | None = None,
                 detail: str = "") -> None:
         self._count(f"rejected.{reason}" if outcome == "rejected" else outcome)
+        if outcome == "rejected":
+            device = frame.kid[:6].hex() if frame is not None else ""
+            self._rejections.append((time.time(), format_source(addr), reason, detail[:200], device))
         if self._subscribers:
             if frame is not None and not node:
                 node = self._keys.name(frame.kid[:6])
@@ -553,6 +560,14 @@ class Gateway:
         return Health(self.worker, os.getpid(), format_source((host, port)), self.started or time.time(),
                       batch_pending=len(self._batch), exchanges=len(self._cache), dedup_bytes=self._cache.bytes)
 
+    def _health_with_rejections(self) -> Health:
+        """The health row for a housekeeping round, with the datagrams refused since the last one
+        (only housekeeping writes them: a batch's commit takes a health row too)."""
+        health = self._health()
+        health.rejections = list(self._rejections)
+        self._rejections.clear()
+        return health
+
     # -- housekeeping ----------------------------------------------------------------------------
 
     async def _housekeeping_loop(self) -> None:
@@ -562,7 +577,8 @@ class Gateway:
             self._keys.reload()
             deltas = self._take_unsaved()
             try:
-                await self._loop.run_in_executor(self._executor, self._store.housekeeping, deltas, self._health())
+                await self._loop.run_in_executor(self._executor, self._store.housekeeping, deltas,
+                                                 self._health_with_rejections())
             except sqlite3.Error as exc:
                 log.warning("health write failed: %s", exc)
                 for k, v in deltas.items():

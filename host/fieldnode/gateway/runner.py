@@ -46,6 +46,8 @@ class Options:
     mqtt_commands: bool = False
     node_timeout: float = 300.0
     strict_keys: bool = False  # refuse a keystore other users can read or write (default: warn)
+    http: str | None = None  # HOST:PORT of the web page served beside the gateway (--http)
+    web: object | None = None  # its fieldnode.web.app.WebOptions
 
 
 def _out(line: str) -> None:
@@ -62,9 +64,29 @@ def load_keys(path: Path, exposed: str = "warn") -> Keystore:
 
 def run(opts: Options) -> int:
     keys = load_keys(opts.keys, "refuse" if opts.strict_keys else "warn")
-    if opts.workers > 1:
-        return _run_workers(opts, keys)
-    return asyncio.run(_run_one(opts, keys, worker=0, prefix=""))
+    web = _start_web(opts)
+    try:
+        if opts.workers > 1:
+            return _run_workers(opts, keys)
+        return asyncio.run(_run_one(opts, keys, worker=0, prefix=""))
+    finally:
+        if web is not None:
+            web.stop()
+
+
+def _start_web(opts: Options):
+    """The web page (--http), on its own thread and event loop in this process: it reads the
+    database as `fieldnode web` does, so the gateway's loop never waits on a page."""
+    if opts.http is None:
+        return None
+    from ..store.sqlite.connection import connect
+    from ..web.server import WebServer
+
+    connect(opts.db).close()  # the page reads the database from its first moment
+    web = WebServer(opts.web, opts.http, "--http")
+    web.start()
+    _out(f"fieldnode {web.describe('--http-allow-commands')}")
+    return web
 
 
 async def _run_one(opts: Options, keys: Keystore, *, worker: int, prefix: str, group: str | None = None) -> int:

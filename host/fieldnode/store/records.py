@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..wire.frame import Frame, ReplayWindow
 
@@ -40,6 +40,9 @@ class Health:
     exchanges: int = 0
     stopped: float | None = None
     dedup_bytes: int = 0  # the message deduplication cache's memory (MessageCache.bytes)
+    # Datagrams refused since the last round: (time, source, reason, detail, device hex or ''),
+    # kept by the store as the recent ones the web page's Rejections view lists.
+    rejections: list[tuple[float, str, str, str, str]] = field(default_factory=list)
 
 
 # (frame, node name, frame.records()) -> [(topic, payload)] for the MQTT outbox; None when MQTT is off.

@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.live import Live
 
 from ...gateway.events import GatewayEvent
+from ...infra.errors import FieldnodeError
 from ...gateway.thread import GatewayThread
 from ...node.keystore import Keystore
 from ...ui.liveview import LiveState
@@ -29,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--db", type=Path, default=None,
                    help="keep the gateway's database at this path (default: a temporary one, removed at the "
                    "end); `fieldnode status --db PATH` reads it afterwards")
+    p.add_argument("--http", default="127.0.0.1:8080", metavar="HOST:PORT",
+                   help="serve the web page here (default 127.0.0.1:8080; another free port when it is taken; "
+                   "'off' for none)")
     p.add_argument("--source", action="store_true",
                    help="run firmware/lib as source instead of the application image `fieldnode flash` writes")
     p.set_defaults(func=run)
@@ -47,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         host, port = gateway.address
         kept = "kept" if args.db else "temporary: removed at the end, --db PATH keeps it"
         console.print(f"gateway listening on coap://{host}:{port}/f, database {db} ({kept})")
+        web = _web_page(args.http, db, keys_path, console)
         fleet = Fleet(base, args.nodes, board=args.board, keys=keys_path, gateway=f"{host}:{port}",
                       log=lambda s: console.print(s), source=args.source)
         state = LiveState({n.unique_id.hex(): name for name, n in zip(fleet.names, fleet.nodes, strict=True)})
@@ -61,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
                 pass
             finally:
                 fleet.stop()
+                if web is not None:
+                    web.stop()
                 gateway.stop()
                 # Frames the gateway took after the last refresh: the view's count and the
                 # closing one are the same frames.
@@ -71,6 +78,26 @@ def run(args: argparse.Namespace) -> int:
         counts = gateway.gateway.counts
         console.print("gateway counts: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     return 0
+
+
+def _web_page(listen: str, db: Path, keys: Path, console: Console):
+    """The web page over the demo's database, read-only; the address printed."""
+    if listen == "off":
+        return None
+    from ...web.app import WebOptions
+    from ...web.server import WebServer
+
+    opts = WebOptions(db=db, offline_after=30.0, keys=keys, site="demo")
+    try:
+        web = WebServer(opts, listen, "--http")
+    except FieldnodeError as exc:
+        if not listen.endswith(":8080"):
+            raise
+        console.print(f"{exc}: taking another port")
+        web = WebServer(opts, "127.0.0.1:0", "--http")
+    web.start()
+    console.print(web.describe(None), style="bold", markup=False)
+    return web
 
 
 def _take(event: GatewayEvent | None, state: LiveState) -> None:

@@ -53,6 +53,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strict-keys", action="store_true",
                    help="refuse a keystore that other users of this machine can read or write (default: "
                    "warn on stderr and use it); a change to such a file while running is not taken")
+    p.add_argument("--http", default=None, metavar="HOST:PORT",
+                   help="also serve the web page (as `fieldnode web`) on this address, e.g. 127.0.0.1:8080; "
+                   "beyond loopback with --http-token; nodes show offline after --node-timeout")
+    p.add_argument("--http-token", default=None, metavar="TOKEN",
+                   help="with --http: the page's access token (or $FIELDNODE_WEB_TOKEN; see docs/web.md)")
+    p.add_argument("--http-allow-commands", action="store_true",
+                   help="with --http: let the page sign and queue commands with the keystore's keys")
     p.add_argument("--quiet", action="store_true", help="no line per frame; print a summary every --summary seconds")
     p.add_argument("--summary", type=float, default=60.0, metavar="SECONDS",
                    help="interval of the --quiet summary (default 60)")
@@ -79,4 +86,16 @@ def run(args: argparse.Namespace) -> int:
         mqtt_discovery=args.mqtt_discovery.strip("/") if args.mqtt_discovery else None,
         mqtt_commands=args.mqtt_commands, node_timeout=args.node_timeout,
         strict_keys=args.strict_keys)
+    if args.http:
+        opts.http, opts.web = args.http, _web_options(args, opts)
+    elif args.http_token or args.http_allow_commands:
+        raise FieldnodeError("--http-token and --http-allow-commands go with --http HOST:PORT")
     return run_gateway(opts)
+
+
+def _web_options(args: argparse.Namespace, opts: Options):
+    from .web import web_options
+
+    page = argparse.Namespace(offline_after=args.node_timeout, allow_commands=args.http_allow_commands,
+                              token=args.http_token, site=opts.site, keys=opts.keys)
+    return web_options(page, opts.db)

@@ -135,6 +135,15 @@ CREATE TABLE IF NOT EXISTS gateway (
     exchanges     INTEGER NOT NULL DEFAULT 0,
     dedup_bytes   INTEGER NOT NULL DEFAULT 0
 );
+-- The most recent refused datagrams (at most REJECTIONS_KEPT): who sends what the gateway refuses.
+CREATE TABLE IF NOT EXISTS rejections (
+    id       INTEGER PRIMARY KEY,
+    time     REAL NOT NULL,
+    source   TEXT NOT NULL,
+    reason   TEXT NOT NULL,
+    detail   TEXT NOT NULL DEFAULT '',
+    device   TEXT NOT NULL DEFAULT ''
+);
 CREATE TABLE IF NOT EXISTS mqtt_state (
     id        INTEGER PRIMARY KEY CHECK (id = 1),
     url       TEXT NOT NULL,

@@ -23,6 +23,8 @@ WRITER_CACHE_KIB = 32 * 1024
 # samples_recent is moved into samples at the latest when it has this many rows, and on every
 # housekeeping round (each second): a few seconds' worth at full rate.
 INDEX_RECENT_ROWS = 50_000
+# Refused datagrams kept for the web page's Rejections view: the newest; older ones are deleted.
+REJECTIONS_KEPT = 1000
 
 # Errors that come from one frame's values, not from the database file: binding a value SQLite
 # cannot hold, a constraint. A batch that fails with one of these is stored again frame by frame.
@@ -197,6 +199,14 @@ class Store:
             "dedup_bytes=excluded.dedup_bytes",
             (h.worker, h.pid, h.listen, h.started, now, h.stopped, h.batch_pending, h.exchanges, h.dedup_bytes))
 
+    @staticmethod
+    def _write_rejections(conn: sqlite3.Connection, rejections: list[tuple]) -> None:
+        if rejections:
+            conn.executemany("INSERT INTO rejections (time, source, reason, detail, device) VALUES (?,?,?,?,?)",
+                             rejections)
+            conn.execute("DELETE FROM rejections WHERE id <= (SELECT max(id) FROM rejections) - ?",
+                         (REJECTIONS_KEPT,))
+
     def housekeeping(self, counter_deltas: dict[str, int], health: Health) -> None:
         """Periodic: counters, heartbeat, commands whose time has passed marked expired, and the
         new samples moved into the index."""
@@ -206,4 +216,5 @@ class Store:
             self._write_counters(conn, counter_deltas)
             self._write_health(conn, health, now)
             self._commands.expire(conn, now)
+            self._write_rejections(conn, health.rejections)
             self._move_recent(conn)
