@@ -7,6 +7,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from rich.console import Console
 from rich.live import Live
 
 from ...gateway.events import GatewayEvent
