@@ -1,0 +1,291 @@
+"""Frame format v2 on the host: declarations, compact telemetry, and its expansion to full SenML.
+
+docs/frame-format.md ("Frame format v2") is the contract. A v2 telemetry frame is the v1 COSE_Mac0
+with a declaration id in place of the kind in its protected header, around a SenML-CBOR pack
+with no base name, short names and no units. The declaration (frame kind 5, signed like every
+frame) maps each short name to a full name, a unit and a sensor; a receiver expands a v2 pack
+with it into the v1 pack it stands for, so that everything after verification (store, MQTT,
+readers) sees full SenML.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+
+from .frame import (
+    COSE_MAC0_TAG, KIND_DECLARATION, LABEL_ALG, LABEL_DECLARATION, LABEL_KID, LABEL_KIND, LABEL_PARTIAL_IV,
+    SENML_BN, SENML_BT, SENML_ERR, SENML_N, SENML_T, SENML_U, SENML_V, SENML_VB, SENML_VS, STR_ERRORS,
+    TAG_LENGTH, Frame, FrameRejected, compute_tag, is_number, validate_pack,
+)
+
+DECLARATION_ID_SIZE = 4
+SHORT_NAME_MAX = 2  # characters
+DECLARATION_MAX_READINGS = 255
+_INT_LIMIT = 1 << 32  # an integral value below this in magnitude goes as a CBOR integer (<= 5 bytes)
+_V2_FIELDS = frozenset((SENML_BT, SENML_N, SENML_V, SENML_VS, SENML_VB, SENML_T, SENML_ERR))
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One declared reading: what a short name in a v2 telemetry frame stands for."""
+    short: str
+    name: str
+    unit: str  # "" when the reading has no unit
+    sensor: str
+
+
+@dataclass(frozen=True, slots=True)
+class Declaration:
+    """A node's declaration: its id (first bytes of the SHA-256 of its payload) and readings."""
+    did: bytes
+    readings: tuple[Reading, ...]
+    payload: bytes
+
+    def by_short(self) -> dict[str, Reading]:
+        return {r.short: r for r in self.readings}
+
+
+def declaration_id(payload: bytes) -> bytes:
+    """The id of a declaration: the first 4 bytes of the SHA-256 of its payload bytes as sent."""
+    return hashlib.sha256(payload).digest()[:DECLARATION_ID_SIZE]
+
+
+def encode_declaration(readings: list[Reading] | tuple[Reading, ...]) -> bytes:
+    """The declaration payload: an array of [short, name, unit, sensor] arrays (cbor2 writes the
+    shortest definite heads, which is the node's encoding)."""
+    return cbor2.dumps([[r.short, r.name, r.unit, r.sensor] for r in readings])
+
+
+def _bad(detail: str) -> FrameRejected:
+    return FrameRejected("bad-declaration", detail)
+
+
+def parse_declaration(payload: bytes) -> Declaration:
+    """A Declaration from its payload bytes, or FrameRejected('bad-declaration') naming what is
+    wrong (not CBOR, not the shape, a short name used twice, a full name declared twice)."""
+    stream = io.BytesIO(payload)
+    try:
+        doc = cbor2.CBORDecoder(stream, str_errors=STR_ERRORS).decode()
+    except Exception as exc:  # cbor2 raises several types for malformed input
+        raise _bad(f"payload is not CBOR ({type(exc).__name__})") from None
+    if stream.tell() != len(payload):
+        raise _bad(f"payload is not CBOR ({len(payload) - stream.tell()} bytes after it)")
+    if type(doc) is not list or not 0 < len(doc) <= DECLARATION_MAX_READINGS:
+        raise _bad(f"payload is not an array of 1..{DECLARATION_MAX_READINGS} readings")
+    readings: list[Reading] = []
+    shorts: set[str] = set()
+    names: set[str] = set()
+    for entry in doc:
+        if (type(entry) is not list or len(entry) != 4 or any(type(x) is not str for x in entry)):
+            raise _bad("a reading is not [short name, name, unit, sensor], all text")
+        short, name, unit, sensor = entry
+        if not 1 <= len(short) <= SHORT_NAME_MAX:
+            raise _bad(f"short name {short!r} is not 1 or 2 characters")
+        if not name:
+            raise _bad(f"short name {short!r} has an empty full name")
+        if short in shorts:
+            raise _bad(f"short name {short!r} is declared twice")
+        if name in names:
+            raise _bad(f"reading {name!r} is declared twice")
+        shorts.add(short)
+        names.add(name)
+        readings.append(Reading(short, name, unit, sensor))
+    return Declaration(declaration_id(payload), tuple(readings), payload)
+
+
+# -- values -------------------------------------------------------------------------------------
+
+def node_float(value: float) -> float:
+    """The value as the node holds it: ESP32 MicroPython floats are single precision."""
+    return struct.unpack(">f", struct.pack(">f", value))[0]
+
+
+def encode_value(value: int | float) -> bytes:
+    """The shortest CBOR encoding that holds the node's value exactly: an integer when integral
+    (and within 32 bits: beyond, float32 is shorter), else half precision when it holds the value,
+    else single precision. Integers as given go as the shortest CBOR integer."""
+    if type(value) is int:
+        return cbor2.dumps(value)
+    f = node_float(value)
+    if math.isfinite(f) and f.is_integer() and abs(f) < _INT_LIMIT:
+        return cbor2.dumps(int(f))
+    try:
+        half = struct.pack(">e", f)
+    except OverflowError:
+        half = None
+    if half is not None and (struct.unpack(">e", half)[0] == f or (math.isnan(f) and half[:2] == b"\x7e\x00")):
+        return b"\xf9" + half
+    return b"\xfa" + struct.pack(">f", f)
+
+
+# -- frames -------------------------------------------------------------------------------------
+
+def _envelope(key: bytes, alg: int, protected: bytes, payload: bytes) -> bytes:
+    tag = compute_tag(key, alg, protected, payload)
+    return cbor2.dumps(cbor2.CBORTag(COSE_MAC0_TAG, [protected, {}, payload, tag]))
+
+
+def _check(alg: int, kid: bytes, counter: int) -> None:
+    if alg not in TAG_LENGTH:
+        raise ValueError(f"alg {alg} is not 4 or 5")
+    if len(kid) != 8:
+        raise ValueError("kid must be 8 bytes")
+    if not 0 < counter < 1 << 32:
+        raise ValueError("counter must be 1..2**32-1")
+
+
+def build_declaration(key: bytes, kid: bytes, alg: int, counter: int,
+                      readings: list[Reading] | tuple[Reading, ...]) -> tuple[bytes, bytes]:
+    """(frame, declaration id) of a signed declaration (kind 5, the v1 protected header)."""
+    _check(alg, kid, counter)
+    protected = cbor2.dumps({LABEL_ALG: alg, LABEL_KID: kid, LABEL_PARTIAL_IV: counter.to_bytes(4, "big"),
+                             LABEL_KIND: KIND_DECLARATION})
+    payload = encode_declaration(readings)
+    return _envelope(key, alg, protected, payload), declaration_id(payload)
+
+
+def v2_protected(alg: int, kid: bytes, counter: int, did: bytes) -> bytes:
+    """The v2 telemetry protected header: alg, kid, 4-byte Partial IV, declaration id."""
+    return cbor2.dumps({LABEL_ALG: alg, LABEL_KID: kid, LABEL_PARTIAL_IV: counter.to_bytes(4, "big"),
+                        LABEL_DECLARATION: did})
+
+
+def encode_pack_v2(bt: int, records: list[dict]) -> bytes:
+    """A v2 SenML-CBOR pack: records are dicts with n (the short name) and one of v/vs/vb/err,
+    optional t; values in the shortest exact encoding (encode_value). Key order as the node's."""
+    out = bytearray(_head(0x80, len(records)))
+    for i, rec in enumerate(records):
+        items = []
+        if i == 0:
+            items.append(cbor2.dumps(SENML_BT) + cbor2.dumps(bt))
+        items.append(b"\x00" + cbor2.dumps(rec["n"]))
+        if "v" in rec:
+            items.append(b"\x02" + encode_value(rec["v"]))
+        elif "vs" in rec:
+            items.append(b"\x03" + cbor2.dumps(rec["vs"]))
+        elif "vb" in rec:
+            items.append(b"\x04" + cbor2.dumps(rec["vb"]))
+        else:
+            items.append(cbor2.dumps(SENML_ERR) + cbor2.dumps(rec["err"]))
+        if "t" in rec:
+            items.append(b"\x06" + encode_value(rec["t"]))
+        out += _head(0xA0, len(items)) + b"".join(items)
+    return bytes(out)
+
+
+def _head(major: int, n: int) -> bytes:
+    """The shortest head of an array (0x80) or map (0xa0) of n items."""
+    if n < 24:
+        return bytes((major | n,))
+    return bytes((major | 24, n)) if n < 0x100 else bytes((major | 25,)) + struct.pack(">H", n)
+
+
+def build_telemetry_v2(key: bytes, kid: bytes, alg: int, counter: int, did: bytes, bt: int,
+                       records: list[dict]) -> bytes:
+    """A signed v2 telemetry frame (see encode_pack_v2 for records)."""
+    _check(alg, kid, counter)
+    if len(did) != DECLARATION_ID_SIZE:
+        raise ValueError(f"declaration id must be {DECLARATION_ID_SIZE} bytes")
+    return _envelope(key, alg, v2_protected(alg, kid, counter, did), encode_pack_v2(bt, records))
+
+
+# -- receiving ----------------------------------------------------------------------------------
+
+def validate_pack_v2(pack: Any) -> None:
+    """FrameRejected('bad-senml') unless pack is a v2 telemetry pack: a non-empty array of maps,
+    bt (a number) in the first record only, no bn, no u, every record a text n and exactly one of
+    v/vs/vb or an err. The expanded pack is checked again by v1's rules (frame.validate_pack)."""
+    if type(pack) is not list or not pack:
+        raise FrameRejected("bad-senml", "payload is not a non-empty array")
+    for i, rec in enumerate(pack):
+        if type(rec) is not dict:
+            raise FrameRejected("bad-senml", "record is not a map")
+        name = rec.get(SENML_N)
+        if type(name) is not str:
+            raise FrameRejected("bad-senml", "record without a text name")
+        if SENML_BN in rec:
+            raise FrameRejected("bad-senml", f"{name}: v2 has no bn (the key id names the device)")
+        if SENML_U in rec:
+            raise FrameRejected("bad-senml", f"{name}: v2 has no u (units come from the declaration)")
+        if (SENML_BT in rec) != (i == 0):
+            raise FrameRejected("bad-senml", "bt in the first record, and only there")
+        unknown = [k for k in rec if k not in _V2_FIELDS]
+        if unknown:
+            raise FrameRejected("bad-senml", f"{name}: unknown fields")
+    if not is_number(pack[0][SENML_BT]):
+        raise FrameRejected("bad-senml", "bt must be a 64-bit integer or a finite float")
+
+
+def expand(pack: list[dict], declaration: Declaration, base_name: str) -> list[dict]:
+    """The full SenML pack a v2 pack stands for: bn restored, short names replaced by the declared
+    names, units added; FrameRejected('bad-senml') naming a reading the declaration lacks."""
+    readings = declaration.by_short()
+    out: list[dict] = []
+    for i, rec in enumerate(pack):
+        reading = readings.get(rec[SENML_N])
+        if reading is None:
+            raise FrameRejected("bad-senml", f"{rec[SENML_N]}: not in declaration {declaration.did.hex()}")
+        full: dict[Any, Any] = {SENML_BN: base_name, SENML_BT: rec[SENML_BT]} if i == 0 else {}
+        full[SENML_N] = reading.name
+        if reading.unit:
+            full[SENML_U] = reading.unit
+        for label, value in rec.items():
+            if label not in (SENML_BT, SENML_N):
+                full[label] = value
+        out.append(full)
+    return out
+
+
+class DeclarationBook:
+    """The declarations a receiver knows, by (device, declaration id). A gateway fills it from its
+    database; decode and monitor from the declarations they see (and a gateway database)."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[bytes, bytes], Declaration] = {}
+
+    def add(self, device: bytes, declaration: Declaration) -> None:
+        self._known[(bytes(device), declaration.did)] = declaration
+
+    def get(self, device: bytes, did: bytes) -> Declaration | None:
+        return self._known.get((bytes(device), did))
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+
+def verified_v2(frame: Frame, book: DeclarationBook | None) -> Frame:
+    """Completes a v2 frame whose envelope and MAC are checked (frame.pack empty): a declaration is
+    parsed into frame.declared; a telemetry pack is checked and expanded with its declaration from
+    book, or kept with short names and marked undeclared when the book lacks it."""
+    if frame.declaration is None:  # kind 5: a declaration
+        frame.declared = parse_declaration(frame.payload)
+        frame.declaration = frame.declared.did
+        return frame
+    try:
+        pack = cbor2.loads(frame.payload, str_errors=STR_ERRORS)
+    except Exception as exc:
+        raise FrameRejected("bad-senml", f"payload is not CBOR ({type(exc).__name__})") from None
+    validate_pack_v2(pack)
+    declaration = book.get(frame.device, frame.declaration) if book is not None else None
+    if declaration is None:
+        frame.pack = pack
+        frame.undeclared = True
+        return frame
+    pack = expand(pack, declaration, frame.base_name)
+    validate_pack(pack)
+    frame.pack = pack
+    return frame
+
+
+__all__ = [
+    "LABEL_DECLARATION", "DECLARATION_ID_SIZE", "KIND_DECLARATION", "Reading", "Declaration", "declaration_id",
+    "encode_declaration", "parse_declaration", "encode_value", "node_float", "build_declaration",
+    "build_telemetry_v2", "encode_pack_v2", "v2_protected", "validate_pack_v2", "expand", "DeclarationBook",
+    "verified_v2",
+]
