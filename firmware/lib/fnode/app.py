@@ -31,6 +31,7 @@ UPLINK_STALL_MS = 60000  # board "uplink_stall_s"; the uplink's longest quiet sp
 watchdog = None  # the running machine.WDT: `fieldnode flash --app-only` feeds it from the raw REPL
 # Default store-and-forward bound (board "spool_frames"); its flash: board "spool_kb" (docs/firmware.md).
 SPOOL_FRAMES = 65536
+FRAME_VERSION = 2  # board "frame_version": new nodes send frame format v2 (docs/frame-format.md)
 _RESET_NAMES = (
     ("PWRON_RESET", "power_on"), ("HARD_RESET", "hard"), ("WDT_RESET", "watchdog"),
     ("DEEPSLEEP_RESET", "deepsleep"), ("SOFT_RESET", "soft"),
@@ -113,6 +114,23 @@ class Node:
         self.started = time.ticks_ms()
         self.stall_ms = board.get("uplink_stall_s", UPLINK_STALL_MS // 1000) * 1000
         self.heap = Heap(board.get("low_heap_bytes", LOW_HEAP_BYTES))  # after the drivers: what is left
+        self.declaration = None  # frame format v2: the declaration payload, made once at boot
+        if board.get("frame_version", FRAME_VERSION) == 2:
+            self.declare()
+
+    def declare(self):
+        # Frame format v2: every reading (the sensors', then the health frame's) gets its short
+        # name, and telemetry from now on refers to this declaration by its id.
+        from fnode import declare
+        readings = declare.readings(self.sensors, declare.HEALTH)
+        self.declaration = declare.payload(readings)
+        self.builder.declare(declare.declaration_id(self.declaration), declare.shorts(readings))
+
+    def declaration_frame(self):
+        # Sent after the boot frame, and again whenever the gateway asks (Uplink.on_need_declaration).
+        from fnode import declare
+        cfg = self.cfg
+        return declare.frame(cfg.key(), cfg.kid(), cfg.alg(), self.counter.take(), self.declaration)
 
     def boot_frame(self):
         b = self.builder
@@ -437,6 +455,9 @@ async def main():
     node = Node(board, cfg, uplink)
     uplink.on_event = node.emit_event
     uplink.submit(node.boot_frame())
+    if node.declaration is not None:
+        uplink.submit(node.declaration_frame())
+        uplink.on_need_declaration = node.declaration_frame
     if bad_gateway:
         node.emit_event("config.bad-gateway")
     if node.commands is not None:

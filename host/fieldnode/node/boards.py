@@ -351,6 +351,8 @@ def _check_settings(doc: dict[str, Any], problems: list[str]) -> None:
     health = doc.get("health_s", 300)
     if not isinstance(health, (int, float)) or isinstance(health, bool) or health <= 0:
         problems.append("health_s: a positive number of seconds (how often the node sends its heap readings)")
+    if doc.get("frame_version", 2) not in (1, 2) or type(doc.get("frame_version", 2)) is not int:
+        problems.append("frame_version: 1 or 2 (the frame format the node sends; docs/frame-format.md)")
     low = doc.get("low_heap_bytes", 16384)
     if type(low) is not int or low < 0:
         problems.append("low_heap_bytes: a whole number of bytes, 0 or more (free heap below it raises heap.low)")

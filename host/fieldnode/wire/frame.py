@@ -537,10 +537,12 @@ class Verifier:
         """A v2 frame (declaration, or telemetry under a declaration id) whose MAC verified."""
         from .framev2 import verified_v2
         verified_v2(frame, self.declarations)
-        if self.replay is not None and not self.replay.accept(frame.kid, frame.counter):
-            raise FrameRejected("replay", f"kid {frame.kid.hex()} counter {frame.counter}")
         if frame.declared is not None:
+            # Outside the replay window (docs/frame-format.md, "Declaration"): content-addressed
+            # and idempotent, and a node resends it ahead of frames older than the window.
             self.declarations.add(frame.device, frame.declared)
+        elif self.replay is not None and not self.replay.accept(frame.kid, frame.counter):
+            raise FrameRejected("replay", f"kid {frame.kid.hex()} counter {frame.counter}")
         return frame
 
 
