@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from ...infra.errors import FieldnodeError
 
 DECLARATIONS_TABLE = """
 CREATE TABLE IF NOT EXISTS declarations (
@@ -33,3 +36,24 @@ def stored_declarations(conn: sqlite3.Connection, schemas: Sequence[str] = ("mai
             continue
         for device, payload in conn.execute(f"SELECT device, payload FROM {schema}.declarations"):
             yield bytes.fromhex(device), bytes(payload)
+
+
+def read_declarations(db: Path | str) -> list[tuple[bytes, bytes]]:
+    """(device id, payload) of every declaration a gateway database holds, in all its shards;
+    opened read-only, so it can be read while the gateway runs."""
+    from .shards import shard_paths  # shards -> connection -> schema -> this module
+    paths = shard_paths(db)
+    if not paths:
+        raise FieldnodeError(f"database {db} does not exist: pass the --db the gateway uses")
+    out: list[tuple[bytes, bytes]] = []
+    for path in paths.values():
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                out.extend(stored_declarations(conn))
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            raise FieldnodeError(f"database {path}: {exc}; is it a fieldnode gateway database? "
+                                 "Pass another --db") from None
+    return out
