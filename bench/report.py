@@ -8,6 +8,7 @@ shared machine (one quiet spell makes it), the median is what a run usually gets
 """
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from statistics import median
@@ -132,11 +133,61 @@ def frame_size_section(d: dict[str, Any]) -> list[str]:
                              "identity, units where known) and that CBOR carries byte for byte as JSON does; "
                              "CBOR saves "
                              "the punctuation and the float text. The envelope (key id, counter, kind, MAC) "
-                             "has no counterpart in the JSON. Reaching 40% needs frame format v2: the device "
-                             "named by its key id alone, and names and units sent once in the boot frame and "
-                             "referred to by index afterwards. That changes the decided frame format, so "
-                             "it is left for that decision; v1 is unchanged."),
+                             "has no counterpart in the JSON. " + (
+                                 "Frame format v2 (below) takes that text out of every telemetry frame."
+                                 if "v2" in d else
+                                 "Reaching 40% needs frame format v2: the device "
+                                 "named by its key id alone, and names and units sent once in the boot frame and "
+                                 "referred to by index afterwards. That changes the decided frame format, so "
+                                 "it is left for that decision; v1 is unchanged.")),
         f"- ESP-NOW: {d['esp_now_headroom_bytes']} bytes of headroom under the 250-byte limit.",
+        *(_frame_v2_lines(d) if "v2" in d else []),
+    ]
+
+
+def _fits(fits: dict[str, Any], what: str) -> str:
+    yes = [f"{link} ({f['limit']} B)" for link, f in fits.items() if f[what]]
+    no = [f"{link} ({f['limit']} B)" for link, f in fits.items() if not f[what]]
+    return f"fits {', '.join(yes) or 'none'}" + (f"; not {', '.join(no)}" if no else "")
+
+
+def _frame_v2_lines(d: dict[str, Any]) -> list[str]:
+    v2, b = d["v2"], d["v2"]["breakdown"]
+    ok = v2["frame_vs_senml_json"] <= 0.40
+    security = b["envelope_bytes"]
+    return [
+        "",
+        "### Frame format v2",
+        "",
+        "The same six readings as vector `telemetry-6` of `tests/vectors/frame-v2.json`: no base name, short "
+        "names, no units (all in the declaration, sent once per boot), values in the shortest exact encoding "
+        "(docs/frame-format.md).",
+        "",
+        "| | bytes |",
+        "|---|---:|",
+        f"| reference frame, v2 (HMAC 256/64) | {v2['frame_bytes']} |",
+        f"| of which COSE_Mac0 envelope | {b['envelope_bytes']} |",
+        f"| … protected header (alg, key id, counter, declaration id) | {b['protected_header_bytes']} |",
+        f"| … MAC | {b['mac_bytes']} |",
+        f"| of which short names (label and text) | {b['names_bytes']} |",
+        f"| of which values (label and value) | {b['values_bytes']} |",
+        f"| of which SenML structure (array and map heads, bt) | {b['structure_bytes']} |",
+        f"| v1, the same readings | {d['frame_bytes']} |",
+        f"| SenML-JSON of the same readings (as above) | {d['senml_json_bytes']} |",
+        f"| declaration ({v2['declaration_readings']} readings), once per boot | {v2['declaration_bytes']} |",
+        "",
+        f"- The v2 frame is **{v2['frame_vs_senml_json']:.1%}** of unsigned SenML-JSON "
+        f"({v2['frame_bytes'] / d['frame_bytes']:.0%} of v1). Target ≤ 40%: {_verdict(ok)}"
+        + ("." if ok else
+           f", by {v2['bytes_over_target']} B. {security} of the {v2['frame_bytes']} B are the envelope, which has "
+           "no counterpart in the JSON: the key id (8 B), the counter (4 B), the declaration id (4 B) and the MAC "
+           f"(8 B) with their labels and heads; the readings themselves take {v2['senml_cbor_payload_bytes']} B, "
+           f"{v2['senml_cbor_payload_bytes'] / d['senml_json_bytes']:.0%} of the JSON. Meeting 40% would take "
+           "security bytes off (a shorter declaration id or counter, no alg): not done."),
+        f"- Links (LoRaWAN: the largest application payload by data rate, EU863-870): v2 telemetry "
+        f"{_fits(v2['fits'], 'v2')}. The declaration {_fits(v2['fits'], 'declaration')}. "
+        "v1 " + (", ".join(f"{link}: {'fits' if fit else 'does not fit'}" for link, fit in d["v1_fits"].items())
+                 if "v1_fits" in d else "") + ".",
     ]
 
 
@@ -449,9 +500,35 @@ def _node_summary(node: dict[str, Any]) -> str:
 
 
 def _frame_summary(size: dict[str, Any]) -> str:
-    return (f"- Frame: {size['frame_bytes']} B = {size['frame_vs_senml_json']:.0%} of SenML-JSON "
+    line = (f"- Frame: {size['frame_bytes']} B = {size['frame_vs_senml_json']:.0%} of SenML-JSON "
             f"(≤ 40%: {_verdict(size['frame_vs_senml_json'] <= 0.4)}); "
             f"{size['esp_now_headroom_bytes']} B under ESP-NOW's 250.")
+    if "v2" in size:
+        v2 = size["v2"]
+        line += (f" Frame format v2: {v2['frame_bytes']} B = {v2['frame_vs_senml_json']:.1%} "
+                 f"(≤ 40%: {_verdict(v2['frame_vs_senml_json'] <= 0.4)}).")
+    return line
+
+
+# One section rendered again from its own results file, when only that benchmark was run
+# (`bench/report.py --section frame_size`): (the results file, its section, its summary line).
+SECTIONS = {"frame_size": ("frame_size", lambda d: frame_size_section(d), lambda d: _frame_summary(d), "- Frame:")}
+
+
+def write_section(name: str, results: Path, doc: Path = DOC) -> Path:
+    """Replaces one section (and its summary line) of docs/performance.md with what its results
+    file says now: a benchmark run alone, the rest of the document as its run left it."""
+    result, section, summary, summary_start = SECTIONS[name]
+    data = json.loads((results / f"{result}.json").read_text())
+    lines = doc.read_text().split("\n")
+    new = section(data)
+    start = lines.index(new[0])
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    lines[start:end] = new + [""]
+    at = next(i for i, line in enumerate(lines) if line.startswith(summary_start))
+    lines[at] = summary(data)
+    doc.write_text("\n".join(lines))
+    return doc
 
 
 def _gateway_summary(gw: dict[str, Any]) -> list[str]:
@@ -532,6 +609,9 @@ def write_report(results: Path, doc: Path = DOC) -> Path:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--section"]:
+        print(f"wrote {write_section(sys.argv[2], REPO / 'bench' / 'results')}")
+        sys.exit(0)
     try:
         print(f"wrote {write_report(REPO / 'bench' / 'results')}")
     except MixedRuns as exc:
