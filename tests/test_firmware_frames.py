@@ -678,7 +678,7 @@ def measure(frames):
     frame[1:2]
     view = gc.mem_alloc() - a
     gc.enable()
-    return [own, sha_and_digest, view, node.counter.next - first]
+    return [own, sha_and_digest, view, node.counter.next - first, frame[3]]
 
 for s in sensors:  # names encoded, lists and dicts at their size
     node.sample(s)
@@ -687,21 +687,23 @@ print(json.dumps(measure(40)))
 """
 
 
-def test_the_telemetry_path_allocates_only_hmac_and_the_queued_copy(micropython):
+@pytest.mark.parametrize("version", [1, 2])
+def test_the_telemetry_path_allocates_only_hmac_and_the_queued_copy(micropython, version):
     # Before: a bound method per sample (rules' emit), a list per sample (enforce_interlocks), a
     # tuple per frame (the counter read back with struct.unpack_from).
     from fieldnode.node.boards import load_board
-    from fieldnode.infra.paths import BOARDS_DIR, SIMHAL_DIR
+    from fieldnode.infra.paths import SIMHAL_DIR
     from fieldnode.sim.fleet import devices_for_board
     from fieldnode.sim.vnode import VirtualNode
 
     doc = load_board("virtual")
-    (micropython.tmp / "board.json").write_text((BOARDS_DIR / "virtual.json").read_text())
+    (micropython.tmp / "board.json").write_text(json.dumps({**doc, "frame_version": version}))
     VirtualNode(micropython.tmp / "node", "02f1e1ee0001", board="virtual", devices=devices_for_board(doc),
                 firmware_lib=None)  # its sim.json: the emulated chips behind the board's sensors
-    own, sha_and_digest, view, frames = micropython.eval_json(
+    own, sha_and_digest, view, frames, header_size = micropython.eval_json(
         MP_TELEMETRY_PATH, path=[SIMHAL_DIR], env={"FIELDNODE_SIM_NODE": str(micropython.tmp / "node")})
     assert frames == 40  # one telemetry frame a sample: no event frame in the measurement
+    assert header_size == {1: 0x19, 2: 0x1D}[version]  # the protected header of a v1 or v2 frame
     own.sort()
     median = own[len(own) // 2]  # the simulated world is re-read now and then, in either window
     # Beyond the queue's copy of the frame, only the frame builder's own: what HMAC must allocate
