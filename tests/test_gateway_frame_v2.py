@@ -15,7 +15,7 @@ from fieldnode.gateway import GatewayThread
 from fieldnode.node.keystore import Keystore, make_kid
 from fieldnode.wire import coap
 from fieldnode.wire.framev2 import Reading, build_declaration, build_telemetry_v2
-from support.gateway_peers import Client, Nodes
+from support.gateway_peers import Client, Nodes, Observer, is_reading
 from support.nodesite import Site, wait_for
 
 READINGS = (Reading("a", "temp", "Cel", "env"), Reading("b", "hum", "%RH", "env"), Reading("c", "door", "", "door"))
@@ -140,6 +140,24 @@ def test_a_database_made_before_declarations_opens_and_gets_the_table(tmp_path, 
     gt.stop()
     assert rows(tmp_path / "gw.db", "SELECT count(*) FROM declarations") == [(0,)]
     assert rows(tmp_path / "gw.db", "SELECT count(*) FROM frames") == [(1,)]
+
+
+def test_mqtt_gets_v2_readings_by_their_full_names_and_units(tmp_path, broker, nodes):
+    obs = Observer(broker.observer_port, keep=is_reading)
+    s = Signer(nodes)
+    decl, did = s.declaration()
+    with GatewayThread(nodes.keystore(), tmp_path / "gw.db", ("127.0.0.1", 0), mqtt=broker.url) as gt:
+        c = Client(gt.address)
+        assert c.post(decl).code == coap.CHANGED  # a declaration publishes nothing
+        assert c.post(s.telemetry(did, [{"n": "a", "v": 21.25}, {"n": "c", "vb": False}])).code == coap.CHANGED
+        c.close()
+        msgs = obs.wait_for(2)
+    obs.close()
+    by_topic = {t: json.loads(p) for t, p in msgs}
+    assert set(by_topic) == {"test/farm-north/node-1/temp", "test/farm-north/node-1/door"}
+    temp = by_topic["test/farm-north/node-1/temp"]
+    assert (temp["sensor"], temp["value"], temp["unit"], temp["kind"]) == ("temp", 21.25, "Cel", "telemetry")
+    assert "unit" not in by_topic["test/farm-north/node-1/door"]
 
 
 # -- the real firmware, frame_version 2 -----------------------------------------------------------
