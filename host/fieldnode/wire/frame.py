@@ -223,7 +223,24 @@ def parse_header(protected: bytes) -> tuple[int, bytes, int, int, bytes | None]:
         parsed = _parse_node_protected(protected, 0)
         if parsed is not None:
             return parsed + (None,)
+    elif len(protected) == 29:
+        parsed_v2 = _parse_node_protected_v2(protected)
+        if parsed_v2 is not None:
+            return parsed_v2
     return _parse_protected_general(protected)
+
+
+# The node's v2 telemetry header: a4 01 <alg> 04 48 <kid:8> 06 44 <counter:4> 3a 00 01 00 01 44 <did:4>
+_NODE_PROTECTED_V2 = struct.Struct(">3s2s8s2sI6s4s")
+_DECLARATION_LABEL = b"\x3a\x00\x01\x00\x01\x44"
+
+
+def _parse_node_protected_v2(buf: bytes) -> tuple[int, bytes, int, int, bytes] | None:
+    head, kid_head, kid, ctr_head, counter, did_label, did = _NODE_PROTECTED_V2.unpack(buf)
+    alg = _NODE_ALG_PREFIXES.get(head)
+    if alg and kid_head == b"\x04\x48" and ctr_head == b"\x06\x44" and did_label == _DECLARATION_LABEL and counter:
+        return alg, kid, counter, KIND_TELEMETRY, did
+    return None
 
 
 def _header_kind(hdr: dict) -> tuple[int, bytes | None]:

@@ -13,7 +13,7 @@ import hashlib
 import io
 import math
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cbor2
@@ -21,7 +21,7 @@ import cbor2
 from .frame import (
     COSE_MAC0_TAG, KIND_DECLARATION, LABEL_ALG, LABEL_DECLARATION, LABEL_KID, LABEL_KIND, LABEL_PARTIAL_IV,
     SENML_BN, SENML_BT, SENML_ERR, SENML_N, SENML_T, SENML_U, SENML_V, SENML_VB, SENML_VS, STR_ERRORS,
-    TAG_LENGTH, Frame, FrameRejected, compute_tag, is_number, validate_pack,
+    TAG_LENGTH, Frame, FrameRejected, compute_tag, device_base_name, is_number, validate_pack,
 )
 
 DECLARATION_ID_SIZE = 4
@@ -46,6 +46,10 @@ class Declaration:
     did: bytes
     readings: tuple[Reading, ...]
     payload: bytes
+    names: dict[str, tuple[str, str]] = field(init=False, compare=False)  # short -> (name, unit)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", {r.short: (r.name, r.unit) for r in self.readings})
 
     def by_short(self) -> dict[str, Reading]:
         return {r.short: r for r in self.readings}
@@ -222,23 +226,35 @@ def validate_pack_v2(pack: Any) -> None:
         raise FrameRejected("bad-senml", "bt must be a 64-bit integer or a finite float")
 
 
-def expand(pack: list[dict], declaration: Declaration, base_name: str) -> list[dict]:
+def expand(pack: Any, declaration: Declaration, base_name: str) -> list[dict]:
     """The full SenML pack a v2 pack stands for: bn restored, short names replaced by the declared
-    names, units added; FrameRejected('bad-senml') naming a reading the declaration lacks."""
-    readings = declaration.by_short()
+    names, units added; then checked by v1's rules (frame.validate_pack: value types, fields,
+    times). FrameRejected('bad-senml') for a pack that breaks the v2 rules (validate_pack_v2 names
+    the problem) or that names a reading the declaration lacks (naming it)."""
+    if type(pack) is not list or not pack:
+        validate_pack_v2(pack)
+    names = declaration.names
     out: list[dict] = []
-    for i, rec in enumerate(pack):
-        reading = readings.get(rec[SENML_N])
-        if reading is None:
-            raise FrameRejected("bad-senml", f"{rec[SENML_N]}: not in declaration {declaration.did.hex()}")
-        full: dict[Any, Any] = {SENML_BN: base_name, SENML_BT: rec[SENML_BT]} if i == 0 else {}
-        full[SENML_N] = reading.name
-        if reading.unit:
-            full[SENML_U] = reading.unit
-        for label, value in rec.items():
-            if label not in (SENML_BT, SENML_N):
-                full[label] = value
+    first = True
+    for rec in pack:
+        # What v1's check cannot see once expanded: a bn or u of the node's own, bt out of place.
+        if type(rec) is not dict or SENML_BN in rec or SENML_U in rec or (SENML_BT in rec) is not first:
+            validate_pack_v2(pack)
+        short = rec.get(SENML_N)
+        declared = names.get(short) if type(short) is str else None
+        if declared is None:
+            validate_pack_v2(pack)
+            raise FrameRejected("bad-senml", f"{short}: not in declaration {declaration.did.hex()}")
+        # The record's own fields as they are (a copy: C speed), its name replaced, its unit added.
+        full: dict[Any, Any] = {SENML_BN: base_name, **rec} if first else rec.copy()
+        full[SENML_N] = declared[0]
+        if declared[1]:
+            full[SENML_U] = declared[1]
         out.append(full)
+        first = False
+    if not is_number(pack[0][SENML_BT]):
+        validate_pack_v2(pack)  # says so in v2's terms (v1's would ask for a bn too)
+    validate_pack(out)
     return out
 
 
@@ -271,16 +287,23 @@ def verified_v2(frame: Frame, book: DeclarationBook | None) -> Frame:
         pack = cbor2.loads(frame.payload, str_errors=STR_ERRORS)
     except Exception as exc:
         raise FrameRejected("bad-senml", f"payload is not CBOR ({type(exc).__name__})") from None
-    validate_pack_v2(pack)
     declaration = book.get(frame.device, frame.declaration) if book is not None else None
     if declaration is None:
+        validate_pack_v2(pack)
         frame.pack = pack
         frame.undeclared = True
         return frame
-    pack = expand(pack, declaration, frame.base_name)
-    validate_pack(pack)
-    frame.pack = pack
+    device = frame.device
+    bn = _base_names.get(device)
+    if bn is None:
+        if len(_base_names) >= 65536:
+            _base_names.clear()
+        bn = _base_names[device] = device_base_name(device)
+    frame.pack = expand(pack, declaration, bn)
     return frame
+
+
+_base_names: dict[bytes, str] = {}  # device -> its base name: a string built once, not per frame
 
 
 __all__ = [
