@@ -231,6 +231,38 @@ def verify_v2_section(d: dict[str, Any]) -> list[str]:
     return lines
 
 
+def spool_v2_section(d: dict[str, Any]) -> list[str]:
+    v1, v2 = d["v1"], d["v2"]
+    lines = [
+        "## Spool: frame format v2 against v1",
+        "",
+        _provenance(d),
+        "",
+        f"The firmware's spool encoder (`fnode.spool.encode`) on {v1['frames']:,} frames of the reference readings "
+        "in a random walk, the same walk for both versions: each frame stored as the spool stores it, a delta "
+        "against the last frame of its length in the segment, plus its record head.",
+        "",
+        f"| | frame bytes | flash bytes a frame | frames a segment ({v1['segment_bytes']:,} B) | frames in "
+        f"{d['board']}'s {d['budget_kb']:,} KB |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, r in (("v1", v1), ("v2", v2)):
+        lines.append(f"| {name} | {r['frame_bytes_mean']:.1f} | {r['flash_bytes_per_frame']:.1f} | "
+                     f"{r['frames_per_segment']:,} | {r['frames_in_budget']:,} |")
+    lines += [
+        "",
+        f"- v2 holds **{d['v2_vs_v1_frames']:.2f}×** the frames of v1 in the same flash. The spool's deltas "
+        "already leave out what every frame of a sensor repeats (base name, names, units): what a frame adds "
+        "in flash is what changes (counter, time, values, MAC), the same in both versions.",
+    ]
+    return lines
+
+
+def _spool_v2_summary(d: dict[str, Any]) -> str:
+    return (f"- Spool, frame format v2: {d['v2']['frames_in_budget']:,} frames in {d['budget_kb']:,} KB against "
+            f"v1's {d['v1']['frames_in_budget']:,} ({d['v2_vs_v1_frames']:.2f}×): the deltas already drop the text.")
+
+
 def _verify_v2_summary(d: dict[str, Any]) -> str:
     r = d["ratios"]
     return (f"- Gateway, frame format v2: verify+decode+expand {r['ours_v2_vs_ours_v1']:.2f}× v1's rate, "
@@ -558,11 +590,13 @@ def _frame_summary(size: dict[str, Any]) -> str:
 SECTIONS = {"frame_size": ("frame_size", lambda d: frame_size_section(d), lambda d: _frame_summary(d), "- Frame:"),
             "node_frame": ("node_frame", lambda d: node_section(d), lambda d: _node_summary(d), "- Node:"),
             "verify_v2": ("verify_v2", lambda d: verify_v2_section(d), lambda d: _verify_v2_summary(d),
-                          "- Gateway, frame format v2:")}
+                          "- Gateway, frame format v2:"),
+            "spool_v2": ("spool_v2", lambda d: spool_v2_section(d), lambda d: _spool_v2_summary(d),
+                         "- Spool, frame format v2:")}
 # Where a section not yet in the document goes (before this heading), and its summary line (after
 # the line that starts so).
-_NEW_SECTION_BEFORE = {"verify_v2": "## Gateway"}
-_NEW_SUMMARY_AFTER = {"verify_v2": "- Gateway verify+decode:"}
+_NEW_SECTION_BEFORE = {"verify_v2": "## Gateway", "spool_v2": "## Gateway: verifying frame format v2"}
+_NEW_SUMMARY_AFTER = {"verify_v2": "- Gateway verify+decode:", "spool_v2": "- Spool (esp32-devkitc):"}
 
 
 def write_section(name: str, results: Path, doc: Path = DOC) -> Path:
@@ -649,9 +683,11 @@ def render(data: dict[str, dict[str, Any]]) -> str:
         _flash_summary(data["flash"]),
         _spool_summary(data["spool_flash"]),
         _verify_v2_summary(data["verify_v2"]),
+        _spool_v2_summary(data["spool_v2"]),
     ]
     sections = (node_section(data["node_frame"]), frame_size_section(data["frame_size"]),
-                verify_v2_section(data["verify_v2"]), gateway_section(data["gateway"]),
+                spool_v2_section(data["spool_v2"]), verify_v2_section(data["verify_v2"]),
+                gateway_section(data["gateway"]),
                 memory_section(data["node_memory"]), flash_section(data["flash"]), spool_section(data["spool_flash"]))
     for section in sections:
         parts += [""] + section

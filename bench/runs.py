@@ -22,6 +22,7 @@ BENCHES = {
     "spool_flash": ["bench/spool_flash.py"],
     "node_memory": ["bench/node_memory.py"],
     "verify_v2": ["bench/verify_v2.py"],
+    "spool_v2": ["bench/spool_v2.py"],
 }
 
 
