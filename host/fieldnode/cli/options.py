@@ -10,7 +10,7 @@ from pathlib import Path
 from ..infra.errors import FieldnodeError
 from ..node.keystore import Keystore
 from ..infra.paths import default_keystore
-from ..wire.framev2 import DeclarationBook, parse_declaration
+from ..wire.declaration import DeclarationBook, parse_declaration
 
 
 def add_keys_option(parser: argparse.ArgumentParser, what: str = "keystore", **kwargs) -> None:

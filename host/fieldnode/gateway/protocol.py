@@ -36,7 +36,7 @@ from ..store.sqlite.shards import attach_shards, create_shards
 from ..store.sqlite.writer import Store
 from ..wire import coap
 from ..wire.frame import NODE_KINDS, Frame, FrameRejected, ReplayWindow, Verifier, parse_protected, split_envelope
-from ..wire.framev2 import parse_declaration
+from ..wire.declaration import parse_declaration
 from .events import GatewayEvent, format_source
 from .exchange import PENDING, MessageCache, check_request
 from .handover import HandedOverProtocol, Handover, bind_receiver

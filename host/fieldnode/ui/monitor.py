@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from ..wire.console import BadFrameLine, frame_from_line
 from ..infra.errors import FieldnodeError
 from ..wire.frame import KIND_NAMES, Frame, FrameRejected, ReplayWindow, Verifier
-from ..wire.framev2 import DeclarationBook
+from ..wire.declaration import DeclarationBook
 from ..wire.hostport import format_hostport
 from ..node.keystore import Keystore
 from ..node.serialsource import console_lines

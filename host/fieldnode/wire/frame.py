@@ -473,7 +473,7 @@ class Verifier:
 
     def __init__(self, key_lookup: KeyLookup, replay: ReplayWindow | None = None,
                  accept_kinds: Iterable[int] = NODE_KINDS, declarations: Any = None) -> None:
-        from .framev2 import DeclarationBook
+        from .declaration import DeclarationBook
         self.key_lookup = key_lookup
         # v2: the declarations known (framev2.DeclarationBook); every one this Verifier accepts
         # joins it, so telemetry after its declaration is expanded.
