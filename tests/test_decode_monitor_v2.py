@@ -106,3 +106,33 @@ def test_monitor_intake_and_view_show_v2(tmp_path, keystore):
     assert not loaded.from_frame(frame("telemetry-6")).frame.undeclared
     with sqlite3.connect(Args.db) as conn:
         assert conn.execute("SELECT count(*) FROM declarations").fetchone() == (1,)
+
+
+def _udp4(payload: bytes, sport: int, dport: int):
+    import socket
+
+    import dpkt
+    udp = dpkt.udp.UDP(sport=sport, dport=dport, data=payload)
+    udp.ulen = len(udp)
+    ip = dpkt.ip.IP(src=socket.inet_aton("10.0.0.23"), dst=socket.inet_aton("10.0.0.1"), p=17, data=udp)
+    ip.len = len(ip)
+    return dpkt.ethernet.Ethernet(type=dpkt.ethernet.ETH_TYPE_IP, data=ip)
+
+
+@pytest.mark.parametrize("with_db", [False, True])
+def test_a_capture_shows_v2_expanded_with_db_and_undeclared_without(tmp_path, keystore, capsys, with_db):
+    import dpkt
+
+    from fieldnode.wire import coap
+    post = coap.Message(coap.CON, coap.POST, 7, b"\x01", [(coap.URI_PATH, b"f"), (coap.CONTENT_FORMAT, b"\x11")],
+                        frame("telemetry-6"))
+    pcap = tmp_path / "site.pcap"
+    with pcap.open("wb") as f:
+        dpkt.pcap.Writer(f).writepkt(bytes(_udp4(coap.encode(post), 40000, 5683)), ts=1_764_057_600)
+    extra = ("--db", str(gateway_db_with_declaration(tmp_path / "gw.db"))) if with_db else ()
+    rc, objs = decode(capsys, pcap, "--keys", str(keystore), *extra)
+    (datagram,) = [o for o in objs if o["record"] == "datagram"]
+    assert datagram["verdict"] == "verified"
+    names = [r["n"] for r in datagram["frame"]["records"]]
+    assert names == (["temp", "hum", "press", "loop1", "vib_rms", "pulses"] if with_db else list("abcdef"))
+    assert datagram["frame"].get("undeclared", False) is not with_db

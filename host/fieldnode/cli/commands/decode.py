@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
                 raise FieldnodeError(f"{args.file} is a pcap capture: --hex and --diag do not apply to it "
                                      "(use --json for the details)")
             return decode_capture(stream, head, keys, sys.stdout, port=args.port or DEFAULT_PORT,
-                                  as_json=args.json,
+                                  as_json=args.json, declarations=args.declarations,
                                   silent_after=SILENT_AFTER if args.silent_after is None else args.silent_after)
         if args.file.lower().endswith(CAPTURE_SUFFIXES):
             raise FieldnodeError(f"{args.file}: not a pcap or pcapng capture (it starts with "
