@@ -14,7 +14,9 @@ import pytest
 from fieldnode.gateway import GatewayThread
 from fieldnode.node.keystore import Keystore, make_kid
 from fieldnode.wire import coap
-from fieldnode.wire.framev2 import Reading, build_declaration, build_telemetry_v2
+from fieldnode.node.boards import load_board, validate_board
+from fieldnode.node.declaring import board_readings
+from fieldnode.wire.framev2 import Reading, build_declaration, build_telemetry_v2, encode_declaration
 from support.gateway_peers import Client, Nodes, Observer, is_reading
 from support.nodesite import Site, wait_for
 
@@ -179,6 +181,10 @@ def test_a_v2_node_on_the_real_gateway_stores_full_senml_and_resends_its_declara
         expected = {("env.temp", "Cel"), ("env.hum", "%RH"), ("env.press", "Pa"), ("loop1", "bar"), ("heap.free", "B")}
         wait_for(lambda: expected <= stored_names(site, node), timeout=60, what="expanded readings in the database")
         assert declarations(site.db) == 1
+        # The host's reading of the board (what `fieldnode board check` sizes) is the node's declaration.
+        doc = json.loads((tmp_path / "board1.json").read_text())
+        (payload,) = rows(site.db, "SELECT payload FROM declarations")[0]
+        assert bytes(payload) == encode_declaration(board_readings(doc))
         names = {n for n, _ in stored_names(site, node)}
         full = {n for n, _ in expected} | {"heap.low", "heap.block", "fw", "board", "reset", "schema"}
         assert names <= full  # no short name reached the database
@@ -197,3 +203,14 @@ def test_a_v2_node_on_the_real_gateway_stores_full_senml_and_resends_its_declara
         assert json.loads(json.dumps(site.gateway.gateway.counts)).get("rejected.bad-senml", 0) == 0
     finally:
         site.close()
+
+
+def test_a_v2_board_whose_declaration_would_not_fit_a_frame_is_refused_before_flashing():
+    doc = load_board("esp32-devkitc")
+    assert "frame_version" not in doc and validate_board(doc) == []  # v2 by default, and it fits
+    sensor = next(s for s in doc["sensors"] if s["driver"] == "bme280")
+    for i in range(8):
+        doc["sensors"].append({**sensor, "name": f"greenhouse_climate_sensor_{i}", "address": 119})
+    problems = validate_board(doc)
+    assert len(problems) == 1 and problems[0].startswith("frame_version: 2 needs a declaration of the board's 35")
+    assert validate_board({**doc, "frame_version": 1}) == []

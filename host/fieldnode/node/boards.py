@@ -182,7 +182,19 @@ def validate_board(doc: Any) -> list[str]:
     _check_interlocks(doc, actuators, readings, problems)
     _check_rules(doc, actuators, readings, problems)
     _check_settings(doc, problems)
+    if not problems and doc.get("frame_version", 2) == 2:
+        _check_declaration(doc, problems)
     return problems
+
+
+def _check_declaration(doc: dict[str, Any], problems: list[str]) -> None:
+    """Frame format v2: the node sends its declaration in one frame, at most 512 bytes with CoAP."""
+    from .declaring import NODE_FRAME_MAX, board_readings, declaration_frame_max
+    size = declaration_frame_max(doc)
+    if size > NODE_FRAME_MAX:
+        problems.append(f"frame_version: 2 needs a declaration of the board's {len(board_readings(doc))} readings, "
+                        f"up to {size} bytes, over the node's {NODE_FRAME_MAX}-byte frame: use frame_version 1, "
+                        "or fewer readings or shorter sensor names")
 
 
 def _check_sections(doc: dict[str, Any], problems: list[str]) -> None:
