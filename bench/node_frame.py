@@ -6,6 +6,8 @@ Variants:
   ours-mpy    the same modules compiled with mpy-cross, only the .mpy on the path
   baseline    bench/peers/baseline_frame.py: dicts + a general CBOR encoder + a fresh HMAC object
               per frame (the micropython-lib way)
+  ours-v2     the same readings in frame format v2 (vector telemetry-6 of frame-v2.json): the
+              builder after declare(), short names, shortest exact values
   ours-caller FrameBuilder called from a function whose call frame MicroPython puts on the heap
               (more than 11 locals + stack slots), as app code easily is: shows what such a caller
               costs on a large heap (see firmware/lib/fnode/frame.py)
@@ -33,6 +35,7 @@ BIN = Path(sys.executable).parent
 LIB = REPO / "firmware" / "lib"
 PEERS = REPO / "bench" / "peers"
 VECTORS = REPO / "tests" / "vectors" / "frame-v1.json"
+VECTORS_V2 = REPO / "tests" / "vectors" / "frame-v2.json"
 RESULTS = REPO / "bench" / "results" / "node_frame.json"
 # what FrameBuilder imports: compiled for the ours-mpy variant
 FNODE_MODULES = ("__init__", "cbor", "cose", "frame", "hmac256", "senml")
@@ -61,6 +64,9 @@ if variant == "baseline":
 else:
     from fnode.frame import FrameBuilder
     fb = FrameBuilder(KEY, KID, ALG, BN)
+    if variant == "ours-v2":
+        fb.declare(unhexlify(ref["v2"]["did"]), dict(zip(NAMES, ref["v2"]["shorts"])))
+        ref["counter"] = ref["v2"]["counter"]
 
     def build(counter):
         fb.begin(KIND, counter, BT)
@@ -154,6 +160,28 @@ def compile_mpy(dest: Path) -> None:
                         str(LIB / "fnode" / f"{name}.py")], check=True)
 
 
+def v2_reference() -> dict:
+    """What the v2 variant needs of frame-v2.json: declaration id, short names, counter, frame."""
+    doc = json.loads(VECTORS_V2.read_text())
+    case = next(c for c in doc["frames"] if c["name"] == "telemetry-6")
+    return {"did": case["declaration_id"], "shorts": [r["n"] for r in case["records"]],
+            "counter": case["counter"], "frame": case["frame"]}
+
+
+def v2_verifies(frame: bytes) -> bool:
+    """The host's verifier takes the v2 frame and expands it to the reference readings."""
+    sys.path.insert(0, str(REPO / "host"))
+    from fieldnode.wire.frame import KIND_NAMES, Verifier
+
+    doc = json.loads(VECTORS_V2.read_text())
+    decl = next(d for d in doc["declarations"] if d["name"] == "declaration-6")
+    verifier = Verifier({bytes.fromhex(decl["kid"]): (bytes.fromhex(decl["key"]), decl["alg"])}.get,
+                        accept_kinds=KIND_NAMES)
+    verifier.verify(bytes.fromhex(decl["frame"]))
+    out = verifier.verify(frame)
+    return not out.undeclared and [r["n"] for r in out.records()] == [r[1] for r in decl["readings"]]
+
+
 def main() -> None:
     vectors = json.loads(VECTORS.read_text())
     ref = next(f for f in vectors["frames"] if f["name"] == "telemetry-6")
@@ -161,8 +189,9 @@ def main() -> None:
         tmp = Path(tmp_dir)
         # (a long argv crashes the unix port: the inputs go in a file)
         ref_json = str(tmp / "reference.json")
-        Path(ref_json).write_text(json.dumps({k: ref[k] for k in ("key", "kid", "alg", "kind", "counter", "bn", "bt",
-                                                                    "records")}))
+        v2 = v2_reference()
+        Path(ref_json).write_text(json.dumps({**{k: ref[k] for k in ("key", "kid", "alg", "kind", "counter", "bn", "bt",
+                                                                       "records")}, "v2": v2}))
         workload = tmp / "node_frame_workload.py"
         workload.write_text(WORKLOAD)
         verify_script = tmp / "node_frame_verify.py"
@@ -173,6 +202,7 @@ def main() -> None:
             "ours-mpy": [tmp / "mpy"],
             "baseline": [PEERS],
             "ours-caller": [LIB],
+            "ours-v2": [LIB],
         }
         results: dict[str, dict] = {}
         for variant, path in paths.items():
@@ -185,6 +215,11 @@ def main() -> None:
                     row["mem_free_drift_10k"] = out["mem_free_drift_10k"]
                 frame = out["frame"]
             row["frame_bytes"] = len(frame) // 2
+            if variant == "ours-v2":  # the host verifies v2 (the node never receives one)
+                row["frame_equals_vector"] = frame == v2["frame"]
+                row["verifies"] = v2_verifies(bytes.fromhex(frame))
+                results[variant] = row
+                continue
             row["frame_equals_vector"] = frame == ref["frame"]
             # every variant's frame must be a valid v1 frame with the reference readings
             frame_file = tmp / f"{variant}.hex"
@@ -193,7 +228,7 @@ def main() -> None:
             row["verifies"] = (kind, counter, bn, bt) == (ref["kind"], ref["counter"], ref["bn"], ref["bt"]) \
                 and [r[0] for r in records] == [r["n"] for r in ref["records"]]
             results[variant] = row
-        for variant in ("ours", "ours-mpy"):
+        for variant in ("ours", "ours-mpy", "ours-v2"):
             if not results[variant]["frame_equals_vector"]:
                 raise SystemExit(f"{variant}: the frame differs from vector telemetry-6")
         if not all(r["verifies"] for r in results.values()):
@@ -230,4 +265,15 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    import time
+
+    started = time.time()
     main()
+    sys.path.insert(0, str(REPO / "bench"))
+    from runs import machine, new_run_id, stamp
+
+    # Run alone: its own run record (`make bench` stamps it again with the run's).
+    stamp(RESULTS.parent, "node_frame", {
+        "id": new_run_id(), "command": ".venv/bin/python bench/node_frame.py", "machine": machine(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
+        "seconds": round(time.time() - started, 1), "quick": False})

@@ -8,6 +8,7 @@ shared machine (one quiet spell makes it), the median is what a run usually gets
 """
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from statistics import median
@@ -64,6 +65,16 @@ def node_speedup(d: dict[str, Any]) -> float:
     return _us(r["baseline"], "256K") / _us(r["ours"], "256K")
 
 
+def _node_v2_lines(d: dict[str, Any]) -> list[str]:
+    v2, ours = d["results"]["ours-v2"], d["results"]["ours"]
+    ok = v2["heap_bytes_per_frame"] <= 512 and v2["mem_free_drift_10k"] == 0
+    return [f"- Frame format v2 (`ours-v2`, {v2['frame_bytes']} B against {ours['frame_bytes']}): "
+            f"{_us(v2, '256K') / _us(ours, '256K'):.2f}× v1's time per frame (median rounds, 256K heap; on a shared "
+            f"machine the rounds spread widely, see above), {v2['heap_bytes_per_frame']:.0f} heap bytes per frame "
+            "and a drift "
+            f"of {v2['mem_free_drift_10k']} over 10k frames: ≤ 512 B and no growth {_verdict(ok)}."]
+
+
 def node_section(d: dict[str, Any]) -> list[str]:
     r = d["results"]
     ours, mpy, base = r["ours"], r["ours-mpy"], r["baseline"]
@@ -94,6 +105,7 @@ def node_section(d: dict[str, Any]) -> list[str]:
         f"**{base['heap_bytes_per_frame'] / ours['heap_bytes_per_frame']:.0f}× less**.",
         f"- Target ≤ 512 heap bytes per frame: {_verdict(heap_ok)} ({ours['heap_bytes_per_frame']:.0f} B, "
         f"source and `.mpy`). No heap growth over 10k frames: {_verdict(drift_ok)}.",
+        *(_node_v2_lines(d) if "ours-v2" in r else []),
         "- Measured on the 64-bit unix port (32-byte GC blocks), not on an ESP32.",
         "- Host CPU, not an ESP32: the ratio is the figure to carry over, not the microseconds.",
     ]
@@ -132,15 +144,129 @@ def frame_size_section(d: dict[str, Any]) -> list[str]:
                              "identity, units where known) and that CBOR carries byte for byte as JSON does; "
                              "CBOR saves "
                              "the punctuation and the float text. The envelope (key id, counter, kind, MAC) "
-                             "has no counterpart in the JSON. Reaching 40% needs frame format v2: the device "
-                             "named by its key id alone, and names and units sent once in the boot frame and "
-                             "referred to by index afterwards. That changes the decided frame format, so "
-                             "it is left for that decision; v1 is unchanged."),
+                             "has no counterpart in the JSON. " + (
+                                 "Frame format v2 (below) takes that text out of every telemetry frame."
+                                 if "v2" in d else
+                                 "Reaching 40% needs frame format v2: the device "
+                                 "named by its key id alone, and names and units sent once in the boot frame and "
+                                 "referred to by index afterwards. That changes the decided frame format, so "
+                                 "it is left for that decision; v1 is unchanged.")),
         f"- ESP-NOW: {d['esp_now_headroom_bytes']} bytes of headroom under the 250-byte limit.",
+        *(_frame_v2_lines(d) if "v2" in d else []),
+    ]
+
+
+def _fits(fits: dict[str, Any], what: str) -> str:
+    yes = [f"{link} ({f['limit']} B)" for link, f in fits.items() if f[what]]
+    no = [f"{link} ({f['limit']} B)" for link, f in fits.items() if not f[what]]
+    return f"fits {', '.join(yes) or 'none'}" + (f"; not {', '.join(no)}" if no else "")
+
+
+def _frame_v2_lines(d: dict[str, Any]) -> list[str]:
+    v2, b = d["v2"], d["v2"]["breakdown"]
+    ok = v2["frame_vs_senml_json"] <= 0.40
+    security = b["envelope_bytes"]
+    return [
+        "",
+        "### Frame format v2",
+        "",
+        "The same six readings as vector `telemetry-6` of `tests/vectors/frame-v2.json`: no base name, short "
+        "names, no units (all in the declaration, sent once per boot), values in the shortest exact encoding "
+        "(docs/frame-format.md).",
+        "",
+        "| | bytes |",
+        "|---|---:|",
+        f"| reference frame, v2 (HMAC 256/64) | {v2['frame_bytes']} |",
+        f"| of which COSE_Mac0 envelope | {b['envelope_bytes']} |",
+        f"| … protected header (alg, key id, counter, declaration id) | {b['protected_header_bytes']} |",
+        f"| … MAC | {b['mac_bytes']} |",
+        f"| of which short names (label and text) | {b['names_bytes']} |",
+        f"| of which values (label and value) | {b['values_bytes']} |",
+        f"| of which SenML structure (array and map heads, bt) | {b['structure_bytes']} |",
+        f"| v1, the same readings | {d['frame_bytes']} |",
+        f"| SenML-JSON of the same readings (as above) | {d['senml_json_bytes']} |",
+        f"| declaration ({v2['declaration_readings']} readings), once per boot | {v2['declaration_bytes']} |",
+        "",
+        f"- The v2 frame is **{v2['frame_vs_senml_json']:.1%}** of unsigned SenML-JSON "
+        f"({v2['frame_bytes'] / d['frame_bytes']:.0%} of v1). Target ≤ 40%: {_verdict(ok)}"
+        + ("." if ok else
+           f", by {v2['bytes_over_target']} B. {security} of the {v2['frame_bytes']} B are the envelope, which has "
+           "no counterpart in the JSON: the key id (8 B), the counter (4 B), the declaration id (4 B) and the MAC "
+           f"(8 B) with their labels and heads; the readings themselves take {v2['senml_cbor_payload_bytes']} B, "
+           f"{v2['senml_cbor_payload_bytes'] / d['senml_json_bytes']:.0%} of the JSON. Meeting 40% would take "
+           "security bytes off (a shorter declaration id or counter, no alg): not done."),
+        f"- Links (LoRaWAN: the largest application payload by data rate, EU863-870): v2 telemetry "
+        f"{_fits(v2['fits'], 'v2')}. The declaration {_fits(v2['fits'], 'declaration')}. "
+        "v1 " + (", ".join(f"{link}: {'fits' if fit else 'does not fit'}" for link, fit in d["v1_fits"].items())
+                 if "v1_fits" in d else "") + ".",
     ]
 
 
 STORE_TARGET = 20000
+
+
+def verify_v2_section(d: dict[str, Any]) -> list[str]:
+    rates, r = d["rounds_per_s"], d["ratios"]
+    lines = [
+        "## Gateway: verifying frame format v2",
+        "",
+        _provenance(d),
+        "",
+        f"{d['what']}: the reference frame of each version (vector `telemetry-6`), {d['frames_per_round']} a "
+        "round, in interleaved rounds. `ours v2` includes the expansion to full SenML (base name, names, units) "
+        "with the declaration known; pycose does no expansion (it knows nothing of declarations).",
+        "",
+        "| contender | frames/s (median round) | each round |",
+        "|---|---:|---|",
+    ]
+    lines += [f"| {name} | {_n(median(v))} | {_rounds(v)} |" for name, v in rates.items()]
+    lines += [
+        "",
+        f"- v2 against v1 (ours): **{r['ours_v2_vs_ours_v1']:.2f}×** the frames per second (median of the "
+        "per-round ratios): the expansion builds the full pack a v1 frame carries, and the v2 header takes the "
+        "general path.",
+        f"- Ours against pycose: **{r['ours_v2_vs_pycose_v2']:.2f}×** with v2 (expansion included), "
+        f"{r['ours_v1_vs_pycose_v1']:.2f}× with v1 in the same run.",
+    ]
+    return lines
+
+
+def spool_v2_section(d: dict[str, Any]) -> list[str]:
+    v1, v2 = d["v1"], d["v2"]
+    lines = [
+        "## Spool: frame format v2 against v1",
+        "",
+        _provenance(d),
+        "",
+        f"The firmware's spool encoder (`fnode.spool.encode`) on {v1['frames']:,} frames of the reference readings "
+        "in a random walk, the same walk for both versions: each frame stored as the spool stores it, a delta "
+        "against the last frame of its length in the segment, plus its record head.",
+        "",
+        f"| | frame bytes | flash bytes a frame | frames a segment ({v1['segment_bytes']:,} B) | frames in "
+        f"{d['board']}'s {d['budget_kb']:,} KB |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, r in (("v1", v1), ("v2", v2)):
+        lines.append(f"| {name} | {r['frame_bytes_mean']:.1f} | {r['flash_bytes_per_frame']:.1f} | "
+                     f"{r['frames_per_segment']:,} | {r['frames_in_budget']:,} |")
+    lines += [
+        "",
+        f"- v2 holds **{d['v2_vs_v1_frames']:.2f}×** the frames of v1 in the same flash. The spool's deltas "
+        "already leave out what every frame of a sensor repeats (base name, names, units): what a frame adds "
+        "in flash is what changes (counter, time, values, MAC), the same in both versions.",
+    ]
+    return lines
+
+
+def _spool_v2_summary(d: dict[str, Any]) -> str:
+    return (f"- Spool, frame format v2: {d['v2']['frames_in_budget']:,} frames in {d['budget_kb']:,} KB against "
+            f"v1's {d['v1']['frames_in_budget']:,} ({d['v2_vs_v1_frames']:.2f}×): the deltas already drop the text.")
+
+
+def _verify_v2_summary(d: dict[str, Any]) -> str:
+    r = d["ratios"]
+    return (f"- Gateway, frame format v2: verify+decode+expand {r['ours_v2_vs_ours_v1']:.2f}× v1's rate, "
+            f"{r['ours_v2_vs_pycose_v2']:.2f}× pycose's (which does no expansion).")
 
 
 _CONTENDERS = {"ours": "ours", "pycose": "pycose", "limit": "limit", "limit_pads": "limit with pads kept"}
@@ -449,9 +575,50 @@ def _node_summary(node: dict[str, Any]) -> str:
 
 
 def _frame_summary(size: dict[str, Any]) -> str:
-    return (f"- Frame: {size['frame_bytes']} B = {size['frame_vs_senml_json']:.0%} of SenML-JSON "
+    line = (f"- Frame: {size['frame_bytes']} B = {size['frame_vs_senml_json']:.0%} of SenML-JSON "
             f"(≤ 40%: {_verdict(size['frame_vs_senml_json'] <= 0.4)}); "
             f"{size['esp_now_headroom_bytes']} B under ESP-NOW's 250.")
+    if "v2" in size:
+        v2 = size["v2"]
+        line += (f" Frame format v2: {v2['frame_bytes']} B = {v2['frame_vs_senml_json']:.1%} "
+                 f"(≤ 40%: {_verdict(v2['frame_vs_senml_json'] <= 0.4)}).")
+    return line
+
+
+# One section rendered again from its own results file, when only that benchmark was run
+# (`bench/report.py --section frame_size`): (the results file, its section, its summary line).
+SECTIONS = {"frame_size": ("frame_size", lambda d: frame_size_section(d), lambda d: _frame_summary(d), "- Frame:"),
+            "node_frame": ("node_frame", lambda d: node_section(d), lambda d: _node_summary(d), "- Node:"),
+            "verify_v2": ("verify_v2", lambda d: verify_v2_section(d), lambda d: _verify_v2_summary(d),
+                          "- Gateway, frame format v2:"),
+            "spool_v2": ("spool_v2", lambda d: spool_v2_section(d), lambda d: _spool_v2_summary(d),
+                         "- Spool, frame format v2:")}
+# Where a section not yet in the document goes (before this heading), and its summary line (after
+# the line that starts so).
+_NEW_SECTION_BEFORE = {"verify_v2": "## Gateway", "spool_v2": "## Gateway: verifying frame format v2"}
+_NEW_SUMMARY_AFTER = {"verify_v2": "- Gateway verify+decode:", "spool_v2": "- Spool (esp32-devkitc):"}
+
+
+def write_section(name: str, results: Path, doc: Path = DOC) -> Path:
+    """Replaces one section (and its summary line) of docs/performance.md with what its results
+    file says now: a benchmark run alone, the rest of the document as its run left it."""
+    result, section, summary, summary_start = SECTIONS[name]
+    data = json.loads((results / f"{result}.json").read_text())
+    lines = doc.read_text().split("\n")
+    new = section(data)
+    if new[0] in lines:
+        start = lines.index(new[0])
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    else:
+        start = end = lines.index(_NEW_SECTION_BEFORE[name])
+    lines[start:end] = new + [""]
+    at = next((i for i, line in enumerate(lines) if line.startswith(summary_start)), None)
+    if at is None:
+        at = next(i for i, line in enumerate(lines) if line.startswith(_NEW_SUMMARY_AFTER[name])) + 1
+        lines.insert(at, "")
+    lines[at] = summary(data)
+    doc.write_text("\n".join(lines))
+    return doc
 
 
 def _gateway_summary(gw: dict[str, Any]) -> list[str]:
@@ -616,8 +783,11 @@ def render(data: dict[str, dict[str, Any]]) -> str:
         f"- Web page: the gateway's store rate with {data['web_live_load']['pages']} live pages open "
         f"{median(data['web_live_load']['ratios']):.3f}× the rate without (≥ {data['web_live_load']['target']}: "
         f"{_verdict(median(data['web_live_load']['ratios']) >= data['web_live_load']['target'])}).",
+        _verify_v2_summary(data["verify_v2"]),
+        _spool_v2_summary(data["spool_v2"]),
     ]
     sections = (node_section(data["node_frame"]), frame_size_section(data["frame_size"]),
+                spool_v2_section(data["spool_v2"]), verify_v2_section(data["verify_v2"]),
                 gateway_section(data["gateway"]), memory_section(data["node_memory"]),
                 flash_section(data["flash"]), spool_section(data["spool_flash"]), web_section(data["web"]),
                 web_fleet_section(data["web_fleet"]), web_live_load_section(data["web_live_load"]))
@@ -634,6 +804,9 @@ def write_report(results: Path, doc: Path = DOC) -> Path:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--section"]:
+        print(f"wrote {write_section(sys.argv[2], REPO / 'bench' / 'results')}")
+        sys.exit(0)
     try:
         print(f"wrote {write_report(REPO / 'bench' / 'results')}")
     except MixedRuns as exc:

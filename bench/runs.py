@@ -24,6 +24,8 @@ BENCHES = {
     "web": ["bench/web_chart.py"],
     "web_fleet": ["bench/web_fleet.py"],
     "web_live_load": ["bench/web_live_load.py"],
+    "verify_v2": ["bench/verify_v2.py"],
+    "spool_v2": ["bench/spool_v2.py"],
 }
 
 

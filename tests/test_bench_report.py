@@ -66,3 +66,31 @@ def test_a_run_missing_a_benchmark_is_refused(tmp_path):
 def test_one_complete_run_is_taken(tmp_path):
     data = load_one_run(_results(tmp_path, {name: "run-a" for name in BENCHES}))
     assert set(data) == set(BENCHES) and {d["run"]["id"] for d in data.values()} == {"run-a"}
+
+
+def test_frame_format_v2_size_is_computed_from_the_vector_and_judged_against_the_target(tmp_path):
+    import frame_size
+    from report import frame_size_section, write_section
+
+    v2 = frame_size.v2_figures(261)
+    vector = next(c for c in json.loads(frame_size.VECTORS_V2.read_text())["frames"] if c["name"] == "telemetry-6")
+    b = v2["breakdown"]
+    assert v2["frame_bytes"] == vector["size"] == b["envelope_bytes"] + b["names_bytes"] + b["values_bytes"] \
+        + b["structure_bytes"]
+    assert v2["frame_vs_senml_json"] == round(vector["size"] / 261, 3)
+    fits = {link: f["v2"] for link, f in v2["fits"].items()}
+    assert fits == {link: vector["size"] <= f["limit"] for link, f in v2["fits"].items()}
+    d = {"frame": "t", "frame_bytes": 192, "senml_cbor_payload_bytes": 151, "envelope_overhead_bytes": 41,
+         "senml_json_bytes": 261, "frame_vs_senml_json": 0.736, "shortest_cbor_payload_bytes": 151,
+         "required_text_bytes": 77, "v1_floor_bytes": 192, "v1_floor_vs_senml_json": 0.736, "esp_now_limit": 250,
+         "esp_now_headroom_bytes": 58, "v1_fits": {}, "v2": {**v2, "frame_vs_senml_json": 0.39},
+         "run": {"command": "c", "date": "d", "machine": "m", "seconds": 0}}
+    text = "\n".join(frame_size_section(d))
+    assert "Target ≤ 40%: met" in text.split("### Frame format v2")[1]
+    # One section of the document rendered again from its results, the rest left as it was.
+    (tmp_path / "frame_size.json").write_text(json.dumps(d))
+    doc = tmp_path / "performance.md"
+    doc.write_text("# P\n\n- Frame: old\n- Other: kept\n\n## Frame size\n\nold\n\n## Gateway\n\nkept\n")
+    out = write_section("frame_size", tmp_path, doc).read_text()
+    assert "- Other: kept" in out and out.endswith("## Gateway\n\nkept\n") and "old" not in out
+    assert "Frame format v2: 110 B = 39.0%" in out

@@ -520,6 +520,8 @@ UNITS = ("Cel", "%RH", "Pa", "A", "m/s2", "count")
 # ten value sets of the reference shape (built before measuring: the caller's floats are its own)
 VALUES = [(23.45 + i, 41.2 - i, 101325.0 + 10 * i, 0.01234 * i, 0.734 + i / 8, 1234 + i) for i in range(10)]
 fb = FrameBuilder(KEY, KID, 4)
+if VERSION == 2:  # frame format v2: the same readings under a declaration
+    fb.declare(b"\xf2\xe6\x75\x38", {NAMES[i]: "abcdef"[i] for i in range(6)})
 
 def build(counter):
     fb.begin(0, counter, 1764057600 + counter)
@@ -530,37 +532,52 @@ def build(counter):
 """
 
 
-def test_builder_allocates_at_most_512_bytes_per_frame(micropython):
-    out = micropython.eval_json(MP_REFERENCE + r"""
+# v2: the last frame measured has loop1 = 0.0, an integer (1 byte) in v2: 4 bytes under the 110 of
+# the reference frame (tests/vectors/frame-v2.json)
+@pytest.mark.parametrize(("version", "last_size"), [(1, 192), (2, 106)])
+def test_builder_allocates_at_most_512_bytes_per_frame(micropython, version, last_size):
+    out = micropython.eval_json(f"VERSION = {version}\n" + MP_REFERENCE + r"""
 import json, hashlib
 
 def measure():
     gc.collect()
     gc.disable()
     before = gc.mem_alloc()
+    last = 0
+    resized = 0  # frames whose size differs from the one before: the builder's views are remade
     for c in range(1, 1001):
         frame = build(c)
+        if len(frame) != last:
+            resized += 1
+            last = len(frame)
     per_frame = (gc.mem_alloc() - before) / 1000
     before = gc.mem_alloc()
     hashlib.sha256(b"").digest()
     one_sha_and_digest = gc.mem_alloc() - before
+    before = gc.mem_alloc()
+    frame[1:2]
+    view = gc.mem_alloc() - before
     gc.enable()
-    return [per_frame, one_sha_and_digest, len(frame)]
+    return [per_frame, one_sha_and_digest, len(frame), resized, view]
 
 print(json.dumps(measure()))
 """)
-    per_frame, sha_and_digest, size = out
-    assert size == 192  # the reference frame (telemetry-6 shape)
+    per_frame, sha_and_digest, size, resized, view = out
+    assert size == last_size  # the reference frame's shape
     assert per_frame <= 512, f"{per_frame} bytes per frame"
-    # what HMAC itself must allocate (two sha256 objects, two digests) is nearly all of it
-    assert per_frame <= 2 * sha_and_digest + 8, (per_frame, sha_and_digest)
+    # what HMAC itself must allocate (two sha256 objects, two digests) is nearly all of it; the
+    # rest is the builder's three views into its buffer, made again when a frame's size changes
+    # (v1's float32 values keep one size; v2's shortest values change it with the values)
+    assert (version == 1) == (resized == 1)
+    assert per_frame <= 2 * sha_and_digest + 8 + resized * 3 * view / 1000, (per_frame, sha_and_digest, resized)
 
 
-def test_finish_keeps_call_frames_off_the_heap(micropython):
+@pytest.mark.parametrize("version", [1, 2])
+def test_finish_keeps_call_frames_off_the_heap(micropython, version):
     # MicroPython puts a call frame of more than 11 slots on the heap; one that is live while HMAC
     # allocates its sha256 objects pins the allocator's search start and slows every later
     # allocation (frame.py). A probe in place of sha256 reads the heap when HMAC allocates.
-    out = micropython.eval_json(MP_REFERENCE + r"""
+    out = micropython.eval_json(f"VERSION = {version}\n" + MP_REFERENCE + r"""
 import json, hashlib
 from fnode import hmac256
 readings = [0, 0, 0]
@@ -661,7 +678,7 @@ def measure(frames):
     frame[1:2]
     view = gc.mem_alloc() - a
     gc.enable()
-    return [own, sha_and_digest, view, node.counter.next - first]
+    return [own, sha_and_digest, view, node.counter.next - first, frame[3]]
 
 for s in sensors:  # names encoded, lists and dicts at their size
     node.sample(s)
@@ -670,21 +687,23 @@ print(json.dumps(measure(40)))
 """
 
 
-def test_the_telemetry_path_allocates_only_hmac_and_the_queued_copy(micropython):
+@pytest.mark.parametrize("version", [1, 2])
+def test_the_telemetry_path_allocates_only_hmac_and_the_queued_copy(micropython, version):
     # Before: a bound method per sample (rules' emit), a list per sample (enforce_interlocks), a
     # tuple per frame (the counter read back with struct.unpack_from).
     from fieldnode.node.boards import load_board
-    from fieldnode.infra.paths import BOARDS_DIR, SIMHAL_DIR
+    from fieldnode.infra.paths import SIMHAL_DIR
     from fieldnode.sim.fleet import devices_for_board
     from fieldnode.sim.vnode import VirtualNode
 
     doc = load_board("virtual")
-    (micropython.tmp / "board.json").write_text((BOARDS_DIR / "virtual.json").read_text())
+    (micropython.tmp / "board.json").write_text(json.dumps({**doc, "frame_version": version}))
     VirtualNode(micropython.tmp / "node", "02f1e1ee0001", board="virtual", devices=devices_for_board(doc),
                 firmware_lib=None)  # its sim.json: the emulated chips behind the board's sensors
-    own, sha_and_digest, view, frames = micropython.eval_json(
+    own, sha_and_digest, view, frames, header_size = micropython.eval_json(
         MP_TELEMETRY_PATH, path=[SIMHAL_DIR], env={"FIELDNODE_SIM_NODE": str(micropython.tmp / "node")})
     assert frames == 40  # one telemetry frame a sample: no event frame in the measurement
+    assert header_size == {1: 0x19, 2: 0x1D}[version]  # the protected header of a v1 or v2 frame
     own.sort()
     median = own[len(own) // 2]  # the simulated world is re-read now and then, in either window
     # Beyond the queue's copy of the frame, only the frame builder's own: what HMAC must allocate

@@ -45,7 +45,12 @@ def records(frame: Frame) -> dict:
 
 def made(site: Site, node: VirtualNode, since: int = 0) -> list[Frame]:
     """The frames the node printed on its console after an output offset, verified."""
-    verifier = Verifier(Keystore.load(site.keys).lookup)
+    keys = Keystore.load(site.keys).lookup
+    learner = Verifier(keys)  # frame format v2: the declarations the node printed since it started
+    for line in console_since(node).split(b"\n")[:-1]:
+        if line.startswith(b"FN1 ") and (frame := frame_from_line(line)) and frame[2:4] == b"\x58\x19":
+            learner.verify(frame)
+    verifier = Verifier(keys, declarations=learner.declarations)
     lines = console_since(node, since).split(b"\n")[:-1]  # the last one may be half written
     return [verifier.verify(frame_from_line(line)) for line in lines if line.startswith(b"FN1 ")]
 

@@ -156,3 +156,32 @@ def test_install_twice_and_mistakes_are_one_line(tmp_path):
         errors = [line for line in proc.stderr.splitlines() if "error:" in line]
         assert proc.returncode == 2 and len(errors) == 1 and expected in errors[0], proc.stderr
         assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_frame_format_v2_shows_its_declaration_id_and_short_names(tmp_path):
+    from fieldnode.node.keystore import make_kid
+    from fieldnode.wire.framev2 import Reading, build_declaration, build_telemetry_v2
+
+    nodes = Nodes(tmp_path / "keys.json", n=1)
+    key, kid = nodes.keys[nodes.devices[0]], make_kid(nodes.devices[0], 1)
+    decl, did = build_declaration(key, kid, 4, 1, [Reading("a", "temp", "Cel", "env")])
+    pcap = tmp_path / "v2.pcap"
+    with GatewayThread(nodes.keystore(), tmp_path / "gw.db", ("127.0.0.1", 0), health_interval=0.2) as gt:
+        dump = Tcpdump(pcap, [gt.address[1]])
+        client = Client(gt.address)
+        assert client.post(decl).code == coap.CHANGED
+        assert client.post(build_telemetry_v2(key, kid, 4, 2, did, 1764057600, [{"n": "a", "v": 21.5}])).code \
+            == coap.CHANGED
+        client.close()
+        dump.stop()
+        port = gt.address[1]
+    env = {**os.environ, "HOME": str(tmp_path / "empty-home"), "PYTHONPATH": os.pathsep.join(sys.path)}
+    path = subprocess.run([*CLI, "wireshark", "--path"], capture_output=True, text=True, timeout=60,
+                          env=env).stdout.strip()
+    layers = [layer["fieldnode"] for layer in tshark_json(pcap, env, "-X", f"lua_script:{path}", "-o",
+                                                         f"fieldnode.port:{port}") if "fieldnode" in layer]
+    declaration, telemetry = layers
+    assert values(declaration, "fieldnode.kind") == ["5"]
+    assert values(telemetry, "fieldnode.declaration") == [":".join(f"{b:02x}" for b in did)]
+    assert values(telemetry, "fieldnode.record.name") == ["a"]
+    assert values(telemetry, "fieldnode.record.value") == ["21.5"]

@@ -27,7 +27,8 @@ COSE_MAC0 = 17  # RFC 9052 §4.2: the CBOR tag of COSE_Mac0
 # RFC 9052 §3.1 common header labels; -65537 is ours (frame-format.md, a private-use label)
 ALG, KID, PARTIAL_IV, KIND = 1, 4, 6, -65537
 TAG_BYTES = {4: 8, 5: 32}  # RFC 9053 §3.1: HMAC 256/64 and HMAC 256/256
-KINDS = range(5)  # telemetry, event, boot, command, ack
+KINDS = range(6)  # telemetry, event, boot, command, ack, declaration (v2; its payload is not
+# SenML: tests/test_frame_v2.py checks it)
 
 # RFC 8428 §6, Table 4: the SenML CBOR labels.
 BVER, BN, BT, BU, BV, BS = -1, -2, -3, -4, -5, -6

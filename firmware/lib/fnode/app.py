@@ -31,6 +31,7 @@ UPLINK_STALL_MS = 60000  # board "uplink_stall_s"; the uplink's longest quiet sp
 watchdog = None  # the running machine.WDT: `fieldnode flash --app-only` feeds it from the raw REPL
 # Default store-and-forward bound (board "spool_frames"); its flash: board "spool_kb" (docs/firmware.md).
 SPOOL_FRAMES = 65536
+FRAME_VERSION = 2  # board "frame_version": new nodes send frame format v2 (docs/frame-format.md)
 _RESET_NAMES = (
     ("PWRON_RESET", "power_on"), ("HARD_RESET", "hard"), ("WDT_RESET", "watchdog"),
     ("DEEPSLEEP_RESET", "deepsleep"), ("SOFT_RESET", "soft"),
@@ -113,6 +114,28 @@ class Node:
         self.started = time.ticks_ms()
         self.stall_ms = board.get("uplink_stall_s", UPLINK_STALL_MS // 1000) * 1000
         self.heap = Heap(board.get("low_heap_bytes", LOW_HEAP_BYTES))  # after the drivers: what is left
+        self.v2 = board.get("frame_version", FRAME_VERSION) == 2
+        if self.v2:
+            self.declaration_frame(declare_only=True)
+
+    def declaration_frame(self, declare_only=False):
+        # Frame format v2: every reading (the sensors', then the health frame's) has its short name,
+        # and telemetry refers to the declaration by its id. Made at boot and again whenever the
+        # gateway asks for it (Uplink.on_need_declaration): fnode.declare is imported for it and
+        # forgotten after it, and the declaration is made again each time from the sensors (the
+        # same bytes), so neither stays on the heap between times.
+        before = set(sys.modules)
+        try:
+            from fnode import declare
+            readings = declare.readings(self.sensors, declare.HEALTH)
+            payload = declare.payload(readings)
+            if declare_only:
+                self.builder.declare(declare.declaration_id(payload), declare.shorts(readings))
+                return None
+            cfg = self.cfg
+            return declare.frame(cfg.key(), cfg.kid(), cfg.alg(), self.counter.take(), payload)
+        finally:
+            forget_modules(before)
 
     def boot_frame(self):
         b = self.builder
@@ -437,6 +460,9 @@ async def main():
     node = Node(board, cfg, uplink)
     uplink.on_event = node.emit_event
     uplink.submit(node.boot_frame())
+    if node.v2:
+        uplink.submit(node.declaration_frame())
+        uplink.on_need_declaration = node.declaration_frame
     if bad_gateway:
         node.emit_event("config.bad-gateway")
     if node.commands is not None:

@@ -34,6 +34,7 @@ CHANGED = const(68)  # 2.04 stored
 VALID = const(67)  # 2.03 already stored
 BAD_REQUEST = const(128)  # 4.00, reason in the diagnostic payload
 UNAUTHORIZED = const(129)  # 4.01 (unknown-kid, bad-mac)
+UNPROCESSABLE = const(150)  # 4.22 (RFC 8132): need-declaration (frame format v2)
 CONTENT_FORMAT_COSE = const(17)
 
 # parse() results that are not response codes

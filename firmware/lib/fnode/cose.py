@@ -1,4 +1,4 @@
-# COSE_Mac0 (RFC 9052) as frame format v1 uses it (docs/frame-format.md): the node's protected
+# COSE_Mac0 (RFC 9052) as frame formats v1 and v2 use it (docs/frame-format.md): the node's protected
 # header template, the MAC over MAC_structure fed piecewise from the frame buffer, and the
 # rejection reasons. The verification of received frames is fnode.command.verify, loaded only
 # while a command is read (docs/firmware.md, "Memory budget").
@@ -15,7 +15,8 @@ KIND_EVENT = const(1)
 KIND_BOOT = const(2)
 KIND_COMMAND = const(3)
 KIND_ACK = const(4)
-KIND_MAX = const(4)
+KIND_MAX = const(4)  # the last kind with a SenML payload (what FrameBuilder builds)
+KIND_DECLARATION = const(5)  # v2: the readings' short names, names, units and sensors (fnode.declare)
 
 # The protected header as a bstr with its head: 58 19 a4 01 <alg> 04 48 <kid:8> 06 44
 # <counter:4> 3a 00 01 00 00 <kind>
@@ -24,7 +25,11 @@ _ALG_AT = const(4)
 _KID_AT = const(7)
 _COUNTER_AT = const(17)
 _KIND_AT = const(26)
-# The counter's offset in a frame: d1 84 (tag 17, array of 4), then the protected header above.
+# v2 telemetry: the kind's label and value give way to the declaration id (label -65538, 4 bytes):
+# 58 1d a4 01 <alg> 04 48 <kid:8> 06 44 <counter:4> 3a 00 01 00 01 44 <declaration id:4>
+PROTECTED_V2_SIZE = const(31)
+DECLARATION_ID_SIZE = const(4)
+# The counter's offset in a frame (the same in v1 and v2): d1 84 (tag 17, array of 4), then the protected header above.
 # The one definition on the node: the uplink and the spool read a frame's counter with counter_of.
 _FRAME_COUNTER_AT = const(2 + _COUNTER_AT)
 
@@ -60,6 +65,21 @@ def protected(alg, kid):
     p[_ALG_AT] = alg
     p[_KID_AT:_KID_AT + 8] = kid
     return p
+
+
+def protected_v2(alg, kid, did):
+    """The protected header bstr of the node's v2 telemetry (31 bytes, counter 0 until set_counter)."""
+    if len(did) != DECLARATION_ID_SIZE:
+        raise ValueError("cose: declaration id must be 4 bytes")
+    p = protected(alg, kid)
+    p[1] = PROTECTED_V2_SIZE - 2
+    p[_KIND_AT - 1] = 0x01  # label -65538 (3a 00 01 00 01) where v1 has -65537
+    p[_KIND_AT] = 0x44  # bstr(4)
+    return p + did
+
+
+def set_counter(prot, counter):
+    pack_into(">I", prot, _COUNTER_AT, counter)
 
 
 def counter_of(frame):

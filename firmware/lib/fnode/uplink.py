@@ -2,7 +2,8 @@
 # confirmable CoAP POST (RFC 7252), one outstanding at a time, retransmitted with RFC 7252's
 # backoff. A frame leaves the queue only when the gateway's response says it was committed
 # (2.xx) or refused for good (4.xx; not 4.01 unknown-kid: the gateway lacks the key, which a
-# restart with the right keys mends, so the frame is kept and sent again after a backoff).
+# restart with the right keys mends, so the frame is kept and sent again after a backoff; nor
+# 4.22 need-declaration: a frame format v2 node's declaration goes first, then the frame again).
 # With a spool, a frame waits in RAM for its answer and goes to flash if none comes promptly;
 # its console line is printed when it is answered or in flash, so every printed frame survives
 # a power cut (fnode.spool, docs/firmware.md). An Uplink without a spool keeps a few in RAM and
@@ -21,11 +22,13 @@ from fnode.cose import counter_of
 
 _RAM_SLOTS = const(8)
 _FRAME_MAX = const(512)  # the node's frames come from fnode.frame.FrameBuilder's 512-byte buffer
+_SUCCESS = const(0x40)  # response codes 2.00 and above
 _SERVER_ERROR = const(0xA0)  # response codes 5.00 and above: the gateway could not store, try later
 _CONSOLE_PREFIX = b"FN1 "
 _RX_MAX = const(1280)  # the largest datagram read: an IPv6 minimum MTU's worth, as RFC 7252 §4.6 sizes them
 _LINK_POLL_MS = const(250)  # the Wi-Fi driver has no event to wait on: its status is read this often
 _UNKNOWN_KID = b"unknown-kid"
+_NEED_DECLARATION = b"need-declaration"
 KEY_RETRY_MAX_MS = 30000  # default bound of the backoff while the gateway does not know the key
 BACKOFF_MAX_MS = 30000  # default bound of the backoff while the gateway is silent (board "uplink_backoff_max_s")
 _BEAT_MS = const(10000)  # a long backoff still shows the watchdog signs of life this often
@@ -54,6 +57,7 @@ class Uplink:
         self.backoff_max_ms = BACKOFF_MAX_MS
         self.on_event = None  # called (event, name, unit, value) to send an event frame
         self.on_idle = None  # called when everything queued has been sent (the spool is empty)
+        self.on_need_declaration = None  # v2: -> a new declaration frame, when the gateway asks for it
         self.unknown_kid = 0  # 4.01 unknown-kid answers since the gateway last took a frame
         self.unknown_since = None  # ticks_ms of the first of them (aged: at most 3.1 days back)
         self._queued = asyncio.Event()  # set by submit(): the sender and the spool's task wake on it
@@ -114,6 +118,10 @@ class Uplink:
                 self._key_unknown(head[0], backoff)
                 await self._pause(backoff)
                 continue
+            if code == coap.UNPROCESSABLE and self.on_need_declaration is not None \
+                    and self._reason() == _NEED_DECLARATION:
+                backoff = await self._declare(backoff)
+                continue
             backoff = 0
             if code < coap.BAD_REQUEST and code != coap.RESET:
                 self._key_known()
@@ -123,10 +131,27 @@ class Uplink:
             else:
                 self.acked += 1
                 self.last_ok = time.ticks_ms()
-            if self.ram and self.ram[0][0] == head[0]:
-                self.ram.pop(0)
-            elif self.spool is not None:
-                self.spool.drop(head[0])
+            self._drop(head[0])
+
+    def _drop(self, counter):
+        # The frame at the head is answered for good: it leaves the queue.
+        if self.ram and self.ram[0][0] == counter:
+            self.ram.pop(0)
+        elif self.spool is not None:
+            self.spool.drop(counter)
+
+    async def _declare(self, backoff):
+        # The gateway lacks the declaration the frame at the head refers to (frame format v2): the
+        # frame stays, a new declaration goes at once, out of the queue (queued, it would wait
+        # behind the frame that needs it), then the frame again. -> the backoff to keep.
+        frame = self.on_need_declaration()
+        self._print(frame)
+        code = await self.exchange(frame)
+        if code is not None and _SUCCESS <= code < coap.BAD_REQUEST:  # 2.xx: the gateway holds it
+            return 0
+        backoff = min(backoff * 2 or 1000, self.backoff_max_ms)
+        await self._pause(backoff)
+        return backoff
 
     def _reason(self):
         # The diagnostic payload of the answer exchange() returned (the reason of a 4.xx).

@@ -10,6 +10,7 @@ from pathlib import Path
 from ..infra.errors import FieldnodeError
 from ..node.keystore import Keystore
 from ..infra.paths import default_keystore
+from ..wire.declaration import DeclarationBook, parse_declaration
 
 
 def add_keys_option(parser: argparse.ArgumentParser, what: str = "keystore", **kwargs) -> None:
@@ -25,6 +26,22 @@ def read_keys(args: argparse.Namespace) -> Keystore:
     """The keystore a command reads: a file that does not exist is the same error for every
     command (a mistyped --keys must not look like an empty keystore)."""
     return Keystore.load(keys_path(args), must_exist=True)
+
+
+def add_declarations_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", type=Path, metavar="PATH", default=None,
+                        help="a gateway database to take frame format v2 declarations from, so that v2 "
+                        "telemetry whose declaration is not in the input is shown with full names")
+
+
+def read_declarations(args: argparse.Namespace) -> DeclarationBook:
+    """The v2 declarations a command starts with: those in --db, or none."""
+    book = DeclarationBook()
+    if getattr(args, "db", None) is not None:
+        from ..store.sqlite.declarations import read_declarations as stored
+        for device, payload in stored(args.db):
+            book.add(device, parse_declaration(payload))
+    return book
 
 
 def check_writable(path: Path, consequence: str, create_dir: bool = False) -> None:

@@ -37,6 +37,7 @@ from ..store.sqlite.shards import attach_shards, create_shards
 from ..store.sqlite.writer import Store
 from ..wire import coap
 from ..wire.frame import NODE_KINDS, Frame, FrameRejected, ReplayWindow, Verifier, parse_protected, split_envelope
+from ..wire.declaration import parse_declaration
 from .events import GatewayEvent, format_source
 from .exchange import PENDING, MessageCache, check_request
 from .handover import HandedOverProtocol, Handover, bind_receiver
@@ -54,6 +55,10 @@ _UNAUTHORIZED = frozenset(("unknown-kid", "bad-mac"))
 _CF_COSE = ((coap.CONTENT_FORMAT, coap.encode_uint(coap.CONTENT_FORMAT_COSE_MAC0)),)
 _MAX_AGE_RETRY = ((coap.MAX_AGE, coap.encode_uint(5)),)
 REJECTIONS_A_ROUND = 100
+# Frame format v2 telemetry under a declaration the gateway does not hold: 4.22 Unprocessable
+# Entity (RFC 8132), well-formed and authenticated but not processable as it is; the node sends
+# its declaration, then the frame again (docs/frame-format.md, "Unknown declaration").
+NEED_DECLARATION = b"need-declaration"
 
 
 @dataclass(slots=True)
@@ -169,14 +174,7 @@ class Gateway:
             if self.workers > 1:  # every shard there before any worker attaches the others
                 await self._loop.run_in_executor(self._executor, create_shards, self.db_path, self.workers)
             await self._loop.run_in_executor(self._executor, self._store.open)
-            restored = await self._loop.run_in_executor(self._executor, lambda: list(self._store.replay_state()))
-            for kid, highest, stored in restored:
-                self._window.restore(kid, highest)
-                # Counters in the window that never arrived stay acceptable after a restart.
-                for c in range(max(1, highest - ReplayWindow.SIZE + 1), highest + 1):
-                    if c not in stored:
-                        self._window.forget(kid, c)
-            self.restored_devices = len(restored)
+            await self._restore()
             self._reader = connect(self._store.own_path)
             self._reader_schemas = ["main"] + attach_shards(self._reader, self.db_path, self.worker)
             if self.workers > 1:
@@ -206,6 +204,20 @@ class Gateway:
             self._publisher.start()
         self._housekeeping = asyncio.create_task(self._housekeeping_loop())
         return self
+
+    async def _restore(self) -> None:
+        """What the store remembers across a restart: each key id's replay window, and the
+        declarations of frame format v2 nodes."""
+        restored = await self._loop.run_in_executor(self._executor, lambda: list(self._store.replay_state()))
+        for kid, highest, stored in restored:
+            self._window.restore(kid, highest)
+            # Counters in the window that never arrived stay acceptable after a restart.
+            for c in range(max(1, highest - ReplayWindow.SIZE + 1), highest + 1):
+                if c not in stored:
+                    self._window.forget(kid, c)
+        self.restored_devices = len(restored)
+        for device, payload in await self._loop.run_in_executor(self._executor, self._store.declarations):
+            self._verifier.declarations.add(device, parse_declaration(payload))
 
     def _mqtt_extras(self) -> tuple[MqttExtra, ...]:
         """Availability always; discovery and the command topic when asked for. Commands live in
@@ -321,7 +333,7 @@ class Gateway:
         if self._retransmission(msg, key, addr) or self._refused_request(msg, addr):
             return
         frame = self._verify(msg, addr)
-        if frame is not None:
+        if frame is not None and not self._undeclared(msg, addr, frame):
             self._replay_window(msg, key, addr, frame)
 
     def _take_handed_over(self, data: bytes, addr: Any) -> None:
@@ -398,12 +410,23 @@ class Gateway:
             self._finish("failed", addr, reason="internal-error", code=coap.INTERNAL_SERVER_ERROR)
         return None
 
+    def _undeclared(self, msg: coap.Message, addr: Any, frame: Frame) -> bool:
+        """v2 telemetry whose declaration the gateway lacks: not stored (its counter stays free),
+        answered 4.22 need-declaration."""
+        if not frame.undeclared:
+            return False
+        self._answer(msg, addr, coap.UNPROCESSABLE_ENTITY, NEED_DECLARATION)
+        self._finish("rejected", addr, reason="need-declaration", code=coap.UNPROCESSABLE_ENTITY, frame=frame,
+                     detail=f"declaration {frame.declaration.hex()} unknown: asked for it")
+        return True
+
     def _replay_window(self, msg: coap.Message, key: tuple, addr: Any, frame: Frame) -> None:
         """Replay window: a new frame joins the batch; the same frame again waits with it or is
         answered 2.03; another frame with a taken counter is a replay."""
         device, kid, counter = frame.kid[:6], frame.kid, frame.counter
         wkey = (kid, counter)
-        if self._window.accept(kid, counter):
+        # A declaration (frame format v2) is outside the window: the store keeps it by its id.
+        if (frame.declared is not None and wkey not in self._waiting) or self._window.accept(kid, counter):
             waiting = _Waiting(StoreItem(frame, msg.payload, time.time(), format_source(addr),
                                          self._keys.name(device)), [(msg, addr)])
             self._waiting[wkey] = waiting

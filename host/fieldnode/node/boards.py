@@ -182,7 +182,19 @@ def validate_board(doc: Any) -> list[str]:
     _check_interlocks(doc, actuators, readings, problems)
     _check_rules(doc, actuators, readings, problems)
     _check_settings(doc, problems)
+    if not problems and doc.get("frame_version", 2) == 2:
+        _check_declaration(doc, problems)
     return problems
+
+
+def _check_declaration(doc: dict[str, Any], problems: list[str]) -> None:
+    """Frame format v2: the node sends its declaration in one frame, at most 512 bytes with CoAP."""
+    from .declaring import NODE_FRAME_MAX, board_readings, declaration_frame_max
+    size = declaration_frame_max(doc)
+    if size > NODE_FRAME_MAX:
+        problems.append(f"frame_version: 2 needs a declaration of the board's {len(board_readings(doc))} readings, "
+                        f"up to {size} bytes, over the node's {NODE_FRAME_MAX}-byte frame: use frame_version 1, "
+                        "or fewer readings or shorter sensor names")
 
 
 def _check_sections(doc: dict[str, Any], problems: list[str]) -> None:
@@ -351,6 +363,8 @@ def _check_settings(doc: dict[str, Any], problems: list[str]) -> None:
     health = doc.get("health_s", 300)
     if not isinstance(health, (int, float)) or isinstance(health, bool) or health <= 0:
         problems.append("health_s: a positive number of seconds (how often the node sends its heap readings)")
+    if doc.get("frame_version", 2) not in (1, 2) or type(doc.get("frame_version", 2)) is not int:
+        problems.append("frame_version: 1 or 2 (the frame format the node sends; docs/frame-format.md)")
     low = doc.get("low_heap_bytes", 16384)
     if type(low) is not int or low < 0:
         problems.append("low_heap_bytes: a whole number of bytes, 0 or more (free heap below it raises heap.low)")

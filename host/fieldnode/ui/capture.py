@@ -8,16 +8,17 @@ from typing import BinaryIO, TextIO
 from ..node.keystore import Keystore
 from ..wire.capturerender import datagram_json, datagram_line, problem_json, problem_line
 from ..wire.capturesummary import CaptureSummary
+from ..wire.declaration import DeclarationBook
 from ..wire.exchanges import REJECTED, REQUEST, ExchangeTracker
 from ..wire.pcap import CaptureProblem, CaptureReader
 
 
 def decode_capture(stream: BinaryIO, head: bytes, keys: Keystore, out: TextIO, *, port: int,
-                   as_json: bool, silent_after: float) -> int:
+                   as_json: bool, silent_after: float, declarations: DeclarationBook | None = None) -> int:
     """Shows the capture; exit status 1 if a frame was refused or the capture is damaged."""
     names = {entry.device: entry.name for entry in keys if entry.name}
     reader = CaptureReader(stream, head, port)
-    tracker = ExchangeTracker(keys.lookup)
+    tracker = ExchangeTracker(keys.lookup, declarations=declarations)
     summary = CaptureSummary(names=names, silent_after=silent_after)
     failed = False
     try:

@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..wire.frame import Frame
+from ..wire.render import UNDECLARED
 
 SPARK = "▁▂▃▄▅▆▇█"
 HISTORY = 24
@@ -70,20 +71,21 @@ class LiveState:
         now = time.time() if now is None else now
         self.frames += 1
         node = self.node_label(frame.device)
-        if frame.kind_name in ("event", "boot", "ack"):
-            text = " ".join(f"{r['n']}={r.get('v', r.get('vs', r.get('vb', r.get('err'))))}"
-                            for r in frame.records())
+        if frame.kind_name in ("event", "boot", "ack", "declaration"):
+            text = " ".join(f"{r['n']}={r.get('v', r.get('vs', r.get('vb', r.get('err'))))}" if "short" not in r
+                            else f"{r['short']}={r['n']}" for r in frame.records())
             self.events.append(f"{time.strftime('%H:%M:%S', time.localtime(now))} {node} "
                                f"{frame.kind_name}: {text}")
             if frame.kind_name != "event":
                 return
+        mark = UNDECLARED if frame.undeclared else ""  # v2 short names: the declaration is unknown
         for rec in frame.records():
             if rec["n"] == "event":
                 continue
-            key = (node, rec["n"])
+            key = (node, rec["n"] + mark)
             row = self.rows.get(key)
             if row is None:
-                row = self.rows[key] = ReadingRow(node, rec["n"])
+                row = self.rows[key] = ReadingRow(node, rec["n"] + mark)
             row.unit = rec.get("u", row.unit)
             row.counter = frame.counter
             row.updated = now

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from ..wire.console import BadFrameLine, frame_from_line
 from ..infra.errors import FieldnodeError
 from ..wire.frame import KIND_NAMES, Frame, FrameRejected, ReplayWindow, Verifier
+from ..wire.declaration import DeclarationBook
 from ..wire.hostport import format_hostport
 from ..node.keystore import Keystore
 from ..node.serialsource import console_lines
@@ -25,8 +26,9 @@ class Event:
 class Intake:
     """Verifies what a source delivers; shared by monitor and the demo's live view."""
 
-    def __init__(self, keys: Keystore) -> None:
-        self.verifier = Verifier(keys.lookup, ReplayWindow(), accept_kinds=KIND_NAMES)
+    def __init__(self, keys: Keystore, declarations: DeclarationBook | None = None) -> None:
+        # Frame format v2: the declarations given (a gateway database's) and those seen since.
+        self.verifier = Verifier(keys.lookup, ReplayWindow(), accept_kinds=KIND_NAMES, declarations=declarations)
 
     def from_frame(self, data: bytes) -> Event:
         try:

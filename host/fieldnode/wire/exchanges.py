@@ -15,6 +15,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from . import coap
+from .declaration import DeclarationBook
 from .frame import (KIND_COMMAND, NODE_KINDS, Frame, FrameRejected, KeyLookup, ReplayWindow, Verifier,
                     parse_unverified)
 from .pcap import Datagram, Endpoint
@@ -77,8 +78,10 @@ class Exchange:
 class ExchangeTracker:
     """Feed it the datagrams in capture order; observe() says what each one is."""
 
-    def __init__(self, key_lookup: KeyLookup, lifetime: float = EXCHANGE_LIFETIME) -> None:
-        self._uplink = Verifier(key_lookup, ReplayWindow(), accept_kinds=NODE_KINDS)
+    def __init__(self, key_lookup: KeyLookup, lifetime: float = EXCHANGE_LIFETIME,
+                 declarations: DeclarationBook | None = None) -> None:
+        # declarations: frame format v2's DeclarationBook to start from (decode --db); those seen join it.
+        self._uplink = Verifier(key_lookup, ReplayWindow(), accept_kinds=NODE_KINDS, declarations=declarations)
         self._downlink = Verifier(key_lookup, ReplayWindow(), accept_kinds=(KIND_COMMAND,))
         self._lifetime = lifetime
         self._by_mid: OrderedDict[tuple[Endpoint, Endpoint, int], Exchange] = OrderedDict()

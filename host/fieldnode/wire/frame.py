@@ -1,9 +1,11 @@
-"""Frame format v1 on the host: verify and decode COSE_Mac0 + SenML-CBOR frames, and build them.
+"""Frame formats v1 and v2 on the host: verify and decode COSE_Mac0 + SenML-CBOR frames, build v1.
 
 docs/frame-format.md is the contract. Verification is the gateway's hot path, so the envelope is
 split by hand (the node's layout is fixed) and only the parts that carry meaning are decoded:
 the protected header and the payload, each once with cbor2. Frames in another valid encoding
-(other COSE libraries) take a slower path through cbor2 for the whole envelope.
+(other COSE libraries) take a slower path through cbor2 for the whole envelope. Frame format v2
+(declarations, compact telemetry and its expansion to full SenML) is framev2.py; the Verifier
+takes both versions.
 """
 from __future__ import annotations
 
@@ -23,10 +25,11 @@ ALG_HMAC_256_64 = 4
 ALG_HMAC_256_256 = 5
 TAG_LENGTH = {ALG_HMAC_256_64: 8, ALG_HMAC_256_256: 32}
 LABEL_ALG, LABEL_KID, LABEL_PARTIAL_IV, LABEL_KIND = 1, 4, 6, -65537
+LABEL_DECLARATION = -65538  # v2 telemetry: the id of the declaration its short names refer to
 
-KIND_TELEMETRY, KIND_EVENT, KIND_BOOT, KIND_COMMAND, KIND_ACK = 0, 1, 2, 3, 4
-KIND_NAMES = {0: "telemetry", 1: "event", 2: "boot", 3: "command", 4: "ack"}
-NODE_KINDS = frozenset((KIND_TELEMETRY, KIND_EVENT, KIND_BOOT, KIND_ACK))
+KIND_TELEMETRY, KIND_EVENT, KIND_BOOT, KIND_COMMAND, KIND_ACK, KIND_DECLARATION = 0, 1, 2, 3, 4, 5
+KIND_NAMES = {0: "telemetry", 1: "event", 2: "boot", 3: "command", 4: "ack", 5: "declaration"}
+NODE_KINDS = frozenset((KIND_TELEMETRY, KIND_EVENT, KIND_BOOT, KIND_ACK, KIND_DECLARATION))
 
 # SenML labels (RFC 8428 Table 4) and ours.
 SENML_BN, SENML_BT, SENML_N, SENML_U, SENML_V, SENML_VS, SENML_VB, SENML_T = -2, -3, 0, 1, 2, 3, 4, 6
@@ -35,7 +38,7 @@ _VALUE_LABELS = (SENML_V, SENML_VS, SENML_VB)
 
 REASONS = (
     "oversized", "bad-cbor", "not-cose-mac0", "bad-header", "unsupported-alg", "unknown-kid",
-    "bad-mac", "replay", "bad-senml", "device-mismatch", "wrong-kind", "unstorable",
+    "bad-mac", "replay", "bad-senml", "device-mismatch", "wrong-kind", "unstorable", "bad-declaration",
 )
 
 # cbor2's C decoder leaks ~800 bytes each time a text string is not valid UTF-8 and it raises
@@ -210,22 +213,58 @@ def _parse_node_protected(buf: bytes, offset: int) -> tuple[int, bytes, int, int
 
 def parse_protected(protected: bytes) -> tuple[int, bytes, int, int]:
     """(alg, kid, counter, kind) from the protected header bytes."""
+    return parse_header(protected)[:4]
+
+
+def parse_header(protected: bytes) -> tuple[int, bytes, int, int, bytes | None]:
+    """(alg, kid, counter, kind, declaration id or None) from the protected header bytes. A v2
+    telemetry header carries a declaration id and no kind (docs/frame-format.md)."""
     if len(protected) == 25:
         parsed = _parse_node_protected(protected, 0)
         if parsed is not None:
-            return parsed
+            return parsed + (None,)
+    elif len(protected) == 29:
+        parsed_v2 = _parse_node_protected_v2(protected)
+        if parsed_v2 is not None:
+            return parsed_v2
     return _parse_protected_general(protected)
 
 
-def _parse_protected_general(protected: bytes) -> tuple[int, bytes, int, int]:
+# The node's v2 telemetry header: a4 01 <alg> 04 48 <kid:8> 06 44 <counter:4> 3a 00 01 00 01 44 <did:4>
+_NODE_PROTECTED_V2 = struct.Struct(">3s2s8s2sI6s4s")
+_DECLARATION_LABEL = b"\x3a\x00\x01\x00\x01\x44"
+
+
+def _parse_node_protected_v2(buf: bytes) -> tuple[int, bytes, int, int, bytes] | None:
+    head, kid_head, kid, ctr_head, counter, did_label, did = _NODE_PROTECTED_V2.unpack(buf)
+    alg = _NODE_ALG_PREFIXES.get(head)
+    if alg and kid_head == b"\x04\x48" and ctr_head == b"\x06\x44" and did_label == _DECLARATION_LABEL and counter:
+        return alg, kid, counter, KIND_TELEMETRY, did
+    return None
+
+
+def _header_kind(hdr: dict) -> tuple[int, bytes | None]:
+    """(kind, declaration id): a declaration id (v2) stands for telemetry and excludes a kind."""
+    kind, did = hdr.get(LABEL_KIND), hdr.get(LABEL_DECLARATION)
+    if did is not None or LABEL_DECLARATION in hdr:
+        if LABEL_KIND in hdr:
+            raise FrameRejected("bad-header", "a declaration id (v2 telemetry) excludes a kind")
+        if type(did) is not bytes or len(did) != 4:
+            raise FrameRejected("bad-header", "declaration id must be 4 bytes")
+        return KIND_TELEMETRY, did
+    if type(kind) is not int or kind not in KIND_NAMES:
+        raise FrameRejected("bad-header", f"unknown frame kind {kind!r}")
+    return kind, None
+
+
+def _parse_protected_general(protected: bytes) -> tuple[int, bytes, int, int, bytes | None]:
     try:
         hdr = cbor2.loads(protected, str_errors=STR_ERRORS)
     except Exception as exc:
         raise FrameRejected("bad-header", f"protected header is not CBOR ({type(exc).__name__})") from None
     if not isinstance(hdr, dict):
         raise FrameRejected("bad-header", "protected header is not a map")
-    alg, kid, piv, kind = (hdr.get(LABEL_ALG), hdr.get(LABEL_KID), hdr.get(LABEL_PARTIAL_IV),
-                           hdr.get(LABEL_KIND))
+    alg, kid, piv = hdr.get(LABEL_ALG), hdr.get(LABEL_KID), hdr.get(LABEL_PARTIAL_IV)
     if type(alg) is not int:
         raise FrameRejected("bad-header", "alg missing")
     if alg not in TAG_LENGTH:
@@ -234,12 +273,11 @@ def _parse_protected_general(protected: bytes) -> tuple[int, bytes, int, int]:
         raise FrameRejected("bad-header", "kid must be 8 bytes")
     if type(piv) is not bytes or not 1 <= len(piv) <= 8:
         raise FrameRejected("bad-header", "counter (Partial IV) must be 1..8 bytes")
-    if type(kind) is not int or kind not in KIND_NAMES:
-        raise FrameRejected("bad-header", f"unknown frame kind {kind!r}")
+    kind, did = _header_kind(hdr)
     counter = int.from_bytes(piv, "big")
     if counter == 0:
         raise FrameRejected("bad-header", "counter 0 is invalid")
-    return alg, kid, counter, kind
+    return alg, kid, counter, kind, did
 
 
 _NUMBER = (int, float)
@@ -343,12 +381,19 @@ def present(value: Any) -> Any:
 
 
 class Frame:
-    """A verified (or, with verified=False, merely parsed) frame."""
+    """A verified (or, with verified=False, merely parsed) frame.
 
-    __slots__ = ("alg", "kid", "counter", "kind", "protected", "payload", "tag", "pack", "verified")
+    v2: declaration is the declaration id a telemetry frame names (its pack is expanded to full
+    SenML when the declaration is known, else kept with short names and undeclared set); a
+    declaration frame (kind 5) has an empty pack and its Declaration in declared.
+    """
+
+    __slots__ = ("alg", "kid", "counter", "kind", "protected", "payload", "tag", "pack", "verified",
+                 "declaration", "undeclared", "declared")
 
     def __init__(self, alg: int, kid: bytes, counter: int, kind: int, protected: bytes,
-                 payload: bytes, tag: bytes, pack: list, verified: bool) -> None:
+                 payload: bytes, tag: bytes, pack: list, verified: bool, declaration: bytes | None = None,
+                 undeclared: bool = False, declared: Any = None) -> None:
         # One assignment a line: tuple packing costs ~15% of building a Frame (the hot path).
         self.alg = alg
         self.kid = kid
@@ -359,6 +404,9 @@ class Frame:
         self.tag = tag
         self.pack = pack
         self.verified = verified
+        self.declaration = declaration
+        self.undeclared = undeclared
+        self.declared = declared
 
     @property
     def device(self) -> bytes:
@@ -370,14 +418,19 @@ class Frame:
 
     @property
     def base_name(self) -> str:
-        return self.pack[0][SENML_BN]
+        """bn; for a v2 frame (no bn on the wire) the one the key id's device stands for."""
+        first = self.pack[0] if self.pack else {}
+        return first.get(SENML_BN) or device_base_name(self.device)
 
     @property
-    def base_time(self) -> float:
-        return self.pack[0][SENML_BT]
+    def base_time(self) -> float | None:
+        return self.pack[0][SENML_BT] if self.pack else None
 
     def records(self) -> list[dict]:
-        """Resolved records: name (without bn), time, and one of value/string/bool/error, unit."""
+        """Resolved records: name (without bn), time, and one of value/string/bool/error, unit.
+        A declaration's records: each reading's name, short name, unit and sensor."""
+        if self.declared is not None:
+            return [{"n": r.name, "short": r.short, "u": r.unit, "sensor": r.sensor} for r in self.declared.readings]
         bt = self.base_time
         out = []
         for rec in self.pack:
@@ -396,11 +449,16 @@ class Frame:
         return out
 
     def to_json(self) -> dict:
-        return {
+        out = {
             "device": self.device.hex(), "kid": self.kid.hex(), "counter": self.counter,
             "kind": self.kind_name, "alg": self.alg, "bn": self.base_name, "bt": self.base_time,
             "verified": self.verified, "records": self.records(),
         }
+        if self.declaration is not None:
+            out["declaration"] = self.declaration.hex()
+            if self.undeclared:
+                out["undeclared"] = True
+        return out
 
 
 KeyLookup = Callable[[bytes], "tuple[bytes, int] | None"]
@@ -414,8 +472,12 @@ class Verifier:
     """
 
     def __init__(self, key_lookup: KeyLookup, replay: ReplayWindow | None = None,
-                 accept_kinds: Iterable[int] = NODE_KINDS) -> None:
+                 accept_kinds: Iterable[int] = NODE_KINDS, declarations: Any = None) -> None:
+        from .declaration import DeclarationBook
         self.key_lookup = key_lookup
+        # v2: the declarations known (framev2.DeclarationBook); every one this Verifier accepts
+        # joins it, so telemetry after its declaration is expanded.
+        self.declarations = declarations if declarations is not None else DeclarationBook()
         self.replay = replay
         self.accept_kinds = frozenset(accept_kinds)
         self._bn_cache: dict[bytes, str] = {}
@@ -441,10 +503,11 @@ class Verifier:
             mac_input = b"".join((_MAC0_CONTEXT, data[2:29], _EMPTY_AAD, data[30:end]))
             parsed = _parse_node_protected(data, 4)
             alg, kid, counter, kind = parsed if parsed is not None else parse_protected(protected)
+            did = None
         else:
             protected, payload, tag = split_envelope(data)
             mac_input = mac_structure(protected, payload)
-            alg, kid, counter, kind = parse_protected(protected)
+            alg, kid, counter, kind, did = parse_header(protected)
         found = self.key_lookup(kid)
         if found is None:
             raise FrameRejected("unknown-kid", kid.hex())
@@ -452,11 +515,7 @@ class Verifier:
         if alg != key_alg:
             # A node provisioned for the 32-byte tag must not be accepted with an 8-byte one.
             raise FrameRejected("bad-header", f"alg {alg} but the key is provisioned for alg {key_alg}")
-        pads = self._pads.get(key)
-        if pads is None:
-            if len(self._pads) >= _PADS_CACHE_MAX:
-                self._pads.clear()
-            pads = self._pads[key] = _hmac_pads(key)
+        pads = self._pads.get(key) or self._new_pads(key)
         inner = pads[0].copy()
         inner.update(mac_input)
         outer = pads[1].copy()
@@ -466,6 +525,8 @@ class Verifier:
             raise FrameRejected("bad-mac", f"kid {kid.hex()} counter {counter}")
         if kind not in self.accept_kinds:
             raise FrameRejected("wrong-kind", KIND_NAMES[kind])
+        if did is not None or kind == KIND_DECLARATION:
+            return self._verified_v2(Frame(alg, kid, counter, kind, protected, payload, tag, [], True, did))
         pack = decode_payload(payload, self._decoder if _get_ident() == self._owner else None)
         validate_pack(pack)
         device = kid[:6]
@@ -479,10 +540,32 @@ class Verifier:
         return Frame(alg, kid, counter, kind, protected, payload, tag, pack, True)
 
 
+    def _new_pads(self, key: bytes) -> tuple[Any, Any]:
+        if len(self._pads) >= _PADS_CACHE_MAX:
+            self._pads.clear()
+        pads = self._pads[key] = _hmac_pads(key)
+        return pads
+
+    def _verified_v2(self, frame: Frame) -> Frame:
+        """A v2 frame (declaration, or telemetry under a declaration id) whose MAC verified."""
+        from .framev2 import verified_v2
+        verified_v2(frame, self.declarations)
+        if frame.declared is not None:
+            # Outside the replay window (docs/frame-format.md, "Declaration"): content-addressed
+            # and idempotent, and a node resends it ahead of frames older than the window.
+            self.declarations.add(frame.device, frame.declared)
+        elif self.replay is not None and not self.replay.accept(frame.kid, frame.counter):
+            raise FrameRejected("replay", f"kid {frame.kid.hex()} counter {frame.counter}")
+        return frame
+
+
 def parse_unverified(data: bytes) -> Frame:
     """The contents of a frame without checking its tag (for showing a rejected frame)."""
     protected, payload, tag = split_envelope(data)
-    alg, kid, counter, kind = parse_protected(protected)
+    alg, kid, counter, kind, did = parse_header(protected)
+    if did is not None or kind == KIND_DECLARATION:
+        from .framev2 import verified_v2
+        return verified_v2(Frame(alg, kid, counter, kind, protected, payload, tag, [], False, did), None)
     pack = decode_payload(payload)
     validate_pack(pack)
     return Frame(alg, kid, counter, kind, protected, payload, tag, pack, False)
@@ -582,6 +665,6 @@ def build_frame(key: bytes, kid: bytes, alg: int, counter: int, kind: int, bn: s
 
 __all__ = [
     "Frame", "FrameRejected", "Verifier", "ReplayWindow", "build_frame", "parse_unverified",
-    "split_envelope", "parse_protected", "validate_pack", "mac_structure", "compute_tag",
+    "split_envelope", "parse_protected", "parse_header", "validate_pack", "mac_structure", "compute_tag",
     "device_base_name", "device_from_base_name", "present", "is_number", "REASONS", "KIND_NAMES", "MAX_FRAME",
 ]

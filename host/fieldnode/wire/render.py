@@ -7,7 +7,13 @@ from typing import Any
 from .frame import Frame
 
 
+UNDECLARED = " (undeclared)"  # v2 telemetry whose declaration is unknown: short names, no units
+
+
 def reading_text(rec: dict[str, Any]) -> str:
+    if "short" in rec:  # a declaration's reading
+        unit = f" [{rec['u']}]" if rec["u"] else ""
+        return f"{rec['short']}={rec['n']}{unit}"
     if "err" in rec:
         value = f"ERROR {rec['err']}"
     elif "v" in rec:
@@ -22,7 +28,10 @@ def reading_text(rec: dict[str, Any]) -> str:
 
 def frame_line(frame: Frame) -> str:
     readings = " ".join(reading_text(r) for r in frame.records())
-    return f"{frame.device.hex()} #{frame.counter} {frame.kind_name} t={frame.base_time} {readings}"
+    if frame.declared is not None:
+        return f"{frame.device.hex()} #{frame.counter} declaration {frame.declaration.hex()} {readings}"
+    mark = UNDECLARED if frame.undeclared else ""
+    return f"{frame.device.hex()} #{frame.counter} {frame.kind_name}{mark} t={frame.base_time} {readings}"
 
 
 def frame_json(frame: Frame, status: str = "ok", reason: str | None = None) -> str:

@@ -23,12 +23,13 @@ set_plugin_info({
 
 local fieldnode = Proto("fieldnode", "fieldnode frame")
 
-local KINDS = { [0] = "telemetry", [1] = "event", [2] = "boot", [3] = "command", [4] = "ack" }
+local KINDS = { [0] = "telemetry", [1] = "event", [2] = "boot", [3] = "command", [4] = "ack", [5] = "declaration" }
 local ALGS = { [4] = "HMAC 256/64", [5] = "HMAC 256/256" }
 local UNVERIFIED = "MAC not verified: Wireshark holds no keys; run `fieldnode decode <capture>` to verify"
 
 local pf = {
     kind = ProtoField.uint8("fieldnode.kind", "Frame kind", base.DEC, KINDS),
+    declaration = ProtoField.bytes("fieldnode.declaration", "Declaration id (frame format v2 telemetry)"),
     alg = ProtoField.uint8("fieldnode.alg", "Algorithm", base.DEC, ALGS),
     kid = ProtoField.bytes("fieldnode.kid", "Key id"),
     device = ProtoField.ether("fieldnode.device", "Device (factory MAC)"),
@@ -193,6 +194,12 @@ local function add_header(t, tvb, hdr, info)
     if kind and kind.major == 0 then
         t:add(pf.kind, range(tvb, kind), kind.value)
         info.kind = KINDS[kind.value] or tostring(kind.value)
+    end
+    -- frame format v2: a declaration id in place of the kind means telemetry in short names
+    local did = m[-65538]
+    if did and did.major == 2 then
+        t:add(pf.declaration, content(tvb, did))
+        info.kind = "telemetry v2"
     end
 end
 

@@ -10,7 +10,7 @@ from typing import BinaryIO
 from cbor_diag import cbor2diag
 
 from ...ui.capture import decode_capture
-from ..options import add_keys_option, read_keys
+from ..options import add_declarations_option, add_keys_option, read_declarations, read_keys
 from ...infra.errors import FieldnodeError
 from ...wire.frame import KIND_NAMES, FrameRejected, ReplayWindow, Verifier, parse_unverified
 from ...wire.capturesummary import SILENT_AFTER
@@ -35,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     fmt.add_argument("--json", action="store_true", help="one JSON object per frame")
     fmt.add_argument("--diag", action="store_true", help="CBOR diagnostic notation (RFC 8949 §8)")
     add_keys_option(p, "keystore to verify with")
+    add_declarations_option(p)
     p.add_argument("--logs", action="store_true", help="also print the log lines of a console capture")
     p.add_argument("--port", type=_port, default=None, metavar="PORT",
                    help=f"pcap: the gateway's UDP port (default {DEFAULT_PORT})")
@@ -90,6 +91,7 @@ def _read_head(stream: BinaryIO, name: str) -> bytes:
 
 def run(args: argparse.Namespace) -> int:
     keys = read_keys(args)
+    args.declarations = read_declarations(args)
     stream = _open_input(args.file)
     try:
         head = _read_head(stream, args.file)
@@ -98,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
                 raise FieldnodeError(f"{args.file} is a pcap capture: --hex and --diag do not apply to it "
                                      "(use --json for the details)")
             return decode_capture(stream, head, keys, sys.stdout, port=args.port or DEFAULT_PORT,
-                                  as_json=args.json,
+                                  as_json=args.json, declarations=args.declarations,
                                   silent_after=SILENT_AFTER if args.silent_after is None else args.silent_after)
         if args.file.lower().endswith(CAPTURE_SUFFIXES):
             raise FieldnodeError(f"{args.file}: not a pcap or pcapng capture (it starts with "
@@ -116,7 +118,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _decode_frames(args: argparse.Namespace, keys, data: bytes) -> int:
-    verifier = Verifier(keys.lookup, ReplayWindow(), accept_kinds=KIND_NAMES)
+    # The declarations seen in the input join those from --db: v2 telemetry after its
+    # declaration is shown expanded.
+    verifier = Verifier(keys.lookup, ReplayWindow(), accept_kinds=KIND_NAMES, declarations=args.declarations)
     out = sys.stdout
     rejected = accepted = 0
     for item in read_items(data, hex_lines=args.hex):

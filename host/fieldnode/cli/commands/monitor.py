@@ -10,7 +10,7 @@ from collections import Counter
 
 from rich.live import Live
 
-from ..options import add_keys_option, read_keys
+from ..options import add_declarations_option, add_keys_option, read_declarations, read_keys
 from ...wire.hostport import parse_listen
 from ...ui.liveview import LiveState
 from ...ui.monitor import Event, Intake, bind_udp, run_in_thread, serial_events, udp_events
@@ -32,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--port", help="serial port of the node, e.g. /dev/ttyUSB0")
     src.add_argument("--udp", metavar="HOST:PORT", help="listen for frames on this UDP address")
     add_keys_option(p)
+    add_declarations_option(p)
     p.add_argument("--json", action="store_true",
                    help="print one verified frame per line as JSON (for piping), no live view; rejections "
                    "(rejected: REASON) and, at the end, the counts by reason go to stderr")
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     if len(keys) == 0:
         print("warning: the keystore is empty, every frame will be rejected as unknown-kid "
               "(pass --keys PATH or provision the node first)", file=sys.stderr)
-    intake = Intake(keys)
+    intake = Intake(keys, read_declarations(args))
     stop = threading.Event()
     if args.port:
         open_port(args.port).close()  # fail fast, with the clear message, before the live view

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from ...wire.frame import KIND_ACK
 from ..records import REPLAY_SPAN, OutboxRows, StoreItem
+from .declarations import DECLARATION_COLUMNS, INSERT_DECLARATIONS
 from .replay import highest_counters, stored_tag
 from .rows import insert_rows
 from .samples import SAMPLE_COLUMNS, SAMPLE_NAMES, SampleRows
@@ -43,11 +44,14 @@ class FrameBatch:
         self.frame_rows: list = []  # flat: FRAME_COLUMNS values a row
         self.sample_rows: list = []  # flat: SAMPLE_COLUMNS values a row
         self.outbox_rows: list = []  # flat: topic, payload, created
+        self.declaration_rows: list = []  # flat: DECLARATION_COLUMNS values a row (frame format v2)
 
     def refused(self, item: StoreItem) -> str | None:
         """'replay' or 'duplicate' when the item's counter is taken (in the database or earlier
         in this batch); None when it is new."""
         f = item.frame
+        if f.declared is not None:
+            return None  # a declaration is outside the replay window (declarations.py)
         kid, counter = f.kid.hex(), f.counter
         if counter <= self.highs[kid] - REPLAY_SPAN:
             return "replay"
@@ -63,6 +67,9 @@ class FrameBatch:
         or an ack frame), else None."""
         f = item.frame
         dev, kid, counter = f.device.hex(), f.kid.hex(), f.counter
+        if f.declared is not None:  # frame format v2: kept in declarations only, by its id
+            self.declaration_rows += (dev, f.declaration.hex(), f.declared.payload, kid, counter, item.received)
+            return None
         self.frame_id += 1
         self.tags[kid, counter] = f.tag
         self.stored_kids.add(kid)
@@ -88,6 +95,7 @@ class FrameBatch:
                     "source, raw)", FRAME_COLUMNS, self.frame_rows)
         insert_rows(conn, f"INSERT INTO samples_recent ({SAMPLE_NAMES})", SAMPLE_COLUMNS, self.sample_rows)
         insert_rows(conn, "INSERT INTO outbox (topic, payload, created)", 3, self.outbox_rows)
+        insert_rows(conn, INSERT_DECLARATIONS, DECLARATION_COLUMNS, self.declaration_rows)
         conn.executemany(
             "INSERT INTO replay (kid, device, highest_counter) VALUES (?,?,?) ON CONFLICT (kid) DO UPDATE "
             "SET highest_counter=max(highest_counter, excluded.highest_counter)",

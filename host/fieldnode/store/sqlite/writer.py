@@ -12,6 +12,7 @@ from ..records import Health, Outcome, OutboxRows, StoreItem
 from .batch import FrameBatch
 from .commands import WriterCommands
 from .connection import connect
+from .declarations import stored_declarations
 from .replay import replay_state
 from .samples import SAMPLE_NAMES, SampleRows
 from .shards import attach_shards, shard_path
@@ -74,6 +75,10 @@ class Store:
         if self._conn is None:
             raise RuntimeError("store is not open")
         return self._conn
+
+    def declarations(self) -> list[tuple[bytes, bytes]]:
+        """(device id, payload) of every frame format v2 declaration stored, over every shard."""
+        return list(stored_declarations(self.conn, self.schemas))
 
     def replay_state(self) -> Iterable[tuple[bytes, int, set[int]]]:
         """(key id, highest counter, counters stored within the replay window below it), over
