@@ -18,7 +18,8 @@ import cbor2
 
 from .frame import (
     COSE_MAC0_TAG, KIND_DECLARATION, LABEL_ALG, LABEL_DECLARATION, LABEL_KID, LABEL_KIND, LABEL_PARTIAL_IV,
-    SENML_BN, SENML_BT, SENML_ERR, SENML_N, SENML_T, SENML_U, SENML_V, SENML_VB, SENML_VS, TAG_LENGTH, Frame, FrameRejected, compute_tag, decode_payload, device_base_name, is_number, validate_pack,
+    SENML_BN, SENML_BT, SENML_ERR, SENML_N, SENML_T, SENML_U, SENML_V, SENML_VB, SENML_VS, TAG_LENGTH, Frame,
+    FrameRejected, compute_tag, decode_payload, device_base_name, is_number, validate_pack,
 )
 from .declaration import (  # noqa: F401  (re-exported: the v2 API in one import)
     DECLARATION_ID_SIZE, Declaration, DeclarationBook, Reading, declaration_id, encode_declaration, parse_declaration,
