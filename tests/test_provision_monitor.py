@@ -390,7 +390,7 @@ def test_monitor_udp_verifies_datagrams_and_counts_rejections(tmp_path):
         lines.wait("stderr", lambda err: sum(line.startswith("rejected: ") for line in err) == 5, "5 rejections")
         lines.wait("stdout", lambda out: len(out) == 2, "2 frames")
         proc.send_signal(signal.SIGINT)  # what is printed then is all it had
-        out, err = lines.finish()
+        out, err = lines.finish(120)  # a safety net: it stops at once
     finally:
         proc.kill()
     frames = [json.loads(line) for line in out.splitlines()]
@@ -449,7 +449,7 @@ def test_monitor_survives_unplug_and_replug(tmp_path, vectors):
                             case["bt"], case["records"])
         deliver(master, again, 43)
         proc.send_signal(signal.SIGINT)
-        out, err = lines.finish()
+        out, err = lines.finish(120)
     finally:
         proc.kill()
         os.close(master)
@@ -499,7 +499,7 @@ def test_sim_rom_loaders_answer_esptool_as_an_esp32_in_download_mode(tmp_path):
             said = esptool.stdout + esptool.stderr
             assert esptool.returncode == 0 and re.search(rf"MAC: +{mac}", esptool.stdout), said
         proc.send_signal(signal.SIGINT)
-        rest, _ = proc.communicate(timeout=30)
+        rest, _ = proc.communicate(timeout=120)
         assert proc.returncode == 0 and "stopping" in rest
     finally:
         proc.kill()
@@ -579,7 +579,7 @@ def test_sim_stops_cleanly_on_ctrl_c(tmp_path):
         running = _processes_in(tmp_path)
         assert len(running) == 2  # one MicroPython process a node, working in its flash
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
