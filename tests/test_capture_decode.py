@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -257,19 +258,33 @@ def test_packets_cut_at_the_snap_length_are_named(small_capture, tmp_path, capsy
     assert [o["role"] for o in objs if o["record"] == "datagram"] == ["unmatched-answer"] * 3
 
 
-def test_ctrl_c_on_a_live_capture_prints_the_summary(small_capture):
+# Started as a shell without job control starts a command it puts in the background: with SIGINT
+# ignored, which Python then leaves ignored unless the command turns Ctrl-C back on.
+SIGINT_IGNORED = ["bash", "-c", "trap '' INT; exec \"$0\" \"$@\""]
+
+
+@pytest.mark.parametrize("launch", [[], SIGINT_IGNORED], ids=["from-a-terminal", "with-sigint-ignored"])
+def test_ctrl_c_on_a_live_capture_prints_the_summary(small_capture, launch):
     pcap, nodes, port = small_capture
-    decoder = subprocess.Popen([*CLI, "decode", "-", "--keys", str(nodes.path), "--port", str(port)],
+    decoder = subprocess.Popen([*launch, *CLI, "decode", "-", "--keys", str(nodes.path), "--port", str(port)],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
-    decoder.stdin.write(pcap.read_bytes())  # the pipe stays open: a capture still running
-    decoder.stdin.flush()
-    for _ in range(6):  # three requests, three answers, each shown as it is read
-        assert decoder.stdout.readline().startswith(b"#")
-    decoder.send_signal(signal.SIGINT)
-    rest = decoder.stdout.read().decode()
-    decoder.stdin.close()
-    assert decoder.wait(timeout=30) == 130
+    safety_net = threading.Timer(120, decoder.kill)  # a decoder deaf to Ctrl-C fails the test, not the worker
+    safety_net.start()
+    try:
+        decoder.stdin.write(pcap.read_bytes())  # the pipe stays open: a capture still running
+        decoder.stdin.flush()
+        for _ in range(6):  # three requests, three answers, each shown as it is read
+            assert decoder.stdout.readline().startswith(b"#")
+        decoder.send_signal(signal.SIGINT)
+        rest = decoder.stdout.read().decode()
+        decoder.stdin.close()
+        assert decoder.wait(timeout=30) == 130
+    finally:
+        safety_net.cancel()
+        if decoder.poll() is None:
+            decoder.kill()
+            decoder.wait()
     assert rest.startswith("summary: 6 CoAP datagrams") and "3 frames verified" in rest
     assert "Traceback" not in decoder.stderr.read().decode()
 

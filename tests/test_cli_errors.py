@@ -3,7 +3,6 @@ to do, a non-zero exit status, never a traceback; and the interruptions (Ctrl-C,
 ending as command line tools end."""
 from __future__ import annotations
 
-import _thread
 import errno
 import getpass
 import json
@@ -25,6 +24,7 @@ from fieldnode.wire.hostport import parse_listen
 from fieldnode.sim.esp_rom import EspRomEmulator
 from fieldnode.testing.fake_firmware import fake_firmware
 from support.gateway_peers import Nodes
+from support.ctrl_c import press_ctrl_c_while_held
 from support.ports import refusing_port
 from support.nodesite import Site, wait_for
 
@@ -216,19 +216,17 @@ def test_broker_failures_are_said_once_per_interval_and_the_reconnect_too(tmp_pa
     assert len(said) == 1 and "attempt 1" in said[0]  # the next ones fall inside SAY_EVERY_S
 
 
-def test_ctrl_c_during_flash_says_so_at_once_and_shows_each_port_in_the_table(tmp_path, capsys):
+def test_ctrl_c_during_flash_says_so_at_once_and_shows_each_port_in_the_table(tmp_path, capsys, monkeypatch):
     firmware = tmp_path / "ESP32_GENERIC-test.bin"
     firmware.write_bytes(fake_firmware("esp32", 256 * 1024))
     app = tmp_path / "app"
     (app / "lib").mkdir(parents=True)
     (app / "boot.py").write_text("\n")
     (app / "main.py").write_text("\n")
-    roms = [EspRomEmulator("esp32", line_rate=True) for _ in range(2)]
+    # The first chip holds its first block's answer until the command has said it stops.
+    roms = [EspRomEmulator("esp32", line_rate=True, hold_after_flash_bytes=1), EspRomEmulator("esp32", line_rate=True)]
     try:
-        def press_ctrl_c() -> None:
-            wait_for(lambda: any(r.stats.flash_programmed for r in roms), timeout=120, what="a write under way")
-            _thread.interrupt_main()
-        threading.Thread(target=press_ctrl_c, daemon=True).start()
+        press_ctrl_c_while_held(monkeypatch, roms[0].held, roms[0].release, said="Ctrl-C: stopping")
         rc = main(["flash", "--firmware", str(firmware), "--app-dir", str(app), "--baud", "115200",
                    "--port", roms[0].port, "--port", roms[1].port])
         out = capsys.readouterr().out

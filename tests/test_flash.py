@@ -10,6 +10,7 @@ import subprocess
 import threading
 import time
 import tty
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -272,9 +273,12 @@ def test_firmware_for_another_chip_is_refused(tmp_path, app_dir, capsys):
 # -- --app-only through mpremote ------------------------------------------------------------------
 
 class MicroPythonOnPty:
-    """The unix port's REPL behind a pty, its filesystem root mounted on a temp dir."""
+    """The unix port's REPL behind a pty, its filesystem root mounted on a temp dir.
 
-    def __init__(self, root: Path) -> None:
+    hold_when: once it is true, what the host sends is held (the node's output still flows), with
+    `held` set, until release()."""
+
+    def __init__(self, root: Path, hold_when: Callable[[], bool] | None = None) -> None:
         startup = root.parent / "mp_startup.py"
         startup.write_text(f"import vfs, os, sys\nvfs.umount('/')\n"
                            f"vfs.mount(vfs.VfsPosix({str(root)!r}), '/')\nos.chdir('/')\n"
@@ -289,13 +293,28 @@ class MicroPythonOnPty:
         tty.setraw(host_slave)
         self.port = os.ttyname(host_slave)
         os.close(host_slave)
+        self._hold_when = hold_when
+        self.held = threading.Event()
+        self._released = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._relay, daemon=True)
         self._thread.start()
 
+    def release(self) -> None:
+        self._released.set()
+
+    def _holding(self) -> bool:
+        if self._hold_when is None or self._released.is_set():
+            return False
+        if self.held.is_set() or self._hold_when():
+            self.held.set()
+            return True
+        return False
+
     def _relay(self) -> None:
         while not self._stop.is_set():
-            readable, _, _ = select.select([self._node, self._host], [], [], 0.2)
+            sources = [self._node] if self._holding() else [self._node, self._host]
+            readable, _, _ = select.select(sources, [], [], 0.2)
             for src, dst in ((self._node, self._host), (self._host, self._node)):
                 if src not in readable:
                     continue
@@ -313,6 +332,7 @@ class MicroPythonOnPty:
 
     def close(self) -> None:
         self._stop.set()
+        self._released.set()
         self._thread.join(timeout=2)
         if self.proc.poll() is None:
             self.proc.kill()
@@ -356,21 +376,17 @@ def test_app_only_on_a_silent_port_fails_cleanly(roms, app_dir, capsys):
     assert "FAILED" in capsys.readouterr().out
 
 
-def test_ctrl_c_during_app_only_stops_at_the_next_chunk_and_shows_the_port(tmp_path, app_dir, board_file, capsys):
-    import _thread
+def test_ctrl_c_during_app_only_stops_at_the_next_chunk_and_shows_the_port(tmp_path, app_dir, board_file, capsys,
+                                                                          monkeypatch):
+    from support.ctrl_c import press_ctrl_c_while_held
 
-    from support.nodesite import wait_for
-
-    # A large file, so the update is still writing when Ctrl-C comes (files go in path order).
-    (app_dir / "lib" / "fnode" / "table.json").write_text(json.dumps(list(range(40000))))
     root = tmp_path / "node-root"
     root.mkdir()
-    node = MicroPythonOnPty(root)
+    # Files go in path order: board.json first, main.py last. Once the first is on the node, the
+    # port holds what the host sends until the command has said it stops.
+    node = MicroPythonOnPty(root, hold_when=lambda: (root / "board.json").exists())
     try:
-        def press_ctrl_c() -> None:
-            wait_for(lambda: (root / "board.json").exists(), timeout=120, what="the first file written")
-            _thread.interrupt_main()
-        threading.Thread(target=press_ctrl_c, daemon=True).start()
+        press_ctrl_c_while_held(monkeypatch, node.held, node.release, said="Ctrl-C: stopping")
         rc = main(["flash", "--app-only", "--port", node.port, "--app-dir", str(app_dir),
                    "--board", str(board_file)])
     finally:

@@ -1,15 +1,19 @@
 """fieldnode provision, monitor, sim and demo end to end, against virtual nodes on ptys."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pty
 import re
+import select
 import signal
 import sqlite3
 import stat
+import struct
 import subprocess
 import sys
+import termios
 import time
 import tty
 from pathlib import Path
@@ -390,7 +394,7 @@ def test_monitor_udp_verifies_datagrams_and_counts_rejections(tmp_path):
         lines.wait("stderr", lambda err: sum(line.startswith("rejected: ") for line in err) == 5, "5 rejections")
         lines.wait("stdout", lambda out: len(out) == 2, "2 frames")
         proc.send_signal(signal.SIGINT)  # what is printed then is all it had
-        out, err = lines.finish()
+        out, err = lines.finish(120)  # a safety net: it stops at once
     finally:
         proc.kill()
     frames = [json.loads(line) for line in out.splitlines()]
@@ -449,7 +453,7 @@ def test_monitor_survives_unplug_and_replug(tmp_path, vectors):
                             case["bt"], case["records"])
         deliver(master, again, 43)
         proc.send_signal(signal.SIGINT)
-        out, err = lines.finish()
+        out, err = lines.finish(120)
     finally:
         proc.kill()
         os.close(master)
@@ -499,7 +503,7 @@ def test_sim_rom_loaders_answer_esptool_as_an_esp32_in_download_mode(tmp_path):
             said = esptool.stdout + esptool.stderr
             assert esptool.returncode == 0 and re.search(rf"MAC: +{mac}", esptool.stdout), said
         proc.send_signal(signal.SIGINT)
-        rest, _ = proc.communicate(timeout=30)
+        rest, _ = proc.communicate(timeout=120)
         assert proc.returncode == 0 and "stopping" in rest
     finally:
         proc.kill()
@@ -579,7 +583,7 @@ def test_sim_stops_cleanly_on_ctrl_c(tmp_path):
         running = _processes_in(tmp_path)
         assert len(running) == 2  # one MicroPython process a node, working in its flash
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -600,6 +604,27 @@ def _processes_in(directory: Path) -> list[int]:
     return found
 
 
+def write_once_read(master: int, slave: int, proc: subprocess.Popen, data: bytes, timeout: float = 120) -> None:
+    """Puts data on the pty (slave kept open here) for the program reading it, exactly once. What
+    reaches a port before its reader opened it is flushed (pyserial flushes input on open), and
+    in packet mode the kernel tells the master so (TIOCPKT_FLUSHREAD): the data goes again after
+    each flush, until it has been taken with no flush since it was written."""
+    fcntl.ioctl(master, termios.TIOCPKT, struct.pack("i", 1))
+    deadline = time.monotonic() + timeout
+    os.write(master, data)
+    while True:
+        assert time.monotonic() < deadline and proc.poll() is None, "nobody read the port"
+        select.select([master], [], [], 0.05)  # a flush wakes this at once
+        unread = struct.unpack("i", fcntl.ioctl(slave, termios.FIONREAD, bytes(4)))[0]
+        flushed = False
+        while select.select([master], [], [], 0)[0]:
+            flushed |= bool(os.read(master, 64)[0] & termios.TIOCPKT_FLUSHREAD)
+        if flushed:
+            os.write(master, data)
+        elif unread == 0:
+            return
+
+
 def test_monitor_live_view_lists_rejections_by_reason_and_log_lines_below(tmp_path, vectors):
     """On a console with a good frame, a tampered one, a damaged frame line and log lines, the
     live view shows the reading, counts each rejection under its reason, and shows the log lines."""
@@ -610,7 +635,6 @@ def test_monitor_live_view_lists_rejections_by_reason_and_log_lines_below(tmp_pa
     master, slave = pty.openpty()
     tty.setraw(slave)
     port = os.ttyname(slave)
-    os.close(slave)
     good = bytes.fromhex(case["frame"])
     tampered = bytearray(good)
     tampered[-3] ^= 0x01
@@ -618,13 +642,14 @@ def test_monitor_live_view_lists_rejections_by_reason_and_log_lines_below(tmp_pa
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "COLUMNS": "140"})
     try:
-        time.sleep(1.0)
-        os.write(master, b"I fieldnode 0.1.0 board virtual reset power_on\n" + encode_console_line(good)
-                 + encode_console_line(bytes(tampered)) + b"FN1 not*base64\n" + b"W env read failed: nack\n")
-        out, err = proc.communicate(timeout=30)
+        write_once_read(master, slave, proc, b"I fieldnode 0.1.0 board virtual reset power_on\n"
+                        + encode_console_line(good) + encode_console_line(bytes(tampered)) + b"FN1 not*base64\n"
+                        + b"W env read failed: nack\n")
+        out, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
         os.close(master)
+        os.close(slave)
     assert proc.returncode == 0, err
     screen = out.rsplit("┏", 1)[-1]  # the last frame of the live view
     rows = [[c.strip() for c in line.split("│")[1:-1]] for line in screen.splitlines() if line.startswith("│")]

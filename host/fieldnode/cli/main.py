@@ -16,6 +16,7 @@ try:
     import os
     import pkgutil
     import signal
+    import threading
 
     from .. import __version__
     from . import commands
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     # Ctrl-C is handled from the first line: the command modules import esptool and rich, which
     # takes a noticeable moment, and an interrupt then is as ordinary as one later.
     try:
+        _ctrl_c_interrupts()
         parser = build_parser()
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
@@ -61,6 +63,15 @@ def main(argv: list[str] | None = None) -> int:
         # do, and keep the interpreter's final flush of stdout from failing again.
         _discard_stdout()
         return 128 + signal.SIGPIPE
+
+
+def _ctrl_c_interrupts() -> None:
+    # A shell without job control (a script, CI, `make test &`) starts a command put in the
+    # background with SIGINT ignored, and Python then installs no KeyboardInterrupt: `sim`,
+    # `monitor` and a live `decode` ignored Ctrl-C and `kill -INT` and ran on. They stop on it as
+    # documented wherever they were started (the gateway sets its own handler the same way).
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _discard_stdout() -> None:

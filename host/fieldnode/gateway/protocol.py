@@ -600,8 +600,11 @@ class Gateway:
             self._keys.reload()
             deltas = self._take_unsaved()
             try:
-                await self._loop.run_in_executor(self._executor, self._store.housekeeping, deltas,
-                                                 self._health_with_rejections())
+                # Shielded: stop() cancels this loop, and a write still queued behind a commit
+                # (a busy machine) was cancelled with it, losing the counts it had taken. It runs
+                # to its end instead, before the final one (the executor has one thread).
+                await asyncio.shield(self._loop.run_in_executor(self._executor, self._store.housekeeping,
+                                                                deltas, self._health_with_rejections()))
             except sqlite3.Error as exc:
                 log.warning("health write failed: %s", exc)
                 for k, v in deltas.items():

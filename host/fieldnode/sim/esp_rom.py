@@ -171,13 +171,18 @@ class EspRomEmulator:
     ``chip`` is a key of CHIPS or a ChipModel; ``magic`` overrides the detect word (an
     unknown chip). ``unplug_after_flash_bytes`` closes the pty, without answering, once that many
     bytes were programmed: an unplug in the middle of a write, at a deterministic point.
+    ``hold_after_flash_bytes`` stalls the chip there instead, before it answers the write, until
+    ``release()``: ``held`` is set meanwhile, so a test can act (press Ctrl-C) while the write is
+    certainly in flight. esptool waits for the answer a few seconds (its DEFAULT_TIMEOUT), so
+    release soon.
     ``line_rate`` paces both directions like a UART (10 bits a byte at the baud rate esptool set,
     115200 until CHANGE_BAUDRATE): without it a pty moves bytes as fast as the CPUs allow.
     """
 
     def __init__(self, chip: str | ChipModel = "esp32", *, flash_size: int = 4 * MIB,
                  mac: bytes = bytes.fromhex("240ac4f1e2d3"), magic: int | None = None,
-                 unplug_after_flash_bytes: int | None = None, line_rate: bool = False) -> None:
+                 unplug_after_flash_bytes: int | None = None, hold_after_flash_bytes: int | None = None,
+                 line_rate: bool = False) -> None:
         model = CHIPS[chip] if isinstance(chip, str) else chip
         if magic is not None:
             model = dataclasses.replace(model, magic=magic)
@@ -191,6 +196,9 @@ class EspRomEmulator:
         self.stats = EmulatorStats()
         self.stub_running = False
         self.unplug_after_flash_bytes = unplug_after_flash_bytes
+        self.hold_after_flash_bytes = hold_after_flash_bytes
+        self.held = threading.Event()
+        self._released = threading.Event()
         self.line_rate = line_rate
         self.baud = 115200
         self._line_free = 0.0
@@ -242,9 +250,14 @@ class EspRomEmulator:
     def plugged(self) -> bool:
         return self._plugged
 
+    def release(self) -> None:
+        """Lets a chip held by hold_after_flash_bytes answer and go on."""
+        self._released.set()
+
     def unplug(self) -> None:
         """Close the pty as a pulled cable would: the client's next read or write fails."""
         self._stop.set()
+        self._released.set()
         os.write(self._wake_w, b"x")
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=5)
@@ -471,6 +484,10 @@ class EspRomEmulator:
         limit = self.unplug_after_flash_bytes
         if limit is not None and self.stats.flash_programmed >= limit:
             self.unplug()
+        hold = self.hold_after_flash_bytes
+        if hold is not None and self.stats.flash_programmed >= hold and not self.held.is_set():
+            self.held.set()
+            self._released.wait()  # on the serial thread: nothing is read or answered meanwhile
 
     def _mark_begin(self) -> None:
         self._begin_time = time.monotonic()

@@ -54,26 +54,10 @@ def run(args: argparse.Namespace) -> int:
         raise FieldnodeError("--keys goes without --unprovisioned: unprovisioned nodes have no key "
                              "(`fieldnode provision --keys PATH` records the ones you give them)")
     with tempfile.TemporaryDirectory(prefix="fieldnode-sim-") as tmp, ExitStack() as stack:
-        base = args.dir or Path(tmp)
-        fleet = None
-        if args.nodes:
-            fleet = Fleet(base, args.nodes, board=args.board, keys=args.keys, gateway=gateway, log=print,
-                          source=args.source)
-            print(f"starting {args.nodes} virtual node(s) on board {args.board} in {base}")
+        # Ctrl-C stops sim the same way whenever it comes, while the nodes start as well as once
+        # they run: what was started is stopped as the stack unwinds.
         try:
-            loaders = _rom_loaders(stack, args.board, args.rom_loader, fleet)
-            if fleet is not None:
-                stack.callback(fleet.stop)
-                if args.unprovisioned:
-                    for node in fleet.nodes:
-                        (node.node_dir / "nvs.json").unlink(missing_ok=True)
-                fleet.start(provision_nodes=not args.unprovisioned)
-                _print_nodes(fleet, args.unprovisioned)
-            for i, rom in enumerate(loaders, 1):
-                print(f"  rom-loader-{i}  {rom.chip.name} in download mode, MAC {rom.mac.hex(':')}  port {rom.port}",
-                      flush=True)
-            if loaders:
-                print("try: fieldnode flash --board", args.board, "--port", loaders[0].port)
+            fleet, loaders = _start(args, args.dir or Path(tmp), gateway, stack)
             print("Ctrl-C stops the nodes", flush=True)
             started = time.monotonic()
             while args.duration is None or time.monotonic() - started < args.duration:
@@ -81,8 +65,35 @@ def run(args: argparse.Namespace) -> int:
                     fleet.drift(time.monotonic())
                 time.sleep(1.0)
         except KeyboardInterrupt:
-            print("stopping")
+            print("stopping", flush=True)
     return 0
+
+
+def _say(line: str) -> None:
+    # Each step as it happens, also into a pipe: a slow start shows where it is.
+    print(line, flush=True)
+
+
+def _start(args: argparse.Namespace, base: Path, gateway: str | None,
+           stack: ExitStack) -> tuple[Fleet | None, list]:
+    fleet = None
+    if args.nodes:
+        fleet = Fleet(base, args.nodes, board=args.board, keys=args.keys, gateway=gateway, log=_say,
+                      source=args.source)
+        _say(f"starting {args.nodes} virtual node(s) on board {args.board} in {base}")
+    loaders = _rom_loaders(stack, args.board, args.rom_loader, fleet)
+    if fleet is not None:
+        stack.callback(fleet.stop)
+        if args.unprovisioned:
+            for node in fleet.nodes:
+                (node.node_dir / "nvs.json").unlink(missing_ok=True)
+        fleet.start(provision_nodes=not args.unprovisioned)
+        _print_nodes(fleet, args.unprovisioned)
+    for i, rom in enumerate(loaders, 1):
+        _say(f"  rom-loader-{i}  {rom.chip.name} in download mode, MAC {rom.mac.hex(':')}  port {rom.port}")
+    if loaders:
+        _say(f"try: fieldnode flash --board {args.board} --port {loaders[0].port}")
+    return fleet, loaders
 
 
 def _rom_loaders(stack: ExitStack, board: str, count: int, fleet: Fleet | None) -> list:

@@ -1,0 +1,76 @@
+"""Ctrl-C (SIGINT) stops the long-running commands wherever they were started.
+
+A shell without job control (a script, CI, `make test &`) starts a command it puts in the
+background with SIGINT ignored, and Python then installs no KeyboardInterrupt: `sim`, `monitor`
+and a live `decode` started that way ran on after Ctrl-C or `kill -INT`. Each command here is
+started exactly so (`trap '' INT; exec ...`), and sim is interrupted at several moments of its
+start as well as once it runs (the live decode: test_capture_decode.py)."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fieldnode.node.keystore import Keystore
+from support.proclines import ProcessLines
+
+FIELDNODE = str(Path(sys.executable).parent / "fieldnode")
+STOP_S = 120  # a safety net only: each stop takes a moment
+
+
+def started_with_sigint_ignored(*args: str, **popen) -> subprocess.Popen:
+    """`fieldnode ARGS` as a shell without job control starts it in the background."""
+    return subprocess.Popen(["bash", "-c", "trap '' INT; exec \"$0\" \"$@\"", FIELDNODE, *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def _processes_in(directory: Path) -> list[int]:
+    """Pids of processes whose working directory is under directory (a virtual node's is its own)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and str(Path(entry.joinpath("cwd").readlink())).startswith(str(directory)):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.parametrize("moment", [
+    "starting 2 virtual node(s)",  # the first line: the nodes are about to boot
+    "provisioning sim-2",  # the first node provisioned, the second not yet
+    "Ctrl-C stops the nodes",  # running
+])
+def test_sim_stops_cleanly_on_ctrl_c_at_any_moment_of_its_start_even_started_with_sigint_ignored(tmp_path, moment):
+    proc = started_with_sigint_ignored("sim", "--nodes", "2", "--dir", str(tmp_path))
+    lines = ProcessLines(proc)
+    try:
+        lines.wait_for_text("stdout", moment, timeout=180)
+        proc.send_signal(signal.SIGINT)
+        out, err = lines.finish(STOP_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, (out, err)
+    assert out.rstrip().endswith("stopping") and "Traceback" not in err, (out, err)
+    assert _processes_in(tmp_path) == []  # no node left running
+
+
+def test_monitor_stops_on_ctrl_c_even_started_with_sigint_ignored(tmp_path):
+    keys = Keystore(tmp_path / "keys.json", [])
+    keys.save()
+    proc = started_with_sigint_ignored("monitor", "--udp", "127.0.0.1:0", "--keys", str(keys.path), "--json")
+    lines = ProcessLines(proc)
+    try:
+        lines.wait_for_text("stderr", "listening on udp 127.0.0.1:", timeout=120)
+        proc.send_signal(signal.SIGINT)
+        out, err = lines.finish(STOP_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0 and out == "" and "Traceback" not in err, err
