@@ -529,7 +529,8 @@ def memory_section(d: dict[str, Any]) -> list[str]:
         "",
         f"{d['what']} (method: docs/firmware.md, \"Memory\"). Budget against an ESP32-WROOM without PSRAM: a "
         f"{_n(heap)}-byte GC heap, {_n(d['esp32_free_at_start'])} bytes free after MicroPython starts; target: the "
-        f"richest board leaves ≥ {target:.0%} of it free with updates in (estimated {_kb(d['ota_estimate'])}).",
+        f"richest board leaves ≥ {target:.0%} of it free with updates in (estimated {_kb(d['ota_estimate'])}, and on "
+        "a board with more than 520 interned names the qstr pool the updates' names open).",
         "",
         "| board | app bytes (64-bit) | GC blocks (32 B) | of which code | running state | simulated HAL (apart) | "
         "ESP32 estimate | free on an ESP32-WROOM | free with updates |",
@@ -555,16 +556,35 @@ def memory_section(d: dict[str, Any]) -> list[str]:
         "on the ESP32; "
         f"an idle asyncio task {rich['task']} B (64-bit).",
         "- Long-lived buffers: " + ", ".join(f"{k} {v} B" for k, v in rich["buffers"].items()) + ".",
+        *_memory_parts(rich),
         "",
-        f"Per module, {d['richest']} (imported dependencies first, each one's own share; qstr pools grow in "
-        "steps, so a module can carry a step that its neighbours filled):",
+        f"Per module, {d['richest']} (imported dependencies first, each one's own share; its interned strings "
+        "counted at the ESP32's 7 bytes an entry plus their text, the pools' steps apart):",
         "",
-        "| module | bytes (64-bit) | GC blocks | .mpy bytes | ESP32 estimate |",
-        "|---|---:|---:|---:|---:|",
+        "| module | bytes (64-bit) | GC blocks | .mpy bytes | new qstrs | ESP32 estimate |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
-    for name, m in sorted(rich["modules"].items(), key=lambda kv: -kv[1]["bytes"]):
-        lines.append(f"| {name} | {_n(m['bytes'])} | {_n(m['blocks'])} | {_n(m['mpy'])} | {_n(m['esp32'])} |")
+    for name, m in sorted(rich["modules"].items(), key=lambda kv: -kv[1]["esp32"]):
+        lines.append(f"| {name} | {_n(m['bytes'])} | {_n(m['blocks'])} | {_n(m['mpy'])} | {m.get('qstrs', '')} | "
+                     f"{_n(m['esp32'])} |")
     return lines
+
+
+def _memory_parts(rich: dict[str, Any]) -> list[str]:
+    # The ESP32 estimate in its parts, and the interned strings (qstrs): made once, never freed,
+    # in pools that double (py/qstr.c), so the next pool is a step to see coming.
+    e, q = rich["esp32"], rich.get("qstrs")
+    if q is None:
+        return []
+    room, step = q["room"], q["next_pool"]
+    return [
+        f"- ESP32 estimate of {rich['board']} in parts: code {_n(e['code'])} B, the frozen "
+        f"{', '.join(rich['frozen_modules'])} {_n(e['frozen'])} B ({_n(rich['frozen'])} B on the 64-bit port: "
+        f"objects only, the bytecode is in flash), interned strings {_n(e['qstr'])} B, running state "
+        f"{_n(e['state'])} B.",
+        f"- Interned strings: the application makes {q['count']} ({_n(q['text'])} B of text); on the ESP32 they fill "
+        f"qstr pools of 20, 40, 80... entries with {room} entries left before the next pool, {_n(step)} B.",
+    ]
 
 
 def _node_summary(node: dict[str, Any]) -> str:

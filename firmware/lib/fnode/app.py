@@ -15,9 +15,9 @@ from micropython import const
 from fnode import clock, log
 from fnode.config import Config
 from fnode.counter import Counter
-from fnode.cose import KIND_TELEMETRY, KIND_BOOT, KIND_EVENT, KIND_ACK, Rejected
+from fnode.cose import KIND_TELEMETRY, KIND_BOOT, KIND_EVENT
 from fnode.frame import FrameBuilder, base_name
-from fnode.health import Heap, LOW_HEAP_BYTES, HEALTH_S, CHECK_MS, UNIT
+from fnode.health import Heap, UNIT
 from fnode.sensors import build, unix_time
 from fnode.stamp import age, next_due
 
@@ -26,17 +26,19 @@ BOARD_FILE = "board.json"
 # Defaults of the board's timing settings (docs/firmware.md, "Timing settings"); a board file
 # may shrink them (the tests do, to keep their meaning at a smaller scale) or stretch them.
 WDT_TIMEOUT_MS = 30000  # board "watchdog_s"
-FAILSAFE_AFTER_S = 300  # default silence from the gateway before actuators go to failsafe
-UPLINK_STALL_MS = 60000  # board "uplink_stall_s"; the uplink's longest quiet spell: its 30 s retry backoff
+_FAILSAFE_AFTER_S = const(300)  # default silence from the gateway before actuators go to failsafe
+_UPLINK_STALL_MS = const(60000)  # board "uplink_stall_s"; the uplink's longest quiet spell: its 30 s retry backoff
 watchdog = None  # the running machine.WDT: `fieldnode flash --app-only` feeds it from the raw REPL
 # Default store-and-forward bound (board "spool_frames"); its flash: board "spool_kb" (docs/firmware.md).
-SPOOL_FRAMES = 65536
-FRAME_VERSION = 2  # board "frame_version": new nodes send frame format v2 (docs/frame-format.md)
+_SPOOL_FRAMES = const(65536)
+_FRAME_VERSION = const(2)  # board "frame_version": new nodes send frame format v2 (docs/frame-format.md)
 _RESET_NAMES = (
     ("PWRON_RESET", "power_on"), ("HARD_RESET", "hard"), ("WDT_RESET", "watchdog"),
     ("DEEPSLEEP_RESET", "deepsleep"), ("SOFT_RESET", "soft"),
 )
 
+_HEALTH_S = const(300)  # default board "health_s": period of the health frame
+_CHECK_MS = const(5000)  # the lowest free heap is read this often between health frames
 _MAX_WAIT_MS = const(0x10000000)  # longer than any sampling period (2**28 ms, fnode.stamp)
 
 
@@ -60,20 +62,6 @@ def reset_cause_name():
 def load_board(path=BOARD_FILE):
     with open(path) as f:
         return json.load(f)
-
-
-class Commands:
-    # Reads command frames with fnode.command, which is imported for each command and forgotten
-    # after it (Node.take_command): COSE verification, the CBOR decoder and the SenML parser are
-    # ~8 KB of an ESP32's heap that commands, rare, need only for a moment (docs/firmware.md,
-    # "Memory budget"). The last counter applied is read from NVS, where Node._spend keeps it.
-    def __init__(self, cfg):
-        self.cfg = cfg
-
-    def read(self, frame):
-        from fnode.command import CommandReader
-        cfg = self.cfg
-        return CommandReader(cfg.key(), cfg.kid(), cfg.alg(), last=cfg.i32("cmdctr", 0)).read(frame)
 
 
 def forget_modules(before):
@@ -106,15 +94,13 @@ class Node:
         if board.get("alerts") or board.get("rules"):
             from fnode.rules import Rules
             self.rules = Rules(board, self.sensors, self.actuators)
-        self.commands = None
-        if self.actuators is not None:
-            self.commands = Commands(cfg)
+        self.commands = self.actuators is not None  # commands move actuators: no actuators, no commands
         self.progress = {}  # sensor name -> ticks_ms of its last completed sample
         self.stopped = None  # name of a task that ended (an exception escaped it): reset
         self.started = time.ticks_ms()
-        self.stall_ms = board.get("uplink_stall_s", UPLINK_STALL_MS // 1000) * 1000
-        self.heap = Heap(board.get("low_heap_bytes", LOW_HEAP_BYTES))  # after the drivers: what is left
-        self.v2 = board.get("frame_version", FRAME_VERSION) == 2
+        self.stall_ms = board.get("uplink_stall_s", _UPLINK_STALL_MS // 1000) * 1000
+        self.heap = Heap(board.get("low_heap_bytes"))  # after the drivers: what is left
+        self.v2 = board.get("frame_version", _FRAME_VERSION) == 2
         if self.v2:
             self.declaration_frame(declare_only=True)
 
@@ -209,8 +195,10 @@ class Node:
             await asyncio.sleep_ms(max(0, wait))  # 0: still lets the other tasks run
 
     def take_command(self, frame):
-        # Where a command frame comes in (CoAP response, console line). The receiving side is
-        # imported for it and forgotten after it (see Commands); a heap too full to import it
+        # Where a command frame comes in (CoAP response, console line). The receiving side -
+        # fnode.oncommand, fnode.command (COSE verification), the CBOR decoder, the SenML parser -
+        # is imported for it and forgotten after it: ~8 KB of an ESP32's heap that commands, rare,
+        # need only for a moment (docs/firmware.md, "Memory budget"). A heap too full to import it
         # drops the command, which the gateway sends again (no ack), instead of killing the task.
         before = set(sys.modules)
         try:
@@ -221,70 +209,24 @@ class Node:
             forget_modules(before)
 
     def handle_command(self, frame):
-        # A command from the gateway (CoAP response) or the USB console. Only a command whose MAC
-        # verifies is answered: forged input never makes the node transmit.
-        try:
-            cmd = self.commands.read(frame)
-        except Rejected as exc:
-            log.warn("command refused:", exc.reason)
-            if exc.counter is not None:  # MAC verified: answer, naming the command's counter
-                from fnode.command import UNSPENT  # loaded already, with the CommandReader
-                if exc.reason not in UNSPENT:  # a malformed command spends its counter too
-                    self._spend(exc.counter)
-                self.ack(exc.counter, "refused", exc.reason)
-            return
-        if not self._spend(cmd.counter):  # before anything moves
-            self.ack(cmd.counter, "refused", "nvs-error")
-            return
-        if not clock.valid():  # an unset clock cannot tell a fresh command from a delayed one
-            self.ack(cmd.counter, "refused", "no-clock")
-            return
-        if unix_time() > cmd.exp:
-            self.ack(cmd.counter, "refused", "expired")
-            return
-        self.uplink.last_ok = time.ticks_ms()  # a verified command is the gateway speaking too
-        reason = self.actuators.command(cmd.items, time.ticks_ms())
-        if reason is None:
-            self.ack(cmd.counter, "applied", None)
-        else:
-            self.ack(cmd.counter, "refused", reason)
+        # Reading, checking and applying a command: fnode.oncommand, imported with the rest of
+        # the command path and forgotten with it (take_command).
+        from fnode.oncommand import handle
+        handle(self, frame)
 
-    def _spend(self, counter):
-        # Kept in NVS, so that a replay after a reboot is refused too. -> False when it could not
-        # be kept: the command is refused (applied, it could be replayed after a reboot), and the
-        # error must not escape (a reset, and the gateway would bring the same command again).
-        try:
-            self.cfg.nvs.set_i32("cmdctr", counter)
-            self.cfg.nvs.commit()
-        except OSError as exc:
-            log.error("command counter not kept in NVS:", repr(exc))
-            return False
-        return True
-
-    def ack(self, counter, result, reason):
-        b = self.builder
-        b.begin(KIND_ACK, self.counter.take(), unix_time())
-        b.add("ack", None, counter if counter is not None else 0)
-        b.add_str("result", result)
-        if reason is not None:
-            b.add_str("reason", reason)
-        self.uplink.submit(b.finish())
-
-    async def failsafe_guard(self, limit_ms):
+    def failsafe_check(self, now, limit_ms):
         # Heard nothing valid from the gateway for limit_ms: every actuator to its safe state, once
         # (local rules may move them afterwards: they need no network). When the gateway answers
         # again the outputs stay as they are until commanded, and the next silence fails safe again.
-        while True:
-            await asyncio.sleep_ms(1000)
-            last = self.uplink.last_ok if self.uplink.last_ok is not None else self.started
-            silent = time.ticks_diff(time.ticks_ms(), last) > limit_ms
-            if silent and not self.actuators.failsafe_active:
-                self.actuators.go_failsafe()
-                log.warn("gateway silent: actuators in failsafe state")
-                self.emit_event("failsafe")
-            elif not silent and self.actuators.failsafe_active:
-                self.actuators.failsafe_active = False
-                log.info("gateway answers again: outputs stay in failsafe until commanded")
+        last = self.uplink.last_ok if self.uplink.last_ok is not None else self.started
+        silent = time.ticks_diff(now, last) > limit_ms
+        if silent and not self.actuators.failsafe_active:
+            self.actuators.go_failsafe()
+            log.warn("gateway silent: actuators in failsafe state")
+            self.emit_event("failsafe")
+        elif not silent and self.actuators.failsafe_active:
+            self.actuators.failsafe_active = False
+            log.info("gateway answers again: outputs stay in failsafe until commanded")
 
     async def console_commands(self):
         # Downlink over USB: a line "FN1 <base64 command frame>" typed into the console, read
@@ -349,7 +291,29 @@ class Node:
         if self.actuators is not None:
             self.actuators.age(now)
 
-    async def watchdog(self, wdt):
+    def heap_check(self, now, due, period_ms):
+        # Keeps the lowest free heap and raises heap.low once per fall below the board's threshold;
+        # sends the health frame when its deadline (board "health_s", absolute: no drift) is
+        # reached. -> the next deadline.
+        heap = self.heap
+        if heap.check():
+            log.warn("low memory:", heap.free, "bytes free")
+            self.emit_event("heap.low", "heap.free", UNIT, heap.free)
+        if time.ticks_diff(now, due) >= 0:
+            due = next_due(due, period_ms, now)
+            heap.measure()
+            self.uplink.submit(health_frame(self))
+        return due
+
+    async def watchdog(self, wdt, failsafe_ms, health_ms):
+        # The main loop, every second: the tick stamps aged, the hardware watchdog fed while every
+        # task makes progress, the actuators' failsafe checked (failsafe_ms, or None), the heap
+        # looked at every _CHECK_MS and the health frame sent on time (the loop wakes for it).
+        # One loop, not a task each: a task costs a Task and its generator's frame for ever
+        # (docs/firmware.md, "Memory budget"). A look a few milliseconds late changes nothing
+        # against their limits (seconds to minutes), and after a stall they look once.
+        due = time.ticks_add(time.ticks_ms(), health_ms)
+        looked = time.ticks_ms()
         while True:
             now = time.ticks_ms()
             self.age_stamps(now)
@@ -358,7 +322,12 @@ class Node:
                 wdt.feed()
             else:
                 log.error(stuck, "stopped making progress; letting the watchdog reset the node")
-            await asyncio.sleep_ms(1000)
+            if failsafe_ms is not None:
+                self.failsafe_check(now, failsafe_ms)
+            if time.ticks_diff(now, looked) >= _CHECK_MS or time.ticks_diff(now, due) >= 0:
+                looked = now
+                due = self.heap_check(now, due, health_ms)
+            await asyncio.sleep_ms(min(1000, max(0, time.ticks_diff(due, time.ticks_ms()))))
 
 
 def health_frame(node):
@@ -366,25 +335,6 @@ def health_frame(node):
     node.builder.begin(KIND_TELEMETRY, node.counter.take(), unix_time())
     node.heap.add_records(node.builder)
     return node.builder.finish()
-
-
-async def heap_watch(node, period_ms):
-    # Keeps the lowest free heap (a look every CHECK_MS at most), raises heap.low once per fall
-    # below the board's threshold, and sends the health frame every period_ms (board "health_s")
-    # on absolute deadlines: on time, not a check's worth late, and without drift.
-    heap = node.heap
-    due = time.ticks_add(time.ticks_ms(), period_ms)
-    while True:
-        left = time.ticks_diff(due, time.ticks_ms())
-        await asyncio.sleep_ms(min(CHECK_MS, max(0, left)))
-        if heap.check():
-            log.warn("low memory:", heap.free, "bytes free")
-            node.emit_event("heap.low", "heap.free", UNIT, heap.free)
-        now = time.ticks_ms()
-        if time.ticks_diff(now, due) >= 0:
-            due = next_due(due, period_ms, now)
-            heap.measure()
-            node.uplink.submit(health_frame(node))
 
 
 async def status_led(pin, active_high, pattern):
@@ -448,7 +398,7 @@ async def main():
     spool = None
     if cfg.setting("gw"):
         kb = board.get("spool_kb")
-        spool = Spool(nvs=cfg.nvs, capacity=board.get("spool_frames", SPOOL_FRAMES),
+        spool = Spool(nvs=cfg.nvs, capacity=board.get("spool_frames", _SPOOL_FRAMES),
                       budget=kb * 1024 if kb else None, after_ms=board.get("spool_after_ms", 1000))
     uplink = Uplink(gateway, link, spool)
     uplink.key_retry_max_ms = board.get("key_retry_max_s", 30) * 1000
@@ -465,12 +415,12 @@ async def main():
         uplink.on_need_declaration = node.declaration_frame
     if bad_gateway:
         node.emit_event("config.bad-gateway")
-    if node.commands is not None:
+    failsafe_ms = None
+    if node.commands:
         uplink.on_command = node.take_command
         node.spawn("console", node.console_commands())
         if spool is not None:  # a node meant for a gateway fails safe without one, bad setting or not
-            limit = board.get("failsafe_after_s", FAILSAFE_AFTER_S) * 1000
-            node.spawn("failsafe", node.failsafe_guard(limit))
+            failsafe_ms = board.get("failsafe_after_s", _FAILSAFE_AFTER_S) * 1000
     if node.sensors:
         node.spawn("sampler", node.sampler())
     node.spawn("uplink", uplink.run())
@@ -479,14 +429,14 @@ async def main():
     if spool is not None:
         uplink.on_idle = node.report_loss
         node.spawn("spool", uplink.settle())
-    node.spawn("heap", heap_watch(node, int(board.get("health_s", HEALTH_S) * 1000)))
+    health_ms = int(board.get("health_s", _HEALTH_S) * 1000)
     led = board.get("status_led")
     if led:
         asyncio.create_task(status_led(led["pin"], led.get("active_high", True),
                                        lambda: (100, 1900) if link.up() else (100, 200)))
     board = None  # what outlives the boot took its part of it (sensor specs, buses)
     gc.collect()
-    await node.watchdog(wdt)
+    await node.watchdog(wdt, failsafe_ms, health_ms)
 
 
 def run():

@@ -113,7 +113,7 @@ def verify(frame, mac, kid, alg, kind=-1, last=0, max_len=MAX_FRAME):
 
 # The last counter applied is kept in NVS as an i32 (esp32.NVS.set_i32 raises OverflowError beyond
 # it): a command counter above this is refused unspent, as it could never be kept.
-MAX_COUNTER = const(0x7FFFFFFF)
+_MAX_COUNTER = const(0x7FFFFFFF)
 # Refusals that leave the last counter as it was.
 UNSPENT = ("replay", "counter-range")
 
@@ -146,7 +146,7 @@ class CommandReader:
         a node: oversized ... wrong-kind, bad-senml, device-mismatch, replay, counter-range)."""
         kind, counter, payload = verify(frame, self._mac, self._kid, self._alg, KIND_COMMAND,
                                         self.last, self._max_len)
-        if counter > MAX_COUNTER:
+        if counter > _MAX_COUNTER:
             raise Rejected("counter-range", "above 2^31-1", counter)
         # From here on the MAC has verified: a refusal names the counter, so the node can answer
         # it, and the counter is spent (the same frame again is a replay, not a second refusal).

@@ -4,12 +4,10 @@ import esp32
 from micropython import const
 
 NAMESPACE = "fieldnode"
-KEY_LEN = const(32)
-KID_LEN = const(8)
 # The identity is ONE blob, alg (1) + kid (8) + key (32): ESP-IDF writes each NVS entry
 # atomically at set time (commit() does nothing there), so separate entries for key, kid and
 # alg could be torn by a power cut into a key of one generation and a kid of another.
-ID_LEN = const(41)
+ID_LEN = const(41)  # the key's 32 bytes and the kid's 8 are fnode.provision's
 # The settings are ONE blob too, for the same reason: a power cut while provisioning must leave
 # the old set or the new one, never a new gateway with the old Wi-Fi password. Format: version
 # byte 1, then name, gw, ssid, wpass, each a length byte and UTF-8 (empty: not set), written by

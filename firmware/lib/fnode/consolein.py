@@ -2,8 +2,10 @@
 # On the ESP32 port sys.stdin.readline() returns only at a newline, and asyncio's StreamReader
 # calls it once stdin has one byte: a half-typed command or noise on UART0 would hold every task
 # until the watchdog resets the node. So the task waits in the loop's poll for the first byte,
-# then takes only the bytes already there (poll with a zero timeout), one at a time into a
-# buffer made once. It reads sys.stdin.buffer: raw bytes, so noise that is not UTF-8 cannot
+# then takes only the bytes already there (poll with a zero timeout), one at a time into a line
+# buffer. The buffer is made when a line starts and dropped when it ends: lines are rare (a
+# command typed or pasted), and a node at rest should not hold 1.4 KB for them.
+# It reads sys.stdin.buffer: raw bytes, so noise that is not UTF-8 cannot
 # raise, and no \r -> \n translation (the port does that in sys.stdin only): \r and \n both end
 # a line. A line longer than the buffer is discarded whole, with a warning.
 import asyncio
@@ -23,7 +25,8 @@ class ConsoleIn:
         self.reader = asyncio.StreamReader(s)
         self.poller = select.poll()
         self.poller.register(s, select.POLLIN)
-        self.buf = bytearray(size)
+        self.size = size
+        self.buf = None  # while a line is read
         self.one = bytearray(1)
         self.n = 0
         self.dropping = False  # inside a line that outgrew the buffer: skip to its end
@@ -48,14 +51,18 @@ class ConsoleIn:
             self.n = 0
             self.dropping = False
             if dropped:
-                log.warn("console: line longer than", len(self.buf), "bytes discarded")
+                log.warn("console: line longer than", self.size, "bytes discarded")
             elif n:
                 handle(memoryview(self.buf)[:n])
+            self.buf = None
             return
         if self.dropping:
             return
-        if self.n == len(self.buf):
+        if self.n == self.size:
             self.dropping = True
+            self.buf = None
             return
+        if self.buf is None:
+            self.buf = bytearray(self.size)
         self.buf[self.n] = c
         self.n += 1

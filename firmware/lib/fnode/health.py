@@ -17,9 +17,7 @@ import gc
 import esp32
 from micropython import const
 
-LOW_HEAP_BYTES = const(16384)  # default board "low_heap_bytes"
-HEALTH_S = const(300)  # default board "health_s": period of the health frame
-CHECK_MS = const(5000)  # the lowest free heap is read this often between health frames
+_LOW_HEAP_BYTES = const(16384)  # default board "low_heap_bytes"
 UNIT = "B"  # bytes (SenML unit registry, RFC 8798)
 
 
@@ -33,8 +31,8 @@ def largest_block():
 
 
 class Heap:
-    def __init__(self, threshold=LOW_HEAP_BYTES):
-        self.threshold = threshold
+    def __init__(self, threshold=None):
+        self.threshold = _LOW_HEAP_BYTES if threshold is None else threshold
         self.free = 0
         self.low = 0
         self.block = 0

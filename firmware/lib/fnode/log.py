@@ -1,26 +1,26 @@
 # Console logging gated by a level. Frame lines ("FN1 ...") are written by fnode.uplink, not here.
+# The levels are private constants: folded where used, no module attribute, no interned name.
 from micropython import const
 
-ERROR = const(1)
-WARN = const(2)
-INFO = const(3)
-DEBUG = const(4)
-level = INFO
+_ERROR = const(1)
+_WARN = const(2)
+_INFO = const(3)
+level = _INFO  # 1 error, 2 warnings, 3 information, 4 debug
 _TAGS = ("", "E", "W", "I", "D")
 
 
-def log(lvl, *args):
+def _log(lvl, args):
     if lvl <= level:
         print(_TAGS[lvl], *args)
 
 
 def error(*args):
-    log(ERROR, *args)
+    _log(_ERROR, args)
 
 
 def warn(*args):
-    log(WARN, *args)
+    _log(_WARN, args)
 
 
 def info(*args):
-    log(INFO, *args)
+    _log(_INFO, args)

@@ -5,10 +5,13 @@
 # the settings are switched the same way, as one entry, just before it.
 import binascii
 import machine
-from fnode.config import Config, KEY_LEN, KID_LEN, ID_LEN, SETTINGS, FIELDS
+from micropython import const
+from fnode.config import Config, ID_LEN, SETTINGS, FIELDS
 from fnode.hmac256 import HMAC256
 
 PROOF_CONTEXT = b"fieldnode provision proof\0"
+_KEY_LEN = const(32)
+_KID_LEN = const(8)
 
 
 def pack_settings(values):
@@ -34,7 +37,7 @@ def has_key():
 def stage(key_hex, kid_hex, alg):
     key = binascii.unhexlify(key_hex)
     kid = binascii.unhexlify(kid_hex)
-    if len(key) != KEY_LEN or len(kid) != KID_LEN or alg not in (4, 5):
+    if len(key) != _KEY_LEN or len(kid) != _KID_LEN or alg not in (4, 5):
         raise ValueError("bad key, kid or alg")
     nvs = Config().nvs
     nvs.set_blob("pid", bytes([alg]) + kid + key)

@@ -23,6 +23,7 @@
 # counted; the count survives reboots (NVS "lost") until reported in a queue.loss event frame.
 import os
 import struct
+import sys
 import time
 from binascii import crc32
 from micropython import const
@@ -122,77 +123,19 @@ def read_record(f, refs):
     return frame, 4 + (n & 0x7FFF)
 
 
-def records(f):
-    # The frames of one segment file, in order.
-    refs = {}
-    while True:
-        got = read_record(f, refs)
-        if got is None:
-            return
-        yield got[0]
-
-
-def _seq(name):
-    if len(name) == 8:
-        try:
-            return int(name, 16)
-        except ValueError:
-            pass
-    return None
-
-
-def segments(path):
-    # Segment numbers, oldest first; anything else in the directory (a temporary file of older
-    # firmware, junk) is thrown away, and said.
-    out = []
-    for name in os.listdir(path):
-        seq = _seq(name)
-        if seq is None:
-            try:
-                os.remove(path + "/" + name)
-            except OSError:
-                pass
-            log.warn("spool: discarded", name)
-        else:
-            out.append(seq)
-    out.sort()
-    return out
-
-
-def _old_frame(path):
-    # The frame in a file of the one-file-per-frame spool of earlier firmware (u16 length, u32
-    # CRC32, frame), or None: such files are taken into the ring at start, not lost to an update.
-    try:
-        with open(path, "rb") as f:
-            data = f.read(1100)
-    except OSError:
-        return None
-    if len(data) > 6:
-        n, crc = struct.unpack_from("<HI", data)
-        if n == len(data) - 6 and crc32(data[6:]) == crc:
-            return data[6:]
-    return None
-
-
 def contents(path="spool", nvs=None):
-    # -> [(counter, frame)] waiting in flash, oldest first, as a Spool made now would send them.
-    # Reads only (tools and tests call it on a node that is off).
-    skip_below, keep = _marks(nvs)
-    out = []
-    try:
-        names = sorted(q for q in (_seq(n) for n in os.listdir(path)) if q is not None)
-    except OSError:
-        return out
-    for seq in names:
-        try:
-            with open(path + "/" + _name(seq), "rb") as f:
-                for frame in records(f):
-                    c = counter_of(frame)
-                    if c >= skip_below or c == keep:
-                        out.append((c, frame))
-        except OSError:
-            pass  # removed while this read (the node runs)
-    return out
+    # -> [(counter, frame)] waiting in flash, oldest first (fnode.spoolscan; tools and tests).
+    from fnode.spoolscan import contents
+    return contents(path, nvs)
+
+
+def _forget(name):
+    # A module imported for one job: out of sys.modules and its package, so it is collected.
+    sys.modules.pop(name, None)
+    package, _, attr = name.rpartition(".")
+    package = sys.modules.get(package)
+    if package is not None and hasattr(package, attr):
+        delattr(package, attr)
 
 
 def _marks(nvs):
@@ -227,40 +170,23 @@ class Spool:
         self.buf = bytearray(4 + 1024 + 260)  # a record: header, body (a delta may run past a frame)
         self.lost = self._load_lost()
         self._skip_below, self._keep = _marks(nvs)
-        # Flash: segment numbers oldest first; the reader's segment, offset and references.
-        names = segments(path)
-        old = []  # [(name, frame)] of an earlier firmware's spool, in counter order
-        for seq in names:
-            frame = _old_frame(self._file(seq))
-            if frame is not None:
-                old.append((seq, frame))
-        self.segs = [seq for seq in names if seq not in [o[0] for o in old]]
-        self.used = 0
-        for seq in self.segs:
-            self.used += os.stat(self._file(seq))[6]
-        self.nflash = 0
-        for seq in self.segs:
-            with open(self._file(seq), "rb") as f:
-                for frame in records(f):
-                    if self._wanted(counter_of(frame)):
-                        self.nflash += 1
-        self.wseq = names[-1] + 1 if names else 0  # after a reset: a new segment
+        # Flash: segment numbers oldest first, bytes and frames in them, the writer's next segment;
+        # read once at start by fnode.spoolscan, imported for it and forgotten after it (a
+        # running node never needs that code again: docs/firmware.md, "Memory budget").
         self.wfile = None
         self.wrefs = {}
         self.woff = 0
-        self._rewind()
-        if budget is None:
-            budget = self.used + self._free() - _RESERVE
-        self.budget = max(budget, 2 * segment_bytes)
-        # The frame in doubt when the spool overflowed: taken out of the reader's way (it is
-        # still in its segment, and NVS "sdbt" keeps it wanted after a reset), sent first.
-        self.held = None
-        for _seq, frame in old:  # in the ring before the old file goes: a power cut loses none
-            self._append(frame)
-        for seq, _frame in old:
-            os.remove(self._file(seq))
-        if old:
-            log.info("spool: took", len(old), "frames of the old spool")
+        self.held = None  # the frame in doubt when the spool overflowed (see _drop_oldest)
+        import fnode.spoolscan as scan
+        try:
+            old = scan.scan(self)
+            self._rewind()
+            if budget is None:
+                budget = self.used + self._free() - _RESERVE
+            self.budget = max(budget, 2 * segment_bytes)
+            scan.adopt(self, old)
+        finally:
+            _forget("fnode.spoolscan")
         # Counter of the frame last sent and not answered (set by the uplink): the gateway may
         # have stored it and only its answer was lost, so it is never the one dropped as lost.
         # After a reset that is the oldest frame: it may have been on its way at the power cut.

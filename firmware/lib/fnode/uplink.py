@@ -29,8 +29,9 @@ _RX_MAX = const(1280)  # the largest datagram read: an IPv6 minimum MTU's worth,
 _LINK_POLL_MS = const(250)  # the Wi-Fi driver has no event to wait on: its status is read this often
 _UNKNOWN_KID = b"unknown-kid"
 _NEED_DECLARATION = b"need-declaration"
-KEY_RETRY_MAX_MS = 30000  # default bound of the backoff while the gateway does not know the key
-BACKOFF_MAX_MS = 30000  # default bound of the backoff while the gateway is silent (board "uplink_backoff_max_s")
+_KEY_RETRY_MAX_MS = const(30000)  # default bound of the backoff while the gateway does not know the key
+# default bound of the backoff while the gateway is silent (board "uplink_backoff_max_s")
+_BACKOFF_MAX_MS = const(30000)
 _BEAT_MS = const(10000)  # a long backoff still shows the watchdog signs of life this often
 
 
@@ -53,8 +54,8 @@ class Uplink:
         # The sender's last sign of life, for the watchdog; None while it waits for a frame (it
         # waits on an event then: nothing in progress can stall).
         self.beat = time.ticks_ms()
-        self.key_retry_max_ms = KEY_RETRY_MAX_MS
-        self.backoff_max_ms = BACKOFF_MAX_MS
+        self.key_retry_max_ms = _KEY_RETRY_MAX_MS
+        self.backoff_max_ms = _BACKOFF_MAX_MS
         self.on_event = None  # called (event, name, unit, value) to send an event frame
         self.on_idle = None  # called when everything queued has been sent (the spool is empty)
         self.on_need_declaration = None  # v2: -> a new declaration frame, when the gateway asks for it

@@ -4,8 +4,11 @@ boot.py and main.py stay source (MicroPython runs them by name); every .py under
 .mpy, which imports without parsing and leaves the heap to the application; other files under
 lib/ are copied as they are. The .mpy files carry no line numbers (`mpy-cross -X no-source-lines`):
 bytecode loaded from a filesystem lives in the node's heap, and the line tables are 7% of it
-(~3 KB on esp32-devkitc, docs/firmware.md "Memory budget"). A traceback still names each file
-and function, with "line 1"; source_lines=True (`fieldnode flash --source-lines`) keeps them.
+(~3 KB on esp32-devkitc, docs/firmware.md "Memory budget"). A traceback still names each module
+and function, with "line 1": the file name a .mpy embeds is then the module's dotted name
+("fnode.app"), which the import interns anyway, not a path that would be one more interned name
+per module (30 on esp32-devkitc); source_lines=True (`fieldnode flash --source-lines`) keeps the
+line numbers and the path ("lib/fnode/app.py"), for a node being debugged.
 The board definition goes to /board.json. Nothing else in firmware/ is shipped. Paths are absolute device paths.
 """
 from __future__ import annotations
@@ -51,6 +54,12 @@ def compile_module(source: Path, device_name: str, march: str, source_lines: boo
         return out.read_bytes()
 
 
+def module_name(rel: Path) -> str:
+    """lib/fnode/app.py -> fnode.app, lib/fnode/__init__.py -> fnode: the name it is imported by."""
+    parts = rel.with_suffix("").parts[1:]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
 def build_app_files(app_dir: Path, board: dict[str, Any] | None, march: str,
                     source_lines: bool = False) -> AppFiles:
     if not app_dir.is_dir():
@@ -66,7 +75,7 @@ def build_app_files(app_dir: Path, board: dict[str, Any] | None, march: str,
         if not path.is_file() or SKIPPED_DIRS & set(rel.parts):
             continue
         if path.suffix == ".py":
-            mpy = compile_module(path, rel.as_posix(), march, source_lines)
+            mpy = compile_module(path, rel.as_posix() if source_lines else module_name(rel), march, source_lines)
             files["/" + rel.with_suffix(".mpy").as_posix()] = mpy
         else:
             files["/" + rel.as_posix()] = path.read_bytes()

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from ..store.commandqueue import CommandInfo
 
 # The node keeps the last counter it applied as an NVS i32 (firmware/lib/fnode/command.py
-# MAX_COUNTER): it refuses a larger one, so none is ever issued.
+# _MAX_COUNTER): it refuses a larger one, so none is ever issued.
 MAX_COMMAND_COUNTER = 2**31 - 1
 
 def counters_path(keystore_path: Path) -> Path:

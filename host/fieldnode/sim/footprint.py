@@ -1,21 +1,24 @@
 """The application's heap footprint per board, measured on the MicroPython unix port with the
 simulated HAL, apart from the HAL's own share, and estimated for the 32-bit ESP32
-(docs/firmware.md, "Memory"; `bench/node_memory.py` records it in docs/performance.md).
+(docs/firmware.md, "Memory budget"; `bench/node_memory.py` records it in docs/performance.md).
 
 What runs is what ships: the library compiled to .mpy (as `fieldnode flash` writes it) and the
 board file, on a node directory provisioned with a key and a gateway address, as a virtual node
 has. The measuring script (mp_footprint.py) imports the HAL modules the application will use
 first and measures them, then either imports the fnode modules one by one or boots the
-application and measures it running.
+application and measures it running. The frozen asyncio is measured alone, without the HAL (whose
+simulated `time` imports it), and counted as the application's.
 
 The 32-bit estimate. The unix port here is 64-bit: 8-byte words, 32-byte GC blocks (4 words,
 py/mpconfig.h MICROPY_BYTES_PER_GC_BLOCK); the ESP32 has 4-byte words and 16-byte blocks. An
 object made of words (dicts, lists, functions, classes, tasks, raw-code tables) takes the same
 number of blocks on both, so half the bytes on the ESP32. Byte data (bytecode and strings loaded
 from a .mpy, bytearray buffers) takes the same bytes on both. So: ESP32 bytes = byte data +
-(64-bit bytes - byte data) / 2, where the byte data of the code is its .mpy file size (bytecode,
-qstr text and constants, less what is already in the firmware's ROM qstrs: an upper bound) and
-that of the running state is its buffers.
+(64-bit bytes - byte data) / 2, where the byte data of the code is its .mpy file size less the
+text of the names it interns (an upper bound) and that of the running state is its buffers.
+Interned names (qstrs) are counted apart, from micropython.qstr_info() around each step: their
+text as it is, their pool entries as the ESP32 allocates them (esp32_qstr_pools), since the 64-bit
+port's pools step where the HAL's own names left them.
 """
 from __future__ import annotations
 
@@ -50,9 +53,22 @@ ESP32_MICROPYTHON_USE = 1_568
 ESP32_FREE_AT_START = ESP32_HEAP - ESP32_MICROPYTHON_USE
 TARGET_FREE = 0.40  # of the heap, left free by the richest shipped board with updates in
 # Updates (issue 10), not written yet: an estimate from what they need - a module that takes
-# chunks into the inactive slot and checks a SHA-256 over them (about the size of fnode.spool:
-# ~2.5 KB on the ESP32), one 4 KB flash-sector buffer, a hash object and the state: ~7 KB.
+# chunks into the inactive slot and checks a SHA-256 over them (about the size of fnode.spool's
+# ring part), one 4 KB flash-sector buffer, a hash object and the state: ~7 KB.
 OTA_ESTIMATE = 7 * 1024
+# Interned strings (qstrs) on the ESP32: a pool entry is a pointer, a 2-byte hash and a 1-byte
+# length (py/qstr.h qstr_pool_t; py/mpconfig.h MICROPY_QSTR_BYTES_IN_HASH is 2 at the ESP32
+# port's EXTRA_FEATURES level, MICROPY_QSTR_BYTES_IN_LEN 1), after a 6-word pool header; pools
+# double from 20 entries (py/qstr.c qstr_add, tools/mpy-tool.py qstr_pool_alloc).
+ESP32_QSTR_ENTRY = 4 + 2 + 1
+ESP32_QSTR_POOL_HEAD = 6 * 4
+QSTR_FIRST_POOL = 20
+# The updates' module interns its names too: about as many as fnode.spool (measured: ~100).
+OTA_QSTRS = 100
+# Frozen into the ESP32 firmware (ports/esp32/boards/manifest.py: include("$(MPY_DIR)/extmod/asyncio")),
+# and into the unix port's: their bytecode and strings are in flash, their module, function and
+# class objects in RAM, all words: half the 64-bit bytes.
+FROZEN = ("asyncio",)
 HEAPSIZE = 4 * 1024 * 1024  # the measuring heap: ample, so nothing is cut short
 RUN_MS = 3000  # the application measured this long after it starts: every sampler has sampled
 _IMPORT = re.compile(r"^\s*(?:from\s+(fnode(?:\.\w+)*|\.+\w*)\s+import\s+([\w, ]+)|import\s+(fnode\.\w+))", re.M)
@@ -119,7 +135,10 @@ nvs.commit()
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("FIELDNODE_SIM_", "MICROPY"))}
-        env.update(MICROPYPATH=":".join([str(SIMHAL_DIR), str(self.lib), ".frozen"]),
+        # The library by a path relative to the flash (the working directory), "lib": each module
+        # interns its file name (__file__) as a qstr, "lib/fnode/app.mpy" here as "/lib/fnode/app.mpy"
+        # on a board, not this machine's long temporary path.
+        env.update(MICROPYPATH=":".join([str(SIMHAL_DIR), "lib", ".frozen"]),
                    FIELDNODE_SIM_NODE=str(self.node), FIELDNODE_SIM_RESET="pwron")
         return env
 
@@ -128,24 +147,61 @@ nvs.commit()
         script.write_text(code)
         return self._run([str(script), *args], heap, timeout)
 
-    def _run(self, argv: list[str], heap: str, timeout: float) -> str:
-        proc = subprocess.run([micropython_binary(), "-X", f"heapsize={heap}", *argv], cwd=self.flash,
-                              env=self.env(), capture_output=True, text=True, timeout=timeout)
+    def _run(self, argv: list[str], heap: str, timeout: float, env: dict[str, str] | None = None) -> str:
+        # stdin open and silent, as a board's console is: at end of input the console task waits
+        # on an event nothing else refers to, and the collector takes the task with what it holds.
+        quiet, keep_open = os.pipe()
+        try:
+            proc = subprocess.run([micropython_binary(), "-X", f"heapsize={heap}", *argv], cwd=self.flash,
+                                  env=env or self.env(), stdin=quiet, capture_output=True, text=True,
+                                  timeout=timeout)
+        finally:
+            os.close(quiet)
+            os.close(keep_open)
         if proc.returncode != 0:
             raise FieldnodeError(f"micropython failed ({proc.returncode}): {(proc.stdout + proc.stderr)[-2000:]}")
         return proc.stdout
 
     def footprint(self, hal: list[str], modules: Sequence[str] = (), run_ms: int = 0, tasks: int = 0,
-                  buffers: bool = False, heap: int = 0) -> dict[str, Any]:
+                  buffers: bool = False, heap: int = 0, frozen: Sequence[str] = ()) -> dict[str, Any]:
         args = json.dumps({"hal": hal, "hal_objects": hal_objects(self.doc) if hal else [], "modules": list(modules),
-                           "run_ms": run_ms, "tasks": tasks, "buffers": buffers})
+                           "run_ms": run_ms, "tasks": tasks, "buffers": buffers, "frozen": list(frozen)})
         path = self.base / "footprint-args.json"
         path.write_text(args)
-        out = self._run([str(SCRIPT), str(path)], str(heap or HEAPSIZE), 120)
+        env = None
+        if frozen:  # the frozen modules alone: the port's own time, no simulated HAL on the path
+            env = dict(self.env(), MICROPYPATH=".frozen")
+        out = self._run([str(SCRIPT), str(path)], str(heap or HEAPSIZE), 120, env)
         lines = [line for line in out.splitlines() if line.startswith("FOOTPRINT ")]
         if not lines:
             raise FieldnodeError(f"the footprint script printed no result: {out[-2000:]}")
-        return json.loads(lines[-1][len("FOOTPRINT "):])
+        result = json.loads(lines[-1][len("FOOTPRINT "):])
+        result["qstr"] = qstr_steps(out)
+        return result
+
+
+_QSTR_INFO = re.compile(r"qstr pool: n_pool=(\d+), n_qstr=(\d+), n_str_data_bytes=(\d+), n_total_bytes=(\d+)")
+
+
+def qstr_steps(out: str) -> dict[str, dict[str, int]]:
+    """The interned strings after each step of mp_footprint.py: its "QSTR <step>" line, then the
+    line micropython.qstr_info() prints (pools, strings, their text with its NULs, and the heap
+    bytes of pools and text)."""
+    steps: dict[str, dict[str, int]] = {}
+    step = None
+    for line in out.splitlines():
+        if line.startswith("QSTR "):
+            step = line[len("QSTR "):]
+            continue
+        m = _QSTR_INFO.search(line)
+        if m and step is not None:
+            steps[step] = dict(zip(("pools", "count", "text", "bytes"), map(int, m.groups()), strict=True))
+            step = None
+    return steps
+
+
+def qstr_delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {k: after[k] - before[k] for k in ("count", "text", "bytes")}
 
 
 def install_shipped(flash: Path, board: str | Path) -> dict[str, int]:
@@ -162,16 +218,25 @@ def install_shipped(flash: Path, board: str | Path) -> dict[str, int]:
     return sizes
 
 
+def esp32_app(result: dict[str, Any]) -> int:
+    """The application's ESP32 estimate at rest: code, the frozen modules' objects, the interned
+    strings and the running state."""
+    return sum(result["esp32"][k] for k in ("code", "frozen", "qstr", "state"))
+
+
 def budget(result: dict[str, Any]) -> dict[str, Any]:
     """A board's heap budget on an ESP32-WROOM from its measured footprint: bytes, and the share
-    of the heap left free with and without the updates estimate."""
-    app = result["esp32"]["code"] + result["esp32"]["state"]
+    of the heap left free with and without the updates estimate (with the qstr pool that the
+    updates' own names may start: OTA_QSTRS more strings)."""
+    app = esp32_app(result)
     free = ESP32_FREE_AT_START - app
     command = result["esp32"].get("command_path", 0)
+    count = result["qstrs"]["count"]
+    ota = OTA_ESTIMATE + esp32_qstr_pools(count + OTA_QSTRS) - esp32_qstr_pools(count)
     return {"heap": ESP32_HEAP, "free_at_start": ESP32_FREE_AT_START, "app": app, "free": free,
-            "free_share": free / ESP32_HEAP, "ota": OTA_ESTIMATE, "free_with_ota": free - OTA_ESTIMATE,
-            "free_share_with_ota": (free - OTA_ESTIMATE) / ESP32_HEAP, "command_path": command,
-            "free_share_during_command": (free - OTA_ESTIMATE - command) / ESP32_HEAP}
+            "free_share": free / ESP32_HEAP, "ota": ota, "free_with_ota": free - ota,
+            "free_share_with_ota": (free - ota) / ESP32_HEAP, "command_path": command,
+            "free_share_during_command": (free - ota - command) / ESP32_HEAP}
 
 
 def unix_heap_equivalent(result: dict[str, Any], esp32_bytes_free: int = ESP32_FREE_AT_START) -> int:
@@ -179,7 +244,7 @@ def unix_heap_equivalent(result: dict[str, Any], esp32_bytes_free: int = ESP32_F
     leaves it: the unix port's own use and the simulated HAL's share (C on a board) added, the
     ESP32's free heap scaled by the measured 64-bit/32-bit ratio of the application, and the
     GC's tables (the usable part of the measuring heap) taken into account."""
-    ratio = result["app"] / (result["esp32"]["code"] + result["esp32"]["state"])
+    ratio = result["app"] / esp32_app(result)
     usable = result["base"] + result["hal"] + esp32_bytes_free * ratio
     return int(usable * result["heapsize"] / result["total"])
 
@@ -217,8 +282,53 @@ def is_hal(module: str) -> bool:
 
 def esp32_bytes(bytes64: float, byte_data: float) -> int:
     """The 32-bit estimate of a heap share measured on the 64-bit port (see the module doc)."""
-    byte_data = min(byte_data, bytes64)
+    byte_data = max(0, min(byte_data, bytes64))
     return round(byte_data + (bytes64 - byte_data) / 2)
+
+
+def _esp32_blocks(n: int) -> int:
+    return -(-n // ESP32_BLOCK) * ESP32_BLOCK
+
+
+def esp32_qstr_pools(count: int, start: int = 0) -> int:
+    """Heap bytes of the qstr pools an ESP32 allocates for `count` interned strings made after
+    `start` others (py/qstr.c qstr_add): the first pool holds 20 (twice the frozen pool's alloc,
+    which tools/mpy-tool.py sets to at most 10), each next one twice the last; a pool is paid
+    whole when its first string comes."""
+    total, first, alloc = 0, 0, QSTR_FIRST_POOL
+    while first < start + count:
+        if first >= start:
+            total += _esp32_blocks(ESP32_QSTR_POOL_HEAD + ESP32_QSTR_ENTRY * alloc)
+        first += alloc
+        alloc *= 2
+    return total
+
+
+def qstr_room(count: int) -> tuple[int, int]:
+    """(strings that still fit the pools `count` strings filled, bytes of the next pool)."""
+    first, alloc = 0, QSTR_FIRST_POOL
+    while first < count:
+        first += alloc
+        alloc *= 2
+    return first - count, _esp32_blocks(ESP32_QSTR_POOL_HEAD + ESP32_QSTR_ENTRY * alloc)
+
+
+def _module_shares(parts: dict[str, Any], order: list[str], sizes: dict[str, int]) -> dict[str, dict[str, int]]:
+    # Each module's own share from the run that imports them one by one: its heap bytes less its
+    # interned strings (pools and text, counted apart: a pool step on the 64-bit port is no
+    # module's), and its ESP32 estimate: words halved, byte data (its .mpy less the qstr text the
+    # .mpy carries, which is interned) kept, its strings' text and ESP32 pool entries.
+    steps, prev, out = parts["qstr"], parts["qstr"]["hal"], {}
+    for m in order:
+        q = qstr_delta(steps[m], prev)
+        prev = steps[m]
+        b = parts["modules"][m]
+        words = b - q["bytes"]
+        data = max(0, sizes.get(m, 0) - q["text"])
+        out[m] = {"bytes": b, "blocks": b // parts["block"], "mpy": sizes.get(m, 0), "qstrs": q["count"],
+                  "words": words, "data": data,
+                  "esp32": esp32_bytes(words, data) + q["text"] + ESP32_QSTR_ENTRY * q["count"]}
+    return out
 
 
 def measure_board(board: str | Path, work: Path | None = None, run_ms: int = RUN_MS) -> dict[str, Any]:
@@ -228,33 +338,48 @@ def measure_board(board: str | Path, work: Path | None = None, run_ms: int = RUN
         rig = NodeRig(Path(work or tmp), board)
         first = rig.footprint([], run_ms=run_ms)  # which modules the board loads
         hal = sorted(m for m in first["loaded"] if is_hal(m))
+        frozen_modules = sorted(m for m in first["loaded"] if m.partition(".")[0] in FROZEN)
         loaded = {m for m in first["loaded"] if m.startswith("fnode")}
-        running = rig.footprint(hal, run_ms=run_ms)
-        hal_share = running["hal"] + running["hal_static"]  # the static C objects the application makes too
+        frozen = rig.footprint([], frozen=frozen_modules)["frozen"]
+        # The simulated HAL imports asyncio (its time module binds the port's ticks for it): the
+        # frozen modules are imported with the HAL, measured alone above and counted as the
+        # application's.
+        running = rig.footprint(hal + frozen_modules, run_ms=run_ms)
         order = [m for m in module_order() if m in loaded]
-        parts = rig.footprint(hal, ["asyncio", *order], tasks=8, buffers=True)
+        parts = rig.footprint(hal + frozen_modules, order, tasks=8, buffers=True)
         sizes = rig.mpy_sizes
     block = running["block"]
-    code = sum(parts["modules"].values())
+    hal_share = running["hal"] + running["hal_static"] - frozen  # the static C objects the application makes too
     app = running["running"] - hal_share
+    qstrs = qstr_delta(running["qstr"]["running"], running["qstr"]["hal"])
+    qstrs["room"], qstrs["next_pool"] = qstr_room(qstrs["count"])
+    modules = _module_shares(parts, order, sizes)
+    code = sum(m["bytes"] for m in modules.values())
+    code_words = sum(m["words"] for m in modules.values())
+    code_data = sum(m["data"] for m in modules.values())
+    state = app - code - frozen
+    state_words = app - qstrs["bytes"] - code_words - frozen
     buffers = sum(parts["buffers"].values())
-    mpy = sum(sizes.get(m, 0) for m in order)
-    modules = {m: {"bytes": b, "blocks": b // block, "mpy": sizes.get(m, 0),
-                   "esp32": esp32_bytes(b, sizes.get(m, 0))} for m, b in parts["modules"].items()}
-    state = app - code
     command = running.get("command_path", 0)  # held only while a command is read
-    command_mpy = sum(sizes.get(m, 0) for m in running.get("command_modules", ()))
+    command_words, command_data = command, 0
+    if command:
+        cq = qstr_delta(running["qstr"]["command"], running["qstr"]["before command"])
+        command_words = command - cq["bytes"]  # its strings stay: in the figures at rest
+        command_data = sum(sizes.get(m, 0) for m in running.get("command_modules", ())) - cq["text"]
     return {
         "board": load_board(board)["name"], "block": block, "hal": hal_share, "hal_blocks": hal_share // block,
-        "app": app, "app_blocks": app // block, "code": code, "code_mpy": mpy, "state": state,
+        "app": app, "app_blocks": app // block, "code": code, "code_mpy": sum(m["mpy"] for m in modules.values()),
+        "state": state, "frozen": frozen, "frozen_modules": frozen_modules, "qstrs": qstrs,
         "buffers": parts["buffers"], "task": parts["task"], "modules": modules,
         "free_running": running["free_running"], "hal_modules": hal, "base": running["base"],
         "total": running["total"], "heapsize": HEAPSIZE,
-        "esp32": {"code": esp32_bytes(code, mpy), "state": esp32_bytes(state, buffers),
-                  "command_path": esp32_bytes(command, command_mpy)},
+        "esp32": {"code": esp32_bytes(code_words, code_data), "frozen": round(frozen / 2),
+                  "qstr": qstrs["text"] + esp32_qstr_pools(qstrs["count"]), "state": esp32_bytes(state_words, buffers),
+                  "command_path": esp32_bytes(command_words, command_data)},
         "command_path": command, "command_modules": running.get("command_modules", []),
     }
 
 
-__all__ = ["NodeRig", "measure_board", "module_order", "esp32_bytes", "budget", "unix_heap_equivalent",
+__all__ = ["NodeRig", "measure_board", "module_order", "esp32_bytes", "esp32_app", "esp32_qstr_pools", "qstr_room",
+           "budget", "unix_heap_equivalent",
            "install_shipped", "ESP32_BLOCK", "ESP32_HEAP", "ESP32_FREE_AT_START", "TARGET_FREE", "OTA_ESTIMATE"]

@@ -5,9 +5,13 @@
 #   hal_objects: the board's HAL objects, made once with the HAL (see below)
 #   modules:  fnode modules to import one by one, dependencies first (the delta of each is its own)
 #   run_ms:   > 0: then boot the application (fnode.app.main) and measure it after run_ms
-# Every figure is gc.mem_alloc() after gc.collect(), in bytes (the GC block is 4 words).
+#   frozen:   modules frozen in the firmware (asyncio) to import alone, in a run without the HAL
+# Every figure is gc.mem_alloc() after gc.collect(), in bytes (the GC block is 4 words). The
+# interned strings (qstrs) are counted apart: after each step a line "QSTR <step>" and then
+# micropython.qstr_info()'s line (which it prints, and only prints), read by fieldnode.sim.footprint.
 import gc
 import json
+import micropython
 import sys
 
 with open(sys.argv[1]) as f:
@@ -20,7 +24,13 @@ def used():
     return gc.mem_alloc()
 
 
+def mark(step):
+    print("QSTR", step)
+    micropython.qstr_info()
+
+
 base = used()
+mark("base")
 out["base"] = base  # the unix port's own use before anything is imported
 out["total"] = gc.mem_free() + base  # the usable heap (-X heapsize less the GC's tables)
 for name in args["hal"]:
@@ -68,6 +78,7 @@ if args["hal"]:
     out["hal_static"] = used() - static
     _more = None
 hal = used()
+mark("hal")
 out["hal"] = hal - base
 out["free_after_hal"] = gc.mem_free()
 
@@ -76,16 +87,29 @@ for name in args["modules"]:
     before = used()
     __import__(name)
     modules[name] = used() - before
+    mark(name)
 out["modules"] = modules
+frozen = used()
+for name in args.get("frozen", ()):
+    __import__(name)
+if args.get("frozen"):
+    out["frozen"] = used() - frozen
+    mark("frozen")
 
 
 def _buffers():
     # The application's long-lived buffers, from the classes that make them. (The uplink keeps no
-    # receive buffer: each answer is one recv, a bytes object of its own, freed after it.)
+    # receive buffer: each answer is one recv, a bytes object of its own, freed after it; the
+    # console's line buffer lives only while a line is typed.)
+    import os
     from fnode.frame import FrameBuilder
+    from fnode.spool import Spool
     from fnode.uplink import Uplink
     uplink = Uplink(None, None)
-    return {"frame builder": len(FrameBuilder(bytes(32), bytes(8))._buf), "CoAP exchange": len(uplink.ex.buf)}
+    spool = Spool("footprint-spool")
+    os.rmdir("footprint-spool")
+    return {"frame builder": len(FrameBuilder(bytes(32), bytes(8))._buf), "CoAP exchange": len(uplink.ex.buf),
+            "spool record": len(spool.buf)}
 
 
 async def _measure_tasks(n):
@@ -115,12 +139,22 @@ async def _measure_app(run_ms):
         # what it leaves (its interned names: qstrs are never freed) is in the figure at rest, and
         # what it holds meanwhile is measured.
         at_rest = used()
+        mark("before command")
         before = set(sys.modules)
-        import fnode.command
+        import fnode.oncommand
         out["command_path"] = used() - at_rest
+        mark("command")
         out["command_modules"] = sorted(m for m in sys.modules if m not in before)
         fnode.app.forget_modules(before)
-    out["running"] = used() - base  # the HAL's share included
+    # At rest: the least of five looks a quarter second apart. What the node holds for a moment
+    # (frames in flight, an exchange, a spool write) comes and goes with the load of the machine
+    # that runs it, and one look can catch kilobytes of it.
+    running = used()
+    for _ in range(4):
+        await asyncio.sleep_ms(250)
+        running = min(running, used())
+    out["running"] = running - base  # the HAL's share included
+    mark("running")
     out["free_running"] = gc.mem_free()
     out["loaded"] = sorted(k for k in sys.modules)
     print("FOOTPRINT " + json.dumps(out))
