@@ -121,6 +121,9 @@ class Node:
         b.add_str("board", self.board_name)
         b.add_str("reset", reset_cause_name())
         b.add("schema", None, 1)
+        boot = sys.modules.get("fnboot")
+        if boot is not None and boot.state is not None:
+            _update_records(b, boot.state)
         self.heap.add_records(b)
         return b.finish()
 
@@ -152,6 +155,15 @@ class Node:
 
     def emit_event(self, event, name=None, unit=None, value=None):
         self.uplink.submit(self.event_frame(event, name, unit, value))
+
+    def emit_str(self, event, *pairs):
+        # An event with text records, e.g. emit_str("update.refused", "reason", "bad-mac").
+        b = self.builder
+        b.begin(KIND_EVENT, self.counter.take(), unix_time())
+        b.add_str("event", event)
+        for i in range(0, len(pairs), 2):
+            b.add_str(pairs[i], pairs[i + 1])
+        self.uplink.submit(b.finish())
 
     def sample(self, sensor):
         error = sensor.sample()
@@ -338,6 +350,57 @@ class Node:
             await asyncio.sleep_ms(1000)
 
 
+def _update_records(b, st):
+    # Which application runs and how the last update ended (docs/updates.md).
+    b.add_str("app", st.get("ver", "?"))
+    last = st.get("last") or {}
+    b.add_str("update", "trial" if st.get("trial") else last.get("out", "none"))
+    if last.get("why"):
+        b.add_str("why", last["why"])
+        b.add_str("failed", last.get("ver", "?"))
+
+
+class Updates:
+    # The gateway's ack of a frame says an update waits (fnode.uplink on_offer): the update code
+    # is imported for it and forgotten after it, as the command path is (docs/firmware.md,
+    # "Memory budget"). The first ack on trial keeps the running application (fnboot.keep).
+    def __init__(self, node, board):
+        self.node = node
+        self.slot_kb = board.get("app_slot_kb", 256)
+        self.block = board.get("update_block", 1024)
+        self.busy = False
+        self.refused = None  # the offer last refused: not fetched again until another comes
+
+    def acked(self):
+        boot = sys.modules.get("fnboot")
+        self.node.uplink.on_acked = None
+        if boot is not None and boot.keep():
+            log.info("update kept:", boot.state["ver"])
+            self.node.emit_str("update.kept", "app", boot.state["ver"])
+
+    def offered(self, offer):
+        offer = bytes(offer)
+        boot = sys.modules.get("fnboot")
+        st = (boot.state if boot is not None else None) or {}
+        last = st.get("last") or {}
+        if self.busy or offer == self.refused or offer == st.get("ver", "").encode() or (
+                last.get("out") == "rolled-back" and offer == last.get("ver", "").encode()):
+            return  # refused already, or rolled back from: the gateway learns it from our frames
+        self.busy = True
+        asyncio.create_task(self.run(offer))
+
+    async def run(self, offer):
+        before = set(sys.modules)
+        try:
+            from fnode.ota import Update
+            self.refused = await Update(self.node, self.slot_kb, self.block).run(offer)
+        except MemoryError:
+            log.error("update postponed: out of memory")
+        finally:
+            forget_modules(before)
+            self.busy = False
+
+
 def health_frame(node):
     # The periodic health frame: a telemetry frame of the heap readings (fnode.health).
     node.builder.begin(KIND_TELEMETRY, node.counter.take(), unix_time())
@@ -436,6 +499,11 @@ async def main():
     wdt = watchdog = machine.WDT(timeout=board.get("watchdog_s", WDT_TIMEOUT_MS // 1000) * 1000)
     node = Node(board, cfg, uplink)
     uplink.on_event = node.emit_event
+    if spool is not None:
+        updates = Updates(node, board)
+        uplink.on_offer = updates.offered
+        if "fnboot" in sys.modules and sys.modules["fnboot"].on_trial():
+            uplink.on_acked = updates.acked
     uplink.submit(node.boot_frame())
     if bad_gateway:
         node.emit_event("config.bad-gateway")

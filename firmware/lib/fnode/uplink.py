@@ -54,6 +54,8 @@ class Uplink:
         self.backoff_max_ms = BACKOFF_MAX_MS
         self.on_event = None  # called (event, name, unit, value) to send an event frame
         self.on_idle = None  # called when everything queued has been sent (the spool is empty)
+        self.on_acked = None  # called when the gateway took a frame (an application on trial is kept)
+        self.on_offer = None  # called with the version of an update the gateway's answer offers
         self.unknown_kid = 0  # 4.01 unknown-kid answers since the gateway last took a frame
         self.unknown_since = None  # ticks_ms of the first of them (aged: at most 3.1 days back)
         self._queued = asyncio.Event()  # set by submit(): the sender and the spool's task wake on it
@@ -123,6 +125,8 @@ class Uplink:
             else:
                 self.acked += 1
                 self.last_ok = time.ticks_ms()
+                if self.on_acked is not None:
+                    self.on_acked()
             if self.ram and self.ram[0][0] == head[0]:
                 self.ram.pop(0)
             elif self.spool is not None:
@@ -255,4 +259,6 @@ class Uplink:
         if r > 0 and ex.payload_len and ex.content_format == coap.CONTENT_FORMAT_COSE \
                 and self.on_command is not None:
             self.on_command(memoryview(rx)[ex.payload_start:ex.payload_start + ex.payload_len])
+        if r > 0 and ex.offer_len and self.on_offer is not None:
+            self.on_offer(memoryview(rx)[ex.offer_start:ex.offer_start + ex.offer_len])
         return r
