@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -74,3 +73,85 @@ def test_an_update_reaches_several_nodes_each_runs_it_and_keeps_it(site):
         assert not pointer(node).get("trial")
         assert (node.flash / "app_a" / "fnode" / "app.mpy").is_file()
         assert not (node.flash / "ota.part").exists()
+
+
+def test_each_refusal_is_a_signed_event_with_its_reason_and_the_old_application_runs_on(site):
+    node = site.node(1, app_slot_kb=24, **FAST)
+    ups = UpdateSite(updates_dir(site.db))
+    image = (ups.root / "releases" / release(site, "0.2.0").version / "image.bin").read_bytes()
+    assert len(image) > 24 * 1024  # so that a node with a 24 KB slot refuses it as too large
+    keys = Keystore.load(site.keys)
+    kid = keys.current(node.unique_id).kid
+    cases = [  # (reason, release, key it is signed with)
+        ("too-large", ups.release("0.2.0"), None),
+        ("bad-mac", ups.add_release(image, "0.3.0", "virtual", "1.20.0"), bytes(32)),
+        ("wrong-board", ups.add_release(image, "0.5.0", "esp32-devkitc", "1.20.0"), None),
+        ("not-newer", ups.add_release(image, "0.0.5", "virtual", "1.20.0"), None),
+        ("needs-newer-firmware", ups.add_release(image, "0.7.0", "virtual", "99.0.0"), None),
+    ]
+    bad = bytearray(image)
+    bad[len(bad) // 2] ^= 0xFF
+    hashed = ups.add_release(image, "0.4.0", "virtual", "1.20.0")
+    (ups.root / "releases" / "0.4.0" / "image.bin").write_bytes(bytes(bad))  # swapped after signing
+    cases.append(("hash-mismatch", hashed, None))
+    for n, (reason, rel, key) in enumerate(cases, 1):
+        ups.offer(kid, key or keys.current(node.unique_id).key, rel)
+        wait_for(lambda n=n: len(strings(site, node, "reason")) >= n, 60, f"refusal {reason}")
+        assert strings(site, node, "reason")[n - 1] == reason
+        assert strings(site, node, "offer")[n - 1] == rel.version
+    assert not (node.flash / "app.json").exists()  # the application that was there runs on
+    assert not (node.flash / "ota.part").exists()
+    assert strings(site, node, "event").count("update.refused") == len(cases)
+    before = len(site.frames(node))
+    wait_for(lambda: len(site.frames(node)) > before + 2, 30, "frames after the refusals")
+
+
+def test_kill_9_mid_download_resumes_from_the_stored_blocks_and_never_half_switches(site):
+    node = site.node(1, **{**FAST, "update_block": 64})
+    rel = release(site, "0.2.0")
+    image = UpdateSite(updates_dir(site.db)).image("0.2.0")
+    part = node.flash / "ota.part"
+    offer(site, node, rel)
+    resumed_at = []
+    for share in (0.15, 0.45, 0.75):  # the points where the power goes: bytes stored so far
+        wait_for(lambda s=share: part.exists() and part.stat().st_size >= s * len(image), 60, f"{share:.0%} stored")
+        node.kill()
+        stored = part.stat().st_size
+        assert stored % 64 == 0 and stored < len(image)
+        assert part.read_bytes() == image[:stored]  # what is kept is the image's own prefix
+        assert not (node.flash / "app.json").exists()  # nothing switched
+        mark = node.output_mark()
+        node.power_on()
+        line = node.wait_output(b"resuming at", timeout=60, since=mark)
+        resumed_at.append(line)
+    wait_for(lambda: "update.kept" in strings(site, node, "event"), 90, "the update kept")
+    assert len(resumed_at) == 3
+    assert pointer(node)["ver"] == "0.2.0"
+    from fieldnode.updates.image import unpack
+    for path, data in unpack(image).items():
+        assert (node.flash / "app_a" / path).read_bytes() == data
+
+
+BROKEN = {
+    "import-error": {"firmware__lib__fnode__app": ("import asyncio\n", "raise RuntimeError('broken build')\n")},
+    "watchdog": {"firmware__lib__fnode__app": ("    def boot_frame(self):\n",
+                                               "    def boot_frame(self):\n        while True:\n            pass\n")},
+    "no-ack": {"firmware__lib__fnode__app": ("uplink = Uplink(gateway, link, spool)",
+                                             "uplink = Uplink((gateway[0], 9), link, spool)")},
+}
+
+
+@pytest.mark.parametrize("why", list(BROKEN))
+def test_a_broken_application_is_rolled_back_by_itself_and_says_why(site, why):
+    node = site.node(1, **FAST)
+    patches = {k.removeprefix("firmware__"): v for k, v in BROKEN[why].items()}
+    offer(site, node, release(site, "0.2.0", **patches))
+    wait_for(lambda: "rolled-back" in strings(site, node, "update"), 90, f"a rollback ({why})")
+    assert strings(site, node, "why")[-1] == why
+    assert strings(site, node, "failed")[-1] == "0.2.0"
+    st = pointer(node)
+    assert st["slot"] == "" and st["ver"] == "0.1.0" and not st.get("trial")
+    assert st["last"] == {"out": "rolled-back", "why": why, "ver": "0.2.0"}
+    before = len(site.frames(node))
+    wait_for(lambda: len(site.frames(node)) > before + 2, 30, "frames from the old application")
+    assert "update.kept" not in strings(site, node, "event")

@@ -371,6 +371,12 @@ class Updates:
         self.busy = False
         self.refused = None  # the offer last refused: not fetched again until another comes
 
+    def listen(self, uplink):
+        uplink.on_offer = self.offered
+        boot = sys.modules.get("fnboot")
+        if boot is not None and boot.on_trial():
+            uplink.on_acked = self.acked
+
     def acked(self):
         boot = sys.modules.get("fnboot")
         self.node.uplink.on_acked = None
@@ -500,10 +506,7 @@ async def main():
     node = Node(board, cfg, uplink)
     uplink.on_event = node.emit_event
     if spool is not None:
-        updates = Updates(node, board)
-        uplink.on_offer = updates.offered
-        if "fnboot" in sys.modules and sys.modules["fnboot"].on_trial():
-            uplink.on_acked = updates.acked
+        Updates(node, board).listen(uplink)
     uplink.submit(node.boot_frame())
     if bad_gateway:
         node.emit_event("config.bad-gateway")

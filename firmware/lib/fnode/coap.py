@@ -219,14 +219,19 @@ class Exchange:
             number += delta
             if pos + length > n:
                 return -2
-            if number == _OPT_CONTENT_FORMAT:
-                cf = 0
-                for i in range(pos, pos + length):
-                    cf = (cf << 8) | rx[i]
-            elif number == OPT_UPDATE_OFFER:
-                self.offer_start = pos
-                self.offer_len = length
+            cf = self._option(rx, number, pos, length, cf)
             pos += length
+        return cf
+
+    def _option(self, rx, number, pos, length, cf):
+        # An option the node reads: -> the Content-Format so far
+        if number == _OPT_CONTENT_FORMAT:
+            cf = 0
+            for i in range(pos, pos + length):
+                cf = (cf << 8) | rx[i]
+        elif number == OPT_UPDATE_OFFER:
+            self.offer_start = pos
+            self.offer_len = length
         return cf
 
     def ack(self):

@@ -71,13 +71,13 @@ def check_manifest(m, board, running, slot_bytes):
         return "bad-manifest"
     if m.get("board") != board:
         return "wrong-board"
+    need = version_tuple(m.get("minfw", "0"))
+    if need is None or tuple(sys.implementation.version[:3]) < need:
+        return "needs-newer-firmware"
     if ver <= (version_tuple(running) or ()):
         return "not-newer"
     if m["size"] > slot_bytes:
         return "too-large"
-    need = version_tuple(m.get("minfw", "0"))
-    if need is None or tuple(sys.implementation.version[:3]) < need:
-        return "needs-newer-firmware"
     return None
 
 

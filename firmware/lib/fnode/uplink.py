@@ -123,14 +123,17 @@ class Uplink:
                 self.refused += 1
                 log.warn("gateway refused frame", head[0], "code", code)
             else:
-                self.acked += 1
-                self.last_ok = time.ticks_ms()
-                if self.on_acked is not None:
-                    self.on_acked()
+                self._took()
             if self.ram and self.ram[0][0] == head[0]:
                 self.ram.pop(0)
             elif self.spool is not None:
                 self.spool.drop(head[0])
+
+    def _took(self):
+        self.acked += 1
+        self.last_ok = time.ticks_ms()
+        if self.on_acked is not None:
+            self.on_acked()
 
     def _reason(self):
         # The diagnostic payload of the answer exchange() returned (the reason of a 4.xx).
