@@ -76,34 +76,36 @@ def test_an_update_reaches_several_nodes_each_runs_it_and_keeps_it(site):
 
 
 def test_each_refusal_is_a_signed_event_with_its_reason_and_the_old_application_runs_on(site):
-    node = site.node(1, app_slot_kb=24, **FAST)
+    node, small = site.node(1, **FAST), site.node(2, app_slot_kb=24, **FAST)
     ups = UpdateSite(updates_dir(site.db))
     image = (ups.root / "releases" / release(site, "0.2.0").version / "image.bin").read_bytes()
-    assert len(image) > 24 * 1024  # so that a node with a 24 KB slot refuses it as too large
+    assert len(image) > 24 * 1024  # so that the node with a 24 KB slot refuses it as too large
     keys = Keystore.load(site.keys)
-    kid = keys.current(node.unique_id).kid
-    cases = [  # (reason, release, key it is signed with)
-        ("too-large", ups.release("0.2.0"), None),
-        ("bad-mac", ups.add_release(image, "0.3.0", "virtual", "1.20.0"), bytes(32)),
-        ("wrong-board", ups.add_release(image, "0.5.0", "esp32-devkitc", "1.20.0"), None),
-        ("not-newer", ups.add_release(image, "0.0.5", "virtual", "1.20.0"), None),
-        ("needs-newer-firmware", ups.add_release(image, "0.7.0", "virtual", "99.0.0"), None),
-    ]
     bad = bytearray(image)
     bad[len(bad) // 2] ^= 0xFF
     hashed = ups.add_release(image, "0.4.0", "virtual", "1.20.0")
     (ups.root / "releases" / "0.4.0" / "image.bin").write_bytes(bytes(bad))  # swapped after signing
-    cases.append(("hash-mismatch", hashed, None))
-    for n, (reason, rel, key) in enumerate(cases, 1):
-        ups.offer(kid, key or keys.current(node.unique_id).key, rel)
-        wait_for(lambda n=n: len(strings(site, node, "reason")) >= n, 60, f"refusal {reason}")
-        assert strings(site, node, "reason")[n - 1] == reason
-        assert strings(site, node, "offer")[n - 1] == rel.version
-    assert not (node.flash / "app.json").exists()  # the application that was there runs on
-    assert not (node.flash / "ota.part").exists()
-    assert strings(site, node, "event").count("update.refused") == len(cases)
-    before = len(site.frames(node))
-    wait_for(lambda: len(site.frames(node)) > before + 2, 30, "frames after the refusals")
+    cases = [  # (node, reason, release, key it is signed with: None for the node's own)
+        (small, "too-large", ups.release("0.2.0"), None),
+        (node, "bad-mac", ups.add_release(image, "0.3.0", "virtual", "1.20.0"), bytes(32)),
+        (node, "wrong-board", ups.add_release(image, "0.5.0", "esp32-devkitc", "1.20.0"), None),
+        (node, "not-newer", ups.add_release(image, "0.0.5", "virtual", "1.20.0"), None),
+        (node, "needs-newer-firmware", ups.add_release(image, "0.7.0", "virtual", "99.0.0"), None),
+        (node, "hash-mismatch", hashed, None),
+    ]
+    for target, reason, rel, key in cases:
+        seen = len(strings(site, target, "reason"))
+        entry = keys.current(target.unique_id)
+        ups.offer(entry.kid, key or entry.key, rel)
+        wait_for(lambda t=target, s=seen: len(strings(site, t, "reason")) > s, 60, f"refusal {reason}")
+        assert strings(site, target, "reason")[seen] == reason
+        assert strings(site, target, "offer")[seen] == rel.version
+    for target in (node, small):
+        assert not (target.flash / "app.json").exists()  # the application that was there runs on
+        assert not (target.flash / "ota.part").exists()
+        before = len(site.frames(target))
+        wait_for(lambda t=target, b=before: len(site.frames(t)) > b + 2, 30, "frames after the refusals")
+    assert strings(site, node, "event").count("update.refused") == len(cases) - 1
 
 
 def test_kill_9_mid_download_resumes_from_the_stored_blocks_and_never_half_switches(site):
