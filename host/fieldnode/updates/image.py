@@ -4,16 +4,14 @@ paths relative to the slot (fnode/app.mpy). The boot code (fnboot), boot.py, mai
 board file are not in it: an update never replaces them."""
 from __future__ import annotations
 
-import re
 import struct
 from pathlib import Path
 
-from ..flashing.compile import build_app_files
+from ..flashing.compile import build_app_files, declared_version
 from ..infra.errors import FieldnodeError
 
 SLOT_PACKAGE = "/lib/fnode/"  # what goes into a slot, from the application's files
 BOOT_MODULE = "/lib/fnboot.mpy"  # outside the slots, never sent over the air
-_VERSION_LINE = re.compile(r'^VERSION = "([0-9]+(?:\.[0-9]+)*)"', re.M)
 
 
 def slot_files(files: dict[str, bytes]) -> dict[str, bytes]:
@@ -54,8 +52,7 @@ def app_image(firmware_dir: Path, march: str) -> bytes:
 
 def tree_version(firmware_dir: Path) -> str:
     """The VERSION the application in firmware_dir declares (fnode/app.py)."""
-    app = Path(firmware_dir) / "lib" / "fnode" / "app.py"
-    match = _VERSION_LINE.search(app.read_text()) if app.is_file() else None
-    if match is None:
-        raise FieldnodeError(f"{app} declares no VERSION = \"x.y.z\"")
-    return match.group(1)
+    version = declared_version(Path(firmware_dir))
+    if version is None:
+        raise FieldnodeError(f"{firmware_dir}/lib/fnode/app.py declares no VERSION = \"x.y.z\"")
+    return version
