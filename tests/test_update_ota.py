@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from fieldnode.cli.main import main
 from fieldnode.infra.paths import FIRMWARE_DIR
 from fieldnode.node.keystore import Keystore
 from fieldnode.sim.vnode import VirtualNode
@@ -157,3 +158,50 @@ def test_a_broken_application_is_rolled_back_by_itself_and_says_why(site, why):
     before = len(site.frames(node))
     wait_for(lambda: len(site.frames(node)) > before + 2, 30, "frames from the old application")
     assert "update.kept" not in strings(site, node, "event")
+
+
+def cli_release(site: Site, version: str, **patches: tuple[str, str]) -> None:
+    tree = firmware_tree(site.tmp, version, {k.removeprefix("firmware__").replace("__", "/") + ".py": v
+                                             for k, v in patches.items()})
+    assert main(["release", "--version", version, "--app-dir", str(tree), "--db", str(site.db)]) == 0
+
+
+def test_a_rollout_updates_the_canary_then_the_rest_and_reports_each_node(site, capsys):
+    nodes = [site.node(i, **FAST) for i in (1, 2, 3)]
+    cli_release(site, "0.2.0")
+    assert "release 0.2.0 for board virtual" in capsys.readouterr().out
+    rc = main(["update", "--all", "--canary", "1", "--json", "--timeout", "90", "--keys", str(site.keys),
+               "--db", str(site.db)])
+    out = capsys.readouterr()
+    assert out.out.startswith("{"), (out.out[:500], out.err[-1500:])
+    report = json.loads(out.out)
+    assert rc == 0, report
+    assert [n["state"] for n in report["nodes"]] == ["kept"] * 3
+    assert [n["stage"] for n in report["nodes"]] == ["canary", "rest", "rest"]
+    assert UpdateSite(updates_dir(site.db)).offers() == {}  # every offer withdrawn once answered
+    for node in nodes:
+        assert pointer(node)["ver"] == "0.2.0"
+    main(["status", "--db", str(site.db), "--json"])
+    updates = json.loads(capsys.readouterr().out)["updates"]
+    assert {d: (u["running"], u["update"], u["offered"]) for d, u in updates.items()} == {
+        n.unique_id.hex(): ("0.2.0", "kept", None) for n in nodes}
+
+
+def test_a_canary_that_rolls_back_stops_the_rollout_before_the_rest(site, capsys):
+    nodes = [site.node(i, **FAST) for i in (1, 2, 3)]
+    cli_release(site, "0.2.0", firmware__lib__fnode__app=BROKEN["import-error"]["firmware__lib__fnode__app"])
+    capsys.readouterr()
+    rc = main(["update", "e2e-1", "e2e-2", "e2e-3", "--canary", "1", "--json", "--timeout", "90",
+               "--keys", str(site.keys), "--db", str(site.db)])
+    report = json.loads(capsys.readouterr().out)
+    assert rc == 1
+    states = {n["name"]: (n["state"], n["detail"]) for n in report["nodes"]}
+    assert states == {"e2e-1": ("rolled-back", "import-error"),
+                      "e2e-2": ("skipped", "rollout stopped after failures"),
+                      "e2e-3": ("skipped", "rollout stopped after failures")}
+    for node in nodes[1:]:  # never offered: nothing downloaded, nothing switched
+        assert not (node.flash / "app.json").exists() and not (node.flash / "ota.part").exists()
+    assert pointer(nodes[0])["last"]["out"] == "rolled-back"
+    main(["status", "--db", str(site.db)])
+    table = capsys.readouterr().out
+    assert "application updates" in table and "rolled-back (import-error)" in table

@@ -85,7 +85,7 @@ class UpdateSite:
                                  f"`fieldnode release --version {version}`)") from None
 
     def releases(self) -> list[Release]:
-        found = [self.release(p.name) for p in (self.root / "releases").glob("*/release.json")
+        found = [self.release(p.parent.name) for p in (self.root / "releases").glob("*/release.json")
                  if _VERSION.match(p.parent.name)] if (self.root / "releases").is_dir() else []
         return sorted(found, key=lambda r: version_key(r.version))
 
