@@ -16,7 +16,7 @@ from fieldnode.node.keystore import Keystore
 from fieldnode.sim.vnode import VirtualNode
 from fieldnode.updates.release import build_release, offer_to
 from fieldnode.updates.site import UpdateSite, updates_dir
-from support.nodesite import Site, wait_for
+from support.nodesite import Site, console_counters, wait_for
 
 BOARD = {"name": "virtual", "chip": "esp32"}
 FAST = {"update_trial_s": 8, "update_block": 256, "watchdog_s": 4,
@@ -74,6 +74,9 @@ def test_an_update_reaches_several_nodes_each_runs_it_and_keeps_it(site):
         assert not pointer(node).get("trial")
         assert (node.flash / "app_a" / "fnode" / "app.mpy").is_file()
         assert not (node.flash / "ota.part").exists()
+        # Every frame the node printed, under either version, reaches the gateway: the reset into
+        # the new slot loses none of those waiting for their answer.
+        site.wait_stored(node, console_counters(node), timeout=60)
 
 
 def test_each_refusal_is_a_signed_event_with_its_reason_and_the_old_application_runs_on(site):

@@ -20,7 +20,7 @@ import sys
 POINTER = "/app.json"
 TRIAL_S = 120  # board "update_trial_s"
 MAX_TRIAL_BOOTS = 3
-_TRIAL_TIMER = 3  # a hardware timer no driver uses
+_TRIAL_TIMER = 0  # a hardware timer no driver uses; the ESP32-C3 has only 0 and 1
 state = None  # the pointer's contents, None without slots
 _timer = None
 

@@ -8,6 +8,7 @@ import os
 import sys
 from binascii import hexlify
 from hashlib import sha256
+from time import ticks_add, ticks_ms
 from fnode import log
 from fnode.blockget import BlockGet, CONTENT, szx_of
 from fnode.cbordecode import Tag, loads
@@ -264,4 +265,7 @@ class Update:
         _remove(PART)
         _remove(PART_MANIFEST)
         log.info("update: installed", ver, "in slot", slot, "- restarting on trial")
+        spool = self.node.uplink.spool
+        if spool is not None:  # frames still waiting in RAM for their answer go to flash first
+            spool.settle(ticks_add(ticks_ms(), spool.after_ms))
         machine.reset()
