@@ -208,3 +208,18 @@ def test_a_canary_that_rolls_back_stops_the_rollout_before_the_rest(site, capsys
     main(["status", "--db", str(site.db)])
     table = capsys.readouterr().out
     assert "application updates" in table and "rolled-back (import-error)" in table
+
+
+def test_usb_and_over_the_air_share_the_slots_a_rollback_returns_to_what_usb_installed(site, capsys):
+    node = site.node(1, **FAST)
+    mark = node.output_mark()
+    assert main(["flash", "--app-only", "--port", node.port, "--board", str(site.tmp / "board1.json")]) == 0
+    assert pointer(node) == {"slot": "a", "ver": "0.1.0", "last": {"out": "usb", "ver": "0.1.0"}}
+    node.wait_output(b"FN1 ", timeout=30, since=mark)  # the USB install runs from slot a
+    wait_for(lambda: "usb" in strings(site, node, "update"), 30, "a boot frame naming the USB install")
+    rel = release(site, "0.2.0", lib__fnode__app=BROKEN["import-error"]["firmware__lib__fnode__app"])
+    offer(site, node, rel)
+    wait_for(lambda: "rolled-back" in strings(site, node, "update"), 90, "the rollback")
+    st = pointer(node)
+    assert (st["slot"], st["ver"], st["last"]["why"]) == ("a", "0.1.0", "import-error")  # back to USB's slot
+    assert (node.flash / "app_b" / "fnode" / "app.mpy").is_file()  # the update went to the other slot
