@@ -13,10 +13,12 @@ import pytest
 from fieldnode.cli.main import main
 from fieldnode.infra.paths import FIRMWARE_DIR
 from fieldnode.node.keystore import Keystore
+from fieldnode.wire.console import frame_from_line
+from fieldnode.wire.frame import Verifier
 from fieldnode.sim.vnode import VirtualNode
 from fieldnode.updates.release import build_release, offer_to
 from fieldnode.updates.site import UpdateSite, updates_dir
-from support.nodesite import Site, console_counters, wait_for
+from support.nodesite import Site, console_counters, console_since, wait_for
 
 BOARD = {"name": "virtual", "chip": "esp32"}
 FAST = {"update_trial_s": 8, "update_block": 256, "watchdog_s": 4,
@@ -172,7 +174,7 @@ def cli_release(site: Site, version: str, **patches: tuple[str, str]) -> None:
 def test_a_rollout_updates_the_canary_then_the_rest_and_reports_each_node(site, capsys):
     nodes = [site.node(i, **FAST) for i in (1, 2, 3)]
     cli_release(site, "0.2.0")
-    assert "release 0.2.0 for board virtual" in capsys.readouterr().out
+    assert "release 0.2.0 (app) for board virtual" in capsys.readouterr().out
     rc = main(["update", "--all", "--canary", "1", "--json", "--timeout", "90", "--keys", str(site.keys),
                "--db", str(site.db)])
     out = capsys.readouterr()
@@ -223,3 +225,56 @@ def test_usb_and_over_the_air_share_the_slots_a_rollback_returns_to_what_usb_ins
     st = pointer(node)
     assert (st["slot"], st["ver"], st["last"]["why"]) == ("a", "0.1.0", "import-error")  # back to USB's slot
     assert (node.flash / "app_b" / "fnode" / "app.mpy").is_file()  # the update went to the other slot
+
+
+def firmware_image(version: str, size: int = 40_000) -> bytes:
+    """An ESP32 app image as far as the bootloader looks: header magic, and the version where
+    esp_app_desc_t keeps it."""
+    head = b"\xe9" + bytes(0x2F) + version.encode().ljust(32, b"\0")
+    return head + bytes((i * 7) & 0xFF for i in range(size - len(head)))
+
+
+def otadata(node: VirtualNode) -> dict:
+    return json.loads((node.node_dir / "otadata.json").read_text())
+
+
+def test_a_firmware_update_goes_to_the_other_partition_and_is_confirmed_once_acked(site):
+    node = site.node(1, partitions="ota", **FAST)
+    image = firmware_image("1.30.0")
+    rel = UpdateSite(updates_dir(site.db)).add_release(image, "1.30.0", "virtual", "1.20.0", tier="fw")
+    offer(site, node, rel)
+    wait_for(lambda: "1.30.0" in strings(site, node, "firmware") and "update.kept" in strings(site, node, "event"),
+             90, "the firmware kept")
+    d = otadata(node)
+    assert (d["running"], d["states"]["ota_1"]) == ("ota_1", 2)  # VALID: the bootloader keeps it
+    with open(node.node_dir / "ota.bin", "rb") as f:
+        f.seek(0x190000)
+        assert f.read(len(image)) == image
+    assert not (node.flash / "app.json").exists()  # the application tier was not touched
+
+
+def console_strings(site: Site, node: VirtualNode, name: str) -> list[str]:
+    """Text records called name in the frames the node printed (verified), oldest first."""
+    verifier = Verifier(Keystore.load(site.keys).lookup)
+    lines = console_since(node).split(b"\n")[:-1]
+    frames = [verifier.verify(frame_from_line(line)) for line in lines if line.startswith(b"FN1 ")]
+    return [r["vs"] for f in frames for r in f.records() if r["n"] == name and "vs" in r]
+
+
+def test_a_firmware_not_confirmed_in_time_is_taken_back_by_the_bootloader(tmp_path, monkeypatch):
+    monkeypatch.setenv("FIELDNODE_WIFI_PASSWORD", "sim")
+    site = Site(tmp_path, batch_delay=10)  # a new frame is answered ~10 s late: after the 2 s trial
+    try:
+        node = site.node(1, partitions="ota", **{**FAST, "update_trial_s": 2})
+        rel = UpdateSite(updates_dir(site.db)).add_release(firmware_image("1.30.0"), "1.30.0", "virtual",
+                                                             "1.20.0", tier="fw")
+        offer(site, node, rel)
+        wait_for(lambda: "rolled-back" in console_strings(site, node, "fwupdate"), 120, "the bootloader's rollback")
+        assert console_strings(site, node, "fwwhy")[-1] == "bootloader"
+        assert console_strings(site, node, "fwfailed")[-1] == "1.30.0"
+        assert "trial" in console_strings(site, node, "fwupdate")  # it did boot the new image first
+        d = otadata(node)
+        assert (d["running"], d["states"]["ota_1"]) == ("ota_0", 4)  # ABORTED
+        assert "update.kept" not in console_strings(site, node, "event")
+    finally:
+        site.close()

@@ -18,28 +18,30 @@ import os
 import sys
 
 POINTER = "/app.json"
+FW_STATE = "/fw.json"  # the firmware tier's trial (fnode.otafw), confirmed here as the app's is
 TRIAL_S = 120  # board "update_trial_s"
 MAX_TRIAL_BOOTS = 3
 _TRIAL_TIMER = 0  # a hardware timer no driver uses; the ESP32-C3 has only 0 and 1
 state = None  # the pointer's contents, None without slots
+fw_state = None  # /fw.json, None until a firmware update
 _timer = None
 
 
-def read_state():
+def read_state(path=POINTER):
     try:
-        with open(POINTER) as f:
+        with open(path) as f:
             return json.load(f)
     except (OSError, ValueError):
         return None
 
 
-def write_state(st):
+def write_state(st, path=POINTER):
     # Write the new pointer whole, then rename it over the old one: littlefs and POSIX replace
     # a file by rename atomically, so a power cut leaves the old pointer or the new one.
-    tmp = POINTER + ".new"
+    tmp = path + ".new"
     with open(tmp, "w") as f:
         f.write(json.dumps(st))
-    os.rename(tmp, POINTER)
+    os.rename(tmp, path)
 
 
 def slot_path(slot):
@@ -58,23 +60,47 @@ def roll_back(why):
 
 
 def keep():
-    # The application reached the gateway: the slot on trial becomes the one that boots.
-    # -> True when a trial ended here.
-    global state, _timer
-    st = state
-    if st is None or not st.get("trial"):
-        return False
+    # The application reached the gateway: what is on trial becomes what boots. -> ("app" or
+    # "fw", the version kept) when a trial ended here, else None.
+    global state, fw_state, _timer
     if _timer is not None:
         _timer.deinit()
         _timer = None
+    st = fw_state
+    if st is not None and st.get("trial"):
+        import esp32
+        esp32.Partition.mark_app_valid_cancel_rollback()  # the bootloader keeps the image now
+        fw_state = {"ver": st["ver"], "label": st["label"], "last": {"out": "kept", "ver": st["ver"]}}
+        write_state(fw_state, FW_STATE)
+        return "fw", st["ver"]
+    st = state
+    if st is None or not st.get("trial"):
+        return None
     state = {"slot": st["slot"], "ver": st["ver"], "prev": st.get("prev", ""), "pver": st.get("pver", "?"),
              "last": {"out": "kept", "ver": st["ver"]}}
     write_state(state)
-    return True
+    return "app", st["ver"]
 
 
 def on_trial():
-    return state is not None and bool(state.get("trial"))
+    return (state is not None and bool(state.get("trial"))) or (fw_state is not None and bool(fw_state.get("trial")))
+
+
+def _fw_boot():
+    # A firmware update on trial: running elsewhere than it was written means the bootloader
+    # went back (the image was reset before it was confirmed): said in the state for the boot
+    # frame. Still on it: a reset at the deadline lets the bootloader go back.
+    global fw_state
+    fw_state = read_state(FW_STATE)
+    st = fw_state
+    if st is None or not st.get("trial"):
+        return
+    import esp32
+    label = esp32.Partition(esp32.Partition.RUNNING).info()[4]
+    if label != st["label"]:
+        fw_state = {"ver": st.get("pver", "?"), "label": label,
+                    "last": {"out": "rolled-back", "why": "bootloader", "ver": st["ver"]}}
+        write_state(fw_state, FW_STATE)
 
 
 def _trial_boot():
@@ -95,11 +121,18 @@ def _trial_seconds():
         return TRIAL_S
 
 
+def _deadline(t):
+    if state is not None and state.get("trial"):
+        roll_back("no-ack")
+    elif on_trial():  # the firmware's: the bootloader takes it back at this reset
+        print("fnboot: firmware", fw_state.get("ver"), "not confirmed in time; resetting")
+        machine.reset()
+
+
 def _arm_deadline():
     global _timer
     _timer = machine.Timer(_TRIAL_TIMER)
-    _timer.init(mode=machine.Timer.ONE_SHOT, period=_trial_seconds() * 1000,
-                callback=lambda t: roll_back("no-ack") if on_trial() else None)
+    _timer.init(mode=machine.Timer.ONE_SHOT, period=_trial_seconds() * 1000, callback=_deadline)
 
 
 def start():
@@ -124,6 +157,7 @@ def _failed(why, exc):
 
 def run():
     start()
+    _fw_boot()
     if on_trial():
         _arm_deadline()
     try:

@@ -15,7 +15,7 @@ from micropython import const
 from fnode import clock, log
 from fnode.config import Config
 from fnode.counter import Counter
-from fnode.cose import KIND_TELEMETRY, KIND_BOOT, KIND_EVENT, KIND_ACK, Rejected
+from fnode.cose import KIND_TELEMETRY, KIND_BOOT, KIND_EVENT, KIND_ACK, Rejected, counter_of
 from fnode.frame import FrameBuilder, base_name
 from fnode.health import Heap, LOW_HEAP_BYTES, HEALTH_S, CHECK_MS, UNIT
 from fnode.sensors import build, unix_time
@@ -122,8 +122,8 @@ class Node:
         b.add_str("reset", reset_cause_name())
         b.add("schema", None, 1)
         boot = sys.modules.get("fnboot")
-        if boot is not None and boot.state is not None:
-            _update_records(b, boot.state)
+        if boot is not None:
+            _update_records(b, boot.state, boot.fw_state)
         self.heap.add_records(b)
         return b.finish()
 
@@ -350,14 +350,28 @@ class Node:
             await asyncio.sleep_ms(1000)
 
 
-def _update_records(b, st):
-    # Which application runs and how the last update ended (docs/updates.md).
-    b.add_str("app", st.get("ver", "?"))
+def _update_records(b, st, fw):
+    # Which application (and firmware, after a firmware update) runs and how the last update of
+    # each ended (docs/updates.md).
+    for names, s in (("app", "update", "why", "failed"), st), \
+            (("firmware", "fwupdate", "fwwhy", "fwfailed"), fw):
+        if s is None:
+            continue
+        b.add_str(names[0], s.get("ver", "?"))
+        last = s.get("last") or {}
+        b.add_str(names[1], "trial" if s.get("trial") else last.get("out", "none"))
+        if last.get("why"):
+            b.add_str(names[2], last["why"])
+            b.add_str(names[3], last.get("ver", "?"))
+
+
+def _known(st, offer):
+    # The version offered runs already, or failed before: not fetched again.
+    if not st:
+        return False
     last = st.get("last") or {}
-    b.add_str("update", "trial" if st.get("trial") else last.get("out", "none"))
-    if last.get("why"):
-        b.add_str("why", last["why"])
-        b.add_str("failed", last.get("ver", "?"))
+    return offer == st.get("ver", "").encode() or (
+        last.get("out") == "rolled-back" and offer == last.get("ver", "").encode())
 
 
 class Updates:
@@ -369,29 +383,35 @@ class Updates:
         self.slot_kb = board.get("app_slot_kb", 256)
         self.block = board.get("update_block", 1024)
         self.busy = False
+        self.first = 0
         self.refused = None  # the offer last refused: not fetched again until another comes
 
-    def listen(self, uplink):
+    def listen(self, uplink, first):
+        # first: the counter of the boot frame, the first frame made by what is on trial
         uplink.on_offer = self.offered
         boot = sys.modules.get("fnboot")
         if boot is not None and boot.on_trial():
+            self.first = first
             uplink.on_acked = self.acked
 
-    def acked(self):
+    def acked(self, counter):
+        # A frame made before the reset into the trial (still in the spool, or answered 2.03 as
+        # stored already) proves nothing about what runs now.
+        if counter < self.first:
+            return
         boot = sys.modules.get("fnboot")
         self.node.uplink.on_acked = None
-        if boot is not None and boot.keep():
-            log.info("update kept:", boot.state["ver"])
-            self.node.emit_str("update.kept", "app", boot.state["ver"])
+        kept = boot.keep() if boot is not None else None
+        if kept is not None:
+            log.info("update kept:", kept[0], kept[1])
+            self.node.emit_str("update.kept", "app" if kept[0] == "app" else "firmware", kept[1])
 
     def offered(self, offer):
         offer = bytes(offer)
         boot = sys.modules.get("fnboot")
-        st = (boot.state if boot is not None else None) or {}
-        last = st.get("last") or {}
-        if self.busy or offer == self.refused or offer == st.get("ver", "").encode() or (
-                last.get("out") == "rolled-back" and offer == last.get("ver", "").encode()):
-            return  # refused already, or rolled back from: the gateway learns it from our frames
+        if self.busy or offer == self.refused or (boot is not None and (
+                _known(boot.state, offer) or _known(boot.fw_state, offer))):
+            return  # refused already, running, or rolled back from: the gateway learns it from our frames
         self.busy = True
         asyncio.create_task(self.run(offer))
 
@@ -505,9 +525,10 @@ async def main():
     wdt = watchdog = machine.WDT(timeout=board.get("watchdog_s", WDT_TIMEOUT_MS // 1000) * 1000)
     node = Node(board, cfg, uplink)
     uplink.on_event = node.emit_event
+    boot = node.boot_frame()
     if spool is not None:
-        Updates(node, board).listen(uplink)
-    uplink.submit(node.boot_frame())
+        Updates(node, board).listen(uplink, counter_of(boot))
+    uplink.submit(boot)
     if bad_gateway:
         node.emit_event("config.bad-gateway")
     if node.commands is not None:

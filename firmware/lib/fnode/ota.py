@@ -65,15 +65,16 @@ def open_manifest(data, key):
 
 
 def check_manifest(m, board, running, slot_bytes):
-    # -> the reason to refuse a verified manifest, or None
+    # -> the reason to refuse a verified manifest, or None. running and slot_bytes are the
+    # tier's: the application's version and slot, or the firmware's and its OTA partition.
     ver = version_tuple(m.get("ver"))
-    if m.get("tier") != "app" or ver is None or not isinstance(m.get("size"), int) \
+    if m.get("tier") not in ("app", "fw") or ver is None or not isinstance(m.get("size"), int) \
             or not isinstance(m.get("sha"), bytes):
         return "bad-manifest"
     if m.get("board") != board:
         return "wrong-board"
     need = version_tuple(m.get("minfw", "0"))
-    if need is None or tuple(sys.implementation.version[:3]) < need:
+    if need is None or (m["tier"] == "app" and tuple(sys.implementation.version[:3]) < need):
         return "needs-newer-firmware"
     if ver <= (version_tuple(running) or ()):
         return "not-newer"
@@ -153,6 +154,50 @@ def unpack(part, slot_dir):
                     n -= k
 
 
+class FileSink:
+    # The application image, appended to PART a block at a time, each flushed (a littlefs commit).
+    def __init__(self, manifest):
+        self.manifest = manifest
+        self.f = None
+        self.have = 0
+
+    def resume(self, bs, size):
+        # -> bytes already stored for this manifest (0: start over): whole blocks, or all of it
+        have = _exists(PART) if _read(PART_MANIFEST) == self.manifest else -1
+        if have < 0 or have > size or (have % bs and have != size):
+            _remove(PART)
+            with open(PART_MANIFEST + ".new", "wb") as f:
+                f.write(self.manifest)
+            os.rename(PART_MANIFEST + ".new", PART_MANIFEST)
+            have = 0
+        self.have = have
+        return have
+
+    def prefix(self, h):
+        buf = bytearray(512)
+        with open(PART, "rb") as f:
+            while True:
+                k = f.readinto(buf)
+                if not k:
+                    return
+                h.update(memoryview(buf)[:k])
+
+    def open(self):
+        self.f = open(PART, "ab" if self.have else "wb")
+
+    def write(self, data):
+        self.f.write(data)
+        self.f.flush()  # littlefs commits the block: a power cut keeps it
+
+    def close(self):
+        if self.f is not None:
+            self.f.close()
+            self.f = None
+
+    def discard(self):
+        _remove(PART)
+
+
 class Update:
     def __init__(self, node, slot_kb, block):
         self.node = node
@@ -183,23 +228,41 @@ class Update:
             if data is None:
                 return None  # no answer: tried again at the next offer
             m, why = open_manifest(data, node.cfg.key())
+            sink = None
             if why is None:
-                why = check_manifest(m, node.board_name, self.running(), self.slot_bytes)
+                sink, running, room = self.target(m, data)
+                why = check_manifest(m, node.board_name, running, room)
             if why is not None:
                 self.refuse(why, str(offer, "utf-8"))
                 return offer
             get.path = (b"u", kid, b"i")  # as long as the manifest's path: the same buffer
-            digest = await self.download(get, m, data)
+            digest = await self.download(get, m, sink)
         finally:
             get.close()
         if digest is None:
             return None
         if digest != m["sha"]:
-            _remove(PART)
+            sink.discard()
             self.refuse("hash-mismatch", m["ver"])
             return offer
+        self.settle_spool()
+        if m.get("tier") == "fw":
+            sink.install(m["ver"])  # resets into the new firmware
         self.install(m["ver"])
         return None
+
+    def target(self, m, manifest):
+        # -> (where the image goes, the version it replaces, the room there) for its tier
+        if m.get("tier") == "fw":
+            from fnode.otafw import PartitionSink
+            sink = PartitionSink(manifest)
+            return sink, sink.running_version(), sink.room()
+        return FileSink(manifest), self.running(), self.slot_bytes
+
+    def settle_spool(self):
+        spool = self.node.uplink.spool
+        if spool is not None:  # frames still waiting in RAM for their answer go to flash first
+            spool.settle(ticks_add(ticks_ms(), spool.after_ms))
 
     async def fetch_manifest(self, get):
         out = b""
@@ -212,43 +275,31 @@ class Update:
                 return out
             num = get.num + 1
 
-    async def download(self, get, m, manifest):
+    async def download(self, get, m, sink):
         # -> SHA-256 of the whole image, or None when the gateway stopped answering (what is
         # stored stays, and the next offer resumes from it)
         size = m["size"]
         bs = 16 << szx_of(self.block)
-        have = _exists(PART) if _read(PART_MANIFEST) == manifest else -1
-        if have < 0 or have % bs or have > size:
-            have = 0
-            _remove(PART)
-            with open(PART_MANIFEST + ".new", "wb") as f:
-                f.write(manifest)
-            os.rename(PART_MANIFEST + ".new", PART_MANIFEST)
+        have = sink.resume(bs, size)
         h = sha256()
         if have:
             log.info("update: resuming at", have, "of", size, "bytes")
-            buf = bytearray(bs)
-            with open(PART, "rb") as f:  # what is there already counts in the hash
-                while True:
-                    k = f.readinto(buf)
-                    if not k:
-                        break
-                    h.update(memoryview(buf)[:k])
-        with open(PART, "ab" if have else "wb") as f:
+            sink.prefix(h)  # what is there already counts in the hash
+        sink.open()
+        try:
             while have < size:
                 code = await get.get(have // bs, szx_of(bs))
                 data = get.payload
-                if code != CONTENT or data is None:
-                    return None
-                if get.num * (16 << get.szx) != have:
+                if code != CONTENT or data is None or get.num * (16 << get.szx) != have:
                     return None
                 bs = 16 << get.szx  # the gateway may answer with smaller blocks (RFC 7959 §2.4)
                 if len(data) != min(bs, size - have) or (get.more != (have + len(data) < size)):
                     return None
-                f.write(data)
-                f.flush()  # littlefs commits the block: a power cut keeps it
+                sink.write(data)
                 h.update(data)
                 have += len(data)
+        finally:
+            sink.close()
         return h.digest()
 
     def install(self, ver):
@@ -265,7 +316,4 @@ class Update:
         _remove(PART)
         _remove(PART_MANIFEST)
         log.info("update: installed", ver, "in slot", slot, "- restarting on trial")
-        spool = self.node.uplink.spool
-        if spool is not None:  # frames still waiting in RAM for their answer go to flash first
-            spool.settle(ticks_add(ticks_ms(), spool.after_ms))
         machine.reset()

@@ -54,7 +54,7 @@ class Uplink:
         self.backoff_max_ms = BACKOFF_MAX_MS
         self.on_event = None  # called (event, name, unit, value) to send an event frame
         self.on_idle = None  # called when everything queued has been sent (the spool is empty)
-        self.on_acked = None  # called when the gateway took a frame (an application on trial is kept)
+        self.on_acked = None  # called with a frame's counter when the gateway took it (a trial is kept)
         self.on_offer = None  # called with the version of an update the gateway's answer offers
         self.unknown_kid = 0  # 4.01 unknown-kid answers since the gateway last took a frame
         self.unknown_since = None  # ticks_ms of the first of them (aged: at most 3.1 days back)
@@ -123,17 +123,17 @@ class Uplink:
                 self.refused += 1
                 log.warn("gateway refused frame", head[0], "code", code)
             else:
-                self._took()
+                self._took(head[0])
             if self.ram and self.ram[0][0] == head[0]:
                 self.ram.pop(0)
             elif self.spool is not None:
                 self.spool.drop(head[0])
 
-    def _took(self):
+    def _took(self, counter):
         self.acked += 1
         self.last_ok = time.ticks_ms()
         if self.on_acked is not None:
-            self.on_acked()
+            self.on_acked(counter)
 
     def _reason(self):
         # The diagnostic payload of the answer exchange() returned (the reason of a 4.xx).

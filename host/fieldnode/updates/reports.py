@@ -10,7 +10,7 @@ from pathlib import Path
 from ..store.sqlite.connection import connect
 from ..store.sqlite.shards import shard_paths
 
-NAMES = ("event", "app", "update", "why", "failed", "reason", "offer")
+NAMES = ("event", "app", "update", "why", "failed", "reason", "offer", "firmware", "fwupdate", "fwwhy", "fwfailed")
 
 
 @dataclass
@@ -65,14 +65,15 @@ def outcome(report: NodeReport, version: str) -> tuple[str, str]:
     state, detail = "offered", ""
     for values in report.events:
         event = values.get("event")
-        if event == "update.kept" and values.get("app") == version:
+        if event == "update.kept" and version in (values.get("app"), values.get("firmware")):
             return "kept", ""
         if event == "update.refused" and values.get("offer") == version:
             return "refused", values.get("reason", "")
-        if values.get("update") == "rolled-back" and values.get("failed") == version:
-            return "rolled-back", values.get("why", "")
-        if values.get("update") == "trial" and values.get("app") == version:
-            state, detail = "trial", ""
+        for prefix, name in (("", "app"), ("fw", "firmware")):
+            if values.get(prefix + "update") == "rolled-back" and values.get(prefix + "failed") == version:
+                return "rolled-back", values.get(prefix + "why", "")
+            if values.get(prefix + "update") == "trial" and values.get(name) == version:
+                state, detail = "trial", ""
     return state, detail
 
 

@@ -53,9 +53,11 @@ class Release:
     min_firmware: str
     size: int
     sha256: str
+    tier: str = "app"  # app (the fnode package) or fw (a MicroPython image)
 
     def manifest(self) -> Manifest:
-        return Manifest(self.version, self.size, bytes.fromhex(self.sha256), self.board, self.min_firmware)
+        return Manifest(self.version, self.size, bytes.fromhex(self.sha256), self.board, self.min_firmware,
+                        self.tier)
 
 
 class UpdateSite:
@@ -65,9 +67,9 @@ class UpdateSite:
     def _release_dir(self, version: str) -> Path:
         return self.root / "releases" / check_version(version)
 
-    def add_release(self, image: bytes, version: str, board: str, min_firmware: str) -> Release:
+    def add_release(self, image: bytes, version: str, board: str, min_firmware: str, tier: str = "app") -> Release:
         man = Manifest.for_image(image, check_version(version), board, check_version(min_firmware))
-        release = Release(version, board, min_firmware, len(image), man.sha256.hex())
+        release = Release(version, board, min_firmware, len(image), man.sha256.hex(), tier)
         folder = self._release_dir(version)
         if (folder / "release.json").exists():
             raise FieldnodeError(f"release {version} exists already in {folder}; versions only go up: "

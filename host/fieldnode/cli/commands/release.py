@@ -7,7 +7,7 @@ from pathlib import Path
 from ...infra import paths
 from ...node.boards import load_board
 from ...store.location import default_db_path
-from ...updates.release import DEFAULT_MIN_FIRMWARE, build_release
+from ...updates.release import DEFAULT_MIN_FIRMWARE, build_firmware_release, build_release
 from ...updates.site import UpdateSite, check_version, updates_dir
 
 
@@ -26,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="application tree (default: %(default)s)")
     p.add_argument("--min-firmware", default=DEFAULT_MIN_FIRMWARE, metavar="X.Y.Z",
                    help="oldest MicroPython the release runs on; older nodes refuse it (default: %(default)s)")
+    p.add_argument("--firmware", type=Path, metavar="BIN",
+                   help="release this MicroPython app image (firmware tier, written to the node's other OTA "
+                   "partition) instead of the application")
     p.add_argument("--db", type=Path, default=None,
                    help=f"the gateway's database; releases go beside it (default {default_db_path()})")
     p.set_defaults(func=run)
@@ -36,7 +39,10 @@ def run(args: argparse.Namespace) -> int:
     check_version(args.min_firmware)
     board = load_board(args.board)
     site = UpdateSite(updates_dir(args.db or default_db_path()))
-    rel = build_release(site, args.app_dir, args.version, board, args.min_firmware)
-    print(f"release {rel.version} for board {rel.board}: {rel.size} bytes, sha256 {rel.sha256[:16]}…, "
+    if args.firmware is not None:
+        rel = build_firmware_release(site, args.firmware, args.version, board)
+    else:
+        rel = build_release(site, args.app_dir, args.version, board, args.min_firmware)
+    print(f"release {rel.version} ({rel.tier}) for board {rel.board}: {rel.size} bytes, sha256 {rel.sha256[:16]}…, "
           f"in {site.root / 'releases' / rel.version}")
     return 0
