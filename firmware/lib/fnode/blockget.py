@@ -15,6 +15,11 @@ _CONTENT = const(69)  # 2.05
 _ACK_TIMEOUT_MS = const(2000)
 _MAX_RETRANSMIT = const(4)
 _RX_MAX = const(1024 + 64)
+_POLL_MS = const(1)
+# The answer is looked for this often while a block is awaited: the socket has no event the
+# asyncio loop can wait on here (no datagram stream in MicroPython's asyncio), and each ms of
+# lateness is a ms per block: at 20 ms round trips a 5 ms poll cost ~20 % of the stop-and-wait
+# limit (bench/update_transfer.py). Other tasks still run between looks.
 
 
 def szx_of(size):
@@ -38,6 +43,10 @@ class BlockGet:
         self.more = False
         self.szx = 6
         self.num = 0
+        self.dgram = None
+        self.tries = 0
+        self.timeout = 0
+        self.deadline = 0
 
     def close(self):
         self.sock.close()
@@ -107,28 +116,43 @@ class BlockGet:
             pos += length
         return rx[1]
 
-    async def get(self, num, szx):
-        # Block num of size 16 << szx. -> the response code (2.05 with self.payload set), or
-        # None when the gateway did not answer.
-        dgram = self._request(num, szx)
-        timeout = _ACK_TIMEOUT_MS + getrandbits(10) % (_ACK_TIMEOUT_MS // 2)
-        for _ in range(_MAX_RETRANSMIT + 1):
+    def request(self, num, szx):
+        # Sends the request for block num (of 16 << szx bytes); answer() waits for it. The
+        # caller may store the previous block meanwhile: the round trip hides that work.
+        self.dgram = self._request(num, szx)
+        self.tries = 0
+        self.timeout = _ACK_TIMEOUT_MS + getrandbits(10) % (_ACK_TIMEOUT_MS // 2)
+        self._send()
+
+    def _send(self):
+        try:
+            self.sock.sendto(self.dgram, self.addr)
+        except OSError:
+            pass  # as a datagram lost: retransmitted at the timeout
+        self.deadline = ticks_add(ticks_ms(), self.timeout)
+
+    async def answer(self):
+        # -> the response code (2.05 with self.payload set), or None when the gateway did not
+        # answer after RFC 7252's retransmissions
+        while True:
             try:
-                self.sock.sendto(dgram, self.addr)
-            except OSError:
-                return None
-            deadline = ticks_add(ticks_ms(), timeout)
-            while ticks_diff(deadline, ticks_ms()) > 0:
-                try:
-                    rx = self.sock.recv(_RX_MAX)
-                except OSError:  # EAGAIN: nothing yet
-                    await asyncio.sleep_ms(5)
-                    continue
-                code = self._parse(rx)
-                if code:
-                    return code
-            timeout *= 2
-        return None
+                rx = self.sock.recv(_RX_MAX)
+            except OSError:  # EAGAIN: nothing yet
+                if ticks_diff(self.deadline, ticks_ms()) <= 0:
+                    if self.tries >= _MAX_RETRANSMIT:
+                        return None
+                    self.tries += 1
+                    self.timeout *= 2
+                    self._send()
+                await asyncio.sleep_ms(_POLL_MS)
+                continue
+            code = self._parse(rx)
+            if code:
+                return code
+
+    async def get(self, num, szx):
+        self.request(num, szx)
+        return await self.answer()
 
 
 CONTENT = _CONTENT

@@ -287,17 +287,22 @@ class Update:
             sink.prefix(h)  # what is there already counts in the hash
         sink.open()
         try:
+            if have < size:
+                get.request(have // bs, szx_of(bs))
             while have < size:
-                code = await get.get(have // bs, szx_of(bs))
+                code = await get.answer()
                 data = get.payload
                 if code != CONTENT or data is None or get.num * (16 << get.szx) != have:
                     return None
                 bs = 16 << get.szx  # the gateway may answer with smaller blocks (RFC 7959 §2.4)
-                if len(data) != min(bs, size - have) or (get.more != (have + len(data) < size)):
+                end = have + len(data)
+                if len(data) != min(bs, size - have) or get.more != (end < size):
                     return None
+                if end < size:
+                    get.request(end // bs, get.szx)  # in flight while this block is stored
                 sink.write(data)
                 h.update(data)
-                have += len(data)
+                have = end
         finally:
             sink.close()
         return h.digest()
