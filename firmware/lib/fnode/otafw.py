@@ -18,6 +18,9 @@ from fnode import log
 FW_STATE = "/fw.json"
 PROGRESS = "/ota.fwp"
 _SECTOR = 4096
+# The progress is recorded every 8 sectors (32 KB): a resume fetches at most that again, and the
+# filesystem is not written for every sector of a 1.5 MB image.
+_PROGRESS_EVERY = 8
 
 
 def _write_json(path, obj):
@@ -99,7 +102,8 @@ class PartitionSink:
         self.part.writeblocks(self.sector, self.buf)  # erases the sector first
         self.sector += 1
         self.fill = 0
-        _write_json(PROGRESS, {"man": self.man, "have": min(self.sector * _SECTOR, self.size)})
+        if self.sector % _PROGRESS_EVERY == 0 or self.sector * _SECTOR >= self.size:
+            _write_json(PROGRESS, {"man": self.man, "have": min(self.sector * _SECTOR, self.size)})
 
     def close(self):
         self.buf = None  # a sector not yet whole is fetched again when the download resumes

@@ -238,7 +238,9 @@ class Partition:
         ota = self._ota()
         at = self._row[2] + block * self.block_size
         if offset is None:
-            ota.erase(at, (len(buf) + self.block_size - 1) // self.block_size * self.block_size)
+            span = (len(buf) + self.block_size - 1) // self.block_size * self.block_size
+            if span != len(buf):  # whole blocks are overwritten by the data itself
+                ota.erase(at, span)
             offset = 0
         ota.write(at + offset, bytes(buf))
 
