@@ -1,4 +1,5 @@
-# The application. Ctrl-C on the console stops it and leaves the REPL for mpremote.
-import fnode.app
+# The application, from the slot /app.json names (fnboot, docs/updates.md). Ctrl-C on the console
+# stops it and leaves the REPL for mpremote.
+import fnboot
 
-fnode.app.run()
+fnboot.run()

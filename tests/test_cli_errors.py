@@ -89,6 +89,14 @@ MISTAKES = [
     *[(argv + ["--keys", "{missing}"], "keystore {missing} does not exist") for argv in (
         ["monitor", "--udp", "127.0.0.1:0", "--duration", "3"], ["decode", "{file}"], ["gateway"], ["keys", "list"],
         ["command", "node-1", "fan", "on", "--port", "/dev/null"])],
+    (["release", "--version", "two"], "version 'two': use numbers separated by dots"),
+    (["release", "--version", "0.2.0", "--app-dir", "{missing}", "--db", "{tmp}/gw.db"],
+     "application directory {missing} does not exist"),
+    (["release", "--version", "1.30.0", "--firmware", "{file}", "--db", "{tmp}/gw.db"], "is not an ESP32 app image"),
+    (["release", "--version", "1.30.0", "--firmware", "{missing}", "--db", "{tmp}/gw.db"], "cannot read {missing}"),
+    (["update", "--all", "--keys", "{keys}", "--db", "{missing}"], "no gateway database at {missing}"),
+    (["update", "--keys", "{keys}", "--db", "{file}"], "no release in"),
+    (["update", "--all", "--canary", "-1", "--keys", "{keys}"], "--canary must be 0 or more"),
 ]
 
 

@@ -18,6 +18,7 @@ import pytest
 import serial
 
 from fieldnode.flashing.app_only import update_port
+from fieldnode.flashing.slots import slot_layout
 from fieldnode.flashing.compile import build_app_files
 from fieldnode.infra.paths import BOARDS_DIR, FIRMWARE_DIR, SIMHAL_DIR
 from fieldnode.sim.fleet import devices_for_board
@@ -443,7 +444,7 @@ def test_an_app_only_update_longer_than_the_watchdog_lands_without_a_watchdog_re
         assert result.ok, result.message
         frames_after(node, node.output_mark(), 2, timeout=30)  # the new application runs
         assert node.boots == ["pwron", "soft"], node.console_tail(1500)  # the update's reset only
-        for path, data in app.files.items():
+        for path, data in slot_layout(app.files, "a").items():  # the package into the slot not running
             assert (node.flash / path.lstrip("/")).read_bytes() == data, path
     finally:
         node.stop()

@@ -21,6 +21,8 @@ from fieldnode.cli.main import main
 from fieldnode.flashing.appimage import read_image
 from fieldnode.node.chips import CHIPS
 from fieldnode.flashing.compile import build_app_files
+from fieldnode.flashing.slots import slot_layout
+from fieldnode.infra.paths import SIMHAL_DIR
 from fieldnode.flashing.partitions import TYPE_DATA, Partition, filesystem_region, generic_table
 from fieldnode.sim.esp_rom import MIB, EspRomEmulator
 from fieldnode.testing.fake_firmware import fake_firmware
@@ -280,9 +282,10 @@ class MicroPythonOnPty:
 
     def __init__(self, root: Path, hold_when: Callable[[], bool] | None = None) -> None:
         startup = root.parent / "mp_startup.py"
-        startup.write_text(f"import vfs, os, sys\nvfs.umount('/')\n"
-                           f"vfs.mount(vfs.VfsPosix({str(root)!r}), '/')\nos.chdir('/')\n"
-                           f"sys.path[:] = ['', '/lib']\n")
+        # simroot's FlashDir, not vfs.VfsPosix(root): this port's VfsPosix with a root fails every
+        # rename, and the slot pointer is switched by one (simroot.py).
+        startup.write_text(f"import sys\nsys.path.insert(0, {str(SIMHAL_DIR)!r})\nimport simroot\n"
+                           f"simroot.mount_flash({str(root)!r})\nsys.path[:] = ['', '/lib']\n")
         self._node, node_slave = pty.openpty()
         tty.setraw(node_slave)
         self.proc = subprocess.Popen([micropython_binary(), "-i", str(startup)], stdin=node_slave,
@@ -356,17 +359,18 @@ def test_app_only_updates_a_running_node(tmp_path, app_dir, board_file, capsys):
         assert node.proc.wait(timeout=10) == 0  # the soft reset (Ctrl-D) ends the unix REPL
     finally:
         node.close()
-    expected = build_app_files(app_dir, BOARD, "xtensawin").files
+    expected = slot_layout(build_app_files(app_dir, BOARD, "xtensawin").files, "a")  # the slot not running
     for path, data in expected.items():
         assert (root / path.lstrip("/")).read_bytes() == data, path
-    assert not (root / "lib" / "fnode" / "node.py").exists()
+    assert json.loads((root / "app.json").read_text())["slot"] == "a"
+    assert not (root / "lib" / "fnode" / "node.py").exists()  # the package lives in the slot now
     assert not (root / "lib" / "fnode" / "gone.mpy").exists()
     assert (root / "lib" / "other" / "keep.py").exists() and (root / "keys.json").exists()
     assert "written and verified" in capsys.readouterr().out
     # The copied bytecode runs on MicroPython.
     proc = subprocess.run([micropython_binary(), "-c", "import fnode.node; print(fnode.node.run())"],
                           capture_output=True, text=True, timeout=30,
-                          env={**os.environ, "MICROPYPATH": str(root / "lib")})
+                          env={**os.environ, "MICROPYPATH": str(root / "app_a")})
     assert proc.stdout.strip() == "running", proc.stderr
 
 
@@ -382,9 +386,9 @@ def test_ctrl_c_during_app_only_stops_at_the_next_chunk_and_shows_the_port(tmp_p
 
     root = tmp_path / "node-root"
     root.mkdir()
-    # Files go in path order: board.json first, main.py last. Once the first is on the node, the
+    # The slot first, the boot code and the switch to the slot last. Once a file is in the slot, the
     # port holds what the host sends until the command has said it stops.
-    node = MicroPythonOnPty(root, hold_when=lambda: (root / "board.json").exists())
+    node = MicroPythonOnPty(root, hold_when=lambda: (root / "app_a" / "fnode" / "__init__.mpy").exists())
     try:
         press_ctrl_c_while_held(monkeypatch, node.held, node.release, said="Ctrl-C: stopping")
         rc = main(["flash", "--app-only", "--port", node.port, "--app-dir", str(app_dir),
@@ -396,8 +400,10 @@ def test_ctrl_c_during_app_only_stops_at_the_next_chunk_and_shows_the_port(tmp_p
     table = out.index("fieldnode flash")
     assert out.index("Ctrl-C: stopping") < table
     assert node.port in out[table:] and "STOPPED" in out[table:]
-    assert "stopped by Ctrl-C: the application is partly written; run flash --app-only on this port again" in out
-    assert not (root / "main.py").exists()  # the last file: never reached
+    assert ("stopped by Ctrl-C: the new application is partly written to the slot that does not run (the node "
+            "runs what it ran); run flash --app-only on this port again") in " ".join(out.split())
+    assert not (root / "main.py").exists()  # the boot code comes after the slot: never reached
+    assert not (root / "app.json").exists()  # nor the switch to the slot
 
 
 def test_the_summary_prints_a_mac_with_ab_in_it_as_it_is():

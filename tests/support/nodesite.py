@@ -52,7 +52,7 @@ class Site:
                                      **gateway_options).start()
         self.nodes: list[VirtualNode] = []
 
-    def node(self, index: int = 1, *, epoch: int = 1970, **board_changes) -> VirtualNode:
+    def node(self, index: int = 1, *, epoch: int = 1970, partitions: str = "generic", **board_changes) -> VirtualNode:
         doc = json.loads((BOARDS_DIR / "virtual.json").read_text())
         for sensor in doc["sensors"]:
             sensor["period_s"] = 1
@@ -62,7 +62,7 @@ class Site:
         node_dir = self.tmp / f"node{index}"
         install_app(node_dir / "flash", board)
         node = VirtualNode(node_dir, sim_unique_id(index, 0x5E), board=board, devices=devices_for_board(doc),
-                           epoch=epoch)
+                           epoch=epoch, partitions=partitions)
         self.nodes.append(node)
         node.start()
         node.wait_output(b"not sending", timeout=30)

@@ -47,6 +47,7 @@ _TOKEN_LEN = const(4)
 _HEAD = const(13)
 _OPT_URI_PATH = const(11)
 _OPT_CONTENT_FORMAT = const(12)
+OPT_UPDATE_OFFER = const(65000)  # experimental-use range (RFC 7252 §12.2): an update waits, its version
 
 
 def _extended(rx, pos, n, nibble):
@@ -75,6 +76,8 @@ class Exchange:
         self.content_format = -1
         self.payload_start = 0
         self.payload_len = 0
+        self.offer_start = 0  # where the Update-Offer option's value is in the last answer
+        self.offer_len = 0
         self.acked = False  # an ACK (empty or piggybacked) arrived: stop retransmitting
         self.need_ack = False  # the response was a CON: send ack() back
 
@@ -192,6 +195,7 @@ class Exchange:
         cf = -1
         self.payload_start = n
         self.payload_len = 0
+        self.offer_len = 0
         while pos < n:
             ib = rx[pos]
             pos += 1
@@ -216,11 +220,19 @@ class Exchange:
             number += delta
             if pos + length > n:
                 return -2
-            if number == _OPT_CONTENT_FORMAT:
-                cf = 0
-                for i in range(pos, pos + length):
-                    cf = (cf << 8) | rx[i]
+            cf = self._option(rx, number, pos, length, cf)
             pos += length
+        return cf
+
+    def _option(self, rx, number, pos, length, cf):
+        # An option the node reads: -> the Content-Format so far
+        if number == _OPT_CONTENT_FORMAT:
+            cf = 0
+            for i in range(pos, pos + length):
+                cf = (cf << 8) | rx[i]
+        elif number == OPT_UPDATE_OFFER:
+            self.offer_start = pos
+            self.offer_len = length
         return cf
 
     def ack(self):

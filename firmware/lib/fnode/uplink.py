@@ -59,6 +59,8 @@ class Uplink:
         self.on_event = None  # called (event, name, unit, value) to send an event frame
         self.on_idle = None  # called when everything queued has been sent (the spool is empty)
         self.on_need_declaration = None  # v2: -> a new declaration frame, when the gateway asks for it
+        self.on_acked = None  # called with a frame's counter when the gateway took it (a trial is kept)
+        self.on_offer = None  # called with the version of an update the gateway's answer offers
         self.unknown_kid = 0  # 4.01 unknown-kid answers since the gateway last took a frame
         self.unknown_since = None  # ticks_ms of the first of them (aged: at most 3.1 days back)
         self._queued = asyncio.Event()  # set by submit(): the sender and the spool's task wake on it
@@ -130,8 +132,7 @@ class Uplink:
                 self.refused += 1
                 log.warn("gateway refused frame", head[0], "code", code)
             else:
-                self.acked += 1
-                self.last_ok = time.ticks_ms()
+                self._took(head[0])
             self._drop(head[0])
 
     def _drop(self, counter):
@@ -153,6 +154,12 @@ class Uplink:
         backoff = min(backoff * 2 or 1000, self.backoff_max_ms)
         await self._pause(backoff)
         return backoff
+
+    def _took(self, counter):
+        self.acked += 1
+        self.last_ok = time.ticks_ms()
+        if self.on_acked is not None:
+            self.on_acked(counter)
 
     def _reason(self):
         # The diagnostic payload of the answer exchange() returned (the reason of a 4.xx).
@@ -281,4 +288,6 @@ class Uplink:
         if r > 0 and ex.payload_len and ex.content_format == coap.CONTENT_FORMAT_COSE \
                 and self.on_command is not None:
             self.on_command(memoryview(rx)[ex.payload_start:ex.payload_start + ex.payload_len])
+        if r > 0 and ex.offer_len and self.on_offer is not None:
+            self.on_offer(memoryview(rx)[ex.offer_start:ex.offer_start + ex.offer_len])
         return r

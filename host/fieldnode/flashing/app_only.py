@@ -1,10 +1,13 @@
 """One port through mpremote: update the application on a node that already runs MicroPython.
 
-Connects like `mpremote connect PORT resume` (raw REPL, no soft reset first), writes every file of
-the application, removes files it would leave stale (a .py that would shadow the new .mpy, files
-gone from our own packages under /lib), checks each written file's SHA-256 on the node, then soft
-resets so the new code runs. Files outside the application (keys, logs, packages installed
-with mip into other /lib directories) are left alone.
+Connects like `mpremote connect PORT resume` (raw REPL, no soft reset first), writes the
+application's package into the slot that is not running (flashing/slots.py, docs/updates.md) and
+the boot code beside it, checks each written file's SHA-256 on the node, then points /app.json at
+the new slot (one rename) and soft resets so the new code runs. Stopped before the rename, the
+node still runs what it ran. Files it would leave stale are removed (a .py that would shadow the
+new .mpy, files gone from our own packages under /lib, the package's copy in /lib from before
+slots). Files outside the application (keys, logs, packages installed with mip into other /lib
+directories) are left alone.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import ast
 import hashlib
 import posixpath
 import time
+from collections.abc import Callable
 
 import serial
 from mpremote.transport import TransportError
@@ -19,6 +23,7 @@ from mpremote.transport_serial import SerialTransport
 
 from .compile import AppFiles
 from .report import PortLine, PortResult, Stopped
+from .slots import POINTER, SLOT_PACKAGE, other_slot, parse_pointer, slot_dir, slot_layout, usb_pointer
 
 # Ctrl-C stops the application, not its watchdog: on the ESP32 port machine.WDT cannot be stopped
 # and survives a soft reset (ports/esp32/machine_wdt.c), so a provisioned node resets 30 s
@@ -63,10 +68,35 @@ def _walk(transport: SerialTransport, top: str) -> list[str]:
 
 def _stale_files(transport: SerialTransport, files: dict[str, bytes]) -> list[str]:
     ours = {path.split("/")[2] for path in files if path.startswith("/lib/") and path.count("/") > 2}
+    ours.add(SLOT_PACKAGE.split("/")[2])  # its copy from before slots: the slot has it now
     stale = [p[:-4] + ".py" for p in files if p.endswith(".mpy") and transport.fs_exists(p[:-4] + ".py")]
     for package in sorted(ours):
         stale += [p for p in _walk(transport, f"/lib/{package}") if p not in files and p not in stale]
     return stale
+
+
+def _read_pointer(transport: SerialTransport) -> dict | None:
+    try:
+        return parse_pointer(transport.fs_readfile(POINTER))
+    except (OSError, TransportError):
+        return None
+
+
+def _write_order(path: str) -> tuple[bool, str]:
+    # The slot first (it is not running: a stop there changes nothing), then the boot code.
+    return (not path.startswith("/app_"), path)
+
+
+def _clear_slot(transport: SerialTransport, slot: str, feed: Callable[[], None]) -> None:
+    for path in _walk(transport, slot_dir(slot)):
+        feed()
+        transport.fs_rmfile(path)
+
+
+def _switch(transport: SerialTransport, pointer: dict | None, slot: str, version: str) -> None:
+    # Written whole beside the pointer, then renamed over it: the node boots the old slot or the new.
+    transport.fs_writefile(POINTER + ".new", usb_pointer(pointer, slot, version))
+    transport.exec(f"import os\nos.rename({POINTER + '.new'!r},{POINTER!r})")
 
 
 def _makedirs(transport: SerialTransport, path: str, made: set[str]) -> None:
@@ -107,6 +137,11 @@ def update_port(port: str, app: AppFiles, line: PortLine, *, reset: bool = True)
         feed()
         out = transport.exec(NODE_INFO).decode().strip()
         result.chip, result.mac = ast.literal_eval(out)
+        feed()
+        pointer = _read_pointer(transport)
+        slot = other_slot(pointer)
+        files = slot_layout(app.files, slot)
+        _clear_slot(transport, slot, feed)
         total = app.total_bytes
         done = 0
         made: set[str] = set()
@@ -115,7 +150,7 @@ def update_port(port: str, app: AppFiles, line: PortLine, *, reset: bool = True)
             line.bytes_done(base + n, total)
             feed()
 
-        for path, data in sorted(app.files.items()):
+        for path, data in sorted(files.items(), key=lambda item: _write_order(item[0])):
             line.check_stop()
             line.phase(f"writing {path}")
             feed()
@@ -127,11 +162,15 @@ def update_port(port: str, app: AppFiles, line: PortLine, *, reset: bool = True)
             line.text(f"wrote {path} ({len(data)} bytes)")
         line.check_stop()
         line.phase("verifying")
-        for path, data in sorted(app.files.items()):
+        for path, data in sorted(files.items()):
             feed()
             if transport.fs_hashfile(path, "sha256") != hashlib.sha256(data).digest():
                 raise TransportError(f"{path} differs on the node after writing")
-        for path in _stale_files(transport, app.files):
+        line.check_stop()
+        feed()
+        _switch(transport, pointer, slot, app.version)
+        line.text(f"slot {slot} now boots ({app.version})")
+        for path in _stale_files(transport, files):
             feed()
             transport.fs_rmfile(path)
             line.text(f"removed stale {path}")
@@ -143,8 +182,9 @@ def update_port(port: str, app: AppFiles, line: PortLine, *, reset: bool = True)
         line.phase("done")
     except Stopped:
         result.stopped = True
-        result.message = ("stopped by Ctrl-C: the application is partly written; run flash --app-only "
-                          "on this port again" if wrote else "stopped by Ctrl-C (nothing written)")
+        result.message = ("stopped by Ctrl-C: the new application is partly written to the slot that does "
+                          "not run (the node runs what it ran); run flash --app-only on this port again"
+                          if wrote else "stopped by Ctrl-C (nothing written)")
         line.phase("stopped")
     except (TransportError, serial.SerialException, OSError, ValueError, SyntaxError) as exc:
         text = str(exc).strip().splitlines()

@@ -14,6 +14,7 @@ The board definition goes to /board.json. Nothing else in firmware/ is shipped. 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -27,11 +28,15 @@ from ..infra.errors import FieldnodeError
 BOARD_FILE = "/board.json"
 ENTRY_POINTS = ("boot.py", "main.py")
 SKIPPED_DIRS = {"__pycache__"}
+# The application's version, as fnode/app.py declares it: the slot pointer records it (docs/updates.md).
+_VERSION_LINE = re.compile(r'^VERSION = "([0-9]+(?:\.[0-9]+)*)"', re.M)
+APP_MODULE = Path("lib") / "fnode" / "app.py"
 
 
 @dataclass(frozen=True)
 class AppFiles:
     files: dict[str, bytes]  # device path -> content
+    version: str = "0"  # what the application declares (0: it declares nothing)
 
     @property
     def total_bytes(self) -> int:
@@ -81,4 +86,11 @@ def build_app_files(app_dir: Path, board: dict[str, Any] | None, march: str,
             files["/" + rel.as_posix()] = path.read_bytes()
     if board is not None:
         files[BOARD_FILE] = json.dumps(board, separators=(",", ":"), sort_keys=True).encode()
-    return AppFiles(files)
+    return AppFiles(files, declared_version(app_dir) or "0")
+
+
+def declared_version(app_dir: Path) -> str | None:
+    """The VERSION fnode/app.py declares in an application tree, or None."""
+    app = Path(app_dir) / APP_MODULE
+    match = _VERSION_LINE.search(app.read_text()) if app.is_file() else None
+    return match.group(1) if match else None

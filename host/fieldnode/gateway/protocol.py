@@ -45,6 +45,7 @@ from .mqtt import MqttExtra, MqttUrl, OutboxPublisher, ReadingMessages
 from .mqtt_availability import DEFAULT_NODE_TIMEOUT, Availability
 from .sitekeys import SiteKeys
 from .sockets import bound_socket
+from .updates import UpdateServer
 from .writerlock import WriterLock
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,8 @@ class Gateway:
                  health_interval: float = 1.0, cache: MessageCache | None = None,
                  command_resend: float = 30.0, mqtt_retry: float = 2.0,
                  mqtt_discovery: str | None = None, mqtt_commands: bool = False,
-                 node_timeout: float = DEFAULT_NODE_TIMEOUT, strict_keys: bool = False) -> None:
+                 node_timeout: float = DEFAULT_NODE_TIMEOUT, strict_keys: bool = False,
+                 updates: Path | None = None) -> None:
         # A keystore changed to be readable by others: not taken (strict), or taken with a warning.
         self._keys = SiteKeys(keys, "refuse" if strict_keys else "warn")
         self.db_path = Path(db_path)
@@ -155,6 +157,9 @@ class Gateway:
         self._next_mid = int.from_bytes(os.urandom(2), "big")
         self._idle: asyncio.Event | None = None  # created on the loop in start()
         self.restored_devices = 0
+        # Update offers and images (docs/updates.md), from the updates directory beside the database.
+        from ..updates.site import updates_dir
+        self._updates = UpdateServer(updates or updates_dir(self.db_path))
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -330,7 +335,8 @@ class Gateway:
         if self.workers > 1 and not handed_over and self._handed_to_owner(msg, data, addr):
             return
         key = (addr, msg.mid)
-        if self._retransmission(msg, key, addr) or self._refused_request(msg, addr):
+        if self._retransmission(msg, key, addr) or self._served_update(msg, addr) \
+                or self._refused_request(msg, addr):
             return
         frame = self._verify(msg, addr)
         if frame is not None and not self._undeclared(msg, addr, frame):
@@ -383,6 +389,16 @@ class Gateway:
         if cached is not PENDING and msg.mtype == coap.CON:
             self._send(cached, addr)
         self._finish("retransmission", addr)
+        return True
+
+    def _served_update(self, msg: coap.Message, addr: Any) -> bool:
+        """GET /u/...: a block of an update's manifest or image (gateway/updates.py)."""
+        if not UpdateServer.handles(msg):
+            return False
+        c, payload, options = self._updates.answer(msg)
+        self._answer(msg, addr, c, payload, options)
+        self._finish("update-block" if c == coap.CONTENT else "rejected", addr, code=c,
+                     reason="" if c == coap.CONTENT else payload.decode())
         return True
 
     def _refused_request(self, msg: coap.Message, addr: Any) -> bool:
@@ -522,7 +538,7 @@ class Gateway:
             if outcome.command is not None:
                 self._answer(msg, addr, coap.CHANGED, outcome.command, _CF_COSE)
             else:
-                self._answer(msg, addr, coap.CHANGED)
+                self._answer(msg, addr, coap.CHANGED, options=self._updates.offer_option(frame.kid))
             self._finish("accepted", addr, code=coap.CHANGED, frame=frame, node=node, command_id=outcome.command_id)
         elif outcome.status == "unstorable":
             self._answer(msg, addr, coap.BAD_REQUEST, b"unstorable")

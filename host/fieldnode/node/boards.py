@@ -133,6 +133,8 @@ TIMINGS: dict[str, tuple[int, int, int, str]] = {
     "uplink_backoff_max_s": (30, 1, 3600, "longest pause between tries while the gateway does not answer"),
     # the Wi-Fi retries step 1, 2, 5, 10, 30 s: a larger bound would change nothing
     "wifi_backoff_max_s": (30, 1, 30, "longest pause between Wi-Fi connection attempts"),
+    # docs/updates.md: a new application is kept only if the gateway acks a frame within this
+    "update_trial_s": (120, 2, 3600, "how long a new application has to reach the gateway before it is rolled back"),
 }
 UPLINK_BEAT_S = 10  # a key-retry pause shows the watchdog signs of life this often (fnode.uplink _BEAT_MS)
 

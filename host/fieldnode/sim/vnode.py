@@ -176,7 +176,8 @@ class VirtualNode:
     device specs (see simhal/simdev.py). nvs="esp-idf" makes NVS write through on every set, as
     ESP-IDF does (see simhal/esp32.py). sleep_scale shortens (or stretches) deep sleeps.
     epoch=2000 makes the node's time() and gmtime() count from 2000, as the ESP32 port's do up to
-    v1.26 (see simhal/simclock.py).
+    v1.26 (see simhal/simclock.py). partitions="ota" gives it MicroPython's OTA partition table:
+    two app slots esp32.Partition writes, and the bootloader's rollback states (simhal/simota.py).
     """
 
     def __init__(self, node_dir: str | Path, unique_id: bytes | str, *, board: str | Path | None = "virtual",
@@ -184,11 +185,13 @@ class VirtualNode:
                  firmware_lib: str | Path | None = FIRMWARE_LIB_DIR, extra_path: Iterable[str | Path] = (),
                  heap: str = "1M", nvs: str = "commit", sleep_scale: float = 1.0,
                  micropython: str | None = None, epoch: int = 1970,
-                 baud: int | None = None) -> None:
+                 baud: int | None = None, partitions: str = "generic") -> None:
         self.node_dir = Path(node_dir).resolve()
         self.unique_id = parse_unique_id(unique_id)
         if nvs not in ("commit", "esp-idf"):
             raise FieldnodeError(f"nvs mode {nvs!r}: use 'commit' or 'esp-idf'")
+        if partitions not in ("generic", "ota"):
+            raise FieldnodeError(f"partitions {partitions!r}: use 'generic' or 'ota' (two app slots, simhal/simota.py)")
         if epoch not in (1970, 2000):
             raise FieldnodeError(f"epoch {epoch!r}: use 1970 (unix port) or 2000 (the ESP32 port up to v1.26)")
         if baud is not None and (isinstance(baud, bool) or not isinstance(baud, int) or baud <= 0):
@@ -219,6 +222,8 @@ class VirtualNode:
                                   "nvs": nvs, "devices": [dict(d) for d in devices]}
         if pins:
             config["pins"] = pins
+        if partitions != "generic":
+            config["partitions"] = partitions  # simota: OTA app slots and the bootloader's states
         if epoch != 1970:
             config["epoch"] = epoch  # simclock: time() and gmtime() count from 2000
         (self.node_dir / "sim.json").write_text(json.dumps(config, indent=1))

@@ -171,28 +171,34 @@ def gpio_deep_sleep_hold(enable):
 
 
 class Partition:
-    # The layout of MicroPython's generic 4 MB ESP32 build: enough for code that asks which app
-    # it runs from and confirms an OTA update; the partitions hold no data.
+    # The layout of MicroPython's generic 4 MB ESP32 build (no OTA slots, partitions that hold no
+    # data), or with sim.json "partitions": "ota" its OTA build: two app slots with data, and the
+    # bootloader's rollback states (simota.py).
     BOOT = 0
     RUNNING = 1
     TYPE_APP = 0
     TYPE_DATA = 1
-    _TABLE = (
+    _GENERIC = (
         (1, 2, 0x9000, 0x6000, "nvs"),
         (1, 1, 0xF000, 0x1000, "phy_init"),
         (0, 0, 0x10000, 0x1F0000, "factory"),
         (1, 129, 0x200000, 0x200000, "vfs"),
     )
 
+    @staticmethod
+    def _table():
+        import simota
+        return simota.TABLE if simota.enabled() else Partition._GENERIC
+
     def __init__(self, id, block_size=4096, _row=None):
         # As ports/esp32/esp32_partition.c: BOOT or RUNNING, another integer is ValueError, a
         # label is looked up among the app partitions only and a missing one is OSError(ENOENT).
         if _row is None:
             if id in (Partition.BOOT, Partition.RUNNING):
-                id = "factory"
+                id = _current(id)
             elif isinstance(id, int):
                 raise ValueError()
-            for row in Partition._TABLE:
+            for row in Partition._table():
                 if row[0] == Partition.TYPE_APP and row[4] == id:
                     _row = row
                     break
@@ -203,7 +209,7 @@ class Partition:
 
     @staticmethod
     def find(type=TYPE_APP, subtype=0xFF, label=None, block_size=4096):
-        return [Partition(r[4], block_size, r) for r in Partition._TABLE
+        return [Partition(r[4], block_size, r) for r in Partition._table()
                 if r[0] == type and (subtype == 0xFF or r[1] == subtype)
                 and (label is None or r[4] == label)]
 
@@ -211,13 +217,63 @@ class Partition:
         t, st, addr, size, label = self._row
         return (t, st, addr, size, label, False)
 
+    def _ota(self):
+        import simota
+        if not simota.enabled():
+            raise OSError(2)  # ENOENT: the generic build has no OTA slots
+        return simota
+
     def get_next_update(self):
-        raise OSError(2)  # ENOENT: the generic build has no OTA slots
+        ota = self._ota()
+        return Partition(ota.other(ota.load()["running"]), self.block_size)
+
+    def set_boot(self):
+        self._ota().set_boot(self._row[4])
+
+    def readblocks(self, block, buf, offset=0):
+        self._ota().read(self._row[2] + block * self.block_size + offset, buf)
+
+    def writeblocks(self, block, buf, offset=None):
+        # Without an offset the blocks are erased first (esp_partition_erase_range), as the port does.
+        ota = self._ota()
+        at = self._row[2] + block * self.block_size
+        if offset is None:
+            span = (len(buf) + self.block_size - 1) // self.block_size * self.block_size
+            if span != len(buf):  # whole blocks are overwritten by the data itself
+                ota.erase(at, span)
+            offset = 0
+        ota.write(at + offset, bytes(buf))
+
+    def ioctl(self, op, arg):
+        if op == 4:
+            return self._row[3] // self.block_size
+        if op == 5:
+            return self.block_size
+        if op == 6:
+            self._ota().erase(self._row[2] + arg * self.block_size, self.block_size)
+        return 0
 
     @staticmethod
     def mark_app_valid_cancel_rollback():
-        pass
+        import simota
+        if simota.enabled():
+            simota.mark_valid()
+
+    @staticmethod
+    def mark_app_invalid_rollback_and_reboot():
+        import simota
+        if not simota.enabled():
+            raise OSError(-0x1504, "ESP_ERR_OTA_ROLLBACK_FAILED")
+        simota.mark_invalid_and_reboot()
 
     def __repr__(self):
         t, st, addr, size, label = self._row
         return f"<Partition type={t}, subtype={st}, address={addr}, size={size}, label={label}, encrypted=0>"
+
+
+def _current(which):
+    import simota
+    if not simota.enabled():
+        return "factory"
+    d = simota.load()
+    return d["running"] if which == Partition.RUNNING else d["boot"]

@@ -57,9 +57,18 @@ def _watchdog():
             machine.WDT(timeout=timeout)
 
 
+def _bootloader():
+    # The second-stage bootloader's choice of app partition, on a node with OTA partitions.
+    import simnode
+    if simnode.config().get("partitions") == "ota":  # simota imported only there: heap is measured
+        import simota
+        simota.bootloader()
+
+
 def boot(g):
     _console()
     _flash()
+    _bootloader()
     _watchdog()
     if _run("boot.py", g) and os.getenv("FIELDNODE_SIM_SKIP_MAIN") != "1":
         _run("main.py", g)

@@ -13,6 +13,7 @@ from rich.table import Table
 from ...gateway.status import Status, read_status
 from ...store.location import default_db_path
 from ...ui.terminal import terminal
+from ...updates.reports import update_states
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,12 +55,29 @@ def _heap_cells(heap: dict | None) -> tuple[str, str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    st = read_status(args.db or default_db_path())
+    db = args.db or default_db_path()
+    st = read_status(db)
+    updates = update_states(db, [d["device"] for d in st.devices])  # docs/updates.md
     if args.json:
-        print(json.dumps(st.to_json(), indent=1))
+        print(json.dumps({**st.to_json(), "updates": updates}, indent=1))
     else:
-        show(st, terminal())
+        console = terminal()
+        show(st, console)
+        show_updates(st, updates, console)
     return 0 if st.running else 1
+
+
+def show_updates(st: Status, updates: dict[str, dict], console: Console) -> None:
+    if not any(u["running"] or u["offered"] for u in updates.values()):
+        return  # no node has reported a slot or been offered an update
+    table = Table(title="application updates")
+    for col in ("node", "running", "last update", "offered"):
+        table.add_column(col)
+    for d in st.devices:
+        u = updates[d["device"]]
+        last = (u["update"] or "-") + (f" ({u['why']})" if u["why"] else "")
+        table.add_row(d["name"] or d["device"], u["running"] or "-", last, u["offered"] or "-")
+    console.print(table)
 
 
 def show(st: Status, console: Console) -> None:
