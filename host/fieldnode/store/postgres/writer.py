@@ -145,7 +145,7 @@ class Store:
         for attempt in range(RETRIES):
             try:
                 return self._commit_or_split(conn, items, counter_deltas, health, now)
-            except psycopg.errors.TransactionRollbackError as exc:  # deadlock, serialization
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
                 if attempt == RETRIES - 1:
                     raise
                 log.info("batch of %d frames retried after %s", len(items), type(exc).__name__)
