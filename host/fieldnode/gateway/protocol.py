@@ -28,12 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from ..node.keystore import Keystore
+from ..infra.errors import FieldnodeError
+from ..store.backend import TagReader, make_writer, prepare_workers, tag_reader, writer_lock
 from ..store.owners import owner_of
-from ..store.records import Health, Outcome, StoreItem
-from ..store.sqlite.connection import connect
-from ..store.sqlite.replay import stored_tag
-from ..store.sqlite.shards import attach_shards, create_shards
-from ..store.sqlite.writer import Store
+from ..store.records import Health, Outcome, StoreItem, StoreUnavailable
+from ..store.target import PgTarget, Target
 from ..wire import coap
 from ..wire.frame import NODE_KINDS, Frame, FrameRejected, ReplayWindow, Verifier, parse_protected, split_envelope
 from .events import GatewayEvent, format_source
@@ -43,7 +42,6 @@ from .mqtt import MqttExtra, MqttUrl, OutboxPublisher, ReadingMessages
 from .mqtt_availability import DEFAULT_NODE_TIMEOUT, Availability
 from .sitekeys import SiteKeys
 from .sockets import bound_socket
-from .writerlock import WriterLock
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +50,8 @@ DEFAULT_PORT = 5683
 _UNAUTHORIZED = frozenset(("unknown-kid", "bad-mac"))
 _CF_COSE = ((coap.CONTENT_FORMAT, coap.encode_uint(coap.CONTENT_FORMAT_COSE_MAC0)),)
 _MAX_AGE_RETRY = ((coap.MAX_AGE, coap.encode_uint(5)),)
+# What a failed health write or tag look-up raises: logged, and the gateway goes on.
+_STORE_ERRORS = (sqlite3.Error, StoreUnavailable)
 
 
 @dataclass(slots=True)
@@ -91,19 +91,23 @@ class Gateway:
     datagram, on the event loop's thread.
     """
 
-    def __init__(self, keys: Keystore, db_path: Path | str, listen: tuple[str, int] = ("0.0.0.0", DEFAULT_PORT),
+    def __init__(self, keys: Keystore, db_path: Target | str, listen: tuple[str, int] = ("0.0.0.0", DEFAULT_PORT),
                  *, mqtt: MqttUrl | str | None = None, site: str | None = None, publish_mqtt: bool = True,
                  batch_delay: float = 0.002, batch_max: int = 256, synchronous: str = "FULL",
                  reuse_port: bool = False, worker: int = 0, workers: int = 1, group: str | None = None,
                  health_interval: float = 1.0, cache: MessageCache | None = None,
                  command_resend: float = 30.0, mqtt_retry: float = 2.0,
                  mqtt_discovery: str | None = None, mqtt_commands: bool = False,
-                 node_timeout: float = DEFAULT_NODE_TIMEOUT, strict_keys: bool = False) -> None:
+                 node_timeout: float = DEFAULT_NODE_TIMEOUT, strict_keys: bool = False,
+                 store_backoff: tuple[float, float] = (0.5, 30.0)) -> None:
         # A keystore changed to be readable by others: not taken (strict), or taken with a warning.
         self._keys = SiteKeys(keys, "refuse" if strict_keys else "warn")
-        self.db_path = Path(db_path)
+        self.db_path: Target = db_path if isinstance(db_path, PgTarget) else Path(db_path)
         self.listen = listen
         self.mqtt = MqttUrl.parse(mqtt) if isinstance(mqtt, str) else mqtt
+        if self.mqtt and isinstance(self.db_path, PgTarget):
+            raise FieldnodeError("--mqtt with a PostgreSQL --db is not supported yet (the MQTT outbox is "
+                                 "SQLite's): run the MQTT bridge on a SQLite gateway, or leave out --mqtt")
         self.site = site or site_from_keystore(keys.path)
         self.publish_mqtt = publish_mqtt
         self.batch_delay = batch_delay
@@ -125,12 +129,11 @@ class Gateway:
         self._verifier = Verifier(self._keys.lookup, None, accept_kinds=NODE_KINDS)
         self._cache = cache if cache is not None else MessageCache()  # an empty one is falsy (len 0)
         outbox = ReadingMessages(self.mqtt.prefix, self.site) if self.mqtt else None
-        self._store = Store(self.db_path, synchronous=synchronous, outbox=outbox, command_resend=command_resend,
-                            shard=worker)
-        self._writer_lock = WriterLock(self._store.own_path)
+        self._store = make_writer(self.db_path, synchronous=synchronous, outbox=outbox,
+                                  command_resend=command_resend, shard=worker, backoff=store_backoff)
+        self._writer_lock = writer_lock(self.db_path, worker)
         self._executor: ThreadPoolExecutor | None = None
-        self._reader: sqlite3.Connection | None = None
-        self._reader_schemas: list[str] = ["main"]
+        self._reader: TagReader | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._handover: asyncio.DatagramTransport | None = None
         self._peers: Handover | None = None  # made on the loop in start()
@@ -163,7 +166,7 @@ class Gateway:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fieldnode-store")
         try:
             if self.workers > 1:  # every shard there before any worker attaches the others
-                await self._loop.run_in_executor(self._executor, create_shards, self.db_path, self.workers)
+                await self._loop.run_in_executor(self._executor, prepare_workers, self.db_path, self.workers)
             await self._loop.run_in_executor(self._executor, self._store.open)
             restored = await self._loop.run_in_executor(self._executor, lambda: list(self._store.replay_state()))
             for kid, highest, stored in restored:
@@ -173,8 +176,7 @@ class Gateway:
                     if c not in stored:
                         self._window.forget(kid, c)
             self.restored_devices = len(restored)
-            self._reader = connect(self._store.own_path)
-            self._reader_schemas = ["main"] + attach_shards(self._reader, self.db_path, self.worker)
+            self._reader = tag_reader(self.db_path, self.worker)
             if self.workers > 1:
                 self._handover, _ = await self._loop.create_datagram_endpoint(
                     lambda: HandedOverProtocol(self._take_handed_over), sock=bind_receiver(self.group, self.worker))
@@ -243,7 +245,7 @@ class Gateway:
             health = self._health()
             health.stopped = time.time()
             await self._loop.run_in_executor(self._executor, self._store.housekeeping, self._take_unsaved(), health)
-        except sqlite3.Error as exc:
+        except _STORE_ERRORS as exc:
             log.warning("final health write failed: %s", exc)
         if self._transport:
             self._transport.close()
@@ -281,6 +283,11 @@ class Gateway:
     def keys(self) -> Keystore:
         """The keys in use (the keystore file is taken again when it changes)."""
         return self._keys.keys
+
+    @property
+    def store_state(self) -> str:
+        """'connected', or since when and why the database is out of reach (PostgreSQL)."""
+        return getattr(self._store, "state", "connected")
 
     @property
     def mqtt_state(self) -> str:
@@ -413,7 +420,12 @@ class Gateway:
             waiting.replies.append((msg, addr))
             self._cache.put(key, PENDING)
             return
-        tag = stored_tag(self._reader, kid, counter, self._reader_schemas)
+        try:
+            tag = self._reader.stored_tag(kid, counter)
+        except StoreUnavailable:
+            self._answer(msg, addr, coap.SERVICE_UNAVAILABLE, b"store-failed", _MAX_AGE_RETRY)
+            self._finish("failed", addr, reason="store-failed", code=coap.SERVICE_UNAVAILABLE, frame=frame)
+            return
         if tag is not None and hmac.compare_digest(tag, frame.tag):
             self._answer(msg, addr, coap.VALID)
             self._finish("duplicate", addr, code=coap.VALID, frame=frame)
@@ -464,7 +476,9 @@ class Gateway:
         try:
             outcomes: list[Outcome] | None = fut.result()
         except Exception as exc:  # the store is broken (disk full, I/O error): tell the nodes
-            log.error("commit of %d frames failed: %s", len(batch), exc)
+            # An unreachable database is logged by the store when it goes and when it comes back.
+            (log.debug if isinstance(exc, StoreUnavailable) else log.error)(
+                "commit of %d frames failed: %s", len(batch), exc)
             outcomes = None
             for k, v in deltas.items():
                 self._unsaved[k] = self._unsaved.get(k, 0) + v
@@ -563,7 +577,7 @@ class Gateway:
             deltas = self._take_unsaved()
             try:
                 await self._loop.run_in_executor(self._executor, self._store.housekeeping, deltas, self._health())
-            except sqlite3.Error as exc:
-                log.warning("health write failed: %s", exc)
+            except _STORE_ERRORS as exc:  # an unreachable database: the store has said so
+                (log.debug if isinstance(exc, StoreUnavailable) else log.warning)("health write failed: %s", exc)
                 for k, v in deltas.items():
                     self._unsaved[k] = self._unsaved.get(k, 0) + v

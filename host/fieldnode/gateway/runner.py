@@ -22,7 +22,9 @@ from pathlib import Path
 
 from ..infra.errors import FieldnodeError
 from ..node.keystore import Keystore
-from ..store.sqlite.shards import MAX_SHARDS, create_shards, shard_path, shard_paths
+from ..store.backend import prepare_workers
+from ..store.sqlite.shards import MAX_SHARDS, shard_path, shard_paths
+from ..store.target import PgTarget, Target
 from .live import LinePrinter, summary_line
 from .mqtt import MqttUrl
 from .events import format_source
@@ -34,7 +36,7 @@ from .writerlock import check_free
 @dataclass
 class Options:
     listen: tuple[str, int]
-    db: Path
+    db: Target
     keys: Path
     mqtt: MqttUrl | None
     site: str | None
@@ -46,6 +48,7 @@ class Options:
     mqtt_commands: bool = False
     node_timeout: float = 300.0
     strict_keys: bool = False  # refuse a keystore other users can read or write (default: warn)
+    db_reconnect_max: float = 30.0  # PostgreSQL: the longest backoff between reconnection attempts
 
 
 def _out(line: str) -> None:
@@ -71,7 +74,8 @@ async def _run_one(opts: Options, keys: Keystore, *, worker: int, prefix: str, g
     gw = Gateway(keys, opts.db, opts.listen, mqtt=opts.mqtt, site=opts.site, synchronous=opts.synchronous,
                  reuse_port=opts.workers > 1, worker=worker, workers=opts.workers, group=group,
                  mqtt_discovery=opts.mqtt_discovery, mqtt_commands=opts.mqtt_commands,
-                 node_timeout=opts.node_timeout, strict_keys=opts.strict_keys)
+                 node_timeout=opts.node_timeout, strict_keys=opts.strict_keys,
+                 store_backoff=(min(0.5, opts.db_reconnect_max), opts.db_reconnect_max))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -184,6 +188,8 @@ def _prepare_shards(opts: Options) -> None:
         raise FieldnodeError("--workers needs SO_REUSEPORT (Linux); run with --workers 1")
     if opts.listen[1] == 0:
         raise FieldnodeError("--workers needs a fixed port: the workers must share it")
+    if isinstance(opts.db, PgTarget):
+        return  # one database for every worker (and every gateway): nothing to make or check
     existing = shard_paths(opts.db)
     shards = set(existing) | set(range(opts.workers))
     if len(shards) > MAX_SHARDS:
@@ -193,7 +199,7 @@ def _prepare_shards(opts: Options) -> None:
     # Here, where a bad --db or another gateway on these files is reported once, not by each worker.
     for k in range(opts.workers):
         check_free(shard_path(opts.db, k))
-    create_shards(opts.db, opts.workers)
+    prepare_workers(opts.db, opts.workers)
 
 
 def _watch_workers(opts: Options, procs: list[multiprocessing.process.BaseProcess],

@@ -4,13 +4,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from ...gateway.status import Status, read_status
 from ...store.location import default_db_path
+from ...store.target import parse_db
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,8 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "reported heap (free, lowest since boot, largest free block), and how many readings wait for "
         "the MQTT broker and commands for their node. Safe to run while "
         "the gateway runs. Exit status 1 if no gateway process is running.")
-    p.add_argument("--db", type=Path, default=None,
-                   help=f"the gateway's database (default {default_db_path()}, or $FIELDNODE_DB)")
+    p.add_argument("--db", type=parse_db, default=None, metavar="PATH|URI",
+                   help=f"the gateway's database (default {default_db_path()}, or $FIELDNODE_DB), or the "
+                   "postgresql://... URI the gateways share (every gateway on it is shown)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.set_defaults(func=run)
 
@@ -63,13 +64,20 @@ def run(args: argparse.Namespace) -> int:
 def show(st: Status, console: Console) -> None:
     now = st.now
     workers = Table(title="gateway")
+    shared = any("host" in w for w in st.workers)  # PostgreSQL: every gateway on the database
     for col in ("worker", "pid", "listening", "state", "started", "heartbeat", "uncommitted", "dedup cache"):
         workers.add_column(col, no_wrap=col in ("listening", "dedup cache"))
+    if shared:
+        workers.add_column("database")
     for w in st.workers:
         style = "green" if w["state"] == "running" else "red"
-        workers.add_row(str(w["worker"]), str(w["pid"]), w["listen"], f"[{style}]{w['state']}[/]",
-                        _ago(w["started"], now), _ago(w["heartbeat"], now), str(w["batch_pending"]),
-                        f"{w['exchanges']} exchanges, {w['dedup_bytes'] / (1 << 20):.1f} MiB")
+        cells = [str(w["worker"]), str(w["pid"]), (f"{w['host']} " if shared else "") + w["listen"],
+                 f"[{style}]{w['state']}[/]", _ago(w["started"], now), _ago(w["heartbeat"], now),
+                 str(w["batch_pending"]), f"{w['exchanges']} exchanges, {w['dedup_bytes'] / (1 << 20):.1f} MiB"]
+        if shared:
+            cells.append(f"{w['store_outages']} outages, last {w['store_detail']}" if w["store_outages"]
+                         else "no outage")
+        workers.add_row(*cells)
     if not st.workers:
         workers.add_row("-", "-", "-", "[red]never started[/]", "-", "-", "-", "-")
     console.print(workers)
