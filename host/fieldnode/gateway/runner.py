@@ -93,6 +93,8 @@ async def _run_one(opts: Options, keys: Keystore, *, worker: int, prefix: str, g
              f"{mqtt}  workers {opts.workers}.  Ctrl-C stops.")
     if opts.mqtt_commands:
         _print_mqtt_commands(prefix)
+    if isinstance(opts.db, PgTarget):
+        _print_store_events(prefix)
     summary = asyncio.create_task(_summaries(gw, opts.summary, prefix)) if opts.quiet else None
     try:
         await stop.wait()
@@ -117,13 +119,23 @@ def _mqtt_features(opts: Options) -> str:
 
 
 class _ConsoleLines(logging.Handler):
-    def __init__(self, prefix: str) -> None:
-        super().__init__(logging.INFO)
+    def __init__(self, prefix: str, label: str = "mqtt", level: int = logging.INFO) -> None:
+        super().__init__(level)
         self.prefix = prefix
+        self.label = label
 
     def emit(self, record: logging.LogRecord) -> None:
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
-        _out(f"{self.prefix}{stamp} mqtt {record.getMessage()}")
+        _out(f"{self.prefix}{stamp} {self.label} {record.getMessage()}")
+
+
+def _print_store_events(prefix: str) -> None:
+    """The database lost, still unreachable, back: a console line each, even with --quiet (the
+    gateway answers 5.03 meanwhile, and whoever watches it must know why)."""
+    logger = logging.getLogger("fieldnode.store.postgres")
+    if not any(isinstance(h, _ConsoleLines) for h in logger.handlers):
+        logger.addHandler(_ConsoleLines(prefix, "db", logging.WARNING))
+    logger.propagate = False
 
 
 def _print_mqtt_commands(prefix: str) -> None:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterable, Sequence
 
 import psycopg
+from psycopg import pq
 
 from ...infra.errors import FieldnodeError
 from ..records import Health, Outcome, OutboxRows, StoreItem, StoreUnavailable
@@ -119,11 +120,17 @@ class Store:
                   "with backoff (%.1f s to %.0f s)", self.target, self._why, self.backoff_min, self.backoff_max)
 
     def _unavailable(self, conn: psycopg.Connection, exc: psycopg.Error) -> BaseException:
-        """What a failed statement means: the connection is gone (StoreUnavailable), or exc itself."""
-        if conn.broken or conn.closed or isinstance(exc, psycopg.InterfaceError):
-            self._lost(exc)
-            return StoreUnavailable(f"PostgreSQL {self.target} lost ({self._why})")
-        return exc
+        """What a failed statement means: exc itself when the connection is sound (a lock timeout,
+        a cancelled statement); else the connection is dropped and StoreUnavailable. A server
+        that goes away in the middle of a pipelined executemany can leave a connection that
+        psycopg does not call broken but that takes no statement any more."""
+        sound = (not conn.broken and not conn.closed and conn.pgconn.status == pq.ConnStatus.OK
+                 and conn.pgconn.pipeline_status == pq.PipelineStatus.OFF)
+        if sound and not isinstance(exc, psycopg.InterfaceError):
+            return exc
+        conn.close()
+        self._lost(exc)
+        return StoreUnavailable(f"PostgreSQL {self.target} lost ({self._why})")
 
     # -- the writer's interface ------------------------------------------------------------------
 
