@@ -131,14 +131,16 @@ def _move_devices(conn: psycopg.Connection, items: Sequence[StoreItem]) -> None:
         last[dev] = item
         counts[dev] = counts.get(dev, 0) + 1
         highest[kid] = max(highest.get(kid, 0), item.frame.counter)
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO devices AS d (device, name, highest_counter, frames, first_seen, last_seen, last_source, "
-            "last_kind, kid) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (device) DO UPDATE SET "
-            "name=excluded.name, highest_counter=CASE WHEN d.kid IS NOT DISTINCT FROM excluded.kid THEN "
-            "GREATEST(d.highest_counter, excluded.highest_counter) ELSE excluded.highest_counter END, "
-            "frames=d.frames+excluded.frames, last_seen=GREATEST(d.last_seen, excluded.last_seen), "
-            "last_source=excluded.last_source, last_kind=excluded.last_kind, kid=excluded.kid",
-            [(dev, item.node, highest[item.frame.kid], counts[dev], item.received, item.received, item.source,
-              item.frame.kind, item.frame.kid.hex()) for dev, item in sorted(last.items())])
-
+    rows = [(dev, item.node, highest[item.frame.kid], counts[dev], item.received, item.source, item.frame.kind,
+             item.frame.kid.hex()) for dev, item in sorted(last.items())]
+    # One statement for the batch's devices (each once: ON CONFLICT may touch a row once a statement).
+    conn.execute(
+        "INSERT INTO devices AS d (device, name, highest_counter, frames, first_seen, last_seen, last_source, "
+        "last_kind, kid) SELECT dev, name, high, n, seen, seen, src, kind, kid FROM unnest("
+        "%s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::float8[], %s::text[], %s::int[], %s::text[]) "
+        "AS u (dev, name, high, n, seen, src, kind, kid) ON CONFLICT (device) DO UPDATE SET "
+        "name=excluded.name, highest_counter=CASE WHEN d.kid IS NOT DISTINCT FROM excluded.kid THEN "
+        "GREATEST(d.highest_counter, excluded.highest_counter) ELSE excluded.highest_counter END, "
+        "frames=d.frames+excluded.frames, last_seen=GREATEST(d.last_seen, excluded.last_seen), "
+        "last_source=excluded.last_source, last_kind=excluded.last_kind, kid=excluded.kid",
+        [list(column) for column in zip(*rows, strict=True)])
