@@ -21,6 +21,7 @@ BENCHES = {
     "flash": ["bench/flash_throughput.py"],
     "spool_flash": ["bench/spool_flash.py"],
     "node_memory": ["bench/node_memory.py"],
+    "store_scaleout": ["bench/store_scaleout.py"],
 }
 
 

@@ -58,6 +58,18 @@ def _store_worker(db: str, shard: int, keys_path: str, frames: list[bytes], star
     store.close()
 
 
+def _wal_position(cluster: Cluster) -> str:
+    import psycopg
+    with psycopg.connect(cluster.uri()) as conn:
+        return conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
+
+
+def _wal_since(cluster: Cluster, position: str) -> int:
+    import psycopg
+    with psycopg.connect(cluster.uri()) as conn:
+        return int(conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)", (position,)).fetchone()[0])
+
+
 def _parts(variant: str, frames: list[bytes]) -> list[list[bytes]]:
     if variant.endswith("-shared"):
         return [frames[0::2], frames[1::2]]  # every device's frames alternate between the two
@@ -84,11 +96,14 @@ def bench(n_frames: int, rounds: int) -> dict:
                     db = str(Path(tmp) / f"{variant}-{r}.db") if variant.startswith("sqlite") \
                         else cluster.new_database().dsn
                     parts = _parts(variant, frames)
+                    wal_at = _wal_position(cluster)
                     wall = _run_processes(ctx, _store_worker, [(db, w, str(nodes.path), p)
                                                                for w, p in enumerate(parts)])
                     rate = round(n_frames / wall)
                     print(f"store [{variant}, round {r + 1}]: {rate:,} frames/s", flush=True)
                     out["frames_per_s"][variant].append(rate)
+                    if variant == "postgresql-1":  # what the server writes for it: sizing its disk
+                        out.setdefault("wal_bytes_per_frame", []).append(round(_wal_since(cluster, wal_at) / n_frames))
     finally:
         cluster.close()
     return out

@@ -3,6 +3,8 @@ window, so each frame is stored once whichever writer gets it and however UDP or
 share the command queue, so a command is handed out by one writer at a time and closed once."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
@@ -134,3 +136,33 @@ def test_a_postgresql_uri_is_told_apart_from_a_path_and_its_password_is_never_sh
     with pytest.raises(FieldnodeError, match=r"postgresql://gw:\*\*\*@db.example/fieldnode\?colour=blue") as exc:
         parse_db("postgresql://gw:s3cret@db.example/fieldnode?colour=blue")
     assert "s3cret" not in str(exc.value)
+
+
+CLI = [sys.executable, "-m", "fieldnode.cli"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(CLI + list(args), capture_output=True, text=True, timeout=60)
+
+
+def test_a_database_that_cannot_be_reached_or_read_is_one_line_naming_it_without_its_password(pg_cluster, nodes):
+    gone = f"postgresql://postgres:s3cret@/nowhere?host={pg_cluster.dir}/missing"
+    for args in (["status", "--db", gone], ["gateway", "--db", gone, "--keys", str(nodes.path)],
+                 ["command", "node-1", "relay1", "on", "--db", gone, "--keys", str(nodes.path)]):
+        run = run_cli(*args)
+        assert run.returncode == 2, (args, run.stderr)
+        assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr, run.stderr
+        assert "s3cret" not in run.stderr + run.stdout and "postgres:***@" in run.stderr, run.stderr
+        assert "cannot connect to PostgreSQL" in run.stderr, run.stderr
+    empty = pg_cluster.new_database()  # reachable, but no gateway has made its tables
+    run = run_cli("status", "--db", empty.dsn)
+    assert run.returncode == 2 and "holds no fieldnode store: start the gateway with --db" in run.stderr, run.stderr
+    run = run_cli("status", "--db", "postgresql://x@/db?colour=blue")
+    assert run.returncode == 2 and "not a valid PostgreSQL connection string" in run.stderr, run.stderr
+    with psycopg.connect(empty.dsn) as conn:  # and nothing was made by looking
+        assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname='public'").fetchone() == (0,)
+
+
+def test_mqtt_with_a_postgresql_store_is_refused_with_what_to_do_instead(pg_db, nodes):
+    run = run_cli("gateway", "--db", pg_db.dsn, "--keys", str(nodes.path), "--mqtt", "mqtt://127.0.0.1:1")
+    assert run.returncode == 2 and "--mqtt with a PostgreSQL --db is not supported yet" in run.stderr, run.stderr
