@@ -4,6 +4,7 @@ stopped and started again under load loses no acknowledged frame."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -194,3 +195,30 @@ def wait_for(cond, timeout: float) -> bool:
             return True
         time.sleep(0.05)
     return cond()
+
+
+def test_gateway_workers_on_postgresql_share_the_one_database_and_status_shows_each(pg_db, nodes):
+    """--workers N on PostgreSQL: N processes on the port, no shard files, one database."""
+    from support.ports import claimed_port
+    with ExitStack() as stack:
+        port = stack.enter_context(claimed_port())
+        proc = subprocess.Popen(CLI + ["gateway", "--listen", f"127.0.0.1:{port}", "--db", pg_db.dsn, "--keys",
+                                       str(nodes.path), "--quiet", "--workers", "2"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stack.callback(_stop, proc)
+        lines = ProcessLines(proc)
+        assert lines.until("stdout", lambda ls: any("workers 2" in line for line in ls), 60), lines.lines
+        assert wait_for(lambda: [w["state"] for w in status(pg_db.dsn)["workers"]] == ["running"] * 2, 30)
+        clients = [Client(("127.0.0.1", port)) for _ in range(8)]  # 8 source ports: both workers' sockets
+        try:
+            for k, client in enumerate(clients):
+                for i in range(len(nodes.devices)):
+                    assert client.post(nodes.frame(i, counter=k + 1)).code == coap.CHANGED
+            assert clients[0].post(nodes.frame(0, counter=3)).code == coap.VALID
+        finally:
+            for client in clients:
+                client.close()
+        assert stored(pg_db.dsn) == sorted((d.hex(), c) for d in nodes.devices for c in range(1, 9))
+        table = subprocess.run(CLI + ["status", "--db", pg_db.dsn], capture_output=True, text=True, timeout=60,
+                               env={**os.environ, "COLUMNS": "250"})
+        assert table.returncode == 0 and table.stdout.count("no outage") == 2, table.stdout
