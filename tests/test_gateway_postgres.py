@@ -167,7 +167,7 @@ def test_postgresql_stopped_and_started_under_load_loses_no_acknowledged_frame(n
     with ExitStack() as stack:
         stack.callback(cluster.close)
         db = cluster.new_database()
-        lines, port = start_gateway(stack, nodes, db.dsn, "--db-reconnect-max", "0.5")
+        lines, port = start_gateway(stack, nodes, db.dsn, "--db-reconnect-max", "0.5", "--summary", "0.2")
         senders = [RetryingNode(nodes, i, port, 150, 0.05) for i in range(len(nodes.devices))]
         threads = [threading.Thread(target=s.run) for s in senders]
         for t in threads:
@@ -179,6 +179,7 @@ def test_postgresql_stopped_and_started_under_load_loses_no_acknowledged_frame(n
         acked_before = sum(len(s.acked) for s in senders)
         assert wait_for(lambda: sum(s.refused_503 for s in senders) >= 10, 60)
         assert sum(len(s.acked) for s in senders) == acked_before  # nothing acknowledged meanwhile
+        assert lines.until("stdout", lambda ls: any("; db unavailable since" in line for line in ls), 30)
         cluster.start()
         assert lines.until("stdout", lambda ls: any("reconnected after" in line for line in ls), 60), lines.lines
         for t in threads:

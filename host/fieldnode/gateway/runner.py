@@ -151,7 +151,8 @@ def _print_mqtt_commands(prefix: str) -> None:
 async def _summaries(gw: Gateway, every: float, prefix: str) -> None:
     while True:
         await asyncio.sleep(every)
-        _out(prefix + summary_line(gw.counts, gw.started, gw.pending(), gw.mqtt_state))
+        line = summary_line(gw.counts, gw.started, gw.pending(), gw.mqtt_state)
+        _out(prefix + line + (f"; db {gw.store_state}" if isinstance(gw.db_path, PgTarget) else ""))
 
 
 def _worker_main(opts: Options, worker: int, group: str) -> None:

@@ -1,6 +1,8 @@
 """Reading the PostgreSQL store beside the writer: the gateway's look-up of a stored frame's tag."""
 from __future__ import annotations
 
+import time
+
 import psycopg
 
 from ..records import StoreUnavailable
@@ -9,21 +11,31 @@ from .connection import connect
 from .replay import stored_tag
 
 
+# The reader runs on the gateway's event loop: after a loss it tries to reconnect at most this
+# often, and says StoreUnavailable at once in between (the node is answered 5.03 and retries).
+RECONNECT_EVERY_S = 1.0
+
+
 class PgTagReader:
-    """Its own connection (the writer's belongs to the commit thread); reconnects when asked
-    after a loss, and says StoreUnavailable meanwhile."""
+    """Its own connection (the writer's belongs to the commit thread)."""
 
     def __init__(self, target: PgTarget) -> None:
         self.target = target
         self._conn: psycopg.Connection | None = connect(target, application="fieldnode-gateway-reader")
+        self._next_try = 0.0
 
     def stored_tag(self, kid: bytes, counter: int) -> bytes | None:
         try:
             if self._conn is None or self._conn.broken or self._conn.closed:
                 self.close()
+                if time.monotonic() < self._next_try:
+                    raise StoreUnavailable(f"PostgreSQL {self.target} unreachable")
+                self._next_try = time.monotonic() + RECONNECT_EVERY_S
                 self._conn = psycopg.connect(self.target.dsn, autocommit=True, connect_timeout=2)
             return stored_tag(self._conn, kid, counter)
         except psycopg.Error as exc:
+            if self._conn is not None and (self._conn.broken or self._conn.pgconn.status != psycopg.pq.ConnStatus.OK):
+                self.close()
             raise StoreUnavailable(f"PostgreSQL {self.target}: {exc}") from None
 
     def close(self) -> None:
