@@ -105,9 +105,9 @@ class Gateway:
         self.db_path: Target = db_path if isinstance(db_path, PgTarget) else Path(db_path)
         self.listen = listen
         self.mqtt = MqttUrl.parse(mqtt) if isinstance(mqtt, str) else mqtt
-        if self.mqtt and isinstance(self.db_path, PgTarget):
-            raise FieldnodeError("--mqtt with a PostgreSQL --db is not supported yet (the MQTT outbox is "
-                                 "SQLite's): run the MQTT bridge on a SQLite gateway, or leave out --mqtt")
+        if isinstance(self.db_path, PgTarget) and (mqtt_discovery or mqtt_commands):
+            raise FieldnodeError("--mqtt-discovery and --mqtt-commands are not supported with a PostgreSQL --db "
+                                 "yet: leave them out (readings and availability are published)")
         self.site = site or site_from_keystore(keys.path)
         self.publish_mqtt = publish_mqtt
         self.batch_delay = batch_delay
@@ -198,12 +198,19 @@ class Gateway:
             raise
         if self.mqtt and self.publish_mqtt:
             # Each worker publishes its own shard's outbox: a device's readings stay in order.
-            self._publisher = OutboxPublisher(self._store.own_path, self.mqtt, retry=self.mqtt_retry,
-                                              client_id=f"fieldnode-{self.site}-{os.getpid()}-w{self.worker}",
-                                              extras=self._mqtt_extras())
+            self._publisher = self._make_publisher()
             self._publisher.start()
         self._housekeeping = asyncio.create_task(self._housekeeping_loop())
         return self
+
+    def _make_publisher(self) -> OutboxPublisher:
+        client_id = f"fieldnode-{self.site}-{os.getpid()}-w{self.worker}"
+        if isinstance(self.db_path, PgTarget):  # one gateway on the database publishes for all
+            from .mqtt_pg import PgOutboxPublisher
+            return PgOutboxPublisher(self.db_path, self.mqtt, retry=self.mqtt_retry, client_id=client_id,
+                                     extras=self._mqtt_extras())
+        return OutboxPublisher(self._store.own_path, self.mqtt, retry=self.mqtt_retry, client_id=client_id,
+                               extras=self._mqtt_extras())
 
     def _mqtt_extras(self) -> tuple[MqttExtra, ...]:
         """Availability always; discovery and the command topic when asked for. Commands live in

@@ -12,7 +12,7 @@ import psycopg
 
 from ...wire.frame import KIND_ACK, SENML_BT, SENML_ERR, SENML_N, SENML_T, SENML_U, SENML_V, SENML_VB, SENML_VS, \
     present
-from ..records import StoreItem
+from ..records import OutboxRows, StoreItem
 from .replay import CLAIM, refusal
 
 FRAME_NAMES = "id, device, counter, kid, kind, alg, tag, base_time, received, source, raw"
@@ -95,9 +95,11 @@ def next_ids(conn: psycopg.Connection, sequence: str, n: int) -> list[int]:
     return [i for (i,) in conn.execute(f"SELECT nextval('{sequence}') FROM generate_series(1, %s)", (n,))]
 
 
-def write_rows(conn: psycopg.Connection, items: Sequence[StoreItem], series: SeriesIds) -> dict[int, list[dict]]:
-    """The stored items' frames and samples copied in, and their devices moved on; returns the
-    decoded records of ack frames by item index (their command is closed next)."""
+def write_rows(conn: psycopg.Connection, items: Sequence[StoreItem], series: SeriesIds,
+               outbox: OutboxRows | None = None, now: float = 0.0) -> dict[int, list[dict]]:
+    """The stored items' frames and samples copied in, their MQTT messages queued when `outbox`,
+    and their devices moved on; returns the decoded records of ack frames by item index (their
+    command is closed next)."""
     series.ensure(conn, series_keys(items))
     frame_ids = next_ids(conn, "frames_id_seq", len(items))
     sample_ids = iter(next_ids(conn, "samples_id_seq", sum(len(item.frame.pack) for item in items)))
@@ -118,6 +120,11 @@ def write_rows(conn: psycopg.Connection, items: Sequence[StoreItem], series: Ser
                     copy.write_row((next(sample_ids), frame_id, sid, at, *sample_values(rec)))
                 if item.frame.kind == KIND_ACK:
                     acks[n] = item.frame.records()
+        if outbox is not None:
+            with cur.copy("COPY outbox (topic, payload, created) FROM STDIN") as copy:
+                for item in items:
+                    for topic, payload in outbox(item.frame, item.node, None):
+                        copy.write_row((topic, payload, now))
     _move_devices(conn, items)
     return acks
 

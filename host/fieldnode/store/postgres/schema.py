@@ -86,6 +86,15 @@ CREATE TABLE IF NOT EXISTS outbox (
     payload TEXT NOT NULL,
     created DOUBLE PRECISION NOT NULL
 );
+-- The MQTT publisher's state: one row, written by the gateway that publishes (see gateway/mqtt_pg.py).
+CREATE TABLE IF NOT EXISTS mqtt_state (
+    id        INTEGER PRIMARY KEY CHECK (id = 1),
+    url       TEXT NOT NULL,
+    state     TEXT NOT NULL,
+    detail    TEXT NOT NULL DEFAULT '',
+    published BIGINT NOT NULL DEFAULT 0,
+    updated   DOUBLE PRECISION NOT NULL
+);
 CREATE TABLE IF NOT EXISTS commands (
     id        BIGSERIAL PRIMARY KEY,
     device    TEXT    NOT NULL,

@@ -60,6 +60,9 @@ def _read(conn: psycopg.Connection, st: Any, stale_after: float) -> None:
         heap[name.split(".", 1)[1]] = int(value)
         heap["time"] = max(heap["time"], at)
     st.outbox, st.outbox_oldest = conn.execute("SELECT count(*), min(created) FROM outbox").fetchone()
+    row = conn.execute("SELECT url, state, detail, published, updated FROM mqtt_state WHERE id=1").fetchone()
+    if row:
+        st.mqtt = dict(zip(("url", "state", "detail", "published", "updated"), row, strict=True))
     st.commands = dict(conn.execute(
         "SELECT CASE WHEN state IN ('pending','sent') AND expires<=%s THEN 'expired' ELSE state END AS s, "
         "count(*) FROM commands GROUP BY 1", (now,)).fetchall())

@@ -208,7 +208,7 @@ class Store:
         outcomes = [Outcome(why or "stored") for why in refused]
         if not stored:
             return outcomes
-        acks = write_rows(conn, [items[i] for i in stored], self._series)
+        acks = write_rows(conn, [items[i] for i in stored], self._series, self.outbox, now)
         for n, records in acks.items():
             self._commands.answered(conn, items[stored[n]].frame.device.hex(), records, now)
         waiting = self._commands.open_devices(conn, now)
