@@ -119,7 +119,7 @@ def test_a_command_is_handed_out_by_one_writer_at_a_time_and_closed_once(writers
     assert (info.state, info.attempts) == ("applied", 1)
     refused = [{"n": "ack", "v": 7}, {"n": "result", "vs": "refused"}]  # a second ack, through the other
     a.commit(items(nodes, [nodes.frame(0, kind=KIND_ACK, records=refused)]), {}, None)
-    (after,) = list_commands(pg_db, ids=[command_id])
+    (after,) = list_commands(pg_db.dsn, ids=[command_id])  # the URI as --db takes it does too
     assert (after.state, after.result_at) == ("applied", info.result_at)
 
 

@@ -32,7 +32,7 @@ from ..infra.errors import FieldnodeError
 from ..store.backend import TagReader, make_writer, prepare_workers, tag_reader, writer_lock
 from ..store.owners import owner_of
 from ..store.records import Health, Outcome, StoreItem, StoreUnavailable
-from ..store.target import PgTarget, Target
+from ..store.target import PgTarget, Target, parse_db
 from ..wire import coap
 from ..wire.frame import NODE_KINDS, Frame, FrameRejected, ReplayWindow, Verifier, parse_protected, split_envelope
 from .events import GatewayEvent, format_source
@@ -102,7 +102,8 @@ class Gateway:
                  store_backoff: tuple[float, float] = (0.5, 30.0)) -> None:
         # A keystore changed to be readable by others: not taken (strict), or taken with a warning.
         self._keys = SiteKeys(keys, "refuse" if strict_keys else "warn")
-        self.db_path: Target = db_path if isinstance(db_path, PgTarget) else Path(db_path)
+        # A str is what --db would take: a path, or a postgresql:// URI.
+        self.db_path: Target = parse_db(db_path) if isinstance(db_path, str) else db_path
         self.listen = listen
         self.mqtt = MqttUrl.parse(mqtt) if isinstance(mqtt, str) else mqtt
         if isinstance(self.db_path, PgTarget) and (mqtt_discovery or mqtt_commands):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from ..infra.errors import FieldnodeError
 from ..wire.frame import KIND_COMMAND, FrameRejected, parse_protected, split_envelope
-from .target import PgTarget, Target
+from .target import PgTarget, Target, parse_db
 
 COMMAND_STATES = ("pending", "sent", "applied", "refused", "expired")
 
@@ -57,12 +57,13 @@ def command_counter(device: bytes, frame: bytes) -> int:
 
 
 def _rows(db: Target | str):
-    """The engine's command rows module for --db."""
-    if isinstance(db, PgTarget):
+    """(the engine's command rows module, the database) for --db (a str as --db takes it)."""
+    target = parse_db(db) if isinstance(db, str) else db
+    if isinstance(target, PgTarget):
         from .postgres import commands
     else:
         from .sqlite import commands
-    return commands
+    return commands, target
 
 
 def enqueue_command(db_path: Target | str, device: bytes, frame: bytes, expires: float) -> int:
@@ -72,11 +73,13 @@ def enqueue_command(db_path: Target | str, device: bytes, frame: bytes, expires:
     now = time.time()
     if expires <= now:
         raise FieldnodeError(f"expiry {expires:.0f} is in the past; give a time after now ({now:.0f})")
-    return _rows(db_path).insert_command(db_path, device.hex(), counter, frame, now, expires)
+    rows, target = _rows(db_path)
+    return rows.insert_command(target, device.hex(), counter, frame, now, expires)
 
 
 def list_commands(db_path: Target | str, device: bytes | None = None, ids: Iterable[int] | None = None
                   ) -> list[CommandInfo]:
     """Commands, newest first, optionally for one device or some ids (for `fieldnode command`)."""
-    rows = _rows(db_path).select_commands(db_path, time.time(), None if device is None else device.hex(), ids)
+    engine, target = _rows(db_path)
+    rows = engine.select_commands(target, time.time(), None if device is None else device.hex(), ids)
     return [CommandInfo(*row) for row in rows]
