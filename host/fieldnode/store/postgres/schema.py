@@ -1,8 +1,9 @@
 """The PostgreSQL schema: the SQLite store's tables, with the same names and columns (times as
 Unix seconds, devices and key ids as lowercase hex) so a query written for one reads the other.
 
-Differences, each for the engine: one `samples` table (PostgreSQL's B-tree takes a batch's
-scattered index entries without SQLite's rewrite of whole pages, so there is no samples_recent);
+Differences, each for the engine: one `samples` table (SQLite's samples_recent, its remedy for
+rewriting whole index pages at every commit, is not carried over; bench/store_scaleout.py
+measures the WAL a frame costs here);
 `replay` carries a 64-bit bitmap of the window below the highest counter, so that one statement
 decides and records a frame's counter for every gateway at once (replay.py); the `gateway` health
 row is per machine, listening address and worker, as several gateways share the database."""
