@@ -517,9 +517,9 @@ def scaleout_section(d: dict[str, Any]) -> list[str]:
               "thirds of its wall time on its own CPU in a profile, the rest waiting for the server), so two "
               "gateways and the server share two cores; a database on its own machine leaves each gateway "
               "its core.",
-              f"- The same devices through both gateways: {shared:.2f}× one gateway. Both lock the same key "
-              "ids' replay rows and the same device rows until each commit, so those statements take turns; "
-              "a site gives each node one gateway at a time (docs/scale-out.md)."]
+              f"- The same devices through both gateways: {shared:.2f}× one gateway ({ratio:.2f}× with the "
+              "devices split between them). Both gateways then lock the same key ids' replay rows and device "
+              "rows until each of their commits; the row against the one above shows what that costs here."]
     if "wal_bytes_per_frame" in st:
         wal = median(st["wal_bytes_per_frame"])
         lines += [f"- The server writes {_n(wal)} bytes of WAL a frame (median of rounds "

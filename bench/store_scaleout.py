@@ -116,7 +116,7 @@ def main() -> None:
     args = ap.parse_args()
     results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                            "platform": platform.platform(), "loadavg_at_start": os.getloadavg()},
-               "store": bench(4096 if args.quick else 30720, 2 if args.quick else 3)}
+               "store": bench(4096 if args.quick else 30720, 2 if args.quick else 5)}
     results["machine"]["loadavg_at_end"] = os.getloadavg()
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {args.out}")
