@@ -61,3 +61,21 @@ def test_readings_through_two_gateways_are_published_once_in_order_and_the_other
     for dev in nodes.devices:
         counters = [p["counter"] for p in payloads if p["device"] == dev.hex() and p["sensor"] == "temp"]
         assert counters == list(range(1, 13)), dev.hex()
+
+
+def test_home_assistant_discovery_comes_from_the_publishing_gateway_for_every_gateway_s_nodes(pg_db, broker,
+                                                                                             nodes: Nodes):
+    with ExitStack() as stack:
+        gts = [stack.enter_context(GatewayThread(nodes.keystore(), pg_db, ("127.0.0.1", 0), mqtt=broker.url,
+                                                 mqtt_retry=0.2, mqtt_discovery="homeassistant"))
+               for _ in range(2)]
+        for i, gt in enumerate(gts):  # node-1 through one gateway, node-2 through the other
+            client = Client(gt.address)
+            assert client.post(nodes.frame(i)).code == 68
+            client.close()
+        assert wait_until(lambda: outbox_depth(pg_db) == 0)
+        want = {f"homeassistant/sensor/fieldnode_{nodes.devices[i].hex()}/{name}/config"
+                for i in (0, 1) for name in ("temp", "hum")}
+        obs = Observer(broker.observer_port, "homeassistant/#")
+        assert obs.wait_until(lambda _: want <= set(obs.retained)), sorted(obs.retained)
+        obs.close()

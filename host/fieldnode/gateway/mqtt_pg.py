@@ -67,7 +67,11 @@ class PgOutboxPublisher(OutboxPublisher):
         log.info("mqtt %s: this gateway publishes the readings of every gateway on %s", self.url.display(),
                  self.target)
         while not self._stop_event.is_set():
-            client = self._connect()
+            try:
+                client = self._connect()  # the extras read the database when connected
+            except psycopg.Error as exc:
+                log.warning("mqtt publisher lost %s (%s); another gateway may take over", self.target, exc)
+                return
             if client is None:
                 self._stop_event.wait(self.retry)
                 continue

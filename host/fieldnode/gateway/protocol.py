@@ -106,9 +106,9 @@ class Gateway:
         self.db_path: Target = parse_db(db_path) if isinstance(db_path, str) else db_path
         self.listen = listen
         self.mqtt = MqttUrl.parse(mqtt) if isinstance(mqtt, str) else mqtt
-        if isinstance(self.db_path, PgTarget) and (mqtt_discovery or mqtt_commands):
-            raise FieldnodeError("--mqtt-discovery and --mqtt-commands are not supported with a PostgreSQL --db "
-                                 "yet: leave them out (readings and availability are published)")
+        if isinstance(self.db_path, PgTarget) and mqtt_commands:
+            raise FieldnodeError("--mqtt-commands is not supported with a PostgreSQL --db yet: leave it out and "
+                                 "queue commands with `fieldnode command --db URI`")
         self.site = site or site_from_keystore(keys.path)
         self.publish_mqtt = publish_mqtt
         self.batch_delay = batch_delay

@@ -75,9 +75,9 @@ def run(args: argparse.Namespace) -> int:
         raise FieldnodeError("--mqtt-discovery and --mqtt-commands go with --mqtt URL (the broker to use)")
     if not args.db_reconnect_max > 0:
         raise FieldnodeError(f"--db-reconnect-max {args.db_reconnect_max:g}: a positive number of seconds")
-    if isinstance(args.db, PgTarget) and (args.mqtt_discovery or args.mqtt_commands):
-        raise FieldnodeError("--mqtt-discovery and --mqtt-commands are not supported with a PostgreSQL --db yet: "
-                             "leave them out (readings and availability are published)")
+    if isinstance(args.db, PgTarget) and args.mqtt_commands:
+        raise FieldnodeError("--mqtt-commands is not supported with a PostgreSQL --db yet: leave it out and "
+                             "queue commands with `fieldnode command --db URI`")
     if not args.node_timeout > 0:
         raise FieldnodeError(f"--node-timeout {args.node_timeout:g}: a positive number of seconds")
     if args.mqtt_discovery is not None and not args.mqtt_discovery.strip("/") or any(
