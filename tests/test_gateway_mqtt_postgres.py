@@ -79,3 +79,27 @@ def test_home_assistant_discovery_comes_from_the_publishing_gateway_for_every_ga
         obs = Observer(broker.observer_port, "homeassistant/#")
         assert obs.wait_until(lambda _: want <= set(obs.retained)), sorted(obs.retained)
         obs.close()
+
+
+def test_an_mqtt_command_is_queued_once_by_the_publishing_gateway_and_delivered_through_either(pg_db, broker,
+                                                                                              nodes: Nodes):
+    """Every gateway runs the command topic's handler, but only the one connected to the broker
+    (the publisher) is subscribed: the command is queued once, whichever gateway the node uses."""
+    from fieldnode.store.commandqueue import list_commands
+    from fieldnode.wire.frame import KIND_BOOT
+    from test_gateway_mqtt_conventions import BOOT, command_frames, publish
+    with ExitStack() as stack:
+        gts = [stack.enter_context(GatewayThread(nodes.keystore(), pg_db, ("127.0.0.1", 0), mqtt=broker.url,
+                                                 mqtt_retry=0.2, mqtt_commands=True)) for _ in range(2)]
+        a, b = (Client(gt.address) for gt in gts)
+        assert a.post(nodes.frame(0, kind=KIND_BOOT, records=BOOT)).code == 68  # board "virtual"
+        assert wait_until(lambda: outbox_depth(pg_db) == 0)  # published: the publisher is subscribed
+        publish(broker.observer_port, "test/farm-north/node-1/$command", '{"heater": "on", "ttl": 120}')
+        assert wait_until(lambda: len(list_commands(pg_db)) == 1)
+        answer = b.post(nodes.frame(0))  # through the other gateway
+        assert answer.code == 68 and [r["n"] for r in command_frames(nodes, 0, answer)][:1] == ["heater"]
+        assert a.post(nodes.frame(0)).payload == b""  # handed out once (not resent before 30 s)
+        a.close()
+        b.close()
+    (info,) = list_commands(pg_db)
+    assert (info.state, info.attempts, info.counter) == ("sent", 1, 1)

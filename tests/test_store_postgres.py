@@ -162,9 +162,3 @@ def test_a_database_that_cannot_be_reached_or_read_is_one_line_naming_it_without
     with psycopg.connect(empty.dsn) as conn:  # and nothing was made by looking
         assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname='public'").fetchone() == (0,)
 
-
-def test_mqtt_commands_with_a_postgresql_store_are_refused_with_what_to_do_instead(pg_db, nodes):
-    run = run_cli("gateway", "--db", pg_db.dsn, "--keys", str(nodes.path), "--mqtt", "mqtt://127.0.0.1:1",
-                  "--mqtt-commands")
-    assert run.returncode == 2 and "not supported with a PostgreSQL --db yet" in run.stderr, run.stderr
-    assert "fieldnode command --db URI" in run.stderr

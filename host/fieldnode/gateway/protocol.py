@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from ..node.keystore import Keystore
-from ..infra.errors import FieldnodeError
 from ..store.backend import TagReader, make_writer, prepare_workers, tag_reader, writer_lock
 from ..store.owners import owner_of
 from ..store.records import Health, Outcome, StoreItem, StoreUnavailable
@@ -106,9 +105,6 @@ class Gateway:
         self.db_path: Target = parse_db(db_path) if isinstance(db_path, str) else db_path
         self.listen = listen
         self.mqtt = MqttUrl.parse(mqtt) if isinstance(mqtt, str) else mqtt
-        if isinstance(self.db_path, PgTarget) and mqtt_commands:
-            raise FieldnodeError("--mqtt-commands is not supported with a PostgreSQL --db yet: leave it out and "
-                                 "queue commands with `fieldnode command --db URI`")
         self.site = site or site_from_keystore(keys.path)
         self.publish_mqtt = publish_mqtt
         self.batch_delay = batch_delay

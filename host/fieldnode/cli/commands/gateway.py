@@ -8,7 +8,7 @@ from ...infra.errors import FieldnodeError
 from ...gateway.mqtt import PASSWORD_ENV, MqttUrl
 from ...gateway.runner import Options, run as run_gateway
 from ...store.location import default_db_path
-from ...store.target import PgTarget, parse_db
+from ...store.target import parse_db
 from ...wire.hostport import parse_listen
 
 
@@ -75,9 +75,6 @@ def run(args: argparse.Namespace) -> int:
         raise FieldnodeError("--mqtt-discovery and --mqtt-commands go with --mqtt URL (the broker to use)")
     if not args.db_reconnect_max > 0:
         raise FieldnodeError(f"--db-reconnect-max {args.db_reconnect_max:g}: a positive number of seconds")
-    if isinstance(args.db, PgTarget) and args.mqtt_commands:
-        raise FieldnodeError("--mqtt-commands is not supported with a PostgreSQL --db yet: leave it out and "
-                             "queue commands with `fieldnode command --db URI`")
     if not args.node_timeout > 0:
         raise FieldnodeError(f"--node-timeout {args.node_timeout:g}: a positive number of seconds")
     if args.mqtt_discovery is not None and not args.mqtt_discovery.strip("/") or any(

@@ -42,3 +42,26 @@ class PgTagReader:
         if self._conn is not None:
             self._conn.close()
         self._conn = None
+
+
+LAST_BOOT_BOARD = (
+    "SELECT f.received, s.string FROM series r JOIN samples s ON s.series = r.id JOIN frames f ON f.id = s.frame_id "
+    "WHERE r.device = %s AND r.name = 'board' AND f.kind = 2 AND s.string IS NOT NULL ORDER BY s.id DESC LIMIT 1")
+
+
+def last_boot_board_in(conn: psycopg.Connection, device_hex: str) -> tuple[float, str] | None:
+    """(received, board name) of the device's latest stored boot frame."""
+    row = conn.execute(LAST_BOOT_BOARD, (device_hex,)).fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+def last_boot_board(target: PgTarget, device_hex: str) -> tuple[float, str] | None:
+    with connect(target, create=False, application="fieldnode-mqtt-commands") as conn:
+        return last_boot_board_in(conn, device_hex)
+
+
+def highest_queued_counter(target: PgTarget, device_hex: str) -> int:
+    """The highest command counter queued for the device by anyone, 0 for none."""
+    with connect(target, create=False, application="fieldnode-mqtt-commands") as conn:
+        return conn.execute("SELECT COALESCE(MAX(counter), 0) FROM commands WHERE device=%s",
+                            (device_hex,)).fetchone()[0]
