@@ -660,6 +660,64 @@ def _gateway_summary(gw: dict[str, Any]) -> list[str]:
     return out
 
 
+SCALEOUT_TARGET = 1.6  # two gateway processes on one PostgreSQL against one (issue 16)
+
+
+def scaleout_ratio(st: dict[str, Any]) -> float:
+    r = st["frames_per_s"]
+    return median_ratio(r["postgresql-2"], r["postgresql-1"])
+
+
+def _scaleout_summary(d: dict[str, Any]) -> str:
+    st = d["store"]
+    r = {k: median(v) for k, v in st["frames_per_s"].items()}
+    ratio = scaleout_ratio(st)
+    return (f"- Store on PostgreSQL: {_n(r['postgresql-1'])}/s with one gateway process, {_n(r['postgresql-2'])}/s "
+            f"with two ({ratio:.2f}×; ≥ {SCALEOUT_TARGET}: {_verdict(ratio >= SCALEOUT_TARGET)}); SQLite on one "
+            f"core {_n(r['sqlite-1'])}/s.")
+
+
+def scaleout_section(d: dict[str, Any]) -> list[str]:
+    st = d["store"]
+    rates = st["frames_per_s"]
+    r = {k: median(v) for k, v in rates.items()}
+    ratio = scaleout_ratio(st)
+    shared = median_ratio(rates["postgresql-2-shared"], rates["postgresql-1"])
+    names = {"sqlite-1": "SQLite, 1 process", "postgresql-1": "PostgreSQL, 1 gateway process",
+             "postgresql-2": "PostgreSQL, 2 gateway processes, half the devices each",
+             "postgresql-2-shared": "PostgreSQL, 2 gateway processes, every device's frames alternating"}
+    lines = ["## Store: one and two gateways on PostgreSQL", "", _provenance(d), "",
+             f"verify+decode+store of {st['frames']:,} frames ({st['readings_per_frame']} readings each, "
+             f"{st['devices']} devices) in batches of {st['batch']}, one transaction each, as a gateway's commit "
+             f"thread does, durable before the answer (SQLite `synchronous=FULL`; PostgreSQL {st['postgresql']}, "
+             "fsync on, `synchronous_commit=on`, a private cluster on this machine over its unix socket). "
+             f"{st['rounds']} rounds interleaving the variants; the median round and every round.", "",
+             "| variant | frames/s (median round) | against one PostgreSQL gateway | each round |",
+             "|---|---:|---:|---|"]
+    for key, label in names.items():
+        lines.append(f"| {label} | {_n(r[key])} | {median_ratio(rates[key], rates['postgresql-1']):.2f}× "
+                     f"| {_rounds(rates[key])} |")
+    lines += ["",
+              f"- Two gateways against one: {ratio:.2f}× (target ≥ {SCALEOUT_TARGET}: "
+              f"{_verdict(ratio >= SCALEOUT_TARGET)}). On this {st['cpus']}-CPU machine the PostgreSQL server "
+              "runs on the same cores as both gateway processes (a gateway process spent about half to two "
+              "thirds of its wall time on its own CPU in a profile, the rest waiting for the server), so two "
+              "gateways and the server share two cores; a database on its own machine leaves each gateway "
+              "its core.",
+              f"- The same devices through both gateways: {shared:.2f}× one gateway ({ratio:.2f}× with the "
+              "devices split between them). Both gateways then lock the same key ids' replay rows and device "
+              "rows until each of their commits; the row against the one above shows what that costs here."]
+    if "wal_bytes_per_frame" in st:
+        wal = median(st["wal_bytes_per_frame"])
+        lines += [f"- The server writes {_n(wal)} bytes of WAL a frame (median of rounds "
+                  f"{_rounds(st['wal_bytes_per_frame'])}, one gateway): {wal * r['postgresql-1'] / 1e6:.1f} MB/s "
+                  "at the one-gateway rate above."]
+    lines += [
+              "- Rounds move with what else runs on this shared machine (the load average at start and end: "
+              f"{d['machine']['loadavg_at_start'][0]:.1f}, {d['machine']['loadavg_at_end'][0]:.1f})."]
+    return lines
+
+
 def _memory_summary(mem: dict[str, Any]) -> str:
     rich = mem["boards"][mem["richest"]]["budget"]
     return (f"- Node heap: {mem['richest']} takes ~{_kb(rich['app'])} of an ESP32-WROOM's "
@@ -805,12 +863,14 @@ def render(data: dict[str, dict[str, Any]]) -> str:
         f"{_verdict(median(data['web_live_load']['ratios']) >= data['web_live_load']['target'])}).",
         _verify_v2_summary(data["verify_v2"]),
         _spool_v2_summary(data["spool_v2"]),
+        _scaleout_summary(data["store_scaleout"]),
     ]
     sections = (node_section(data["node_frame"]), frame_size_section(data["frame_size"]),
                 spool_v2_section(data["spool_v2"]), verify_v2_section(data["verify_v2"]),
                 gateway_section(data["gateway"]), memory_section(data["node_memory"]),
                 flash_section(data["flash"]), spool_section(data["spool_flash"]), web_section(data["web"]),
-                web_fleet_section(data["web_fleet"]), web_live_load_section(data["web_live_load"]))
+                web_fleet_section(data["web_fleet"]), web_live_load_section(data["web_live_load"]),
+                scaleout_section(data["store_scaleout"]))
     for section in sections:
         parts += [""] + section
     parts.append("")

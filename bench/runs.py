@@ -26,6 +26,7 @@ BENCHES = {
     "web_live_load": ["bench/web_live_load.py"],
     "verify_v2": ["bench/verify_v2.py"],
     "spool_v2": ["bench/spool_v2.py"],
+    "store_scaleout": ["bench/store_scaleout.py"],
 }
 
 

@@ -114,3 +114,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if rest:
             head.append(rest.pop(0))
     items[:] = head + rest
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A private PostgreSQL cluster (support.postgres.Cluster) for this session or xdist worker."""
+    from support.postgres import Cluster
+    cluster = Cluster().start()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture
+def pg_db(pg_cluster):
+    """An empty PostgreSQL database of this test's own, as a PgTarget (--db URI: str(target.dsn))."""
+    return pg_cluster.new_database()

@@ -1,6 +1,6 @@
-"""The gateway's SQLite store on its own: what a batch commit decides for each frame, what a failed
-commit leaves behind, how new samples move into the indexed table, and the upgrade of databases
-made by schemas 1 and 2."""
+"""The gateway's store on its own: what a batch commit decides for each frame and what a failed
+commit leaves behind, on both engines (SQLite and PostgreSQL, `db`); and for SQLite how new
+samples move into the indexed table and the upgrade of databases made by schemas 1 and 2."""
 from __future__ import annotations
 
 import sqlite3
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fieldnode.wire.frame import SENML_BT, SENML_V, Verifier
+from fieldnode.wire.frame import SENML_BT, SENML_N, SENML_V, SENML_VS, Verifier
 from fieldnode.store.records import Health, StoreItem
 from fieldnode.store.sqlite import rows as rows_module
 from fieldnode.store.sqlite import writer as writer_module
@@ -19,6 +19,7 @@ from fieldnode.store.sqlite.connection import connect
 from fieldnode.store.sqlite.schema import SCHEMA_VERSION
 from fieldnode.store.sqlite.writer import Store
 from support.gateway_peers import Nodes
+from support.stores import ENGINES, StoreDb, make_store_db
 
 READING_COLUMNS = "frame_id, device, name, time, value, string, bool, err, unit"
 
@@ -31,6 +32,23 @@ def store(tmp_path: Path):
     s.close()
 
 
+@pytest.fixture(params=ENGINES)
+def db(request, tmp_path: Path) -> StoreDb:
+    """The store's database on each engine."""
+    return make_store_db(request.param, tmp_path, request)
+
+
+@pytest.fixture
+def any_store(db: StoreDb):
+    s = db.writer()
+    yield s
+    s.close()
+
+
+def stored_readings(db: StoreDb) -> list[tuple]:
+    return db.rows(f"SELECT {READING_COLUMNS} FROM readings ORDER BY id")
+
+
 def items(nodes: Nodes, frames: list[bytes]) -> list[StoreItem]:
     verifier = Verifier(nodes.keystore().lookup)
     return [StoreItem(verifier.verify(f), f, time.time(), "127.0.0.1:5683", "n") for f in frames]
@@ -41,7 +59,8 @@ def readings(path: Path) -> list[tuple]:
         return conn.execute(f"SELECT {READING_COLUMNS} FROM readings ORDER BY id").fetchall()
 
 
-def test_batch_outcomes_for_new_reordered_duplicate_forged_and_old_frames(store, nodes, tmp_path):
+def test_batch_outcomes_for_new_reordered_duplicate_forged_and_old_frames(any_store, db, nodes):
+    store = any_store
     first = [nodes.frame(0, counter=c) for c in (40, 41, 100)]
     assert [o.status for o in store.commit(items(nodes, first), {}, None)] == ["stored"] * 3
     batch = [
@@ -54,26 +73,25 @@ def test_batch_outcomes_for_new_reordered_duplicate_forged_and_old_frames(store,
     ]
     got = [o.status for o in store.commit(items(nodes, batch), {}, None)]
     assert got == ["stored", "duplicate", "duplicate", "replay", "replay", "stored"]
-    with sqlite3.connect(tmp_path / "gw.db") as conn:
-        rows = conn.execute("SELECT device, counter FROM frames ORDER BY id").fetchall()
-        highest = dict(conn.execute("SELECT device, highest_counter FROM devices"))
+    rows = db.rows("SELECT device, counter FROM frames ORDER BY id")
+    highest = dict(db.rows("SELECT device, highest_counter FROM devices"))
     d0, d1 = (d.hex() for d in nodes.devices[:2])
     assert rows == [(d0, 40), (d0, 41), (d0, 100), (d0, 50), (d1, 1)]
     assert highest == {d0: 100, d1: 1}
-    assert len(readings(tmp_path / "gw.db")) == 2 * len(rows)  # two records a frame, each kept once
+    assert len(stored_readings(db)) == 2 * len(rows)  # two records a frame, each kept once
 
 
-def test_a_frame_refused_by_the_database_leaves_nothing_and_the_next_one_stores_its_readings(store, nodes, tmp_path):
+def test_a_frame_refused_by_the_database_leaves_nothing_and_the_next_one_stores_its_readings(any_store, db, nodes):
+    store = any_store
     frame = nodes.frame(0, records=[{"n": "flow", "u": "m3/h", "v": 1.5}])  # a series new to the store
     bad = items(nodes, [frame])
     bad[0].raw = None  # the frames row cannot be written (NOT NULL): the frame's savepoint rolls back
     assert [o.status for o in store.commit(bad, {}, None)] == ["unstorable"]
-    assert readings(tmp_path / "gw.db") == []
-    with sqlite3.connect(tmp_path / "gw.db") as conn:
-        assert conn.execute("SELECT count(*) FROM series").fetchone()[0] == 0
+    assert stored_readings(db) == []
+    assert db.value("SELECT count(*) FROM series") == 0
     # The series made inside the failed transaction is gone with it; the store must not name it.
     assert [o.status for o in store.commit(items(nodes, [frame]), {}, None)] == ["stored"]
-    ((_, device, name, _, value, _, _, _, unit),) = readings(tmp_path / "gw.db")
+    ((_, device, name, _, value, _, _, _, unit),) = stored_readings(db)
     assert (device, name, value, unit) == (nodes.devices[0].hex(), "flow", 1.5, "m3/h")
 
 
@@ -191,51 +209,64 @@ def test_a_schema_2_database_is_upgraded_and_its_readings_stay_where_they_were(t
         assert conn.execute("SELECT min(id) FROM samples_recent").fetchone() == (5,)
 
 
-def test_a_batch_bigger_than_one_insert_statement_keeps_every_row_in_order(store, nodes, tmp_path):
+def test_a_batch_bigger_than_one_insert_statement_keeps_every_row_in_order(any_store, db, nodes):
+    store = any_store
     # 150 frames, 300 samples: whole statements of ROWS_PER_INSERT rows plus a shorter remainder.
     assert 150 % rows_module.ROWS_PER_INSERT and 150 > rows_module.ROWS_PER_INSERT
     frames = [nodes.frame(i % 2, records=[{"n": "n", "v": k}, {"n": "m", "vs": str(k)}]) for k, i in
               enumerate(range(150))]
     assert all(o.status == "stored" for o in store.commit(items(nodes, frames), {}, None))
-    rows = readings(tmp_path / "gw.db")
+    rows = stored_readings(db)
     assert [(r[0], r[2], r[4], r[5]) for r in rows] == [
         (k + 1, name, k if name == "n" else None, str(k) if name == "m" else None)
         for k in range(150) for name in ("n", "m")]
 
 
-def test_a_frame_the_database_cannot_hold_is_refused_alone_and_the_rest_of_its_batch_is_stored(store, nodes,
-                                                                                                tmp_path):
+def test_a_frame_the_database_cannot_hold_is_refused_alone_and_the_rest_of_its_batch_is_stored(any_store, db,
+                                                                                                nodes):
     """Whatever lets such a frame through verification, it must not take the other nodes' frames
     with it: the batch is stored again frame by frame, and only that frame is 'unstorable'."""
+    store = any_store
     honest = items(nodes, [nodes.frame(1) for _ in range(4)])
     rogue = items(nodes, [nodes.frame(0) for _ in range(3)])
-    rogue[0].frame.pack[1][SENML_V] = 2**64 - 1  # "Python int too large to convert to SQLite INTEGER"
-    rogue[1].frame.pack[0][SENML_BT] = float("nan")  # NOT NULL base_time
+    if db.engine == "sqlite":
+        rogue[0].frame.pack[1][SENML_V] = 2**64 - 1  # "Python int too large to convert to SQLite INTEGER"
+    else:
+        rogue[0].frame.pack[1] = {SENML_N: "note", SENML_VS: "a\x00b"}  # PostgreSQL text holds no NUL
+    rogue[1].frame.pack[0][SENML_BT] = float("nan")  # NOT NULL base_time (PostgreSQL: its CHECK)
     batch = [honest[0], rogue[0], honest[1], rogue[1], honest[2], rogue[2], honest[3]]
     got = [o.status for o in store.commit(batch, {"accepted": 5}, None)]
     assert got == ["stored", "unstorable", "stored", "unstorable", "stored", "stored", "stored"]
-    with sqlite3.connect(tmp_path / "gw.db") as conn:
-        stored = conn.execute("SELECT device, counter FROM frames ORDER BY id").fetchall()
-        counted = dict(conn.execute("SELECT name, value FROM counters"))
+    stored = db.rows("SELECT device, counter FROM frames ORDER BY id")
+    counted = dict(db.rows("SELECT name, sum(value) FROM counters GROUP BY name"))
     d0, d1 = (d.hex() for d in nodes.devices[:2])
     assert stored == [(d1, 1), (d1, 2), (d1, 3), (d0, 3), (d1, 4)]
     assert counted == {"accepted": 5}
-    assert len(readings(tmp_path / "gw.db")) == 2 * len(stored)
+    assert len(stored_readings(db)) == 2 * len(stored)
 
 
-def test_a_database_that_cannot_write_fails_the_whole_batch(store, nodes, tmp_path):
+def test_a_database_that_cannot_write_fails_the_whole_batch(any_store, db, nodes):
     """A locked or full database is every frame's problem: the commit raises (the gateway answers
     5.03 and the nodes retry), it never refuses frames one by one as if they were at fault."""
-    store.conn.execute("PRAGMA busy_timeout=0")
-    other = sqlite3.connect(tmp_path / "gw.db", isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")
+    store = any_store
+    if db.engine == "sqlite":
+        store.conn.execute("PRAGMA busy_timeout=0")
+        other = sqlite3.connect(db.target, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        unlock, failure = (lambda: other.execute("ROLLBACK")), sqlite3.OperationalError
+    else:
+        import psycopg
+        store.conn.execute("SET lock_timeout = '100ms'")
+        other = psycopg.connect(db.target.dsn)
+        other.execute("LOCK TABLE frames IN ACCESS EXCLUSIVE MODE")
+        unlock, failure = other.rollback, psycopg.errors.LockNotAvailable
     try:
-        with pytest.raises(sqlite3.OperationalError):
+        with pytest.raises(failure):
             store.commit(items(nodes, [nodes.frame(0), nodes.frame(1)]), {}, None)
     finally:
-        other.execute("ROLLBACK")
+        unlock()
         other.close()
-    assert readings(tmp_path / "gw.db") == []
+    assert stored_readings(db) == []
 
 
 def test_opening_the_database_again_in_the_same_process_keeps_the_writer_s_locks(store, nodes, tmp_path):

@@ -462,9 +462,24 @@ def checked_gateway(cfg):
         return None, bad
 
 
-async def main():
+def make_uplink(board, cfg, gateway, link):
+    # -> (uplink, spool). A node meant for a gateway spools even while its setting is unusable:
+    # provisioned again, it delivers what it measured meanwhile.
     from fnode.spool import Spool
     from fnode.uplink import Uplink
+
+    spool = None
+    if cfg.setting("gw"):
+        kb = board.get("spool_kb")
+        spool = Spool(nvs=cfg.nvs, capacity=board.get("spool_frames", _SPOOL_FRAMES),
+                      budget=kb * 1024 if kb else None, after_ms=board.get("spool_after_ms", 1000))
+    uplink = Uplink(gateway, link, spool)
+    uplink.key_retry_max_ms = board.get("key_retry_max_s", 30) * 1000
+    uplink.backoff_max_ms = board.get("uplink_backoff_max_s", uplink.backoff_max_ms // 1000) * 1000
+    return uplink, spool
+
+
+async def main():
     from fnode.wifi import Link
 
     cfg = Config()
@@ -482,16 +497,7 @@ async def main():
     link = Link(ssid, password)
     link.backoff_max_ms = board.get("wifi_backoff_max_s", link.backoff_max_ms // 1000) * 1000
     gateway, bad_gateway = checked_gateway(cfg)
-    # A node meant for a gateway spools even while its setting is unusable: provisioned again,
-    # it delivers what it measured meanwhile.
-    spool = None
-    if cfg.setting("gw"):
-        kb = board.get("spool_kb")
-        spool = Spool(nvs=cfg.nvs, capacity=board.get("spool_frames", _SPOOL_FRAMES),
-                      budget=kb * 1024 if kb else None, after_ms=board.get("spool_after_ms", 1000))
-    uplink = Uplink(gateway, link, spool)
-    uplink.key_retry_max_ms = board.get("key_retry_max_s", 30) * 1000
-    uplink.backoff_max_ms = board.get("uplink_backoff_max_s", uplink.backoff_max_ms // 1000) * 1000
+    uplink, spool = make_uplink(board, cfg, gateway, link)
     # The watchdog starts before the drivers touch their buses: a bus still held after the reset
     # (a slave that keeps SDA low) must end in another reset, not in a start-up that never ends.
     global watchdog

@@ -29,6 +29,7 @@ from ..infra.paths import BOARDS_DIR
 from ..store.commandqueue import enqueue_command
 from ..store.sqlite.connection import connect
 from ..store.sqlite.shards import shard_paths
+from ..store.target import PgTarget, Target
 from .mqtt import MqttExtra, node_level, topic_level
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,11 @@ class CommandRefused(Exception):
 
 
 def last_boot_board(conn: sqlite3.Connection, device_hex: str) -> tuple[float, str] | None:
-    """(received, board name) of the device's latest boot frame in this database file."""
+    """(received, board name) of the device's latest boot frame in this database file (or, over
+    a PostgreSQL connection, in that database)."""
+    if not isinstance(conn, sqlite3.Connection):
+        from ..store.postgres.readers import last_boot_board_in
+        return last_boot_board_in(conn, device_hex)
     for (series,) in conn.execute("SELECT id FROM series WHERE device=? AND name='board'", (device_hex,)):
         for table in ("samples_recent", "samples"):  # the newest first
             row = conn.execute(
@@ -61,8 +66,12 @@ def last_boot_board(conn: sqlite3.Connection, device_hex: str) -> tuple[float, s
     return None
 
 
-def board_of(db_path: Path, device_hex: str) -> str | None:
+def board_of(db_path: Target, device_hex: str) -> str | None:
     """The board named in the node's latest stored boot frame (in whichever shard holds it)."""
+    if isinstance(db_path, PgTarget):
+        from ..store.postgres.readers import last_boot_board as pg_last_boot_board
+        row = pg_last_boot_board(db_path, device_hex)
+        return None if row is None else row[1]
     found: list[tuple[float, str]] = []
     for path in shard_paths(db_path).values():
         conn = connect(path, create=False)
@@ -108,7 +117,7 @@ class MqttCommands(MqttExtra):
 
     def __init__(self, db_path: Path | str, prefix: str, site: str, keys: Callable[[], Keystore],
                  boards_dir: Path = BOARDS_DIR) -> None:
-        self.db_path = Path(db_path)
+        self.db_path: Target = db_path if isinstance(db_path, PgTarget) else Path(db_path)
         self.subscription = f"{prefix}/{topic_level(site)}/+/{TOPIC}"
         self.keys = keys  # the gateway's keystore as it is now (it is re-read when the file changes)
         self.boards_dir = boards_dir
@@ -191,6 +200,9 @@ class MqttCommands(MqttExtra):
     def _queued_counter(self, entry: KeyEntry) -> int:
         """The highest command counter queued for the device by anyone (`fieldnode command --db`
         on another keystore copy keeps its own counter file): ours must be above it."""
+        if isinstance(self.db_path, PgTarget):
+            from ..store.postgres.readers import highest_queued_counter
+            return highest_queued_counter(self.db_path, entry.device.hex())
         conn = connect(self.db_path, create=False)
         try:
             return conn.execute("SELECT COALESCE(MAX(counter), 0) FROM commands WHERE device=?",

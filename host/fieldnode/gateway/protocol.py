@@ -29,12 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from ..node.keystore import Keystore
+from ..store.backend import TagReader, make_writer, prepare_workers, tag_reader, writer_lock
 from ..store.owners import owner_of
-from ..store.records import Health, Outcome, StoreItem
-from ..store.sqlite.connection import connect
-from ..store.sqlite.replay import stored_tag
-from ..store.sqlite.shards import attach_shards, create_shards
-from ..store.sqlite.writer import Store
+from ..store.records import Health, Outcome, StoreItem, StoreUnavailable
+from ..store.target import PgTarget, Target, parse_db
 from ..wire import coap
 from ..wire.frame import NODE_KINDS, Frame, FrameRejected, ReplayWindow, Verifier, parse_protected, split_envelope
 from ..wire.declaration import parse_declaration
@@ -46,7 +44,6 @@ from .mqtt_availability import DEFAULT_NODE_TIMEOUT, Availability
 from .sitekeys import SiteKeys
 from .sockets import bound_socket
 from .updates import UpdateServer
-from .writerlock import WriterLock
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +57,8 @@ REJECTIONS_A_ROUND = 100
 # Entity (RFC 8132), well-formed and authenticated but not processable as it is; the node sends
 # its declaration, then the frame again (docs/frame-format.md, "Unknown declaration").
 NEED_DECLARATION = b"need-declaration"
+# What a failed health write or tag look-up raises: logged, and the gateway goes on.
+_STORE_ERRORS = (sqlite3.Error, StoreUnavailable)
 
 
 @dataclass(slots=True)
@@ -99,7 +98,7 @@ class Gateway:
     datagram, on the event loop's thread.
     """
 
-    def __init__(self, keys: Keystore, db_path: Path | str, listen: tuple[str, int] = ("0.0.0.0", DEFAULT_PORT),
+    def __init__(self, keys: Keystore, db_path: Target | str, listen: tuple[str, int] = ("0.0.0.0", DEFAULT_PORT),
                  *, mqtt: MqttUrl | str | None = None, site: str | None = None, publish_mqtt: bool = True,
                  batch_delay: float = 0.002, batch_max: int = 256, synchronous: str = "FULL",
                  reuse_port: bool = False, worker: int = 0, workers: int = 1, group: str | None = None,
@@ -107,10 +106,11 @@ class Gateway:
                  command_resend: float = 30.0, mqtt_retry: float = 2.0,
                  mqtt_discovery: str | None = None, mqtt_commands: bool = False,
                  node_timeout: float = DEFAULT_NODE_TIMEOUT, strict_keys: bool = False,
-                 updates: Path | None = None) -> None:
+                 updates: Path | None = None, store_backoff: tuple[float, float] = (0.5, 30.0)) -> None:
         # A keystore changed to be readable by others: not taken (strict), or taken with a warning.
         self._keys = SiteKeys(keys, "refuse" if strict_keys else "warn")
-        self.db_path = Path(db_path)
+        # A str is what --db would take: a path, or a postgresql:// URI.
+        self.db_path: Target = parse_db(db_path) if isinstance(db_path, str) else db_path
         self.listen = listen
         self.mqtt = MqttUrl.parse(mqtt) if isinstance(mqtt, str) else mqtt
         self.site = site or site_from_keystore(keys.path)
@@ -136,12 +136,11 @@ class Gateway:
         self._verifier = Verifier(self._keys.lookup, None, accept_kinds=NODE_KINDS)
         self._cache = cache if cache is not None else MessageCache()  # an empty one is falsy (len 0)
         outbox = ReadingMessages(self.mqtt.prefix, self.site) if self.mqtt else None
-        self._store = Store(self.db_path, synchronous=synchronous, outbox=outbox, command_resend=command_resend,
-                            shard=worker)
-        self._writer_lock = WriterLock(self._store.own_path)
+        self._store = make_writer(self.db_path, synchronous=synchronous, outbox=outbox,
+                                  command_resend=command_resend, shard=worker, backoff=store_backoff)
+        self._writer_lock = writer_lock(self.db_path, worker)
         self._executor: ThreadPoolExecutor | None = None
-        self._reader: sqlite3.Connection | None = None
-        self._reader_schemas: list[str] = ["main"]
+        self._reader: TagReader | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._handover: asyncio.DatagramTransport | None = None
         self._peers: Handover | None = None  # made on the loop in start()
@@ -158,8 +157,11 @@ class Gateway:
         self._idle: asyncio.Event | None = None  # created on the loop in start()
         self.restored_devices = 0
         # Update offers and images (docs/updates.md), from the updates directory beside the database.
+        # A PostgreSQL store has no "beside": such a gateway offers no update (docs/updates.md).
         from ..updates.site import updates_dir
-        self._updates = UpdateServer(updates or updates_dir(self.db_path))
+        if updates is None and not isinstance(self.db_path, PgTarget):
+            updates = updates_dir(self.db_path)
+        self._updates = UpdateServer(updates) if updates is not None else None
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -177,11 +179,10 @@ class Gateway:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fieldnode-store")
         try:
             if self.workers > 1:  # every shard there before any worker attaches the others
-                await self._loop.run_in_executor(self._executor, create_shards, self.db_path, self.workers)
+                await self._loop.run_in_executor(self._executor, prepare_workers, self.db_path, self.workers)
             await self._loop.run_in_executor(self._executor, self._store.open)
             await self._restore()
-            self._reader = connect(self._store.own_path)
-            self._reader_schemas = ["main"] + attach_shards(self._reader, self.db_path, self.worker)
+            self._reader = tag_reader(self.db_path, self.worker)
             if self.workers > 1:
                 self._handover, _ = await self._loop.create_datagram_endpoint(
                     lambda: HandedOverProtocol(self._take_handed_over), sock=bind_receiver(self.group, self.worker))
@@ -203,9 +204,7 @@ class Gateway:
             raise
         if self.mqtt and self.publish_mqtt:
             # Each worker publishes its own shard's outbox: a device's readings stay in order.
-            self._publisher = OutboxPublisher(self._store.own_path, self.mqtt, retry=self.mqtt_retry,
-                                              client_id=f"fieldnode-{self.site}-{os.getpid()}-w{self.worker}",
-                                              extras=self._mqtt_extras())
+            self._publisher = self._make_publisher()
             self._publisher.start()
         self._housekeeping = asyncio.create_task(self._housekeeping_loop())
         return self
@@ -223,6 +222,15 @@ class Gateway:
         self.restored_devices = len(restored)
         for device, payload in await self._loop.run_in_executor(self._executor, self._store.declarations):
             self._verifier.declarations.add(device, parse_declaration(payload))
+
+    def _make_publisher(self) -> OutboxPublisher:
+        client_id = f"fieldnode-{self.site}-{os.getpid()}-w{self.worker}"
+        if isinstance(self.db_path, PgTarget):  # one gateway on the database publishes for all
+            from .mqtt_pg import PgOutboxPublisher
+            return PgOutboxPublisher(self.db_path, self.mqtt, retry=self.mqtt_retry, client_id=client_id,
+                                     extras=self._mqtt_extras())
+        return OutboxPublisher(self._store.own_path, self.mqtt, retry=self.mqtt_retry, client_id=client_id,
+                               extras=self._mqtt_extras())
 
     def _mqtt_extras(self) -> tuple[MqttExtra, ...]:
         """Availability always; discovery and the command topic when asked for. Commands live in
@@ -264,7 +272,7 @@ class Gateway:
             health = self._health_with_rejections()
             health.stopped = time.time()
             await self._loop.run_in_executor(self._executor, self._store.housekeeping, self._take_unsaved(), health)
-        except sqlite3.Error as exc:
+        except _STORE_ERRORS as exc:
             log.warning("final health write failed: %s", exc)
         if self._transport:
             self._transport.close()
@@ -302,6 +310,11 @@ class Gateway:
     def keys(self) -> Keystore:
         """The keys in use (the keystore file is taken again when it changes)."""
         return self._keys.keys
+
+    @property
+    def store_state(self) -> str:
+        """'connected', or since when and why the database is out of reach (PostgreSQL)."""
+        return getattr(self._store, "state", "connected")
 
     @property
     def mqtt_state(self) -> str:
@@ -395,6 +408,10 @@ class Gateway:
         """GET /u/...: a block of an update's manifest or image (gateway/updates.py)."""
         if not UpdateServer.handles(msg):
             return False
+        if self._updates is None:
+            self._answer(msg, addr, coap.NOT_FOUND, b"no updates here")
+            self._finish("rejected", addr, code=coap.NOT_FOUND, reason="no updates here")
+            return True
         c, payload, options = self._updates.answer(msg)
         self._answer(msg, addr, c, payload, options)
         self._finish("update-block" if c == coap.CONTENT else "rejected", addr, code=c,
@@ -456,7 +473,12 @@ class Gateway:
             waiting.replies.append((msg, addr))
             self._cache.put(key, PENDING)
             return
-        tag = stored_tag(self._reader, kid, counter, self._reader_schemas)
+        try:
+            tag = self._reader.stored_tag(kid, counter)
+        except StoreUnavailable:
+            self._answer(msg, addr, coap.SERVICE_UNAVAILABLE, b"store-failed", _MAX_AGE_RETRY)
+            self._finish("failed", addr, reason="store-failed", code=coap.SERVICE_UNAVAILABLE, frame=frame)
+            return
         if tag is not None and hmac.compare_digest(tag, frame.tag):
             self._answer(msg, addr, coap.VALID)
             self._finish("duplicate", addr, code=coap.VALID, frame=frame)
@@ -507,7 +529,9 @@ class Gateway:
         try:
             outcomes: list[Outcome] | None = fut.result()
         except Exception as exc:  # the store is broken (disk full, I/O error): tell the nodes
-            log.error("commit of %d frames failed: %s", len(batch), exc)
+            # An unreachable database is logged by the store when it goes and when it comes back.
+            (log.debug if isinstance(exc, StoreUnavailable) else log.error)(
+                "commit of %d frames failed: %s", len(batch), exc)
             outcomes = None
             for k, v in deltas.items():
                 self._unsaved[k] = self._unsaved.get(k, 0) + v
@@ -538,7 +562,8 @@ class Gateway:
             if outcome.command is not None:
                 self._answer(msg, addr, coap.CHANGED, outcome.command, _CF_COSE)
             else:
-                self._answer(msg, addr, coap.CHANGED, options=self._updates.offer_option(frame.kid))
+                offer = self._updates.offer_option(frame.kid) if self._updates else ()
+                self._answer(msg, addr, coap.CHANGED, options=offer)
             self._finish("accepted", addr, code=coap.CHANGED, frame=frame, node=node, command_id=outcome.command_id)
         elif outcome.status == "unstorable":
             self._answer(msg, addr, coap.BAD_REQUEST, b"unstorable")
@@ -621,7 +646,7 @@ class Gateway:
                 # to its end instead, before the final one (the executor has one thread).
                 await asyncio.shield(self._loop.run_in_executor(self._executor, self._store.housekeeping,
                                                                 deltas, self._health_with_rejections()))
-            except sqlite3.Error as exc:
-                log.warning("health write failed: %s", exc)
+            except _STORE_ERRORS as exc:  # an unreachable database: the store has said so
+                (log.debug if isinstance(exc, StoreUnavailable) else log.warning)("health write failed: %s", exc)
                 for k, v in deltas.items():
                     self._unsaved[k] = self._unsaved.get(k, 0) + v

@@ -22,7 +22,9 @@ from pathlib import Path
 
 from ..infra.errors import FieldnodeError
 from ..node.keystore import Keystore
-from ..store.sqlite.shards import MAX_SHARDS, create_shards, shard_path, shard_paths
+from ..store.backend import prepare_workers
+from ..store.sqlite.shards import MAX_SHARDS, shard_path, shard_paths
+from ..store.target import PgTarget, Target
 from .live import LinePrinter, summary_line
 from .mqtt import MqttUrl
 from .events import format_source
@@ -34,7 +36,7 @@ from .writerlock import check_free
 @dataclass
 class Options:
     listen: tuple[str, int]
-    db: Path
+    db: Target
     keys: Path
     mqtt: MqttUrl | None
     site: str | None
@@ -48,6 +50,7 @@ class Options:
     strict_keys: bool = False  # refuse a keystore other users can read or write (default: warn)
     http: str | None = None  # HOST:PORT of the web page served beside the gateway (--http)
     web: object | None = None  # its fieldnode.web.app.WebOptions
+    db_reconnect_max: float = 30.0  # PostgreSQL: the longest backoff between reconnection attempts
 
 
 def _out(line: str) -> None:
@@ -93,7 +96,8 @@ async def _run_one(opts: Options, keys: Keystore, *, worker: int, prefix: str, g
     gw = Gateway(keys, opts.db, opts.listen, mqtt=opts.mqtt, site=opts.site, synchronous=opts.synchronous,
                  reuse_port=opts.workers > 1, worker=worker, workers=opts.workers, group=group,
                  mqtt_discovery=opts.mqtt_discovery, mqtt_commands=opts.mqtt_commands,
-                 node_timeout=opts.node_timeout, strict_keys=opts.strict_keys)
+                 node_timeout=opts.node_timeout, strict_keys=opts.strict_keys,
+                 store_backoff=(min(0.5, opts.db_reconnect_max), opts.db_reconnect_max))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -111,6 +115,8 @@ async def _run_one(opts: Options, keys: Keystore, *, worker: int, prefix: str, g
              f"{mqtt}  workers {opts.workers}.  Ctrl-C stops.")
     if opts.mqtt_commands:
         _print_mqtt_commands(prefix)
+    if isinstance(opts.db, PgTarget):
+        _print_store_events(prefix)
     summary = asyncio.create_task(_summaries(gw, opts.summary, prefix)) if opts.quiet else None
     try:
         await stop.wait()
@@ -135,13 +141,23 @@ def _mqtt_features(opts: Options) -> str:
 
 
 class _ConsoleLines(logging.Handler):
-    def __init__(self, prefix: str) -> None:
-        super().__init__(logging.INFO)
+    def __init__(self, prefix: str, label: str = "mqtt", level: int = logging.INFO) -> None:
+        super().__init__(level)
         self.prefix = prefix
+        self.label = label
 
     def emit(self, record: logging.LogRecord) -> None:
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
-        _out(f"{self.prefix}{stamp} mqtt {record.getMessage()}")
+        _out(f"{self.prefix}{stamp} {self.label} {record.getMessage()}")
+
+
+def _print_store_events(prefix: str) -> None:
+    """The database lost, still unreachable, back: a console line each, even with --quiet (the
+    gateway answers 5.03 meanwhile, and whoever watches it must know why)."""
+    logger = logging.getLogger("fieldnode.store.postgres")
+    if not any(isinstance(h, _ConsoleLines) for h in logger.handlers):
+        logger.addHandler(_ConsoleLines(prefix, "db", logging.WARNING))
+    logger.propagate = False
 
 
 def _print_mqtt_commands(prefix: str) -> None:
@@ -157,7 +173,8 @@ def _print_mqtt_commands(prefix: str) -> None:
 async def _summaries(gw: Gateway, every: float, prefix: str) -> None:
     while True:
         await asyncio.sleep(every)
-        _out(prefix + summary_line(gw.counts, gw.started, gw.pending(), gw.mqtt_state))
+        line = summary_line(gw.counts, gw.started, gw.pending(), gw.mqtt_state)
+        _out(prefix + line + (f"; db {gw.store_state}" if isinstance(gw.db_path, PgTarget) else ""))
 
 
 def _worker_main(opts: Options, worker: int, group: str) -> None:
@@ -206,6 +223,8 @@ def _prepare_shards(opts: Options) -> None:
         raise FieldnodeError("--workers needs SO_REUSEPORT (Linux); run with --workers 1")
     if opts.listen[1] == 0:
         raise FieldnodeError("--workers needs a fixed port: the workers must share it")
+    if isinstance(opts.db, PgTarget):
+        return  # one database for every worker (and every gateway): nothing to make or check
     existing = shard_paths(opts.db)
     shards = set(existing) | set(range(opts.workers))
     if len(shards) > MAX_SHARDS:
@@ -215,7 +234,7 @@ def _prepare_shards(opts: Options) -> None:
     # Here, where a bad --db or another gateway on these files is reported once, not by each worker.
     for k in range(opts.workers):
         check_free(shard_path(opts.db, k))
-    create_shards(opts.db, opts.workers)
+    prepare_workers(opts.db, opts.workers)
 
 
 def _watch_workers(opts: Options, procs: list[multiprocessing.process.BaseProcess],

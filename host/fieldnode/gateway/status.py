@@ -9,6 +9,7 @@ from pathlib import Path
 from ..infra.errors import FieldnodeError
 from ..store.sqlite.connection import connect
 from ..store.sqlite.shards import shard_paths
+from ..store.target import PgTarget, Target, parse_db
 
 # A worker is "running" if its heartbeat (written every second) is younger than this.
 STALE_AFTER = 5.0
@@ -41,9 +42,16 @@ class Status:
         }
 
 
-def read_status(db_path: Path | str) -> Status:
-    """The gateway's state across its shards (one database file per worker, see store/sqlite/shards.py)."""
+def read_status(db_path: Target | str) -> Status:
+    """The gateway's state across its shards (one database file per worker, see store/sqlite/shards.py),
+    or every gateway's that writes a PostgreSQL database."""
     st = Status(time.time())
+    if isinstance(db_path, str):
+        db_path = parse_db(db_path)
+    if isinstance(db_path, PgTarget):
+        from ..store.postgres.status import read_into
+        read_into(db_path, st, STALE_AFTER)
+        return st
     # Shard 0 named even when missing, so that connect() gives the clear error for it.
     for index, path in {0: Path(db_path), **shard_paths(db_path)}.items():
         conn = connect(path, create=False)

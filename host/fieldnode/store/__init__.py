@@ -5,8 +5,10 @@ What every back end shares is in this package's own modules:
     owners        which worker writes a device's frames when N workers run
     commandqueue  the command queue: the contract between `fieldnode command` and the gateway
     location      where the store is when --db is not given
+    target        what --db names: a SQLite path or a PostgreSQL URI (redacted for messages)
+    backend       the one store interface (Writer, TagReader) and the factory that picks the engine
 
-Engine-specific code lives in one sub-package a back end: sqlite/ (the embedded default: one
-file a worker, WAL). A second engine (PostgreSQL, issue 16) goes beside it as its own package
-with the same writer interface (open, replay_state, commit, housekeeping, close).
+Engine-specific code lives in one sub-package a back end, imported only when chosen: sqlite/
+(the embedded default: one file a worker, WAL) and postgres/ (one database any number of
+gateways share: the replay window and the command queue are rows they all use).
 """

@@ -7,19 +7,18 @@ node has not answered within the gateway's command_resend, 30 s by default: a no
 command counter only once); 'applied' or 'refused' when the node's ack frame arrives; 'expired'
 when its time passes undelivered or unanswered. See docs/gateway.md, "Downlink".
 
-The rows are the back end's (store/sqlite/commands.py); what a command is, and the checks a
-frame passes before it is queued, are here, for every back end.
+The rows are the back end's (store/sqlite/commands.py, store/postgres/commands.py); what a
+command is, and the checks a frame passes before it is queued, are here, for every back end.
 """
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ..infra.errors import FieldnodeError
 from ..wire.frame import KIND_COMMAND, FrameRejected, parse_protected, split_envelope
-from .sqlite.commands import insert_command, select_commands
+from .target import PgTarget, Target, parse_db
 
 COMMAND_STATES = ("pending", "sent", "applied", "refused", "expired")
 
@@ -57,18 +56,30 @@ def command_counter(device: bytes, frame: bytes) -> int:
     return counter
 
 
-def enqueue_command(db_path: Path | str, device: bytes, frame: bytes, expires: float) -> int:
+def _rows(db: Target | str):
+    """(the engine's command rows module, the database) for --db (a str as --db takes it)."""
+    target = parse_db(db) if isinstance(db, str) else db
+    if isinstance(target, PgTarget):
+        from .postgres import commands
+    else:
+        from .sqlite import commands
+    return commands, target
+
+
+def enqueue_command(db_path: Target | str, device: bytes, frame: bytes, expires: float) -> int:
     """Queues a signed command frame (kind 3) for device; returns the command's id. `expires` is
     Unix time: the command becomes 'expired' then if it is undelivered or unanswered."""
     counter = command_counter(device, frame)
     now = time.time()
     if expires <= now:
         raise FieldnodeError(f"expiry {expires:.0f} is in the past; give a time after now ({now:.0f})")
-    return insert_command(db_path, device.hex(), counter, frame, now, expires)
+    rows, target = _rows(db_path)
+    return rows.insert_command(target, device.hex(), counter, frame, now, expires)
 
 
-def list_commands(db_path: Path | str, device: bytes | None = None, ids: Iterable[int] | None = None
+def list_commands(db_path: Target | str, device: bytes | None = None, ids: Iterable[int] | None = None
                   ) -> list[CommandInfo]:
     """Commands, newest first, optionally for one device or some ids (for `fieldnode command`)."""
-    rows = select_commands(db_path, time.time(), None if device is None else device.hex(), ids)
+    engine, target = _rows(db_path)
+    rows = engine.select_commands(target, time.time(), None if device is None else device.hex(), ids)
     return [CommandInfo(*row) for row in rows]

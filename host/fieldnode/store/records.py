@@ -45,5 +45,11 @@ class Health:
     rejections: list[tuple[float, str, str, str, str]] = field(default_factory=list)
 
 
+class StoreUnavailable(Exception):
+    """The store cannot be reached (a PostgreSQL server down, the connection broken): every
+    frame's problem, not one frame's. The gateway answers 5.03, so nodes keep their frames, and
+    the writer reconnects with backoff; it logs the outage once, not once a batch."""
+
+
 # (frame, node name, frame.records()) -> [(topic, payload)] for the MQTT outbox; None when MQTT is off.
 OutboxRows = Callable[[Frame, str, "list[dict]"], "list[tuple[str, str]]"]

@@ -18,12 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..infra.errors import FieldnodeError
+from ..store.target import PgTarget
 from .manifest import Manifest, sign
 
 _VERSION = re.compile(r"^[0-9]{1,6}(\.[0-9]{1,6}){0,3}$")
 
 
-def updates_dir(db_path: Path) -> Path:
+def updates_dir(db_path: Path | PgTarget) -> Path:
+    if isinstance(db_path, PgTarget):
+        raise FieldnodeError(f"--db {db_path}: updates over the air keep their releases beside a SQLite gateway "
+                             "database; a PostgreSQL store does not serve them yet (docs/updates.md). Pass the "
+                             "--db of a SQLite gateway")
     return Path(db_path).resolve().parent / "updates"
 
 

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ...node.commanding import (ack_result, build_command, counters_path, find_node, next_counter, parse_value,
                           send_over_usb, wait_for_outcome)
 from ..options import add_keys_option, read_keys
 from ...infra.errors import FieldnodeError
+from ...store.target import PgTarget, parse_db
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ttl", type=float, default=30.0, help="seconds until the command expires (default 30)")
     via = p.add_mutually_exclusive_group(required=True)
     via.add_argument("--port", help="deliver over this USB serial port")
-    via.add_argument("--db", type=Path, help="queue in this gateway database")
+    via.add_argument("--db", type=parse_db, metavar="PATH|URI",
+                     help="queue in this gateway database (a file, or the postgresql://... URI the gateways share)")
     add_keys_option(p)
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the ack over USB")
     p.add_argument("--wait", action="store_true",
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         raise FieldnodeError("--ttl must be a positive number of seconds")
     if args.wait and not args.db:
         raise FieldnodeError("--wait goes with --db (over --port the ack is always awaited)")
-    if args.db and not args.db.exists():
+    if args.db and not isinstance(args.db, PgTarget) and not args.db.exists():
         # The gateway creates its database; a command queued in a new file would never be sent.
         raise FieldnodeError(f"--db {args.db}: no such database; give the one the running gateway writes "
                              "(its start line shows it; `fieldnode status --db PATH` checks it)")

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ..options import add_keys_option, keys_path
 from ...infra.errors import FieldnodeError
 from ...gateway.mqtt import PASSWORD_ENV, MqttUrl
 from ...gateway.runner import Options, run as run_gateway
 from ...store.location import default_db_path
+from ...store.target import parse_db
 from ...wire.hostport import parse_listen
 
 
@@ -16,18 +16,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "gateway", help="receive, verify and store node frames (CoAP/UDP), forward to MQTT",
         description="Runs the gateway: nodes POST their signed frames to coap://HOST:5683/f; each "
-        "frame is verified against the keystore and its replay window, committed to the SQLite "
-        "database, and only then acknowledged (2.04; 2.03 for a frame already stored; 4.00/4.01 "
-        "with the reason when refused). Readings go to MQTT with --mqtt. Downlink commands queued "
+        "frame is verified against the keystore and its replay window, committed to the database "
+        "(SQLite, or PostgreSQL shared by several gateways), and only then acknowledged (2.04; 2.03 "
+        "for a frame already stored; 4.00/4.01 with the reason when refused). Readings go to MQTT "
+        "with --mqtt. Downlink commands queued "
         "in the database ride on the answers. Prints one line per frame (--quiet: a summary every "
         "--summary seconds); `fieldnode status` shows the health from another terminal. Ctrl-C "
         "commits what is pending and stops. See docs/gateway.md.")
     p.add_argument("--listen", default="0.0.0.0:5683", metavar="HOST:PORT",
                    help="UDP address to listen on (default 0.0.0.0:5683: every IPv4 interface, so "
                    "nodes on the LAN reach it; 127.0.0.1:5683 for this machine only; [::]:5683 for IPv6)")
-    p.add_argument("--db", type=Path, default=None,
-                   help="SQLite database, created if missing; one gateway writes it at a time "
-                   f"(default {default_db_path()}, or $FIELDNODE_DB)")
+    p.add_argument("--db", type=parse_db, default=None, metavar="PATH|URI",
+                   help="SQLite database file, created if missing, one gateway writes it at a time "
+                   f"(default {default_db_path()}, or $FIELDNODE_DB); or a PostgreSQL database, "
+                   "postgresql://USER@HOST[:PORT]/DBNAME (password from PGPASSWORD or ~/.pgpass), that any "
+                   "number of gateways share (docs/scale-out.md)")
+    p.add_argument("--db-reconnect-max", type=float, default=30.0, metavar="SECONDS",
+                   help="PostgreSQL: the longest wait between reconnection attempts after the database is "
+                   "lost (backoff from 0.5 s, doubling; default 30); frames get 5.03 meanwhile"),
     add_keys_option(p, "keystore with the nodes' keys, re-read when it changes")
     p.add_argument("--mqtt", metavar="URL", default=None,
                    help="publish readings to mqtt://[USER@]HOST[:PORT][/PREFIX] (mqtts:// for TLS; "
@@ -74,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
         raise FieldnodeError(f"--workers {args.workers}: give 1 or more")
     if not args.mqtt and (args.mqtt_discovery or args.mqtt_commands):
         raise FieldnodeError("--mqtt-discovery and --mqtt-commands go with --mqtt URL (the broker to use)")
+    if not args.db_reconnect_max > 0:
+        raise FieldnodeError(f"--db-reconnect-max {args.db_reconnect_max:g}: a positive number of seconds")
     if not args.node_timeout > 0:
         raise FieldnodeError(f"--node-timeout {args.node_timeout:g}: a positive number of seconds")
     if args.mqtt_discovery is not None and not args.mqtt_discovery.strip("/") or any(
@@ -85,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         quiet=args.quiet, summary=args.summary, synchronous=args.sync.upper(),
         mqtt_discovery=args.mqtt_discovery.strip("/") if args.mqtt_discovery else None,
         mqtt_commands=args.mqtt_commands, node_timeout=args.node_timeout,
-        strict_keys=args.strict_keys)
+        strict_keys=args.strict_keys, db_reconnect_max=args.db_reconnect_max)
     if args.http:
         opts.http, opts.web = args.http, _web_options(args, opts)
     elif args.http_token or args.http_allow_commands:

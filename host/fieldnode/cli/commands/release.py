@@ -8,6 +8,7 @@ from ...infra import paths
 from ...node.boards import load_board
 from ...store.location import default_db_path
 from ...updates.release import DEFAULT_MIN_FIRMWARE, build_firmware_release, build_release
+from ...store.target import parse_db
 from ...updates.site import UpdateSite, check_version, updates_dir
 
 
@@ -29,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--firmware", type=Path, metavar="BIN",
                    help="release this MicroPython app image (firmware tier, written to the node's other OTA "
                    "partition) instead of the application")
-    p.add_argument("--db", type=Path, default=None,
+    p.add_argument("--db", type=parse_db, default=None,
                    help=f"the gateway's database; releases go beside it (default {default_db_path()})")
     p.set_defaults(func=run)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 from rich.console import Console
 
@@ -14,6 +13,7 @@ from ...gateway.status import Status, read_status
 from ...store.location import default_db_path
 from ...ui.terminal import terminal
 from ...updates.reports import update_states
+from ...store.target import is_postgres, parse_db
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,8 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "reported heap (free, lowest since boot, largest free block), and how many readings wait for "
         "the MQTT broker and commands for their node. Safe to run while "
         "the gateway runs. Exit status 1 if no gateway process is running.")
-    p.add_argument("--db", type=Path, default=None,
-                   help=f"the gateway's database (default {default_db_path()}, or $FIELDNODE_DB)")
+    p.add_argument("--db", type=parse_db, default=None, metavar="PATH|URI",
+                   help=f"the gateway's database (default {default_db_path()}, or $FIELDNODE_DB), or the "
+                   "postgresql://... URI the gateways share (every gateway on it is shown)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.set_defaults(func=run)
 
@@ -57,7 +58,8 @@ def _heap_cells(heap: dict | None) -> tuple[str, str, str]:
 def run(args: argparse.Namespace) -> int:
     db = args.db or default_db_path()
     st = read_status(db)
-    updates = update_states(db, [d["device"] for d in st.devices])  # docs/updates.md
+    # docs/updates.md; a PostgreSQL store serves no updates yet
+    updates = {} if is_postgres(db) else update_states(db, [d["device"] for d in st.devices])
     if args.json:
         print(json.dumps({**st.to_json(), "updates": updates}, indent=1))
     else:
@@ -83,13 +85,20 @@ def show_updates(st: Status, updates: dict[str, dict], console: Console) -> None
 def show(st: Status, console: Console) -> None:
     now = st.now
     workers = Table(title="gateway")
+    shared = any("host" in w for w in st.workers)  # PostgreSQL: every gateway on the database
     for col in ("worker", "pid", "listening", "state", "started", "heartbeat", "uncommitted", "dedup cache"):
         workers.add_column(col, no_wrap=col in ("listening", "dedup cache"))
+    if shared:
+        workers.add_column("database")
     for w in st.workers:
         style = "green" if w["state"] == "running" else "red"
-        workers.add_row(str(w["worker"]), str(w["pid"]), w["listen"], f"[{style}]{w['state']}[/]",
-                        _ago(w["started"], now), _ago(w["heartbeat"], now), str(w["batch_pending"]),
-                        f"{w['exchanges']} exchanges, {w['dedup_bytes'] / (1 << 20):.1f} MiB")
+        cells = [str(w["worker"]), str(w["pid"]), (f"{w['host']} " if shared else "") + w["listen"],
+                 f"[{style}]{w['state']}[/]", _ago(w["started"], now), _ago(w["heartbeat"], now),
+                 str(w["batch_pending"]), f"{w['exchanges']} exchanges, {w['dedup_bytes'] / (1 << 20):.1f} MiB"]
+        if shared:
+            cells.append(f"{w['store_outages']} outages, last {w['store_detail']}" if w["store_outages"]
+                         else "no outage")
+        workers.add_row(*cells)
     if not st.workers:
         workers.add_row("-", "-", "-", "[red]never started[/]", "-", "-", "-", "-")
     console.print(workers)

@@ -13,6 +13,7 @@ from ...infra.errors import FieldnodeError
 from ...node.keystore import Keystore
 from ...store.location import default_db_path
 from ...updates.rollout import NodeProgress, Rollout
+from ...store.target import parse_db
 from ...updates.site import UpdateSite, updates_dir
 from ..options import add_keys_option, read_keys
 
@@ -37,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stop-after", type=int, default=1, metavar="K", help="stop after K failures (default 1)")
     p.add_argument("--timeout", type=float, default=600.0, metavar="S",
                    help="seconds a stage waits for its nodes' outcomes (default 600)")
-    p.add_argument("--db", type=Path, default=None, help=f"the gateway's database (default {default_db_path()})")
+    p.add_argument("--db", type=parse_db, default=None, help=f"the gateway's database (default {default_db_path()})")
     p.add_argument("--json", action="store_true", help="print one JSON object with each node's outcome")
     add_keys_option(p)
     p.set_defaults(func=run)
