@@ -1,19 +1,22 @@
-"""The gateway with frame format v2: declarations stored (and reloaded after a restart), v2 telemetry
-expanded to full SenML before the database, 4.22 need-declaration for telemetry under a declaration
-it lacks, refusals that store nothing; and a virtual node running the real firmware with
-frame_version 2, whose readings arrive with their full names and units, also after the gateway lost
-its declaration."""
+"""The gateway with frame format v2: declarations stored (and reloaded after a restart, on SQLite and
+PostgreSQL), v2 telemetry expanded to full SenML before the database, 4.22 need-declaration for
+telemetry under a declaration it lacks, refusals that store nothing; and a virtual node running the
+real firmware with frame_version 2, whose readings arrive with their full names and units, also
+after the gateway lost its declaration."""
 from __future__ import annotations
 
 import json
 import sqlite3
 from pathlib import Path
 
+import psycopg
 import pytest
 
+from fieldnode.cli.main import main
 from fieldnode.gateway import GatewayThread
 from fieldnode.node.keystore import Keystore, make_kid
 from fieldnode.wire import coap
+from fieldnode.wire.console import encode_console_line
 from fieldnode.node.boards import load_board, validate_board
 from fieldnode.node.declaring import board_readings
 from fieldnode.wire.framev2 import Reading, build_declaration, build_telemetry_v2, encode_declaration
@@ -128,6 +131,49 @@ def test_a_restarted_gateway_expands_with_the_declarations_it_stored(tmp_path, n
             c.close()
             gt.stop()
     assert rows(tmp_path / "gw.db", "SELECT name, unit, value FROM readings") == [("hum", "%RH", 50)] * 2
+
+
+def pg_rows(target, sql: str) -> list[tuple]:
+    with psycopg.connect(target.dsn, autocommit=True) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def test_on_postgresql_declarations_are_kept_and_a_restarted_gateway_expands_without_asking(
+        pg_db, nodes, tmp_path, capsys):
+    s = Signer(nodes)
+    decl, did = s.declaration()
+    sent = []
+    for run in range(2):
+        gt = GatewayThread(nodes.keystore(), pg_db, ("127.0.0.1", 0), health_interval=0.2).start()
+        c = Client(gt.address)
+        try:
+            if run == 0:  # telemetry before its declaration: asked for it, then taken after it
+                early = s.telemetry(did, [{"n": "b", "v": 50}])
+                assert c.post(early).payload == b"need-declaration"
+                assert c.post(decl).code == coap.CHANGED
+                assert c.post(decl).code == coap.CHANGED  # again (the node's answer lost): kept once
+                assert c.post(early).code == coap.CHANGED
+            else:
+                sent.append(s.telemetry(did, [{"n": "b", "v": 51}]))
+                answer = c.post(sent[-1])
+                assert (answer.code, answer.payload) == (coap.CHANGED, b"")
+                assert gt.gateway.counts.get("rejected.need-declaration", 0) == 0
+        finally:
+            c.close()
+            gt.stop()
+    assert pg_rows(pg_db, "SELECT name, unit, value FROM readings ORDER BY id") == [("hum", "%RH", 50),
+                                                                                    ("hum", "%RH", 51)]
+    assert pg_rows(pg_db, "SELECT kind, counter FROM frames ORDER BY id") == [(0, 2), (0, 3)]  # no declaration row
+    device = nodes.devices[0].hex()
+    assert pg_rows(pg_db, "SELECT device, id, counter FROM declarations") == [(device, did.hex(), 1)]
+    # The first run's refusal is among the rejections the web page would list.
+    assert pg_rows(pg_db, "SELECT reason, device FROM rejections") == [("need-declaration", device)]
+    # decode --db takes the declarations from the PostgreSQL store too.
+    capture = tmp_path / "console.log"
+    capture.write_bytes(encode_console_line(sent[-1]))
+    assert main(["decode", str(capture), "--json", "--keys", str(nodes.path), "--db", pg_db.dsn]) == 0
+    (line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert "undeclared" not in line and [(r["n"], r["u"], r["v"]) for r in line["records"]] == [("hum", "%RH", 51)]
 
 
 def test_a_database_made_before_declarations_opens_and_gets_the_table(tmp_path, nodes):

@@ -15,9 +15,11 @@ from fieldnode.infra.errors import FieldnodeError
 from fieldnode.store.backend import make_writer
 from fieldnode.store.commandqueue import enqueue_command, list_commands
 from fieldnode.store.postgres.replay import window_counters
-from fieldnode.store.records import StoreItem
+from fieldnode.store.records import REJECTIONS_KEPT, Health, StoreItem
 from fieldnode.store.target import PgTarget, parse_db, redact
+from fieldnode.node.keystore import make_kid
 from fieldnode.wire.frame import KIND_ACK, Verifier
+from fieldnode.wire.framev2 import Reading, build_declaration, build_telemetry_v2, encode_declaration
 
 
 @pytest.fixture
@@ -96,6 +98,68 @@ def test_the_same_frames_committed_by_two_writers_at_once_are_stored_once(writer
     assert rows(pg_db, "SELECT count(*), count(DISTINCT (kid, counter)) FROM frames") == [(120, 120)]
 
 
+DECLARED = (Reading("a", "temp", "Cel", "env"),)
+
+
+def test_a_declaration_claims_no_counter_and_is_kept_once_whichever_writer_stores_it(writers, pg_db, nodes):
+    a, b = writers
+    key, kid = nodes.keys[nodes.devices[0]], make_kid(nodes.devices[0], 1)
+    decl, did = build_declaration(key, kid, 4, 1, DECLARED)
+    verifier = Verifier(nodes.keystore().lookup)  # one, as a gateway's: it learns the declaration
+
+    def batch(*frames: bytes) -> list[StoreItem]:
+        return [StoreItem(verifier.verify(f), f, time.time(), "127.0.0.1:5683", "n") for f in frames]
+
+    telemetry = [build_telemetry_v2(key, kid, 4, c, did, 1_764_057_600 + c, [{"n": "a", "v": c / 2}]) for c in (2, 100)]
+    assert statuses(a.commit(batch(decl, telemetry[0]), {}, None)) == ["stored", "stored"]
+    assert statuses(b.commit(batch(telemetry[1]), {}, None)) == ["stored"]
+    # Resent far below the window (as after a long outage): a frame's counter there is a replay,
+    # a declaration's is not looked at; twice in one batch, through the other writer, kept once.
+    assert statuses(b.commit(batch(decl), {}, None)) == ["stored"]
+    assert statuses(a.commit(batch(decl, decl), {}, None)) == ["stored", "stored"]
+    assert statuses(a.commit(batch(nodes.frame(0, counter=1)), {}, None)) == ["replay"]
+    assert rows(pg_db, "SELECT device, id, counter FROM declarations") == [(nodes.devices[0].hex(), did.hex(), 1)]
+    assert rows(pg_db, "SELECT counter FROM frames ORDER BY counter") == [(2,), (100,)]
+    assert rows(pg_db, "SELECT name, unit, value FROM readings ORDER BY time") == [("temp", "Cel", 1),
+                                                                                  ("temp", "Cel", 50)]
+    assert [(k, high, seen) for k, high, seen in b.replay_state()] == [(kid, 100, {100})]
+    assert a.declarations() == b.declarations() == [(nodes.devices[0], encode_declaration(DECLARED))]
+
+
+def test_housekeeping_keeps_the_newest_rejections_of_every_gateway(writers, pg_db):
+    a, b = writers
+    n = REJECTIONS_KEPT - 100  # each writer's round: the two together are more than are kept
+
+    def health(first: int) -> Health:
+        return Health(0, 1, "127.0.0.1:5683", time.time(), rejections=[
+            (float(i), "10.0.0.9:5683", "bad-mac", f"r{i}", "240ac4123456") for i in range(first, first + n)])
+
+    a.housekeeping({}, health(0))
+    assert rows(pg_db, "SELECT count(*), min(detail), max(time) FROM rejections") == [(n, "r0", n - 1)]
+    b.housekeeping({}, health(n))
+    b.housekeeping({}, Health(0, 1, "127.0.0.1:5683", time.time()))  # a round with none deletes none
+    kept = [detail for (detail,) in rows(pg_db, "SELECT detail FROM rejections ORDER BY id")]
+    assert kept == [f"r{i}" for i in range(2 * n - REJECTIONS_KEPT, 2 * n)]
+    assert rows(pg_db, "SELECT DISTINCT reason, source, device FROM rejections") == [
+        ("bad-mac", "10.0.0.9:5683", "240ac4123456")]
+
+
+def test_a_schema_1_database_gets_the_declarations_and_rejections_tables(pg_db):
+    writer = make_writer(pg_db)
+    writer.open()
+    writer.close()
+    with psycopg.connect(pg_db.dsn, autocommit=True) as conn:  # as the first PostgreSQL store made it
+        conn.execute("DROP TABLE declarations, rejections")
+        conn.execute("UPDATE meta SET value='1' WHERE key='schema'")
+    writer.open()
+    try:
+        assert writer.declarations() == []
+    finally:
+        writer.close()
+    assert rows(pg_db, "SELECT value FROM meta WHERE key='schema'") == [("2",)]
+    assert rows(pg_db, "SELECT count(*) FROM rejections") == [(0,)]
+
+
 def test_a_command_is_handed_out_by_one_writer_at_a_time_and_closed_once(writers, pg_db, nodes):
     a, b = writers
     device = nodes.devices[0]
@@ -162,3 +226,16 @@ def test_a_database_that_cannot_be_reached_or_read_is_one_line_naming_it_without
     with psycopg.connect(empty.dsn) as conn:  # and nothing was made by looking
         assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname='public'").fetchone() == (0,)
 
+
+
+def test_the_web_page_refuses_a_postgresql_store_in_one_line_before_anything_starts(pg_db, nodes):
+    for args in (["web", "--db", pg_db.dsn],
+                 ["gateway", "--db", pg_db.dsn, "--keys", str(nodes.path), "--listen", "127.0.0.1:0",
+                  "--http", "127.0.0.1:0"]):
+        run = run_cli(*args)
+        assert run.returncode == 2, (args, run.stderr)
+        assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr, run.stderr
+        assert "the web page (fieldnode web, gateway --http) reads a SQLite gateway database" in run.stderr
+        assert "docs/web.md" in run.stderr and run.stdout == ""
+    with psycopg.connect(pg_db.dsn) as conn:  # the gateway refused before it made its tables
+        assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname='public'").fetchone() == (0,)

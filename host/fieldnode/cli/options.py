@@ -10,6 +10,7 @@ from pathlib import Path
 from ..infra.errors import FieldnodeError
 from ..node.keystore import Keystore
 from ..infra.paths import default_keystore
+from ..store.target import PgTarget, parse_db
 from ..wire.declaration import DeclarationBook, parse_declaration
 
 
@@ -29,18 +30,26 @@ def read_keys(args: argparse.Namespace) -> Keystore:
 
 
 def add_declarations_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", type=Path, metavar="PATH", default=None,
-                        help="a gateway database to take frame format v2 declarations from, so that v2 "
-                        "telemetry whose declaration is not in the input is shown with full names")
+    parser.add_argument("--db", type=parse_db, metavar="PATH|URI", default=None,
+                        help="a gateway database (SQLite file or postgresql:// URI) to take frame format v2 "
+                        "declarations from, so that v2 telemetry whose declaration is not in the input is shown "
+                        "with full names")
 
 
 def read_declarations(args: argparse.Namespace) -> DeclarationBook:
     """The v2 declarations a command starts with: those in --db, or none."""
     book = DeclarationBook()
-    if getattr(args, "db", None) is not None:
+    db = getattr(args, "db", None)
+    if isinstance(db, PgTarget):
+        from ..store.postgres.declarations import read_declarations as stored_pg
+        found = stored_pg(db)
+    elif db is not None:
         from ..store.sqlite.declarations import read_declarations as stored
-        for device, payload in stored(args.db):
-            book.add(device, parse_declaration(payload))
+        found = stored(db)
+    else:
+        found = []
+    for device, payload in found:
+        book.add(device, parse_declaration(payload))
     return book
 
 

@@ -8,6 +8,9 @@ from ..wire.frame import Frame, ReplayWindow
 
 # Counters this far below a key's highest stored one are replays without a look at the frames.
 REPLAY_SPAN = ReplayWindow.SIZE
+# Refused datagrams kept for the web page's Rejections view, whatever the engine: the newest;
+# older ones are deleted.
+REJECTIONS_KEPT = 1000
 
 
 @dataclass(slots=True)

@@ -1,9 +1,10 @@
 """One batch of frames in one PostgreSQL transaction: counters claimed, rows copied in.
 
 The order of the statements is the order of the locks, the same in every gateway, so two
-gateways' batches wait for one another but never deadlock: replay rows by key id, then new
-series by (device, name, unit), then devices by id. Frames and samples go in with COPY, their
-ids taken from the sequences first."""
+gateways' batches wait for one another but never deadlock: replay rows by key id, then
+declarations by (device, id), then new series by (device, name, unit), then devices by id.
+Frames and samples go in with COPY, their ids taken from the sequences first. A declaration
+frame (frame format v2) claims no counter: it is outside the replay window (declarations.py)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -22,7 +23,10 @@ SeriesKey = tuple[str, str, str]
 
 
 def claim_counters(conn: psycopg.Connection, items: Sequence[StoreItem]) -> list[str | None]:
-    """Per item: None when its counter was new (and is now taken), else 'duplicate' or 'replay'."""
+    """Per item: None when its counter was new (and is now taken), else 'duplicate' or 'replay'.
+    The items are frames of the replay window (no declaration)."""
+    if not items:
+        return []
     order = sorted(range(len(items)), key=lambda i: items[i].frame.kid)  # stable: a key's frames in order
     with conn.cursor() as cur:
         cur.executemany(CLAIM, [(items[i].frame.kid.hex(), items[i].frame.device.hex(), items[i].frame.counter)

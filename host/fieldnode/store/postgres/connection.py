@@ -19,11 +19,11 @@ def connect(target: PgTarget, *, create: bool = True, application: str = "fieldn
         conn = psycopg.connect(target.dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
                                application_name=application)
     except psycopg.OperationalError as exc:
-        raise FieldnodeError(f"cannot connect to PostgreSQL {target}: {_first_line(exc)}; check the --db URI "
+        raise FieldnodeError(f"cannot connect to PostgreSQL {target}: {first_line(exc)}; check the --db URI "
                              "(host, port, user, database), that the server runs and accepts this user "
                              "(pg_hba.conf), and PGPASSWORD or ~/.pgpass for the password") from None
     except psycopg.ProgrammingError as exc:
-        raise FieldnodeError(f"--db {target}: {_first_line(exc)}; write postgresql://USER@HOST[:PORT]/DBNAME") from None
+        raise FieldnodeError(f"--db {target}: {first_line(exc)}; write postgresql://USER@HOST[:PORT]/DBNAME") from None
     try:
         if create:
             ensure_schema(conn)
@@ -32,7 +32,7 @@ def connect(target: PgTarget, *, create: bool = True, application: str = "fieldn
                                  f"--db {target} first, or pass the --db the gateway uses")
     except psycopg.Error as exc:
         conn.close()
-        raise FieldnodeError(f"PostgreSQL {target}: {_first_line(exc)}; the user needs CREATE on the "
+        raise FieldnodeError(f"PostgreSQL {target}: {first_line(exc)}; the user needs CREATE on the "
                              "database's public schema (or an owner to create the tables once)") from None
     except BaseException:
         conn.close()
@@ -40,6 +40,6 @@ def connect(target: PgTarget, *, create: bool = True, application: str = "fieldn
     return conn
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return redact(text[0]) if text else type(exc).__name__

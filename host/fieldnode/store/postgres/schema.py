@@ -6,12 +6,16 @@ rewriting whole index pages at every commit, is not carried over; bench/store_sc
 measures the WAL a frame costs here);
 `replay` carries a 64-bit bitmap of the window below the highest counter, so that one statement
 decides and records a frame's counter for every gateway at once (replay.py); the `gateway` health
-row is per machine, listening address and worker, as several gateways share the database."""
+row is per machine, listening address and worker, as several gateways share the database.
+
+Version 2 added `declarations` (frame format v2) and `rejections` (the web page's view of refused
+datagrams): a database of version 1 gets them, all statements being CREATE ... IF NOT EXISTS, the
+next time a gateway opens it."""
 from __future__ import annotations
 
 import psycopg
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Two gateways starting together must not both create the tables: they take this lock first.
 SCHEMA_LOCK = 0x6669656C  # 'fiel'
 
@@ -125,6 +129,26 @@ CREATE TABLE IF NOT EXISTS gateway (
     store_detail  TEXT    NOT NULL DEFAULT '', -- the last outage: when, how long, why
     PRIMARY KEY (host, listen, worker)
 );
+-- Frame format v2 declarations, by device and declaration id (store/sqlite/declarations.py): a
+-- declaration is outside the replay window, so it is not a frames row.
+CREATE TABLE IF NOT EXISTS declarations (
+    device   TEXT   NOT NULL,
+    id       TEXT   NOT NULL,
+    payload  BYTEA  NOT NULL,
+    kid      TEXT   NOT NULL,
+    counter  BIGINT NOT NULL,
+    received DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (device, id)
+);
+-- The most recent refused datagrams of every gateway (at most REJECTIONS_KEPT, the newest ids).
+CREATE TABLE IF NOT EXISTS rejections (
+    id     BIGSERIAL PRIMARY KEY,
+    time   DOUBLE PRECISION NOT NULL,
+    source TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '',
+    device TEXT NOT NULL DEFAULT ''
+);
 """
 
 
@@ -134,13 +158,14 @@ def schema_present(conn: psycopg.Connection) -> bool:
 
 
 def ensure_schema(conn: psycopg.Connection) -> None:
-    """The tables, made once however many gateways start at the same moment."""
+    """The tables, made (or an older version's completed) once however many gateways start at
+    the same moment; a newer fieldnode's version number is left as it is."""
     if schema_present(conn):
         version = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-        if version is not None and int(version[0]) == SCHEMA_VERSION:
+        if version is not None and int(version[0]) >= SCHEMA_VERSION:
             return
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
         conn.execute(SCHEMA)
-        conn.execute("INSERT INTO meta (key, value) VALUES ('schema', %s) ON CONFLICT (key) DO NOTHING",
-                     (str(SCHEMA_VERSION),))
+        conn.execute("INSERT INTO meta AS m (key, value) VALUES ('schema', %s) ON CONFLICT (key) DO UPDATE "
+                     "SET value=excluded.value WHERE m.value::int < excluded.value::int", (str(SCHEMA_VERSION),))

@@ -18,11 +18,12 @@ import psycopg
 from psycopg import pq
 
 from ...infra.errors import FieldnodeError
-from ..records import Health, Outcome, OutboxRows, StoreItem, StoreUnavailable
+from ..records import REJECTIONS_KEPT, Health, Outcome, OutboxRows, StoreItem, StoreUnavailable
 from ..target import PgTarget
 from .batch import SeriesIds, claim_counters, write_rows
 from .commands import WriterCommands
 from .connection import connect
+from .declarations import insert_declarations, stored_declarations
 from .replay import replay_state
 
 log = logging.getLogger(__name__)
@@ -143,6 +144,10 @@ class Store:
     def replay_state(self) -> Iterable[tuple[bytes, int, set[int]]]:
         return list(replay_state(self.conn))
 
+    def declarations(self) -> list[tuple[bytes, bytes]]:
+        """(device id, payload) of every frame format v2 declaration stored, by any gateway."""
+        return stored_declarations(self.conn)
+
     def commit(self, items: Sequence[StoreItem], counter_deltas: dict[str, int],
                health: Health | None) -> list[Outcome]:
         """Stores a batch in one transaction; raises (after rolling back) if it cannot:
@@ -203,11 +208,22 @@ class Store:
         return outcome
 
     def _store_frames(self, conn: psycopg.Connection, items: Sequence[StoreItem], now: float) -> list[Outcome]:
-        refused = claim_counters(conn, items)
-        stored = [i for i, why in enumerate(refused) if why is None]
-        outcomes = [Outcome(why or "stored") for why in refused]
-        if not stored:
-            return outcomes
+        outcomes = [Outcome("stored") for _ in items]
+        # A declaration (frame format v2) is outside the replay window: no counter, no frames row.
+        framed = [i for i, item in enumerate(items) if item.frame.declared is None]
+        refused = claim_counters(conn, [items[i] for i in framed])
+        for i, why in zip(framed, refused, strict=True):
+            outcomes[i].status = why or "stored"
+        insert_declarations(conn, [item for item in items if item.frame.declared is not None])
+        stored = [i for i, why in zip(framed, refused, strict=True) if why is None]
+        if stored:
+            self._write_stored(conn, items, stored, outcomes, now)
+        return outcomes
+
+    def _write_stored(self, conn: psycopg.Connection, items: Sequence[StoreItem], stored: list[int],
+                      outcomes: list[Outcome], now: float) -> None:
+        """The rows of the items whose counters were taken, acks closing their commands, and the
+        next open command handed to each device that has one."""
         acks = write_rows(conn, [items[i] for i in stored], self._series, self.outbox, now)
         for n, records in acks.items():
             self._commands.answered(conn, items[stored[n]].frame.device.hex(), records, now)
@@ -220,7 +236,6 @@ class Store:
                     waiting.discard(dev)
                 else:
                     outcomes[i].command_id, outcomes[i].command = found
-        return outcomes
 
     def index_recent(self) -> None:
         """Nothing to move: PostgreSQL keeps one samples table (see schema.py)."""
@@ -243,9 +258,20 @@ class Store:
             (socket.gethostname(), h.listen, h.worker, h.pid, h.started, now, h.stopped, h.batch_pending,
              h.exchanges, h.dedup_bytes, self.outages, self.outage_detail))
 
+    @staticmethod
+    def _write_rejections(conn: psycopg.Connection, rejections: list[tuple]) -> None:
+        """The datagrams refused since the last round, every gateway's in one table: the newest
+        REJECTIONS_KEPT ids stay."""
+        if rejections:
+            with conn.cursor() as cur:
+                cur.executemany("INSERT INTO rejections (time, source, reason, detail, device) "
+                                "VALUES (%s,%s,%s,%s,%s)", rejections)
+            conn.execute("DELETE FROM rejections WHERE id <= (SELECT max(id) FROM rejections) - %s",
+                         (REJECTIONS_KEPT,))
+
     def housekeeping(self, counter_deltas: dict[str, int], health: Health) -> None:
-        """Periodic: counters, heartbeat, commands whose time has passed marked expired. Also
-        the reconnection attempt when no frames come."""
+        """Periodic: counters, heartbeat, commands whose time has passed marked expired, the
+        datagrams refused since the last round. Also the reconnection attempt when no frames come."""
         conn = self._connection()
         now = time.time()
         try:
@@ -253,6 +279,7 @@ class Store:
                 self._write_counters(conn, counter_deltas)
                 self._write_health(conn, health, now)
                 self._commands.expire(conn, now)
+                self._write_rejections(conn, health.rejections)
         except psycopg.Error as exc:
             failed = self._unavailable(conn, exc)
             raise (failed if isinstance(failed, StoreUnavailable)

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ...wire.frame import KIND_ACK
-from ..records import Health, Outcome, OutboxRows, StoreItem
+from ..records import REJECTIONS_KEPT, Health, Outcome, OutboxRows, StoreItem
 from .batch import FrameBatch
 from .commands import WriterCommands
 from .connection import connect
@@ -24,8 +24,6 @@ WRITER_CACHE_KIB = 32 * 1024
 # samples_recent is moved into samples at the latest when it has this many rows, and on every
 # housekeeping round (each second): a few seconds' worth at full rate.
 INDEX_RECENT_ROWS = 50_000
-# Refused datagrams kept for the web page's Rejections view: the newest; older ones are deleted.
-REJECTIONS_KEPT = 1000
 
 # Errors that come from one frame's values, not from the database file: binding a value SQLite
 # cannot hold, a constraint. A batch that fails with one of these is stored again frame by frame.
