@@ -239,3 +239,14 @@ def test_the_web_page_refuses_a_postgresql_store_in_one_line_before_anything_sta
         assert "docs/web.md" in run.stderr and run.stdout == ""
     with psycopg.connect(pg_db.dsn) as conn:  # the gateway refused before it made its tables
         assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname='public'").fetchone() == (0,)
+
+
+def test_fieldnode_db_names_a_postgresql_store_as_db_does(pg_cluster, nodes, monkeypatch):
+    # FIELDNODE_DB is the default --db: a URI there is PostgreSQL, not a file named "postgresql:".
+    gone = f"postgresql://postgres:s3cret@/nowhere?host={pg_cluster.dir}/missing"
+    monkeypatch.setenv("FIELDNODE_DB", gone)
+    monkeypatch.chdir(pg_cluster.dir)
+    run = run_cli("status")
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    assert "cannot connect to PostgreSQL" in run.stderr and "s3cret" not in run.stderr, run.stderr
+    assert not (pg_cluster.dir / "postgresql:").exists()
