@@ -66,11 +66,18 @@ def _walk(transport: SerialTransport, top: str) -> list[str]:
     return found
 
 
-def _stale_files(transport: SerialTransport, files: dict[str, bytes]) -> list[str]:
+def _stale_files(transport: SerialTransport, files: dict[str, bytes], feed: Callable[[], None]) -> list[str]:
+    # One exec a probe: dozens of them outlast a short watchdog on a slow line, so each is fed.
     ours = {path.split("/")[2] for path in files if path.startswith("/lib/") and path.count("/") > 2}
     ours.add(SLOT_PACKAGE.split("/")[2])  # its copy from before slots: the slot has it now
-    stale = [p[:-4] + ".py" for p in files if p.endswith(".mpy") and transport.fs_exists(p[:-4] + ".py")]
+    stale = []
+    for path in files:
+        if path.endswith(".mpy"):
+            feed()
+            if transport.fs_exists(path[:-4] + ".py"):
+                stale.append(path[:-4] + ".py")
     for package in sorted(ours):
+        feed()
         stale += [p for p in _walk(transport, f"/lib/{package}") if p not in files and p not in stale]
     return stale
 
@@ -170,7 +177,7 @@ def update_port(port: str, app: AppFiles, line: PortLine, *, reset: bool = True)
         feed()
         _switch(transport, pointer, slot, app.version)
         line.text(f"slot {slot} now boots ({app.version})")
-        for path in _stale_files(transport, files):
+        for path in _stale_files(transport, files, feed):
             feed()
             transport.fs_rmfile(path)
             line.text(f"removed stale {path}")
