@@ -37,15 +37,15 @@ def sync(host):
     return True
 
 
-async def keeper(link, host):
-    # The NTP server is the gateway host by default: sites run one there (chrony `allow`) since
-    # nodes have no route to the internet.
+async def keeper(link, uplink):
+    # The NTP server is the host of the gateway in use (uplink.gateway: it follows a failover):
+    # sites run one there (chrony `allow`) since nodes have no route to the internet.
     was_valid = valid()
     while True:
         if not link.up():  # no point asking; try as soon as the link is back
             await asyncio.sleep_ms(1000)
             continue
-        ok = sync(host)
+        ok = sync(uplink.gateway[0])
         if ok and not was_valid:
             log.info("clock set:", unix_time())
         was_valid = was_valid or ok
