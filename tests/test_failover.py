@@ -179,3 +179,44 @@ def test_a_gateway_killed_under_load_moves_its_real_nodes_and_each_counter_is_st
                      "every counter the node made")
             assert made == list(range(1, len(made) + 1))
             assert stored(pg_db.dsn, node)[:len(made)] == made  # each once, none missing
+
+
+def settings_blob(node: VirtualNode) -> dict[str, str]:
+    """The node's settings as its NVS holds them (fnode.config: version 1, then length-prefixed
+    fields in FIELDS order)."""
+    entry = node.nvs().get("fieldnode", {}).get("cfg")
+    if entry is None:
+        return {}
+    blob, out, i = bytes.fromhex(entry[1]), {}, 1
+    for field in ("name", "gw", "ssid", "wpass", "gws"):
+        if i >= len(blob):
+            break
+        n = blob[i]
+        if n:
+            out[field] = blob[i + 1:i + 1 + n].decode()
+        i += 1 + n
+    return out
+
+
+def test_provision_stores_the_gateways_in_order_and_a_bad_one_writes_nothing(keys, tmp_path, capsys):
+    with ExitStack() as stack:
+        doc = json.loads((BOARDS_DIR / "virtual.json").read_text())
+        install_app(tmp_path / "node" / "flash", BOARDS_DIR / "virtual.json")
+        node = VirtualNode(tmp_path / "node", sim_unique_id(9, 0x7A), board="virtual", devices=devices_for_board(doc))
+        stack.callback(node.stop)
+        node.start()
+        node.wait_output(b"not sending", timeout=30)
+        base = ["provision", "--port", node.port, "--keys", str(keys), "--no-reset"]
+        before = node.nvs(), keys.read_bytes()
+        capsys.readouterr()
+        assert main(base + ["--gateway", "10.0.0.5:5683", "--gateway", "gw.local:abc"]) == 2
+        (line,) = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert line.startswith("error: --gateway 'gw.local:abc': 'abc' is not a port 0-65535 (give HOST:PORT")
+        assert (node.nvs(), keys.read_bytes()) == before  # no node touched, nothing recorded
+        assert main(base + ["--gateway", "10.0.0.5", "--gateway", "coap://gw-b.local:5700",
+                            "--gateway", "10.0.0.7:5701"]) == 0
+        assert settings_blob(node)["gw"] == "10.0.0.5:5683"
+        assert settings_blob(node)["gws"] == "gw-b.local:5700,10.0.0.7:5701"
+        # One gateway again: the node forgets the others, and sends to that one alone.
+        assert main(base + ["--force", "--gateway", "10.0.0.9:5683"]) == 0
+        assert "gws" not in settings_blob(node) and settings_blob(node)["gw"] == "10.0.0.9:5683"
