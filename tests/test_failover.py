@@ -220,3 +220,33 @@ def test_provision_stores_the_gateways_in_order_and_a_bad_one_writes_nothing(key
         # One gateway again: the node forgets the others, and sends to that one alone.
         assert main(base + ["--force", "--gateway", "10.0.0.9:5683"]) == 0
         assert "gws" not in settings_blob(node) and settings_blob(node)["gw"] == "10.0.0.9:5683"
+
+
+def pack(*fields: str) -> bytes:
+    """A "cfg" blob as fnode.provision.pack_settings writes it: version 1, then length-prefixed fields."""
+    out = bytearray(b"\x01")
+    for field in fields:
+        out += bytes([len(field.encode())]) + field.encode()
+    return bytes(out)
+
+
+@pytest.mark.parametrize("blob, gateways, bad", [
+    # Written by firmware from before failover: four fields, the blob ends before "gws".
+    (pack("pump-3", "10.0.0.2:5683", "plant-floor", "pw"), [["10.0.0.2", 5683]], None),
+    (pack("pump-3", "10.0.0.2", "plant-floor", "pw", "gw-b.local:5700,10.0.0.4:5701"),
+     [["10.0.0.2", 5683], ["gw-b.local", 5700], ["10.0.0.4", 5701]], None),
+    # A fallback written by hand that the node cannot use is left out; the others serve.
+    (pack("pump-3", "10.0.0.2:5683", "plant-floor", "pw", "coap://10.0.0.3,10.0.0.4:5701"),
+     [["10.0.0.2", 5683], ["10.0.0.4", 5701]], "coap://10.0.0.3"),
+])
+def test_the_node_reads_its_gateways_from_old_and_new_settings(micropython, tmp_path, blob, gateways, bad):
+    from fieldnode.infra.paths import SIMHAL_DIR
+    node_dir = tmp_path / "node"
+    node_dir.mkdir()
+    (node_dir / "sim.json").write_text(json.dumps({"unique_id": "240ac4a1b2c3", "devices": []}))
+    (node_dir / "nvs.json").write_text(json.dumps({"fieldnode": {"cfg": ["blob", blob.hex()]}}))
+    code = ("import json\nfrom fnode.config import Config\nfrom fnode.app import checked_gateway\n"
+            "g, bad = checked_gateway(Config())\nprint(json.dumps([g, bad]))\n")
+    out = micropython.run(code, path=[SIMHAL_DIR], env={"FIELDNODE_SIM_NODE": str(node_dir)})
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [gateways, bad]
+    assert ("left out" in out.stdout) == (bad is not None)
