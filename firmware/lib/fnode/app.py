@@ -541,7 +541,7 @@ async def main():
         node.spawn("sampler", node.sampler())
     node.spawn("uplink", uplink.run())
     if gateways:
-        node.spawn("clock", clock.keeper(link, uplink))
+        node.spawn("clock", clock.keeper(link, gateways[0][0], uplink))
     if spool is not None:
         uplink.on_idle = node.report_loss
         node.spawn("spool", uplink.settle())
