@@ -231,7 +231,8 @@ def pack(*fields: str) -> bytes:
 
 
 @pytest.mark.parametrize("blob, gateways, bad", [
-    # Written by firmware from before failover: four fields, the blob ends before "gws".
+    # Written by firmware from before failover: four fields, the blob ends before "gws". One
+    # gateway: the node does not load fnode.failover.
     (pack("pump-3", "10.0.0.2:5683", "plant-floor", "pw"), [["10.0.0.2", 5683]], None),
     (pack("pump-3", "10.0.0.2", "plant-floor", "pw", "gw-b.local:5700,10.0.0.4:5701"),
      [["10.0.0.2", 5683], ["gw-b.local", 5700], ["10.0.0.4", 5701]], None),
@@ -240,13 +241,19 @@ def pack(*fields: str) -> bytes:
      [["10.0.0.2", 5683], ["10.0.0.4", 5701]], "coap://10.0.0.3"),
 ])
 def test_the_node_reads_its_gateways_from_old_and_new_settings(micropython, tmp_path, blob, gateways, bad):
+    """What app.make_uplink makes of the settings: the uplink's gateways, and whether the failover
+    module was loaded (only for more than one gateway)."""
     from fieldnode.infra.paths import SIMHAL_DIR
     node_dir = tmp_path / "node"
     node_dir.mkdir()
     (node_dir / "sim.json").write_text(json.dumps({"unique_id": "240ac4a1b2c3", "devices": []}))
     (node_dir / "nvs.json").write_text(json.dumps({"fieldnode": {"cfg": ["blob", blob.hex()]}}))
-    code = ("import json\nfrom fnode.config import Config\nfrom fnode.app import checked_gateway\n"
-            "g, bad = checked_gateway(Config())\nprint(json.dumps([g, bad]))\n")
+    code = ("import json, sys\nfrom fnode.config import Config\nfrom fnode.app import make_uplink\n"
+            "from fnode.wifi import Link\nc = Config()\n"
+            "up, spool = make_uplink({'failover_after': 2}, c, c.gateway(), Link('plant-floor', 'pw'))\n"
+            "print(json.dumps([getattr(up, 'gateways', [up.gateway]), getattr(up, 'failover_after', None),"
+            " 'fnode.failover' in sys.modules]))\n")
     out = micropython.run(code, path=[SIMHAL_DIR], env={"FIELDNODE_SIM_NODE": str(node_dir)})
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == [gateways, bad]
-    assert ("left out" in out.stdout) == (bad is not None)
+    several = len(gateways) > 1 or bad is not None
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [gateways, 2 if several else None, several]
+    assert (f"E gateway setting {bad!r} is not HOST:PORT; left out" in out.stdout) == (bad is not None)

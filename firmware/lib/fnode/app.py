@@ -13,7 +13,7 @@ import sys
 import time
 from micropython import const
 from fnode import clock, log
-from fnode.config import Config, parse_gateway
+from fnode.config import Config
 from fnode.counter import Counter
 from fnode.cose import KIND_TELEMETRY, KIND_BOOT, KIND_EVENT, counter_of
 from fnode.frame import FrameBuilder, base_name
@@ -291,10 +291,7 @@ class Node:
         # (fnode.stamp: ticks wrap at 2**30 ms on the ESP32). Called each second by the watchdog.
         self.started = age(self.started, now)
         up = self.uplink
-        up.last_ok = age(up.last_ok, now)
-        up.beat = age(up.beat, now)
-        up.unknown_since = age(up.unknown_since, now)
-        up.moved_at = age(up.moved_at, now)
+        up.age(now)
         up.link.next_try = age(up.link.next_try, now)  # a deadline long past stays past
         progress = self.progress
         for sensor in self.sensors:
@@ -451,37 +448,27 @@ async def unprovisioned(reason, board):
 
 
 def checked_gateway(cfg):
-    # -> ([(host, port), ...] in order of preference, or None; the unusable setting or None). A
-    # bad setting must not stop the node at boot (no watchdog, nothing sent): it samples, spools
-    # and prints its frames, and says what to do on the console and in a signed event. A bad
-    # fallback is left out; the others still serve.
+    # -> ((host, port) or None, the unusable setting or None). A bad setting must not stop the
+    # node at boot (no watchdog, nothing sent): it samples, spools and prints its frames, and
+    # says what to do on the console and in a signed event.
     try:
-        gateway = cfg.gateway()
+        return cfg.gateway(), None
     except ValueError:
         bad = cfg.setting("gw")
         log.error("gateway setting", repr(bad), "is not HOST:PORT; sending over USB only until provisioned",
                   "again: fieldnode provision --port ... --rotate --gateway HOST:PORT")
         return None, bad
-    if gateway is None:
-        return None, None
-    gateways, bad = [gateway], None
-    more = cfg.setting("gws")  # the gateways to fail over to, comma-separated (fnode.config)
-    for text in more.split(",") if more else ():
-        try:
-            gateways.append(parse_gateway(text))
-        except ValueError:
-            bad = text
-            log.error("gateway setting", repr(text), "is not HOST:PORT; left out")
-    return gateways, bad
 
 
-def make_uplink(board, cfg, gateways, link):
+def make_uplink(board, cfg, gateway, link):
     # -> (uplink, spool). A node meant for a gateway spools even while its setting is unusable:
     # provisioned again, it delivers what it measured meanwhile.
     from fnode.spool import Spool
     from fnode.uplink import Uplink
 
-    gateway = gateways[0] if gateways else None
+    more = cfg.setting("gws") if gateway is not None else None
+    if more:  # gateways to fail over to: only such a node loads fnode.failover (and interns its names)
+        from fnode.failover import Uplink
     spool = None
     if cfg.setting("gw"):
         kb = board.get("spool_kb")
@@ -490,10 +477,8 @@ def make_uplink(board, cfg, gateways, link):
     uplink = Uplink(gateway, link, spool)
     uplink.key_retry_max_ms = board.get("key_retry_max_s", 30) * 1000
     uplink.backoff_max_ms = board.get("uplink_backoff_max_s", uplink.backoff_max_ms // 1000) * 1000
-    if gateways:  # the ones to move to when the preferred one falls silent, in order (fnode.uplink)
-        uplink.gateways.extend(gateways[1:])
-        uplink.failover_after = board.get("failover_after", uplink.failover_after)
-        uplink.failback_s = board.get("failback_s", uplink.failback_s)
+    if more:
+        uplink.also(board, more)
     return uplink, spool
 
 
@@ -514,8 +499,8 @@ async def main():
     ssid, password = cfg.wifi()
     link = Link(ssid, password)
     link.backoff_max_ms = board.get("wifi_backoff_max_s", link.backoff_max_ms // 1000) * 1000
-    gateways, bad_gateway = checked_gateway(cfg)
-    uplink, spool = make_uplink(board, cfg, gateways, link)
+    gateway, bad_gateway = checked_gateway(cfg)
+    uplink, spool = make_uplink(board, cfg, gateway, link)
     # The watchdog starts before the drivers touch their buses: a bus still held after the reset
     # (a slave that keeps SDA low) must end in another reset, not in a start-up that never ends.
     global watchdog
@@ -540,8 +525,8 @@ async def main():
     if node.sensors:
         node.spawn("sampler", node.sampler())
     node.spawn("uplink", uplink.run())
-    if gateways:
-        node.spawn("clock", clock.keeper(link, gateways[0][0], uplink))
+    if gateway:
+        node.spawn("clock", clock.keeper(link, gateway[0], uplink))
     if spool is not None:
         uplink.on_idle = node.report_loss
         node.spawn("spool", uplink.settle())

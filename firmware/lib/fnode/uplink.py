@@ -8,11 +8,6 @@
 # its console line is printed when it is answered or in flash, so every printed frame survives
 # a power cut (fnode.spool, docs/firmware.md). An Uplink without a spool keeps a few in RAM and
 # prints at once.
-# Failover: with more than one gateway (Uplink.gateways), failover_after transmissions in a row
-# that no answer followed move the sender to the next gateway, and after failback_s on another
-# one it tries the preferred (first) one again, with one transmission. Frames stay queued
-# meanwhile; one the silent gateway committed but could not answer gets 2.03 from the next on a
-# shared store (docs/firmware.md, "Failover").
 # The sender task waits on an asyncio.Event while it has nothing to send: submit() sets it, as
 # micropython-async's queues do. set() runs in task context only (a sampler, a command), never
 # from a hard IRQ, where MicroPython's asyncio.Event is not safe.
@@ -24,6 +19,7 @@ from binascii import b2a_base64
 from micropython import const
 from fnode import coap, log
 from fnode.cose import counter_of
+from fnode.stamp import age
 
 _RAM_SLOTS = const(8)
 _FRAME_MAX = const(512)  # the node's frames come from fnode.frame.FrameBuilder's 512-byte buffer
@@ -38,23 +34,11 @@ _KEY_RETRY_MAX_MS = const(30000)  # default bound of the backoff while the gatew
 # default bound of the backoff while the gateway is silent (board "uplink_backoff_max_s")
 _BACKOFF_MAX_MS = const(30000)
 _BEAT_MS = const(10000)  # a long backoff still shows the watchdog signs of life this often
-# default board "failover_after": unanswered transmissions in a row (the first and 3
-# retransmissions: 30-45 s of silence with RFC 7252's timing) before the next gateway is tried
-_FAILOVER_AFTER = const(4)
-_FAILBACK_S = const(300)  # default board "failback_s": how long on another before the preferred again
 
 
 class Uplink:
     def __init__(self, gateway, link, spool=None, console=None):
-        self.gateway = gateway  # (host, port) in use, or None for a USB-only node
-        self.gateways = [gateway] if gateway is not None else []  # in order of preference
-        self.current = 0  # the index of self.gateway in self.gateways
-        self.unanswered = 0  # transmissions in a row to the gateway in use that no answer followed
-        self.failover_after = _FAILOVER_AFTER
-        self.failback_s = _FAILBACK_S
-        self.moved_at = None  # ticks_ms of the move off the preferred gateway, or of the last try back
-        self.trying_back = None  # the index to return to if the preferred gateway is still silent
-        self.moved = False  # the new gateway has not taken a frame yet: the event waits for it
+        self.gateway = gateway  # (host, port) or None for a USB-only node
         self.link = link
         self.spool = spool
         self.console = console or sys.stdout
@@ -106,6 +90,13 @@ class Uplink:
         out.write(_CONSOLE_PREFIX)
         out.write(b2a_base64(frame))  # ends with "\n": one frame per line
 
+    def age(self, now):
+        # The tick stamps kept, moved on before they could read as in the future (fnode.stamp;
+        # app.Node.age_stamps calls it each second).
+        self.last_ok = age(self.last_ok, now)
+        self.beat = age(self.beat, now)
+        self.unknown_since = age(self.unknown_since, now)
+
     def pending(self):
         return len(self.spool) if self.spool is not None else len(self.ram)
 
@@ -127,12 +118,7 @@ class Uplink:
                 continue
             if self.spool is not None:
                 self.spool.doubt = head[0]  # from the first transmission until an answer comes
-            self._failback()
             code = await self.exchange(head[1])
-            if code is None and self._silent():  # the frame stays, for the next gateway at once
-                self._move()
-                backoff = 0
-                continue
             if code is None or code >= _SERVER_ERROR:  # no answer, or 5.xx: keep the frame
                 self.timeouts += 1
                 backoff = min(backoff * 2 or 1000, self.backoff_max_ms)
@@ -180,10 +166,6 @@ class Uplink:
     def _took(self, counter):
         self.acked += 1
         self.last_ok = time.ticks_ms()
-        if self.moved:  # said once the gateway moved to has taken a frame: it carries the event
-            self.moved = False
-            if self.on_event is not None:
-                self.on_event("uplink.failover", "gateway", None, self.current)
         if self.on_acked is not None:
             self.on_acked(counter)
 
@@ -210,38 +192,6 @@ class Uplink:
         self.unknown_kid = 0
         if self.on_event is not None:
             self.on_event("gateway.key-unknown", "duration", "s", secs)
-
-    # -- failover ------------------------------------------------------------------------------
-    def _silent(self):
-        # The gateway in use has let enough transmissions go unanswered to try another: one, when
-        # it is the preferred one tried again after failback_ms.
-        if len(self.gateways) < 2:
-            return False
-        return self.unanswered >= (1 if self.trying_back is not None else self.failover_after)
-
-    def _move(self):
-        back = self.trying_back
-        to = back if back is not None else (self.current + 1) % len(self.gateways)
-        log.warn("uplink.failover", self.current, self.gateway, "->", to, self.gateways[to])
-        self._move_to(to)
-        self.moved = back is None  # back where it was: nothing new to say
-
-    def _failback(self):
-        # failback_s on another gateway: the preferred one is tried again.
-        if self.current == 0 or time.ticks_diff(time.ticks_ms(), self.moved_at) < self.failback_s * 1000:
-            return
-        self.trying_back = self.current
-        self._move_to(0)
-        self.moved = True
-
-    def _move_to(self, i):
-        self._close()
-        self.addr = None
-        self.current = i
-        self.gateway = self.gateways[i]
-        self.unanswered = 0
-        self.trying_back = None if i else self.trying_back
-        self.moved_at = time.ticks_ms()
 
     async def _idle(self):
         # Nothing to send: sleep until submit() queues a frame. The caller has just looked for
@@ -297,7 +247,6 @@ class Uplink:
         # or None when the gateway did not answer in time.
         ex = self.ex
         if not self._send(ex.post(frame)):
-            self.unanswered += 1
             return None
         ex.start(time.ticks_ms())
         give_up = time.ticks_add(time.ticks_ms(), coap.MAX_TRANSMIT_WAIT_MS)
@@ -310,9 +259,8 @@ class Uplink:
                 return r
             now = time.ticks_ms()
             if not ex.acked and ex.wait_ms(now) == 0:
-                self.unanswered += 1  # the last transmission's wait ran out
                 # From a new socket if the old one was closed: its answer comes to the new one.
-                if self._silent() or not ex.retransmit(now) or not self._send(ex.datagram()):
+                if not ex.retransmit(now) or not self._send(ex.datagram()):
                     return None
             elif time.ticks_diff(now, give_up) > 0:
                 return None  # acknowledged but the separate response never came
@@ -345,9 +293,6 @@ class Uplink:
         ex = self.ex
         r = ex.parse(rx, len(rx))
         self.answer = rx  # _reason() reads a 4.xx's diagnostic payload from it
-        if r != coap.NO_MATCH:  # the gateway in use answers (the preferred one, if it was tried)
-            self.unanswered = 0
-            self.trying_back = None
         if r > 0 and ex.payload_len and ex.content_format == coap.CONTENT_FORMAT_COSE \
                 and self.on_command is not None:
             self.on_command(memoryview(rx)[ex.payload_start:ex.payload_start + ex.payload_len])
