@@ -257,3 +257,34 @@ def test_the_node_reads_its_gateways_from_old_and_new_settings(micropython, tmp_
     several = len(gateways) > 1 or bad is not None
     assert json.loads(out.stdout.strip().splitlines()[-1]) == [gateways, 2 if several else None, several]
     assert (f"E gateway setting {bad!r} is not HOST:PORT; left out" in out.stdout) == (bad is not None)
+
+
+def test_provision_refuses_several_gateways_for_an_application_before_failover_and_writes_nothing(
+        keys, tmp_path, capsys):
+    """Such an application would store "A,B" as one gateway it cannot use. One gateway it takes
+    as before: the call the host makes for one is the one it always made."""
+    import shutil
+    from fieldnode.infra.paths import FIRMWARE_LIB_DIR
+    old = tmp_path / "old-lib"
+    shutil.copytree(FIRMWARE_LIB_DIR, old)
+    provision_py = old / "fnode" / "provision.py"
+    source = provision_py.read_text()
+    assert "\nFAILOVER = True\n" in source
+    provision_py.write_text(source.replace("\nFAILOVER = True\n", "\n"))
+    with ExitStack() as stack:
+        doc = json.loads((BOARDS_DIR / "virtual.json").read_text())
+        install_app(tmp_path / "node" / "flash", BOARDS_DIR / "virtual.json")
+        node = VirtualNode(tmp_path / "node", sim_unique_id(8, 0x7A), board="virtual", devices=devices_for_board(doc),
+                           firmware_lib=old)
+        stack.callback(node.stop)
+        node.start()
+        node.wait_output(b"not sending", timeout=30)
+        base = ["provision", "--port", node.port, "--keys", str(keys), "--no-reset"]
+        before = node.nvs(), keys.read_bytes()
+        capsys.readouterr()
+        assert main(base + ["--gateway", "10.0.0.5", "--gateway", "10.0.0.6"]) == 1
+        said = " ".join((lambda c: c.out + c.err)(capsys.readouterr()).split())
+        assert "predates gateway failover" in said and "fieldnode flash --app-only" in said, said
+        assert (node.nvs(), keys.read_bytes()) == before
+        assert main(base + ["--gateway", "10.0.0.5"]) == 0
+        assert settings_blob(node)["gw"] == "10.0.0.5:5683" and "gws" not in settings_blob(node)
