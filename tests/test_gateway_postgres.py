@@ -135,8 +135,8 @@ class RetryingNode:
         self.retry_s = retry_s
         self.acked: list[int] = []
         self.refused_503 = 0
-        # The gateways to move to, in turn, after 3 unanswered transmissions (as the firmware's
-        # failover is to do: a list of gateways in the provisioning).
+        # The gateways to move to, in turn, after 3 unanswered transmissions, as the firmware's
+        # failover does (fnode.failover; tests/test_failover.py runs it on virtual nodes).
         self.gateways = [port, *(failover or [])]
         self.unanswered = 0
 

@@ -291,9 +291,7 @@ class Node:
         # (fnode.stamp: ticks wrap at 2**30 ms on the ESP32). Called each second by the watchdog.
         self.started = age(self.started, now)
         up = self.uplink
-        up.last_ok = age(up.last_ok, now)
-        up.beat = age(up.beat, now)
-        up.unknown_since = age(up.unknown_since, now)
+        up.age(now)
         up.link.next_try = age(up.link.next_try, now)  # a deadline long past stays past
         progress = self.progress
         for sensor in self.sensors:
@@ -468,6 +466,9 @@ def make_uplink(board, cfg, gateway, link):
     from fnode.spool import Spool
     from fnode.uplink import Uplink
 
+    more = cfg.setting("gws") if gateway is not None else None
+    if more:  # gateways to fail over to: only such a node loads fnode.failover (and interns its names)
+        from fnode.failover import Uplink
     spool = None
     if cfg.setting("gw"):
         kb = board.get("spool_kb")
@@ -476,6 +477,8 @@ def make_uplink(board, cfg, gateway, link):
     uplink = Uplink(gateway, link, spool)
     uplink.key_retry_max_ms = board.get("key_retry_max_s", 30) * 1000
     uplink.backoff_max_ms = board.get("uplink_backoff_max_s", uplink.backoff_max_ms // 1000) * 1000
+    if more:
+        uplink.also(board, more)
     return uplink, spool
 
 
@@ -523,7 +526,7 @@ async def main():
         node.spawn("sampler", node.sampler())
     node.spawn("uplink", uplink.run())
     if gateway:
-        node.spawn("clock", clock.keeper(link, gateway[0]))
+        node.spawn("clock", clock.keeper(link, gateway[0], uplink))
     if spool is not None:
         uplink.on_idle = node.report_loss
         node.spawn("spool", uplink.settle())

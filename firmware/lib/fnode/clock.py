@@ -37,15 +37,16 @@ def sync(host):
     return True
 
 
-async def keeper(link, host):
+async def keeper(link, host, uplink=None):
     # The NTP server is the gateway host by default: sites run one there (chrony `allow`) since
-    # nodes have no route to the internet.
+    # nodes have no route to the internet. With the uplink given, the host of the gateway in use
+    # (uplink.gateway: it follows a failover).
     was_valid = valid()
     while True:
         if not link.up():  # no point asking; try as soon as the link is back
             await asyncio.sleep_ms(1000)
             continue
-        ok = sync(host)
+        ok = sync(uplink.gateway[0] if uplink is not None else host)
         if ok and not was_valid:
             log.info("clock set:", unix_time())
         was_valid = was_valid or ok

@@ -10,11 +10,14 @@ NAMESPACE = "fieldnode"
 ID_LEN = const(41)  # the key's 32 bytes and the kid's 8 are fnode.provision's
 # The settings are ONE blob too, for the same reason: a power cut while provisioning must leave
 # the old set or the new one, never a new gateway with the old Wi-Fi password. Format: version
-# byte 1, then name, gw, ssid, wpass, each a length byte and UTF-8 (empty: not set), written by
-# fnode.provision.pack_settings (not here: a running node only reads it).
+# byte 1, then name, gw, ssid, wpass, gws, each a length byte and UTF-8 (empty: not set), written
+# by fnode.provision.pack_settings (not here: a running node only reads it). "gw" is the preferred
+# gateway, "gws" the ones to fail over to, in order, comma-separated (docs/firmware.md,
+# "Failover"): last, so firmware that knows only the first four reads them as before and keeps
+# sending to "gw"; a blob written by such firmware simply ends before "gws".
 SETTINGS = "cfg"
-FIELDS = ("name", "gw", "ssid", "wpass")
-_SETTINGS_MAX = const(1 + 4 * 256)
+FIELDS = ("name", "gw", "ssid", "wpass", "gws")
+_SETTINGS_MAX = const(1 + 5 * 256)
 
 
 def parse_gateway(gw):
@@ -61,6 +64,8 @@ class Config:
             return out
         i = 1
         for field in FIELDS:
+            if i >= len(b):
+                break  # written before the field existed
             n = b[i]
             if n:
                 out[field] = b[i + 1:i + 1 + n].decode()

@@ -65,14 +65,23 @@ def unstage():
     nvs.commit()
 
 
-def activate(name, gateway, ssid, password):
+# The host asks for it before giving a node more than one gateway: an application older than
+# failover would take "A,B" for one unusable gateway.
+FAILOVER = True
+
+
+def activate(name, gateway, ssid, password, fallbacks=None):
+    # fallbacks: the gateways after `gateway`, comma-separated ("" none); a new gateway without
+    # them clears the old ones, so a node given one gateway again sends to it alone.
     cfg = Config()
     staged = cfg.blob("pid", ID_LEN)
     if staged is None or cfg.identity("pid") is None:
         raise ValueError("no staged key")
     nvs = cfg.nvs
     settings = cfg.settings()  # a field given as None keeps its value
-    for field, value in zip(FIELDS, (name, gateway, ssid, password)):
+    if gateway is not None and fallbacks is None:
+        fallbacks = ""
+    for field, value in zip(FIELDS, (name, gateway, ssid, password, fallbacks)):
         if value is not None:
             settings[field] = value
     # Settings first, as one entry: if power fails before the identity switch, the node keeps

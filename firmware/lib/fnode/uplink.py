@@ -19,6 +19,7 @@ from binascii import b2a_base64
 from micropython import const
 from fnode import coap, log
 from fnode.cose import counter_of
+from fnode.stamp import age
 
 _RAM_SLOTS = const(8)
 _FRAME_MAX = const(512)  # the node's frames come from fnode.frame.FrameBuilder's 512-byte buffer
@@ -88,6 +89,13 @@ class Uplink:
         out = self.console
         out.write(_CONSOLE_PREFIX)
         out.write(b2a_base64(frame))  # ends with "\n": one frame per line
+
+    def age(self, now):
+        # The tick stamps kept, moved on before they could read as in the future (fnode.stamp;
+        # app.Node.age_stamps calls it each second).
+        self.last_ok = age(self.last_ok, now)
+        self.beat = age(self.beat, now)
+        self.unknown_since = age(self.unknown_since, now)
 
     def pending(self):
         return len(self.spool) if self.spool is not None else len(self.ram)

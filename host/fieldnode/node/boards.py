@@ -135,6 +135,8 @@ TIMINGS: dict[str, tuple[int, int, int, str]] = {
     "wifi_backoff_max_s": (30, 1, 30, "longest pause between Wi-Fi connection attempts"),
     # docs/updates.md: a new application is kept only if the gateway acks a frame within this
     "update_trial_s": (120, 2, 3600, "how long a new application has to reach the gateway before it is rolled back"),
+    # a limit compared with a tick stamp stays under 2**28 ms (fnode.stamp): 24 h is well below
+    "failback_s": (300, 1, 86400, "how long a node stays on a fallback gateway before trying the preferred one again"),
 }
 UPLINK_BEAT_S = 10  # a key-retry pause shows the watchdog signs of life this often (fnode.uplink _BEAT_MS)
 
@@ -358,7 +360,9 @@ def _check_settings(doc: dict[str, Any], problems: list[str]) -> None:
                                  ("spool_after_ms", 0, 600_000, "milliseconds a frame waits in RAM for "
                                   "its answer before it goes to flash"),
                                  ("key_retry_max_s", 1, 3600, "longest pause, in seconds, between tries "
-                                  "while the gateway answers unknown-kid")):
+                                  "while the gateway answers unknown-kid"),
+                                 ("failover_after", 1, 100, "transmissions in a row the gateway leaves "
+                                  "unanswered before the node moves to its next gateway")):
         value = doc.get(key, low)
         if type(value) is not int or not low <= value <= high:
             problems.append(f"{key}: a whole number from {low} to {high} ({what})")

@@ -17,7 +17,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .devicelink import DeviceLink
 from ..infra.errors import FieldnodeError
@@ -31,6 +31,9 @@ DEFAULT_GRACE_S = 7 * 24 * 3600
 class Settings:
     name: str | None = None
     gateway: str | None = None  # host:port
+    # The gateways to fail over to, in order (host:port each); with `gateway` given and none here,
+    # the node forgets any it had.
+    fallbacks: list[str] = field(default_factory=list)
     wifi_ssid: str | None = None
     wifi_password: str | None = None
     alg: int = 4
@@ -66,6 +69,22 @@ def _node_kid(link: DeviceLink, device: bytes) -> bytes | None:
     return kid if len(kid) == 8 and kid[:6] == device else None
 
 
+def _check_failover(link: DeviceLink, settings: Settings) -> None:
+    """Before anything is written: an application older than failover would store the list as one
+    gateway it cannot parse, and send nothing."""
+    if settings.fallbacks and link.exec("import fnode.provision as p;print(getattr(p,'FAILOVER',False))") != "True":
+        raise FieldnodeError(f"{link.port}: this node's application predates gateway failover and takes one "
+                             "--gateway; update it (fieldnode flash --app-only) to give it several")
+
+
+def _activate(link: DeviceLink, name: str, settings: Settings) -> None:
+    values = [name, settings.gateway, settings.wifi_ssid, settings.wifi_password]
+    if settings.fallbacks:  # only then: the call stays the one an application before failover takes
+        values.append(",".join(settings.fallbacks))
+    args = ", ".join(map(_py_str, values))
+    link.exec(f"import fnode.provision as p;p.activate({args})")
+
+
 def provision(link: DeviceLink, store: Keystore, settings: Settings, force: bool = False,
               rotate: bool = False, grace_s: float = DEFAULT_GRACE_S) -> Result:
     device_hex = link.exec("import fnode.provision as p;p.identity()")
@@ -75,6 +94,7 @@ def provision(link: DeviceLink, store: Keystore, settings: Settings, force: bool
     except (ValueError, AssertionError):
         raise FieldnodeError(f"{link.port}: the node answered {device_hex!r} instead of its 6-byte id: "
                              "is the fieldnode application flashed? (fieldnode flash --app-only)") from None
+    _check_failover(link, settings)
     has_key = link.exec("import fnode.provision as p;p.has_key()") == "True"
     node_kid = _node_kid(link, device) if has_key else None
     known = store.for_device(device)
@@ -120,7 +140,6 @@ def provision(link: DeviceLink, store: Keystore, settings: Settings, force: bool
     store.add(entry)
     store.save()
 
-    args = ", ".join(map(_py_str, (name, settings.gateway, settings.wifi_ssid, settings.wifi_password)))
-    link.exec(f"import fnode.provision as p;p.activate({args})")
+    _activate(link, name, settings)
     action = "rotated" if rotate else "replaced" if has_key else "provisioned"
     return Result(link.port, device, kid, name, entry.fingerprint, action)

@@ -44,6 +44,21 @@ def parse_destination(text: str, option: str) -> tuple[str, int]:
     return host, port
 
 
+def parse_destinations(texts: list[str], option: str) -> list[str]:
+    """Where a node sends, in order of preference (provision --gateway A --gateway B) -> each as
+    HOST:PORT. The node keeps the first as its gateway and the others, comma-separated, in one
+    more setting of _MAX_SETTING characters (firmware/lib/fnode/config.py), so they must fit it."""
+    gateways = [format_hostport(*parse_destination(text, option)) for text in texts]
+    for i, gateway in enumerate(gateways):
+        if gateway in gateways[:i]:
+            raise FieldnodeError(f"{option} {texts[i]!r}: {gateway} is given twice; list each gateway once, "
+                                 "the preferred one first")
+    if len(",".join(gateways[1:])) > _MAX_SETTING:
+        raise FieldnodeError(f"{option}: the gateways after the first take {len(','.join(gateways[1:]))} "
+                             f"characters, more than the {_MAX_SETTING} a node can store; give fewer or shorter ones")
+    return gateways
+
+
 def parse_listen(text: str, option: str, default_host: str = "0.0.0.0") -> tuple[str, int]:
     """A local UDP address to bind -> (host, port): 'HOST:PORT', '[IPv6]:PORT', ':PORT' or
     'PORT' (on default_host). Port 0 takes any free port."""

@@ -10,7 +10,7 @@ from rich.table import Table
 from ..options import add_keys_option, check_writable, keys_path
 from ...node.devicelink import DeviceLink, check_port
 from ...infra.errors import FieldnodeError
-from ...wire.hostport import format_hostport, parse_destination
+from ...wire.hostport import parse_destinations
 from ...node.keystore import Keystore
 from ...node.provisioning import DEFAULT_GRACE_S, Settings, provision
 from ...ui.terminal import terminal
@@ -28,8 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", action="append", required=True, metavar="DEV",
                    help="serial port of a node; repeat for a batch")
     p.add_argument("--name", help="node name (batch: used as a prefix, -1, -2, ... appended)")
-    p.add_argument("--gateway", metavar="HOST:PORT", help="gateway the node sends to: HOST:PORT, HOST "
-                   "(port 5683) or coap://HOST:PORT as the gateway prints it; checked before any node is touched")
+    p.add_argument("--gateway", metavar="HOST:PORT", action="append",
+                   help="gateway the node sends to: HOST:PORT, HOST (port 5683) or coap://HOST:PORT as the "
+                   "gateway prints it; repeat for failover, the preferred one first (the node moves to the "
+                   "next when one stops answering, and comes back); checked before any node is touched")
     p.add_argument("--wifi", metavar="SSID", help="Wi-Fi network; the password is asked for, or read "
                    "from FIELDNODE_WIFI_PASSWORD")
     p.add_argument("--alg", type=int, choices=(4, 5), default=4,
@@ -48,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if args.force and args.rotate:
         raise FieldnodeError("--force and --rotate exclude each other: rotate keeps the old key valid "
                              "for a while, force drops it")
-    gateway = format_hostport(*parse_destination(args.gateway, "--gateway")) if args.gateway else None
+    gateways = parse_destinations(args.gateway, "--gateway") if args.gateway else [None]
     for port in args.port:  # before the password prompt: a mistyped port is found at once
         check_port(port)
     path = keys_path(args)
@@ -66,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         name = args.name
         if name and len(args.port) > 1:
             name = f"{args.name}-{i}"
-        settings = Settings(name=name, gateway=gateway, wifi_ssid=args.wifi,
+        settings = Settings(name=name, gateway=gateways[0], fallbacks=gateways[1:], wifi_ssid=args.wifi,
                             wifi_password=password, alg=args.alg)
         console.print(f"[{i}/{len(args.port)}] {port}: provisioning ...")
         try:
