@@ -575,10 +575,11 @@ def _update_heap_lines(d: dict[str, Any]) -> list[str]:
         f"{_verdict(ok)} ({', '.join(kb(h['growth']) + ' B' for h in d['heap'])}). The looks are placed by when "
         "the gateway received them: a look taken just before the download can arrive after its first block, "
         "so a half is judged on its least free heap, the most the update held.",
-        "- The path while it runs: its modules (" + ", ".join(f"`{m}`" for m in d["heap"][-1]["modules"])
-        + ") and the download's objects and buffers (the answer datagram; the firmware tier's 4 KB sector "
-        "buffer). ESP32 estimate by docs/firmware.md's rule (\"The 32-bit estimate\"): byte data (the modules' "
-        "`.mpy` and the buffers, " + ", ".join(f"{kb(h['byte_data'])} B" for h in d["heap"]) + ") as it is, the "
+        "- The path while it runs: its modules (" + ", ".join(f"`{m}`" for m in d["heap"][0]["modules"])
+        + "; the firmware tier adds `fnode.otafw`) and the download's objects and buffers (the answer datagram; "
+        "the firmware tier's 4 KB sector buffer). ESP32 estimate by docs/firmware.md's rule "
+        "(\"The 32-bit estimate\"): byte data (the modules' `.mpy` and the buffers, "
+        + ", ".join(f"{kb(h['byte_data'])} B" for h in d["heap"]) + ") as it is, the "
         "rest halved.",
         "- What the refused offer leaves (" + ", ".join(f"{kb(h['names'])} B" for h in d["heap"]) + ", once: it "
         "does not come again with the next update) is the update path's interned names; by its size a new pool "
