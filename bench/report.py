@@ -482,6 +482,129 @@ def flash_section(d: dict[str, Any]) -> list[str]:
     return lines
 
 
+_TIER = {"app": "application bundle", "fw": "firmware image"}
+
+
+def _transfer_label(row: dict[str, Any]) -> str:
+    size = f"{row['bytes'] / 1e6:.2f} MB" if row["bytes"] >= 1e6 else f"{row['bytes'] / 1e3:.0f} KB"
+    return f"{_TIER[row['tier']]} {size}, {row['rtt_ms']} ms"
+
+
+def update_fractions(d: dict[str, Any]) -> list[tuple[dict[str, Any], float]]:
+    """Each transfer with its median round's fraction of the stop-and-wait limit (the judged figure)."""
+    return [(row, median(row["fractions"])) for row in d["transfers"]]
+
+
+def _unmeasured_firmware(d: dict[str, Any]) -> list[str]:
+    # The image at the longest bundle RTT, when this run left it out: why, and what the per-block
+    # work measured at the shortest RTT makes of it (an estimate, named so).
+    rows = d["transfers"]
+    longest = max(r["rtt_ms"] for r in rows)
+    fw = [r for r in rows if r["tier"] == "fw"]
+    if not fw or any(r["rtt_ms"] == longest for r in fw):
+        return []
+    r = min(fw, key=lambda r: r["rtt_ms"])
+    per_block = (median(r["seconds"]) - r["limit_seconds"]) / (r["blocks"] - 1)
+    estimate = longest / (longest + per_block * 1000)
+    return [f"- The firmware image at {longest} ms is not in `make bench`: {r['blocks'] - 1} round trips of "
+            f"{longest} ms are {(r['blocks'] - 1) * longest / 1000:.0f} s a round at the limit itself, more than the "
+            f"rest of the bench together (`--firmware-rtt-ms {longest}` runs it). The per-block work measured at "
+            f"{r['rtt_ms']} ms ({per_block * 1000:.2f} ms a block beyond the round trip, median round) would put it "
+            f"at ≈ {estimate:.2f} of the limit: an estimate, not measured."]
+
+
+def update_section(d: dict[str, Any]) -> list[str]:
+    target = d["target"]
+    lines = [
+        "## Updates: the download over a slow link",
+        "",
+        _provenance(d),
+        "",
+        f"{d['what']}: the relay holds every datagram half a round trip each way; the time "
+        "runs from the first block the gateway serves (the manifest) to the last, against the stop-and-wait limit "
+        f"(blocks − 1) × RTT with {d['block_bytes']}-byte blocks (one block in flight, RFC 7959 Block2 as the node "
+        f"uses it). {d['rounds']} rounds interleaving the configurations, a fresh node and gateway each; the target "
+        "is judged on the median round.",
+        "",
+        "| image | RTT | blocks | limit | time (median round) | fraction of the limit (median round) | "
+        "each round's fraction |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for row, frac in update_fractions(d):
+        lines.append(f"| {_TIER[row['tier']]}, {_n(row['bytes'])} B | {row['rtt_ms']} ms | {row['blocks']} | "
+                     f"{row['limit_seconds']:.2f} s | {median(row['seconds']):.2f} s | {frac:.3f} | "
+                     f"{_rounds(row['fractions'], lambda v: f'{v:.3f}')} |")
+    lines += ["", "- Target ≥ " + f"{target} of the stop-and-wait limit: " + "; ".join(
+        f"{_transfer_label(row)} {_verdict(frac >= target)} ({frac:.3f})" for row, frac in update_fractions(d)) + ".",
+        *_unmeasured_firmware(d),
+        "- The relay is a delaying UDP relay (`tests/support/delayrelay.py`), not tc netem; the node is the unix "
+        "port with the simulated HAL: its per-block work (the Python socket, the simulated flash) is the host's, "
+        "and on an ESP32 a 4 KB flash erase takes tens of milliseconds, so the image there is bounded by the "
+        "flash at short round trips (not measured on a board)."]
+    if d.get("heap"):
+        lines += _update_heap_lines(d)
+    return lines
+
+
+def _update_heap_lines(d: dict[str, Any]) -> list[str]:
+    kb = lambda v: f"{v:,.0f}"  # noqa: E731
+    lines = [
+        "",
+        "### The node's heap during an update",
+        "",
+        "Runs of their own (not timed): the node sends a health frame every second, its `heap.free` read after a "
+        "collection (`fnode/health.py`), on the 64-bit unix port (heap "
+        f"{d['heap'][0]['heapsize']}), running the application as it ships (`.mpy`). First an offer the node "
+        "refuses (not newer than what runs): the update path is imported and forgotten, what stays is what it "
+        "interns; the update then starts from that rest. Free bytes, the least of each span's looks:",
+        "",
+        "| update | RTT | free at rest | after the refused offer | first half of the download | second half | "
+        "update path while it runs | growth, first half → second | path, ESP32 estimate |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for h in d["heap"]:
+        lines.append(f"| {_TIER[h['tier']]} ({h['seconds']} s) | {h['rtt_ms']} ms | {kb(min(h['rest']))} | "
+                     f"{kb(min(h['after_refusal']))} | {kb(min(h['early']))} ({len(h['early'])} looks) | "
+                     f"{kb(min(h['late']))} ({len(h['late'])} looks) | {kb(h['update_share'])} | "
+                     f"{kb(h['growth'])} | ~{kb(h['esp32_update_share'])} |")
+    block = d["block_bytes"] + 64
+    ok = all(h["growth"] <= block for h in d["heap"])
+    lines += [
+        "",
+        f"- No growth beyond one block buffer ({block} B, the answer datagram) during the download: "
+        f"{_verdict(ok)} ({', '.join(kb(h['growth']) + ' B' for h in d['heap'])}). The looks are placed by when "
+        "the gateway received them: a look taken just before the download can arrive after its first block, "
+        "so a half is judged on its least free heap, the most the update held.",
+        "- The path while it runs: its modules (" + ", ".join(f"`{m}`" for m in d["heap"][0]["modules"])
+        + "; the firmware tier adds `fnode.otafw`) and the download's objects and buffers (the answer datagram; "
+        "the firmware tier's 4 KB sector buffer). ESP32 estimate by docs/firmware.md's rule "
+        "(\"The 32-bit estimate\"): byte data (the modules' `.mpy` and the buffers, "
+        + ", ".join(f"{kb(h['byte_data'])} B" for h in d["heap"]) + ") as it is, the "
+        "rest halved.",
+        "- What the refused offer leaves (" + ", ".join(f"{kb(h['names'])} B" for h in d["heap"]) + ", once: it "
+        "does not come again with the next update) is the update path's interned names; by its size a new pool "
+        "of them on the 64-bit port, which the simulated HAL's own names fill early (docs/firmware.md, "
+        "\"Interned strings\"), where the budget counts the pool the updates' names open on an ESP32 (4.4 KB on a "
+        "board with more than 520 names).",
+    ]
+    return lines
+
+
+def _update_summary(d: dict[str, Any]) -> str:
+    target = d["target"]
+    parts = ", ".join(f"{_transfer_label(row)} {frac:.3f} ({_verdict(frac >= target)})"
+                      for row, frac in update_fractions(d))
+    line = f"- Updates: of the stop-and-wait limit (≥ {target}), median rounds: {parts}."
+    if d.get("heap"):
+        block = d["block_bytes"] + 64
+        growth = max(h["growth"] for h in d["heap"])
+        line += (f" Node heap during a download: growth {growth:,.0f} B (≤ one block, {block} B: "
+                 f"{_verdict(growth <= block)}); the update path ~"
+                 + " / ~".join(f"{h['esp32_update_share'] / 1024:.1f} KB" for h in d["heap"]) + " on an ESP32 ("
+                 + " / ".join(_TIER[h["tier"]] for h in d["heap"]) + ").")
+    return line
+
+
 def spool_section(d: dict[str, Any]) -> list[str]:
     m, f = d["measured"], d["figures"]
     lines = [
@@ -612,11 +735,15 @@ SECTIONS = {"frame_size": ("frame_size", lambda d: frame_size_section(d), lambda
             "verify_v2": ("verify_v2", lambda d: verify_v2_section(d), lambda d: _verify_v2_summary(d),
                           "- Gateway, frame format v2:"),
             "spool_v2": ("spool_v2", lambda d: spool_v2_section(d), lambda d: _spool_v2_summary(d),
-                         "- Spool, frame format v2:")}
+                         "- Spool, frame format v2:"),
+            "update_transfer": ("update_transfer", lambda d: update_section(d), lambda d: _update_summary(d),
+                                "- Updates:")}
 # Where a section not yet in the document goes (before this heading), and its summary line (after
 # the line that starts so).
-_NEW_SECTION_BEFORE = {"verify_v2": "## Gateway", "spool_v2": "## Gateway: verifying frame format v2"}
-_NEW_SUMMARY_AFTER = {"verify_v2": "- Gateway verify+decode:", "spool_v2": "- Spool (esp32-devkitc):"}
+_NEW_SECTION_BEFORE = {"verify_v2": "## Gateway", "spool_v2": "## Gateway: verifying frame format v2",
+                       "update_transfer": "## Node: the spool's flash room and wear"}
+_NEW_SUMMARY_AFTER = {"verify_v2": "- Gateway verify+decode:", "spool_v2": "- Spool (esp32-devkitc):",
+                      "update_transfer": "- Flash:"}
 
 
 def write_section(name: str, results: Path, doc: Path = DOC) -> Path:
@@ -855,6 +982,7 @@ def render(data: dict[str, dict[str, Any]]) -> str:
         *_gateway_summary(data["gateway"]),
         _memory_summary(data["node_memory"]),
         _flash_summary(data["flash"]),
+        _update_summary(data["update_transfer"]),
         _spool_summary(data["spool_flash"]),
         _web_summary(data["web"]),
         _web_fleet_summary(data["web_fleet"]),
@@ -868,7 +996,8 @@ def render(data: dict[str, dict[str, Any]]) -> str:
     sections = (node_section(data["node_frame"]), frame_size_section(data["frame_size"]),
                 spool_v2_section(data["spool_v2"]), verify_v2_section(data["verify_v2"]),
                 gateway_section(data["gateway"]), memory_section(data["node_memory"]),
-                flash_section(data["flash"]), spool_section(data["spool_flash"]), web_section(data["web"]),
+                flash_section(data["flash"]), update_section(data["update_transfer"]),
+                spool_section(data["spool_flash"]), web_section(data["web"]),
                 web_fleet_section(data["web_fleet"]), web_live_load_section(data["web_live_load"]),
                 scaleout_section(data["store_scaleout"]))
     for section in sections:

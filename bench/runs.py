@@ -27,6 +27,7 @@ BENCHES = {
     "verify_v2": ["bench/verify_v2.py"],
     "spool_v2": ["bench/spool_v2.py"],
     "store_scaleout": ["bench/store_scaleout.py"],
+    "update_transfer": ["bench/update_transfer.py"],
 }
 
 

@@ -52,7 +52,9 @@ class Site:
                                      **gateway_options).start()
         self.nodes: list[VirtualNode] = []
 
-    def node(self, index: int = 1, *, epoch: int = 1970, partitions: str = "generic", **board_changes) -> VirtualNode:
+    def node(self, index: int = 1, *, epoch: int = 1970, partitions: str = "generic",
+             via: tuple[str, int] | None = None, **board_changes) -> VirtualNode:
+        """A node provisioned to this site's gateway (or to `via`, a relay in front of it)."""
         doc = json.loads((BOARDS_DIR / "virtual.json").read_text())
         for sensor in doc["sensors"]:
             sensor["period_s"] = 1
@@ -67,7 +69,7 @@ class Site:
         node.start()
         node.wait_output(b"not sending", timeout=30)
         mark = node.output_mark()
-        host, port = self.gateway.address
+        host, port = via or self.gateway.address
         with DeviceLink(node.port) as link:
             provision(link, Keystore.load(self.keys),
                       Settings(name=f"e2e-{index}", gateway=f"{host}:{port}", wifi_ssid="plant-floor",
@@ -103,6 +105,15 @@ class Site:
                 "FROM readings r JOIN frames f ON r.frame_id = f.id "
                 "WHERE r.device=? AND r.name=? AND f.counter>? ORDER BY f.counter",
                 (node.unique_id.hex(), name, after_counter)).fetchall()
+
+    def telemetry(self, node: VirtualNode, name: str) -> list[tuple[float, float]]:
+        """(received, value) of a reading in the node's telemetry frames (the health frame's heap
+        readings: not the boot frame's or an event's), in the order received."""
+        with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True) as conn:
+            return conn.execute(
+                "SELECT f.received, r.value FROM readings r JOIN frames f ON r.frame_id = f.id "
+                "WHERE r.device=? AND r.name=? AND f.kind=0 ORDER BY f.received",
+                (node.unique_id.hex(), name)).fetchall()
 
     def wait_stored(self, node: VirtualNode, counters: list[int], timeout: float) -> None:
         deadline = time.monotonic() + timeout
