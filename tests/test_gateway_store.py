@@ -1,6 +1,7 @@
 """The gateway's store on its own: what a batch commit decides for each frame and what a failed
 commit leaves behind, on both engines (SQLite and PostgreSQL, `db`); and for SQLite how new
-samples move into the indexed table and the upgrade of databases made by schemas 1 and 2."""
+samples move into the indexed table (and into the minute rollups), and the upgrade of databases
+made by schemas 1 and 2 or before the rollups."""
 from __future__ import annotations
 
 import math
@@ -179,6 +180,28 @@ def test_a_database_made_before_rollups_gets_them_from_its_samples_when_opened(t
     s.close()
     got, expected = rollups_and_expected(path)
     assert set(got) == set(expected) and sum(n for n, *_ in got.values()) == 700
+    for key, agg in expected.items():
+        assert got[key] == pytest.approx(agg), key
+
+
+def test_samples_moved_by_a_fieldnode_that_keeps_no_rollups_are_rolled_up_at_the_next_open(tmp_path, nodes):
+    path = tmp_path / "gw.db"
+    s = Store(path)
+    s.open()
+    s.commit(items(nodes, spread_frames(nodes, 1_764_057_600, 100)), {}, None)
+    s.index_recent()
+    s.commit(items(nodes, spread_frames(nodes, 1_764_057_600 + 1000, 100)), {}, None)
+    s.close()
+    with sqlite3.connect(path) as conn:  # an older release's move: into samples, not into rollups
+        conn.execute("INSERT INTO samples SELECT * FROM samples_recent ORDER BY id")
+        conn.execute("DELETE FROM samples_recent")
+    got, expected = rollups_and_expected(path)
+    assert sum(n for n, *_ in got.values()) == 200 < sum(n for n, *_ in expected.values())
+    s = Store(path)
+    s.open()
+    s.close()
+    got, expected = rollups_and_expected(path)
+    assert set(got) == set(expected) and sum(n for n, *_ in got.values()) == 400
     for key, agg in expected.items():
         assert got[key] == pytest.approx(agg), key
 

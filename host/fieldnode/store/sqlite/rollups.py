@@ -7,9 +7,11 @@ the transaction that moves those rows into `samples` (writer.py), whatever their
 spool delivers old readings late). A reader takes whole minutes from here, and the rest (the
 partial minutes at a range's ends, samples_recent) from the rows.
 
-Added within schema 3 (CREATE IF NOT EXISTS when a database is opened, as declarations.py): a
-database made before it gets the table, rolled up from its samples once, in one transaction;
-an older fieldnode never looks at it (and would leave it behind its samples: see docs/gateway.md)."""
+Added within schema 3 (made when a database is opened, as declarations.py): a database made
+before it gets the table, rolled up from its samples once, in one transaction. An older
+fieldnode writing the database never looks at the table, and moves samples without rolling
+them up: `meta` keeps the highest sample id the rollups cover, so the next open by this release
+rolls up what was moved meanwhile (sample ids only grow, and keep theirs when moved)."""
 from __future__ import annotations
 
 import sqlite3
@@ -35,29 +37,63 @@ CREATE TABLE IF NOT EXISTS rollups (
 # minute agrees with comparisons of its time against 60 * minute, what a reader's ranges use.)
 MINUTE_OF_TIME = "(CAST(time / 60 AS INTEGER) - (CAST(time / 60 AS INTEGER) * 60 > time))"
 
-_FOLD = (f"INSERT INTO rollups (series, minute, n, tsum, lo, hi, vsum) "
-         f"SELECT series, {MINUTE_OF_TIME} AS m, count(*), sum(time), min(value), max(value), sum(value) "
-         "FROM {table} WHERE value IS NOT NULL GROUP BY series, m "
-         "ON CONFLICT (series, minute) DO UPDATE SET n=n+excluded.n, tsum=tsum+excluded.tsum, "
-         "lo=min(lo, excluded.lo), hi=max(hi, excluded.hi), vsum=vsum+excluded.vsum")
-FOLD_RECENT = _FOLD.format(table="samples_recent")
+
+
+def _fold(rows: str) -> str:
+    """The statement adding `rows` (a table and its WHERE clause) to the rollups."""
+    return ("INSERT INTO rollups (series, minute, n, tsum, lo, hi, vsum) "
+            f"SELECT series, {MINUTE_OF_TIME} AS m, count(*), sum(time), min(value), max(value), sum(value) "
+            f"FROM {rows} AND value IS NOT NULL GROUP BY series, m "
+            "ON CONFLICT (series, minute) DO UPDATE SET n=n+excluded.n, tsum=tsum+excluded.tsum, "
+            "lo=min(lo, excluded.lo), hi=max(hi, excluded.hi), vsum=vsum+excluded.vsum")
+
+
+FOLD_RECENT = _fold("samples_recent WHERE true")
+_FOLD_MOVED = _fold("samples WHERE id > :mark")  # what samples holds beyond the mark
+_MARK = "rollups"  # meta key: the highest sample id the rollups cover
+_SET_MARK = ("INSERT INTO meta (key, value) SELECT ?, coalesce(max(id), 0) FROM samples WHERE true "
+             "ON CONFLICT (key) DO UPDATE SET value=excluded.value")
 
 
 def fold_recent(conn: sqlite3.Connection) -> None:
-    """Adds samples_recent to the rollups: in the transaction that moves it into samples."""
+    """Adds samples_recent to the rollups: in the transaction that moves it into samples, before
+    the move; mark_folded() after it."""
     conn.execute(FOLD_RECENT)
 
 
+def mark_folded(conn: sqlite3.Connection) -> None:
+    """Notes that the rollups cover every row of samples: after the move."""
+    conn.execute(_SET_MARK, (_MARK,))
+
+
 def ensure_rollups(conn: sqlite3.Connection) -> None:
-    """The rollups table, made and filled from the samples already stored when it is missing."""
-    if has_rollups(conn):
+    """The rollups table, made and filled from the samples already stored when it is missing,
+    and brought up to the samples moved by a fieldnode that does not keep it."""
+    if has_rollups(conn) and _mark(conn) == _highest_sample(conn):
         return
-    with write_transaction(conn):
-        if not has_rollups(conn):  # another process may have made it while this one waited
+    with write_transaction(conn):  # checked again: another process may have done it meanwhile
+        if not has_rollups(conn):
             conn.execute(ROLLUPS_TABLE)
-            conn.execute(_FOLD.format(table="samples"))
+            mark = 0
+        else:
+            mark = _mark(conn)
+            if mark is None:  # never noted: rolled up again from nothing
+                conn.execute("DELETE FROM rollups")
+                mark = 0
+        if mark < _highest_sample(conn):
+            conn.execute(_FOLD_MOVED, {"mark": mark})
+        mark_folded(conn)
 
 
 def has_rollups(conn: sqlite3.Connection, schema: str = "main") -> bool:
     return conn.execute(f"SELECT 1 FROM {schema}.sqlite_master WHERE type='table' AND name='rollups'"
                         ).fetchone() is not None
+
+
+def _mark(conn: sqlite3.Connection) -> int | None:
+    row = conn.execute("SELECT CAST(value AS INTEGER) FROM meta WHERE key=?", (_MARK,)).fetchone()
+    return None if row is None else row[0]
+
+
+def _highest_sample(conn: sqlite3.Connection) -> int:
+    return conn.execute("SELECT coalesce(max(id), 0) FROM samples").fetchone()[0]

@@ -14,7 +14,7 @@ from .commands import WriterCommands
 from .connection import connect
 from .declarations import stored_declarations
 from .replay import replay_state
-from .rollups import fold_recent
+from .rollups import fold_recent, mark_folded
 from .samples import SAMPLE_NAMES, SampleRows
 from .shards import attach_shards, shard_path
 from .transaction import write_transaction
@@ -160,6 +160,7 @@ class Store:
         fold_recent(conn)
         conn.execute(f"INSERT INTO samples ({SAMPLE_NAMES}) SELECT {SAMPLE_NAMES} FROM samples_recent ORDER BY id")
         conn.execute("DELETE FROM samples_recent")
+        mark_folded(conn)
         self._recent_rows = 0
 
     def _store_frames(self, conn: sqlite3.Connection, items: Sequence[StoreItem], now: float) -> list[Outcome]:
