@@ -52,8 +52,10 @@ class Buckets:
         return cls(start, end, float(first * MINUTE), float(minutes * MINUTE), minutes)
 
     def _args(self, sid: int) -> dict:
-        return {"sid": sid, "a": self.start, "b": self.end, "w": self.width, "m0": int(self.origin) // MINUTE,
-                "per": self.minutes}
+        args = {"sid": sid, "a": self.start, "b": self.end, "w": self.width}
+        if self.minutes:
+            args.update(m0=int(self.origin) // MINUTE, per=self.minutes)
+        return args
 
     def _row_bucket(self) -> str:
         if self.minutes:  # by the sample's minute, as the rollups have it
