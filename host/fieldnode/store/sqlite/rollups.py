@@ -38,7 +38,6 @@ CREATE TABLE IF NOT EXISTS rollups (
 MINUTE_OF_TIME = "(CAST(time / 60 AS INTEGER) - (CAST(time / 60 AS INTEGER) * 60 > time))"
 
 
-
 def _fold(rows: str) -> str:
     """The statement adding `rows` (a table and its WHERE clause) to the rollups."""
     return ("INSERT INTO rollups (series, minute, n, tsum, lo, hi, vsum) "
@@ -48,7 +47,7 @@ def _fold(rows: str) -> str:
             "lo=min(lo, excluded.lo), hi=max(hi, excluded.hi), vsum=vsum+excluded.vsum")
 
 
-FOLD_RECENT = _fold("samples_recent WHERE true")
+_FOLD_RECENT = _fold("samples_recent WHERE true")
 _FOLD_MOVED = _fold("samples WHERE id > :mark")  # what samples holds beyond the mark
 _MARK = "rollups"  # meta key: the highest sample id the rollups cover
 _SET_MARK = ("INSERT INTO meta (key, value) SELECT ?, coalesce(max(id), 0) FROM samples WHERE true "
@@ -58,7 +57,7 @@ _SET_MARK = ("INSERT INTO meta (key, value) SELECT ?, coalesce(max(id), 0) FROM 
 def fold_recent(conn: sqlite3.Connection) -> None:
     """Adds samples_recent to the rollups: in the transaction that moves it into samples, before
     the move; mark_folded() after it."""
-    conn.execute(FOLD_RECENT)
+    conn.execute(_FOLD_RECENT)
 
 
 def mark_folded(conn: sqlite3.Connection) -> None:
@@ -85,9 +84,9 @@ def ensure_rollups(conn: sqlite3.Connection) -> None:
         mark_folded(conn)
 
 
-def has_rollups(conn: sqlite3.Connection, schema: str = "main") -> bool:
-    return conn.execute(f"SELECT 1 FROM {schema}.sqlite_master WHERE type='table' AND name='rollups'"
-                        ).fetchone() is not None
+def has_rollups(conn: sqlite3.Connection) -> bool:
+    """False for a database no fieldnode of this release has opened for writing yet."""
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='rollups'").fetchone() is not None
 
 
 def _mark(conn: sqlite3.Connection) -> int | None:

@@ -1,7 +1,7 @@
 """Series and sample rows: a verified frame's SenML records as rows of samples_recent.
 
-The hot path of the store: straight from the decoded CBOR to a flat list of values, no
-intermediate dicts or row tuples."""
+The hot path of the store: straight from the decoded CBOR to flat lists of values (one a kind
+of value), no intermediate dicts or row tuples."""
 from __future__ import annotations
 
 import sqlite3
