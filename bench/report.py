@@ -875,18 +875,23 @@ def web_section(d: dict[str, Any]) -> list[str]:
         "",
         f"One reading over 7 days of 1 Hz samples ({_n(d['rows'])} rows; the node has {d['readings']} readings, "
         f"{_n(d['rows'] * d['readings'])} sample rows), asked for as the page asks ({d['buckets']} buckets of "
-        "min/mean/max), in the server's process (query and JSON). Each round first adds a minute of new samples, "
-        "as the gateway does between two looks of a live page. *Warm*: the server's minute rollups are kept from the "
-        "previous look (every look but a series' first since the server started); *cold*: the first look; "
-        "*grouped*: the same buckets aggregated from the rows on every question (no rollups); *every row*: the "
-        "range returned whole, what a page without server-side reduction fetches.",
+        "min/mean/max), in the server's process (query and JSON). Each round first adds a minute of new samples "
+        "(left in `samples_recent`), as the gateway does between two looks of a live page. The buckets are whole "
+        "minutes, read from the gateway's minute rollups (docs/web.md, *How it works*), the range's partial minutes "
+        "and `samples_recent` from the rows. *Cold*: over connections opened for the question (SQLite's page cache "
+        "empty, as the first look after the server starts; the file is in the OS cache, as on a gateway that writes "
+        "it); *warm*: over the connections kept; *grouped*: the same buckets aggregated from every row (no rollups, "
+        "what a database no gateway of this release has opened gets); *every row*: the range returned whole, what a "
+        "page without server-side reduction fetches."
+        + (f" Rolling up the {_n(d['rows'] * d['readings'])} sample rows of a database made before rollups, once "
+           f"when a gateway opens it: {d['rollup_fill_s']:.1f} s." if "rollup_fill_s" in d else ""),
         "",
         "| way | median ms | rounds | JSON bytes |",
         "|---|---:|---|---:|",
-        f"| warm (rollups kept) | {med['warm_ms']:.1f} | {_rounds(d['warm_ms'], lambda x: f'{x:.1f}')} | "
+        f"| warm | {med['warm_ms']:.1f} | {_rounds(d['warm_ms'], lambda x: f'{x:.1f}')} | "
         f"{_n(d['reduced_bytes'])} |",
         f"| warm, over HTTP | {med['warm_http_ms']:.1f} | {_rounds(d['warm_http_ms'], lambda x: f'{x:.1f}')} | |",
-        f"| cold (first look) | {med['cold_ms']:.1f} | {_rounds(d['cold_ms'], lambda x: f'{x:.1f}')} | "
+        f"| cold (first look after start) | {med['cold_ms']:.1f} | {_rounds(d['cold_ms'], lambda x: f'{x:.1f}')} | "
         f"{_n(d['cold_bytes'])} |",
         f"| grouped per question | {med['grouped_ms']:.1f} | {_rounds(d['grouped_ms'], lambda x: f'{x:.1f}')} | |",
         f"| every row | {med['every_row_ms']:.1f} | {_rounds(d['every_row_ms'], lambda x: f'{x:.1f}')} | "
@@ -896,8 +901,8 @@ def web_section(d: dict[str, Any]) -> list[str]:
         f"({med['warm_ms']:.1f} ms, {med['every_row_ms'] / med['warm_ms']:.0f}× faster than every row, "
         f"{d['every_row_bytes'] / d['reduced_bytes']:.0f}× fewer bytes); the first look after the server starts "
         f"{_verdict(med['cold_ms'] <= d['target_ms'])} ({med['cold_ms']:.0f} ms, "
-        f"{med['every_row_ms'] / med['cold_ms']:.1f}× faster than every row): the (series, time) index does not "
-        "hold the value, so the first aggregation reads every row's page.",
+        f"{med['every_row_ms'] / med['cold_ms']:.0f}× faster than every row); aggregating every row takes "
+        f"{med['grouped_ms']:.0f} ms: the (series, time) index does not hold the value, so it reads every row's page.",
     ]
 
 

@@ -1,8 +1,10 @@
 """The gateway's store on its own: what a batch commit decides for each frame and what a failed
 commit leaves behind, on both engines (SQLite and PostgreSQL, `db`); and for SQLite how new
-samples move into the indexed table and the upgrade of databases made by schemas 1 and 2."""
+samples move into the indexed table (and into the minute rollups), and the upgrade of databases
+made by schemas 1 and 2 or before the rollups."""
 from __future__ import annotations
 
+import math
 import sqlite3
 import subprocess
 import sys
@@ -119,6 +121,89 @@ def test_new_samples_are_readable_at_once_and_keep_their_ids_when_moved_to_the_i
     store.housekeeping({}, Health(0, 1, "127.0.0.1:5683", time.time()))
     assert table_counts(db) == (6, 0)
     assert len(readings(db)) == 6
+
+
+def rollups_and_expected(path: Path) -> tuple[dict, dict]:
+    """The rollups table, and what it must hold: per series and minute of `samples` (not
+    samples_recent), the count, sum of times, min, max and sum of the numeric values."""
+    expected: dict[tuple[int, int], list] = {}
+    with sqlite3.connect(path) as conn:
+        for series, t, v in conn.execute("SELECT series, time, value FROM samples WHERE value IS NOT NULL"):
+            n, tsum, lo, hi, vsum = expected.get((series, math.floor(t / 60)), (0, 0.0, v, v, 0.0))
+            expected[series, math.floor(t / 60)] = [n + 1, tsum + t, min(lo, v), max(hi, v), vsum + v]
+        got = {(series, minute): list(agg) for series, minute, *agg in
+               conn.execute("SELECT series, minute, n, tsum, lo, hi, vsum FROM rollups")}
+    return got, expected
+
+
+def spread_frames(nodes: Nodes, start: int, count: int) -> list[bytes]:
+    """Frames 37 s apart from `start`, with two numbers and a string each (strings are not rolled up)."""
+    return [nodes.frame(k % 2, bt=start + 37 * k, records=[{"n": "temp", "u": "Cel", "v": 20 + (k * 7) % 13 / 4},
+                                                           {"n": "pulses", "v": k}, {"n": "state", "vs": "ok"}])
+            for k in range(count)]
+
+
+def test_moved_samples_are_rolled_up_by_series_and_minute_late_ones_included(store, nodes, tmp_path):
+    db = tmp_path / "gw.db"
+    store.commit(items(nodes, spread_frames(nodes, 1_764_057_600, 200)), {}, None)
+    assert rollups_and_expected(db) == ({}, {})  # not yet moved: samples_recent is read as rows
+    store.index_recent()
+    # Later frames, and a node's spool delivering old readings late: into minutes already rolled up.
+    store.commit(items(nodes, spread_frames(nodes, 1_764_057_600 + 5000, 100)), {}, None)
+    store.commit(items(nodes, spread_frames(nodes, 1_764_057_600 + 11, 100)), {}, None)
+    store.housekeeping({}, Health(0, 1, "127.0.0.1:5683", time.time()))
+    assert table_counts(db) == (1200, 0)
+    got, expected = rollups_and_expected(db)
+    assert set(got) == set(expected) and len(got) > 100
+    assert sum(n for n, *_ in got.values()) == 800  # every numeric sample once, strings none
+    for key, agg in expected.items():
+        assert got[key] == pytest.approx(agg), key
+
+
+def test_a_database_made_before_rollups_gets_them_from_its_samples_when_opened(tmp_path, nodes):
+    path = tmp_path / "old.db"
+    s = Store(path)
+    s.open()
+    s.commit(items(nodes, spread_frames(nodes, 1_764_057_600, 300)), {}, None)
+    s.index_recent()
+    s.commit(items(nodes, spread_frames(nodes, 1_764_057_600 + 20_000, 50)), {}, None)  # left in samples_recent
+    s.close()
+    with sqlite3.connect(path) as conn:  # what a database made before rollups holds
+        conn.execute("DROP TABLE rollups")
+    s = Store(path)
+    s.open()  # rolls up what samples holds, once
+    got, expected = rollups_and_expected(path)
+    assert set(got) == set(expected) and sum(n for n, *_ in got.values()) == 600
+    for key, agg in expected.items():
+        assert got[key] == pytest.approx(agg), key
+    s.index_recent()  # samples_recent is rolled up as it moves, not twice
+    s.close()
+    got, expected = rollups_and_expected(path)
+    assert set(got) == set(expected) and sum(n for n, *_ in got.values()) == 700
+    for key, agg in expected.items():
+        assert got[key] == pytest.approx(agg), key
+
+
+def test_samples_moved_by_a_fieldnode_that_keeps_no_rollups_are_rolled_up_at_the_next_open(tmp_path, nodes):
+    path = tmp_path / "gw.db"
+    s = Store(path)
+    s.open()
+    s.commit(items(nodes, spread_frames(nodes, 1_764_057_600, 100)), {}, None)
+    s.index_recent()
+    s.commit(items(nodes, spread_frames(nodes, 1_764_057_600 + 1000, 100)), {}, None)
+    s.close()
+    with sqlite3.connect(path) as conn:  # an older release's move: into samples, not into rollups
+        conn.execute("INSERT INTO samples SELECT * FROM samples_recent ORDER BY id")
+        conn.execute("DELETE FROM samples_recent")
+    got, expected = rollups_and_expected(path)
+    assert sum(n for n, *_ in got.values()) == 200 < sum(n for n, *_ in expected.values())
+    s = Store(path)
+    s.open()
+    s.close()
+    got, expected = rollups_and_expected(path)
+    assert set(got) == set(expected) and sum(n for n, *_ in got.values()) == 400
+    for key, agg in expected.items():
+        assert got[key] == pytest.approx(agg), key
 
 
 def test_samples_move_once_the_unindexed_table_is_big_and_the_documented_query_uses_the_index(

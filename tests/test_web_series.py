@@ -1,9 +1,11 @@
 """What the page reads: the chart query's reduction (min, max and mean per time bucket, over both
-sample tables and every shard, equal to the same figures computed from every row), and the fleet
-over every shard."""
+sample tables and every shard, from the gateway's minute rollups where buckets are whole minutes,
+equal to the same figures computed from every row), and the fleet over every shard."""
 from __future__ import annotations
 
+import math
 import random
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,6 @@ from fieldnode.store.sqlite.shards import shard_path
 from fieldnode.store.sqlite.writer import Store
 from fieldnode.web.fleet import Arrivals, fleet_rows
 from fieldnode.web.reader import Reader
-from fieldnode.web.rollup import Rollups
 from fieldnode.web.series import every_row, reduced
 from fieldnode.wire.frame import Verifier
 from support.gateway_peers import Nodes
@@ -72,40 +73,119 @@ def test_a_range_with_one_sample_a_bucket_is_every_sample_exactly(tmp_path):
     reader.close()
 
 
-def test_a_long_range_from_minute_rollups_counts_every_sample_once_late_ones_included(tmp_path):
-    db = tmp_path / "gw.db"
-    rng = random.Random(11)
-    rows = [(60_000 + i * 7.0, rng.uniform(0, 100)) for i in range(20_000)]  # ~39 hours
-    _fill(db, rows[5000:15000], [], 1)
-    reader = Reader(db)
-    rollups = Rollups()
-    start, end, buckets = 60_000 + 30_000.0, 60_000 + 100_000.0, 200
-    reduced(reader, DEVICE, "env.temp", start, end, buckets, rollups)  # caches what is stored so far
-    # Then samples arrive, some with old times (a node's spool), some in samples_recent, and the
-    # next question reaches further back than the first.
-    conn = connect(db)
-    sid = conn.execute("SELECT id FROM series WHERE name='env.temp'").fetchone()[0]
-    late = rows[:5000] + rows[15000:]
-    conn.executemany("INSERT INTO samples (id, frame_id, series, time, value) VALUES (?, 2, ?, ?, ?)",
-                     [(2 * 10**7 + i, sid, t, v) for i, (t, v) in enumerate(late[:-1000])])
-    conn.executemany("INSERT INTO samples_recent (id, frame_id, series, time, value) VALUES (?, 2, ?, ?, ?)",
-                     [(3 * 10**7 + i, sid, t, v) for i, (t, v) in enumerate(late[-1000:])])
+def _through_gateway(path: Path, moved: list[tuple[float, float]], late: list[tuple[float, float]],
+                     recent: list[tuple[float, float]], first_id: int) -> int:
+    """env.temp's samples stored as the gateway stores them: into samples_recent, then moved into
+    samples (and so rolled up) in bulk; `late` after the others (old times, a node's spool);
+    `recent` left in samples_recent. Returns the series id."""
+    conn = connect(path)
+    sid = conn.execute("INSERT INTO series (device, name, unit) VALUES (?, 'env.temp', 'Cel')", (DEVICE,)).lastrowid
+    other = conn.execute("INSERT INTO series (device, name, unit) VALUES (?, 'env.hum', '%RH')", (DEVICE,)).lastrowid
+    store = Store(path)
+    store.open()
+    next_id = first_id
+    for chunk in (moved[: len(moved) // 2], moved[len(moved) // 2:], late, recent):
+        rows = [(next_id + i, sid, t, v) for i, (t, v) in enumerate(chunk)]
+        rows.append((next_id + len(chunk), other, moved[-1][0], 1e9))  # another reading: never in this chart
+        next_id += len(rows)
+        conn.executemany("INSERT INTO samples_recent (id, frame_id, series, time, value) VALUES (?, 1, ?, ?, ?)",
+                         rows)
+        if chunk is not recent:
+            store.index_recent()
+    store.close()
     conn.close()
-    start = 60_000 + 10_000.0
-    got = reduced(reader, DEVICE, "env.temp", start, end, buckets, rollups)
+    return sid
+
+
+def _assert_same_chart(got: dict, expected: dict) -> None:
+    """The same buckets and samples; sums of times and values may differ in the last bits (added up
+    in another order)."""
+    assert {k: got[k] for k in ("n", "unit", "bucket_s", "min", "max")} == {
+        k: expected[k] for k in ("n", "unit", "bucket_s", "min", "max")}
+    assert got["t"] == pytest.approx(expected["t"], rel=1e-12)
+    assert got["mean"] == pytest.approx(expected["mean"], rel=1e-9)
+
+
+def _every_row_bucketed(rows: list[tuple[float, float]], origin: float, width: float) -> list[list[tuple]]:
+    by_bucket: dict[int, list[tuple[float, float]]] = {}
+    for t, v in rows:
+        by_bucket.setdefault(int((t - origin) // width), []).append((t, v))
+    return [by_bucket[k] for k in sorted(by_bucket)]
+
+
+def test_a_long_range_from_the_minute_rollups_equals_every_row_aggregated_ends_and_recent_samples_included(
+        tmp_path):
+    """Buckets of whole minutes: the whole minutes of the range are read from the gateway's rollups,
+    the partial minutes at both ends and samples_recent from the rows; the answer is the one every
+    row gives, late samples (old times, moved after newer ones) and samples on minute edges included."""
+    rng = random.Random(11)
+    db = tmp_path / "gw.db"
+    t0 = 1_700_000_040.0  # on a minute
+    rows = [(t0 + i * 7.3 + rng.random(), rng.uniform(-20, 100)) for i in range(20_000)]  # ~41 hours
+    edges = [(t0 + 60 * k, rng.uniform(0, 1)) for k in range(1, 3000)]  # a minute's first instant ...
+    edges += [(math.nextafter(t, 0.0), rng.uniform(0, 1)) for t, _ in edges]  # ... and the last before it
+    moved, late, recent = rows[5000:16000] + edges, rows[:5000] + rows[16000:19000], rows[19000:]
+    _through_gateway(db, moved, late, recent, 1)
+    shard1 = [(t0 + 5000 + i * 13.1, rng.uniform(-20, 100)) for i in range(5000)]
+    _through_gateway(shard_path(db, 1), shard1[:4000], [], shard1[4000:], 10**7)
+    reader = Reader(db)
+    start, end, buckets = t0 + 1234.5, t0 + 140_000.25, 300  # neither end on a minute
+    got = reduced(reader, DEVICE, "env.temp", start, end, buckets)
+    _assert_same_chart(got, reduced(reader, DEVICE, "env.temp", start, end, buckets, rollups=False))
     width = got["bucket_s"]
     assert width % 60 == 0 and width >= (end - start) / buckets
-    first = start // 60 * 60
-    last = -(-end // 60) * 60  # the range rounded out to whole minutes
-    inside = [(t, v) for t, v in rows if first <= t < last]
-    by_bucket: dict[int, list[float]] = {}
-    for t, v in inside:
-        by_bucket.setdefault(int((t - first) // width), []).append(v)
-    expected = [by_bucket[k] for k in sorted(by_bucket)]
-    assert got["n"] == len(inside)
-    assert got["min"] == pytest.approx([min(b) for b in expected])
-    assert got["max"] == pytest.approx([max(b) for b in expected])
-    assert got["mean"] == pytest.approx([sum(b) / len(b) for b in expected])
+    stored = sorted(every_row(reader, DEVICE, "env.temp", start, end))
+    assert len(stored) == got["n"] == sum(1 for t, _ in rows + edges + shard1 if start <= t < end)
+    expected = _every_row_bucketed(stored, start // 60 * 60, width)
+    assert len(expected) == len(got["t"]) <= buckets
+    assert got["min"] == [min(v for _, v in b) for b in expected]
+    assert got["max"] == [max(v for _, v in b) for b in expected]
+    assert got["mean"] == pytest.approx([sum(v for _, v in b) / len(b) for b in expected])
+    assert got["t"] == pytest.approx([sum(t for t, _ in b) / len(b) for b in expected])
+    # The whole minutes come from the rollups: their samples deleted behind the rollups' back
+    # change the rows' answer, not the rollups'; the ends still come from the rows.
+    conn = connect(db)
+    first_whole, last_whole = math.ceil(start / 60) * 60, end // 60 * 60
+    conn.execute("DELETE FROM samples WHERE time >= ? AND time < ?", (first_whole, last_whole))
+    conn.execute("DELETE FROM samples WHERE time >= ? AND time < ?", (start, start + 1))
+    conn.close()
+    again = reduced(reader, DEVICE, "env.temp", start, end, buckets)
+    assert again["n"] == got["n"] - sum(1 for t, _ in moved + late if start <= t < start + 1) > 0
+    assert reduced(reader, DEVICE, "env.temp", start, end, buckets, rollups=False)["n"] < again["n"]
+    reader.close()
+
+
+def test_a_database_without_rollups_is_charted_from_its_rows_until_a_gateway_opens_it(tmp_path):
+    """A database made before rollups (or a shard no gateway of this release has opened): the
+    page aggregates its rows; the gateway rolls its samples up when it opens it, same answer."""
+    db = tmp_path / "gw.db"
+    rows = [(1_700_000_040.0 + i * 9.5, float(i % 101)) for i in range(10_000)]
+    _through_gateway(db, rows[:9000], [], rows[9000:], 1)
+    with sqlite3.connect(db) as conn:
+        conn.execute("DROP TABLE rollups")
+    reader = Reader(db)
+    start, end = rows[10][0] + 0.5, rows[-10][0] + 0.5
+    from_rows = reduced(reader, DEVICE, "env.temp", start, end, 200)
+    assert from_rows["n"] == 9980 and from_rows["bucket_s"] % 60 == 0
+    store = Store(db)
+    store.open()
+    store.close()
+    _assert_same_chart(reduced(reader, DEVICE, "env.temp", start, end, 200), from_rows)
+    reader.close()
+
+
+def test_a_range_of_short_buckets_is_aggregated_from_the_rows_exactly(tmp_path):
+    db = tmp_path / "gw.db"
+    rows = [(6000.0 + i * 0.25, float(i % 17)) for i in range(4000)]
+    _through_gateway(db, rows[:3000], [], rows[3000:], 1)
+    reader = Reader(db)
+    start, end, buckets = 6010.1, 6950.0, 600  # 1.6 s buckets: shorter than a minute
+    got = reduced(reader, DEVICE, "env.temp", start, end, buckets)
+    assert got["bucket_s"] == pytest.approx((end - start) / buckets)
+    expected = _every_row_bucketed([(t, v) for t, v in rows if start <= t < end], start, got["bucket_s"])
+    assert got["n"] == sum(len(b) for b in expected)
+    assert got["min"] == [min(v for _, v in b) for b in expected]
+    assert got["max"] == [max(v for _, v in b) for b in expected]
     reader.close()
 
 

@@ -13,12 +13,9 @@
 """
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
 import math
 import re
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +36,8 @@ from .commands import command_rows, queue_from_page
 from .feed import Feed
 from .fleet import fleet_rows
 from .reader import Reader
-from .rollup import Rollups
 
-log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
-WARM_RANGE_S = 7 * 86400.0
 _DEVICE = re.compile(r"^[0-9a-f]{12}$")
 # The page's own files and nothing else: an injected <img onerror> or <script> would not run even
 # if some value ever reached the page as HTML (they are all set as text).
@@ -70,14 +64,12 @@ class _Api:
     def __init__(self, opts: WebOptions) -> None:
         self.opts = opts
         self.reader = Reader(opts.db)
-        # Charts read over their own connections: a first look at a long range (rolled up from the
-        # rows, up to seconds for a month) holds its reader's lock, and the live feed must not wait.
+        # Charts read over their own connections: a long range over a shard without minute rollups
+        # (a database no gateway of this release has opened: every row aggregated, up to seconds
+        # for a month) holds its reader's lock, and the live feed must not wait.
         self.charts = Reader(opts.db)
         self.feed = Feed(self.reader, opts.site)
         self.csrf = new_csrf_token()
-        self.rollups = Rollups()
-        self._warming: set[asyncio.Task] = set()
-        self.closing = False
 
     async def index(self, request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers={"cache-control": "no-store"})
@@ -97,23 +89,7 @@ class _Api:
 
     async def node(self, request: Request) -> Response:
         device = _device(request)
-        body = await anyio.to_thread.run_sync(self._node, device)
-        # The week's rollups made while the user looks at the last hour: "last week" is then warm.
-        task = asyncio.create_task(anyio.to_thread.run_sync(self._warm, device, body["series"]))
-        self._warming.add(task)
-        task.add_done_callback(self._warming.discard)
-        return _json(body)
-
-    def _warm(self, device: str, series: list[dict]) -> None:
-        end = time.time()
-        try:
-            for s in series:
-                if self.closing:
-                    return
-                if s["chart"]:
-                    node_series.reduced(self.charts, device, s["name"], end - WARM_RANGE_S, end, 600, self.rollups)
-        except (sqlite3.Error, FieldnodeError) as exc:  # only a head start: the chart asks again
-            log.warning("rolling up %s's readings failed: %s", device, exc)
+        return _json(await anyio.to_thread.run_sync(self._node, device))
 
     def _node(self, device: str) -> dict:
         rows = fleet_rows(self.reader, self.feed.arrivals, self.opts.site, {device})
@@ -128,7 +104,7 @@ class _Api:
         start, end = _range(request)
         buckets = _number(request, "buckets", 600)
         data = await anyio.to_thread.run_sync(node_series.reduced, self.charts, device,
-                                              request.path_params["name"], start, end, buckets, self.rollups)
+                                              request.path_params["name"], start, end, buckets)
         return _json({"from": start, "to": end, **data})
 
     async def node_events(self, request: Request) -> Response:
@@ -243,8 +219,6 @@ def create_app(opts: WebOptions) -> Starlette:
         try:
             yield
         finally:
-            api.closing = True
-            await asyncio.gather(*api._warming, return_exceptions=True)
             await api.feed.stop()
             api.reader.close()
             api.charts.close()

@@ -2,15 +2,16 @@
 
 A chart is answered with at most `buckets` points: the range is cut into equal time buckets and
 each bucket gives the min, max and mean of its samples (and the mean of their times, so a bucket
-holding one sample is that sample exactly). SQLite does the grouping over the (series, time)
-index, so a week of 1 Hz samples (604,800 rows) crosses to the browser as a few hundred points
+holding one sample is that sample exactly). SQLite does the grouping, from the gateway's minute
+rollups where buckets are whole minutes (buckets.py), so a week of 1 Hz samples (604,800 rows)
+is 10,080 rollup rows read and crosses to the browser as a few hundred points
 (bench/web_chart.py measures it against returning every row)."""
 from __future__ import annotations
 
 import sqlite3
 
+from .buckets import Buckets, Merged
 from .reader import Reader
-from .rollup import Rollups, bucket_width
 
 MAX_BUCKETS = 2000
 # Frames with these records are shown as events on the time axis: boots (the `reset` record of a
@@ -34,29 +35,21 @@ def series_of(reader: Reader, device: str) -> list[dict]:
     return sorted(found.values(), key=lambda s: s["name"])
 
 
-def reduced(reader: Reader, device: str, name: str, start: float, end: float, buckets: int,
-            rollups: Rollups | None = None) -> dict:
-    """{"t": [...], "min": [...], "max": [...], "mean": [...], "n": rows in range, "unit"} for the
-    numeric samples of device's reading `name` in [start, end), at most `buckets` points. With
-    `rollups`, a range long enough for buckets of a minute or more is answered from minute
-    rollups: buckets of whole minutes, the range's ends rounded out to whole minutes."""
-    buckets = max(1, min(int(buckets), MAX_BUCKETS))
-    minute_width = bucket_width(start, end, buckets) if rollups is not None else None
-    if minute_width is not None:
-        start, width = start // 60 * 60, minute_width
-    else:
-        width = max((end - start) / buckets, 1e-6)
-    merged: dict[int, list[float]] = {}  # bucket -> [count, sum of times, min, max, sum]
+def reduced(reader: Reader, device: str, name: str, start: float, end: float, buckets: int, *,
+            rollups: bool = True) -> dict:
+    """{"t": [...], "min": [...], "max": [...], "mean": [...], "n": rows in range, "unit", "bucket_s"}
+    for the numeric samples of device's reading `name` in [start, end), at most `buckets` points
+    (buckets.py: whole minutes when a bucket is a minute or longer, then read from the gateway's
+    minute rollups where they reach). `rollups=False` aggregates every row instead (the same answer)."""
+    cut = Buckets.of(start, end, max(1, min(int(buckets), MAX_BUCKETS)))
+    merged: Merged = {}
     unit = ""
     with reader.shards() as shards:
-        for shard, conn in shards:
+        for _, conn in shards:
             for sid, series_unit in conn.execute("SELECT id, unit FROM series WHERE device=? AND name=?",
                                                  (device, name)).fetchall():
                 unit = series_unit
-                if rollups is not None and minute_width is not None:
-                    rollups.add(conn, shard, sid, start, end, width, merged)
-                else:
-                    _reduce_shard(conn, sid, start, end, width, merged)
+                cut.fold(conn, sid, merged, rollups=rollups)
     t, lo, hi, mean = [], [], [], []
     total = 0
     for _, (count, tsum, mn, mx, vsum) in sorted(merged.items()):
@@ -65,24 +58,7 @@ def reduced(reader: Reader, device: str, name: str, start: float, end: float, bu
         lo.append(mn)
         hi.append(mx)
         mean.append(vsum / count)
-    return {"t": t, "min": lo, "max": hi, "mean": mean, "n": total, "unit": unit, "bucket_s": width}
-
-
-def _reduce_shard(conn: sqlite3.Connection, sid: int, start: float, end: float, width: float,
-                  merged: dict[int, list[float]]) -> None:
-    args = {"sid": sid, "a": start, "b": end, "w": width}
-    for bucket, count, tsum, mn, mx, vsum in conn.execute(
-            f"SELECT CAST((time - :a) / :w AS INTEGER) AS k, count(value), sum(time), min(value), max(value), "
-            f"sum(value) FROM {_SAMPLES} WHERE value IS NOT NULL GROUP BY k", args):
-        into = merged.get(bucket)
-        if into is None:
-            merged[bucket] = [count, tsum, mn, mx, vsum]
-        else:
-            into[0] += count
-            into[1] += tsum
-            into[2] = min(into[2], mn)
-            into[3] = max(into[3], mx)
-            into[4] += vsum
+    return {"t": t, "min": lo, "max": hi, "mean": mean, "n": total, "unit": unit, "bucket_s": cut.width}
 
 
 def every_row(reader: Reader, device: str, name: str, start: float, end: float) -> list[tuple[float, float]]:

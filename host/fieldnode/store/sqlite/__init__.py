@@ -19,6 +19,7 @@ another N stay part of its replay state. Commands live in shard 0 (`gateway.db`)
     rows         multi-row INSERTs
     replay       the replay state as the tables hold it
     samples      series and sample rows (the hot path)
+    rollups      per series and minute: count, sums, min, max of the samples (for charts)
     batch        the rows of one batch of frames
     commands     the command queue's rows, and the writer's part in delivering them
     writer       Store: the writer a gateway worker runs

@@ -17,7 +17,7 @@ from ..records import REPLAY_SPAN, OutboxRows, StoreItem
 from .declarations import DECLARATION_COLUMNS, INSERT_DECLARATIONS
 from .replay import highest_counters, stored_tag
 from .rows import insert_rows
-from .samples import SAMPLE_COLUMNS, SAMPLE_NAMES, SampleRows
+from .samples import INSERT_SAMPLES, SAMPLE_COLUMNS, VALUE_COLUMNS, SampleRows
 
 FRAME_COLUMNS = 11
 
@@ -42,7 +42,8 @@ class FrameBatch:
         self.stored_kids: set[str] = set()
         self.counts: dict[str, int] = {}
         self.frame_rows: list = []  # flat: FRAME_COLUMNS values a row
-        self.sample_rows: list = []  # flat: SAMPLE_COLUMNS values a row
+        # flat, SAMPLE_COLUMNS values a row, one list a kind of value (VALUE_COLUMNS)
+        self.sample_rows: tuple[list, ...] = tuple([] for _ in VALUE_COLUMNS)
         self.outbox_rows: list = []  # flat: topic, payload, created
         self.declaration_rows: list = []  # flat: DECLARATION_COLUMNS values a row (frame format v2)
 
@@ -93,7 +94,8 @@ class FrameBatch:
         conn = self.conn
         insert_rows(conn, "INSERT INTO frames (id, device, counter, kid, kind, alg, tag, base_time, received, "
                     "source, raw)", FRAME_COLUMNS, self.frame_rows)
-        insert_rows(conn, f"INSERT INTO samples_recent ({SAMPLE_NAMES})", SAMPLE_COLUMNS, self.sample_rows)
+        for insert, rows in zip(INSERT_SAMPLES, self.sample_rows, strict=True):
+            insert_rows(conn, insert, SAMPLE_COLUMNS, rows)
         insert_rows(conn, "INSERT INTO outbox (topic, payload, created)", 3, self.outbox_rows)
         insert_rows(conn, INSERT_DECLARATIONS, DECLARATION_COLUMNS, self.declaration_rows)
         conn.executemany(
@@ -109,4 +111,4 @@ class FrameBatch:
             "last_source=excluded.last_source, last_kind=excluded.last_kind, kid=excluded.kid",
             [(dev, item.node, self.highs[item.frame.kid.hex()], self.counts[dev], item.received, item.received,
               item.source, item.frame.kind, item.frame.kid.hex()) for dev, item in self.touched.items()])
-        return len(self.sample_rows) // SAMPLE_COLUMNS
+        return sum(len(rows) for rows in self.sample_rows) // SAMPLE_COLUMNS

@@ -5,6 +5,7 @@ import sqlite3
 
 from ...infra.errors import FieldnodeError
 from .declarations import DECLARATIONS_TABLE
+from .rollups import ensure_rollups
 from .transaction import write_transaction
 
 SCHEMA_VERSION = 3  # 2: readings as series + samples (a view keeps the old shape); replay state per key id
@@ -165,6 +166,7 @@ def ensure_schema(conn: sqlite3.Connection) -> None:
         _migrate_from_2(conn)
     conn.executescript(SCHEMA)
     conn.execute(DECLARATIONS_TABLE)  # frame format v2; within schema 3 (declarations.py)
+    ensure_rollups(conn)  # the charts' minute rollups; within schema 3 (rollups.py)
     _add_column(conn, "gateway", "dedup_bytes", "INTEGER NOT NULL DEFAULT 0")
     version = _schema_version(conn)
     if version is None:

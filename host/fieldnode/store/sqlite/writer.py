@@ -14,6 +14,7 @@ from .commands import WriterCommands
 from .connection import connect
 from .declarations import stored_declarations
 from .replay import replay_state
+from .rollups import fold_recent, mark_folded
 from .samples import SAMPLE_NAMES, SampleRows
 from .shards import attach_shards, shard_path
 from .transaction import write_transaction
@@ -146,14 +147,18 @@ class Store:
         return outcome
 
     def index_recent(self) -> None:
-        """Moves samples_recent into samples (and so into its index), in one transaction."""
+        """Moves samples_recent into samples (and so into its index and the minute rollups), in
+        one transaction."""
         with write_transaction(self.conn):
             self._move_recent(self.conn)
 
     def _move_recent(self, conn: sqlite3.Connection) -> None:
         # Every writer's rows go, not only this one's: with several workers, whoever moves takes all.
+        # The rollups cover exactly what samples holds: the rows are folded in as they move.
+        fold_recent(conn)
         conn.execute(f"INSERT INTO samples ({SAMPLE_NAMES}) SELECT {SAMPLE_NAMES} FROM samples_recent ORDER BY id")
         conn.execute("DELETE FROM samples_recent")
+        mark_folded(conn)
         self._recent_rows = 0
 
     def _store_frames(self, conn: sqlite3.Connection, items: Sequence[StoreItem], now: float) -> list[Outcome]:
