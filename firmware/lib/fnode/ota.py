@@ -1,8 +1,9 @@
 # An application update (docs/updates.md), run when the gateway's ack of a frame offers one
-# (fnode.app.Updates): fetch the signed manifest, check it, download the image block-wise into a
-# staging file (resumed after a reset or power cut), check its SHA-256, unpack it into the
-# inactive slot, then point /app.json at it on trial and reset. Any refusal is a signed event
-# naming the reason, and the running application goes on. Imported only while an update runs.
+# (fnode.app.Node.take_offer, fnode.onupdate.run): fetch the signed manifest, check it, download
+# the image block-wise into a staging file (resumed after a reset or power cut), check its
+# SHA-256, unpack it into the inactive slot, then point /app.json at it on trial and reset. Any
+# refusal is a signed event naming the reason, and the running application goes on. Imported
+# only while an update runs.
 import machine
 import os
 import sys
@@ -14,6 +15,7 @@ from fnode.blockget import BlockGet, CONTENT, szx_of
 from fnode.cbordecode import Tag, loads
 from fnode.hkdf import hkdf
 from fnode.hmac256 import HMAC256
+from fnode.onupdate import event
 
 UPDATE_LABEL = b"fieldnode update manifest v1"  # HKDF info: this key signs manifests only
 PART = "/ota.part"  # the image as downloaded so far
@@ -213,7 +215,7 @@ class Update:
 
     def refuse(self, why, ver):
         log.warn("update refused:", why)
-        self.node.emit_str("update.refused", "reason", why, "offer", ver)
+        event(self.node, "update.refused", "reason", why, "offer", ver)
 
     async def run(self, offer):
         # -> offer when refused (not fetched again until another is offered), else None
