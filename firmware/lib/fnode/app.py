@@ -115,21 +115,10 @@ class Node:
     def declaration_frame(self, declare_only=False):
         # Frame format v2: every reading (the sensors', then the health frame's) has its short name,
         # and telemetry refers to the declaration by its id. Made at boot and again whenever the
-        # gateway asks for it (Uplink.on_need_declaration): fnode.declare is imported for it and
-        # forgotten after it, and the declaration is made again each time from the sensors (the
-        # same bytes), so neither stays on the heap between times.
-        before = set(sys.modules)
-        try:
-            from fnode import declare
-            readings = declare.readings(self.sensors, declare.HEALTH)
-            payload = declare.payload(readings)
-            if declare_only:
-                self.builder.declare(declare.declaration_id(payload), declare.shorts(readings))
-                return None
-            cfg = self.cfg
-            return declare.frame(cfg.key(), cfg.kid(), cfg.alg(), self.counter.take(), payload)
-        finally:
-            forget_modules(before)
+        # gateway asks for it (Uplink.on_need_declaration) by fnode.declare, imported for it and
+        # forgotten after it; the declaration is made again each time from the sensors (the same
+        # bytes), so neither stays on the heap between times.
+        return self.aside("declare", "of_node", declare_only)
 
     def boot_frame(self):
         b = self.builder
@@ -141,7 +130,7 @@ class Node:
         b.add("schema", None, 1)
         boot = sys.modules.get("fnboot")
         if boot is not None and (boot.state or boot.fw_state):
-            self.update_path("at_boot", b, counter)
+            self.aside("onupdate", "at_boot", b, counter)
         self.heap.add_records(b)
         return b.finish()
 
@@ -174,13 +163,14 @@ class Node:
     def emit_event(self, event, name=None, unit=None, value=None):
         self.uplink.submit(self.event_frame(event, name, unit, value))
 
-    def update_path(self, name, *args):
-        # fnode.onupdate's function `name`, imported for it and forgotten after it, as the
-        # command path is (take_command): the boot frame's update records, the first ack on trial.
+    def aside(self, module, name, *args):
+        # fnode.<module>'s function name(node, *args), the module imported for it and forgotten
+        # after it, as the command path is (take_command): code a node needs at boot or rarely
+        # (the v2 declaration, the boot frame's update records, the first ack on trial) does
+        # not stay on the heap (docs/firmware.md, "Memory budget").
         before = set(sys.modules)
         try:
-            from fnode import onupdate
-            return getattr(onupdate, name)(self, *args)
+            return getattr(getattr(__import__("fnode." + module), module), name)(self, *args)
         finally:
             forget_modules(before)
 
@@ -211,7 +201,7 @@ class Node:
         # made before (still in the spool, or answered 2.03 as stored already) proves nothing.
         if counter >= self.first:
             self.uplink.on_acked = None
-            self.update_path("kept")
+            self.aside("onupdate", "kept")
 
     def sample(self, sensor):
         error = sensor.sample()

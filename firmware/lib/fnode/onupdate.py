@@ -1,6 +1,6 @@
 # The updates' side of the running application (docs/updates.md): the boot frame's update
 # records, the versions not to fetch again, an offer taken, the first ack on trial. Imported for
-# each of them and forgotten after it (fnode.app.Node.update_path, Node.update), as the command
+# each of them and forgotten after it (fnode.app.Node.aside, Node.update), as the command
 # path is: what stays resident is a few lines of fnode.app and fnboot (docs/firmware.md,
 # "Memory budget").
 import sys
