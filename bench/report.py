@@ -619,7 +619,9 @@ SECTIONS = {"frame_size": ("frame_size", lambda d: frame_size_section(d), lambda
             "verify_v2": ("verify_v2", lambda d: verify_v2_section(d), lambda d: _verify_v2_summary(d),
                           "- Gateway, frame format v2:"),
             "spool_v2": ("spool_v2", lambda d: spool_v2_section(d), lambda d: _spool_v2_summary(d),
-                         "- Spool, frame format v2:")}
+                         "- Spool, frame format v2:"),
+            "node_memory": ("node_memory", lambda d: memory_section(d), lambda d: _memory_summary(d),
+                            "- Node heap:")}
 # Where a section not yet in the document goes (before this heading), and its summary line (after
 # the line that starts so).
 _NEW_SECTION_BEFORE = {"verify_v2": "## Gateway", "spool_v2": "## Gateway: verifying frame format v2"}

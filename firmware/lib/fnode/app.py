@@ -100,7 +100,7 @@ class Node:
         self.started = time.ticks_ms()
         self.stall_ms = board.get("uplink_stall_s", _UPLINK_STALL_MS // 1000) * 1000
         self.heap = Heap(board.get("low_heap_bytes"))  # after the drivers: what is left
-        # Updates (fnode.onupdate): the slot's size, the block size, the offer last refused, the
+        # Updates (fnode.ota, fnode.onupdate): the slot's size, the block size, the offer last refused, the
         # versions not fetched again (what runs, what failed), the boot frame's counter on trial.
         self.slot_kb = board.get("app_slot_kb", 256)
         self.block = board.get("update_block", 1024)
@@ -177,7 +177,7 @@ class Node:
     def take_offer(self, offer):
         # uplink.on_offer: the gateway's ack says an update waits. Unless it is refused already,
         # running or rolled back from (the gateway learns that from our frames), the update path
-        # (fnode.onupdate, fnode.ota, ...) is imported in a task for it and forgotten after it.
+        # (fnode.ota, fnode.blockget, ...) is imported in a task for it and forgotten after it.
         offer = bytes(offer)
         if self.updating or offer == self.refused or offer in self.known:
             return
@@ -187,8 +187,8 @@ class Node:
     async def update(self, offer):
         before = set(sys.modules)
         try:
-            from fnode.onupdate import run
-            self.refused = await run(self, offer)
+            from fnode.ota import Update
+            self.refused = await Update(self, self.slot_kb, self.block).run(offer)
         except MemoryError:
             log.error("update postponed: out of memory")
         finally:

@@ -1,8 +1,8 @@
-# The updates' side of the running application (docs/updates.md): the boot frame's update
-# records, the versions not to fetch again, an offer taken, the first ack on trial. Imported for
-# each of them and forgotten after it (fnode.app.Node.aside, Node.update), as the command
-# path is: what stays resident is a few lines of fnode.app and fnboot (docs/firmware.md,
-# "Memory budget").
+# The updates' side of the running application on a node with slots (docs/updates.md): the boot
+# frame's update records, the versions not to fetch again, the first ack on trial. Imported for
+# each and forgotten after it (fnode.app.Node.aside), as the command path is; an offer imports
+# fnode.ota alone (Node.update). What stays resident is a few lines of fnode.app and fnboot
+# (docs/firmware.md, "Memory budget").
 import sys
 from fnode import log
 from fnode.cose import KIND_EVENT
@@ -51,20 +51,8 @@ def kept(node):
         return
     node.known = known(boot)
     log.info("update kept:", what[0], what[1])
-    event(node, "update.kept", "app" if what[0] == "app" else "firmware", what[1])
-
-
-async def run(node, offer):
-    # -> the offer when refused (not fetched again until another comes), else None.
-    from fnode.ota import Update
-    return await Update(node, node.slot_kb, node.block).run(offer)
-
-
-def event(node, name, *pairs):
-    # An event with text records, e.g. event(node, "update.refused", "reason", "bad-mac").
     b = node.builder
     b.begin(KIND_EVENT, node.counter.take(), unix_time())
-    b.add_str("event", name)
-    for i in range(0, len(pairs), 2):
-        b.add_str(pairs[i], pairs[i + 1])
+    b.add_str("event", "update.kept")
+    b.add_str("app" if what[0] == "app" else "firmware", what[1])
     node.uplink.submit(b.finish())

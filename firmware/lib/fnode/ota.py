@@ -1,5 +1,5 @@
 # An application update (docs/updates.md), run when the gateway's ack of a frame offers one
-# (fnode.app.Node.take_offer, fnode.onupdate.run): fetch the signed manifest, check it, download
+# (fnode.app.Node.take_offer, Node.update): fetch the signed manifest, check it, download
 # the image block-wise into a staging file (resumed after a reset or power cut), check its
 # SHA-256, unpack it into the inactive slot, then point /app.json at it on trial and reset. Any
 # refusal is a signed event naming the reason, and the running application goes on. Imported
@@ -11,11 +11,12 @@ from binascii import hexlify
 from hashlib import sha256
 from time import ticks_add, ticks_ms
 from fnode import log
+from fnode.cose import KIND_EVENT
+from fnode.sensors import unix_time
 from fnode.blockget import BlockGet, CONTENT, szx_of
 from fnode.cbordecode import Tag, loads
 from fnode.hkdf import hkdf
 from fnode.hmac256 import HMAC256
-from fnode.onupdate import event
 
 UPDATE_LABEL = b"fieldnode update manifest v1"  # HKDF info: this key signs manifests only
 PART = "/ota.part"  # the image as downloaded so far
@@ -215,7 +216,12 @@ class Update:
 
     def refuse(self, why, ver):
         log.warn("update refused:", why)
-        event(self.node, "update.refused", "reason", why, "offer", ver)
+        b = self.node.builder
+        b.begin(KIND_EVENT, self.node.counter.take(), unix_time())
+        b.add_str("event", "update.refused")
+        b.add_str("reason", why)
+        b.add_str("offer", ver)
+        self.node.uplink.submit(b.finish())
 
     async def run(self, offer):
         # -> offer when refused (not fetched again until another is offered), else None

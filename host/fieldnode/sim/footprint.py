@@ -70,8 +70,9 @@ QSTR_FIRST_POOL = 20
 FROZEN = ("asyncio",)
 BOOT = ("fnboot",)  # in /lib outside the slots (docs/updates.md), resident beside the application
 # Paths imported for a moment and forgotten after it (fnode.app.forget_modules), measured while
-# imported by mp_footprint.py: a command's receiving side, an application update, a firmware update.
-PATHS = ("command", "update", "fwupdate")
+# imported by mp_footprint.py: a command's receiving side, the boot frame's update records (a node
+# with slots), an application update, a firmware update.
+PATHS = ("command", "slots", "update", "fwupdate")
 HEAPSIZE = 4 * 1024 * 1024  # the measuring heap: ample, so nothing is cut short
 RUN_MS = 3000  # the application measured this long after it starts: every sampler has sampled
 _IMPORT = re.compile(r"^\s*(?:from\s+(fnode(?:\.\w+)*|\.+\w*)\s+import\s+([\w, ]+)|import\s+(fnode\.\w+))", re.M)

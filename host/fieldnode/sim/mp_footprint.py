@@ -161,9 +161,11 @@ async def _measure_app(run_ms):
     if "fnode.spool" in sys.modules:
         # A node meant for a gateway takes updates: the update path is imported when the gateway
         # offers one and forgotten after it (fnode.app.Node.update); a firmware update imports
-        # fnode.otafw too.
-        _path("update", ("fnode.onupdate", "fnode.ota"))
-        _path("fwupdate", ("fnode.onupdate", "fnode.ota", "fnode.otafw"))
+        # fnode.otafw too. A node with slots imports fnode.onupdate at boot (the boot frame's
+        # update records) and for the first ack on trial (fnode.app.Node.aside).
+        _path("slots", ("fnode.onupdate",))
+        _path("update", ("fnode.ota",))
+        _path("fwupdate", ("fnode.ota", "fnode.otafw"))
     # At rest: the least of five looks a quarter second apart. What the node holds for a moment
     # (frames in flight, an exchange, a spool write) comes and goes with the load of the machine
     # that runs it, and one look can catch kilobytes of it.
