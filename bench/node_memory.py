@@ -6,7 +6,8 @@ Each board file in boards/ runs as it ships (the library as .mpy) on the MicroPy
 the simulated HAL, whose share is measured apart (fieldnode.sim.footprint, method in
 docs/firmware.md "Memory"). Recorded per board: the application's heap in bytes and 64-bit GC
 blocks, code and running state, the ESP32 (32-bit) estimate and the budget against the
-ESP32-WROOM's heap; per module for the richest board; the cost of one more sensor and of a task.
+ESP32-WROOM's heap (at rest, and during an update, a firmware update and a command, each path
+measured while imported); per module for the richest board; the cost of one more sensor and of a task.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from fieldnode.sim.footprint import (ESP32_FREE_AT_START, ESP32_HEAP, OTA_ESTIMATE, TARGET_FREE, budget,
+from fieldnode.sim.footprint import (ESP32_FREE_AT_START, ESP32_HEAP, FW_SECTOR, TARGET_FREE, UPDATE_DATAGRAM, budget,
                                      measure_board)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,7 +54,7 @@ def main() -> dict:
         "what": "heap after gc.collect(), the application apart from the simulated HAL, MicroPython unix port "
                 "(64-bit, 32-byte GC blocks), the library as .mpy; ESP32 bytes estimated",
         "esp32_heap": ESP32_HEAP, "esp32_free_at_start": ESP32_FREE_AT_START, "target_free": TARGET_FREE,
-        "ota_estimate": OTA_ESTIMATE, "richest": richest, "boards": boards,
+        "update_buffers": {"datagram": UPDATE_DATAGRAM, "fw_sector": FW_SECTOR}, "richest": richest, "boards": boards,
         "one_more_sensor": {"bytes": plus["app"] - base["app"], "esp32": budget(plus)["app"] - base["budget"]["app"]},
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

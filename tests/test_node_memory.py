@@ -22,13 +22,16 @@ from support.nodesite import Site, console_since, wait_for
 
 RICHEST = "esp32-devkitc"
 HEAP = ("heap.free", "heap.low", "heap.block")
-# The application's share of an ESP32-WROOM's heap per board, estimated from the measurement
-# (docs/firmware.md, "Memory budget"; about 4% above it): a change that grows it past these fails
-# here and is seen.
-BUDGET = {"esp32-devkitc": 76 * 1024, "esp32s3-devkitc": 68 * 1024, "esp32c3-devkitm": 57 * 1024,
-          "virtual": 68 * 1024}
+# The application's share of an ESP32-WROOM's heap per board at rest, what updates keep resident
+# included (fnboot, the names an update interns), estimated from the measurement (docs/firmware.md,
+# "Memory budget"; measured 84,128 / 76,793 / 62,750 / 76,408 B, each budget the next whole KB at
+# least 2 KB above): a change that grows it past these fails here and is seen.
+BUDGET = {"esp32-devkitc": 85 * 1024, "esp32s3-devkitc": 78 * 1024, "esp32c3-devkitm": 64 * 1024,
+          "virtual": 77 * 1024}
 # The receiving side of commands: imported while a command is read, forgotten after it.
 COMMAND_PATH = {"fnode.oncommand", "fnode.command", "fnode.cbordecode", "fnode.senml"}
+# An update's side: imported when the gateway offers one, forgotten after it (fnode.app.Node.update).
+UPDATE_PATH = {"fnode.ota", "fnode.blockget", "fnode.hkdf", "fnode.cbordecode"}
 
 
 @pytest.fixture
@@ -181,6 +184,13 @@ def test_every_shipped_board_stays_within_its_heap_budget(tmp_path):
         assert not COMMAND_PATH & set(r["modules"]), r["board"]
         if "fnode.actuators" in r["modules"]:
             assert set(r["command_modules"]) == COMMAND_PATH and r["esp32"]["command_path"] > 4096
+        # The boot code stays resident and is counted; the update path is not, and was measured
+        # while imported (a node meant for a gateway takes updates: every shipped board is one).
+        assert "fnboot" in r["modules"] and not (UPDATE_PATH | {"fnode.onupdate"}) & set(r["modules"]), r["board"]
+        assert r["slots_modules"] == ["fnode.onupdate"]
+        assert set(r["update_modules"]) == UPDATE_PATH and r["esp32"]["update_path"] > 4096
+        assert set(r["fwupdate_modules"]) == UPDATE_PATH | {"fnode.otafw"}
+        assert budget(r)["ota"] > r["esp32"]["update_path"]  # with the download's datagram
     assert set(results) == set(BUDGET)
     # esp32-devkitc is the richest board: the soak test below runs it.
     assert max(results, key=lambda b: results[b]["app"]) == RICHEST

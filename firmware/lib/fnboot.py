@@ -9,19 +9,20 @@
 #             "last": {"out": "kept"|"rolled-back"|"usb", "why": reason, "ver": version}}
 # A slot on trial is kept when the application calls keep() (its first frame acked by the
 # gateway). It is rolled back by this code, whatever the new application does: an exception at
-# import or escaping run(), a watchdog reset, MAX_TRIAL_BOOTS boots without being kept (a boot
+# import or escaping run(), a watchdog reset, _MAX_TRIAL_BOOTS (3) boots without being kept (a boot
 # loop), or no keep() within the board's update_trial_s (a timer armed before the application
 # is imported).
 import json
 import machine
 import os
 import sys
+from micropython import const
 
 POINTER = "/app.json"
 FW_STATE = "/fw.json"  # the firmware tier's trial (fnode.otafw), confirmed here as the app's is
-TRIAL_S = 120  # board "update_trial_s"
-MAX_TRIAL_BOOTS = 3
-_TRIAL_TIMER = 0  # a hardware timer no driver uses; the ESP32-C3 has only 0 and 1
+_TRIAL_S = const(120)  # default of board "update_trial_s"
+_MAX_TRIAL_BOOTS = const(3)
+_TRIAL_TIMER = const(0)  # a hardware timer no driver uses; the ESP32-C3 has only 0 and 1
 state = None  # the pointer's contents, None without slots
 fw_state = None  # /fw.json, None until a firmware update
 _timer = None
@@ -107,7 +108,7 @@ def _trial_boot():
     tries = state.get("tries", 0)
     if tries and machine.reset_cause() == machine.WDT_RESET:
         roll_back("watchdog")
-    if tries >= MAX_TRIAL_BOOTS:
+    if tries >= _MAX_TRIAL_BOOTS:
         roll_back("boot-loop")
     state["tries"] = tries + 1
     write_state(state)
@@ -116,9 +117,9 @@ def _trial_boot():
 def _trial_seconds():
     try:
         with open("board.json") as f:
-            return json.load(f).get("update_trial_s", TRIAL_S)
+            return json.load(f).get("update_trial_s", _TRIAL_S)
     except (OSError, ValueError):
-        return TRIAL_S
+        return _TRIAL_S
 
 
 def _deadline(t):

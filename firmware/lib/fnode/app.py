@@ -15,7 +15,7 @@ from micropython import const
 from fnode import clock, log
 from fnode.config import Config
 from fnode.counter import Counter
-from fnode.cose import KIND_TELEMETRY, KIND_BOOT, KIND_EVENT, counter_of
+from fnode.cose import KIND_TELEMETRY, KIND_BOOT, KIND_EVENT
 from fnode.frame import FrameBuilder, base_name
 from fnode.health import Heap, UNIT
 from fnode.sensors import build, unix_time
@@ -100,6 +100,14 @@ class Node:
         self.started = time.ticks_ms()
         self.stall_ms = board.get("uplink_stall_s", _UPLINK_STALL_MS // 1000) * 1000
         self.heap = Heap(board.get("low_heap_bytes"))  # after the drivers: what is left
+        # Updates (fnode.ota, fnode.onupdate): the slot's size, the block size, the offer last refused, the
+        # versions not fetched again (what runs, what failed), the boot frame's counter on trial.
+        self.slot_kb = board.get("app_slot_kb", 256)
+        self.block = board.get("update_block", 1024)
+        self.updating = False
+        self.refused = None
+        self.known = ()
+        self.first = 0
         self.v2 = board.get("frame_version", _FRAME_VERSION) == 2
         if self.v2:
             self.declaration_frame(declare_only=True)
@@ -107,32 +115,22 @@ class Node:
     def declaration_frame(self, declare_only=False):
         # Frame format v2: every reading (the sensors', then the health frame's) has its short name,
         # and telemetry refers to the declaration by its id. Made at boot and again whenever the
-        # gateway asks for it (Uplink.on_need_declaration): fnode.declare is imported for it and
-        # forgotten after it, and the declaration is made again each time from the sensors (the
-        # same bytes), so neither stays on the heap between times.
-        before = set(sys.modules)
-        try:
-            from fnode import declare
-            readings = declare.readings(self.sensors, declare.HEALTH)
-            payload = declare.payload(readings)
-            if declare_only:
-                self.builder.declare(declare.declaration_id(payload), declare.shorts(readings))
-                return None
-            cfg = self.cfg
-            return declare.frame(cfg.key(), cfg.kid(), cfg.alg(), self.counter.take(), payload)
-        finally:
-            forget_modules(before)
+        # gateway asks for it (Uplink.on_need_declaration) by fnode.declare, imported for it and
+        # forgotten after it; the declaration is made again each time from the sensors (the same
+        # bytes), so neither stays on the heap between times.
+        return self.aside("declare", "of_node", declare_only)
 
     def boot_frame(self):
         b = self.builder
-        b.begin(KIND_BOOT, self.counter.take(), unix_time())
+        counter = self.counter.take()
+        b.begin(KIND_BOOT, counter, unix_time())
         b.add_str("fw", VERSION)
         b.add_str("board", self.board_name)
         b.add_str("reset", reset_cause_name())
         b.add("schema", None, 1)
         boot = sys.modules.get("fnboot")
-        if boot is not None:
-            _update_records(b, boot.state, boot.fw_state)
+        if boot is not None and (boot.state or boot.fw_state):
+            self.aside("onupdate", "at_boot", b, counter)
         self.heap.add_records(b)
         return b.finish()
 
@@ -165,14 +163,45 @@ class Node:
     def emit_event(self, event, name=None, unit=None, value=None):
         self.uplink.submit(self.event_frame(event, name, unit, value))
 
-    def emit_str(self, event, *pairs):
-        # An event with text records, e.g. emit_str("update.refused", "reason", "bad-mac").
-        b = self.builder
-        b.begin(KIND_EVENT, self.counter.take(), unix_time())
-        b.add_str("event", event)
-        for i in range(0, len(pairs), 2):
-            b.add_str(pairs[i], pairs[i + 1])
-        self.uplink.submit(b.finish())
+    def aside(self, module, name, *args):
+        # fnode.<module>'s function name(node, *args), the module imported for it and forgotten
+        # after it, as the command path is (take_command): code a node needs at boot or rarely
+        # (the v2 declaration, the boot frame's update records, the first ack on trial) does
+        # not stay on the heap (docs/firmware.md, "Memory budget").
+        before = set(sys.modules)
+        try:
+            return getattr(getattr(__import__("fnode." + module), module), name)(self, *args)
+        finally:
+            forget_modules(before)
+
+    def take_offer(self, offer):
+        # uplink.on_offer: the gateway's ack says an update waits. Unless it is refused already,
+        # running or rolled back from (the gateway learns that from our frames), the update path
+        # (fnode.ota, fnode.blockget, ...) is imported in a task for it and forgotten after it.
+        offer = bytes(offer)
+        if self.updating or offer == self.refused or offer in self.known:
+            return
+        self.updating = True
+        asyncio.create_task(self.update(offer))
+
+    async def update(self, offer):
+        before = set(sys.modules)
+        try:
+            from fnode.ota import Update
+            self.refused = await Update(self, self.slot_kb, self.block).run(offer)
+        except MemoryError:
+            log.error("update postponed: out of memory")
+        finally:
+            forget_modules(before)
+            self.updating = False
+
+    def trial_acked(self, counter):
+        # uplink.on_acked while what runs is on trial (fnboot): the gateway's first ack of a frame
+        # made since the reset into the trial (from the boot frame's counter on) keeps it. One
+        # made before (still in the spool, or answered 2.03 as stored already) proves nothing.
+        if counter >= self.first:
+            self.uplink.on_acked = None
+            self.aside("onupdate", "kept")
 
     def sample(self, sensor):
         error = sensor.sample()
@@ -340,83 +369,6 @@ class Node:
             await asyncio.sleep_ms(min(1000, max(0, time.ticks_diff(due, time.ticks_ms()))))
 
 
-def _update_records(b, st, fw):
-    # Which application (and firmware, after a firmware update) runs and how the last update of
-    # each ended (docs/updates.md).
-    for names, s in (("app", "update", "why", "failed"), st), \
-            (("firmware", "fwupdate", "fwwhy", "fwfailed"), fw):
-        if s is None:
-            continue
-        b.add_str(names[0], s.get("ver", "?"))
-        last = s.get("last") or {}
-        b.add_str(names[1], "trial" if s.get("trial") else last.get("out", "none"))
-        if last.get("why"):
-            b.add_str(names[2], last["why"])
-            b.add_str(names[3], last.get("ver", "?"))
-
-
-def _known(st, offer):
-    # The version offered runs already, or failed before: not fetched again.
-    if not st:
-        return False
-    last = st.get("last") or {}
-    return offer == st.get("ver", "").encode() or (
-        last.get("out") == "rolled-back" and offer == last.get("ver", "").encode())
-
-
-class Updates:
-    # The gateway's ack of a frame says an update waits (fnode.uplink on_offer): the update code
-    # is imported for it and forgotten after it, as the command path is (docs/firmware.md,
-    # "Memory budget"). The first ack on trial keeps the running application (fnboot.keep).
-    def __init__(self, node, board):
-        self.node = node
-        self.slot_kb = board.get("app_slot_kb", 256)
-        self.block = board.get("update_block", 1024)
-        self.busy = False
-        self.first = 0
-        self.refused = None  # the offer last refused: not fetched again until another comes
-
-    def listen(self, uplink, first):
-        # first: the counter of the boot frame, the first frame made by what is on trial
-        uplink.on_offer = self.offered
-        boot = sys.modules.get("fnboot")
-        if boot is not None and boot.on_trial():
-            self.first = first
-            uplink.on_acked = self.acked
-
-    def acked(self, counter):
-        # A frame made before the reset into the trial (still in the spool, or answered 2.03 as
-        # stored already) proves nothing about what runs now.
-        if counter < self.first:
-            return
-        boot = sys.modules.get("fnboot")
-        self.node.uplink.on_acked = None
-        kept = boot.keep() if boot is not None else None
-        if kept is not None:
-            log.info("update kept:", kept[0], kept[1])
-            self.node.emit_str("update.kept", "app" if kept[0] == "app" else "firmware", kept[1])
-
-    def offered(self, offer):
-        offer = bytes(offer)
-        boot = sys.modules.get("fnboot")
-        if self.busy or offer == self.refused or (boot is not None and (
-                _known(boot.state, offer) or _known(boot.fw_state, offer))):
-            return  # refused already, running, or rolled back from: the gateway learns it from our frames
-        self.busy = True
-        asyncio.create_task(self.run(offer))
-
-    async def run(self, offer):
-        before = set(sys.modules)
-        try:
-            from fnode.ota import Update
-            self.refused = await Update(self.node, self.slot_kb, self.block).run(offer)
-        except MemoryError:
-            log.error("update postponed: out of memory")
-        finally:
-            forget_modules(before)
-            self.busy = False
-
-
 def health_frame(node):
     # The periodic health frame: a telemetry frame of the heap readings (fnode.health).
     node.builder.begin(KIND_TELEMETRY, node.counter.take(), unix_time())
@@ -508,8 +460,8 @@ async def main():
     node = Node(board, cfg, uplink)
     uplink.on_event = node.emit_event
     boot = node.boot_frame()
-    if spool is not None:
-        Updates(node, board).listen(uplink, counter_of(boot))
+    if spool is not None:  # the first ack on trial is waited for by boot_frame() (fnode.onupdate.at_boot)
+        uplink.on_offer = node.take_offer
     uplink.submit(boot)
     if node.v2:
         uplink.submit(node.declaration_frame())

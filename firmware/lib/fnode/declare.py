@@ -6,6 +6,8 @@
 #   payload = declare.payload(readings); did = declare.declaration_id(payload)
 #   fb.declare(did, declare.shorts(readings))              # v2 telemetry from now on
 #   frame = declare.frame(key, kid, alg, counter, payload)
+# A node calls of_node() (fnode.app.Node.declaration_frame), with this module imported for it
+# and forgotten after it.
 from hashlib import sha256
 from . import cbor
 from .cose import protected, set_counter_kind, mac_structure, tag_len, KIND_DECLARATION, DECLARATION_ID_SIZE
@@ -77,3 +79,15 @@ def frame(key, kid, alg, counter, payload):
     tail = bytearray(cbor.head_size(tlen) + tlen)
     cbor.raw(tail, cbor.head(tail, 0, cbor.MAJOR_BSTR, tlen), tag[:tlen], tlen)
     return b"\xd1\x84" + prot + b"\xa0" + body + tail
+
+
+def of_node(node, declare_only=False):
+    """The node's declaration frame, made from its sensors (the same bytes each time); with
+    declare_only, its frame builder set to v2 telemetry instead (at boot)."""
+    rs = readings(node.sensors, HEALTH)
+    body = payload(rs)
+    if declare_only:
+        node.builder.declare(declaration_id(body), shorts(rs))
+        return None
+    cfg = node.cfg
+    return frame(cfg.key(), cfg.kid(), cfg.alg(), node.counter.take(), body)

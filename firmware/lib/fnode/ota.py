@@ -1,8 +1,9 @@
 # An application update (docs/updates.md), run when the gateway's ack of a frame offers one
-# (fnode.app.Updates): fetch the signed manifest, check it, download the image block-wise into a
-# staging file (resumed after a reset or power cut), check its SHA-256, unpack it into the
-# inactive slot, then point /app.json at it on trial and reset. Any refusal is a signed event
-# naming the reason, and the running application goes on. Imported only while an update runs.
+# (fnode.app.Node.take_offer, Node.update): fetch the signed manifest, check it, download
+# the image block-wise into a staging file (resumed after a reset or power cut), check its
+# SHA-256, unpack it into the inactive slot, then point /app.json at it on trial and reset. Any
+# refusal is a signed event naming the reason, and the running application goes on. Imported
+# only while an update runs.
 import machine
 import os
 import sys
@@ -10,6 +11,8 @@ from binascii import hexlify
 from hashlib import sha256
 from time import ticks_add, ticks_ms
 from fnode import log
+from fnode.cose import KIND_EVENT
+from fnode.sensors import unix_time
 from fnode.blockget import BlockGet, CONTENT, szx_of
 from fnode.cbordecode import Tag, loads
 from fnode.hkdf import hkdf
@@ -213,7 +216,12 @@ class Update:
 
     def refuse(self, why, ver):
         log.warn("update refused:", why)
-        self.node.emit_str("update.refused", "reason", why, "offer", ver)
+        b = self.node.builder
+        b.begin(KIND_EVENT, self.node.counter.take(), unix_time())
+        b.add_str("event", "update.refused")
+        b.add_str("reason", why)
+        b.add_str("offer", ver)
+        self.node.uplink.submit(b.finish())
 
     async def run(self, offer):
         # -> offer when refused (not fetched again until another is offered), else None

@@ -52,10 +52,11 @@ ESP32_HEAP = 111_936
 ESP32_MICROPYTHON_USE = 1_568
 ESP32_FREE_AT_START = ESP32_HEAP - ESP32_MICROPYTHON_USE
 TARGET_FREE = 0.40  # of the heap, left free by the richest shipped board with updates in
-# Updates (issue 10), not written yet: an estimate from what they need - a module that takes
-# chunks into the inactive slot and checks a SHA-256 over them (about the size of fnode.spool's
-# ring part), one 4 KB flash-sector buffer, a hash object and the state: ~7 KB.
-OTA_ESTIMATE = 7 * 1024
+# What an update holds besides its code while it runs: one block's datagram (fnode.blockget
+# _RX_MAX: a 1,024-byte block and its CoAP header), and for a firmware update the 4 KB flash-sector
+# buffer (fnode.otafw _SECTOR). Byte data: the same bytes on the ESP32.
+UPDATE_DATAGRAM = 1024 + 64
+FW_SECTOR = 4096
 # Interned strings (qstrs) on the ESP32: a pool entry is a pointer, a 2-byte hash and a 1-byte
 # length (py/qstr.h qstr_pool_t; py/mpconfig.h MICROPY_QSTR_BYTES_IN_HASH is 2 at the ESP32
 # port's EXTRA_FEATURES level, MICROPY_QSTR_BYTES_IN_LEN 1), after a 6-word pool header; pools
@@ -63,12 +64,15 @@ OTA_ESTIMATE = 7 * 1024
 ESP32_QSTR_ENTRY = 4 + 2 + 1
 ESP32_QSTR_POOL_HEAD = 6 * 4
 QSTR_FIRST_POOL = 20
-# The updates' module interns its names too: about as many as fnode.spool (measured: ~100).
-OTA_QSTRS = 100
 # Frozen into the ESP32 firmware (ports/esp32/boards/manifest.py: include("$(MPY_DIR)/extmod/asyncio")),
 # and into the unix port's: their bytecode and strings are in flash, their module, function and
 # class objects in RAM, all words: half the 64-bit bytes.
 FROZEN = ("asyncio",)
+BOOT = ("fnboot",)  # in /lib outside the slots (docs/updates.md), resident beside the application
+# Paths imported for a moment and forgotten after it (fnode.app.forget_modules), measured while
+# imported by mp_footprint.py: a command's receiving side, the boot frame's update records (a node
+# with slots), an application update, a firmware update.
+PATHS = ("command", "slots", "update", "fwupdate")
 HEAPSIZE = 4 * 1024 * 1024  # the measuring heap: ample, so nothing is cut short
 RUN_MS = 3000  # the application measured this long after it starts: every sampler has sampled
 _IMPORT = re.compile(r"^\s*(?:from\s+(fnode(?:\.\w+)*|\.+\w*)\s+import\s+([\w, ]+)|import\s+(fnode\.\w+))", re.M)
@@ -226,17 +230,20 @@ def esp32_app(result: dict[str, Any]) -> int:
 
 def budget(result: dict[str, Any]) -> dict[str, Any]:
     """A board's heap budget on an ESP32-WROOM from its measured footprint: bytes, and the share
-    of the heap left free with and without the updates estimate (with the qstr pool that the
-    updates' own names may start: OTA_QSTRS more strings)."""
+    of the heap left free at rest (what updates keep resident, fnboot and the names an update
+    interns, included), during an application update, during a firmware update and during a
+    command (each path measured while imported, its names counted at rest: nothing twice)."""
     app = esp32_app(result)
     free = ESP32_FREE_AT_START - app
-    command = result["esp32"].get("command_path", 0)
-    count = result["qstrs"]["count"]
-    ota = OTA_ESTIMATE + esp32_qstr_pools(count + OTA_QSTRS) - esp32_qstr_pools(count)
+    esp32 = result["esp32"]
+    command = esp32.get("command_path", 0)
+    ota = esp32.get("update_path", 0) + UPDATE_DATAGRAM
+    fw_ota = esp32.get("fwupdate_path", 0) + UPDATE_DATAGRAM + FW_SECTOR
     return {"heap": ESP32_HEAP, "free_at_start": ESP32_FREE_AT_START, "app": app, "free": free,
             "free_share": free / ESP32_HEAP, "ota": ota, "free_with_ota": free - ota,
-            "free_share_with_ota": (free - ota) / ESP32_HEAP, "command_path": command,
-            "free_share_during_command": (free - ota - command) / ESP32_HEAP}
+            "free_share_with_ota": (free - ota) / ESP32_HEAP, "fw_ota": fw_ota,
+            "free_share_during_fw_update": (free - fw_ota) / ESP32_HEAP, "command_path": command,
+            "free_share_during_command": (free - command) / ESP32_HEAP}
 
 
 def unix_heap_equivalent(result: dict[str, Any], esp32_bytes_free: int = ESP32_FREE_AT_START) -> int:
@@ -345,7 +352,8 @@ def measure_board(board: str | Path, work: Path | None = None, run_ms: int = RUN
         # frozen modules are imported with the HAL, measured alone above and counted as the
         # application's.
         running = rig.footprint(hal + frozen_modules, run_ms=run_ms)
-        order = [m for m in module_order() if m in loaded]
+        # The boot code first: it stays resident, imported before the application (main.py).
+        order = [m for m in BOOT if m in first["loaded"]] + [m for m in module_order() if m in loaded]
         parts = rig.footprint(hal + frozen_modules, order, tasks=8, buffers=True)
         sizes = rig.mpy_sizes
     block = running["block"]
@@ -360,12 +368,6 @@ def measure_board(board: str | Path, work: Path | None = None, run_ms: int = RUN
     state = app - code - frozen
     state_words = app - qstrs["bytes"] - code_words - frozen
     buffers = sum(parts["buffers"].values())
-    command = running.get("command_path", 0)  # held only while a command is read
-    command_words, command_data = command, 0
-    if command:
-        cq = qstr_delta(running["qstr"]["command"], running["qstr"]["before command"])
-        command_words = command - cq["bytes"]  # its strings stay: in the figures at rest
-        command_data = sum(sizes.get(m, 0) for m in running.get("command_modules", ())) - cq["text"]
     return {
         "board": load_board(board)["name"], "block": block, "hal": hal_share, "hal_blocks": hal_share // block,
         "app": app, "app_blocks": app // block, "code": code, "code_mpy": sum(m["mpy"] for m in modules.values()),
@@ -375,11 +377,24 @@ def measure_board(board: str | Path, work: Path | None = None, run_ms: int = RUN
         "total": running["total"], "heapsize": HEAPSIZE,
         "esp32": {"code": esp32_bytes(code_words, code_data), "frozen": round(frozen / 2),
                   "qstr": qstrs["text"] + esp32_qstr_pools(qstrs["count"]), "state": esp32_bytes(state_words, buffers),
-                  "command_path": esp32_bytes(command_words, command_data)},
-        "command_path": command, "command_modules": running.get("command_modules", []),
+                  **{f"{p}_path": _esp32_path(running, sizes, p) for p in PATHS}},
+        **{f"{p}_path": running.get(f"{p}_path", 0) for p in PATHS},
+        **{f"{p}_modules": running.get(f"{p}_modules", []) for p in PATHS},
     }
+
+
+def _esp32_path(running: dict[str, Any], sizes: dict[str, int], path: str) -> int:
+    # What a path imported for a moment holds meanwhile, on the ESP32: its strings stay after it,
+    # so they are in the figures at rest; its code's byte data is its .mpy less their text.
+    held = running.get(f"{path}_path", 0)
+    if not held:
+        return 0
+    q = qstr_delta(running["qstr"][path], running["qstr"]["before " + path])
+    data = sum(sizes.get(m, 0) for m in running.get(f"{path}_modules", ())) - q["text"]
+    return esp32_bytes(held - q["bytes"], data)
 
 
 __all__ = ["NodeRig", "measure_board", "module_order", "esp32_bytes", "esp32_app", "esp32_qstr_pools", "qstr_room",
            "budget", "unix_heap_equivalent",
-           "install_shipped", "ESP32_BLOCK", "ESP32_HEAP", "ESP32_FREE_AT_START", "TARGET_FREE", "OTA_ESTIMATE"]
+           "install_shipped", "ESP32_BLOCK", "ESP32_HEAP", "ESP32_FREE_AT_START", "TARGET_FREE", "UPDATE_DATAGRAM",
+           "FW_SECTOR"]

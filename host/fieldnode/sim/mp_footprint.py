@@ -128,24 +128,44 @@ async def _measure_tasks(n):
     return per
 
 
+def _path(name, modules):
+    # A path imported for a moment and forgotten after it (fnode.app.forget_modules), done once as
+    # the node does it: what it leaves (its interned names: qstrs are never freed) is in the
+    # figure at rest, and what it holds meanwhile is measured.
+    import fnode.app
+    at_rest = used()
+    mark("before " + name)
+    before = set(sys.modules)
+    for module in modules:
+        __import__(module)
+    out[name + "_path"] = used() - at_rest
+    mark(name)
+    out[name + "_modules"] = sorted(m for m in sys.modules if m not in before)
+    fnode.app.forget_modules(before)
+
+
 async def _measure_app(run_ms):
     import asyncio
+    # The boot code stays resident, as on a board: main.py runs fnboot.run(), which reads the
+    # slot pointer (none here) and imports the application.
+    import fnboot
+    fnboot.start()
+    fnboot._fw_boot()
     import fnode.app
     task = asyncio.create_task(fnode.app.main())
     await asyncio.sleep_ms(run_ms)
     if "fnode.actuators" in sys.modules:
-        # A node with actuators takes commands: their receiving side is imported for each one and
-        # forgotten after it (fnode.app.Node.take_command). Done once here as a command does it:
-        # what it leaves (its interned names: qstrs are never freed) is in the figure at rest, and
-        # what it holds meanwhile is measured.
-        at_rest = used()
-        mark("before command")
-        before = set(sys.modules)
-        import fnode.oncommand
-        out["command_path"] = used() - at_rest
-        mark("command")
-        out["command_modules"] = sorted(m for m in sys.modules if m not in before)
-        fnode.app.forget_modules(before)
+        # A node with actuators takes commands: their receiving side is imported for each one
+        # and forgotten after it (fnode.app.Node.take_command).
+        _path("command", ("fnode.oncommand",))
+    if "fnode.spool" in sys.modules:
+        # A node meant for a gateway takes updates: the update path is imported when the gateway
+        # offers one and forgotten after it (fnode.app.Node.update); a firmware update imports
+        # fnode.otafw too. A node with slots imports fnode.onupdate at boot (the boot frame's
+        # update records) and for the first ack on trial (fnode.app.Node.aside).
+        _path("slots", ("fnode.onupdate",))
+        _path("update", ("fnode.ota",))
+        _path("fwupdate", ("fnode.ota", "fnode.otafw"))
     # At rest: the least of five looks a quarter second apart. What the node holds for a moment
     # (frames in flight, an exchange, a spool write) comes and goes with the load of the machine
     # that runs it, and one look can catch kilobytes of it.
