@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import math
 
-from .analog import ADC_CAL_MV
-from .schema import Field, Reading, Sensor, SensorDriver, SimDevice, pair, positive, span, text
+from .analog import ADC_CAL_MV, CAL, RANGE
+from .schema import Field, Reading, Sensor, SensorDriver, SimDevice, positive, text
 
 LOOP_MA = (3.8, 20.0)  # what a 4-20 mA loop must show: a broken loop (NAMUR NE 43) up to full scale
 
@@ -34,8 +34,8 @@ DRIVER = SensorDriver(
     pin="adc",
     fields=(
         Field("shunt_ohm", "a positive number of ohms", positive),
-        Field("range", "[low, high] with low < high", span),
-        Field("cal", "[gain, offset]", pair, default=[1.0, 0.0]),
+        RANGE,
+        CAL,
         Field("unit", "text, e.g. \"bar\"", text, default=""),
     ),
     checks=(shunt_within_adc_window,),

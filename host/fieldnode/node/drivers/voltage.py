@@ -1,8 +1,8 @@
 """A voltage through a resistor divider on an ADC pin (firmware/lib/fnode/drivers/voltage.py)."""
 from __future__ import annotations
 
-from .analog import ADC_CAL_MV
-from .schema import Field, Reading, Sensor, SensorDriver, SimDevice, pair, positive, span, text, whole
+from .analog import ADC_CAL_MV, CAL, RANGE
+from .schema import Field, Reading, Sensor, SensorDriver, SimDevice, positive, text, whole
 
 
 def readings(sensor: Sensor) -> tuple[Reading, ...]:
@@ -28,8 +28,8 @@ DRIVER = SensorDriver(
     pin="adc",
     fields=(
         Field("divider", "a positive number (input volts per volt at the pin)", positive),
-        Field("range", "[low, high] with low < high", span),
-        Field("cal", "[gain, offset]", pair, default=[1.0, 0.0]),
+        RANGE,
+        CAL,
         Field("samples", "1 to 64 ADC reads averaged", whole(1, 64), default=1),
         Field("unit", "text, e.g. \"V\"", text, default="V"),
     ),
