@@ -214,6 +214,7 @@ class VirtualNode:
         self.sleep_scale = sleep_scale
         self.baud = baud
         self.input_lost = 0  # console bytes that arrived while the stdin ring was full (baud only)
+        self.input_delivered = 0  # console bytes put in the node's stdin ring (baud only)
         self.micropython = micropython or micropython_binary()
         self.world = WorldFile(self.node_dir / "world.json")
         board_name, chip, pins = _board_pins(board)
@@ -437,7 +438,7 @@ class VirtualNode:
         self._in_budget = min(self._in_budget + gain, UART_FIFO)
         self._out_budget = min(self._out_budget + gain, UART_FIFO)
 
-    def _stdin_room(self) -> int:
+    def stdin_room(self) -> int:
         """Free bytes in the node's stdin ring: STDIN_RING less what waits unread in pty B."""
         try:
             fd = os.open(self._proc_tty, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
@@ -456,7 +457,7 @@ class VirtualNode:
         (they are spent from the line's budget all the same). Returns what was not written."""
         if self.baud is None:
             return self._flush(fd, data)
-        room = self._stdin_room()
+        room = self.stdin_room()
         kept = bytearray()
         for b in data:
             if b == _CTRL_C:
@@ -467,7 +468,10 @@ class VirtualNode:
             else:
                 self.input_lost += 1
         self._in_budget -= len(data)
-        return self._flush(fd, kept)
+        offered = len(kept)
+        rest = self._flush(fd, kept)  # the same buffer, less what was written
+        self.input_delivered += offered - len(rest)
+        return rest
 
     def _step(self) -> None:
         if self.baud is not None:
