@@ -164,7 +164,7 @@ def test_ipv6_capture_names_duplicates_replays_refusals_and_silent_nodes(tmp_pat
     (_retrans,) = [line for line in lines if "retransmission of #" in line]
     assert sum("answers #" in line and "again (retransmission)" in line for line in lines) == 1
     assert any("dup  node-1" in line and "the gateway answers 2.03" in line for line in lines)
-    assert any("REJ  replay" in line for line in lines) and any("REJ  bad-mac" in line for line in lines)
+    assert any("REJ  replay" in line for line in lines) and any("REJ  bad-mac" in line for line in lines), proc.stdout
     assert any("ACK 4.01 Unauthorized" in line and ": bad-mac" in line for line in lines)
     summary = lines[lines.index(next(x for x in lines if x.startswith("summary:"))):]
     text = "\n".join(summary)

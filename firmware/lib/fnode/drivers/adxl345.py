@@ -51,6 +51,7 @@ class ADXL345:
             (_POWER_CTL, 0),  # standby while configuring
             (_BW_RATE, rate_code(rate_hz)),
             (_DATA_FORMAT, _FULL_RES | _RANGES.index(range_g)),
+            (_FIFO_CTL, 0),  # bypass empties the FIFO: what it held is not this driver's samples
             (_FIFO_CTL, _STREAM | 31),
             (_POWER_CTL, _MEASURE),
         )
