@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 from fieldnode.store.sqlite.connection import connect  # noqa: E402
 from fieldnode.store.sqlite.transaction import write_transaction  # noqa: E402
 from fieldnode.web.app import WebOptions  # noqa: E402
-from fieldnode.web.reader import Reader  # noqa: E402
+from fieldnode.web.sqlite_reader import SqliteReader  # noqa: E402
 from fieldnode.web.series import every_row, reduced  # noqa: E402
 from fieldnode.web.server import WebServer  # noqa: E402
 
@@ -91,7 +91,7 @@ def main() -> int:
         fill_s = time.perf_counter() - t0
         print(f"rolled them up (the migration when a gateway first opens such a database) in {fill_s:.1f} s",
               flush=True)
-        reader = Reader(db)
+        reader = SqliteReader(db)
         name = READINGS[0][0]
         writer = connect(db, synchronous="OFF")
         sid = writer.execute("SELECT id FROM series WHERE name=?", (name,)).fetchone()[0]
@@ -106,7 +106,7 @@ def main() -> int:
                                    [(10**9 + r * 60 + i, sid, t_new + i, 21.0) for i in range(60)])
                 start, stop = t_new + 60 - seconds, t_new + 60
                 span = (reader, DEVICE, name, start, stop)
-                fresh = Reader(db)  # its connections are opened by the question, page cache empty
+                fresh = SqliteReader(db)  # its connections are opened by the question, page cache empty
                 ms_c, body_c = timed(lambda a=(fresh, *span[1:]): json.dumps(reduced(*a, BUCKETS)))
                 fresh.close()
                 ms_w, body_w = timed(lambda a=span: json.dumps(reduced(*a, BUCKETS)))

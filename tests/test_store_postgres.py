@@ -228,19 +228,6 @@ def test_a_database_that_cannot_be_reached_or_read_is_one_line_naming_it_without
 
 
 
-def test_the_web_page_refuses_a_postgresql_store_in_one_line_before_anything_starts(pg_db, nodes):
-    for args in (["web", "--db", pg_db.dsn],
-                 ["gateway", "--db", pg_db.dsn, "--keys", str(nodes.path), "--listen", "127.0.0.1:0",
-                  "--http", "127.0.0.1:0"]):
-        run = run_cli(*args)
-        assert run.returncode == 2, (args, run.stderr)
-        assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr, run.stderr
-        assert "the web page (fieldnode web, gateway --http) reads a SQLite gateway database" in run.stderr
-        assert "docs/web.md" in run.stderr and run.stdout == ""
-    with psycopg.connect(pg_db.dsn) as conn:  # the gateway refused before it made its tables
-        assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname='public'").fetchone() == (0,)
-
-
 def test_fieldnode_db_names_a_postgresql_store_as_db_does(pg_cluster, nodes, monkeypatch):
     # FIELDNODE_DB is the default --db: a URI there is PostgreSQL, not a file named "postgresql:".
     gone = f"postgresql://postgres:s3cret@/nowhere?host={pg_cluster.dir}/missing"

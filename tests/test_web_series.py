@@ -1,6 +1,7 @@
 """What the page reads: the chart query's reduction (min, max and mean per time bucket, over both
 sample tables and every shard, from the gateway's minute rollups where buckets are whole minutes,
-equal to the same figures computed from every row), and the fleet over every shard."""
+equal to the same figures computed from every row), and the fleet over every shard; on a
+PostgreSQL store the same answers for the same samples, and every gateway's frames in the feed."""
 from __future__ import annotations
 
 import math
@@ -8,14 +9,18 @@ import random
 import sqlite3
 from pathlib import Path
 
+import psycopg
 import pytest
 
+from fieldnode.store.backend import make_writer
+from fieldnode.store.postgres.connection import connect as pg_connect
 from fieldnode.store.records import StoreItem
 from fieldnode.store.sqlite.connection import connect
 from fieldnode.store.sqlite.shards import shard_path
 from fieldnode.store.sqlite.writer import Store
 from fieldnode.web.fleet import Arrivals, fleet_rows
-from fieldnode.web.reader import Reader
+from fieldnode.web.sqlite_reader import SqliteReader
+from fieldnode.web.pg_reader import PgReader
 from fieldnode.web.series import every_row, reduced
 from fieldnode.wire.frame import Verifier
 from support.gateway_peers import Nodes
@@ -45,7 +50,7 @@ def test_every_bucket_holds_the_min_max_and_mean_of_its_rows(tmp_path):
     shard1 = [(1000 + i * 1.3 + 0.1, rng.uniform(-5, 30)) for i in range(1500)]
     _fill(db, shard0[:2500], shard0[2500:], 1)
     _fill(shard_path(db, 1), shard1, [], 5_000_000)
-    reader = Reader(db)
+    reader = SqliteReader(db)
     start, end, buckets = 1100.0, 2900.0, 37
     got = reduced(reader, DEVICE, "env.temp", start, end, buckets)
     rows = sorted(every_row(reader, DEVICE, "env.temp", start, end))
@@ -67,7 +72,7 @@ def test_a_range_with_one_sample_a_bucket_is_every_sample_exactly(tmp_path):
     db = tmp_path / "gw.db"
     rows = [(5000.0 + i * 10, float(i)) for i in range(50)]
     _fill(db, rows, [], 1)
-    reader = Reader(db)
+    reader = SqliteReader(db)
     got = reduced(reader, DEVICE, "env.temp", 5000.0, 5500.0, 600)
     assert got["t"] == [t for t, _ in rows] and got["mean"] == [v for _, v in rows] == got["min"] == got["max"]
     reader.close()
@@ -128,7 +133,7 @@ def test_a_long_range_from_the_minute_rollups_equals_every_row_aggregated_ends_a
     _through_gateway(db, moved, late, recent, 1)
     shard1 = [(t0 + 5000 + i * 13.1, rng.uniform(-20, 100)) for i in range(5000)]
     _through_gateway(shard_path(db, 1), shard1[:4000], [], shard1[4000:], 10**7)
-    reader = Reader(db)
+    reader = SqliteReader(db)
     start, end, buckets = t0 + 1234.5, t0 + 140_000.25, 300  # neither end on a minute
     got = reduced(reader, DEVICE, "env.temp", start, end, buckets)
     _assert_same_chart(got, reduced(reader, DEVICE, "env.temp", start, end, buckets, rollups=False))
@@ -163,7 +168,7 @@ def test_a_database_without_rollups_is_charted_from_its_rows_until_a_gateway_ope
     _through_gateway(db, rows[:9000], [], rows[9000:], 1)
     with sqlite3.connect(db) as conn:
         conn.execute("DROP TABLE rollups")
-    reader = Reader(db)
+    reader = SqliteReader(db)
     start, end = rows[10][0] + 0.5, rows[-10][0] + 0.5
     from_rows = reduced(reader, DEVICE, "env.temp", start, end, 200)
     assert from_rows["n"] == 9980 and from_rows["bucket_s"] % 60 == 0
@@ -178,7 +183,7 @@ def test_a_range_of_short_buckets_is_aggregated_from_the_rows_exactly(tmp_path):
     db = tmp_path / "gw.db"
     rows = [(6000.0 + i * 0.25, float(i % 17)) for i in range(4000)]
     _through_gateway(db, rows[:3000], [], rows[3000:], 1)
-    reader = Reader(db)
+    reader = SqliteReader(db)
     start, end, buckets = 6010.1, 6950.0, 600  # 1.6 s buckets: shorter than a minute
     got = reduced(reader, DEVICE, "env.temp", start, end, buckets)
     assert got["bucket_s"] == pytest.approx((end - start) / buckets)
@@ -204,7 +209,7 @@ def test_the_fleet_is_read_from_every_shard_the_gateway_workers_write(tmp_path):
         items = [StoreItem(verifier.verify(f), f, 1000.0 + 100 * shard + n, "127.0.0.1:5683", "")
                  for n, f in enumerate(frames)]
         assert {o.status for o in store.commit(items, {}, None)} == {"stored"}
-    reader = Reader(db)
+    reader = SqliteReader(db)
     rows = {r["device"]: r for r in fleet_rows(reader, Arrivals(), "site")}
     assert set(rows) == {d.hex() for d in nodes.devices}
     assert [rows[d.hex()]["frames"] for d in nodes.devices] == [3, 6, 3]
@@ -213,3 +218,78 @@ def test_the_fleet_is_read_from_every_shard_the_gateway_workers_write(tmp_path):
     reader.close()
     for store in stores:
         store.close()
+
+
+# -- PostgreSQL: the same questions, one GROUP BY over the samples ------------------------------------
+
+def _into_postgres(target, rows: list[tuple[float, float]]) -> None:
+    """env.temp's samples (and one of another reading) in a PostgreSQL store's tables."""
+    conn = pg_connect(target)  # makes the schema
+    with conn:
+        sid, other = (conn.execute("INSERT INTO series (device, name, unit) VALUES (%s, %s, %s) RETURNING id",
+                                   (DEVICE, name, unit)).fetchone()[0]
+                      for name, unit in (("env.temp", "Cel"), ("env.hum", "%RH")))
+        with conn.cursor() as cur, cur.copy("COPY samples (id, frame_id, series, time, value) FROM STDIN") as copy:
+            for i, (t, v) in enumerate(rows):
+                copy.write_row((i + 1, 1, sid, t, v))
+            copy.write_row((len(rows) + 1, 1, other, rows[-1][0], 1e9))  # another reading: never in this chart
+
+
+def test_a_postgresql_store_is_charted_as_sqlite_charts_the_same_samples(tmp_path, pg_db):
+    """Long ranges (whole-minute buckets: SQLite from its rollups, PostgreSQL by GROUP BY over the
+    rows), short buckets and a sample a bucket: the same buckets, samples, min and max."""
+    rng = random.Random(5)
+    t0 = 1_700_000_040.0
+    rows = [(t0 + i * 6.1 + rng.random(), rng.uniform(-20, 100)) for i in range(12_000)]
+    rows += [(t0 + 60 * k, rng.uniform(0, 1)) for k in range(1, 1200)]  # on minute edges ...
+    rows += [(math.nextafter(t0 + 60 * k, 0.0), rng.uniform(0, 1)) for k in range(1, 1200)]  # ... and just before
+    db = tmp_path / "gw.db"
+    _through_gateway(db, rows[2000:9000] + rows[12_000:], rows[:2000], rows[9000:12_000], 1)
+    _into_postgres(pg_db, rows)
+    sqlite_reader, pg_reader = SqliteReader(db), PgReader(pg_db)
+    for start, end, buckets in ((t0 + 1234.5, t0 + 70_000.25, 300), (t0 + 100.1, t0 + 1000.0, 600),
+                                (t0 - 50.0, t0 + 90_000.0, 100), (t0 + 500.0, t0 + 560.0, 600)):
+        on_pg = reduced(pg_reader, DEVICE, "env.temp", start, end, buckets)
+        on_sqlite = reduced(sqlite_reader, DEVICE, "env.temp", start, end, buckets)
+        assert on_pg["n"] > 0
+        _assert_same_chart(on_pg, on_sqlite)
+        assert sorted(every_row(pg_reader, DEVICE, "env.temp", start, end)) == sorted(
+            every_row(sqlite_reader, DEVICE, "env.temp", start, end))
+    sqlite_reader.close()
+    pg_reader.close()
+
+
+def test_on_postgresql_the_fleet_and_the_feed_read_every_gateways_frames_whatever_their_commit_order(
+        tmp_path, pg_db):
+    """Two gateways share the store: the fleet lists every device once with its frames; a frame
+    whose id is below one already seen (its gateway committed later) still reaches the feed."""
+    nodes = Nodes(tmp_path / "keys.json", n=3)
+    verifier = Verifier(nodes.keystore().lookup)
+    writers = [make_writer(pg_db, shard=0), make_writer(pg_db, shard=1)]
+    for shard, (writer, devices) in enumerate(zip(writers, ((0, 1), (1, 2)), strict=True)):
+        writer.open()
+        frames = [nodes.frame(i) for i in devices for _ in range(3)]
+        items = [StoreItem(verifier.verify(f), f, 1000.0 + 100 * shard + n, "127.0.0.1:5683", "")
+                 for n, f in enumerate(frames)]
+        assert {o.status for o in writer.commit(items, {"frames": len(items)}, None)} == {"stored"}
+        writer.close()
+    reader = PgReader(pg_db)
+    rows = {r["device"]: r for r in fleet_rows(reader, Arrivals(), "site")}
+    assert set(rows) == {d.hex() for d in nodes.devices}
+    assert [rows[d.hex()]["frames"] for d in nodes.devices] == [3, 6, 3]
+    assert rows[nodes.devices[1].hex()]["counter"] == 6
+    assert set(rows[nodes.devices[2].hex()]["readings"]) == {"temp", "hum"}
+    assert reader.counters()["frames"] == 12
+    marks = {0: reader.heads()[0][0]}
+    insert = ("INSERT INTO frames (id, device, counter, kid, kind, alg, tag, base_time, received, source, raw) "
+              "VALUES (nextval('frames_id_seq'), %s, %s, %s, 0, 5, %s, 0, %s, 'test', %s)")
+    with psycopg.connect(pg_db.dsn) as slow, psycopg.connect(pg_db.dsn, autocommit=True) as fast:
+        slow.execute(insert, ("0000000000aa", 1, "0000000000aa0001", b"t", 2000.0, b"r"))  # takes the lower id
+        fast.execute(insert, ("0000000000bb", 1, "0000000000bb0001", b"t", 2001.0, b"r"))  # commits first
+        found, marks = reader.frames_after(marks)
+        assert found == [("0000000000bb", 2001.0)]
+        slow.commit()
+    found, marks = reader.frames_after(marks)
+    assert found == [("0000000000aa", 2000.0)]
+    assert reader.frames_after(marks)[0] == []
+    reader.close()

@@ -17,6 +17,7 @@ from fieldnode.infra.paths import BOARDS_DIR
 from fieldnode.node.provisioning import Settings, provision
 from fieldnode.sim.fleet import devices_for_board, install_app, sim_unique_id
 from fieldnode.sim.vnode import VirtualNode
+from fieldnode.store.target import Target
 
 
 def counter_of(frame: bytes) -> int:
@@ -43,11 +44,12 @@ def console_counters(node: VirtualNode, since: int = 0) -> list[int]:
 class Site:
     """A gateway on loopback with its database, a keystore, and virtual nodes provisioned to it."""
 
-    def __init__(self, tmp: Path, **gateway_options) -> None:
+    def __init__(self, tmp: Path, db: Target | None = None, **gateway_options) -> None:
+        """`db`: the gateway's store (default a SQLite file in tmp; the readers below read SQLite)."""
         self.tmp = tmp
         self.keys = tmp / "keys.json"
         Keystore(self.keys, []).save()
-        self.db = tmp / "gw.db"
+        self.db = db or tmp / "gw.db"
         self.gateway = GatewayThread(Keystore.load(self.keys), self.db, ("127.0.0.1", 0), health_interval=0.2,
                                      **gateway_options).start()
         self.nodes: list[VirtualNode] = []

@@ -82,10 +82,10 @@ def _start_web(opts: Options):
     database as `fieldnode web` does, so the gateway's loop never waits on a page."""
     if opts.http is None:
         return None
-    from ..store.sqlite.connection import connect
+    from ..store.backend import prepare_store
     from ..web.server import WebServer
 
-    connect(opts.db).close()  # the page reads the database from its first moment
+    prepare_store(opts.db)  # the page reads the database from its first moment
     web = WebServer(opts.web, opts.http, "--http")
     web.start()
     _out(f"fieldnode {web.describe('--http-allow-commands')}")

@@ -64,6 +64,17 @@ def prepare_workers(db: Target, workers: int) -> None:
         create_shards(db, workers)
 
 
+def prepare_store(db: Target) -> None:
+    """The store's tables made before any writer opens it, for a reader started beside the
+    gateway (its web page) that reads from the first moment."""
+    if isinstance(db, PgTarget):
+        from .postgres.connection import connect as pg_connect
+        pg_connect(db).close()
+        return
+    from .sqlite.connection import connect
+    connect(db).close()
+
+
 def tag_reader(db: Target, shard: int) -> TagReader:
     if isinstance(db, PgTarget):
         from .postgres.readers import PgTagReader

@@ -4,9 +4,9 @@ them means the outputs went to their board-defined failsafe states."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from ..store.commandqueue import list_commands
+from ..store.target import Target
 from .commands import _sets
 from .reader import Reader
 from .series import events
@@ -14,7 +14,7 @@ from .series import events
 FORCED_SUFFIX = ".forced"
 
 
-def actuator_states(reader: Reader, db: Path, device: str) -> list[dict]:
+def actuator_states(reader: Reader, db: Target, device: str) -> list[dict]:
     """[{actuator, value, time, by}], by actuator name; `by` says what set it."""
     states: dict[str, dict] = {}
     for info in list_commands(db, bytes.fromhex(device)):

@@ -29,13 +29,14 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..infra.errors import FieldnodeError
+from ..store.target import Target
 from . import series as node_series
 from .access import TokenGate, new_csrf_token, refuse_cross_site
 from .actuators import actuator_states
 from .commands import command_rows, queue_from_page
 from .feed import Feed
 from .fleet import fleet_rows
-from .reader import Reader
+from .reader import open_reader
 
 STATIC = Path(__file__).parent / "static"
 _DEVICE = re.compile(r"^[0-9a-f]{12}$")
@@ -52,7 +53,7 @@ SECURITY_HEADERS = {
 
 @dataclass
 class WebOptions:
-    db: Path
+    db: Target  # a SQLite file (and its shards) or a PostgreSQL store
     offline_after: float = 300.0
     allow_commands: bool = False
     keys: Path | None = None  # the keystore commands are signed with (allow_commands)
@@ -63,11 +64,11 @@ class WebOptions:
 class _Api:
     def __init__(self, opts: WebOptions) -> None:
         self.opts = opts
-        self.reader = Reader(opts.db)
-        # Charts read over their own connections: a long range over a shard without minute rollups
-        # (a database no gateway of this release has opened: every row aggregated, up to seconds
-        # for a month) holds its reader's lock, and the live feed must not wait.
-        self.charts = Reader(opts.db)
+        self.reader = open_reader(opts.db)
+        # Charts read over their own connections: a long range aggregated from the rows (a SQLite
+        # shard without minute rollups, or PostgreSQL: up to seconds for a month) holds its
+        # reader's lock, and the live feed must not wait.
+        self.charts = open_reader(opts.db)
         self.feed = Feed(self.reader, opts.site)
         self.csrf = new_csrf_token()
 

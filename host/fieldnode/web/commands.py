@@ -11,12 +11,13 @@ from ..infra.errors import FieldnodeError
 from ..node.commanding import build_command, counters_path, find_node, next_counter, parse_value
 from ..node.keystore import Keystore
 from ..store.commandqueue import CommandInfo, enqueue_command, list_commands
+from ..store.target import Target
 from ..wire.frame import SENML_N, SENML_V, SENML_VB, split_envelope
 
 MAX_TTL_S = 24 * 3600.0
 
 
-def command_rows(db: Path, limit: int = 200) -> list[dict]:
+def command_rows(db: Target, limit: int = 200) -> list[dict]:
     """The newest commands, newest first, with what each one sets."""
     return [_row(info) for info in list_commands(db)[:limit]]
 
@@ -43,7 +44,7 @@ def _sets(frame: bytes) -> list[dict]:
     return out
 
 
-def queue_from_page(db: Path, keys_path: Path, node: str, actuator: str, value: str, ttl: float) -> dict:
+def queue_from_page(db: Target, keys_path: Path, node: str, actuator: str, value: str, ttl: float) -> dict:
     """Signs and queues a command as `fieldnode command NODE ACTUATOR VALUE --db DB --ttl TTL`
     does: the node's current key, this host's next command counter for it, an expiry. Returns
     {"id", "device"}; FieldnodeError naming what is wrong otherwise."""

@@ -11,6 +11,7 @@ import time
 
 import anyio.to_thread
 
+from ..infra.errors import FieldnodeError
 from .fleet import Arrivals, fleet_rows
 from .reader import Reader
 
@@ -63,6 +64,9 @@ class Feed:
             await asyncio.sleep(POLL_S)
             try:
                 messages = await anyio.to_thread.run_sync(self._changes)
+            except FieldnodeError as exc:  # PostgreSQL out of reach: the next round connects again
+                log.warning("reading the store for live updates failed: %s", exc)
+                continue
             except Exception:  # the database busy or gone a moment: the next round tries again
                 log.exception("reading the database for live updates failed")
                 continue
@@ -72,12 +76,13 @@ class Feed:
     def _changes(self) -> list[str]:
         heads = self.reader.heads()
         out = []
-        if any(h[0] != self._heads.get(k, (0,))[0] for k, h in heads.items()):
-            devices, self._marks = self._new_frames()
-            if devices:
-                rows = fleet_rows(self.reader, self.arrivals, self.site, devices, trend=1)
-                out.append(_event("nodes", {"now": time.time(), "nodes": rows}))
-        if any(h[1] != self._heads.get(k, (0, 0))[1] for k, h in heads.items()):
+        # Asked every round, not only when a highest id moved: on PostgreSQL another gateway's
+        # frame may commit below the highest id seen (pg_reader.py).
+        devices, self._marks = self._new_frames()
+        if devices:
+            rows = fleet_rows(self.reader, self.arrivals, self.site, devices, trend=1)
+            out.append(_event("nodes", {"now": time.time(), "nodes": rows}))
+        if any(h[1] != self._heads.get(k, (0, (0, 0)))[1] for k, h in heads.items()):
             out.append(_event("rejections", {"now": time.time()}))
         if heads.get(0, (0, 0, ()))[2] != self._heads.get(0, (0, 0, ()))[2]:
             out.append(_event("commands", {"now": time.time()}))

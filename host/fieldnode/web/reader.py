@@ -1,24 +1,32 @@
-"""The gateway's database as the page reads it: one read-only connection a shard, every query
-under one lock (sqlite3 connections are not for concurrent use), one snapshot a question."""
+"""The store as the page reads it: one interface, an implementation a engine.
+
+    Reader          the questions the page asks (the fleet, the latest samples, rejections, the
+                    feed's marks), each written once over `shards()` and the engine's Dialect
+    SqliteReader    sqlite_reader.py: the gateway's file and its shards, read-only, WAL
+    PgReader        pg_reader.py: one connection to the PostgreSQL store, autocommit, one
+                    snapshot a question
+    open_reader     the one --db names (engines imported only when chosen)
+
+series.py and buckets.py ask their questions over the same `shards()` and `dialect`."""
 from __future__ import annotations
 
 import re
-import sqlite3
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from ..infra.errors import FieldnodeError
-from ..store.sqlite.connection import connect
-from ..store.sqlite.shards import shard_paths
+from ..store.target import PgTarget, Target
+from .dialect import Dialect
 
 # Records of boot, ack and event frames: shown on the node page, not as the fleet's readings.
 NOT_READINGS = frozenset(("fw", "board", "reset", "schema", "ack", "result", "reason", "event", "lost",
                           "duration", "heap.free", "heap.low", "heap.block"))
 TREND_POINTS = 20
+ARRIVALS_CHUNK = 5000
 _KID = re.compile(r"\b([0-9a-f]{12})[0-9a-f]{4}\b")
+
+Shards = list[tuple[int, Any]]  # (shard index, a connection whose execute() takes the dialect's SQL)
 
 
 @dataclass
@@ -43,44 +51,35 @@ class Sample:
         return out
 
 
-class Reader:
-    """Reads the database at `db` and its shards (gateway.shard1.db, ...), found again on every
-    question, so a gateway started later with more workers is read whole."""
+def open_reader(db: Target) -> Reader:
+    """The reader of --db: a SQLite file (and its shards) or a PostgreSQL store. FieldnodeError in
+    one line when it is missing or unreachable."""
+    if isinstance(db, PgTarget):
+        from .pg_reader import PgReader
+        return PgReader(db)
+    from .sqlite_reader import SqliteReader
+    return SqliteReader(Path(db))
 
-    def __init__(self, db: Path | str) -> None:
-        self.db = Path(db)
-        self._conns: dict[Path, sqlite3.Connection] = {}
-        self._lock = threading.Lock()
-        connect(self.db, create=False).close()  # a wrong --db is one clear line at start
+
+class Reader:
+    """What an engine provides: `dialect`, `shards()` (every shard's connection, each in one read
+    snapshot, for the length of a question), `close()`, and the newest samples of some series."""
+
+    dialect: Dialect
+
+    def shards(self) -> AbstractContextManager[Shards]:
+        raise NotImplementedError
 
     def close(self) -> None:
-        with self._lock:
-            for conn in self._conns.values():
-                conn.close()
-            self._conns.clear()
+        raise NotImplementedError
 
-    @contextmanager
-    def shards(self) -> Iterator[list[tuple[int, sqlite3.Connection]]]:
-        """(index, connection) of every shard, each in a read transaction, under the lock."""
-        with self._lock:
-            out = []
-            for index, path in shard_paths(self.db).items():
-                conn = self._conns.get(path)
-                if conn is None:
-                    try:
-                        conn = connect(path, create=False)
-                    except FieldnodeError:
-                        continue  # removed meanwhile
-                    conn.execute("PRAGMA query_only=1")
-                    self._conns[path] = conn
-                out.append((index, conn))
-            for _, conn in out:
-                conn.execute("BEGIN")
-            try:
-                yield out
-            finally:
-                for _, conn in out:
-                    conn.execute("COMMIT")
+    def newest(self, conn: Any, series: list[int], trend: int) -> dict[int, list[tuple]]:
+        """series id -> its newest (time, value, string, bool, err) rows, up to `trend` of each."""
+        raise NotImplementedError
+
+    def _rows(self, conn: Any, sql: str, params: dict | None = None) -> Any:
+        """The cursor of a query written with :name placeholders (iterable, fetchone, fetchall)."""
+        return self.dialect.run(conn, sql, params)
 
     # -- the fleet -------------------------------------------------------------------------------
 
@@ -89,8 +88,8 @@ class Reader:
         out: dict[str, dict] = {}
         with self.shards() as shards:
             for _, conn in shards:
-                for dev, name, frames, counter, first, last, source in conn.execute(
-                        "SELECT device, name, frames, highest_counter, first_seen, last_seen, last_source "
+                for dev, name, frames, counter, first, last, source in self._rows(
+                        conn, "SELECT device, name, frames, highest_counter, first_seen, last_seen, last_source "
                         "FROM devices"):
                     if only is not None and dev not in only:
                         continue
@@ -111,20 +110,11 @@ class Reader:
         out: dict[str, dict[str, list[Sample]]] = {d: {} for d in devices}
         with self.shards() as shards:
             for _, conn in shards:
-                series = [(sid, dev, name, unit) for sid, dev, name, unit in
-                          conn.execute("SELECT id, device, name, unit FROM series") if dev in devices]
-                recent: dict[int, list[tuple]] = {}
-                # samples_recent holds the last seconds only (moved every second): read whole.
-                for row in conn.execute(
-                        "SELECT series, time, value, string, bool, err FROM samples_recent ORDER BY id"):
-                    recent.setdefault(row[0], []).append(row[1:])
-                for sid, dev, name, unit in series:
-                    rows = [*reversed(conn.execute(
-                        "SELECT time, value, string, bool, err FROM samples WHERE series=? ORDER BY time DESC LIMIT ?",
-                        (sid, trend)).fetchall()), *recent.get(sid, ())]
-                    if rows:
-                        merged = out[dev].setdefault(name, [])
-                        merged.extend(Sample(*r, unit) for r in rows)
+                series = {sid: (dev, name, unit) for sid, dev, name, unit in
+                          self._rows(conn, "SELECT id, device, name, unit FROM series") if dev in devices}
+                for sid, rows in self.newest(conn, sorted(series), trend).items():
+                    dev, name, unit = series[sid]
+                    out[dev].setdefault(name, []).extend(Sample(*r, unit) for r in rows)
         for by_name in out.values():
             for name, samples in by_name.items():
                 samples.sort(key=lambda s: s.time)
@@ -137,11 +127,11 @@ class Reader:
         rows: list[dict] = []
         with self.shards() as shards:
             for _, conn in shards:
-                if not _has_table(conn, "rejections"):
+                if not self.dialect.has_table(conn, "rejections"):
                     continue  # a database no gateway of this release has written yet
-                for t, source, reason, detail, device in conn.execute(
-                        "SELECT time, source, reason, detail, device FROM rejections ORDER BY id DESC LIMIT ?",
-                        (limit,)):
+                for t, source, reason, detail, device in self._rows(
+                        conn, "SELECT time, source, reason, detail, device FROM rejections ORDER BY id DESC "
+                        "LIMIT :limit", {"limit": limit}):
                     if not device:
                         found = _KID.search(detail)
                         device = found.group(1) if found else ""
@@ -150,37 +140,51 @@ class Reader:
         return rows[:limit]
 
     def counters(self) -> dict[str, int]:
+        """The gateway's counters, summed over shards (and, on PostgreSQL, over gateways)."""
         out: dict[str, int] = {}
         with self.shards() as shards:
             for _, conn in shards:
-                for name, value in conn.execute("SELECT name, value FROM counters"):
-                    out[name] = out.get(name, 0) + value
+                for name, value in self._rows(conn, "SELECT name, sum(value) FROM counters GROUP BY name"):
+                    out[name] = out.get(name, 0) + int(value)
         return out
 
     def arrivals(self, since: float, cap: int = 200_000) -> list[tuple[str, float]]:
-        """(device, received) of the frames stored after `since`, newest first: frames rows are in
-        commit order, so the scan stops at the first older one (or after `cap` rows)."""
+        """(device, received) of the frames stored after `since`, newest first: frames are read
+        newest id first, a chunk at a time, until one is older (or after `cap` of a shard)."""
         out = []
         with self.shards() as shards:
             for _, conn in shards:
-                rows = conn.execute("SELECT device, received FROM frames ORDER BY id DESC")
-                for n, (dev, received) in enumerate(rows):
-                    if received < since or n >= cap:
-                        break
-                    out.append((dev, received))
+                out.extend(self._arrivals_in(conn, since, cap))
         return out
 
+    def _arrivals_in(self, conn: Any, since: float, cap: int) -> list[tuple[str, float]]:
+        found: list[tuple[str, float]] = []
+        params: dict = {"chunk": ARRIVALS_CHUNK}
+        while True:
+            older = "WHERE id < :before " if "before" in params else ""
+            chunk = self._rows(conn, f"SELECT id, device, received FROM frames {older}ORDER BY id DESC LIMIT :chunk",
+                               params).fetchall()
+            for fid, dev, received in chunk:
+                if received < since or len(found) >= cap:
+                    return found
+                found.append((dev, received))
+                params["before"] = fid
+            if len(chunk) < ARRIVALS_CHUNK:
+                return found
+
     def heads(self) -> dict[int, tuple]:
-        """What changes when the gateway writes: per shard, its highest frame, rejection and command ids."""
+        """What changes when a gateway writes: per shard, its highest frame id, its rejections
+        (the highest id and how many), and the command queue (in shard 0: highest id, last change)."""
         out = {}
         with self.shards() as shards:
             for index, conn in shards:
-                frames = conn.execute("SELECT max(id) FROM frames").fetchone()[0] or 0
-                rejected = (conn.execute("SELECT max(id) FROM rejections").fetchone()[0] or 0
-                            if _has_table(conn, "rejections") else 0)
-                commands = conn.execute("SELECT max(id), max(coalesce(result_at, sent_at, created)) FROM commands"
-                                        ).fetchone() if index == 0 else (0, 0)
-                out[index] = (frames, rejected, tuple(commands))
+                frames = self._rows(conn, "SELECT max(id) FROM frames").fetchone()[0] or 0
+                rejected = (tuple(self._rows(conn, "SELECT max(id), count(*) FROM rejections").fetchone())
+                            if self.dialect.has_table(conn, "rejections") else (0, 0))
+                commands = (tuple(self._rows(
+                    conn, "SELECT max(id), max(coalesce(result_at, sent_at, created)) FROM commands").fetchone())
+                            if index == 0 else (0, 0))
+                out[index] = (frames, rejected, commands)
         return out
 
     def frames_after(self, marks: dict[int, int]) -> tuple[list[tuple[str, float]], dict[int, int]]:
@@ -189,12 +193,9 @@ class Reader:
         new = dict(marks)
         with self.shards() as shards:
             for index, conn in shards:
-                for fid, dev, received in conn.execute(
-                        "SELECT id, device, received FROM frames WHERE id > ? ORDER BY id", (marks.get(index, 0),)):
+                for fid, dev, received in self._rows(
+                        conn, "SELECT id, device, received FROM frames WHERE id > :mark ORDER BY id",
+                        {"mark": marks.get(index, 0)}):
                     found.append((dev, received))
                     new[index] = fid
         return found, new
-
-
-def _has_table(conn: sqlite3.Connection, name: str) -> bool:
-    return conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone() is not None

@@ -7,7 +7,7 @@ import os
 from ...gateway.protocol import site_from_keystore
 from ...infra.errors import FieldnodeError
 from ...store.location import default_db_path
-from ...store.target import PgTarget, Target, parse_db
+from ...store.target import Target, parse_db
 from ..options import add_keys_option, keys_path
 
 
@@ -18,9 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "every shard): the fleet with live values, a chart per reading over any range, events, "
         "actuators, the command queue and recent rejections. Loopback only unless an access token is "
         "given. See docs/web.md.")
-    p.add_argument("--db", type=parse_db, default=None, metavar="PATH",
-                   help=f"the gateway's SQLite database (default {default_db_path()}, or $FIELDNODE_DB); "
-                   "a PostgreSQL store is not shown yet")
+    p.add_argument("--db", type=parse_db, default=None, metavar="PATH|URI",
+                   help=f"the gateway's store: its SQLite database (default {default_db_path()}, or "
+                   "$FIELDNODE_DB) or a postgresql://USER@HOST[:PORT]/DBNAME URI")
     add_web_options(p)
     add_keys_option(p, "keystore: the site name, and the keys commands are signed with (--allow-commands)")
     p.add_argument("--site", default=None, help="site name shown (default: from the keystore's file name)")
@@ -46,9 +46,6 @@ def web_options(args: argparse.Namespace, db: Target, offline_after_default: flo
     from ...web.access import TOKEN_ENV
     from ...web.app import WebOptions
 
-    if isinstance(db, PgTarget):
-        raise FieldnodeError(f"--db {db}: the web page (fieldnode web, gateway --http) reads a SQLite gateway "
-                             "database for now and cannot show a PostgreSQL store yet (docs/web.md)")
     offline = args.offline_after if args.offline_after is not None else offline_after_default
     if not offline > 0:
         raise FieldnodeError(f"--offline-after {offline:g}: a positive number of seconds")
