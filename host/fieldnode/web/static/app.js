@@ -248,7 +248,7 @@ function axisLabel(v) { return v === null ? "" : Math.abs(v) >= 10000 ? compact.
 function drawChart(box, name, data, events, width) {
   const plot = box.querySelector(".plot");
   plot.replaceChildren();
-  window.fieldnodeCharts[name] = { t: data.t, mean: data.mean, min: data.min, max: data.max, n: data.n };
+  window.fieldnodeCharts[name] = { t: data.t, mean: data.mean, min: data.min, max: data.max, n: data.n, bucket_s: data.bucket_s };
   box.dataset.points = String(data.t.length);
   box.querySelector(".info").textContent = data.n > data.t.length
     ? `${data.n} samples drawn as ${data.t.length} buckets of ${data.bucket_s.toFixed(0)} s (min / mean / max)`
