@@ -324,11 +324,13 @@ class OutboxPublisher(threading.Thread):
                 self._wake.wait(self.poll)
                 self._wake.clear()
 
-    def _publish_more(self, client: paho.Client, flight: _Flight) -> None:
+    def _next_rows(self, flight: _Flight) -> list[tuple[int, str, str]]:
         """The next outbox rows after the last one sent, up to the window."""
-        rows = self._conn.execute("SELECT id, topic, payload FROM outbox WHERE id>? ORDER BY id LIMIT ?",
+        return self._conn.execute("SELECT id, topic, payload FROM outbox WHERE id>? ORDER BY id LIMIT ?",
                                   (flight.last_id, self.window - len(flight.inflight))).fetchall()
-        for row_id, topic, payload in rows:
+
+    def _publish_more(self, client: paho.Client, flight: _Flight) -> None:
+        for row_id, topic, payload in self._next_rows(flight):
             for extra in self.extras:
                 extra.reading(client, topic, payload)
             info = client.publish(topic, payload, qos=1, retain=self.retain)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import time
 
-import paho.mqtt.client as paho
 import psycopg
 
 from ..store.postgres.connection import connect
@@ -95,19 +94,12 @@ class PgOutboxPublisher(OutboxPublisher):
             self._conn.close()  # the session's advisory lock goes with it
         self._conn = None
 
-    def _publish_more(self, client: paho.Client, flight: _Flight) -> None:
-        """The oldest rows not in flight, up to the window."""
-        rows = self._conn.execute(
+    def _next_rows(self, flight: _Flight) -> list[tuple[int, str, str]]:
+        """The oldest rows not in flight, up to the window (ids from several gateways' commits
+        need not arrive in order, so not "after the last one sent")."""
+        return self._conn.execute(
             "SELECT id, topic, payload FROM outbox WHERE id <> ALL(%s) ORDER BY id LIMIT %s",
             (list(flight.inflight.values()), self.window - len(flight.inflight))).fetchall()
-        for row_id, topic, payload in rows:
-            for extra in self.extras:
-                extra.reading(client, topic, payload)
-            info = client.publish(topic, payload, qos=1, retain=self.retain)
-            if info.rc != paho.MQTT_ERR_SUCCESS:
-                flight.lost.setdefault("rc", info.rc)
-                break
-            flight.inflight[info.mid] = row_id
 
     def _delete_rows(self, ids: list[int]) -> None:
         with self._conn.transaction():
