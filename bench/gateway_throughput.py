@@ -58,7 +58,9 @@ from fieldnode.gateway.protocol import Gateway  # noqa: E402
 from fieldnode.store.owners import owner_of  # noqa: E402
 from fieldnode.store.records import Health, StoreItem  # noqa: E402
 from fieldnode.store.sqlite.shards import create_shards  # noqa: E402
+from fieldnode.store.backend import make_writer  # noqa: E402
 from fieldnode.store.sqlite.writer import Store  # noqa: E402
+from fieldnode.store.target import parse_db  # noqa: E402
 from support.gateway_peers import Nodes  # noqa: E402
 from support.ports import claimed_port  # noqa: E402
 from support.senders import run_closed, run_paced  # noqa: E402
@@ -342,7 +344,7 @@ def bench_node_sweep(start: int, limit: int, seconds: int) -> dict:
 
 def _store_worker(db: str, shard: int, keys_path: str, frames: list[bytes], start, conn) -> None:
     from fieldnode.node.keystore import Keystore
-    store = Store(Path(db), shard=shard)
+    store = make_writer(parse_db(db), shard=shard)  # SQLite for a path, PostgreSQL for a URI
     store.open()
     verifier = Verifier(Keystore.load(Path(keys_path)).lookup)
     start.wait()

@@ -28,34 +28,18 @@ import os
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "bench"))
 
-from gateway_throughput import SIX_READINGS, _run_processes, store_all  # noqa: E402
-from fieldnode.store.backend import make_writer  # noqa: E402
-from fieldnode.store.target import parse_db  # noqa: E402
-from fieldnode.wire.frame import Verifier  # noqa: E402
+from gateway_throughput import SIX_READINGS, _run_processes, _store_worker  # noqa: E402
 from support.gateway_peers import Nodes  # noqa: E402
 from support.postgres import Cluster  # noqa: E402
 
 DEVICES = 100
 VARIANTS = ("sqlite-1", "postgresql-1", "postgresql-2", "postgresql-2-shared")
-
-
-def _store_worker(db: str, shard: int, keys_path: str, frames: list[bytes], start, conn) -> None:
-    from fieldnode.node.keystore import Keystore
-    store = make_writer(parse_db(db), shard=shard)
-    store.open()
-    verifier = Verifier(Keystore.load(Path(keys_path)).lookup)
-    start.wait()
-    t = time.perf_counter()
-    store_all(store, verifier, frames)
-    conn.send(time.perf_counter() - t)
-    store.close()
 
 
 def _wal_position(cluster: Cluster) -> str:
