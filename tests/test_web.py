@@ -116,14 +116,12 @@ def test_a_value_changes_on_the_page_without_reload(site, web, page):
     assert site.readings(node, "env.temp")[-1][1] == pytest.approx(37.5)
 
 
-def test_a_chart_draws_the_points_stored_for_a_range(site, web, page):
-    node = site.nodes[0]
-    dev = node.unique_id.hex()
-    # The first test of a worker's module (xdist spreads them) finds the site a few seconds old.
-    stored = wait_for(lambda: _at_least(5, _temperatures(site.db, dev)), 30, "five env.temp samples")
-    start, end = stored[1][0] - 0.5, stored[-2][0] + 0.5  # a range that leaves some out at both ends
+def _check_chart(page, url: str, dev: str, stored: list[tuple[float, float]]) -> None:
+    """The node page's env.temp chart over a range that leaves some of `stored` out at both ends
+    draws the stored samples in it (grouped as the server groups them)."""
+    start, end = stored[1][0] - 0.5, stored[-2][0] + 0.5
     expected = [(t, v) for t, v in stored if start <= t < end]
-    _open(page, f"{web.url}#/node/{dev}?from={start}&to={end}")
+    _open(page, f"{url}#/node/{dev}?from={start}&to={end}")
     box = page.locator(".chart[data-name='env.temp']")
     expect(box).to_have_attribute("data-points", re.compile(r"\d+"), timeout=15_000)
     drawn = page.evaluate("window.fieldnodeCharts['env.temp']")
@@ -135,15 +133,28 @@ def test_a_chart_draws_the_points_stored_for_a_range(site, web, page):
     assert box.locator("canvas").count() >= 1  # uPlot drew it
 
 
-def test_a_command_queued_from_the_page_reaches_the_node_and_its_ack_appears(site, web, page):
-    node = site.nodes[0]
-    _open(page, f"{web.url}#/commands")
+def _queue_heater_on(page, url: str, node) -> int:
+    """heater=on for the node, queued from the Commands view: the id the page says it got."""
+    _open(page, f"{url}#/commands")
     page.select_option("#cmd-node", node.unique_id.hex())
     page.fill("#cmd-actuator", "heater")
     page.fill("#cmd-value", "on")
     page.click("#cmd-send")
     expect(page.locator("#cmd-result")).to_contain_text("queued command #")
-    command_id = page.locator("#cmd-result").inner_text().split("#")[1]
+    return int(page.locator("#cmd-result").inner_text().split("#")[1])
+
+
+def test_a_chart_draws_the_points_stored_for_a_range(site, web, page):
+    node = site.nodes[0]
+    dev = node.unique_id.hex()
+    # The first test of a worker's module (xdist spreads them) finds the site a few seconds old.
+    stored = wait_for(lambda: _at_least(5, _temperatures(site.db, dev)), 30, "five env.temp samples")
+    _check_chart(page, web.url, dev, stored)
+
+
+def test_a_command_queued_from_the_page_reaches_the_node_and_its_ack_appears(site, web, page):
+    node = site.nodes[0]
+    command_id = _queue_heater_on(page, web.url, node)
     row = page.locator(f"#commands tr[data-id='{command_id}']")
     expect(row.locator(".state")).to_have_text("applied", timeout=30_000)
     expect(row).to_contain_text("heater=on")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import re
 import sys
 
 import psycopg
@@ -18,9 +17,8 @@ from fieldnode.store.target import PgTarget
 from fieldnode.web.app import WebOptions
 from fieldnode.web.server import WebServer
 from fieldnode.wire import coap
-from support.charts import bucketed
 from support.nodesite import Site, wait_for
-from test_web import OFFLINE_AFTER, _at_least, _get_json, _open, _row
+from test_web import OFFLINE_AFTER, _at_least, _check_chart, _get_json, _open, _queue_heater_on, _row
 
 
 @pytest.fixture(scope="module")
@@ -69,29 +67,12 @@ def test_a_chart_draws_the_points_stored_for_a_range(site, web, page):
     stored = wait_for(lambda: _at_least(5, _rows(
         site.db, "SELECT time, value FROM readings WHERE device=%s AND name='env.temp' ORDER BY time", (dev,))),
         30, "five env.temp samples")
-    start, end = stored[1][0] - 0.5, stored[-2][0] + 0.5  # a range that leaves some out at both ends
-    expected = [(t, v) for t, v in stored if start <= t < end]
-    _open(page, f"{web.url}#/node/{dev}?from={start}&to={end}")
-    box = page.locator(".chart[data-name='env.temp']")
-    expect(box).to_have_attribute("data-points", re.compile(r"\d+"), timeout=15_000)
-    drawn = page.evaluate("window.fieldnodeCharts['env.temp']")
-    assert drawn["n"] == len(expected)
-    points = bucketed(expected, start, drawn["bucket_s"])  # one a sample, unless two came close together
-    assert box.get_attribute("data-points") == str(len(points)) and len(points) >= 2
-    assert drawn["t"] == pytest.approx([t for t, _ in points])
-    assert drawn["mean"] == pytest.approx([v for _, v in points])
-    assert box.locator("canvas").count() >= 1  # uPlot drew it
+    _check_chart(page, web.url, dev, stored)
 
 
 def test_a_command_queued_from_the_page_reaches_the_queue_and_the_node_applies_it(site, web, page):
     node = site.nodes[0]
-    _open(page, f"{web.url}#/commands")
-    page.select_option("#cmd-node", node.unique_id.hex())
-    page.fill("#cmd-actuator", "heater")
-    page.fill("#cmd-value", "on")
-    page.click("#cmd-send")
-    expect(page.locator("#cmd-result")).to_contain_text("queued command #")
-    command_id = int(page.locator("#cmd-result").inner_text().split("#")[1])
+    command_id = _queue_heater_on(page, web.url, node)
     assert _rows(site.db, "SELECT device FROM commands WHERE id=%s", (command_id,)) == [(node.unique_id.hex(),)]
     row = page.locator(f"#commands tr[data-id='{command_id}']")
     expect(row.locator(".state")).to_have_text("applied", timeout=30_000)
