@@ -22,7 +22,7 @@ from fieldnode.sim.fleet import devices_for_board, install_app, sim_unique_id
 from fieldnode.sim.vnode import VirtualNode
 from support.nodesite import console_counters, wait_for
 from support.ports import claimed_port
-from support.proclines import ProcessLines
+from support.proclines import ProcessLines, stop_process
 
 CLI = [sys.executable, "-m", "fieldnode.cli"]
 # Shrunk for the tests: one unanswered transmission (2-3 s, RFC 7252's first timeout) moves a node.
@@ -133,20 +133,10 @@ def test_a_node_moves_to_its_second_gateway_when_the_first_is_silent_and_comes_b
 def start_cli_gateway(stack: ExitStack, keys: Path, dsn: str, port: int) -> ProcessLines:
     proc = subprocess.Popen(CLI + ["gateway", "--listen", f"127.0.0.1:{port}", "--db", dsn, "--keys", str(keys),
                                    "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    stack.callback(_stop, proc)
+    stack.callback(stop_process, proc)
     lines = ProcessLines(proc)
     assert lines.until("stdout", lambda ls: any("listening on" in line for line in ls), 60), lines.lines
     return lines
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_a_gateway_killed_under_load_moves_its_real_nodes_and_each_counter_is_stored_once(pg_db, keys, tmp_path):
@@ -198,14 +188,21 @@ def settings_blob(node: VirtualNode) -> dict[str, str]:
     return out
 
 
+def _unprovisioned_node(stack: ExitStack, tmp_path: Path, index: int, **kwargs) -> VirtualNode:
+    """A virtual node with the application installed, waiting to be provisioned."""
+    doc = json.loads((BOARDS_DIR / "virtual.json").read_text())
+    install_app(tmp_path / "node" / "flash", BOARDS_DIR / "virtual.json")
+    node = VirtualNode(tmp_path / "node", sim_unique_id(index, 0x7A), board="virtual", devices=devices_for_board(doc),
+                       **kwargs)
+    stack.callback(node.stop)
+    node.start()
+    node.wait_output(b"not sending", timeout=30)
+    return node
+
+
 def test_provision_stores_the_gateways_in_order_and_a_bad_one_writes_nothing(keys, tmp_path, capsys):
     with ExitStack() as stack:
-        doc = json.loads((BOARDS_DIR / "virtual.json").read_text())
-        install_app(tmp_path / "node" / "flash", BOARDS_DIR / "virtual.json")
-        node = VirtualNode(tmp_path / "node", sim_unique_id(9, 0x7A), board="virtual", devices=devices_for_board(doc))
-        stack.callback(node.stop)
-        node.start()
-        node.wait_output(b"not sending", timeout=30)
+        node = _unprovisioned_node(stack, tmp_path, 9)
         base = ["provision", "--port", node.port, "--keys", str(keys), "--no-reset"]
         before = node.nvs(), keys.read_bytes()
         capsys.readouterr()
@@ -272,13 +269,7 @@ def test_provision_refuses_several_gateways_for_an_application_before_failover_a
     assert "\nFAILOVER = True\n" in source
     provision_py.write_text(source.replace("\nFAILOVER = True\n", "\n"))
     with ExitStack() as stack:
-        doc = json.loads((BOARDS_DIR / "virtual.json").read_text())
-        install_app(tmp_path / "node" / "flash", BOARDS_DIR / "virtual.json")
-        node = VirtualNode(tmp_path / "node", sim_unique_id(8, 0x7A), board="virtual", devices=devices_for_board(doc),
-                           firmware_lib=old)
-        stack.callback(node.stop)
-        node.start()
-        node.wait_output(b"not sending", timeout=30)
+        node = _unprovisioned_node(stack, tmp_path, 8, firmware_lib=old)
         base = ["provision", "--port", node.port, "--keys", str(keys), "--no-reset"]
         before = node.nvs(), keys.read_bytes()
         capsys.readouterr()

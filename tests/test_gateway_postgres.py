@@ -17,7 +17,7 @@ import pytest
 from fieldnode.wire import coap
 from support.gateway_peers import Client, Nodes, gateway_port
 from support.postgres import Cluster
-from support.proclines import ProcessLines
+from support.proclines import ProcessLines, stop_process
 
 CLI = [sys.executable, "-m", "fieldnode.cli"]
 
@@ -30,22 +30,12 @@ def node_count() -> int:
 def start_gateway(stack: ExitStack, nodes: Nodes, uri: str, *extra: str) -> tuple[ProcessLines, int]:
     proc = subprocess.Popen(CLI + ["gateway", "--listen", "127.0.0.1:0", "--db", uri, "--keys", str(nodes.path),
                                    "--quiet", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    stack.callback(_stop, proc)
+    stack.callback(stop_process, proc)
     lines = ProcessLines(proc)
     assert lines.until("stdout", lambda ls: any("listening on" in line for line in ls), 60), lines.lines
     startup = next(line for line in lines.lines["stdout"] if "listening on" in line)
     assert "db postgresql://" in startup
     return lines, gateway_port(startup)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def stored(uri: str) -> list[tuple[str, int]]:
@@ -215,7 +205,7 @@ def test_gateway_workers_on_postgresql_share_the_one_database_and_status_shows_e
         proc = subprocess.Popen(CLI + ["gateway", "--listen", f"127.0.0.1:{port}", "--db", pg_db.dsn, "--keys",
                                        str(nodes.path), "--quiet", "--workers", "2"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        stack.callback(_stop, proc)
+        stack.callback(stop_process, proc)
         lines = ProcessLines(proc)
         assert lines.until("stdout", lambda ls: any("workers 2" in line for line in ls), 60), lines.lines
         assert wait_for(lambda: [w["state"] for w in status(pg_db.dsn)["workers"]] == ["running"] * 2, 30)

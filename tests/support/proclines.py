@@ -58,3 +58,14 @@ class ProcessLines:
         for reader in self._readers:
             reader.join(timeout)
         return "".join(self.lines["stdout"]), "".join(self.lines["stderr"])
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """Terminated, and killed when it does not end within 30 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
