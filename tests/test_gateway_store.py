@@ -136,6 +136,16 @@ def rollups_and_expected(path: Path) -> tuple[dict, dict]:
     return got, expected
 
 
+def assert_rollups_hold(path: Path, samples: int, more_than: int = 0) -> None:
+    """The rollups are exactly what `samples` makes of its numeric samples, `samples` of them,
+    in more than `more_than` (series, minute) rows."""
+    got, expected = rollups_and_expected(path)
+    assert set(got) == set(expected) and len(got) > more_than
+    assert sum(n for n, *_ in got.values()) == samples
+    for key, agg in expected.items():
+        assert got[key] == pytest.approx(agg), key
+
+
 def spread_frames(nodes: Nodes, start: int, count: int) -> list[bytes]:
     """Frames 37 s apart from `start`, with two numbers and a string each (strings are not rolled up)."""
     return [nodes.frame(k % 2, bt=start + 37 * k, records=[{"n": "temp", "u": "Cel", "v": 20 + (k * 7) % 13 / 4},
@@ -153,11 +163,7 @@ def test_moved_samples_are_rolled_up_by_series_and_minute_late_ones_included(sto
     store.commit(items(nodes, spread_frames(nodes, 1_764_057_600 + 11, 100)), {}, None)
     store.housekeeping({}, Health(0, 1, "127.0.0.1:5683", time.time()))
     assert table_counts(db) == (1200, 0)
-    got, expected = rollups_and_expected(db)
-    assert set(got) == set(expected) and len(got) > 100
-    assert sum(n for n, *_ in got.values()) == 800  # every numeric sample once, strings none
-    for key, agg in expected.items():
-        assert got[key] == pytest.approx(agg), key
+    assert_rollups_hold(db, samples=800, more_than=100)  # every numeric sample once, strings none
 
 
 def test_a_database_made_before_rollups_gets_them_from_its_samples_when_opened(tmp_path, nodes):
@@ -172,16 +178,10 @@ def test_a_database_made_before_rollups_gets_them_from_its_samples_when_opened(t
         conn.execute("DROP TABLE rollups")
     s = Store(path)
     s.open()  # rolls up what samples holds, once
-    got, expected = rollups_and_expected(path)
-    assert set(got) == set(expected) and sum(n for n, *_ in got.values()) == 600
-    for key, agg in expected.items():
-        assert got[key] == pytest.approx(agg), key
+    assert_rollups_hold(path, samples=600)
     s.index_recent()  # samples_recent is rolled up as it moves, not twice
     s.close()
-    got, expected = rollups_and_expected(path)
-    assert set(got) == set(expected) and sum(n for n, *_ in got.values()) == 700
-    for key, agg in expected.items():
-        assert got[key] == pytest.approx(agg), key
+    assert_rollups_hold(path, samples=700)
 
 
 def test_samples_moved_by_a_fieldnode_that_keeps_no_rollups_are_rolled_up_at_the_next_open(tmp_path, nodes):
@@ -200,10 +200,7 @@ def test_samples_moved_by_a_fieldnode_that_keeps_no_rollups_are_rolled_up_at_the
     s = Store(path)
     s.open()
     s.close()
-    got, expected = rollups_and_expected(path)
-    assert set(got) == set(expected) and sum(n for n, *_ in got.values()) == 400
-    for key, agg in expected.items():
-        assert got[key] == pytest.approx(agg), key
+    assert_rollups_hold(path, samples=400)
 
 
 def test_samples_move_once_the_unindexed_table_is_big_and_the_documented_query_uses_the_index(
