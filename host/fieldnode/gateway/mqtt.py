@@ -374,6 +374,10 @@ class OutboxPublisher(threading.Thread):
         self.state, self.detail = state, detail
         if state != "connected":
             log.info("mqtt %s: %s %s", self.url.display(), state, detail)
+        self._record_state(state, detail)
+
+    def _record_state(self, state: str, detail: str) -> None:
+        """The state where `fieldnode status` reads it."""
         try:
             self._conn.execute(
                 "INSERT INTO mqtt_state (id, url, state, detail, published, updated) VALUES (1,?,?,?,0,?) "

@@ -107,14 +107,9 @@ class PgOutboxPublisher(OutboxPublisher):
             self._conn.execute("UPDATE mqtt_state SET published=published+%s, updated=%s WHERE id=1",
                                (len(ids), time.time()))
 
-    def _set_state(self, state: str, detail: str) -> None:
-        if (state, detail) == (self.state, self.detail):
-            return
-        self.state, self.detail = state, detail
-        if state != "connected":
-            log.info("mqtt %s: %s %s", self.url.display(), state, detail)
+    def _record_state(self, state: str, detail: str) -> None:
         if self._conn is None:
-            return
+            return  # no connection to the database now: nowhere to record it
         try:
             self._conn.execute(
                 "INSERT INTO mqtt_state (id, url, state, detail, published, updated) VALUES (1,%s,%s,%s,0,%s) "
