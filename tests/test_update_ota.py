@@ -18,6 +18,7 @@ from fieldnode.wire.frame import Verifier
 from fieldnode.sim.vnode import VirtualNode
 from fieldnode.updates.release import build_release, offer_to
 from fieldnode.updates.site import UpdateSite, updates_dir
+from support.delayrelay import DelayRelay
 from support.nodesite import Site, console_counters, console_since, wait_for
 
 BOARD = {"name": "virtual", "chip": "esp32"}
@@ -114,8 +115,14 @@ def test_each_refusal_is_a_signed_event_with_its_reason_and_the_old_application_
     assert strings(site, node, "event").count("update.refused") == len(cases) - 1
 
 
+KILL_RTT_S = 0.008  # a quarter of the image is 250-odd blocks: 2 s at least, ten polls of wait_for
+
+
 def test_kill_9_mid_download_resumes_from_the_stored_blocks_and_never_half_switches(site):
-    node = site.node(1, **{**FAST, "update_block": 64})
+    # Without a round trip the loopback download can finish between a poll and the kill.
+    relay = DelayRelay(site.gateway.address, KILL_RTT_S)
+    site.closers.append(relay.close)
+    node = site.node(1, via=relay.address, **{**FAST, "update_block": 64})
     rel = release(site, "0.2.0")
     image = UpdateSite(updates_dir(site.db)).image("0.2.0")
     part = node.flash / "ota.part"

@@ -6,6 +6,7 @@ import json
 import sqlite3
 import time
 from pathlib import Path
+from collections.abc import Callable
 
 from fieldnode.cli.main import main
 from fieldnode.wire.console import frame_from_line
@@ -53,6 +54,7 @@ class Site:
         self.gateway = GatewayThread(Keystore.load(self.keys), self.db, ("127.0.0.1", 0), health_interval=0.2,
                                      **gateway_options).start()
         self.nodes: list[VirtualNode] = []
+        self.closers: list[Callable[[], None]] = []  # things in front of the gateway, closed after the nodes
 
     def node(self, index: int = 1, *, epoch: int = 1970, partitions: str = "generic",
              via: tuple[str, int] | None = None, **board_changes) -> VirtualNode:
@@ -130,6 +132,8 @@ class Site:
     def close(self) -> None:
         for node in self.nodes:
             node.stop()
+        for close in self.closers:
+            close()
         self.gateway.stop()
 
 
