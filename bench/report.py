@@ -513,6 +513,13 @@ def _unmeasured_firmware(d: dict[str, Any]) -> list[str]:
             f"at ≈ {estimate:.2f} of the limit: an estimate, not measured."]
 
 
+def _short_rows(d: dict[str, Any]) -> str:
+    # Configurations that ran fewer rounds (a limit of minutes: bench/update_transfer.py --long-rounds).
+    short = [r for r in d["transfers"] if len(r["fractions"]) < d["rounds"]]
+    return "".join(f" The {_transfer_label(r)} ran {len(r['fractions'])} round(s) only: "
+                   f"{r['limit_seconds'] / 60:.1f} minutes at the limit itself." for r in short)
+
+
 def update_section(d: dict[str, Any]) -> list[str]:
     target = d["target"]
     lines = [
@@ -524,7 +531,7 @@ def update_section(d: dict[str, Any]) -> list[str]:
         "runs from the first block the gateway serves (the manifest) to the last, against the stop-and-wait limit "
         f"(blocks − 1) × RTT with {d['block_bytes']}-byte blocks (one block in flight, RFC 7959 Block2 as the node "
         f"uses it). {d['rounds']} rounds interleaving the configurations, a fresh node and gateway each; the target "
-        "is judged on the median round.",
+        "is judged on the median round." + _short_rows(d),
         "",
         "| image | RTT | blocks | limit | time (median round) | fraction of the limit (median round) | "
         "each round's fraction |",

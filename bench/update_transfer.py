@@ -10,7 +10,10 @@ a health frame every second (board "health_s": heap.free after a collection, fno
 the free heap at rest before the offer, in the first half of the download and in the second
 half gives the update path's share and its growth during the download.
 
-    .venv/bin/python bench/update_transfer.py [--rounds 3] [--rtt-ms 20 200] [--firmware-rtt-ms 20]
+A configuration whose stop-and-wait limit exceeds --long-limit-s (the image at 200 ms: 1522
+round trips, ~5 minutes at the limit itself) runs in the first --long-rounds rounds only.
+
+    .venv/bin/python bench/update_transfer.py [--rounds 3] [--rtt-ms 20 200] [--firmware-rtt-ms 20 200]
 """
 from __future__ import annotations
 
@@ -143,6 +146,12 @@ def run_update(rtt_ms: int, tier: str, index: int, health_s: float | None = None
     return run
 
 
+def limit_seconds(tier: str, rtt_ms: int) -> float:
+    """The stop-and-wait limit of a configuration before it runs (the bundle's size is ~64 KB)."""
+    size = FIRMWARE_SIZE if tier == "fw" else 64 * 1024
+    return -(-size // BLOCK) * rtt_ms / 1000
+
+
 def transfer_row(tier: str, rtt_ms: int, runs: list[Download]) -> dict[str, Any]:
     blocks = len(runs[0].blocks)
     limit = (blocks - 1) * rtt_ms / 1000
@@ -185,16 +194,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rtt-ms", type=int, nargs="+", default=[20, 200], help="round trips for the bundle")
-    parser.add_argument("--firmware-rtt-ms", type=int, nargs="*", default=[20],
+    parser.add_argument("--firmware-rtt-ms", type=int, nargs="*", default=[20, 200],
                         help="round trips for the ~1.56 MB image (200 ms: ~5 minutes a round)")
+    parser.add_argument("--long-rounds", type=int, default=1,
+                        help="rounds for a configuration whose limit exceeds --long-limit-s")
+    parser.add_argument("--long-limit-s", type=float, default=120.0)
     parser.add_argument("--no-heap", action="store_true", help="skip the heap runs")
     args = parser.parse_args()
     os.environ.setdefault("FIELDNODE_WIFI_PASSWORD", "sim")
     configs = [("app", rtt) for rtt in args.rtt_ms] + [("fw", rtt) for rtt in args.firmware_rtt_ms]
     runs: dict[tuple[str, int], list[Download]] = {c: [] for c in configs}
     index = 0
-    for _ in range(args.rounds):  # rounds interleave the configurations: each round sees about the same load
+    for round_no in range(args.rounds):  # rounds interleave the configurations: each round sees about the same load
         for tier, rtt in configs:
+            if round_no >= args.long_rounds and limit_seconds(tier, rtt) > args.long_limit_s:
+                continue
             index += 1
             runs[tier, rtt].append(run_update(rtt, tier, index))
     rows = [transfer_row(tier, rtt, r) for (tier, rtt), r in runs.items()]

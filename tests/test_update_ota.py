@@ -5,6 +5,7 @@ installs it into the inactive slot on trial, and keeps it only once the gateway 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -216,7 +217,7 @@ def test_a_canary_that_rolls_back_stops_the_rollout_before_the_rest(site, capsys
     assert pointer(nodes[0])["last"]["out"] == "rolled-back"
     main(["status", "--db", str(site.db)])
     table = capsys.readouterr().out
-    assert "application updates" in table and "rolled-back (import-error)" in table
+    assert "updates" in table and "rolled-back (import-error)" in table
 
 
 def test_usb_and_over_the_air_share_the_slots_a_rollback_returns_to_what_usb_installed(site, capsys):
@@ -245,7 +246,7 @@ def otadata(node: VirtualNode) -> dict:
     return json.loads((node.node_dir / "otadata.json").read_text())
 
 
-def test_a_firmware_update_goes_to_the_other_partition_and_is_confirmed_once_acked(site):
+def test_a_firmware_update_goes_to_the_other_partition_and_is_confirmed_once_acked(site, capsys):
     node = site.node(1, partitions="ota", **FAST)
     image = firmware_image("1.30.0")
     rel = UpdateSite(updates_dir(site.db)).add_release(image, "1.30.0", "virtual", "1.20.0", tier="fw")
@@ -258,6 +259,11 @@ def test_a_firmware_update_goes_to_the_other_partition_and_is_confirmed_once_ack
         f.seek(0x190000)
         assert f.read(len(image)) == image
     assert not (node.flash / "app.json").exists()  # the application tier was not touched
+    main(["status", "--db", str(site.db), "--json"])
+    u = json.loads(capsys.readouterr().out)["updates"][node.unique_id.hex()]
+    assert (u["firmware"], u["fwupdate"], u["running"]) == ("1.30.0", "kept", None)
+    main(["status", "--db", str(site.db)])
+    assert re.search(r"e2e-1 .* 1\.30\.0 .* kept ", capsys.readouterr().out)
 
 
 def console_strings(site: Site, node: VirtualNode, name: str) -> list[str]:

@@ -50,9 +50,11 @@ NODE_INFO = (
 )
 
 
-def _walk(transport: SerialTransport, top: str) -> list[str]:
-    """Every file below top on the node (absolute paths); empty if top does not exist."""
+def _walk(transport: SerialTransport, top: str, feed: Callable[[], None]) -> list[str]:
+    """Every file below top on the node (absolute paths); empty if top does not exist. One exec a
+    directory: a deep tree on a slow line outlasts a short watchdog, so each is fed."""
     found: list[str] = []
+    feed()
     try:
         entries = transport.fs_listdir(top)
     except OSError:
@@ -60,7 +62,7 @@ def _walk(transport: SerialTransport, top: str) -> list[str]:
     for entry in entries:
         path = posixpath.join(top, entry.name)
         if entry.st_mode & 0x4000:
-            found += _walk(transport, path)
+            found += _walk(transport, path, feed)
         else:
             found.append(path)
     return found
@@ -77,8 +79,7 @@ def _stale_files(transport: SerialTransport, files: dict[str, bytes], feed: Call
             if transport.fs_exists(path[:-4] + ".py"):
                 stale.append(path[:-4] + ".py")
     for package in sorted(ours):
-        feed()
-        stale += [p for p in _walk(transport, f"/lib/{package}") if p not in files and p not in stale]
+        stale += [p for p in _walk(transport, f"/lib/{package}", feed) if p not in files and p not in stale]
     return stale
 
 
@@ -95,7 +96,7 @@ def _write_order(path: str) -> tuple[bool, str]:
 
 
 def _clear_slot(transport: SerialTransport, slot: str, feed: Callable[[], None]) -> None:
-    for path in _walk(transport, slot_dir(slot)):
+    for path in _walk(transport, slot_dir(slot), feed):
         feed()
         transport.fs_rmfile(path)
 
@@ -123,9 +124,9 @@ class _WatchdogFeeder:
         self.transport = transport
         self.fed_at: float | None = None
 
-    def __call__(self) -> None:
+    def __call__(self, *, now_anyway: bool = False) -> None:
         now = time.monotonic()
-        if self.fed_at is None or now - self.fed_at >= FEED_EVERY_S:
+        if now_anyway or self.fed_at is None or now - self.fed_at >= FEED_EVERY_S:
             self.transport.exec(FEED_WATCHDOG)
             self.fed_at = now
 
@@ -181,6 +182,8 @@ def update_port(port: str, app: AppFiles, line: PortLine, *, reset: bool = True)
             feed()
             transport.fs_rmfile(path)
             line.text(f"removed stale {path}")
+        # The last feed: the new application's boot, until it feeds the watchdog itself, has all of it.
+        feed(now_anyway=True)
         transport.exit_raw_repl()
         if reset:
             transport.serial.write(b"\x04")  # soft reset in the friendly REPL: boot.py, main.py run

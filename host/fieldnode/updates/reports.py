@@ -1,6 +1,7 @@
 """What the nodes said about updates, read from the gateway's database (every shard): the
-version they run (boot frames: "app"), the last update's outcome ("update", "why", "failed"),
-and the update events (update.kept with "app", update.refused with "reason" and "offer")."""
+version they run (boot frames: "app", and "firmware" once a firmware update was tried), the last
+update's outcome per tier ("update"/"fwupdate", "why"/"fwwhy", "failed"/"fwfailed"), and the
+update events (update.kept with "app" or "firmware", update.refused with "reason" and "offer")."""
 from __future__ import annotations
 
 import sqlite3
@@ -20,6 +21,9 @@ class NodeReport:
     running: str | None = None  # the version its last boot frame named
     update: str | None = None  # trial | kept | rolled-back | usb | none, from its last boot frame
     why: str | None = None
+    firmware: str | None = None  # the same three for the firmware tier (None: never updated over the air)
+    fwupdate: str | None = None
+    fwwhy: str | None = None
     events: list[dict[str, str]] = field(default_factory=list)  # update frames after the mark, oldest first
 
 
@@ -45,14 +49,23 @@ def read_reports(db_path: Path, devices: list[str], after: dict[str, int] | None
             for device, report in out.items():
                 for frame_id, values in _frames(conn, device, (after or {}).get(device, 0)):
                     report.last_frame = max(report.last_frame, frame_id)
-                    if "app" in values and "update" in values:  # a boot frame
-                        report.running, report.update, report.why = values["app"], values["update"], values.get("why")
-                    elif values.get("event") == "update.kept":  # the trial the boot frame named is over
-                        report.running, report.update, report.why = values.get("app"), "kept", None
+                    _note(report, values)
                     report.events.append(values)
         finally:
             conn.close()
     return out
+
+
+def _note(report: NodeReport, values: dict[str, str]) -> None:
+    if "app" in values and "update" in values:  # a boot frame
+        report.running, report.update, report.why = values["app"], values["update"], values.get("why")
+    if "firmware" in values and "fwupdate" in values:  # a boot frame after a firmware update
+        report.firmware, report.fwupdate, report.fwwhy = values["firmware"], values["fwupdate"], values.get("fwwhy")
+    if values.get("event") == "update.kept":  # the trial the boot frame named is over
+        if "firmware" in values:
+            report.firmware, report.fwupdate, report.fwwhy = values["firmware"], "kept", None
+        else:
+            report.running, report.update, report.why = values.get("app"), "kept", None
 
 
 def last_frame_ids(db_path: Path, devices: list[str]) -> dict[str, int]:
@@ -78,11 +91,12 @@ def outcome(report: NodeReport, version: str) -> tuple[str, str]:
 
 
 def update_states(db_path: Path, devices: list[str]) -> dict[str, dict[str, str | None]]:
-    """Per device (hex): the version it runs, how its last update ended (and why), and the
-    version offered to it now, for `fieldnode status`."""
+    """Per device (hex): the application version it runs, how its last update ended (and why),
+    the same for the firmware tier, and the version offered to it now, for `fieldnode status`."""
     from .site import UpdateSite, updates_dir
     offers = UpdateSite(updates_dir(db_path)).offers()
     reports = read_reports(db_path, devices)
     offered = {kid[:12]: version for kid, version in offers.items()}  # the kid's first 6 bytes: the device
-    return {d: {"running": r.running, "update": r.update, "why": r.why, "offered": offered.get(d)}
+    return {d: {"running": r.running, "update": r.update, "why": r.why,
+                "firmware": r.firmware, "fwupdate": r.fwupdate, "fwwhy": r.fwwhy, "offered": offered.get(d)}
             for d, r in reports.items()}

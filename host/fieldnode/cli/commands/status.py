@@ -70,16 +70,24 @@ def run(args: argparse.Namespace) -> int:
 
 
 def show_updates(st: Status, updates: dict[str, dict], console: Console) -> None:
-    if not any(u["running"] or u["offered"] for u in updates.values()):
+    if not any(u["running"] or u["firmware"] or u["offered"] for u in updates.values()):
         return  # no node has reported a slot or been offered an update
-    table = Table(title="application updates")
-    for col in ("node", "running", "last update", "offered"):
+    # The firmware's columns once a node has tried a firmware update: most fleets never do.
+    firmware = any(u["firmware"] for u in updates.values())
+    table = Table(title="updates")
+    for col in ("node", "application", "last update", *(("firmware", "last firmware update") if firmware else ()),
+                "offered"):
         table.add_column(col)
     for d in st.devices:
         u = updates[d["device"]]
-        last = (u["update"] or "-") + (f" ({u['why']})" if u["why"] else "")
-        table.add_row(d["name"] or d["device"], u["running"] or "-", last, u["offered"] or "-")
+        fw = (u["firmware"] or "-", _outcome(u["fwupdate"], u["fwwhy"])) if firmware else ()
+        table.add_row(d["name"] or d["device"], u["running"] or "-", _outcome(u["update"], u["why"]), *fw,
+                      u["offered"] or "-")
     console.print(table)
+
+
+def _outcome(state: str | None, why: str | None) -> str:
+    return (state or "-") + (f" ({why})" if why else "")
 
 
 def show(st: Status, console: Console) -> None:
