@@ -24,6 +24,7 @@ from fieldnode.infra.paths import BOARDS_DIR, FIRMWARE_DIR, SIMHAL_DIR
 from fieldnode.sim.fleet import devices_for_board
 from fieldnode.sim.vnode import STDIN_RING, VirtualNode, WorldFile
 from support.nodesite import wait_for
+from support.ports import claimed_port
 
 
 MPREMOTE = str(Path(sys.executable).parent / "mpremote")
@@ -36,16 +37,6 @@ def sim_node(tmp: Path, world: dict | None = None) -> Path:
     if world is not None:
         WorldFile(node / "world.json").write(world)
     return node
-
-
-def free_udp_ports(n: int) -> list[int]:
-    held = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
-    for s in held:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in held]
-    for s in held:
-        s.close()
-    return ports
 
 
 def run_on_node(micropython, node: Path, code: str, **kw):
@@ -151,9 +142,11 @@ print("status", link.wlan.status(), "associations", link.wlan.sim_associations()
 # -- 5. UDP --------------------------------------------------------------------------------------
 def test_a_zero_length_datagram_closes_the_socket_and_readinto_joins_datagrams(micropython, tmp_path):
     node = sim_node(tmp_path, {})
-    code = STATION_UP + f"""
+    # The node binds the ports itself (no port 0 there to read back): two no other test takes.
+    with claimed_port() as a, claimed_port() as b:
+        out = run_on_node(micropython, node, STATION_UP + f"""
 import socket
-ports = {free_udp_ports(2)}
+ports = {[a, b]}
 def pair():
     addr = ("127.0.0.1", ports.pop())
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -176,8 +169,7 @@ tx.sendto(b"ab", addr)
 tx.sendto(b"cd", addr)
 time.sleep_ms(50)
 print("recv:", rx.recv(8), rx.recv(8))
-"""
-    out = run_on_node(micropython, node, code).stdout
+""").stdout
     assert "zero: b'' b'' b'' 0" in out, out  # "hello" never reads: the port took b"" as a closed peer
     assert "readinto: b'abcd' None" in out, out
     assert "recv: b'ab' b'cd'" in out, out

@@ -387,17 +387,19 @@ def test_local_rules_keep_working_with_the_network_down(site):
     def loop1(bar: float) -> None:
         node.set_world(devices={"loop1": {"ma": bar_to_ma(bar)}})
 
-    def move_clock(seconds: int) -> None:
+    def move_clock(seconds: int, check=lambda v: v < 7.1) -> None:
         """The node's clock moves on (ticks_skip_ms): the vent's ten minutes on pass at once, and
-        the test's own pace cannot eat into them. Returns after two samples (loop1 below 7.1)."""
+        the test's own pace cannot eat into them. Returns after two samples that pass check."""
         skip = node.world.read().get("ticks_skip_ms", 0)
         node.set_world(ticks_skip_ms=skip + seconds * 1000)
-        settle(site, node, "loop1", lambda v: v < 7.1, "two samples after the clock moved")
+        settle(site, node, "loop1", check, "two samples after the clock moved")
 
     loop1(9.0)  # above 8 bar: fan 0.75, vent open
     settle(site, node, "loop1", lambda v: v > 8.9, "loop1=9")
     assert outputs(node) == (0, 0, 1, 0.75)
-    time.sleep(3)  # the rules' settings hold: the failsafe does not take them back while silent
+    # The rules' settings hold: the failsafe does not take them back while silent, however long
+    # (the node's clock moves past failsafe_after_s again; two samples are taken after it).
+    move_clock(10, check=lambda v: v > 8.9)
     assert outputs(node) == (0, 0, 1, 0.75)
     assert [e[1] for e in events(site, node, mark)].count("failsafe") == 1
     loop1(5.0)
