@@ -517,6 +517,7 @@ def test_demo_shows_verified_frames_from_three_nodes():
                           timeout=180, env={**os.environ, "COLUMNS": "120"})
     assert proc.returncode == 0, proc.stderr
     assert "boot: fw=0.1.0" in proc.stdout
+    assert "declaration: a=env.temp" in proc.stdout  # frame format v2, as new nodes send it
     for name in ("sim-1", "sim-2", "sim-3"):
         assert f"{name} │ env.temp" in proc.stdout or f"{name} | env.temp" in proc.stdout
     counts = proc.stdout.rsplit("gateway counts:", 1)[1]
@@ -531,8 +532,9 @@ def test_demo_closing_count_is_the_views_count_and_the_database_can_be_kept(tmp_
     assert f"database {db} (kept)" in proc.stdout
     shown = int(re.findall(r"^(\d+) frames verified", proc.stdout, re.M)[-1])  # the view's last header
     accepted = int(re.search(r"gateway counts: .*accepted (\d+)", proc.stdout).group(1))
-    with sqlite3.connect(db) as conn:
-        stored = conn.execute("SELECT count(*) FROM frames").fetchone()[0]
+    with sqlite3.connect(db) as conn:  # v2: the node's declaration is stored apart from its frames
+        stored = conn.execute("SELECT (SELECT count(*) FROM frames) + (SELECT count(*) FROM declarations)"
+                              ).fetchone()[0]
     assert shown == accepted == stored > 0
     assert "#: frame counter" in proc.stdout  # the legend under the table
     proc = subprocess.run([FIELDNODE, "demo", "--nodes", "1", "--duration", "1"], capture_output=True,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import queue
 import tempfile
 import time
@@ -13,6 +14,7 @@ from rich.live import Live
 from ...gateway.events import GatewayEvent
 from ...infra.errors import FieldnodeError
 from ...gateway.thread import GatewayThread
+from ...node.boards import load_board
 from ...node.keystore import Keystore
 from ...ui.liveview import LiveState
 from ...sim.fleet import Fleet
@@ -28,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nodes", type=int, default=3, help="how many virtual nodes (default 3)")
     p.add_argument("--duration", type=float, default=60.0, help="seconds to run (default 60; 0 = until Ctrl-C)")
     p.add_argument("--board", default="virtual", help="board of the virtual nodes (default: virtual)")
+    p.add_argument("--frame-version", type=int, choices=(1, 2), default=2,
+                   help="frame format the nodes send (default 2, as new nodes do; the virtual board file "
+                   "itself pins 1 for the test suite)")
     p.add_argument("--db", type=Path, default=None,
                    help="keep the gateway's database at this path (default: a temporary one, removed at the "
                    "end); `fieldnode status --db PATH` reads it afterwards")
@@ -39,10 +44,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _board_file(board: str, frame_version: int, base: Path) -> Path:
+    """The board file with the chosen frame format, written beside the demo's other files."""
+    doc = load_board(board)
+    doc["frame_version"] = frame_version
+    path = base / f"{Path(board).stem}.json"
+    path.write_text(json.dumps(doc, indent=1))
+    return path
+
+
 def run(args: argparse.Namespace) -> int:
     console = terminal()
     with tempfile.TemporaryDirectory(prefix="fieldnode-demo-") as tmp:
         base = Path(tmp)
+        board_file = _board_file(args.board, args.frame_version, base)  # a wrong --board: before anything starts
         keys_path = base / "keys.json"
         Keystore(keys_path).save()
         db = args.db or base / "gateway.db"
@@ -53,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         kept = "kept" if args.db else "temporary: removed at the end, --db PATH keeps it"
         console.print(f"gateway listening on coap://{host}:{port}/f, database {db} ({kept})")
         web = _web_page(args.http, db, keys_path, console)
-        fleet = Fleet(base, args.nodes, board=args.board, keys=keys_path, gateway=f"{host}:{port}",
+        fleet = Fleet(base, args.nodes, board=board_file, keys=keys_path, gateway=f"{host}:{port}",
                       log=lambda s: console.print(s), source=args.source)
         state = LiveState({n.unique_id.hex(): name for name, n in zip(fleet.names, fleet.nodes, strict=True)})
         with Live(state.render(), console=console, refresh_per_second=4, auto_refresh=False) as live:
