@@ -83,7 +83,7 @@ def test_an_update_reaches_several_nodes_each_runs_it_and_keeps_it(site):
         site.wait_stored(node, console_counters(node), timeout=60)
 
 
-def test_each_refusal_is_a_signed_event_with_its_reason_and_the_old_application_runs_on(site):
+def test_each_refusal_is_a_signed_event_with_its_reason_and_the_old_application_runs_on(site, capsys):
     node, small = site.node(1, **FAST), site.node(2, app_slot_kb=24, **FAST)
     ups = UpdateSite(updates_dir(site.db))
     image = (ups.root / "releases" / release(site, "0.2.0").version / "image.bin").read_bytes()
@@ -100,6 +100,8 @@ def test_each_refusal_is_a_signed_event_with_its_reason_and_the_old_application_
         (node, "not-newer", ups.add_release(image, "0.0.5", "virtual", "1.20.0"), None),
         (node, "needs-newer-firmware", ups.add_release(image, "0.7.0", "virtual", "99.0.0"), None),
         (node, "hash-mismatch", hashed, None),
+        # A firmware image for a node flashed without OTA partitions: no room at all.
+        (node, "too-large", ups.add_release(firmware_image("1.30.0"), "1.30.0", "virtual", "1.20.0", tier="fw"), None),
     ]
     for target, reason, rel, key in cases:
         seen = len(strings(site, target, "reason"))
@@ -114,6 +116,13 @@ def test_each_refusal_is_a_signed_event_with_its_reason_and_the_old_application_
         before = len(site.frames(target))
         wait_for(lambda t=target, b=before: len(site.frames(t)) > b + 2, 30, "frames after the refusals")
     assert strings(site, node, "event").count("update.refused") == len(cases) - 1
+    # status names the last refusal of each tier as that tier's last outcome.
+    main(["status", "--db", str(site.db), "--json"])
+    updates = json.loads(capsys.readouterr().out)["updates"]
+    assert (updates[node.unique_id.hex()]["fwupdate"], updates[node.unique_id.hex()]["fwwhy"]) == \
+        ("refused", "1.30.0: too-large")
+    assert (updates[small.unique_id.hex()]["update"], updates[small.unique_id.hex()]["why"]) == \
+        ("refused", "0.2.0: too-large")
 
 
 KILL_RTT_S = 0.008  # a quarter of the image is 250-odd blocks: 2 s at least, ten polls of wait_for
@@ -154,6 +163,12 @@ BROKEN = {
                                                "    def boot_frame(self):\n        while True:\n            pass\n")},
     "no-ack": {"firmware__lib__fnode__app": ("uplink = Uplink(gateway, link, spool)",
                                              "uplink = Uplink((gateway[0], 9), link, spool)")},
+    # Imports, then fails as it starts: fnboot's run() sees app.run() raise.
+    "crash": {"firmware__lib__fnode__app": ("        asyncio.run(main())\n",
+                                            "        raise RuntimeError('broken at start')\n")},
+    # Resets itself at every boot (no watchdog): the third trial boot that is never kept goes back.
+    "boot-loop": {"firmware__lib__fnode__app": ("    def boot_frame(self):\n",
+                                                "    def boot_frame(self):\n        machine.reset()\n")},
 }
 
 
@@ -249,7 +264,17 @@ def otadata(node: VirtualNode) -> dict:
 def test_a_firmware_update_goes_to_the_other_partition_and_is_confirmed_once_acked(site, capsys):
     node = site.node(1, partitions="ota", **FAST)
     image = firmware_image("1.30.0")
-    rel = UpdateSite(updates_dir(site.db)).add_release(image, "1.30.0", "virtual", "1.20.0", tier="fw")
+    full_flash = site.tmp / "firmware.bin"  # what a user may take by mistake: starts with the bootloader
+    full_flash.write_bytes(bytes(0x1000) + image)
+    assert main(["release", "--firmware", str(full_flash), "--version", "1.30.0", "--db", str(site.db)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "0xE9" in err and err.count("\n") == 1, err
+    assert UpdateSite(updates_dir(site.db)).releases() == []  # nothing stored
+    (site.tmp / "micropython.bin").write_bytes(image)
+    assert main(["release", "--firmware", str(site.tmp / "micropython.bin"), "--version", "1.30.0",
+                 "--db", str(site.db)]) == 0
+    assert "release 1.30.0 (fw) for board virtual" in capsys.readouterr().out
+    rel = UpdateSite(updates_dir(site.db)).release("1.30.0")
     offer(site, node, rel)
     wait_for(lambda: "1.30.0" in strings(site, node, "firmware") and "update.kept" in strings(site, node, "event"),
              90, "the firmware kept")

@@ -90,6 +90,9 @@ def test_the_fleet_shows_every_node_and_a_markup_name_as_text(site, web, page):
         expect(row.locator(".board")).to_have_text("virtual")
         expect(row.locator(".status")).to_have_text("online")
         expect(row.locator(".reading[data-name='env.temp'] .unit")).to_have_text("Cel")
+        # The heap its boot frame reported: free and the lowest since boot, not among the readings.
+        expect(row.locator(".heap")).to_have_text(re.compile(r"^\d+\.\d KB \(low \d+\.\d KB\)$"))
+        assert row.locator(".reading[data-name='heap.free']").count() == 0
     assert page.locator("#fleet-rows tr").count() == 2
     assert page.locator("#fleet img").count() == 0  # the name made no element
     page.goto(f"{web.url}#/node/{site.nodes[1].unique_id.hex()}")

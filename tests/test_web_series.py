@@ -220,6 +220,30 @@ def test_the_fleet_is_read_from_every_shard_the_gateway_workers_write(tmp_path):
         store.close()
 
 
+def test_the_fleet_row_carries_the_heap_a_node_last_reported_apart_from_its_readings(tmp_path):
+    """Boot and health frames carry heap.free, heap.low and heap.block (docs/firmware.md, "Memory"):
+    the fleet shows the last of them in a cell of their own, not as readings; a node that never
+    reported has none."""
+    nodes = Nodes(tmp_path / "keys.json", n=2)
+    verifier = Verifier(nodes.keystore().lookup)
+    store = Store(tmp_path / "gw.db")
+    store.open()
+    heap = [{"n": "heap.free", "v": 41000}, {"n": "heap.low", "v": 38000}, {"n": "heap.block", "v": 30000}]
+    later = [{"n": "heap.free", "v": 40000}, {"n": "heap.low", "v": 37000}, {"n": "heap.block", "v": 29000}]
+    frames = [nodes.frame(0, records=heap), nodes.frame(0), nodes.frame(0, records=later), nodes.frame(1)]
+    items = [StoreItem(verifier.verify(f), f, 1000.0 + n, "127.0.0.1:5683", "") for n, f in enumerate(frames)]
+    assert {o.status for o in store.commit(items, {}, None)} == {"stored"}
+    reader = SqliteReader(tmp_path / "gw.db")
+    rows = {r["device"]: r for r in fleet_rows(reader, Arrivals(), "site")}
+    reporting, silent = (rows[d.hex()] for d in nodes.devices)
+    assert reporting["heap"] == {"free": 40000, "low": 37000, "block": 29000}  # the last report
+    assert not any(name.startswith("heap.") for name in reporting["readings"])
+    assert set(reporting["readings"]) == {"temp", "hum"}
+    assert silent["heap"] is None
+    reader.close()
+    store.close()
+
+
 # -- PostgreSQL: the same questions, one GROUP BY over the samples ------------------------------------
 
 def _into_postgres(target, rows: list[tuple[float, float]]) -> None:

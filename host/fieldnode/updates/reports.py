@@ -24,6 +24,7 @@ class NodeReport:
     firmware: str | None = None  # the same three for the firmware tier (None: never updated over the air)
     fwupdate: str | None = None
     fwwhy: str | None = None
+    refused: tuple[str, str] | None = None  # (version offered, reason) if a refusal is the last word
     events: list[dict[str, str]] = field(default_factory=list)  # update frames after the mark, oldest first
 
 
@@ -57,6 +58,11 @@ def read_reports(db_path: Path, devices: list[str], after: dict[str, int] | None
 
 
 def _note(report: NodeReport, values: dict[str, str]) -> None:
+    if values.get("event") == "update.refused":  # what runs is unchanged; the tier is the release's
+        report.refused = (values.get("offer", "?"), values.get("reason", "?"))
+        return
+    if "update" in values or "fwupdate" in values or values.get("event") == "update.kept":
+        report.refused = None  # a later boot or trial outcome is the last word
     if "app" in values and "update" in values:  # a boot frame
         report.running, report.update, report.why = values["app"], values["update"], values.get("why")
     if "firmware" in values and "fwupdate" in values:  # a boot frame after a firmware update
@@ -92,11 +98,21 @@ def outcome(report: NodeReport, version: str) -> tuple[str, str]:
 
 def update_states(db_path: Path, devices: list[str]) -> dict[str, dict[str, str | None]]:
     """Per device (hex): the application version it runs, how its last update ended (and why),
-    the same for the firmware tier, and the version offered to it now, for `fieldnode status`."""
+    the same for the firmware tier (a refused offer counts as its tier's last outcome, "refused"
+    with "version: reason"), and the version offered to it now, for `fieldnode status`."""
     from .site import UpdateSite, updates_dir
-    offers = UpdateSite(updates_dir(db_path)).offers()
+    site = UpdateSite(updates_dir(db_path))
+    offers = site.offers()
     reports = read_reports(db_path, devices)
     offered = {kid[:12]: version for kid, version in offers.items()}  # the kid's first 6 bytes: the device
+    tiers = {r.version: r.tier for r in site.releases()}
+    for r in reports.values():
+        if r.refused is not None:  # a refused offer is the last outcome of its tier
+            version, reason = r.refused
+            if tiers.get(version) == "fw":
+                r.fwupdate, r.fwwhy = "refused", f"{version}: {reason}"
+            else:
+                r.update, r.why = "refused", f"{version}: {reason}"
     return {d: {"running": r.running, "update": r.update, "why": r.why,
                 "firmware": r.firmware, "fwupdate": r.fwupdate, "fwwhy": r.fwwhy, "offered": offered.get(d)}
             for d, r in reports.items()}

@@ -58,11 +58,18 @@ def fleet_rows(reader: Reader, arrivals: Arrivals, site: str, only: set[str] | N
             readings[name] = {**series[-1].to_json(),
                               "trend": [s.value for s in series if s.value is not None]}
         rows.append({**d, "site": site, "partial": trend < TREND_POINTS, "board": _text(samples, "board"),
-                     "fw": _text(samples, "fw"),
+                     "fw": _text(samples, "fw"), "heap": _heap(samples),
                      "per_minute": arrivals.per_minute(dev, now), "rejected": rejected.get(dev, {}),
                      "readings": readings})
     rows.sort(key=lambda r: (r["name"] or r["device"]))
     return rows
+
+
+def _heap(samples: dict) -> dict[str, float] | None:
+    """The node's last reported heap (boot or health frame: docs/firmware.md, "Memory"): free
+    bytes, the lowest since boot and the largest free block; None before any report."""
+    got = {key: samples[f"heap.{key}"][-1].value for key in ("free", "low", "block") if samples.get(f"heap.{key}")}
+    return got or None
 
 
 def _text(samples: dict, name: str) -> str:

@@ -70,10 +70,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def show_updates(st: Status, updates: dict[str, dict], console: Console) -> None:
-    if not any(u["running"] or u["firmware"] or u["offered"] for u in updates.values()):
+    if not any(u["running"] or u["update"] or u["firmware"] or u["fwupdate"] or u["offered"]
+               for u in updates.values()):
         return  # no node has reported a slot or been offered an update
     # The firmware's columns once a node has tried a firmware update: most fleets never do.
-    firmware = any(u["firmware"] for u in updates.values())
+    firmware = any(u["firmware"] or u["fwupdate"] for u in updates.values())
     table = Table(title="updates")
     for col in ("node", "application", "last update", *(("firmware", "last firmware update") if firmware else ()),
                 "offered"):

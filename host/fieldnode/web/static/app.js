@@ -78,6 +78,13 @@ function trendSvg(values) {
 
 // -- fleet ------------------------------------------------------------------------------------
 
+// The node's last reported heap: free now and the lowest since boot (health and boot frames).
+function heapText(h) {
+  if (!h || h.free === undefined || h.free === null) return "-";
+  const kb = v => (v / 1024).toFixed(1) + " KB";
+  return kb(h.free) + (h.low === undefined || h.low === null ? "" : ` (low ${kb(h.low)})`);
+}
+
 function fleetRow(n) {
   const readings = Object.entries(n.readings).map(([name, s]) =>
     el("span", { class: "reading", "data-name": name },
@@ -95,6 +102,7 @@ function fleetRow(n) {
     el("td", { class: `status ${status}`, text: status }),
     el("td", { class: "seen", "data-t": n.last_seen, text: ago(n.last_seen) }),
     el("td", { class: "fw", text: n.fw || "-" }),
+    el("td", { class: "num heap", text: heapText(n.heap) }),
     el("td", { class: "num counter", text: n.counter }),
     el("td", { class: "num rate", text: n.per_minute === null ? "-" : n.per_minute.toFixed(1) }),
     el("td", { class: "rejected", text: rejected }),
@@ -109,7 +117,7 @@ async function showFleet(main) {
     el("h2", { text: `${body.nodes.length} nodes` }),
     el("table", { id: "fleet" },
       el("thead", {}, el("tr", {}, ["node", "device", "site", "board", "state", "last seen", "firmware",
-        "counter", "frames/min", "rejected", "latest readings (trend)"].map(h => el("th", { text: h })))),
+        "heap free (lowest)", "counter", "frames/min", "rejected", "latest readings (trend)"].map(h => el("th", { text: h })))),
       tbody)));
 }
 
