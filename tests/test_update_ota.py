@@ -157,6 +157,25 @@ def test_kill_9_mid_download_resumes_from_the_stored_blocks_and_never_half_switc
         assert (node.flash / "app_a" / path).read_bytes() == data
 
 
+def test_a_bad_link_slows_the_download_and_never_corrupts_the_slot(site):
+    # Both ways, one datagram in ten is dropped, one in ten sent twice and one in ten held back
+    # until later ones have passed it (an answer to a block long asked, a request already
+    # answered): the node must take each block once, at its place, and nothing else.
+    relay = DelayRelay(site.gateway.address, 0.004, loss=0.1, duplicate=0.1, late=0.1, seed=0x1055)
+    site.closers.append(relay.close)
+    # Whole blocks of 1024 B (fewer exchanges, so fewer 2-3 s ACK timeouts); a trial long enough
+    # for the first frame's ack to survive a few losses.
+    node = site.node(1, via=relay.address, **{**FAST, "update_block": 1024, "update_trial_s": 90})
+    offer(site, node, release(site, "0.2.0"))
+    wait_for(lambda: "update.kept" in strings(site, node, "event"), 240, "the update kept over the bad link")
+    assert pointer(node)["ver"] == "0.2.0"
+    from fieldnode.updates.image import unpack
+    for path, data in unpack(UpdateSite(updates_dir(site.db)).image("0.2.0")).items():
+        assert (node.flash / "app_a" / path).read_bytes() == data
+    counts = relay.counts  # the link was bad: each kind of harm happened, many times
+    assert min(counts["dropped"], counts["duplicated"], counts["late"]) >= 5, counts
+
+
 BROKEN = {
     "import-error": {"firmware__lib__fnode__app": ("import asyncio\n", "raise RuntimeError('broken build')\n")},
     "watchdog": {"firmware__lib__fnode__app": ("    def boot_frame(self):\n",
