@@ -3,6 +3,7 @@
 # while an update runs. The request is built in a small preallocated buffer; each answer is one
 # recv (the port has no recv_into): at most one block's datagram is alive at a time.
 import asyncio
+import select
 import socket
 from micropython import const
 from random import getrandbits
@@ -16,10 +17,11 @@ _ACK_TIMEOUT_MS = const(2000)
 _MAX_RETRANSMIT = const(4)
 _RX_MAX = const(1024 + 64)
 _POLL_MS = const(1)
-# The answer is looked for this often while a block is awaited: the socket has no event the
-# asyncio loop can wait on here (no datagram stream in MicroPython's asyncio), and each ms of
-# lateness is a ms per block: at 20 ms round trips a 5 ms poll cost ~20 % of the stop-and-wait
-# limit (bench/update_transfer.py). Other tasks still run between looks.
+# While a block is awaited the socket is polled for at most _POLL_MS, then the other tasks run:
+# MicroPython's asyncio has no datagram stream to await, and each ms between the answer's arrival
+# and its reading is a ms a block (at 20 ms round trips a 5 ms sleep cost ~20 % of the
+# stop-and-wait limit, a 1 ms sleep ~5 %: bench/update_transfer.py). poll() wakes as soon as the
+# answer is there; ipoll() allocates nothing.
 
 
 def szx_of(size):
@@ -36,6 +38,8 @@ class BlockGet:
         self.addr = addr
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setblocking(False)
+        self.poller = select.poll()
+        self.poller.register(self.sock, select.POLLIN)
         self.req = bytearray(8 + sum(len(p) + 2 for p in path) + 4)
         self.path = path
         self.mid = getrandbits(16)
@@ -144,7 +148,8 @@ class BlockGet:
                     self.tries += 1
                     self.timeout *= 2
                     self._send()
-                await asyncio.sleep_ms(_POLL_MS)
+                self.poller.ipoll(_POLL_MS)
+                await asyncio.sleep_ms(0)
                 continue
             code = self._parse(rx)
             if code:

@@ -235,6 +235,11 @@ class Update:
             data = await self.fetch_manifest(get)
             if data is None:
                 return None  # no answer: tried again at the next offer
+            # The image's first block is asked for now and arrives while the manifest is checked
+            # (a GET changes nothing; a refused manifest leaves its answer unread). download()
+            # asks again when what is stored already says to start elsewhere.
+            get.path = (b"u", kid, b"i")  # as long as the manifest's path: the same buffer
+            get.request(0, szx_of(self.block))
             m, why = open_manifest(data, node.cfg.key())
             sink = None
             if why is None:
@@ -243,7 +248,6 @@ class Update:
             if why is not None:
                 self.refuse(why, str(offer, "utf-8"))
                 return offer
-            get.path = (b"u", kid, b"i")  # as long as the manifest's path: the same buffer
             digest = await self.download(get, m, sink)
         finally:
             get.close()
@@ -295,7 +299,7 @@ class Update:
             sink.prefix(h)  # what is there already counts in the hash
         sink.open()
         try:
-            if have < size:
+            if 0 < have < size:  # block 0 is already asked for (run)
                 get.request(have // bs, szx_of(bs))
             while have < size:
                 code = await get.answer()
