@@ -54,7 +54,7 @@ def capture(tmp_path) -> tuple[Path, Nodes, int]:
         enqueue_command(gt.gateway.db_path, nodes.devices[0], nodes.command(0, 7, expires), expires)
         assert client.post(nodes.frame(0)).content_format == coap.CONTENT_FORMAT_COSE_MAC0
         client.close()
-        dump.stop(gt.gateway)
+        dump.stop()
         return pcap, nodes, gt.address[1]
 
 
@@ -173,7 +173,7 @@ def test_frame_format_v2_shows_its_declaration_id_and_short_names(tmp_path):
         assert client.post(build_telemetry_v2(key, kid, 4, 2, did, 1764057600, [{"n": "a", "v": 21.5}])).code \
             == coap.CHANGED
         client.close()
-        dump.stop(gt.gateway)
+        dump.stop()
         port = gt.address[1]
     env = {**os.environ, "HOME": str(tmp_path / "empty-home"), "PYTHONPATH": os.pathsep.join(sys.path)}
     path = subprocess.run([*CLI, "wireshark", "--path"], capture_output=True, text=True, timeout=60,

@@ -128,7 +128,6 @@ class Gateway:
         self.mqtt_commands = mqtt_commands
         self.node_timeout = node_timeout
         self.counts: dict[str, int] = {}
-        self.sent = 0  # datagrams sent (answers, pings' resets): not stored, a capture's check
         self.started = 0.0
         self._unsaved: dict[str, int] = {}
         # Refused datagrams for the store's rejections table; a flood keeps the newest of a round.
@@ -594,7 +593,6 @@ class Gateway:
     def _send(self, data: bytes, addr: Any) -> None:
         if self._transport is not None and not self._transport.is_closing():
             self._transport.sendto(data, addr)
-            self.sent += 1
 
     def _count(self, name: str) -> None:
         self.counts[name] = self.counts.get(name, 0) + 1
