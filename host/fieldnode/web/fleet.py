@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import deque
 
+from ..gateway.status import HEAP_READINGS
 from .reader import NOT_READINGS, TREND_POINTS, Reader
 
 RATE_WINDOW_S = 300.0
@@ -68,7 +69,7 @@ def fleet_rows(reader: Reader, arrivals: Arrivals, site: str, only: set[str] | N
 def _heap(samples: dict) -> dict[str, float] | None:
     """The node's last reported heap (boot or health frame: docs/firmware.md, "Memory"): free
     bytes, the lowest since boot and the largest free block; None before any report."""
-    got = {key: samples[f"heap.{key}"][-1].value for key in ("free", "low", "block") if samples.get(f"heap.{key}")}
+    got = {name.removeprefix("heap."): samples[name][-1].value for name in HEAP_READINGS if samples.get(name)}
     return got or None
 
 
