@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -417,12 +418,14 @@ class Line:
 
     def __init__(self) -> None:
         self.transcript: list[str] = []
+        self.started = time.monotonic()
 
     def phase(self, text: str) -> None:
-        self.transcript.append(text)
+        self.text(text)
 
     def text(self, text: str) -> None:
-        self.transcript.append(text)
+        # Timed, so a failure shows which step of the update a watchdog outlasted.
+        self.transcript.append(f"{time.monotonic() - self.started:7.2f} s  {text}")
 
     def bytes_done(self, done: int, total: int, description: str | None = None) -> None:
         pass
@@ -446,7 +449,9 @@ def test_an_app_only_update_longer_than_the_watchdog_lands_without_a_watchdog_re
         assert result.ok, result.message
         assert result.seconds > 2 * watchdog_ms / 1000  # the premise: the line paces the update
         frames_after(node, node.output_mark(), 2, timeout=30)  # the new application runs
-        assert node.boots == ["pwron", "soft"], node.console_tail(1500)  # the update's reset only
+        # the update's reset only
+        assert node.boots == ["pwron", "soft"], ("\n".join(result.transcript) + "\n"
+                                                 + node.console_tail(3000).decode(errors="replace"))
         for path, data in slot_layout(app.files, "a").items():  # the package into the slot not running
             assert (node.flash / path.lstrip("/")).read_bytes() == data, path
     finally:

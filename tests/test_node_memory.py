@@ -234,7 +234,8 @@ def test_the_richest_board_samples_sends_and_rides_out_an_outage_in_an_esp32_siz
 
     console = console_since(node, start)
     trouble = max(console.find(b"Traceback"), console.find(b"MemoryError"))
-    assert trouble < 0, console[max(0, trouble - 1500):trouble + 1500]  # what went wrong, where
+    # As text: pytest shortens a bytes message in the middle, where the traceback is.
+    assert trouble < 0, console[max(0, trouble - 1500):trouble + 1500].decode(errors="replace")
     assert len(node.boots) == boots, "the node reset during the run"
     assert not [f for f in made(site, node, start) if records(f).get("event") == "heap.low"]
     # No heap growth: the free heap after collection at the end is what it was at the start, to

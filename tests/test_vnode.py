@@ -280,3 +280,20 @@ def test_the_image_fieldnode_flash_writes_runs_the_node_by_itself(tmp_path):
         assert b"Traceback" not in console_since(node, mark)
     finally:
         site.close()
+
+
+def test_input_written_just_before_the_port_closes_still_reaches_the_node(make_node):
+    # A USB-serial adapter sends what the host wrote even after the host closes the port:
+    # `flash --app-only` ends with Ctrl-D and a close, and that Ctrl-D must reset the node.
+    node = make_node()
+    node.wait_output("tick 0")
+    fd = os.open(node.port, os.O_RDWR | os.O_NOCTTY)
+    os.write(fd, b"\x03")  # into the REPL
+    os.close(fd)
+    node.wait_output(b">>> ", timeout=10)
+    for i in range(20):
+        fd = os.open(node.port, os.O_RDWR | os.O_NOCTTY)
+        os.write(fd, f"print('written', {i} * 3)\r".encode())
+        os.close(fd)  # at once: before the node's relay has read it
+    for i in range(20):
+        node.wait_output(f"written {i * 3}".encode(), timeout=10)

@@ -431,6 +431,12 @@ class VirtualNode:
         p.register(self._client_fd, select.POLLIN)
         return not any(ev & select.POLLHUP for _, ev in p.poll(0))
 
+    @staticmethod
+    def _input_pending(client: int) -> bool:
+        p = select.poll()
+        p.register(client, select.POLLIN)
+        return any(ev & select.POLLIN for _, ev in p.poll(0))
+
     def _pace(self) -> None:
         now = time.monotonic()
         gain = (now - self._paced_at) * self.baud / 10
@@ -481,6 +487,11 @@ class VirtualNode:
         connected = self._client_connected()
         if not connected:
             self._to_client.clear()  # nobody reads the port: output is lost, as on a real UART
+            if client is not None and self._input_pending(client):
+                # What a client wrote just before it closed the port still goes down the line, as
+                # a USB-serial adapter sends its buffer after the host lets go (mpremote's
+                # Ctrl-D, then close, reset the node).
+                self._from_client(client)
         out_room = 65536 if self.baud is None else int(self._out_budget)
         sendable = self._sendable_to_proc() if proc_fd is not None else 0
         rlist, wlist = self._select_lists(client, proc_fd, connected, out_room, sendable)
