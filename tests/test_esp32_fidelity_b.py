@@ -458,6 +458,40 @@ def test_an_app_only_update_longer_than_the_watchdog_lands_without_a_watchdog_re
         node.stop()
 
 
+class PowerCutLine(Line):
+    """Cuts the node's power once a fifth of the application is written: the node boots its
+    application again, which prints frames where the update waits for the raw REPL."""
+
+    def __init__(self, node: VirtualNode) -> None:
+        super().__init__()
+        self.node = node
+
+    def bytes_done(self, done: int, total: int, description: str | None = None) -> None:
+        if done * 5 >= total and self.node.boots == ["pwron"]:
+            self.node.power_cycle()
+
+
+def test_an_app_only_update_whose_node_resets_midway_fails_with_the_reason_instead_of_waiting(tmp_path):
+    # mpremote waits for the raw REPL's answer for as long as bytes arrive, and a rebooted node's
+    # application prints frames: without a bound on each step the update waited for ever.
+    node = provisioned_node(tmp_path, watchdog_ms=30000)
+    try:
+        frames_after(node, 0, 1, timeout=30)
+        app = build_app_files(FIRMWARE_DIR, json.loads((BOARDS_DIR / "virtual.json").read_text()), "xtensawin")
+        line = PowerCutLine(node)
+        result = update_port(node.port, app, line, step_timeout=2)
+        assert not result.ok and node.boots == ["pwron", "pwron"], "\n".join(result.transcript)
+        # The first line depends on where the cut lands (no answer, or the application's output
+        # where the raw REPL's was expected); what it means does not.
+        assert result.message.endswith(f": the node left the raw REPL partway (did it reset? its watchdog, "
+                                       f"power or cable); it runs what it ran: run flash --app-only on "
+                                       f"{node.port} again"), result.message
+        assert not (node.flash / "app.json").exists()  # never switched: the old application runs
+        frames_after(node, node.output_mark(), 2, timeout=30)
+    finally:
+        node.stop()
+
+
 FED_MAIN = """
 import machine, time
 wdt = machine.WDT(timeout=1500)

@@ -14,8 +14,10 @@ from __future__ import annotations
 import ast
 import hashlib
 import posixpath
+import struct
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import serial
 from mpremote.transport import TransportError
@@ -38,6 +40,11 @@ FEED_WATCHDOG = ("import sys\n"
                  "if _fn_wdt:\n _fn_wdt.feed()")
 FEED_EVERY_S = 1.0
 RAW_REPL_TIMEOUT = 5.0  # a node answers Ctrl-C/Ctrl-A in milliseconds; longer means no REPL there
+# mpremote waits for the raw REPL's answer for as long as bytes keep coming: a node that resets
+# in the middle (its watchdog, a brownout, a bumped cable) boots its application, which prints
+# frames, and the wait never ends. One step (a 1 KB chunk, a file's hash) takes well under a
+# second on a board, so no answer within STEP_TIMEOUT_S means the node is not in the raw REPL.
+STEP_TIMEOUT_S = 20.0
 CHUNK = 1024  # bytes per raw-REPL write; mpremote's default 256 needs four times the round trips
 NODE_INFO = (
     "import sys\n"
@@ -48,6 +55,41 @@ NODE_INFO = (
     " m='-'\n"
     "print(repr((sys.implementation._machine,m)))"
 )
+
+
+class _Differs(Exception):
+    """A written file's SHA-256 on the node is not the file's."""
+
+
+class _BoundedTransport(SerialTransport):
+    """mpremote's serial transport, each wait for the node's answer bounded by step_timeout."""
+
+    def __init__(self, port: str, step_timeout: float) -> None:
+        # A read timeout: on a pty mpremote otherwise blocks forever on a silent port.
+        super().__init__(port, baudrate=115200, timeout=1)
+        self.step_timeout = step_timeout
+
+    def read_until(self, min_num_bytes, ending, timeout=10, data_consumer=None, timeout_overall=None):
+        # mpremote's own checks its overall limit only in a pause of the output, which a node
+        # printing frames never makes. Every caller raises when the ending does not come; raising
+        # here says why, and skips mpremote's print of the bytes it got to the user's terminal.
+        limit = self.step_timeout if timeout_overall is None else min(timeout_overall, self.step_timeout)
+        deadline = time.monotonic() + limit
+        data = b""
+        heard = time.monotonic()
+        while not data.endswith(ending):
+            now = time.monotonic()
+            if now >= deadline or (timeout is not None and now - heard >= timeout):
+                raise TransportError(f"no answer from the node's raw REPL within {min(limit, timeout or limit):g} s")
+            byte = self.serial.read(1)  # waits up to the port's read timeout
+            if byte:
+                heard = time.monotonic()
+                if data_consumer:
+                    data_consumer(byte)
+                    data = byte
+                else:
+                    data += byte
+        return data
 
 
 def _walk(transport: SerialTransport, top: str, feed: Callable[[], None]) -> list[str]:
@@ -131,15 +173,62 @@ class _WatchdogFeeder:
             self.fed_at = now
 
 
-def update_port(port: str, app: AppFiles, line: PortLine, *, reset: bool = True) -> PortResult:
+@dataclass
+class _Progress:
+    wrote: bool = False  # something reached the slot that does not run
+    switched: bool = False  # /app.json points at the new slot
+
+
+def _write_slot(transport: SerialTransport, files: dict[str, bytes], total: int, line: PortLine,
+                feed: _WatchdogFeeder, progress: _Progress) -> None:
+    """Writes the slot's files (the slot first, then the boot code) and checks each one's hash."""
+    done = 0
+    made: set[str] = set()
+
+    def written(n: int, base: int) -> None:
+        line.bytes_done(base + n, total)
+        feed()
+
+    for path, data in sorted(files.items(), key=lambda item: _write_order(item[0])):
+        line.check_stop()
+        line.phase(f"writing {path}")
+        feed()
+        progress.wrote = True
+        _makedirs(transport, posixpath.dirname(path), made)
+        transport.fs_writefile(path, data, chunk_size=CHUNK,
+                               progress_callback=lambda n, _t, base=done: written(n, base))
+        done += len(data)
+        line.text(f"wrote {path} ({len(data)} bytes)")
+    line.check_stop()
+    line.phase("verifying")
+    for path, data in sorted(files.items()):
+        feed()
+        if transport.fs_hashfile(path, "sha256") != hashlib.sha256(data).digest():
+            raise _Differs(f"{path} differs on the node after writing")
+
+
+def _failure(exc: Exception, port: str, version: str, answered: bool, progress: _Progress) -> str:
+    runs = (f"it boots the new application ({version})" if progress.switched
+            else "it runs what it ran" if progress.wrote else "nothing was written")
+    if isinstance(exc, _Differs):
+        return f"{exc} (the node's flash?); {runs}: run flash --app-only on {port} again"
+    text = str(exc).strip().splitlines()
+    said = text[-1] if text else type(exc).__name__
+    if answered and isinstance(exc, (TransportError, struct.error)):
+        return (f"{said}: the node left the raw REPL partway (did it reset? its watchdog, power or cable); "
+                f"{runs}: run flash --app-only on {port} again")
+    return f"{said}; is MicroPython running on {port} with nothing else using the port?"
+
+
+def update_port(port: str, app: AppFiles, line: PortLine, *, reset: bool = True,
+                step_timeout: float = STEP_TIMEOUT_S) -> PortResult:
     result = PortResult(port, transcript=line.transcript)
     started = time.monotonic()
     transport = None
-    wrote = False
+    progress = _Progress()
     try:
         line.phase("connecting")
-        # A read timeout: on a pty mpremote otherwise blocks forever on a silent port.
-        transport = SerialTransport(port, baudrate=115200, timeout=1)
+        transport = _BoundedTransport(port, step_timeout)
         transport.enter_raw_repl(soft_reset=False, timeout_overall=RAW_REPL_TIMEOUT)
         feed = _WatchdogFeeder(transport)
         feed()
@@ -150,33 +239,11 @@ def update_port(port: str, app: AppFiles, line: PortLine, *, reset: bool = True)
         slot = other_slot(pointer)
         files = slot_layout(app.files, slot)
         _clear_slot(transport, slot, feed)
-        total = app.total_bytes
-        done = 0
-        made: set[str] = set()
-
-        def written(n: int, base: int) -> None:
-            line.bytes_done(base + n, total)
-            feed()
-
-        for path, data in sorted(files.items(), key=lambda item: _write_order(item[0])):
-            line.check_stop()
-            line.phase(f"writing {path}")
-            feed()
-            wrote = True
-            _makedirs(transport, posixpath.dirname(path), made)
-            transport.fs_writefile(path, data, chunk_size=CHUNK,
-                                   progress_callback=lambda n, _t, base=done: written(n, base))
-            done += len(data)
-            line.text(f"wrote {path} ({len(data)} bytes)")
-        line.check_stop()
-        line.phase("verifying")
-        for path, data in sorted(files.items()):
-            feed()
-            if transport.fs_hashfile(path, "sha256") != hashlib.sha256(data).digest():
-                raise TransportError(f"{path} differs on the node after writing")
+        _write_slot(transport, files, app.total_bytes, line, feed, progress)
         line.check_stop()
         feed()
         _switch(transport, pointer, slot, app.version)
+        progress.switched = True
         line.text(f"slot {slot} now boots ({app.version})")
         for path in _stale_files(transport, files, feed):
             feed()
@@ -188,18 +255,17 @@ def update_port(port: str, app: AppFiles, line: PortLine, *, reset: bool = True)
         if reset:
             transport.serial.write(b"\x04")  # soft reset in the friendly REPL: boot.py, main.py run
         result.ok = True
-        result.message = f"{len(app.files)} files, {total} bytes written and verified"
+        result.message = f"{len(app.files)} files, {app.total_bytes} bytes written and verified"
         line.phase("done")
     except Stopped:
         result.stopped = True
         result.message = ("stopped by Ctrl-C: the new application is partly written to the slot that does "
                           "not run (the node runs what it ran); run flash --app-only on this port again"
-                          if wrote else "stopped by Ctrl-C (nothing written)")
+                          if progress.wrote else "stopped by Ctrl-C (nothing written)")
         line.phase("stopped")
-    except (TransportError, serial.SerialException, OSError, ValueError, SyntaxError) as exc:
-        text = str(exc).strip().splitlines()
-        result.message = (f"{text[-1] if text else type(exc).__name__}; is MicroPython running on "
-                          f"{port} with nothing else using the port?")
+    except (_Differs, TransportError, serial.SerialException, OSError, ValueError, SyntaxError,
+            struct.error) as exc:
+        result.message = _failure(exc, port, app.version, result.chip != "-", progress)
         line.phase("failed")
     finally:
         if transport is not None:
