@@ -426,6 +426,8 @@ def make_uplink(board, cfg, gateway, link):
         kb = board.get("spool_kb")
         spool = Spool(nvs=cfg.nvs, capacity=board.get("spool_frames", _SPOOL_FRAMES),
                       budget=kb * 1024 if kb else None, after_ms=board.get("spool_after_ms", 1000))
+    from fnode import coap
+    coap.ack_timeout_ms = board.get("coap_ack_timeout_ms", coap.ack_timeout_ms)
     uplink = Uplink(gateway, link, spool)
     uplink.key_retry_max_ms = board.get("key_retry_max_s", 30) * 1000
     uplink.backoff_max_ms = board.get("uplink_backoff_max_s", uplink.backoff_max_ms // 1000) * 1000

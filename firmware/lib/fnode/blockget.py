@@ -8,12 +8,12 @@ import socket
 from micropython import const
 from random import getrandbits
 from time import ticks_add, ticks_diff, ticks_ms
+from fnode import coap
 from fnode.coap import _extended
 
 _OPT_URI_PATH = const(11)
 _OPT_BLOCK2 = const(23)
 _CONTENT = const(69)  # 2.05
-_ACK_TIMEOUT_MS = const(2000)
 _MAX_RETRANSMIT = const(4)
 _RX_MAX = const(1024 + 64)
 _POLL_MS = const(1)
@@ -125,7 +125,8 @@ class BlockGet:
         # caller may store the previous block meanwhile: the round trip hides that work.
         self.dgram = self._request(num, szx)
         self.tries = 0
-        self.timeout = _ACK_TIMEOUT_MS + getrandbits(10) % (_ACK_TIMEOUT_MS // 2)
+        ack = coap.ack_timeout_ms  # RFC 7252: between ACK_TIMEOUT and 1.5 times it
+        self.timeout = ack + getrandbits(16) % (ack // 2 + 1)
         self._send()
 
     def _send(self):

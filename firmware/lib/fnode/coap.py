@@ -18,12 +18,17 @@ from micropython import const
 from random import getrandbits
 from time import ticks_add, ticks_diff
 
-# RFC 7252 §4.8 default transmission parameters.
-_ACK_TIMEOUT_MS = const(2000)
+# RFC 7252 §4.8 transmission parameters. ACK_TIMEOUT is the board's "coap_ack_timeout_ms"
+# (fnode.app sets it; §4.8.1 lets a deployment change it: a slow link wants more, a test less).
+ack_timeout_ms = 2000
 _ACK_RANDOM_FACTOR_PCT = const(150)  # ACK_RANDOM_FACTOR 1.5
 MAX_RETRANSMIT = const(4)
-# ACK_TIMEOUT * (2**(MAX_RETRANSMIT + 1) - 1) * ACK_RANDOM_FACTOR: the longest an exchange lasts.
-MAX_TRANSMIT_WAIT_MS = const(93000)
+
+
+def max_transmit_wait_ms():
+    # ACK_TIMEOUT * (2**(MAX_RETRANSMIT + 1) - 1) * ACK_RANDOM_FACTOR: the longest an exchange
+    # lasts (93 s with the default).
+    return ack_timeout_ms * ((1 << (MAX_RETRANSMIT + 1)) - 1) * _ACK_RANDOM_FACTOR_PCT // 100
 
 _CON = const(0)
 _NON = const(1)
@@ -121,8 +126,8 @@ class Exchange:
         """Call right after the first send; now is time.ticks_ms()."""
         self.tries = 0
         # initial timeout: random between ACK_TIMEOUT and ACK_TIMEOUT * ACK_RANDOM_FACTOR
-        span = _ACK_TIMEOUT_MS * (_ACK_RANDOM_FACTOR_PCT - 100) // 100
-        self.timeout = _ACK_TIMEOUT_MS + getrandbits(16) % (span + 1)
+        span = ack_timeout_ms * (_ACK_RANDOM_FACTOR_PCT - 100) // 100
+        self.timeout = ack_timeout_ms + getrandbits(16) % (span + 1)
         self.deadline = ticks_add(now, self.timeout)
 
     def wait_ms(self, now):

@@ -249,7 +249,7 @@ class Uplink:
         if not self._send(ex.post(frame)):
             return None
         ex.start(time.ticks_ms())
-        give_up = time.ticks_add(time.ticks_ms(), coap.MAX_TRANSMIT_WAIT_MS)
+        give_up = time.ticks_add(time.ticks_ms(), coap.max_transmit_wait_ms())
         while True:
             self.beat = time.ticks_ms()
             r = self._receive()

@@ -125,7 +125,8 @@ class _Pins:
 
 
 # The node's timing settings (docs/firmware.md, "Timing settings"): key -> (default, low, high,
-# what it bounds). Whole seconds. Tests shrink them to keep their meaning at a smaller scale.
+# what it bounds). Whole seconds, or milliseconds for a key ending in _ms. Tests shrink them to
+# keep their meaning at a smaller scale.
 TIMINGS: dict[str, tuple[int, int, int, str]] = {
     # fed once a second: a shorter timeout would reset a healthy node
     "watchdog_s": (30, 2, 3600, "the hardware watchdog's timeout"),
@@ -137,6 +138,9 @@ TIMINGS: dict[str, tuple[int, int, int, str]] = {
     "update_trial_s": (120, 2, 3600, "how long a new application has to reach the gateway before it is rolled back"),
     # a limit compared with a tick stamp stays under 2**28 ms (fnode.stamp): 24 h is well below
     "failback_s": (300, 1, 86400, "how long a node stays on a fallback gateway before trying the preferred one again"),
+    # RFC 7252 §4.8's ACK_TIMEOUT, in ms: below 100 a busy gateway's answer would count as lost
+    "coap_ack_timeout_ms": (2000, 100, 60000, "the wait for the gateway's answer before the first retransmission "
+                            "(CoAP's ACK_TIMEOUT; each retransmission waits twice as long)"),
 }
 UPLINK_BEAT_S = 10  # a key-retry pause shows the watchdog signs of life this often (fnode.uplink _BEAT_MS)
 
@@ -148,7 +152,8 @@ def timing_problems(doc: dict[str, Any]) -> list[str]:
     for key, (default, low, high, what) in TIMINGS.items():
         value = doc.get(key, default)
         if type(value) is not int or not low <= value <= high:
-            problems.append(f"{key}: a whole number of seconds from {low} to {high} ({what})")
+            unit = "milliseconds" if key.endswith("_ms") else "seconds"
+            problems.append(f"{key}: a whole number of {unit} from {low} to {high} ({what})")
     if problems:
         return problems
     stall = doc.get("uplink_stall_s", TIMINGS["uplink_stall_s"][0])
