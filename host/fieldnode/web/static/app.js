@@ -260,7 +260,7 @@ function drawChart(box, name, data, events, width) {
   box.dataset.points = String(data.t.length);
   box.querySelector(".info").textContent = data.n > data.t.length
     ? `${data.n} samples drawn as ${data.t.length} buckets of ${data.bucket_s.toFixed(0)} s (min / mean / max)`
-    : `${data.n} samples`;
+    : `${data.n} ${data.n === 1 ? "sample" : "samples"}`;
   const marks = events.map(e => e.time);
   const opts = {
     width, height: 220,
