@@ -2,6 +2,7 @@
 its matching of answers, its retransmission timing, and real exchanges with the gateway."""
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -164,3 +165,25 @@ def test_node_posts_frames_to_the_real_gateway(micropython, tmp_path):
         assert out == [[68, cmd.hex()], [68, cmd.hex()]]  # the retransmission gets the cached answer
         counts = gt.call(lambda: dict(gt.gateway.counts))
         assert counts["accepted"] == 2 and counts["duplicate"] == 1 and counts["retransmission"] == 2
+
+
+@pytest.mark.parametrize("board, ack", [({}, 2000), ({"coap_ack_timeout_ms": 700}, 700)],
+                         ids=["default", "board-700ms"])
+def test_the_board_file_sets_the_ack_timeout_frames_and_update_blocks_use(micropython, tmp_path, board, ack):
+    # What fnode.app makes of the board's coap_ack_timeout_ms: the uplink's first wait for an
+    # answer, and an update block's, are drawn between it and 1.5 times it.
+    from fieldnode.infra.paths import SIMHAL_DIR
+    node_dir = tmp_path / "node"
+    node_dir.mkdir()
+    (node_dir / "sim.json").write_text(json.dumps({"unique_id": "240ac4a1b2c3", "devices": []}))
+    code = ("import json\nfrom fnode.config import Config\nfrom fnode.app import make_uplink\n"
+            "from fnode.wifi import Link\nfrom fnode.blockget import BlockGet\n"
+            f"up, _ = make_uplink({board!r}, Config(), ('127.0.0.1', 9), Link('plant-floor', 'pw'))\n"
+            "get = BlockGet(('127.0.0.1', 9), (b'u',))\nframes, blocks = [], []\n"
+            "for i in range(100):\n"
+            "    up.ex.start(0)\n    frames.append(up.ex.timeout)\n"
+            "    get.request(0, 6)\n    blocks.append(get.timeout)\n"
+            "get.close()\nprint(json.dumps([frames, blocks]))\n")
+    frames, blocks = micropython.eval_json(code, path=[SIMHAL_DIR], env={"FIELDNODE_SIM_NODE": str(node_dir)})
+    for waits in (frames, blocks):
+        assert all(ack <= w <= ack * 3 // 2 for w in waits) and len(set(waits)) > 20, waits
