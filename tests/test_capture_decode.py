@@ -91,7 +91,7 @@ def test_every_stored_frame_is_in_the_capture_once_verified_with_retransmissions
         answer = answers[request["number"]]  # every request answered, matched by message id
         assert answer["coap"]["mid"] == request["coap"]["mid"] and answer["dst"] == request["src"]
         assert answer["coap"]["code"] == {"verified": "2.04", "duplicate": "2.03"}[request["verdict"]]
-        assert answer["answer_after_s"] >= 0
+        assert answer["number"] > request["number"]  # after its request in the capture
     # The answers to the retransmitted requests came after the gateway's hold.
     assert any(answers[again["first"]]["answer_after_s"] > 2 for again in retransmissions)
     (carrier,) = [o for o in by_role(objs, "answer") if "command" in o]

@@ -288,7 +288,8 @@ def test_spool_survives_a_power_cut_during_an_outage(site):
 
 # -- 4 -------------------------------------------------------------------------------------------
 def test_full_spool_drops_the_oldest_and_reports_exactly_the_loss(site):
-    node = make_node(site, 4, period_s=0.5, spool_frames=8)
+    spool = 8
+    node = make_node(site, 4, period_s=0.5, spool_frames=spool)
     wait_for(lambda: len(site.frames(node)) >= 3, 30, "frames before the outage")
     # The link drops while a frame is on its way: the gateway stores it, but its answer is lost
     # with the link, so the node cannot know. (The gateway holds its answers for a moment to
@@ -307,7 +308,7 @@ def test_full_spool_drops_the_oldest_and_reports_exactly_the_loss(site):
                         10, "the frame in flight on the console")
     wait_for(lambda: in_doubt in stored(site, node), 10, "the frame in flight stored")
     wait_made(site, node, mark, 30, 60)  # ~30 frames into a spool of 8
-    assert len(spool_files(node)) <= 8
+    assert len(spool_files(node)) <= spool
     made_before_up = max(counters(made(site, node)))
     node.set_world(wifi="up")
 
@@ -328,10 +329,10 @@ def test_full_spool_drops_the_oldest_and_reports_exactly_the_loss(site):
     # already had it (2.03). Everything newer than the dropped run arrived. A frame on its way
     # when the spool overflowed again after the link came back (a busy machine answers slower
     # than the node samples) is in doubt too, and kept: nothing is sent while the link is down,
-    # and the uplink sends the oldest first, so such a frame is one of the 8 the spool held when
+    # and the uplink sends the oldest first, so such a frame is one of those the spool held when
     # the link came back. A hole anywhere else in the dropped run is a frame dropped out of turn.
     kept = [c for c in all_made if in_doubt < c < dropped[-1] and c not in dropped]
-    assert all(made_before_up - 8 < c <= made_before_up for c in kept), (kept, made_before_up)
+    assert all(made_before_up - spool < c <= made_before_up for c in kept), (kept, made_before_up)
     assert dropped == [c for c in all_made if c > in_doubt and c not in kept][:len(dropped)]
     assert gw.counts.get("duplicate", 0) >= 1
     assert_in_order_once(site, node)

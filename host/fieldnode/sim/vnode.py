@@ -426,16 +426,14 @@ class VirtualNode:
                     _killpg(self._proc)
                     self._reap()
 
-    def _client_connected(self) -> bool:
+    def _client_events(self) -> int:
+        # POLLHUP: nobody has the port open; POLLIN beside it: what they wrote before closing it.
         p = select.poll()
         p.register(self._client_fd, select.POLLIN)
-        return not any(ev & select.POLLHUP for _, ev in p.poll(0))
+        return sum(ev for _, ev in p.poll(0))
 
-    @staticmethod
-    def _input_pending(client: int) -> bool:
-        p = select.poll()
-        p.register(client, select.POLLIN)
-        return any(ev & select.POLLIN for _, ev in p.poll(0))
+    def _client_connected(self) -> bool:
+        return not self._client_events() & select.POLLHUP
 
     def _pace(self) -> None:
         now = time.monotonic()
@@ -484,10 +482,11 @@ class VirtualNode:
             self._pace()
         spawn_in = self._spawn_if_due()
         client, proc_fd = self._client_fd, self._proc_fd
-        connected = self._client_connected()
+        events = self._client_events()
+        connected = not events & select.POLLHUP
         if not connected:
             self._to_client.clear()  # nobody reads the port: output is lost, as on a real UART
-            if client is not None and self._input_pending(client):
+            if events & select.POLLIN:
                 # What a client wrote just before it closed the port still goes down the line, as
                 # a USB-serial adapter sends its buffer after the host lets go (mpremote's
                 # Ctrl-D, then close, reset the node).
