@@ -139,8 +139,8 @@ TIMINGS: dict[str, tuple[int, int, int, str]] = {
     # a limit compared with a tick stamp stays under 2**28 ms (fnode.stamp): 24 h is well below
     "failback_s": (300, 1, 86400, "how long a node stays on a fallback gateway before trying the preferred one again"),
     # RFC 7252 §4.8's ACK_TIMEOUT, in ms: below 100 a busy gateway's answer would count as lost
-    "coap_ack_timeout_ms": (2000, 100, 60000, "the wait for the gateway's answer before the first retransmission "
-                            "(CoAP's ACK_TIMEOUT; each retransmission waits twice as long)"),
+    "coap_ack_timeout_ms": (2000, 100, 60000, "CoAP's ACK_TIMEOUT: the wait for the gateway's answer before the "
+                            "first retransmission, doubled at each one after"),
 }
 UPLINK_BEAT_S = 10  # a key-retry pause shows the watchdog signs of life this often (fnode.uplink _BEAT_MS)
 
