@@ -39,7 +39,7 @@ from fieldnode.flashing.appimage import BLOCK_SIZE, LOOKAHEAD_SIZE, READ_PROG_SI
 from fieldnode.infra.paths import BOARDS_DIR, FIRMWARE_DIR  # noqa: E402
 from fieldnode.sim.fleet import devices_for_board, sim_unique_id  # noqa: E402
 from fieldnode.sim.vnode import VirtualNode  # noqa: E402
-from support.nodesite import Site, console_counters, wait_for  # noqa: E402
+from support.nodesite import Site, console_counters, console_since, wait_for  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "spool_flash.json"
 BOARD = "esp32-devkitc"
@@ -85,15 +85,19 @@ class Wander(threading.Thread):
         self.stop = threading.Event()
         self.rng = random.Random(21)
         self.state = {"env": {"temp": 21.0, "hum": 45.0, "press": 101325.0}, "pipe": {"temp": 55.0},
-                      "loop1": {"ma": 11.0}, "meter": {"power": 1500.0}}
+                      "loop1": {"ma": 11.0}}
+        self.power_w = 1500.0  # the meter's input register 0, in the board's 0.1 W steps
 
     def run(self) -> None:
-        steps = {"temp": 0.05, "hum": 0.2, "press": 5.0, "ma": 0.02, "power": 3.0}
+        steps = {"temp": 0.05, "hum": 0.2, "press": 5.0, "ma": 0.02}
         while not self.stop.wait(0.2):
             for dev in self.state.values():
                 for k in dev:
                     dev[k] += self.rng.uniform(-steps[k], steps[k])
-            self.node.set_world(devices=self.state)
+            self.power_w += self.rng.uniform(-3.0, 3.0)
+            # A Modbus slave is set by register (sim_modbus.ModbusSlave.set), not by reading name.
+            meter = {"input": {"0": round(self.power_w * 10)}}
+            self.node.set_world(devices={**self.state, "meter": meter})
 
 
 def start_node(site: Site, tmp: Path, spool_kb: int | None) -> tuple[VirtualNode, dict]:
@@ -125,9 +129,11 @@ def start_node(site: Site, tmp: Path, spool_kb: int | None) -> tuple[VirtualNode
     return node, {"real_frames_per_min": real, "doc": doc}
 
 
-def measure(tmp: Path, frames_up: int = 300, frames_down: int = 600, spool_kb: int | None = None) -> dict:
+def measure(tmp: Path, frames_up: int = 300, frames_down: int = 600, spool_kb: int | None = None,
+            patience_s: float = 900) -> dict:
     """The counts of the three phases. `fieldnode provision --wifi` reads the Wi-Fi password from
-    $FIELDNODE_WIFI_PASSWORD: the caller sets it."""
+    $FIELDNODE_WIFI_PASSWORD: the caller sets it. patience_s bounds each long phase (a test sets
+    it below its own timeout, so a stuck phase fails by name rather than by the timeout)."""
     site = Site(tmp)
     try:
         node, info = start_node(site, tmp, spool_kb)
@@ -135,7 +141,7 @@ def measure(tmp: Path, frames_up: int = 300, frames_down: int = 600, spool_kb: i
         wait_for(lambda: len(site.frames(node)) >= 5, 60, "frames")
         # 1. link up
         w0, n0 = wear(image), len(site.frames(node))
-        wait_for(lambda: len(site.frames(node)) >= n0 + frames_up, 600, f"{frames_up} frames with the link up")
+        wait_for(lambda: len(site.frames(node)) >= n0 + frames_up, patience_s, f"{frames_up} frames with the link up")
         w1, n1 = wear(image), len(site.frames(node))
         blocks_before = wait_for(lambda: (lambda u: u and u[1])(usage_or_none(image)), 30, "the image read")
         up = {"frames": n1 - n0, "progs": w1["progs"] - w0["progs"], "prog_bytes": w1["prog_bytes"] - w0["prog_bytes"],
@@ -153,7 +159,7 @@ def measure(tmp: Path, frames_up: int = 300, frames_down: int = 600, spool_kb: i
             # lets more frames through before the cut still measures frames_down of them.
             return [c for c in console_counters(node, mark) if c not in at_cut]
 
-        wait_for(lambda: len(made_in_outage()) >= frames_down, 900, f"{frames_down} frames in the outage")
+        wait_for(lambda: len(made_in_outage()) >= frames_down, patience_s, f"{frames_down} frames in the outage")
         wander.stop.set()
         wander.join()
         node.kill()
@@ -167,7 +173,10 @@ def measure(tmp: Path, frames_up: int = 300, frames_down: int = 600, spool_kb: i
         # 3. the link back: the spool drains
         node.set_world(wifi="up")
         node.power_on()
-        wait_for(lambda: set(made) <= set(c for c, _, _ in site.frames(node)), 600, "the spool sent")
+        try:
+            site.wait_stored(node, made, patience_s)  # names the frames that never arrive
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; {_health(node)}") from None
         wait_for(lambda: spool_usage_live(image) == 0, 60, "an empty spool")
         node.kill()
         w3 = wear(image)
@@ -175,12 +184,24 @@ def measure(tmp: Path, frames_up: int = 300, frames_down: int = 600, spool_kb: i
         stored = [c for c, _, _ in site.frames(node)]
         lost = [c for c in made if c not in stored]
         erased = w3["erased"]
+        console = console_since(node).decode(errors="replace").splitlines()
+        failures = [line for line in console if "driver failed" in line or line.startswith("sim: world.json")]
         return {"board": BOARD, "speedup": SPEEDUP, "fs_bytes": FS_BYTES, "block_size": BLOCK_SIZE,
                 "real_frames_per_min": info["real_frames_per_min"], "up": up, "down": down, "drain": drain,
                 "lost_in_outage": len(lost), "in_order": stored == sorted(stored),
-                "max_block_erases": max(erased), "blocks_erased": sum(1 for e in erased if e)}
+                "max_block_erases": max(erased), "blocks_erased": sum(1 for e in erased if e),
+                "process_deaths": node.process_deaths, "sensor_failures": len(failures),
+                "first_failure": failures[0] if failures else None}
     finally:
         site.close()
+
+
+def _health(node: VirtualNode) -> str:
+    """What a failed phase needs said: the node's boots, unexpected deaths, and what its console
+    said about the spool, sensors and the simulation."""
+    lines = console_since(node).decode(errors="replace").splitlines()
+    said = [ln for ln in lines if "spool" in ln or ln.startswith(("sim:", "E ", "Traceback", "OSError"))]
+    return f"boots {node.boots}, process deaths {node.process_deaths}; console: {said[-12:]}"
 
 
 def usage_or_none(image: Path) -> tuple[int, int, int] | None:

@@ -117,14 +117,17 @@ def test_a_virtual_node_from_the_wheel_sends_frames_that_decode_verifies(install
     keys = tmp_path / "keys.json"
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as gateway:
         gateway.bind(("127.0.0.1", 0))
+        # PYTHONFAULTHANDLER: should sim not stop on Ctrl-C, SIGABRT makes it print where each of
+        # its threads is, and the failure shows that rather than only a timeout.
         sim = subprocess.Popen([str(installed / "fieldnode"), "sim", "--nodes", "1", "--keys", str(keys),
                                 "--gateway", f"127.0.0.1:{gateway.getsockname()[1]}", "--dir", str(tmp_path / "nodes")],
-                               env=outside, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                               env={**outside, "PYTHONFAULTHANDLER": "1"}, cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
         try:
             frames = _frames_until_telemetry(gateway)
         finally:
             sim.send_signal(signal.SIGINT)
-            out, _ = sim.communicate(timeout=60)
+            out = _output_when_stopped(sim, 60)
     assert sim.returncode == 0 and "Traceback" not in out, out
     proc = run([installed / "fieldnode", "decode", "--hex", "--json", "--keys", keys], outside, tmp_path,
                input="".join(f"{frame.hex()}\n" for frame in frames))
@@ -134,6 +137,18 @@ def test_a_virtual_node_from_the_wheel_sends_frames_that_decode_verifies(install
     telemetry = shown[-1]
     assert telemetry["kind"] == "telemetry"
     assert {"env.temp", "env.hum", "env.press"} <= {r["n"] for r in telemetry["records"]}
+
+
+def _output_when_stopped(proc: subprocess.Popen, timeout: float) -> str:
+    try:
+        return proc.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        exited = proc.poll()
+        if exited is None:
+            proc.send_signal(signal.SIGABRT)
+        out = proc.communicate(timeout=30)[0]
+        what = "did not stop" if exited is None else f"exited ({exited}) but something held its output open"
+        pytest.fail(f"sim {what} {timeout:.0f} s after Ctrl-C; its output, with its threads' stacks:\n{out}")
 
 
 def _frames_until_telemetry(gateway: socket.socket) -> list[bytes]:

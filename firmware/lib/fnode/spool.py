@@ -108,11 +108,17 @@ def decode(refs, body, delta):
 def read_record(f, refs):
     # -> (frame, record size) of the record at f's position, or None at the end of the segment,
     # at a record cut short, or at one that is damaged (said: it ends its segment's readable part).
-    head = f.read(4)
-    if len(head) < 4:
+    # Flash the filesystem itself cannot read (littlefs's EIO or ECORRUPT, as after a power cut
+    # on worn flash) ends the segment the same way: the rest of the spool is still sent.
+    try:
+        head = f.read(4)
+        if len(head) < 4:
+            return None
+        n, crc = struct.unpack("<HH", head)
+        body = f.read(n & 0x7FFF)
+    except OSError as exc:
+        log.warn("spool: unreadable flash ends its segment:", exc)
         return None
-    n, crc = struct.unpack("<HH", head)
-    body = f.read(n & 0x7FFF)
     if len(body) < n & 0x7FFF:
         return None  # cut short: only on a filesystem that does not commit appends atomically
     frame = decode(refs, body, n & _DELTA)

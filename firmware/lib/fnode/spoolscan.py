@@ -75,11 +75,16 @@ def scan(spool):
     spool.used = 0
     spool.nflash = 0
     for seq in spool.segs:
-        spool.used += os.stat(spool._file(seq))[6]
-        with open(spool._file(seq), "rb") as f:
-            for frame in records(f):
-                if spool._wanted(counter_of(frame)):
-                    spool.nflash += 1
+        # A segment the filesystem cannot open is counted as empty: the reader finds it so too,
+        # and removes it, rather than the node failing at every boot on it.
+        try:
+            spool.used += os.stat(spool._file(seq))[6]
+            with open(spool._file(seq), "rb") as f:
+                for frame in records(f):
+                    if spool._wanted(counter_of(frame)):
+                        spool.nflash += 1
+        except OSError as exc:
+            log.warn("spool: segment", _name(seq), "unreadable:", exc)
     spool.wseq = names[-1] + 1 if names else 0
     return old
 

@@ -244,6 +244,9 @@ class VirtualNode:
         self._next_cause = "pwron"
         self._raw_repl = False
         self._crashes: list[float] = []
+        # Signals that ended the node's process unasked (not kill() or a reset the firmware asked
+        # for): on a board the port would not die so; a test that expects none says so.
+        self.process_deaths: list[str] = []
         self._to_client = bytearray()
         self._to_proc = bytearray()
         self._held_since: float | None = None  # when a Ctrl-C started waiting for a safe moment
@@ -714,6 +717,8 @@ class VirtualNode:
                 cause = "soft"  # Ctrl-D or sys.exit() at the REPL: a soft reboot on a board
             else:
                 cause = "hard"
+                death = _signal_name(-rc) if rc is not None else "unknown cause"
+                self.process_deaths.append(death)
                 now = time.monotonic()
                 self._crashes = [t for t in self._crashes if now - t < _CRASH_WINDOW_S] + [now]
                 if len(self._crashes) >= _CRASH_LIMIT:
@@ -723,6 +728,9 @@ class VirtualNode:
                     return
         if cause == "soft":
             self._console(b"MPY: soft reboot\r\n", self._client_connected())
+        elif not reason:
+            line = f"sim: the node's process died ({death}); started again as a hard reset\r\n"
+            self._console(line.encode(), self._client_connected())
         with self._cond:
             if cause == "deepsleep":
                 ms = int(reason[1]) if len(reason) > 1 else 0
@@ -733,6 +741,13 @@ class VirtualNode:
                 self._schedule("deepsleep", ms / 1000 * self.sleep_scale)
             else:
                 self._schedule(cause if cause in CAUSES else "hard", 0.0)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def _console_mode(fd: int) -> None:

@@ -108,7 +108,7 @@ def time_pulse_us(pin, pulse_level, timeout_us=1000000):
 
 # -- pins -----------------------------------------------------------------------------------
 _pins = {}
-_lock = _thread.allocate_lock()  # pending edges are shared with the timer thread
+_lock = _thread.allocate_lock()  # guards a pin's pending edges and pulses
 
 
 class Pin:
@@ -145,7 +145,7 @@ class Pin:
             p._owed = 0  # pulses waiting for the handler
             p._edges = []  # single edges (levels) waiting for the handler
             p._queued = False
-            p._seen = None  # world level last seen by the timer thread
+            p._seen = None  # world level last seen at a tick
             p._pulse_dev = None
             _pins[id] = p
         return p
@@ -271,10 +271,11 @@ class Pin:
                 micropython.schedule(_deliver, self)
                 self._queued = True
             except RuntimeError:
-                pass  # the schedule queue is full: the timer thread queues again next tick
+                pass  # the schedule queue is full: queued again at the next tick
 
     def _tick(self, dt):
-        # Timer thread: count pulses due since the last tick and notice world level changes.
+        # Each tick (simtick._service, main thread): pulses due since the last tick and world
+        # level changes.
         rate = self._rate()
         n = 0
         if rate > 0:
@@ -364,7 +365,7 @@ class WDT:
     # Once started it cannot be stopped, as on the ESP32: not even by interrupting main.py into
     # the REPL, nor by a soft reset (ports/esp32/machine_wdt.c keeps its task-WDT user in a
     # static that main.c never removes): wdt.json tells the next soft boot to keep it running.
-    # Unfed for timeout ms, the timer thread resets the node (reset cause WDT_RESET); a hard
+    # Unfed for timeout ms, simtick's thread resets the node (reset cause WDT_RESET); a hard
     # reset of any kind stops it (the host deletes wdt.json).
     def __init__(self, id=0, timeout=5000):
         if id != 0:

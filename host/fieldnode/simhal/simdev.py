@@ -107,7 +107,13 @@ def devices():
         for name in values:
             dev = _devices.get(name)
             if dev is not None and hasattr(dev, "set"):
-                dev.set(**values[name])
+                try:
+                    dev.set(**values[name])
+                except (TypeError, ValueError) as exc:
+                    # A mistake in world.json is the simulation's, not the node's: said once per
+                    # change of the file, and the device keeps its values, where raising would
+                    # fail every driver that touches the bus as a sensor failure.
+                    print("sim: world.json devices." + name + ":", repr(exc))
     return _devices
 
 

@@ -12,6 +12,9 @@ import vfs
 
 BLOCK_SIZE = 4096
 MOUNT_POINT = "/flash"
+# Non-zero while littlefs is inside this block device: the simulation's scheduled work waits
+# (simtick), as no callback runs inside the ESP32's C flash driver.
+busy = 0
 
 
 class FileBlockDevice:
@@ -45,13 +48,26 @@ class FileBlockDevice:
         os.rename(path + ".tmp", path)
 
     def readblocks(self, block, buf, offset=0):
-        self.wear["reads"] += 1
-        self.wear["read_bytes"] += len(buf)
-        self.wear["read"][block] += 1
-        self.f.seek(block * self.block_size + offset)
-        self.f.readinto(buf)
+        global busy
+        busy += 1  # before any jump: the VM runs scheduled callbacks only at jumps and calls
+        try:
+            self.wear["reads"] += 1
+            self.wear["read_bytes"] += len(buf)
+            self.wear["read"][block] += 1
+            self.f.seek(block * self.block_size + offset)
+            self.f.readinto(buf)
+        finally:
+            busy -= 1
 
     def writeblocks(self, block, buf, offset=None):
+        global busy
+        busy += 1
+        try:
+            self._program(block, buf, offset)
+        finally:
+            busy -= 1
+
+    def _program(self, block, buf, offset):
         if not self.wear["dirty"]:
             self._save_wear(1)
         import simnode  # here: imported before the flash is mounted, it would take the host's root for "/"

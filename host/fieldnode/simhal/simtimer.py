@@ -1,6 +1,6 @@
-# machine.Timer: callbacks scheduled from the simulation's timer thread (10 ms resolution),
-# running in the main thread like soft timer callbacks on the ESP32 port.
-from simclock import host as time  # the timer thread's clock (simtick)
+# machine.Timer: expiries checked each 10 ms tick of simtick (in the main thread), callbacks
+# scheduled to run like soft timer callbacks on the ESP32 port.
+from simclock import host as time  # the hardware's clock, as simtick's
 import micropython
 import simtick
 
