@@ -1,4 +1,5 @@
-"""Ctrl-C (SIGINT) stops the long-running commands wherever they were started.
+"""Ctrl-C (SIGINT) stops the long-running commands wherever they were started; SIGTERM stops sim
+and its nodes the same way.
 
 A shell without job control (a script, CI, `make test &`) starts a command it puts in the
 background with SIGINT ignored, and Python then installs no KeyboardInterrupt: `sim`, `monitor`
@@ -50,6 +51,25 @@ def test_sim_stops_cleanly_on_ctrl_c_at_any_moment_of_its_start_even_started_wit
     try:
         lines.wait_for_text("stdout", moment, timeout=180)
         proc.send_signal(signal.SIGINT)
+        out, err = lines.finish(STOP_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, (out, err)
+    assert out.rstrip().endswith("stopping") and "Traceback" not in err, (out, err)
+    assert _processes_in(tmp_path) == []  # no node left running
+
+
+@pytest.mark.parametrize("moment", ["provisioning sim-2", "Ctrl-C stops the nodes"])
+def test_sim_stops_its_nodes_on_sigterm_as_on_ctrl_c(tmp_path, moment):
+    # The nodes run in sessions of their own: a sim ended by SIGTERM's default left them running.
+    proc = subprocess.Popen([FIELDNODE, "sim", "--nodes", "2", "--dir", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = ProcessLines(proc)
+    try:
+        lines.wait_for_text("stdout", moment, timeout=180)
+        proc.send_signal(signal.SIGTERM)
         out, err = lines.finish(STOP_S)
     finally:
         if proc.poll() is None:

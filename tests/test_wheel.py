@@ -144,11 +144,26 @@ def _output_when_stopped(proc: subprocess.Popen, timeout: float) -> str:
         return proc.communicate(timeout=timeout)[0]
     except subprocess.TimeoutExpired:
         exited = proc.poll()
+        signals = _signal_state(proc.pid)
         if exited is None:
             proc.send_signal(signal.SIGABRT)
         out = proc.communicate(timeout=30)[0]
         what = "did not stop" if exited is None else f"exited ({exited}) but something held its output open"
-        pytest.fail(f"sim {what} {timeout:.0f} s after Ctrl-C; its output, with its threads' stacks:\n{out}")
+        pytest.fail(f"sim {what} {timeout:.0f} s after Ctrl-C; signals {signals}; its output, with its "
+                    f"threads' stacks:\n{out}")
+
+
+def _signal_state(pid: int) -> dict[str, list[str]]:
+    """Pending, blocked, ignored and caught signal masks of the process and of each thread."""
+    state = {}
+    for status in [Path(f"/proc/{pid}/status"), *Path(f"/proc/{pid}/task").glob("*/status")]:
+        try:
+            lines = status.read_text().splitlines()
+        except OSError:
+            continue
+        state[str(status.parent.name)] = [ln for ln in lines if ln.startswith(("SigQ", "SigPnd", "ShdPnd", "SigBlk",
+                                                                           "SigIgn", "SigCgt"))]
+    return state
 
 
 def _frames_until_telemetry(gateway: socket.socket) -> list[bytes]:

@@ -3,9 +3,13 @@ emulated ESP32 ROM loaders for `fieldnode flash`."""
 from __future__ import annotations
 
 import argparse
+import os
+import select
+import signal
 import tempfile
 import time
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from ...node.boards import load_board
@@ -24,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "exactly like a USB board. Each node is provisioned over its pty (keys go into --keys, "
         "which a gateway reads) unless --unprovisioned, and its sensors drift slowly. --rom-loader N "
         "adds N ptys that answer like an ESP32 held in download mode, for `fieldnode flash` and "
-        "esptool. Ctrl-C stops them cleanly.")
+        "esptool. Ctrl-C or SIGTERM stops them cleanly.")
     p.add_argument("--nodes", type=int, default=3, help="how many nodes (default 3; 0 with --rom-loader)")
     p.add_argument("--board", default="virtual", help="board definition (default: virtual)")
     p.add_argument("--gateway", metavar="HOST:PORT", help="gateway the nodes send to over CoAP/UDP")
@@ -53,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     if args.unprovisioned and args.keys:
         raise FieldnodeError("--keys goes without --unprovisioned: unprovisioned nodes have no key "
                              "(`fieldnode provision --keys PATH` records the ones you give them)")
+    # SIGTERM stops it as Ctrl-C does, also while the nodes start (see _stop_signals).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     with tempfile.TemporaryDirectory(prefix="fieldnode-sim-") as tmp, ExitStack() as stack:
         # Ctrl-C stops sim the same way whenever it comes, while the nodes start as well as once
         # they run: what was started is stopped as the stack unwinds.
@@ -60,13 +66,43 @@ def run(args: argparse.Namespace) -> int:
             fleet, loaders = _start(args, args.dir or Path(tmp), gateway, stack)
             print("Ctrl-C stops the nodes", flush=True)
             started = time.monotonic()
-            while args.duration is None or time.monotonic() - started < args.duration:
-                if fleet is not None:
-                    fleet.drift(time.monotonic())
-                time.sleep(1.0)
+            with _stop_signals() as stopped:
+                while args.duration is None or time.monotonic() - started < args.duration:
+                    if fleet is not None:
+                        fleet.drift(time.monotonic())
+                    if stopped(timeout=1.0):
+                        raise KeyboardInterrupt
         except KeyboardInterrupt:
             print("stopping", flush=True)
     return 0
+
+
+@contextmanager
+def _stop_signals() -> Iterator[Callable[..., bool]]:
+    """Ctrl-C and SIGTERM (`kill`, a service manager) stop sim the same way, nodes included:
+    their processes are in sessions of their own, so a sim that died at SIGTERM's default left
+    them running. The signal handlers only note the signal through a wakeup pipe, which the
+    loop waits on: the stop does not depend on when the interpreter runs a handler in the main
+    thread (a Ctrl-C was once seen not to stop it within 60 s while it slept)."""
+    read_end, write_end = os.pipe()
+    for fd in (read_end, write_end):
+        os.set_blocking(fd, False)
+    handlers = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+
+    def stopped(timeout: float) -> bool:
+        if not select.select([read_end], [], [], timeout)[0]:
+            return False
+        return bool(os.read(read_end, 64))
+
+    try:
+        yield stopped
+    finally:
+        signal.set_wakeup_fd(previous)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        os.close(read_end)
+        os.close(write_end)
 
 
 def _say(line: str) -> None:
