@@ -46,19 +46,8 @@ def _processes_in(directory: Path) -> list[int]:
     "Ctrl-C stops the nodes",  # running
 ])
 def test_sim_stops_cleanly_on_ctrl_c_at_any_moment_of_its_start_even_started_with_sigint_ignored(tmp_path, moment):
-    proc = started_with_sigint_ignored("sim", "--nodes", "2", "--dir", str(tmp_path))
-    lines = ProcessLines(proc)
-    try:
-        lines.wait_for_text("stdout", moment, timeout=180)
-        proc.send_signal(signal.SIGINT)
-        out, err = lines.finish(STOP_S)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, (out, err)
-    assert out.rstrip().endswith("stopping") and "Traceback" not in err, (out, err)
-    assert _processes_in(tmp_path) == []  # no node left running
+    _stop_sim(started_with_sigint_ignored("sim", "--nodes", "2", "--dir", str(tmp_path)), moment,
+              signal.SIGINT, tmp_path)
 
 
 @pytest.mark.parametrize("moment", ["provisioning sim-2", "Ctrl-C stops the nodes"])
@@ -66,10 +55,15 @@ def test_sim_stops_its_nodes_on_sigterm_as_on_ctrl_c(tmp_path, moment):
     # The nodes run in sessions of their own: a sim ended by SIGTERM's default left them running.
     proc = subprocess.Popen([FIELDNODE, "sim", "--nodes", "2", "--dir", str(tmp_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _stop_sim(proc, moment, signal.SIGTERM, tmp_path)
+
+
+def _stop_sim(proc: subprocess.Popen, moment: str, sig: signal.Signals, node_dirs: Path) -> None:
+    """Sends sig once sim has printed moment; it must stop cleanly and leave no node running."""
     lines = ProcessLines(proc)
     try:
         lines.wait_for_text("stdout", moment, timeout=180)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         out, err = lines.finish(STOP_S)
     finally:
         if proc.poll() is None:
@@ -77,7 +71,7 @@ def test_sim_stops_its_nodes_on_sigterm_as_on_ctrl_c(tmp_path, moment):
             proc.wait()
     assert proc.returncode == 0, (out, err)
     assert out.rstrip().endswith("stopping") and "Traceback" not in err, (out, err)
-    assert _processes_in(tmp_path) == []  # no node left running
+    assert _processes_in(node_dirs) == []  # no node left running
 
 
 def test_monitor_stops_on_ctrl_c_even_started_with_sigint_ignored(tmp_path):

@@ -44,7 +44,23 @@ def test_devkitc_spool_meets_room_and_wear_targets_counted_in_the_simulated_flas
     assert budget * 1024 <= spool_flash.FS_BYTES - 128 * 1024  # room left for the application
 
 
-RING = r"""
+# NVS as fnode reads it (get_i32 raises ESP_ERR_NVS_NOT_FOUND, -4354), in RAM.
+NVS_IN_RAM = r"""
+class NVS:
+    def __init__(self):
+        self.d = {}
+    def get_i32(self, k):
+        if k not in self.d:
+            raise OSError(-4354)
+        return self.d[k]
+    def set_i32(self, k, v):
+        self.d[k] = v
+    def commit(self):
+        pass
+
+"""
+
+RING = NVS_IN_RAM + r"""
 import json, os, time
 from fnode.frame import FrameBuilder
 from fnode.spool import Spool, contents, encode, decode
@@ -58,18 +74,6 @@ def frame(c):
     if c % 3:
         fb.add("env.hum", "%RH", 40.25 + c * 0.1)
     return bytes(fb.finish())
-
-class NVS:
-    def __init__(self):
-        self.d = {}
-    def get_i32(self, k):
-        if k not in self.d:
-            raise OSError(-4354)
-        return self.d[k]
-    def set_i32(self, k, v):
-        self.d[k] = v
-    def commit(self):
-        pass
 
 out = {}
 # The codec: a delta turns the reference into the frame, whatever the gap between changes.
@@ -185,7 +189,7 @@ def test_an_update_takes_the_frames_of_the_old_one_file_a_frame_spool(micropytho
 # a segment spans several; then every block after the first of segment 0 has its CTZ pointers
 # set to erased flash (0xff), as a power cut mid-write on worn flash can leave them: littlefs
 # refuses to read that file (ECORRUPT, errno 84). The node must send the other segments.
-DAMAGED = r"""
+DAMAGED = NVS_IN_RAM + r"""
 import json, os, vfs
 from fnode.frame import FrameBuilder
 from fnode.cose import counter_of
@@ -231,18 +235,6 @@ dev = RAMBlocks(256)
 vfs.VfsLfs2.mkfs(dev)
 vfs.mount(vfs.VfsLfs2(dev), "/ram")
 from fnode.spool import Spool, contents
-
-class NVS:
-    def __init__(self):
-        self.d = {}
-    def get_i32(self, k):
-        if k not in self.d:
-            raise OSError(-4354)
-        return self.d[k]
-    def set_i32(self, k, v):
-        self.d[k] = v
-    def commit(self):
-        pass
 
 fb = FrameBuilder(bytes(32), b"\x24\x0a\xc4\xa1\xb2\xc3\x00\x01", 4)
 nvs = NVS()

@@ -298,6 +298,8 @@ def _deliver(pin):
     h = pin._handler
     if h is None:
         return
+    if simtick.in_flash_call():
+        return  # the handler runs at the next tick: none runs inside the ESP32's C flash driver
     if not _irq_state:
         pin._queue()  # IRQs disabled: try again after enable_irq()
         return

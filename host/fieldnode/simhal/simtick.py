@@ -74,14 +74,19 @@ _service_queued = False
 _last = None
 
 
+def in_flash_call():
+    # True while littlefs is inside the flash's Python block device (simflash): on the ESP32 that
+    # is C code no callback interrupts, so the tick's work and the firmware's handlers wait.
+    flash = sys.modules.get("simflash")
+    return flash is not None and flash.busy > 0
+
+
 def _service(_):
     # Main thread: pulses and edges due since the last tick, expired timers, world.json for the
-    # devices. Not while the firmware is inside the flash's block device (a littlefs call): on
-    # the ESP32 that is C code no callback interrupts, so the work waits for the next tick.
+    # devices; not inside a flash call (the next tick does it).
     global _service_queued, _last
     _service_queued = False
-    flash = sys.modules.get("simflash")
-    if flash is not None and flash.busy:
+    if in_flash_call():
         return
     now = time.ticks_ms()
     dt = 0 if _last is None else time.ticks_diff(now, _last)

@@ -15,6 +15,7 @@ class Timer:
         self._period = 0
         self._cb = None
         self._mode = Timer.PERIODIC
+        self._armed = False  # between init() and deinit(): an expiry held back may still fire
         if kwargs:
             self.init(**kwargs)
 
@@ -26,10 +27,12 @@ class Timer:
         self._mode = mode
         self._period = period
         self._cb = callback
+        self._armed = True
         self._due = time.ticks_add(time.ticks_ms(), period)
         simtick.add_timer(self)
 
     def deinit(self):
+        self._armed = False
         self._due = None
         simtick.remove_timer(self)
 
@@ -49,6 +52,18 @@ class Timer:
             simtick.remove_timer(self)
         if self._cb is not None:
             try:
-                micropython.schedule(self._cb, self)
+                micropython.schedule(_fire, self)
             except RuntimeError:
                 pass  # queue full: this expiry is lost, as an overrun is on the board
+
+
+def _fire(timer):
+    if simtick.in_flash_call():
+        # None runs inside the ESP32's C flash driver: due again at the next tick.
+        if timer._armed:
+            timer._due = time.ticks_ms()
+            simtick.add_timer(timer)
+        return
+    cb = timer._cb
+    if cb is not None:
+        cb(timer)
