@@ -8,6 +8,7 @@ started exactly so (`trap '' INT; exec ...`), and sim is interrupted at several 
 start as well as once it runs (the live decode: test_capture_decode.py)."""
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -56,6 +57,24 @@ def test_sim_stops_its_nodes_on_sigterm_as_on_ctrl_c(tmp_path, moment):
     proc = subprocess.Popen([FIELDNODE, "sim", "--nodes", "2", "--dir", str(tmp_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _stop_sim(proc, moment, signal.SIGTERM, tmp_path)
+
+
+def test_demo_stops_its_nodes_on_sigterm(tmp_path):
+    # The demo's nodes live in a temporary directory: TMPDIR puts it where _processes_in looks.
+    proc = subprocess.Popen([FIELDNODE, "demo", "--nodes", "1", "--duration", "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(tmp_path)})
+    lines = ProcessLines(proc)
+    try:
+        lines.wait_for_text("stdout", "sim-1: device", timeout=180)
+        assert _processes_in(tmp_path), "the demo's node is not running under TMPDIR"
+        proc.send_signal(signal.SIGTERM)
+        out, err = lines.finish(STOP_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0 and "gateway counts" in out and "Traceback" not in err, (out, err)
+    assert _processes_in(tmp_path) == []  # no node left running
 
 
 def _stop_sim(proc: subprocess.Popen, moment: str, sig: signal.Signals, node_dirs: Path) -> None:

@@ -1,8 +1,8 @@
 # Emulated pulse source on an input pin (a flow meter's reed or open-collector output): pulses per
 # second, or with `per_pulse` the flow in the sensor's unit per second. In sim.json:
 # {"type": "pulse", "pulse": 35, "init": {"rate_hz": 10}}; world.json:
-# {"devices": {"flow": {"rate_hz": 25}}}. The HAL's timer thread asks rate_hz() every tick and
-# delivers the edges to the pin's IRQ handler.
+# {"devices": {"flow": {"rate_hz": 25}}}. The HAL asks rate_hz() at every 10 ms tick (simtick, in
+# the main thread) and delivers the edges to the pin's IRQ handler.
 from simdev import PulseSource
 
 

@@ -58,7 +58,7 @@ class AnalogSource:
 
 class PulseSource:
     # Pulses per second arriving on an input pin (each pulse: a rising then a falling edge).
-    # Called from the simulation's timer thread: keep it a plain read of the current rate.
+    # Called at every 10 ms tick (simtick): keep it a plain read of the current rate.
     def rate_hz(self):
         return 0.0
 

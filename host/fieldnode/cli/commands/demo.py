@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import queue
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "demo", help="three virtual nodes, a gateway and a live view on this machine",
         description="Starts a gateway on loopback (CoAP/UDP, SQLite in a temporary directory), "
         "then virtual nodes running the real firmware, provisions each over its pty, and shows the "
-        "frames the gateway verified and committed, live. Ends after --duration or on Ctrl-C.")
+        "frames the gateway verified and committed, live. Ends after --duration, on Ctrl-C or on SIGTERM.")
     p.add_argument("--nodes", type=int, default=3, help="how many virtual nodes (default 3)")
     p.add_argument("--duration", type=float, default=60.0, help="seconds to run (default 60; 0 = until Ctrl-C)")
     p.add_argument("--board", default="virtual", help="board of the virtual nodes (default: virtual)")
@@ -54,6 +55,9 @@ def _board_file(board: str, frame_version: int, base: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    # SIGTERM ends the demo as Ctrl-C does: its nodes run in sessions of their own and would be
+    # left running by SIGTERM's default.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     console = terminal()
     with tempfile.TemporaryDirectory(prefix="fieldnode-demo-") as tmp:
         base = Path(tmp)
