@@ -299,7 +299,9 @@ def _deliver(pin):
     if h is None:
         return
     if simtick.in_flash_call():
-        return  # the handler runs at the next tick: none runs inside the ESP32's C flash driver
+        # None runs inside the ESP32's C flash driver: right after it (or at the next tick).
+        pin._queued = simtick.hold_back(_deliver, pin)
+        return
     if not _irq_state:
         pin._queue()  # IRQs disabled: try again after enable_irq()
         return

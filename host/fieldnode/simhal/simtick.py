@@ -62,7 +62,9 @@ def _run():
         d = wdt_deadline
         if d is not None and time.ticks_diff(time.ticks_ms(), d) >= 0:
             _bark()  # the one thing done here: a hung main thread must still be reset
-        if not _service_queued:
+        # Asked only when there is work: a node with no IRQ pin and no Timer is interrupted once
+        # per WORLD_MS, not every tick (the work is the main thread's time now).
+        if not _service_queued and (pins or timers or time.ticks_diff(time.ticks_ms(), _world_due) >= 0):
             try:
                 micropython.schedule(_service, None)
                 _service_queued = True
@@ -76,17 +78,34 @@ _last = None
 
 def in_flash_call():
     # True while littlefs is inside the flash's Python block device (simflash): on the ESP32 that
-    # is C code no callback interrupts, so the tick's work and the firmware's handlers wait.
+    # is C code no callback interrupts, so the tick's work and the firmware's handlers are held
+    # back until it has left (hold_back).
     flash = sys.modules.get("simflash")
     return flash is not None and flash.busy > 0
 
 
+def hold_back(callback, arg):
+    # Asked again at once: the VM runs one scheduled callback per check (py/scheduler.c), at the
+    # next branch, so this one runs as soon as littlefs has left the block device's Python. A
+    # full queue leaves it to the next tick.
+    # -> whether it is queued.
+    global _service_queued
+    try:
+        micropython.schedule(callback, arg)
+    except RuntimeError:
+        return False
+    if callback is _service:
+        _service_queued = True
+    return True
+
+
 def _service(_):
     # Main thread: pulses and edges due since the last tick, expired timers, world.json for the
-    # devices; not inside a flash call (the next tick does it).
+    # devices; held back while inside a flash call.
     global _service_queued, _last
     _service_queued = False
     if in_flash_call():
+        hold_back(_service, None)
         return
     now = time.ticks_ms()
     dt = 0 if _last is None else time.ticks_diff(now, _last)

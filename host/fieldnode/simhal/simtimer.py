@@ -15,7 +15,6 @@ class Timer:
         self._period = 0
         self._cb = None
         self._mode = Timer.PERIODIC
-        self._armed = False  # between init() and deinit(): an expiry held back may still fire
         if kwargs:
             self.init(**kwargs)
 
@@ -27,12 +26,10 @@ class Timer:
         self._mode = mode
         self._period = period
         self._cb = callback
-        self._armed = True
         self._due = time.ticks_add(time.ticks_ms(), period)
         simtick.add_timer(self)
 
     def deinit(self):
-        self._armed = False
         self._due = None
         simtick.remove_timer(self)
 
@@ -59,10 +56,7 @@ class Timer:
 
 def _fire(timer):
     if simtick.in_flash_call():
-        # None runs inside the ESP32's C flash driver: due again at the next tick.
-        if timer._armed:
-            timer._due = time.ticks_ms()
-            simtick.add_timer(timer)
+        simtick.hold_back(_fire, timer)  # none runs inside the ESP32's C flash driver: right after it
         return
     cb = timer._cb
     if cb is not None:
