@@ -9,6 +9,7 @@ import signal
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -64,9 +65,9 @@ def run(args: argparse.Namespace) -> int:
         # they run: what was started is stopped as the stack unwinds.
         try:
             fleet, loaders = _start(args, args.dir or Path(tmp), gateway, stack)
-            print("Ctrl-C stops the nodes", flush=True)
             started = time.monotonic()
             with _stop_signals() as stopped:
+                print("Ctrl-C stops the nodes", flush=True)  # true from here on
                 while args.duration is None or time.monotonic() - started < args.duration:
                     if fleet is not None:
                         fleet.drift(time.monotonic())
@@ -81,26 +82,35 @@ def run(args: argparse.Namespace) -> int:
 def _stop_signals() -> Iterator[Callable[..., bool]]:
     """Ctrl-C and SIGTERM (`kill`, a service manager) stop sim the same way, nodes included:
     their processes are in sessions of their own, so a sim that died at SIGTERM's default left
-    them running. The signal handlers only note the signal through a wakeup pipe, which the
-    loop waits on: the stop does not depend on when the interpreter runs a handler in the main
-    thread (a Ctrl-C was once seen not to stop it within 60 s while it slept)."""
+    them running. Once the nodes run, a signal is noted by its handler and wakes the loop through
+    the wakeup pipe, which the C-level handler writes at once; the Python handler runs later, at
+    the interpreter's next check. So the pipe is set first and the handlers after it: a signal
+    that arrives in between still stops sim, through whichever handler the interpreter then
+    finds (KeyboardInterrupt, or the note). Handlers swapped first lost a SIGTERM sent right as
+    the loop began (1 run in ~6 beside a CPU burner): the old handler's turn came after the swap,
+    and no byte was in a pipe not yet set."""
+    seen: list[int] = []
     read_end, write_end = os.pipe()
-    for fd in (read_end, write_end):
-        os.set_blocking(fd, False)
-    handlers = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
-    previous = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
-
-    def stopped(timeout: float) -> bool:
-        if not select.select([read_end], [], [], timeout)[0]:
-            return False
-        return bool(os.read(read_end, 64))
-
+    previous = None
+    handlers: dict[int, Any] = {}
     try:
+        for fd in (read_end, write_end):
+            os.set_blocking(fd, False)
+        previous = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            handlers[sig] = signal.signal(sig, lambda signum, _frame: seen.append(signum))
+
+        def stopped(timeout: float) -> bool:
+            if not seen and select.select([read_end], [], [], timeout)[0]:
+                os.read(read_end, 64)
+            return bool(seen)
+
         yield stopped
     finally:
-        signal.set_wakeup_fd(previous)
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
+        if previous is not None:
+            signal.set_wakeup_fd(previous)
         os.close(read_end)
         os.close(write_end)
 
