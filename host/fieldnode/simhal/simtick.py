@@ -56,7 +56,6 @@ def remove_timer(t):
 
 
 def _run():
-    global _service_queued
     while True:
         time.sleep_ms(TICK_MS)
         d = wdt_deadline
@@ -65,11 +64,21 @@ def _run():
         # Asked only when there is work: a node with no IRQ pin and no Timer is interrupted once
         # per WORLD_MS, not every tick (the work is the main thread's time now).
         if not _service_queued and (pins or timers or time.ticks_diff(time.ticks_ms(), _world_due) >= 0):
-            try:
-                micropython.schedule(_service, None)
-                _service_queued = True
-            except RuntimeError:
-                pass  # queue full: next tick
+            _ask_for_service()
+
+
+def _ask_for_service():
+    # The flag goes up before the callback is queued: the main thread may run it (and lower the
+    # flag) before schedule() has even returned here. Raised after, it stayed up with nothing
+    # queued, and the ticks stopped for good (a Timer that never fired: seen once in a full run).
+    global _service_queued
+    _service_queued = True
+    try:
+        micropython.schedule(_service, None)
+    except RuntimeError:
+        _service_queued = False  # queue full: next tick
+        return False
+    return True
 
 
 _service_queued = False
@@ -89,13 +98,12 @@ def hold_back(callback, arg):
     # next branch, so this one runs as soon as littlefs has left the block device's Python. A
     # full queue leaves it to the next tick.
     # -> whether it is queued.
-    global _service_queued
+    if callback is _service:
+        return _ask_for_service()
     try:
         micropython.schedule(callback, arg)
     except RuntimeError:
         return False
-    if callback is _service:
-        _service_queued = True
     return True
 
 

@@ -56,7 +56,11 @@ class Timer:
 
 def _fire(timer):
     if simtick.in_flash_call():
-        simtick.hold_back(_fire, timer)  # none runs inside the ESP32's C flash driver: right after it
+        # None runs inside the ESP32's C flash driver: right after it, or (queue full) at the
+        # next tick, so that an expiry is not lost to the simulation's own traffic.
+        if not simtick.hold_back(_fire, timer):
+            timer._due = time.ticks_ms()
+            simtick.add_timer(timer)
         return
     cb = timer._cb
     if cb is not None:
