@@ -58,21 +58,20 @@ def run(args: argparse.Namespace) -> int:
     if args.unprovisioned and args.keys:
         raise FieldnodeError("--keys goes without --unprovisioned: unprovisioned nodes have no key "
                              "(`fieldnode provision --keys PATH` records the ones you give them)")
-    # SIGTERM stops it as Ctrl-C does, also while the nodes start (see _stop_signals).
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    with tempfile.TemporaryDirectory(prefix="fieldnode-sim-") as tmp, ExitStack() as stack:
-        # Ctrl-C stops sim the same way whenever it comes, while the nodes start as well as once
-        # they run: what was started is stopped as the stack unwinds.
+    # Ctrl-C and SIGTERM stop sim the same way whenever they come, while the nodes start as well
+    # as once they run: what was started is stopped as the stack unwinds.
+    with _stop_signals() as stopped, tempfile.TemporaryDirectory(prefix="fieldnode-sim-") as tmp, \
+            ExitStack() as stack:
         try:
             fleet, loaders = _start(args, args.dir or Path(tmp), gateway, stack)
             started = time.monotonic()
-            with _stop_signals() as stopped:
-                print("Ctrl-C stops the nodes", flush=True)  # true from here on
-                while args.duration is None or time.monotonic() - started < args.duration:
-                    if fleet is not None:
-                        fleet.drift(time.monotonic())
-                    if stopped(timeout=1.0):
-                        raise KeyboardInterrupt
+            print("Ctrl-C stops the nodes", flush=True)
+            while not stopped(timeout=0) and (args.duration is None or time.monotonic() - started < args.duration):
+                if fleet is not None:
+                    fleet.drift(time.monotonic())
+                stopped(timeout=1.0)
+            if stopped(timeout=0):
+                raise KeyboardInterrupt  # a signal whose own KeyboardInterrupt was lost
         except KeyboardInterrupt:
             print("stopping", flush=True)
     return 0
@@ -82,14 +81,18 @@ def run(args: argparse.Namespace) -> int:
 def _stop_signals() -> Iterator[Callable[..., bool]]:
     """Ctrl-C and SIGTERM (`kill`, a service manager) stop sim the same way, nodes included:
     their processes are in sessions of their own, so a sim that died at SIGTERM's default left
-    them running. Once the nodes run, a signal is noted by its handler and wakes the loop through
-    the wakeup pipe, which the C-level handler writes at once; the Python handler runs later, at
-    the interpreter's next check. So the pipe is set first and the handlers after it: a signal
-    that arrives in between still stops sim, through whichever handler the interpreter then
-    finds (KeyboardInterrupt, or the note). Handlers swapped first lost a SIGTERM sent right as
-    the loop began (1 run in ~6 beside a CPU burner): the old handler's turn came after the swap,
-    and no byte was in a pipe not yet set."""
+    them running. The handler notes the signal and raises KeyboardInterrupt (which ends a wait of
+    the start); the loop also looks at the note, and waits on the wakeup pipe that the C-level
+    handler writes at once, whatever thread the kernel hands the signal to. A KeyboardInterrupt
+    can be lost on its way (raised inside code that discards exceptions): a wheel-installed sim
+    once ran on for 60 s after a Ctrl-C that arrived while it was starting, every signal mask
+    clean; the note is not lost."""
     seen: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        seen.append(signum)
+        raise KeyboardInterrupt
+
     read_end, write_end = os.pipe()
     previous = None
     handlers: dict[int, Any] = {}
@@ -98,7 +101,7 @@ def _stop_signals() -> Iterator[Callable[..., bool]]:
             os.set_blocking(fd, False)
         previous = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
         for sig in (signal.SIGINT, signal.SIGTERM):
-            handlers[sig] = signal.signal(sig, lambda signum, _frame: seen.append(signum))
+            handlers[sig] = signal.signal(sig, on_signal)
 
         def stopped(timeout: float) -> bool:
             if not seen and select.select([read_end], [], [], timeout)[0]:
