@@ -63,47 +63,41 @@ def test_demo_stops_its_nodes_on_sigterm(tmp_path):
     # The demo's nodes live in a temporary directory: TMPDIR puts it where _processes_in looks.
     proc = subprocess.Popen([FIELDNODE, "demo", "--nodes", "1", "--duration", "0"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(tmp_path)})
-    lines = ProcessLines(proc)
-    try:
-        lines.wait_for_text("stdout", "sim-1: device", timeout=180)
-        assert _processes_in(tmp_path), "the demo's node is not running under TMPDIR"
-        proc.send_signal(signal.SIGTERM)
-        out, err = lines.finish(STOP_S)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    running: list[int] = []
+    out, err = _signalled(proc, "stdout", "sim-1: device", signal.SIGTERM,
+                          before=lambda: running.extend(_processes_in(tmp_path)))
+    assert running, "the demo's node was not running under TMPDIR"
     assert proc.returncode == 0 and "gateway counts" in out and "Traceback" not in err, (out, err)
     assert _processes_in(tmp_path) == []  # no node left running
 
 
 def _stop_sim(proc: subprocess.Popen, moment: str, sig: signal.Signals, node_dirs: Path) -> None:
     """Sends sig once sim has printed moment; it must stop cleanly and leave no node running."""
+    out, err = _signalled(proc, "stdout", moment, sig)
+    assert proc.returncode == 0, (out, err)
+    assert out.rstrip().endswith("stopping") and "Traceback" not in err, (out, err)
+    assert _processes_in(node_dirs) == []  # no node left running
+
+
+def _signalled(proc: subprocess.Popen, stream: str, text: str, sig: signal.Signals,
+               before=lambda: None) -> tuple[str, str]:
+    """Sends sig once proc has printed text on stream (calling before() first); -> its output
+    once it ended. A process that does not end within STOP_S is killed, and the wait says so."""
     lines = ProcessLines(proc)
     try:
-        lines.wait_for_text("stdout", moment, timeout=180)
+        lines.wait_for_text(stream, text, timeout=180)
+        before()
         proc.send_signal(sig)
-        out, err = lines.finish(STOP_S)
+        return lines.finish(STOP_S)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 0, (out, err)
-    assert out.rstrip().endswith("stopping") and "Traceback" not in err, (out, err)
-    assert _processes_in(node_dirs) == []  # no node left running
 
 
 def test_monitor_stops_on_ctrl_c_even_started_with_sigint_ignored(tmp_path):
     keys = Keystore(tmp_path / "keys.json", [])
     keys.save()
     proc = started_with_sigint_ignored("monitor", "--udp", "127.0.0.1:0", "--keys", str(keys.path), "--json")
-    lines = ProcessLines(proc)
-    try:
-        lines.wait_for_text("stderr", "listening on udp 127.0.0.1:", timeout=120)
-        proc.send_signal(signal.SIGINT)
-        out, err = lines.finish(STOP_S)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    out, err = _signalled(proc, "stderr", "listening on udp 127.0.0.1:", signal.SIGINT)
     assert proc.returncode == 0 and out == "" and "Traceback" not in err, err
