@@ -184,8 +184,7 @@ def measure(tmp: Path, frames_up: int = 300, frames_down: int = 600, spool_kb: i
         stored = [c for c, _, _ in site.frames(node)]
         lost = [c for c in made if c not in stored]
         erased = w3["erased"]
-        console = console_since(node).decode(errors="replace").splitlines()
-        failures = [line for line in console if "driver failed" in line or line.startswith("sim: world.json")]
+        failures = [ln for ln in _console_lines(node) if "driver failed" in ln or ln.startswith("sim: world.json")]
         return {"board": BOARD, "speedup": SPEEDUP, "fs_bytes": FS_BYTES, "block_size": BLOCK_SIZE,
                 "real_frames_per_min": info["real_frames_per_min"], "up": up, "down": down, "drain": drain,
                 "lost_in_outage": len(lost), "in_order": stored == sorted(stored),
@@ -199,9 +198,12 @@ def measure(tmp: Path, frames_up: int = 300, frames_down: int = 600, spool_kb: i
 def _health(node: VirtualNode) -> str:
     """What a failed phase needs said: the node's boots, unexpected deaths, and what its console
     said about the spool, sensors and the simulation."""
-    lines = console_since(node).decode(errors="replace").splitlines()
-    said = [ln for ln in lines if "spool" in ln or ln.startswith(("sim:", "E ", "Traceback", "OSError"))]
+    said = [ln for ln in _console_lines(node) if "spool" in ln or ln.startswith(("sim:", "E ", "Traceback", "OSError"))]
     return f"boots {node.boots}, process deaths {node.process_deaths}; console: {said[-12:]}"
+
+
+def _console_lines(node: VirtualNode) -> list[str]:
+    return console_since(node).decode(errors="replace").splitlines()
 
 
 def usage_or_none(image: Path) -> tuple[int, int, int] | None:

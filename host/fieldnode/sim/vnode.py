@@ -705,6 +705,7 @@ class VirtualNode:
                 marker.unlink()
             except FileNotFoundError:
                 reason = []
+            died = None  # the signal that ended the process unasked
             if reason[:1] == ["poweroff"]:
                 self._power = False
             if not self._power:
@@ -717,8 +718,8 @@ class VirtualNode:
                 cause = "soft"  # Ctrl-D or sys.exit() at the REPL: a soft reboot on a board
             else:
                 cause = "hard"
-                death = _signal_name(-rc) if rc is not None else "unknown cause"
-                self.process_deaths.append(death)
+                died = _signal_name(-rc) if rc is not None else "unknown cause"
+                self.process_deaths.append(died)
                 now = time.monotonic()
                 self._crashes = [t for t in self._crashes if now - t < _CRASH_WINDOW_S] + [now]
                 if len(self._crashes) >= _CRASH_LIMIT:
@@ -728,8 +729,8 @@ class VirtualNode:
                     return
         if cause == "soft":
             self._console(b"MPY: soft reboot\r\n", self._client_connected())
-        elif not reason:
-            line = f"sim: the node's process died ({death}); started again as a hard reset\r\n"
+        elif died is not None:
+            line = f"sim: the node's process died ({died}); started again as a hard reset\r\n"
             self._console(line.encode(), self._client_connected())
         with self._cond:
             if cause == "deepsleep":

@@ -98,8 +98,6 @@ def hold_back(callback, arg):
     # next branch, so this one runs as soon as littlefs has left the block device's Python. A
     # full queue leaves it to the next tick.
     # -> whether it is queued.
-    if callback is _service:
-        return _ask_for_service()
     try:
         micropython.schedule(callback, arg)
     except RuntimeError:
@@ -113,7 +111,7 @@ def _service(_):
     global _service_queued, _last
     _service_queued = False
     if in_flash_call():
-        hold_back(_service, None)
+        _ask_for_service()  # right after the flash call, as hold_back does for the handlers
         return
     now = time.ticks_ms()
     dt = 0 if _last is None else time.ticks_diff(now, _last)

@@ -66,12 +66,11 @@ def run(args: argparse.Namespace) -> int:
             fleet, loaders = _start(args, args.dir or Path(tmp), gateway, stack)
             started = time.monotonic()
             print("Ctrl-C stops the nodes", flush=True)
-            while not stopped(timeout=0) and (args.duration is None or time.monotonic() - started < args.duration):
+            while args.duration is None or time.monotonic() - started < args.duration:
                 if fleet is not None:
                     fleet.drift(time.monotonic())
-                stopped(timeout=1.0)
-            if stopped(timeout=0):
-                raise KeyboardInterrupt  # a signal whose own KeyboardInterrupt was lost
+                if stopped(timeout=1.0):
+                    raise KeyboardInterrupt  # a signal whose own KeyboardInterrupt was lost
         except KeyboardInterrupt:
             print("stopping", flush=True)
     return 0
